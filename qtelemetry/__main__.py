@@ -1,0 +1,3 @@
+from qtelemetry.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Command line: ``qtelemetry run | check-config | plan``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from qtelemetry import __version__
+from qtelemetry.config import Config, ConfigError, default_config, load_config, parse_listen
+
+log = logging.getLogger("qtelemetry")
+
+EXIT_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format='ts=%(asctime)s level=%(levelname)s logger=%(name)s msg="%(message)s"',
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None) -> Config:
+    return default_config() if path is None else load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from qtelemetry.exporter.collector import SnapshotCollector
+    from qtelemetry.exporter.pipeline import Pipeline
+    from qtelemetry.exporter.server import MetricsServer
+
+    try:
+        config = _load(args.config)
+        host, port = parse_listen(args.listen or config.exporter.listen)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    pipeline = Pipeline(config)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: pipeline.snapshot))
+    try:
+        server = MetricsServer(registry, host, port)
+    except OSError as exc:
+        print(f"error: listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    pipeline.start()
+    server.start()
+    bound_host, bound_port = server.address
+    log.info("serving metrics url=http://%s:%d/metrics links=%d source=%s",
+             bound_host, bound_port, len(config.links), args.config or "embedded-demo")
+    stopping.wait()
+    log.info("shutting down")
+    server.close()
+    pipeline.stop()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.file}: ok, {len(config.links)} links: {', '.join(l.name for l in config.links)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qtelemetry import planner
+
+    parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"qtelemetry {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = verbs.add_parser("run", help="run the exporter (embedded demo config if no --config)",
+                           description="Run the exporter and serve Prometheus metrics on /metrics.")
+    run.add_argument("--config", metavar="FILE", help="YAML config; default: the embedded demo")
+    run.add_argument("--listen", metavar="HOST:PORT", help="override exporter.listen (port 0 = any free port)")
+    run.set_defaults(handler=cmd_run)
+
+    check = verbs.add_parser("check-config", help="validate a config file and list every error",
+                             description="Validate a config file; exit 2 listing each error with its field path.")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=cmd_check_config)
+
+    planner.register(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.handler(args)

@@ -1,0 +1,110 @@
+"""Typed exporter config; every error names the field path and the reason.
+
+The embedded demo config (``qtelemetry/defaults/demo.yaml``) is what ``qtelemetry run`` uses
+when no file is given.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from qtelemetry.drivers import DriverConfig
+from qtelemetry.drivers.base import StrictModel
+
+#: Label values come from config only; this pattern keeps them short and safe in any query.
+LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds (field path, reason) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {path}: {reason}" for path, reason in problems))
+
+
+class ExporterConfig(StrictModel):
+    listen: str = Field("127.0.0.1:9817", description="HOST:PORT the /metrics server binds to")
+    window_seconds: float = Field(1.0, gt=0.0, description="acquisition window of every link, s")
+    sliding_windows: int = Field(60, ge=1, le=100_000, description="windows summed per estimate")
+    confidence_level: float = Field(0.99, gt=0.5, lt=1.0, description="one-sided level of QBER bounds")
+    stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class LinkConfig(StrictModel):
+    name: str = Field(pattern=LABEL_VALUE, description="unique link name, used as the `link` label")
+    site_a: str = Field("a", pattern=LABEL_VALUE, description="site at Alice's (transmitter) end")
+    site_b: str = Field("b", pattern=LABEL_VALUE, description="site at Bob's (receiver) end")
+    driver: DriverConfig
+
+
+class Config(StrictModel):
+    exporter: ExporterConfig = ExporterConfig()
+    links: list[LinkConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        names = [link.name for link in self.links]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate link names: {', '.join(duplicates)}")
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 hosts in brackets); raises ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _field_path(loc: tuple[str | int, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text into a Config, or raise ConfigError listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("(yaml)", f"invalid YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(top level)", "expected a mapping with `exporter` and `links`")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; a missing or unreadable file is a ConfigError too."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
+    return parse_config(text, str(path))
+
+
+def default_config_text() -> str:
+    return resources.files("qtelemetry.defaults").joinpath("demo.yaml").read_text(encoding="utf-8")
+
+
+def default_config() -> Config:
+    """The embedded demo: links that look different on a dashboard."""
+    return parse_config(default_config_text(), "embedded demo config")

@@ -1,0 +1,8 @@
+"""NumPy estimation core: one vectorised estimator per link protocol."""
+
+from __future__ import annotations
+
+from qtelemetry.estimation.bb84 import BB84_DECOY
+from qtelemetry.estimation.protocols import LinkProtocol
+
+PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY,)}
