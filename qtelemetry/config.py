@@ -71,8 +71,14 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _field_path(loc: tuple[str | int, ...]) -> str:
+    """``("links", 0, "driver", "simulated-bb84", "mu")`` → ``links[0].driver.mu``.
+
+    The part after ``driver`` is pydantic's union tag (the driver type), not a field.
+    """
     path = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "driver":
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or "(top level)"
 

@@ -1,0 +1,70 @@
+"""Decoy-BB84 estimator against independently derived values (MQZL 2005 model, exact binomial)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from qtelemetry.estimation.bb84 import BB84_DECOY, channel_loss_db
+from qtelemetry.estimation.stats import clopper_pearson_interval, clopper_pearson_upper
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (37, 1000), (500, 1000), (3, 3)])
+def test_clopper_pearson_matches_scipy_exact_interval(k, n):
+    """scipy's binomtest(...).proportion_ci(method='exact') is an independent Clopper-Pearson."""
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    lower, upper = clopper_pearson_interval(k, n, 0.95)
+    assert lower == pytest.approx(ci.low, abs=1e-12)
+    assert upper == pytest.approx(ci.high, abs=1e-12)
+
+
+def test_clopper_pearson_closed_forms():
+    # zero errors: upper bound 1 − α^(1/n) (the "rule of three" in its exact form)
+    assert clopper_pearson_upper(0, 100, 0.99) == pytest.approx(1 - 0.01 ** (1 / 100))
+    assert np.isnan(clopper_pearson_upper(0, 0, 0.99))
+
+
+def test_loss_inverts_the_gain_model():
+    eta = 10 ** (-7.3 / 10) * 0.2
+    q = 2e-6 + 1 - math.exp(-eta * 0.6)
+    assert channel_loss_db(np.array([q]), np.array([2e-6]), np.array([0.6]), np.array([0.2]))[0] == pytest.approx(7.3, abs=1e-9)
+
+
+def expected_counts(lengths_km, pulses=1e12, y0=1e-6, ed=0.02, det=0.1, mu=0.5, nu=0.1):
+    """Noise-free counts: pulses × model probabilities (MQZL §II), for several links at once."""
+    eta = 10 ** (-0.2 * np.asarray(lengths_km)[:, None] / 10) * det
+    x = np.array([mu, nu, 0.0])
+    n = pulses * np.array([0.8, 0.1, 0.1])
+    q = y0 + 1 - np.exp(-eta * x)
+    eq = 0.5 * y0 + ed * (1 - np.exp(-eta * x))
+    sifted = np.stack([n * q / 4, n * q / 4], axis=1)
+    errors = np.stack([n * eq / 4, n * eq / 4], axis=1)
+    return {"pulses": np.broadcast_to(n, q.shape).copy(), "detections": n * q, "sifted": sifted, "errors": errors}
+
+
+def test_estimator_recovers_model_values_for_many_links_at_once():
+    lengths = np.array([0.0, 25.0, 80.0, 300.0])
+    sums = expected_counts(lengths)
+    params = {"mu": np.full(4, 0.5), "nu": np.full(4, 0.1), "basis_bias": np.full(4, 0.5),
+              "detector_efficiency": np.full(4, 0.1), "ec_efficiency": np.full(4, 1.16)}
+    est = BB84_DECOY.estimate(sums, np.full(4, 1000.0), params, 0.99)
+    np.testing.assert_allclose(est["loss_db"], 0.2 * lengths, atol=1e-6)
+    # QBER = E·Q / Q
+    eta = 10 ** (-0.2 * lengths / 10) * 0.1
+    q = 1e-6 + 1 - np.exp(-eta * 0.5)
+    np.testing.assert_allclose(est["qber_z"], (0.5e-6 + 0.02 * (1 - np.exp(-eta * 0.5))) / q)
+    # beyond the maximum distance the bound gives no key: 0, never negative or NaN
+    assert est["secret_key_rate_bps"][3] == 0.0
+    assert np.all(est["secret_key_rate_bps"][:3] > 0)
+    assert np.all(np.diff(est["secret_key_rate_bps"]) <= 0)
+
+
+def test_no_data_gives_no_estimate_not_an_error():
+    zeros = {k: np.zeros((2, *s)) for k, s in BB84_DECOY.count_shapes.items()}
+    params = {k: np.ones(2) * 0.5 for k in BB84_DECOY.param_names} | {"nu": np.full(2, 0.1)}
+    with np.errstate(all="raise"):
+        est = BB84_DECOY.estimate(zeros, np.zeros(2), params, 0.99)
+    assert all(np.all(np.isnan(v)) for v in est.values())
