@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 import threading
 from typing import Sequence
@@ -34,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from qtelemetry.exporter.collector import SnapshotCollector
     from qtelemetry.exporter.pipeline import Pipeline
-    from qtelemetry.exporter.server import MetricsServer
+    from qtelemetry.exporter.server import FaultTarget, MetricsServer
 
     try:
         config = _load(args.config)
@@ -46,9 +47,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: pipeline.snapshot))
     try:
-        server = MetricsServer(registry, host, port)
+        server = MetricsServer(registry, host, port, config.exporter.web,
+                               FaultTarget(lambda: pipeline.drivers), config.exporter.admin_token())
     except OSError as exc:
         print(f"error: listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ssl.SSLError as exc:
+        print(f"error: exporter.web: TLS setup failed: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,8 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline.start()
     server.start()
     bound_host, bound_port = server.address
-    log.info("serving metrics url=http://%s:%d/metrics links=%d source=%s",
-             bound_host, bound_port, len(config.links), args.config or "embedded-demo")
+    log.info("serving metrics url=%s://%s:%d/metrics links=%d source=%s fault_injection=%s",
+             server.scheme, bound_host, bound_port, len(config.links), args.config or "embedded-demo",
+             "on" if config.exporter.admin_token_file else "off")
     stopping.wait()
     log.info("shutting down")
     server.close()
@@ -77,6 +83,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from qtelemetry import planner
+    from qtelemetry.exporter import fault_client
 
     parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qtelemetry {__version__}")
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_check_config)
 
     planner.register(verbs)
+    fault_client.register(verbs)
     return parser
 
 

@@ -10,13 +10,18 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+import re
+
+from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
 
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import StrictModel
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+#: Default margin of a loss budget over the modelled loss (a common engineering margin).
+LOSS_MARGIN_DB = 3.0
+BCRYPT_HASH = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
 
 
 class ConfigError(Exception):
@@ -28,12 +33,43 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {path}: {reason}" for path, reason in problems))
 
 
+class WebConfig(StrictModel):
+    """TLS and basic auth of the HTTP endpoint, as in the Prometheus exporter-toolkit web config."""
+
+    tls_cert_file: FilePath | None = Field(None, description="server certificate (PEM); enables HTTPS")
+    tls_key_file: FilePath | None = Field(None, description="private key of the server certificate (PEM)")
+    tls_client_ca_file: FilePath | None = Field(None, description="CA for client certificates; enables mutual TLS")
+    basic_auth_users: dict[str, str] = Field(default_factory=dict, description="user -> bcrypt hash")
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
+        for user, hashed in users.items():
+            if not BCRYPT_HASH.match(hashed):
+                raise ValueError(f"user {user!r}: expected a bcrypt hash ($2b$...), never a plain password")
+        return users
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> "WebConfig":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+
 class ExporterConfig(StrictModel):
     listen: str = Field("127.0.0.1:9817", description="HOST:PORT the /metrics server binds to")
     window_seconds: float = Field(1.0, gt=0.0, description="acquisition window of every link, s")
     sliding_windows: int = Field(60, ge=1, le=100_000, description="windows summed per estimate")
     confidence_level: float = Field(0.99, gt=0.5, lt=1.0, description="one-sided level of QBER bounds")
     stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
+    web: WebConfig = WebConfig()
+    admin_token_file: FilePath | None = Field(
+        None, description="file holding the bearer token that enables /-/faults; omit to disable it")
+
+    def admin_token(self) -> str | None:
+        return None if self.admin_token_file is None else self.admin_token_file.read_text().strip()
 
     @field_validator("listen")
     @classmethod
@@ -47,6 +83,23 @@ class LinkConfig(StrictModel):
     site_a: str = Field("a", pattern=LABEL_VALUE, description="site at Alice's (transmitter) end")
     site_b: str = Field("b", pattern=LABEL_VALUE, description="site at Bob's (receiver) end")
     driver: DriverConfig
+    loss_budget_db: float | None = Field(
+        None, ge=0.0, description="channel loss the link is engineered for; default: the model's + 3 dB")
+    expected_secret_key_rate_bps: float | None = Field(
+        None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
+
+    def loss_budget(self) -> float | None:
+        """The configured budget, else the simulator's nominal loss plus a 3 dB margin."""
+        if self.loss_budget_db is not None:
+            return self.loss_budget_db
+        nominal = getattr(self.driver, "nominal_loss_db", None)
+        return None if nominal is None else nominal() + LOSS_MARGIN_DB
+
+    def expected_key_rate(self) -> float | None:
+        if self.expected_secret_key_rate_bps is not None:
+            return self.expected_secret_key_rate_bps
+        model = getattr(self.driver, "expected_secret_key_rate_bps", None)
+        return None if model is None else model()
 
 
 class Config(StrictModel):

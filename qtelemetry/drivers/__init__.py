@@ -11,7 +11,9 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.drivers.simulated_heralded import SimulatedHeraldedConfig
+from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 
-DRIVER_CONFIGS = (SimulatedBB84Config,)
+DRIVER_CONFIGS = (SimulatedBB84Config, SimulatedSPDCConfig, SimulatedHeraldedConfig)
 
 DriverConfig = Annotated[Union[DRIVER_CONFIGS], Field(discriminator="type")]

@@ -15,6 +15,21 @@ from pydantic import BaseModel, ConfigDict
 
 
 @dataclass(frozen=True)
+class KeySupply:
+    """Key material of one window as the link's key store reports it, in bits.
+
+    Never key material itself, only amounts (ETSI GS QKD 014 status reports the same:
+    stored_key_count × key_size and max_key_count × key_size).
+    """
+
+    generated_bits: float  #: secret key added to the store during the window
+    requested_bits: float  #: key asked for by applications during the window
+    delivered_bits: float  #: key handed to applications during the window
+    stored_bits: float  #: level of the store at the end of the window
+    capacity_bits: float  #: size of the store
+
+
+@dataclass(frozen=True)
 class CountBatch:
     """Counts of one link over one acquisition window.
 
@@ -26,6 +41,8 @@ class CountBatch:
     start: float  #: window start, Unix seconds
     duration_s: float  #: window length, seconds
     counts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    key_supply: KeySupply | None = None  #: for links whose source reports a key store
+    active_faults: tuple[str, ...] = ()  #: simulated links only: fault kinds in effect
 
 
 class DriverError(Exception):

@@ -1,56 +1,118 @@
-"""Shared machinery of simulated drivers: real-time pacing, seeded sampling, live updates."""
+"""Shared machinery of simulated drivers: real-time pacing, seeded sampling, faults, key store."""
 
 from __future__ import annotations
 
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from qtelemetry.drivers.base import CountBatch, StrictModel
+from qtelemetry.drivers.base import CountBatch, KeySupply, StrictModel
+from qtelemetry.drivers.faults import EFFECTS, FaultConfig, apply_faults
 
-C = TypeVar("C", bound=StrictModel)
+
+class SimulatedConfig(StrictModel):
+    """Fields every simulated link has: a seed, scripted faults and a key store."""
+
+    seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
+    faults: list[FaultConfig] = Field(default_factory=list, description="scripted fault scenarios")
+    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, description="size of the link's key store, bits")
+    key_buffer_initial_ratio: float = Field(0.5, ge=0.0, le=1.0, description="initial fill of the key store")
+    key_consumption_bps: float = Field(0.0, ge=0.0, description="key demand of applications, bits/s")
+
+    @model_validator(mode="after")
+    def _faults_apply(self) -> "SimulatedConfig":
+        for fault in self.faults:
+            check_fault_applies(type(self), fault)
+        return self
+
+
+def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) -> None:
+    """A fault must move a parameter this simulator has (no visibility drop on a BB84 link)."""
+    if fault.effect.parameter not in config_type.model_fields:
+        kinds = sorted(k for k, e in EFFECTS.items() if e.parameter in config_type.model_fields)
+        raise ValueError(f"fault kind {fault.kind!r} does not apply to this driver (applies: {', '.join(kinds)})")
+
+
+C = TypeVar("C", bound=SimulatedConfig)
+
+
+class KeyStore:
+    """Key store between the link and its applications: generation fills it, demand drains it."""
+
+    def __init__(self, capacity_bits: float, stored_bits: float):
+        self.capacity_bits = capacity_bits
+        self.stored_bits = stored_bits
+
+    def step(self, generated_bits: float, requested_bits: float) -> KeySupply:
+        self.stored_bits = min(self.capacity_bits, self.stored_bits + generated_bits)
+        delivered = min(requested_bits, self.stored_bits)
+        self.stored_bits -= delivered
+        return KeySupply(generated_bits, requested_bits, delivered, self.stored_bits, self.capacity_bits)
 
 
 class SimulatedDriver(ABC, Generic[C]):
     """Emits one window of sampled counts every ``window_s`` seconds of wall time.
 
-    Subclasses implement ``sample``. ``update`` swaps in a re-validated copy of the config,
-    so a fault injected while running takes effect at the next window and can never leave
-    the simulator in a physically impossible state.
+    Subclasses implement ``sample`` (counts) and ``secret_bits`` (what the link's own key
+    distillation adds to its key store). Faults, from the config or injected while running,
+    modify the physical parameters of each window before sampling.
     """
 
     def __init__(self, config: C, window_s: float):
         self.window_s = window_s
-        self._config = config
+        self.config = config
+        self._faults = list(config.faults)
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(getattr(config, "seed", None))
-        self._next_start = time.time()
+        self._rng = np.random.default_rng(config.seed)
+        self._started = self._next_start = time.time()
         self._closed = threading.Event()
+        self._store = KeyStore(config.key_buffer_capacity_bits,
+                               config.key_buffer_initial_ratio * config.key_buffer_capacity_bits)
 
-    @property
-    def config(self) -> C:
-        return self._config
-
-    def update(self, **changes: Any) -> None:
-        """Change physical parameters while running; raises pydantic.ValidationError if invalid."""
+    def inject(self, fault: FaultConfig) -> FaultConfig:
+        """Start a fault now (its ``start_s`` counts from now); raises ValueError if it can't apply."""
+        check_fault_applies(type(self.config), fault)
+        shifted = fault.model_copy(update={"start_s": time.time() - self._started + fault.start_s})
         with self._lock:
-            merged = self._config.model_dump() | changes
-            self._config = type(self._config).model_validate(merged)
+            self._faults.append(shifted)
+        return shifted
+
+    def clear(self, kind: str | None = None) -> int:
+        """End faults of one kind (all kinds if None); returns how many were ended."""
+        with self._lock:
+            kept = [f for f in self._faults if kind is not None and f.kind != kind]
+            ended, self._faults = len(self._faults) - len(kept), kept
+        return ended
+
+    def effective_config(self, t: float) -> tuple[C, list[str]]:
+        """The config with the faults active at ``t`` (seconds since start) applied."""
+        with self._lock:
+            faults = list(self._faults)
+        touched = {f.effect.parameter for f in faults}
+        base = {name: getattr(self.config, name) for name in touched}
+        values, active = apply_faults(base, faults, t)
+        return self.config.model_copy(update=values), active
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, cfg: C) -> dict[str, np.ndarray]:
         """Counts of one window drawn with ``rng`` from the model configured by ``cfg``."""
 
+    @abstractmethod
+    def secret_bits(self, cfg: C) -> float:
+        """Secret key the link distils in one window under ``cfg`` (expected value, bits)."""
+
     def acquire(self) -> CountBatch:
         start = self._next_start
         self._next_start = start + self.window_s
         self._closed.wait(max(0.0, self._next_start - time.time()))
-        with self._lock:
-            cfg = self._config
-        return CountBatch(start=start, duration_s=self.window_s, counts=self.sample(self._rng, cfg))
+        cfg, active = self.effective_config(start - self._started)
+        supply = self._store.step(self.secret_bits(cfg), cfg.key_consumption_bps * self.window_s)
+        return CountBatch(start=start, duration_s=self.window_s, counts=self.sample(self._rng, cfg),
+                          key_supply=supply, active_faults=tuple(active))
 
     def close(self) -> None:
         self._closed.set()

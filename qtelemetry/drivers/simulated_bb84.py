@@ -3,8 +3,8 @@
 Per window, the source emits ``clock_rate_hz · window`` pulses split over (signal, decoy,
 vacuum); Bob's clicks, basis matches and bit errors are binomial draws with the gain
 Q = Y0 + 1 − e^(−ημ) and error probability E·Q = e0·Y0 + e_det·(1 − e^(−ημ)) of Ma, Qi, Zhao,
-Lo, PRA 72, 012326 (2005). A seeded numpy Generator makes a run reproducible. Parameters can be
-changed while it runs (``update``), which is how faults are injected.
+Lo, PRA 72, 012326 (2005). A seeded numpy Generator makes a run reproducible. Attacks and
+faults (``faults``) act on the physical parameters, so their signatures come out of the model.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.base import StrictModel
-from qtelemetry.drivers.simulated import SimulatedDriver
+from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedDriver
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
 
-class SimulatedBB84Config(StrictModel):
+class SimulatedBB84Config(SimulatedConfig):
     """A decoy-state BB84 link over fiber, as the simulator models it."""
 
     protocol: ClassVar[str] = "bb84-decoy"
@@ -39,7 +38,9 @@ class SimulatedBB84Config(StrictModel):
     p_vacuum: float = Field(0.1, gt=0.0, le=1.0)
     basis_bias: float = Field(0.5, gt=0.0, lt=1.0, description="probability of choosing the Z basis")
     ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
-    seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
+    eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses intercepted and resent by Eve")
+    blinding_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses whose clicks Eve fakes after blinding")
+    source_power_factor: float = Field(1.0, gt=0.0, description="emitted / nominal intensity (source drift)")
 
     @model_validator(mode="after")
     def _physical(self) -> "SimulatedBB84Config":
@@ -59,26 +60,56 @@ class SimulatedBB84Config(StrictModel):
             "ec_efficiency": self.ec_efficiency,
         }
 
+    def nominal_loss_db(self) -> float:
+        return self.fiber_length_km * self.attenuation_db_per_km + self.insertion_loss_db
+
+    def expected_secret_key_rate_bps(self) -> float:
+        return expected_secret_key_rate_bps(self)
+
     def build(self, window_s: float) -> "SimulatedBB84":
         return SimulatedBB84(self, window_s)
 
 
-def sample_window(cfg: SimulatedBB84Config, rng: np.random.Generator, pulses_total: int) -> dict[str, np.ndarray]:
-    """One window of counts for ``pulses_total`` pulses under the MQZL channel model."""
-    intensities = np.array([cfg.mu, cfg.nu, 0.0])
-    pulses = rng.multinomial(pulses_total, [cfg.p_signal, cfg.p_decoy, cfg.p_vacuum])
+def click_model(cfg: SimulatedBB84Config) -> tuple[np.ndarray, np.ndarray]:
+    """Per-intensity click probability Q and error probability of a sifted click, under attack.
+
+    Channel: MQZL §II. Intercept-resend on a fraction f of pulses gives those a 25% error
+    (Bennett, Brassard 1984 analysis of intercept-resend). Blinding on a fraction b replaces
+    clicks by Eve's faked, error-free clicks at the average gain whatever the intensity
+    (Lydersen et al., Nat. Photon. 4, 686 (2010)), which raises the vacuum gain.
+    """
+    intensities = np.array([cfg.mu, cfg.nu, 0.0]) * cfg.source_power_factor
     eta = decoy.transmittance(cfg.fiber_length_km, cfg.attenuation_db_per_km, cfg.insertion_loss_db)
     eta = eta * cfg.detector_efficiency
     q = decoy.gain(eta, intensities, cfg.dark_count_probability)
-    error_prob = decoy.error_gain(eta, intensities, cfg.dark_count_probability, cfg.misalignment_error) / q
-    detections = rng.binomial(pulses, np.clip(q, 0.0, 1.0))
-    p_zz = cfg.basis_bias**2
+    error = decoy.error_gain(eta, intensities, cfg.dark_count_probability, cfg.misalignment_error) / q
+    error = (1 - cfg.eavesdrop_fraction) * error + cfg.eavesdrop_fraction * 0.25
+    b = cfg.blinding_fraction
+    faked = np.dot([cfg.p_signal, cfg.p_decoy, cfg.p_vacuum], q)
+    q_seen = (1 - b) * q + b * faked
+    error = (1 - b) * q * error / q_seen
+    return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
+
+
+def sample_window(cfg: SimulatedBB84Config, rng: np.random.Generator, pulses_total: int) -> dict[str, np.ndarray]:
+    """One window of counts for ``pulses_total`` pulses under ``click_model``."""
+    q, error_prob = click_model(cfg)
+    pulses = rng.multinomial(pulses_total, [cfg.p_signal, cfg.p_decoy, cfg.p_vacuum])
+    detections = rng.binomial(pulses, q)
     p_match = sifting_fraction(cfg.basis_bias)
     sifted_any = rng.binomial(detections, p_match)
-    sifted_z = rng.binomial(sifted_any, p_zz / p_match)
+    sifted_z = rng.binomial(sifted_any, cfg.basis_bias**2 / p_match)
     sifted = np.stack([sifted_z, sifted_any - sifted_z])
-    errors = rng.binomial(sifted, np.clip(error_prob, 0.0, 1.0))
+    errors = rng.binomial(sifted, error_prob)
     return {"pulses": pulses, "detections": detections, "sifted": sifted, "errors": errors}
+
+
+def expected_secret_key_rate_bps(cfg: SimulatedBB84Config) -> float:
+    """Key rate the link's own distillation achieves under ``cfg``: MQZL vacuum+weak bound."""
+    q, error = click_model(cfg)
+    rate = decoy.vacuum_weak_rate(q[0], error[0] * q[0], q[1], error[1] * q[1], q[2], cfg.mu, cfg.nu,
+                                  cfg.ec_efficiency, sifting_fraction(cfg.basis_bias))
+    return float(rate) * cfg.clock_rate_hz * cfg.p_signal
 
 
 class SimulatedBB84(SimulatedDriver[SimulatedBB84Config]):
@@ -86,3 +117,6 @@ class SimulatedBB84(SimulatedDriver[SimulatedBB84Config]):
 
     def sample(self, rng: np.random.Generator, cfg: SimulatedBB84Config) -> dict[str, np.ndarray]:
         return sample_window(cfg, rng, int(round(cfg.clock_rate_hz * self.window_s)))
+
+    def secret_bits(self, cfg: SimulatedBB84Config) -> float:
+        return expected_secret_key_rate_bps(cfg) * self.window_s

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from qtelemetry.estimation.bb84 import BB84_DECOY
+from qtelemetry.estimation.entanglement import BBM92
+from qtelemetry.estimation.heralded import HERALDED
 from qtelemetry.estimation.protocols import LinkProtocol
 
-PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY,)}
+PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY, BBM92, HERALDED)}

@@ -36,12 +36,12 @@ def channel_loss_db(
     """Channel loss (dB) from the signal gain, inverting Q_μ = Y0 + 1 − e^(−ημ) (MQZL §II).
 
     η = −ln(1 − (Q_μ − Y0))/μ is the overall transmittance; dividing out the known detector
-    efficiency leaves the channel (fiber + insertion) transmittance.
+    efficiency leaves the channel (fiber + insertion) transmittance. No signal above the
+    background (a cut fiber) gives +Inf; no data gives NaN.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         eta = -np.log1p(-np.clip(q_signal - y0, 0.0, 1.0)) / mu
-        loss = -10.0 * np.log10(eta / detector_efficiency)
-    return np.where(np.isfinite(loss), loss, np.nan)
+        return -10.0 * np.log10(eta / detector_efficiency)
 
 
 @dataclass(frozen=True)

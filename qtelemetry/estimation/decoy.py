@@ -66,12 +66,16 @@ def binary_entropy(p: ArrayLike) -> Array:
 def vacuum_weak_y1_lower(
     q_mu: ArrayLike, q_nu: ArrayLike, y0: ArrayLike, mu: ArrayLike, nu: ArrayLike
 ) -> Array:
-    """Lower bound on the single-photon yield from vacuum + one weak decoy (MQZL §V.A)."""
+    """Lower bound on the single-photon yield from vacuum + one weak decoy (MQZL §V.A).
+
+    The bound needs μ > ν > 0; elsewhere it is 0 (no single-photon yield can be certified).
+    """
     q_mu, q_nu, y0, mu, nu = (np.asarray(a, float) for a in (q_mu, q_nu, y0, mu, nu))
-    bound = mu / (mu * nu - nu**2) * (
-        q_nu * np.exp(nu) - q_mu * np.exp(mu) * nu**2 / mu**2 - (mu**2 - nu**2) / mu**2 * y0
-    )
-    return np.maximum(bound, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = mu / (mu * nu - nu**2) * (
+            q_nu * np.exp(nu) - q_mu * np.exp(mu) * nu**2 / mu**2 - (mu**2 - nu**2) / mu**2 * y0
+        )
+    return np.where((mu > nu) & (nu > 0), np.maximum(np.nan_to_num(bound, nan=0.0), 0.0), 0.0)
 
 
 def vacuum_weak_e1_upper(
@@ -131,3 +135,51 @@ def vacuum_weak_rate(
     with np.errstate(divide="ignore", invalid="ignore"):
         e_mu = np.where(q_mu > 0, np.asarray(eq_mu, float) / q_mu, 0.5)
     return gllp_rate(q_mu, e_mu, mu * np.exp(-mu) * y1, e1, ec_efficiency, sifting)
+
+
+def infinite_decoy_rate(
+    eta: ArrayLike,
+    mu: ArrayLike,
+    y0: ArrayLike,
+    misalignment: ArrayLike,
+    ec_efficiency: ArrayLike,
+    sifting: ArrayLike = 0.5,
+) -> Array:
+    """Asymptotic rate with infinitely many decoys, which pin Y1 and e1 exactly (Lo, Ma, Chen, PRL 94, 230504 (2005)).
+
+    The GLLP rate with the channel model's own Y1, e1 (MQZL §II): the limit that every
+    practical decoy protocol approaches. Per pulse, ≥ 0, never NaN.
+    """
+    mu = np.asarray(mu, float)
+    q_mu = gain(eta, mu, y0)
+    q1 = mu * np.exp(-mu) * single_photon_yield(eta, y0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a dead channel: 0/0, rate 0
+        e_mu = error_gain(eta, mu, y0, misalignment) / q_mu
+        e1 = single_photon_error(eta, y0, misalignment)
+    return gllp_rate(q_mu, e_mu, q1, e1, ec_efficiency, sifting)
+
+
+def model_vacuum_weak_rate(
+    eta: ArrayLike,
+    mu: ArrayLike,
+    nu: ArrayLike,
+    y0: ArrayLike,
+    misalignment: ArrayLike,
+    ec_efficiency: ArrayLike,
+    sifting: ArrayLike = 0.5,
+) -> Array:
+    """Expected vacuum+weak rate of a modelled link, for planning (MQZL §V.A fed the gains of §II).
+
+    The model's gains and error gains stand in for measured ones in ``vacuum_weak_rate``.
+    """
+    return vacuum_weak_rate(
+        gain(eta, mu, y0),
+        error_gain(eta, mu, y0, misalignment),
+        gain(eta, nu, y0),
+        error_gain(eta, nu, y0, misalignment),
+        y0,
+        mu,
+        nu,
+        ec_efficiency,
+        sifting,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from qtelemetry import __version__
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.config import LinkConfig
 from qtelemetry.exporter.pipeline import GroupSnapshot, Snapshot
 from qtelemetry.monitoring.catalogue import METRICS, Metric
 
@@ -54,8 +55,60 @@ def _link_samples(family: Family, metric: Metric, group: GroupSnapshot) -> None:
     series = metric.series or (((), metric.source),)
     for extra, key in series:
         for link, value in zip(group.links, group.estimates[key]):
-            if math.isfinite(value):
+            if not math.isnan(value):  # +Inf is meaningful (no light: infinite loss)
                 family.add_metric([link, *extra], float(value))
+
+
+Samples = Iterator[tuple[list[str], Any]]
+
+
+def _info(snap: Snapshot) -> Samples:
+    for link in snap.links:
+        yield [], {"link": link.name, "protocol": link.driver.protocol, "site_a": link.site_a,
+                   "site_b": link.site_b, "driver": link.driver.type}
+
+
+def _per_link(value: Callable[[Snapshot, LinkConfig], float | None]) -> Callable[[Snapshot], Samples]:
+    """Samples labelled by link for a per-link value; None means the link has no such value."""
+    def samples(snap: Snapshot) -> Samples:
+        for link in snap.links:
+            v = value(snap, link)
+            if v is not None:
+                yield [link.name], v
+    return samples
+
+
+def _key_supply(field: str) -> Callable[[Snapshot], Samples]:
+    return _per_link(lambda snap, link: getattr(snap.key_supply[link.name], field)
+                     if link.name in snap.key_supply else None)
+
+
+def _links_by_protocol(snap: Snapshot) -> Samples:
+    for protocol, members in itertools.groupby(sorted(link.driver.protocol for link in snap.links)):
+        yield [protocol], len(list(members))
+
+
+#: How each exporter-level catalogue metric is read from a Snapshot.
+SNAPSHOT_SAMPLES: dict[str, Callable[[Snapshot], Samples]] = {
+    "qlink": _info,
+    "qlink_up": _per_link(lambda snap, link: 1.0 if snap.up.get(link.name) else 0.0),
+    "qlink_last_update_timestamp_seconds": _per_link(lambda snap, link: snap.last_update.get(link.name)),
+    "qlink_batches": _per_link(lambda snap, link: snap.batches.get(link.name, 0)),
+    "qlink_driver_errors": lambda snap: (([link, reason], n) for (link, reason), n in sorted(snap.errors.items())),
+    "qlink_fault_active": lambda snap: (([link, kind], 1.0) for link, kinds in sorted(snap.faults.items())
+                                        for kind in sorted(set(kinds))),
+    "qkd_channel_loss_budget_db": _per_link(lambda snap, link: link.loss_budget()),
+    "qkd_expected_secret_key_rate_bits_per_second": _per_link(lambda snap, link: link.expected_key_rate()),
+    "qkd_key_buffer_bits": _key_supply("stored_bits"),
+    "qkd_key_buffer_capacity_bits": _key_supply("capacity_bits"),
+    "qkd_key_generated_bits": _key_supply("generated_bits"),
+    "qkd_key_requested_bits": _key_supply("requested_bits"),
+    "qkd_key_delivered_bits": _key_supply("delivered_bits"),
+    "qtelemetry_build": lambda snap: iter([([], {"version": __version__})]),
+    "qtelemetry_estimation_duration_seconds": lambda snap: iter(
+        [([], {"count_value": snap.estimation_count, "sum_value": snap.estimation_seconds_sum})]),
+    "qtelemetry_links": _links_by_protocol,
+}
 
 
 class SnapshotCollector(Collector):
@@ -76,37 +129,10 @@ class SnapshotCollector(Collector):
                 if metric.protocol in groups:
                     _link_samples(family, metric, groups[metric.protocol])
             else:
-                self._exporter_samples(family, metric, snap)
+                for labels, value in SNAPSHOT_SAMPLES[metric.name](snap):
+                    if metric.type == "summary":
+                        family.add_metric(labels, **value)
+                    else:
+                        family.add_metric(labels, value)
             yield family
 
-    @staticmethod
-    def _exporter_samples(family: Family, metric: Metric, snap: Snapshot) -> None:
-        links = [link.name for link in snap.links]
-        match metric.name:
-            case "qlink":
-                for link in snap.links:
-                    family.add_metric([], {
-                        "link": link.name, "protocol": link.driver.protocol, "site_a": link.site_a,
-                        "site_b": link.site_b, "driver": link.driver.type})
-            case "qlink_up":
-                for link in links:
-                    family.add_metric([link], 1.0 if snap.up.get(link) else 0.0)
-            case "qlink_last_update_timestamp_seconds":
-                for link in links:
-                    if link in snap.last_update:
-                        family.add_metric([link], snap.last_update[link])
-            case "qlink_batches":
-                for link in links:
-                    family.add_metric([link], snap.batches.get(link, 0))
-            case "qlink_driver_errors":
-                for (link, reason), count in sorted(snap.errors.items()):
-                    family.add_metric([link, reason], count)
-            case "qtelemetry_build":
-                family.add_metric([], {"version": __version__})
-            case "qtelemetry_estimation_duration_seconds":
-                family.add_metric([], count_value=snap.estimation_count, sum_value=snap.estimation_seconds_sum)
-            case "qtelemetry_links":
-                for protocol, members in itertools.groupby(sorted(l.driver.protocol for l in snap.links)):
-                    family.add_metric([protocol], len(list(members)))
-            case _:
-                raise KeyError(f"catalogue metric {metric.name} has no exporter source")

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qtelemetry.config import Config, LinkConfig
-from qtelemetry.drivers.base import CountBatch, Driver, DriverError
+from qtelemetry.drivers.base import CountBatch, Driver, DriverError, KeySupply
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.protocols import LinkProtocol
 
@@ -49,6 +49,10 @@ class Snapshot:
     last_update: Mapping[str, float] = field(default_factory=dict)
     batches: Mapping[str, int] = field(default_factory=dict)
     errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: per link that reports a key store: its latest KeySupply with cumulative
+    #: generated/requested/delivered bits (levels as last reported)
+    key_supply: Mapping[str, KeySupply] = field(default_factory=dict)
+    faults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     estimation_count: int = 0
     estimation_seconds_sum: float = 0.0
     last_estimation_seconds: float = float("nan")
@@ -134,11 +138,15 @@ class Pipeline:
         self._stalled: set[str] = set()
         self._batches: Counter[str] = Counter()
         self._errors: Counter[tuple[str, str]] = Counter()
+        self._key_supply: dict[str, KeySupply] = {}
+        self._faults: dict[str, tuple[str, ...]] = {}
         self._timing = (0, 0.0, float("nan"))
         self.snapshot = Snapshot(links=tuple(config.links))
 
-    def driver(self, link: str) -> Driver:
-        return self._drivers[link]
+    @property
+    def drivers(self) -> dict[str, Driver]:
+        """Running drivers by link name (empty before ``start``)."""
+        return dict(self._drivers)
 
     def start(self) -> None:
         for link in self.config.links:
@@ -223,6 +231,8 @@ class Pipeline:
             last_update=MappingProxyType(dict(self._last_update)),
             batches=MappingProxyType(dict(self._batches)),
             errors=MappingProxyType(dict(self._errors)),
+            key_supply=MappingProxyType(dict(self._key_supply)),
+            faults=MappingProxyType(dict(self._faults)),
             estimation_count=self._timing[0],
             estimation_seconds_sum=self._timing[1],
             last_estimation_seconds=elapsed,
@@ -240,7 +250,8 @@ class Pipeline:
                 (later if link in seen else this_round).append((link, batch))
                 seen.add(link)
             remaining = later
-            reasons = group.reject_reasons([b for _, b in this_round])
+            reasons = [r or key_supply_problem(b.key_supply)
+                       for r, (_, b) in zip(group.reject_reasons([b for _, b in this_round]), this_round)]
             now = time.time()
             good = []
             for (link, batch), reason in zip(this_round, reasons):
@@ -251,8 +262,35 @@ class Pipeline:
                     self._fail(link, reason, "batch rejected")
             if good:
                 group.add(np.array([group.index[link] for link, _ in good], dtype=np.intp), [b for _, b in good])
-            for link, _ in good:
+            for link, batch in good:
+                self._add_key_supply(link, batch.key_supply)
+                self._faults[link] = batch.active_faults
                 self._up[link] = True
                 self._stalled.discard(link)
                 self._last_update[link] = now
                 self._batches[link] += 1
+
+    def _add_key_supply(self, link: str, supply: KeySupply | None) -> None:
+        if supply is None:
+            return
+        before = self._key_supply.get(link, KeySupply(0.0, 0.0, 0.0, 0.0, 0.0))
+        self._key_supply[link] = KeySupply(
+            generated_bits=before.generated_bits + supply.generated_bits,
+            requested_bits=before.requested_bits + supply.requested_bits,
+            delivered_bits=before.delivered_bits + supply.delivered_bits,
+            stored_bits=supply.stored_bits,
+            capacity_bits=supply.capacity_bits,
+        )
+
+
+def key_supply_problem(supply: KeySupply | None) -> str | None:
+    """Why a reported key store is impossible (None if it is fine or absent)."""
+    if supply is None:
+        return None
+    values = np.array([supply.generated_bits, supply.requested_bits, supply.delivered_bits,
+                       supply.stored_bits, supply.capacity_bits])
+    if not np.all(np.isfinite(values) & (values >= 0)):
+        return "invalid_key_supply"
+    if supply.delivered_bits > supply.requested_bits or supply.stored_bits > supply.capacity_bits:
+        return "inconsistent_key_supply"
+    return None

@@ -2,7 +2,8 @@
 
 The collector, the README's metric table, dashboards and alert rules all read this list, so a
 renamed metric cannot silently break a panel or an alert. Prefixes: ``qlink_`` for health of
-any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts,
+any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts, ``qent_``
+for entanglement links (entangled-photon BBM92 and heralded memory pairs),
 ``qtelemetry_`` for the exporter itself. Units follow Prometheus base units except where the
 domain habit differs (loss in dB, key material in bits), which the help text says.
 """
@@ -40,6 +41,8 @@ class Metric:
 
 
 BB84 = "bb84-decoy"
+BBM92 = "bbm92-spdc"
+HERALDED = "heralded-entanglement"
 
 METRICS: tuple[Metric, ...] = (
     # --- health of every link, whatever its protocol -------------------------------------
@@ -51,6 +54,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("qlink_batches", "counter", "", "Valid acquisition windows received from the driver."),
     Metric("qlink_driver_errors", "counter", "",
            "Batches lost to driver failures or impossible data, by reason.", ("link", "reason")),
+    Metric("qlink_fault_active", "gauge", "",
+           "1 while a simulated fault of this kind acts on the link (simulated links only; for demos, never alert on it).",
+           ("link", "kind")),
     # --- decoy-state BB84: raw counts (counters, so rate() works over any window) ---------
     Metric("qkd_pulses", "counter", "", "Pulses sent by the transmitter, by intensity class.",
            ("link", "intensity"), BB84, "pulses"),
@@ -78,6 +84,88 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_secret_key_rate_bits_per_second", "gauge", "bits/s",
            "Asymptotic secret key rate in bits per second, vacuum+weak decoy bound with GLLP (Ma et al. 2005).",
            protocol=BB84, source="secret_key_rate_bps"),
+    Metric("qkd_channel_loss_budget_db", "gauge", "dB",
+           "Channel loss the link is engineered for, in dB: configured, or the modelled loss + 3 dB."),
+    Metric("qkd_expected_secret_key_rate_bits_per_second", "gauge", "bits/s",
+           "Secret key rate the link's plan (channel model) promises, in bits per second."),
+    # --- key store between the link and its applications (amounts only, never key material) -
+    Metric("qkd_key_buffer_bits", "gauge", "bits", "Secret key waiting in the link's key store, in bits."),
+    Metric("qkd_key_buffer_capacity_bits", "gauge", "bits", "Size of the link's key store, in bits."),
+    Metric("qkd_key_generated_bits", "counter", "bits", "Secret key added to the key store, in bits."),
+    Metric("qkd_key_requested_bits", "counter", "bits", "Key requested by applications, in bits."),
+    Metric("qkd_key_delivered_bits", "counter", "bits",
+           "Key delivered to applications, in bits; requested minus delivered is unmet demand."),
+    # --- entangled-photon links (SPDC source, BBM92 + CHSH): raw counts ---------------------
+    Metric("qent_pump_pulses", "counter", "", "Pump pulses (coincidence gates) of the entangled-photon source.",
+           protocol=BBM92, source="pulses"),
+    Metric("qent_coincidences", "counter", "",
+           "Key-round coincidences between the two receivers, by each side's measurement basis.",
+           ("link", "basis_a", "basis_b"), BBM92, "coincidences"),
+    Metric("qent_bit_errors", "counter", "", "Matching-basis coincidences whose bits disagree, by basis.",
+           ("link", "basis"), BBM92, "errors"),
+    Metric("qent_chsh_coincidences", "counter", "",
+           "CHSH test-round coincidences by analyser setting (a0b0..a1b1) and outcome (same, different).",
+           ("link", "setting", "outcome"), BBM92, "chsh"),
+    Metric("qent_accidentals", "counter", "",
+           "Coincidences in a window delayed by whole pump periods: the accidental background.",
+           protocol=BBM92, source="accidentals"),
+    # --- entangled-photon links: estimates over the sliding window --------------------------
+    Metric("qent_coincidence_rate_per_second", "gauge", "1/s",
+           "Coincidences per second, key and CHSH rounds together.", protocol=BBM92, source="coincidence_rate"),
+    Metric("qent_accidental_rate_per_second", "gauge", "1/s",
+           "Delayed-window (accidental) coincidences per second.", protocol=BBM92, source="accidental_rate"),
+    Metric("qent_coincidence_to_accidental", "gauge", "",
+           "Coincidence-to-accidental ratio (C - A)/A, dimensionless and not bounded by 1 (about 1/mean pair number).",
+           protocol=BBM92, source="car"),
+    Metric("qent_qber_ratio", "gauge", "ratio", "Quantum bit error rate of the sifted key rounds (0-1), by basis.",
+           ("link", "basis"), BBM92, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
+    Metric("qent_qber_upper_bound_ratio", "gauge", "ratio",
+           "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
+           ("link", "basis"), BBM92, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
+    Metric("qent_visibility_ratio", "gauge", "ratio", "Two-photon visibility 1 - 2 QBER (0-1), by basis.",
+           ("link", "basis"), BBM92, series=((("Z",), "visibility_z"), (("X",), "visibility_x"))),
+    Metric("qent_chsh_s", "gauge", "",
+           "Absolute CHSH value S from the test rounds: above 2 violates local realism, 2.83 for a perfect Bell pair.",
+           protocol=BBM92, source="chsh_s"),
+    Metric("qent_chsh_s_stddev", "gauge", "", "Standard deviation of the CHSH value from the four correlators' counts.",
+           protocol=BBM92, source="chsh_s_stddev"),
+    Metric("qent_fidelity_lower_bound_ratio", "gauge", "ratio",
+           "Lower confidence bound on the Bell-state fidelity of detected pairs, 1 - e_Z - e_X with Clopper-Pearson bounds.",
+           protocol=BBM92, source="fidelity_lower_bound"),
+    Metric("qent_secret_key_rate_bits_per_second", "gauge", "bits/s",
+           "Asymptotic BBM92 secret key rate in bits per second (Ma, Fung, Lo 2007).",
+           protocol=BBM92, source="secret_key_rate_bps"),
+    Metric("qent_finite_size_secret_key_rate_bits_per_second", "gauge", "bits/s",
+           "BBM92 secret key rate in bits per second with the phase error bounded over the sliding window.",
+           protocol=BBM92, source="secret_key_rate_finite_bps"),
+    # --- heralded entanglement between memory nodes: raw counts -----------------------------
+    Metric("qent_heralding_attempts", "counter", "", "Entanglement generation attempts.",
+           protocol=HERALDED, source="attempts"),
+    Metric("qent_heralding_successes", "counter", "", "Heralded entangled pairs (heralds, true and false).",
+           protocol=HERALDED, source="successes"),
+    Metric("qent_heralded_pair_measurements", "counter", "",
+           "Heralded pairs measured to estimate fidelity, by Pauli basis and outcome (correct, error).",
+           ("link", "basis", "outcome"), HERALDED, "tomography"),
+    # --- heralded entanglement: estimates over the sliding window ----------------------------
+    Metric("qent_heralding_success_probability_ratio", "gauge", "ratio", "Heralds per attempt (0-1).",
+           protocol=HERALDED, source="success_probability"),
+    Metric("qent_heralding_success_probability_lower_bound_ratio", "gauge", "ratio",
+           "Lower end of the two-sided Clopper-Pearson interval on heralds per attempt at the configured level.",
+           protocol=HERALDED, source="success_probability_lower"),
+    Metric("qent_heralding_success_probability_upper_bound_ratio", "gauge", "ratio",
+           "Upper end of the two-sided Clopper-Pearson interval on heralds per attempt at the configured level.",
+           protocol=HERALDED, source="success_probability_upper"),
+    Metric("qent_heralded_pairs_per_second", "gauge", "1/s", "Heralded entangled pairs per second.",
+           protocol=HERALDED, source="pair_rate"),
+    Metric("qent_heralded_fidelity_ratio", "gauge", "ratio",
+           "Bell-state fidelity of stored pairs when used, 1 - (e_X + e_Y + e_Z)/2 from sampled measurements (0-1).",
+           protocol=HERALDED, source="fidelity"),
+    Metric("qent_heralded_fidelity_lower_bound_ratio", "gauge", "ratio",
+           "Lower end of the fidelity confidence interval at the configured level (Clopper-Pearson per basis).",
+           protocol=HERALDED, source="fidelity_lower"),
+    Metric("qent_heralded_fidelity_upper_bound_ratio", "gauge", "ratio",
+           "Upper end of the fidelity confidence interval at the configured level (Clopper-Pearson per basis).",
+           protocol=HERALDED, source="fidelity_upper"),
     # --- the exporter itself ----------------------------------------------------------------
     Metric("qtelemetry_build", "info", "", "qtelemetry version.", ("version",)),
     Metric("qtelemetry_estimation_duration_seconds", "summary", "seconds",
