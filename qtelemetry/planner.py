@@ -1,6 +1,447 @@
-"""Placeholder until the planner lands."""
+"""``qtelemetry plan``: key rate and reach of a decoy-state BB84 fibre link before it is built.
+
+For each distance: the secret key rate per pulse and in bit/s, the signal intensity μ used and
+the repeaterless (PLOB) bound of the channel; and the longest distance with a positive key.
+Defaults are the GYS experiment (Gobby, Yuan, Shields, APL 84, 3762 (2004)) as used by Ma, Qi,
+Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock. ``--config FILE --link NAME`` takes the
+link's parameters from a ``simulated-bb84`` link of an exporter config; flags still override.
+
+Bounds (``--decoy``, repeatable or comma-separated):
+  infinite     asymptotic, infinitely many decoys (Lo, Ma, Chen 2005): the ceiling
+  vacuum-weak  asymptotic, vacuum + one weak decoy ν (MQZL §V.A)
+  finite       one block of --block-size sifted key bits, composable security (Lim et al. 2014)
+               with decoys ν and 2e-4; basis and intensity probabilities are optimised
+
+JSON output for one bound is {"points": [{distance_km, key_rate_per_pulse, key_rate_bps, mu,
+plob_per_pulse}, ...], "max_distance_km": ...}; for several bounds it is {"bounds": {NAME: that
+object, ...}}. Unbounded values (PLOB of a lossless channel, the reach of a loss-free fibre)
+are null in JSON and inf in CSV and tables. Rates where no key is possible are 0.
+"""
+
+from __future__ import annotations
+
 import argparse
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Mapping, NamedTuple
+
+import numpy as np
+
+from qtelemetry.estimation import decoy
+from qtelemetry.estimation.decoy import Array
+from qtelemetry.estimation.finite_key import finite_key_from_model
+from qtelemetry.estimation.repeaterless import plob_bound
+
+EXIT_USAGE = 2
+BOUNDS = ("infinite", "vacuum-weak", "finite")
+#: GYS link and MQZL protocol defaults; ``clock_rate_hz`` is GYS's 2 MHz repetition rate.
+GYS = {
+    "attenuation_db_per_km": 0.21,
+    "insertion_loss_db": 0.0,
+    "detector_efficiency": 0.045,
+    "dark_count_probability": 1.7e-6,
+    "misalignment_error": 0.033,
+    "ec_efficiency": 1.22,
+    "mu": 0.48,
+    "nu": 0.1,
+    "clock_rate_hz": 2e6,
+}
+#: Vacuum-ish third intensity of the finite bound: an intensity modulator's finite extinction (Lim et al. §IV).
+VACUUM_INTENSITY = 2e-4
+#: Signal intensities searched by --optimize-mu: up to MU_MAX, and at least MU_GAP above the
+#: decoys, where the decoy bounds' (μ − ν) denominators would turn rounding error into key.
+MU_MAX = 1.5
+MU_GAP = 0.02
+#: The reach search gives up (reach = inf) beyond this channel loss.
+MAX_LOSS_DB = 200.0
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """Everything the planner needs about one link; field names are the flags' names."""
+
+    attenuation_db_per_km: float
+    insertion_loss_db: float
+    detector_efficiency: float
+    dark_count_probability: float
+    misalignment_error: float
+    ec_efficiency: float
+    mu: float
+    nu: float
+    clock_rate_hz: float
+    block_size: float
+    epsilon_sec: float
+    epsilon_cor: float
+    optimize_mu: bool
+
+    def channel_transmittance(self, distance_km: Array) -> Array:
+        """Fibre and insertion loss only: the channel the PLOB bound is about (MQZL §II)."""
+        return decoy.transmittance(distance_km, self.attenuation_db_per_km, self.insertion_loss_db)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One bound evaluated over the requested distances."""
+
+    bound: str
+    distance_km: Array
+    key_rate_per_pulse: Array
+    mu: Array
+    plob_per_pulse: Array
+    max_distance_km: float
+
+
+def maximise(
+    objective: Callable[..., Array], bounds: Mapping[str, tuple[float, float]], shape: tuple[int, ...],
+    budget: int = 4096, rounds: int = 5,
+) -> tuple[Array, dict[str, Array]]:
+    """Vectorised zoom grid search: max of ``objective`` over a box, for every element of ``shape``.
+
+    Why: the key rates are flat zero over much of their parameter space and not smooth
+    (clipping, floors), and a grid evaluates every link or distance at once.
+    ``objective(**params)`` gets each parameter with shape ``shape + (P,)``, P ≈ ``budget``
+    candidates per element, and returns that shape; each round re-centres a finer grid on the
+    best candidate. Returns the maxima and where they are.
+    """
+    names = list(bounds)
+    points = min(257, round(budget ** (1 / max(len(names), 1))))
+    lo = {n: np.full(shape, float(bounds[n][0])) for n in names}
+    hi = {n: np.full(shape, float(bounds[n][1])) for n in names}
+    unit = [u.ravel() for u in np.meshgrid(*[np.linspace(0.0, 1.0, points)] * len(names), indexing="ij")]
+    for _ in range(rounds if names else 1):
+        params = {n: lo[n][..., None] + (hi[n] - lo[n])[..., None] * u for n, u in zip(names, unit)}
+        values = np.broadcast_to(objective(**params), shape + (points ** len(names),))
+        best = values.argmax(axis=-1)[..., None]
+        at = {n: np.take_along_axis(params[n], best, axis=-1)[..., 0] for n in names}
+        for n in names:
+            step = (hi[n] - lo[n]) / (points - 1)
+            lo[n] = np.maximum(at[n] - step, bounds[n][0])
+            hi[n] = np.minimum(at[n] + step, bounds[n][1])
+    return np.take_along_axis(values, best, axis=-1)[..., 0], at
+
+
+def _infinite(link: LinkModel, eta: Array, mu: Array) -> Array:
+    """Infinite-decoy rate per pulse (Lo, Ma, Chen 2005)."""
+    return decoy.infinite_decoy_rate(
+        eta, mu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency
+    )
+
+
+def _vacuum_weak(link: LinkModel, eta: Array, mu: Array) -> Array:
+    """Vacuum + weak decoy rate per pulse (MQZL §V.A)."""
+    return decoy.model_vacuum_weak_rate(
+        eta, mu, link.nu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency
+    )
+
+
+def _finite(
+    link: LinkModel, eta: Array, mu: Array, z_basis: Array, p_signal: Array, decoy_share: Array
+) -> Array:
+    """Finite-key rate per pulse of one block (Lim et al. 2014), decoys (ν, VACUUM_INTENSITY)."""
+    intensities = np.stack(np.broadcast_arrays(mu, link.nu, VACUUM_INTENSITY), axis=-1)
+    p_decoys = 1.0 - p_signal
+    probabilities = np.stack([p_signal, p_decoys * decoy_share, p_decoys * (1.0 - decoy_share)], axis=-1)
+    y0, e_det = link.dark_count_probability, link.misalignment_error
+    return finite_key_from_model(
+        decoy.gain(eta[..., None], intensities, y0),
+        decoy.error_gain(eta[..., None], intensities, y0, e_det),
+        intensities,
+        probabilities,
+        z_basis,
+        link.block_size,
+        ec_efficiency=link.ec_efficiency,
+        eps_sec=link.epsilon_sec,
+        eps_cor=link.epsilon_cor,
+    ).rate
+
+
+class _Model(NamedTuple):
+    """How to evaluate one bound: its rate, the lowest admissible μ, its other free parameters."""
+
+    rate: Callable[..., Array]
+    lowest_mu: Callable[[LinkModel], float]
+    free: dict[str, tuple[float, float]]
+
+
+_MODELS = {
+    "infinite": _Model(_infinite, lambda link: 0.0, {}),
+    "vacuum-weak": _Model(_vacuum_weak, lambda link: link.nu + MU_GAP, {}),
+    "finite": _Model(
+        _finite,
+        lambda link: link.nu + VACUUM_INTENSITY + MU_GAP,
+        {"z_basis": (0.5, 0.99), "p_signal": (0.05, 0.95), "decoy_share": (0.05, 0.95)},
+    ),
+}
+
+
+def key_rate(bound: str, link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
+    """Best key rate per pulse at each distance and the μ that gives it (the configured μ if none)."""
+    model = _MODELS[bound]
+    distance_km = np.asarray(distance_km, float)
+    eta = (link.detector_efficiency * link.channel_transmittance(distance_km))[..., None]
+    free = {"mu": (model.lowest_mu(link), MU_MAX), **model.free} if link.optimize_mu else model.free
+    rate, at = maximise(
+        lambda **p: model.rate(link, eta, p.pop("mu", link.mu), **p), free, distance_km.shape
+    )
+    return rate, np.where(rate > 0, at.get("mu", link.mu), link.mu)
+
+
+def max_distance_km(bound: str, link: LinkModel) -> float:
+    """Longest fibre with a positive key: 0 if none at all, inf if the rate never reaches 0.
+
+    Bracketed on a grid of 33 distances, refined four times (resolution ~1 m); assumes the
+    rate falls with distance, as it does in every bound here.
+    """
+    if link.attenuation_db_per_km == 0:
+        return math.inf if key_rate(bound, link, np.zeros(1))[0][0] > 0 else 0.0
+    lo, hi = 0.0, max(MAX_LOSS_DB - link.insertion_loss_db, 0.0) / link.attenuation_db_per_km
+    for _ in range(4):
+        grid = np.linspace(lo, hi, 33)
+        positive = np.flatnonzero(key_rate(bound, link, grid)[0] > 0)
+        if positive.size == 0:
+            return 0.0
+        if positive[-1] == grid.size - 1:
+            return math.inf
+        lo, hi = grid[positive[-1]], grid[positive[-1] + 1]
+    return float(lo)
+
+
+def plan(bound: str, link: LinkModel, distance_km: Array) -> Plan:
+    """Evaluate one bound at the requested distances."""
+    rate, mu = key_rate(bound, link, distance_km)
+    plob = plob_bound(link.channel_transmittance(distance_km))
+    return Plan(bound, np.asarray(distance_km, float), rate, mu, plob, max_distance_km(bound, link))
+
+
+# --- output -------------------------------------------------------------------------------------
+
+COLUMNS = ("distance_km", "key_rate_per_pulse", "key_rate_bps", "mu", "plob_per_pulse")
+
+
+def _finite_or_none(x: float) -> float | None:
+    """JSON has no infinity: unbounded values are null."""
+    return float(x) if math.isfinite(x) else None
+
+
+def _rows(p: Plan, clock_rate_hz: float) -> list[dict[str, float]]:
+    """One record per distance, in COLUMNS order."""
+    return [
+        dict(zip(COLUMNS, (round(float(d), 9), float(r), float(r) * clock_rate_hz, float(m), float(b))))
+        for d, r, m, b in zip(p.distance_km, p.key_rate_per_pulse, p.mu, p.plob_per_pulse)
+    ]
+
+
+def to_json(plans: list[Plan], clock_rate_hz: float) -> str:
+    """The documented JSON shape: one plan bare, several keyed by bound under "bounds"."""
+    objects = {
+        p.bound: {
+            "points": [{k: _finite_or_none(v) for k, v in row.items()} for row in _rows(p, clock_rate_hz)],
+            "max_distance_km": _finite_or_none(p.max_distance_km),
+        }
+        for p in plans
+    }
+    single = len(plans) == 1
+    return json.dumps(objects[plans[0].bound] if single else {"bounds": objects}, indent=2)
+
+
+def to_csv(plans: list[Plan], clock_rate_hz: float) -> str:
+    """One row per bound and distance, the bound's reach repeated on each row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("decoy", *COLUMNS, "max_distance_km"))
+    for p in plans:
+        for row in _rows(p, clock_rate_hz):
+            writer.writerow((p.bound, *row.values(), p.max_distance_km))
+    return out.getvalue()
+
+
+def to_table(plans: list[Plan], clock_rate_hz: float) -> str:
+    """Plain aligned text, one section per bound."""
+    sections = []
+    for p in plans:
+        lines = [f"decoy bound: {p.bound}   max distance with key: {p.max_distance_km:.2f} km"]
+        lines.append(f"{'distance_km':>11}  {'key_rate_per_pulse':>18}  {'key_rate_bps':>12}  {'mu':>6}  {'plob_per_pulse':>14}")
+        for row in _rows(p, clock_rate_hz):
+            d, r, bps, mu, plob = row.values()
+            lines.append(f"{d:>11.2f}  {r:>18.4e}  {bps:>12.4e}  {mu:>6.3f}  {plob:>14.4e}")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
+    """Key rate vs distance on a log axis for each bound, with the PLOB bound and each reach."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    for p in plans:
+        keep = p.key_rate_per_pulse > 0
+        line, = ax.semilogy(p.distance_km[keep], p.key_rate_per_pulse[keep], marker="o", markersize=3,
+                            label=f"{p.bound} (max {p.max_distance_km:.1f} km)")
+        if math.isfinite(p.max_distance_km):
+            ax.axvline(p.max_distance_km, color=line.get_color(), linestyle=":", linewidth=1)
+    keep = np.isfinite(plans[0].plob_per_pulse) & (plans[0].plob_per_pulse > 0)
+    ax.semilogy(plans[0].distance_km[keep], plans[0].plob_per_pulse[keep], "k--", label="PLOB bound (repeaterless)")
+    ax.set_xlabel("fibre length (km)")
+    ax.set_ylabel("secret key rate (bits per pulse)")
+    ax.set_title(
+        f"α={link.attenuation_db_per_km} dB/km, η_det={link.detector_efficiency}, "
+        f"Y0={link.dark_count_probability:g}, e_det={link.misalignment_error}, f={link.ec_efficiency}",
+        fontsize=9,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+FORMATTERS = {"json": to_json, "csv": to_csv, "table": to_table}
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def _decoy_list(text: str) -> list[str]:
+    """``--decoy a,b``: a comma list of known bounds."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BOUNDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(BOUNDS)}")
+    return names
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    pass
+    """Add the ``plan`` verb; its handler is ``run``."""
+    parser = subparsers.add_parser(
+        "plan", help="model a link: key rate vs distance, reach, PLOB bound",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    link = parser.add_argument_group("link (default: GYS; or from --config/--link)")
+    for flag, unit, text in (
+        ("--attenuation-db-per-km", " dB/km", "fibre attenuation"),
+        ("--insertion-loss-db", " dB", "extra loss at the ends: connectors, switches"),
+        ("--detector-efficiency", "", "Bob's detection efficiency incl. his optics, in (0, 1]"),
+        ("--dark-count-probability", "", "background click probability per pulse, Y0"),
+        ("--misalignment-error", "", "probability a photon hits the wrong detector"),
+        ("--ec-efficiency", "", "error-correction inefficiency f ≥ 1"),
+        ("--mu", "", "signal mean photon number"),
+        ("--nu", "", "weak decoy mean photon number"),
+        ("--clock-rate-hz", " Hz", "pulse rate, for bit/s"),
+    ):
+        default = GYS[flag[2:].replace("-", "_")]
+        link.add_argument(flag, type=float, metavar="X", help=f"{text} (default {default:g}{unit})")
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument("--decoy", type=_decoy_list, action="append", metavar="BOUND[,BOUND]",
+                          help=f"{', '.join(BOUNDS)}; repeatable (default vacuum-weak)")
+    protocol.add_argument("--optimize-mu", action="store_true", help="choose the best μ at each distance")
+    protocol.add_argument("--block-size", type=float, default=1e10, help="finite: sifted key bits per block (default 1e10)")
+    protocol.add_argument("--epsilon-sec", type=float, default=1e-10, help="finite: secrecy parameter (default 1e-10)")
+    protocol.add_argument("--epsilon-cor", type=float, default=1e-15, help="finite: correctness parameter (default 1e-15)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--distances", default="0:200:10", metavar="START:STOP:STEP",
+                        help="km, STOP included (default 0:200:10)")
+    output.add_argument("--format", choices=sorted(FORMATTERS), default="table")
+    output.add_argument("--plot", type=Path, metavar="FILE.png", help="also plot key rate vs distance")
+    source = parser.add_argument_group("link from an exporter config")
+    source.add_argument("--config", type=Path, metavar="FILE", help="exporter config (YAML)")
+    source.add_argument("--link", metavar="NAME", help="a simulated-bb84 link of --config")
+    parser.set_defaults(handler=run)
+
+
+def _parse_distances(text: str) -> Array:
+    """START:STOP:STEP in km, STOP included; ValueError says what is wrong."""
+    try:
+        start, stop, step = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"expected START:STOP:STEP in km, e.g. 0:200:10, got {text!r}") from None
+    if not all(map(math.isfinite, (start, stop, step))) or start < 0 or step <= 0 or stop < start:
+        raise ValueError(f"empty distance range {text!r}: need 0 ≤ START ≤ STOP and STEP > 0")
+    return start + step * np.arange(math.floor((stop - start) / step + 1e-9) + 1)
+
+
+def _link_parameters(args: argparse.Namespace) -> dict[str, float]:
+    """GYS defaults, overridden by the --config link, overridden by explicit flags."""
+    from qtelemetry.config import ConfigError, load_config
+
+    values = dict(GYS)
+    if args.config is not None or args.link is not None:
+        if args.config is None or args.link is None:
+            raise _Usage("--config" if args.config is None else "--link", "--config and --link go together")
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            raise _Usage("--config", str(exc)) from None
+        links = {link.name: link for link in config.links}
+        if args.link not in links:
+            raise _Usage("--link", f"no link {args.link!r} in {args.config} (links: {', '.join(links)})")
+        driver = links[args.link].driver
+        if driver.type != "simulated-bb84":
+            raise _Usage("--link", f"{args.link!r} is a {driver.type} link; plan models decoy-state BB84 links")
+        values.update({name: getattr(driver, name) for name in GYS})
+    values.update({name: getattr(args, name) for name in GYS if getattr(args, name) is not None})
+    return values
+
+
+class _Usage(Exception):
+    """Bad input, reported as ``error: FLAG: reason`` with exit code 2."""
+
+    def __init__(self, flag: str, reason: str):
+        super().__init__(f"{flag}: {reason}")
+
+
+def _check(link: LinkModel, bounds: list[str]) -> list[str]:
+    """Every problem with the parameters as ``FLAG: reason`` (NaN fails every check)."""
+    rules = [
+        ("--attenuation-db-per-km", 0 <= link.attenuation_db_per_km < math.inf, "must be ≥ 0 dB/km"),
+        ("--insertion-loss-db", 0 <= link.insertion_loss_db < math.inf, "must be ≥ 0 dB"),
+        ("--detector-efficiency", 0 < link.detector_efficiency <= 1, "must be in (0, 1]"),
+        ("--dark-count-probability", 0 <= link.dark_count_probability < 1, "must be in [0, 1)"),
+        ("--misalignment-error", 0 <= link.misalignment_error <= 0.5, "must be in [0, 0.5]"),
+        ("--ec-efficiency", 1 <= link.ec_efficiency < math.inf, "must be ≥ 1 (no code beats the Shannon limit)"),
+        ("--nu", 0 < link.nu < math.inf, "must be > 0"),
+        ("--mu", link.nu < link.mu < math.inf, f"must be greater than --nu ({link.nu:g})"),
+        ("--clock-rate-hz", 0 < link.clock_rate_hz < math.inf, "must be > 0"),
+        ("--block-size", 1 <= link.block_size < math.inf, "must be ≥ 1 bit"),
+        ("--epsilon-sec", 0 < link.epsilon_sec < 1, "must be in (0, 1)"),
+        ("--epsilon-cor", 0 < link.epsilon_cor < 1, "must be in (0, 1)"),
+    ]
+    if "finite" in bounds:
+        rules.append(("--mu", link.mu > link.nu + VACUUM_INTENSITY,
+                      f"finite bound needs μ > ν + {VACUUM_INTENSITY:g} (Lim et al.)"))
+    return [f"{flag}: {reason}" for flag, ok, reason in rules if not ok]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``qtelemetry plan``: validate, compute, print, plot; 2 on bad input."""
+    bounds = list(dict.fromkeys(sum(args.decoy or [["vacuum-weak"]], [])))
+    try:
+        values = _link_parameters(args)
+        distances = _parse_distances(args.distances)
+    except _Usage as exc:
+        return _fail([str(exc)])
+    except ValueError as exc:
+        return _fail([f"--distances: {exc}"])
+    link = LinkModel(**values, **{f.name: getattr(args, f.name) for f in fields(LinkModel) if f.name not in values})
+    problems = _check(link, bounds)
+    if args.plot is not None and not args.plot.parent.is_dir():
+        problems.append(f"--plot: directory {args.plot.parent} does not exist")
+    if problems:
+        return _fail(problems)
+    if "finite" in bounds and key_rate("finite", link, np.zeros(1))[0][0] <= 0 < key_rate("infinite", link, np.zeros(1))[0][0]:
+        return _fail([f"--block-size: {link.block_size:g} bits is too small for any key with these parameters"])
+    plans = [plan(bound, link, distances) for bound in bounds]
+    print(FORMATTERS[args.format](plans, link.clock_rate_hz))
+    if args.plot is not None:
+        save_plot(plans, link, args.plot)
+    return 0
+
+
+def _fail(problems: list[str]) -> int:
+    """Print each problem as ``error: FLAG: reason``; exit code for bad input."""
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_USAGE

@@ -191,7 +191,8 @@ class ManagedProcess:
                 log = self.log_path.read_text(errors="replace")
                 if "address already in use" in log:
                     raise _PortClash()
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode} at startup:\n{_tail(self.log_path)}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode} at startup:\n{_tail(self.log_path)}")
             try:
                 status, _ = _http("GET", self.url + "/-/ready", timeout=2)
             except OSError:

@@ -150,8 +150,8 @@ def test_low_visibility_gives_no_violation_and_no_key():
     assert np.all(v < 1 / SQRT2)
     assert np.all(est["chsh_s"] < 2.0)
     assert np.all(est["chsh_s"] + Z_TOL * est["chsh_s_stddev"] > ent.chsh_from_visibility(v))
+    assert np.all(est["asymptotic_key_rate_bps"] == 0.0)
     assert np.all(est["secret_key_rate_bps"] == 0.0)
-    assert np.all(est["secret_key_rate_finite_bps"] == 0.0)
 
 
 def test_fidelity_lower_bound():
@@ -178,13 +178,13 @@ def test_key_rate_matches_mfl():
     slope = (n / 2) * (1 + F_EC) * np.log2((1 - m["e"]) / m["e"])
     sigma = np.sqrt(rate**2 / n + 2 * (slope * e_sigma) ** 2)
     assert np.all(rate > 0)
-    assert np.all(np.abs(est["secret_key_rate_bps"] - rate) < Z_TOL * sigma)
-    assert np.all((est["secret_key_rate_finite_bps"] > 0) & (est["secret_key_rate_finite_bps"] < est["secret_key_rate_bps"]))
+    assert np.all(np.abs(est["asymptotic_key_rate_bps"] - rate) < Z_TOL * sigma)
+    assert np.all((est["secret_key_rate_bps"] > 0) & (est["secret_key_rate_bps"] < est["asymptotic_key_rate_bps"]))
 
 
 def test_finite_key_converges_to_asymptotic():
     rates = [sample(LINKS[:, :1], seed=7, pulses=p)[1] for p in (10**7, 10**8, 10**9, 10**10)]
-    ratio = [r["secret_key_rate_finite_bps"][0] / r["secret_key_rate_bps"][0] for r in rates]
+    ratio = [r["secret_key_rate_bps"][0] / r["asymptotic_key_rate_bps"][0] for r in rates]
     assert ratio == sorted(ratio) and ratio[-1] > 0.97
 
 

@@ -109,16 +109,16 @@ def test_scrape_finds_entanglement_metrics(start_exporter):
     assert abs(coincidences - pulses * q) < 5 * math.sqrt(pulses * q)
     window_coincidences = 3e8 * q * 0.9 / 4  # per matching basis over the sliding window
     for basis in ("Z", "X"):
-        qber = value(samples, "qent_qber_ratio", basis=basis, **pair)
+        qber = value(samples, "qkd_qber_ratio", basis=basis, **pair)
         assert abs(qber - e) < 5 * math.sqrt(e * (1 - e) / window_coincidences)
         assert value(samples, "qent_visibility_ratio", basis=basis, **pair) == pytest.approx(1 - 2 * qber)
-        assert qber < value(samples, "qent_qber_upper_bound_ratio", basis=basis, **pair)
+        assert qber < value(samples, "qkd_qber_upper_bound_ratio", basis=basis, **pair)
     s, sigma = value(samples, "qent_chsh_s", **pair), value(samples, "qent_chsh_s_stddev", **pair)
     assert abs(s - 2 * math.sqrt(2) * (1 - 2 * e)) < 5 * sigma and s - 5 * sigma > 2
     assert 0 < value(samples, "qent_fidelity_lower_bound_ratio", **pair) < 1 - 1.5 * e
     assert value(samples, "qent_coincidence_to_accidental", **pair) > 10
-    asymptotic = value(samples, "qent_secret_key_rate_bits_per_second", **pair)
-    assert 0 < value(samples, "qent_finite_size_secret_key_rate_bits_per_second", **pair) < asymptotic
+    asymptotic = value(samples, "qkd_asymptotic_secret_key_rate_bits_per_second", **pair)
+    assert 0 < value(samples, "qkd_secret_key_rate_bits_per_second", **pair) < asymptotic
 
     # heralded pairs: Barrett–Kok η²/2 per attempt, fidelity after the herald delay and storage
     eta_arm = 0.4 * 0.9 * 10 ** (-1 * 0.2 / 10)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import special
 from scipy.stats import binomtest
 
 from qtelemetry.estimation.bb84 import BB84_DECOY, channel_loss_db
@@ -19,6 +20,15 @@ def test_clopper_pearson_matches_scipy_exact_interval(k, n):
     lower, upper = clopper_pearson_interval(k, n, 0.95)
     assert lower == pytest.approx(ci.low, abs=1e-12)
     assert upper == pytest.approx(ci.high, abs=1e-12)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.99, 0.9999])
+def test_fast_beta_quantile_agrees_with_scipy_over_six_decades(confidence):
+    rng = np.random.default_rng(3)
+    n = np.round(10 ** rng.uniform(0, 8, 5000))
+    k = np.round(n * rng.uniform(0, 0.5, 5000))
+    exact = np.where(k >= n, 1.0, special.betaincinv(k + 1, np.maximum(n - k, 1e-300), confidence))
+    np.testing.assert_allclose(clopper_pearson_upper(k, n, confidence), exact, rtol=1e-9)
 
 
 def test_clopper_pearson_closed_forms():

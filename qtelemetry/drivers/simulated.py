@@ -15,19 +15,24 @@ from qtelemetry.drivers.faults import EFFECTS, FaultConfig, apply_faults
 
 
 class SimulatedConfig(StrictModel):
-    """Fields every simulated link has: a seed, scripted faults and a key store."""
+    """Fields every simulated link has: a seed and scripted faults."""
 
     seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
     faults: list[FaultConfig] = Field(default_factory=list, description="scripted fault scenarios")
-    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, description="size of the link's key store, bits")
-    key_buffer_initial_ratio: float = Field(0.5, ge=0.0, le=1.0, description="initial fill of the key store")
-    key_consumption_bps: float = Field(0.0, ge=0.0, description="key demand of applications, bits/s")
 
     @model_validator(mode="after")
     def _faults_apply(self) -> "SimulatedConfig":
         for fault in self.faults:
             check_fault_applies(type(self), fault)
         return self
+
+
+class KeyDistillingConfig(SimulatedConfig):
+    """A simulated link that distils secret key into a key store its applications draw from."""
+
+    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, description="size of the link's key store, bits")
+    key_buffer_initial_ratio: float = Field(0.5, ge=0.0, le=1.0, description="initial fill of the key store")
+    key_consumption_bps: float = Field(0.0, ge=0.0, description="key demand of applications, bits/s")
 
 
 def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) -> None:
@@ -38,6 +43,7 @@ def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) 
 
 
 C = TypeVar("C", bound=SimulatedConfig)
+K = TypeVar("K", bound=KeyDistillingConfig)
 
 
 class KeyStore:
@@ -57,8 +63,7 @@ class KeyStore:
 class SimulatedDriver(ABC, Generic[C]):
     """Emits one window of sampled counts every ``window_s`` seconds of wall time.
 
-    Subclasses implement ``sample`` (counts) and ``secret_bits`` (what the link's own key
-    distillation adds to its key store). Faults, from the config or injected while running,
+    Subclasses implement ``sample``. Faults, from the config or injected while running,
     modify the physical parameters of each window before sampling.
     """
 
@@ -70,8 +75,6 @@ class SimulatedDriver(ABC, Generic[C]):
         self._rng = np.random.default_rng(config.seed)
         self._started = self._next_start = time.time()
         self._closed = threading.Event()
-        self._store = KeyStore(config.key_buffer_capacity_bits,
-                               config.key_buffer_initial_ratio * config.key_buffer_capacity_bits)
 
     def inject(self, fault: FaultConfig) -> FaultConfig:
         """Start a fault now (its ``start_s`` counts from now); raises ValueError if it can't apply."""
@@ -101,18 +104,33 @@ class SimulatedDriver(ABC, Generic[C]):
     def sample(self, rng: np.random.Generator, cfg: C) -> dict[str, np.ndarray]:
         """Counts of one window drawn with ``rng`` from the model configured by ``cfg``."""
 
-    @abstractmethod
-    def secret_bits(self, cfg: C) -> float:
-        """Secret key the link distils in one window under ``cfg`` (expected value, bits)."""
+    def key_supply(self, cfg: C) -> KeySupply | None:
+        """What the link's key store reports for this window; None: the link has no key store."""
+        return None
 
     def acquire(self) -> CountBatch:
         start = self._next_start
         self._next_start = start + self.window_s
         self._closed.wait(max(0.0, self._next_start - time.time()))
         cfg, active = self.effective_config(start - self._started)
-        supply = self._store.step(self.secret_bits(cfg), cfg.key_consumption_bps * self.window_s)
         return CountBatch(start=start, duration_s=self.window_s, counts=self.sample(self._rng, cfg),
-                          key_supply=supply, active_faults=tuple(active))
+                          key_supply=self.key_supply(cfg), active_faults=tuple(active))
 
     def close(self) -> None:
         self._closed.set()
+
+
+class KeyDistillingDriver(SimulatedDriver[K]):
+    """A simulated link whose distilled key fills a key store that applications drain."""
+
+    def __init__(self, config: K, window_s: float):
+        super().__init__(config, window_s)
+        self._store = KeyStore(config.key_buffer_capacity_bits,
+                               config.key_buffer_initial_ratio * config.key_buffer_capacity_bits)
+
+    @abstractmethod
+    def secret_bits(self, cfg: K) -> float:
+        """Secret key the link distils in one window under ``cfg`` (expected value, bits)."""
+
+    def key_supply(self, cfg: K) -> KeySupply:
+        return self._store.step(self.secret_bits(cfg), cfg.key_consumption_bps * self.window_s)

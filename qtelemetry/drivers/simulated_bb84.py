@@ -14,11 +14,11 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedDriver
+from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
 
-class SimulatedBB84Config(SimulatedConfig):
+class SimulatedBB84Config(KeyDistillingConfig):
     """A decoy-state BB84 link over fiber, as the simulator models it."""
 
     protocol: ClassVar[str] = "bb84-decoy"
@@ -112,7 +112,7 @@ def expected_secret_key_rate_bps(cfg: SimulatedBB84Config) -> float:
     return float(rate) * cfg.clock_rate_hz * cfg.p_signal
 
 
-class SimulatedBB84(SimulatedDriver[SimulatedBB84Config]):
+class SimulatedBB84(KeyDistillingDriver[SimulatedBB84Config]):
     """Driver producing one window of decoy-BB84 counts per window period, paced in real time."""
 
     def sample(self, rng: np.random.Generator, cfg: SimulatedBB84Config) -> dict[str, np.ndarray]:

@@ -68,7 +68,3 @@ class SimulatedHeralded(SimulatedDriver[SimulatedHeraldedConfig]):
         heralds = cfg.heralds()
         return heralded.sample_window(rng, int(round(cfg.attempt_rate_hz * self.window_s)), heralds.total,
                                       cfg.basis_errors(heralds), cfg.measured_fraction)
-
-    def secret_bits(self, cfg: SimulatedHeraldedConfig) -> float:
-        """Heralded pairs are not distilled into key here: the key store stays as configured."""
-        return 0.0

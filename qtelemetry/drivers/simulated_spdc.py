@@ -15,12 +15,12 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedDriver
+from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
 from qtelemetry.estimation import entanglement
 from qtelemetry.estimation.stats import ratio
 
 
-class SimulatedSPDCConfig(SimulatedConfig):
+class SimulatedSPDCConfig(KeyDistillingConfig):
     """An entangled-photon link over fiber with a pulsed SPDC source, as the simulator models it."""
 
     protocol: ClassVar[str] = "bbm92-spdc"
@@ -81,7 +81,7 @@ class SimulatedSPDCConfig(SimulatedConfig):
         return float(entanglement.bbm92_rate(sifted_gain, e, e, self.ec_efficiency)) * self.clock_rate_hz
 
 
-class SimulatedSPDC(SimulatedDriver[SimulatedSPDCConfig]):
+class SimulatedSPDC(KeyDistillingDriver[SimulatedSPDCConfig]):
     """Driver producing one window of BBM92/CHSH counts per window period, paced in real time."""
 
     def sample(self, rng: np.random.Generator, cfg: SimulatedSPDCConfig) -> dict[str, np.ndarray]:

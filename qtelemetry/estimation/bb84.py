@@ -106,6 +106,7 @@ class DecoyBB84:
             "qber_z_upper": clopper_pearson_upper(k[:, 0], n[:, 0], confidence),
             "qber_x_upper": clopper_pearson_upper(k[:, 1], n[:, 1], confidence),
             "sifted_key_rate_bps": ratio(n.sum(axis=1), duration_s),
+            "asymptotic_key_rate_bps": np.where(usable, rate_per_pulse * signal_pulse_rate, np.nan),
             "secret_key_rate_bps": np.where(usable, rate_per_pulse * signal_pulse_rate, np.nan),
         }
 

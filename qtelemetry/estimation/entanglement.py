@@ -319,8 +319,8 @@ class BBM92Protocol:
             "chsh_s": s,
             "chsh_s_stddev": s_sigma,
             "fidelity_lower_bound": fidelity_lower_bound(pair_upper[:, 0], pair_upper[:, 1]),
-            "secret_key_rate_bps": np.where(usable, asymptotic, np.nan),
-            "secret_key_rate_finite_bps": np.where(usable, finite, np.nan),
+            "asymptotic_key_rate_bps": np.where(usable, asymptotic, np.nan),
+            "secret_key_rate_bps": np.where(usable, finite, np.nan),
         }
 
 

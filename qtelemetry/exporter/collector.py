@@ -125,9 +125,10 @@ class SnapshotCollector(Collector):
         groups = {group.protocol: group for group in snap.groups}
         for metric in METRICS:
             family = _family(metric)
-            if metric.protocol is not None:
-                if metric.protocol in groups:
-                    _link_samples(family, metric, groups[metric.protocol])
+            if metric.protocols:
+                for protocol in metric.protocols:
+                    if protocol in groups:
+                        _link_samples(family, metric, groups[protocol])
             else:
                 for labels, value in SNAPSHOT_SAMPLES[metric.name](snap):
                     if metric.type == "summary":

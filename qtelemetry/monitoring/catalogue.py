@@ -20,7 +20,7 @@ MetricType = Literal["gauge", "counter", "info", "summary"]
 class Metric:
     """One exported metric family.
 
-    For link metrics, ``protocol`` names the link protocol that provides it and ``source``
+    For link metrics, ``protocol`` names the link protocol(s) that provide it and ``source``
     where the value comes from: an estimate key (gauges) or a count name (counters). ``series``
     maps extra label values to estimate keys for gauges split by a label (e.g. basis).
     """
@@ -30,9 +30,14 @@ class Metric:
     unit: str
     help: str
     labels: tuple[str, ...] = ("link",)
-    protocol: str | None = None
+    protocol: str | tuple[str, ...] | None = None
     source: str | None = None
     series: tuple[tuple[tuple[str, ...], str], ...] = ()
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """Protocols providing this metric: several share one name when they estimate the same thing."""
+        return (self.protocol,) if isinstance(self.protocol, str) else (self.protocol or ())
 
     @property
     def sample_name(self) -> str:
@@ -43,6 +48,8 @@ class Metric:
 BB84 = "bb84-decoy"
 BBM92 = "bbm92-spdc"
 HERALDED = "heralded-entanglement"
+#: Protocols that distil secret key and share the QBER and key-rate metrics.
+KEY_PROTOCOLS = (BB84, BBM92)
 
 METRICS: tuple[Metric, ...] = (
     # --- health of every link, whatever its protocol -------------------------------------
@@ -73,17 +80,23 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_gain_ratio", "gauge", "ratio", "Detection probability per pulse, by intensity class.",
            ("link", "intensity"), BB84,
            series=((("signal",), "gain_signal"), (("decoy",), "gain_decoy"), (("vacuum",), "gain_vacuum"))),
-    Metric("qkd_qber_ratio", "gauge", "ratio", "Quantum bit error rate of signal pulses (0-1), by basis.",
-           ("link", "basis"), BB84, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
+    Metric("qkd_qber_ratio", "gauge", "ratio",
+           "Quantum bit error rate of the sifted key (signal pulses; entangled pairs) (0-1), by basis.",
+           ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
-           ("link", "basis"), BB84, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
+           ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
     Metric("qkd_sifted_key_rate_bits_per_second", "gauge", "bits/s",
            "Sifted key rate of signal pulses in bits per second (key material counts in bits).",
            protocol=BB84, source="sifted_key_rate_bps"),
     Metric("qkd_secret_key_rate_bits_per_second", "gauge", "bits/s",
-           "Asymptotic secret key rate in bits per second, vacuum+weak decoy bound with GLLP (Ma et al. 2005).",
-           protocol=BB84, source="secret_key_rate_bps"),
+           "Secret key rate in bits per second with finite-size statistics: decoy BB84 (Lim et al. 2014), "
+           "BBM92 (Ma, Fung, Lo 2007 with a bounded phase error).",
+           protocol=KEY_PROTOCOLS, source="secret_key_rate_bps"),
+    Metric("qkd_asymptotic_secret_key_rate_bits_per_second", "gauge", "bits/s",
+           "Asymptotic secret key rate in bits per second: decoy BB84 vacuum+weak bound with GLLP "
+           "(Ma et al. 2005), BBM92 (Ma, Fung, Lo 2007).",
+           protocol=KEY_PROTOCOLS, source="asymptotic_key_rate_bps"),
     Metric("qkd_channel_loss_budget_db", "gauge", "dB",
            "Channel loss the link is engineered for, in dB: configured, or the modelled loss + 3 dB."),
     Metric("qkd_expected_secret_key_rate_bits_per_second", "gauge", "bits/s",
@@ -117,11 +130,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("qent_coincidence_to_accidental", "gauge", "",
            "Coincidence-to-accidental ratio (C - A)/A, dimensionless and not bounded by 1 (about 1/mean pair number).",
            protocol=BBM92, source="car"),
-    Metric("qent_qber_ratio", "gauge", "ratio", "Quantum bit error rate of the sifted key rounds (0-1), by basis.",
-           ("link", "basis"), BBM92, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
-    Metric("qent_qber_upper_bound_ratio", "gauge", "ratio",
-           "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
-           ("link", "basis"), BBM92, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
     Metric("qent_visibility_ratio", "gauge", "ratio", "Two-photon visibility 1 - 2 QBER (0-1), by basis.",
            ("link", "basis"), BBM92, series=((("Z",), "visibility_z"), (("X",), "visibility_x"))),
     Metric("qent_chsh_s", "gauge", "",
@@ -132,13 +140,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("qent_fidelity_lower_bound_ratio", "gauge", "ratio",
            "Lower confidence bound on the Bell-state fidelity of detected pairs, 1 - e_Z - e_X with Clopper-Pearson bounds.",
            protocol=BBM92, source="fidelity_lower_bound"),
-    Metric("qent_secret_key_rate_bits_per_second", "gauge", "bits/s",
-           "Asymptotic BBM92 secret key rate in bits per second (Ma, Fung, Lo 2007).",
-           protocol=BBM92, source="secret_key_rate_bps"),
-    Metric("qent_finite_size_secret_key_rate_bits_per_second", "gauge", "bits/s",
-           "BBM92 secret key rate in bits per second with the phase error bounded over the sliding window.",
-           protocol=BBM92, source="secret_key_rate_finite_bps"),
-    # --- heralded entanglement between memory nodes: raw counts -----------------------------
     Metric("qent_heralding_attempts", "counter", "", "Entanglement generation attempts.",
            protocol=HERALDED, source="attempts"),
     Metric("qent_heralding_successes", "counter", "", "Heralded entangled pairs (heralds, true and false).",

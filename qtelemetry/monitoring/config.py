@@ -1,0 +1,211 @@
+"""Monitoring config: the one set of thresholds, SLOs and selectors behind dashboards, alerts and runbooks.
+
+Like a monitoring mixin's ``_config``: the generators read nothing else, so a threshold changed
+here moves the alert, the dashboard's threshold line and the runbook text together. The
+defaults are the project's recommendation; ``qtelemetry generate --config FILE`` overrides any
+of them from YAML (unknown keys are errors that name the field).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qtelemetry.config import ConfigError
+
+#: A PromQL duration such as 5m, 1h, 1d, 30d (one unit, which is all the generators need).
+DURATION = r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$"
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds in a PromQL duration such as ``5m``."""
+    match = re.fullmatch(DURATION, duration)
+    if not match:
+        raise ValueError(f"not a duration: {duration!r}")
+    return int(duration[: -len(match.group(1))]) * _SECONDS[match.group(1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Forecast(Strict):
+    """predict_linear over ``lookback`` says empty within ``horizon``, and the fill is below ``fill_ratio``."""
+
+    lookback: str = Field(pattern=DURATION)
+    horizon: str = Field(pattern=DURATION)
+    fill_ratio: float = Field(gt=0, le=1)
+
+
+class Thresholds(Strict):
+    """Alert thresholds. Ratios are 0-1, as the metrics are."""
+
+    qber_warning: float = Field(0.05, gt=0, lt=0.5, description="QBER upper bound that opens a ticket")
+    qber_critical: float = Field(0.08, gt=0, lt=0.5, description="QBER upper bound that pages")
+    qber_no_key: float = Field(0.11, gt=0, lt=0.5,
+                               description="QBER above which BB84/BBM92 distil no key (Shor-Preskill 11%); dashboards only")
+    key_rate_drop_ratio: float = Field(0.5, gt=0, lt=1,
+                                       description="alert when the key rate falls below this fraction of its baseline")
+    key_rate_below_expected_ratio: float = Field(0.5, gt=0, lt=1,
+                                                 description="info alert when the key rate stays below this fraction of the plan")
+    loss_step_db: float = Field(3.0, gt=0, description="loss rise over the baseline that means a bend, splice or cut")
+    dark_count_factor: float = Field(3.0, gt=1, description="vacuum gain this many times above or below its baseline is an anomaly")
+    dark_count_min_expected: float = Field(100, gt=0, description=(
+        "judge suppressed dark counts only when the baseline predicts at least this many vacuum "
+        "detections per smoothing window (so that seeing a third of them is not chance)"))
+    key_buffer_forecast: "Forecast" = Field(default_factory=lambda: Forecast(lookback="1h", horizon="4h", fill_ratio=0.5),
+                                            description="warn: key store forecast empty (ticket)")
+    key_buffer_imminent: "Forecast" = Field(default_factory=lambda: Forecast(lookback="30m", horizon="30m", fill_ratio=0.1),
+                                            description="page: key store about to run dry")
+    stale_after_seconds: float = Field(180, gt=0, description="a link whose last valid batch is older than this is stale")
+    driver_error_ratio: float = Field(0.01, gt=0, lt=1, description="fraction of a link's batches lost to one error reason")
+    estimation_duration_seconds: float = Field(0.5, gt=0, description="mean estimation cycle above this is slow (window is 1 s)")
+    chsh_sigmas: float = Field(3.0, gt=0, description="a CHSH violation smaller than this many standard deviations is weak")
+    fidelity_min: float = Field(0.9, gt=0.5, le=1, description="BBM92 Bell-state fidelity lower bound below this warns")
+    heralded_fidelity_min: float = Field(0.75, gt=0.5, le=1,
+                                         description="heralded-pair fidelity whose upper bound is below this warns")
+    rate_drop_ratio: float = Field(0.5, gt=0, lt=1,
+                                   description="coincidence and heralding rates below this fraction of their baseline warn")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Thresholds":
+        if not self.qber_warning < self.qber_critical < self.qber_no_key:
+            raise ValueError("need qber_warning < qber_critical < qber_no_key")
+        return self
+
+
+class Baseline(Strict):
+    """A link's own normal: the median over ``window`` of its ``smoothing`` averages.
+
+    The median makes the baseline robust: an excursion has to last half the window before it
+    becomes the new normal (and the alert resolves by itself).
+    """
+
+    smoothing: str = Field("10m", pattern=DURATION)
+    window: str = Field("1d", pattern=DURATION)
+
+
+class BurnWindow(Strict):
+    """One multi-window burn-rate condition (SRE workbook, ch. 5 "Alerting on SLOs")."""
+
+    long: str = Field(pattern=DURATION)
+    short: str = Field(pattern=DURATION)
+    factor: float = Field(gt=0)
+
+
+class BurnAlert(Strict):
+    """Burn-rate conditions OR-ed into one alert of one severity."""
+
+    name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="suffix of the SLO's alert prefix")
+    severity: str = Field(pattern=r"^(critical|warning|info)$")
+    for_: str = Field(alias="for", pattern=DURATION)
+    windows: tuple[BurnWindow, ...]
+
+
+SRE_WORKBOOK_BURN_ALERTS = (
+    BurnAlert(name="ErrorBudgetBurnFast", severity="critical", **{"for": "2m"}, windows=(
+        BurnWindow(long="1h", short="5m", factor=14.4), BurnWindow(long="6h", short="30m", factor=6))),
+    BurnAlert(name="ErrorBudgetBurnSlow", severity="warning", **{"for": "15m"}, windows=(
+        BurnWindow(long="1d", short="2h", factor=3), BurnWindow(long="3d", short="6h", factor=1))),
+)
+
+
+class SLO(Strict):
+    """A ratio SLO compiled into recording rules per window and burn-rate alerts (like sloth/pyrra).
+
+    good/total are counters; the error ratio over a window is 1 - rate(good)/rate(total).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="used in recording-rule names")
+    title: str
+    description: str
+    objective: float = Field(gt=0, lt=1)
+    period: str = Field("30d", pattern=DURATION)
+    good: str = Field(description="counter of good events (catalogue sample name)")
+    total: str = Field(description="counter of all events (catalogue sample name)")
+    group_by: tuple[str, ...] = ("job", "link")
+    alert_prefix: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
+    burn_alerts: tuple[BurnAlert, ...] = SRE_WORKBOOK_BURN_ALERTS
+
+    @property
+    def windows(self) -> list[str]:
+        """Every window a burn condition or the period needs, shortest first."""
+        spans = {w for a in self.burn_alerts for b in a.windows for w in (b.long, b.short)}
+        return sorted(spans, key=duration_seconds)
+
+
+KEY_SUPPLY = SLO(
+    name="qkd_key_supply",
+    title="Key supply",
+    description="Key delivered to applications / key they requested, per link.",
+    objective=0.999,
+    good="qkd_key_delivered_bits_total",
+    total="qkd_key_requested_bits_total",
+    alert_prefix="QKDKeySupply",
+)
+
+
+class MonitoringConfig(Strict):
+    selector: str = Field('job="qtelemetry"',
+                          description="label matchers that select qtelemetry's series in your Prometheus")
+    runbook_base_url: str = Field(
+        "https://github.com/qtelemetry/qtelemetry/blob/main/alerts/runbooks.md",
+        description="runbook_url = this + '#' + the alert name in lower case")
+    dashboard_uid_prefix: str = Field("qtelemetry", pattern=r"^[A-Za-z0-9_-]{1,30}$")
+    dashboard_tags: tuple[str, ...] = ("qtelemetry",)
+    dashboard_refresh: str = Field("30s", pattern=DURATION)
+    dashboard_time_from: str = "now-6h"
+    rule_interval: str = Field("1m", pattern=DURATION)
+    slow_rule_interval: str = Field("5m", pattern=DURATION,
+                                    description="interval of the SLO-period group (30d windows)")
+    thresholds: Thresholds = Thresholds()
+    baseline: Baseline = Baseline()
+    slos: tuple[SLO, ...] = (KEY_SUPPLY,)
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _no_fragment(cls, value: str) -> str:
+        if "#" in value:
+            raise ValueError("the generator adds the '#anchor'; give the page URL only")
+        return value
+
+    @property
+    def uid_prefix(self) -> str:
+        return self.dashboard_uid_prefix
+
+    def runbook_url(self, alert: str) -> str:
+        return f"{self.runbook_base_url}#{alert.lower()}"
+
+
+DEFAULT = MonitoringConfig()
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(root)"
+
+
+def load_monitoring_config(path: str | Path | None) -> MonitoringConfig:
+    """The defaults, or the defaults overridden by a YAML file; errors name the field."""
+    if path is None:
+        return DEFAULT
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(source, [("(file)", exc.strerror or str(exc))]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("(yaml)", str(exc).replace("\n", " "))]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(root)", "expected a mapping")])
+    try:
+        return MonitoringConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ConfigError(source, problems) from None

@@ -1,0 +1,563 @@
+"""Prometheus recording and alerting rules, generated from the catalogue and the monitoring config.
+
+Every rule is one spec below. Expressions are written without the deployment's selector;
+``build_groups`` adds it (``job="qtelemetry"`` by default) to every exported metric and to
+``up``, checks every metric name against the catalogue and the generated recording rules, and
+skips (and reports) the specs that wait for a metric the catalogue does not have yet
+(``PENDING_METRICS``). An unknown name anywhere else is a ``GenerationError``.
+
+Annotation shorthand (expanded to Go templates): ``[[link]]`` is ``{{ $labels.link }}`` (any
+label name), ``[[value]]`` ``{{ $value | humanize }}``, ``[[value%]]``
+``{{ $value | humanizePercentage }}``, ``[[value_duration]]`` ``{{ $value | humanizeDuration }}``.
+
+Naming: alerts are CamelCase with a domain prefix (QKD, QLink, Entanglement, QTelemetry);
+recording rules follow ``level:metric:operation`` with ``link`` as the level for per-link series.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.promql import (
+    PROMETHEUS_SERIES,
+    TARGET_SERIES,
+    GenerationError,
+    inject_selector,
+    metric_names,
+    sample_names,
+)
+
+#: Metrics promised for the catalogue but not in it yet: specs that read them are skipped (and
+#: listed by ``qtelemetry generate``) until they appear. Any other unknown name is an error.
+PENDING_METRICS = frozenset({
+    "qkd_asymptotic_secret_key_rate_bits_per_second",
+    "qkd_repeaterless_bound_bits_per_second",
+    "qkd_repeaterless_bound_ratio",
+})
+
+SEVERITIES = ("critical", "warning", "info")
+LINK = "job, instance, link"  # the labels that identify one link's series
+
+
+@dataclass(frozen=True)
+class Record:
+    record: str
+    expr: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Alert:
+    alert: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"(QKD|QLink|Entanglement|QTelemetry)[A-Z][A-Za-z0-9]*", self.alert):
+            raise GenerationError(f"{self.alert}: alert names are CamelCase with a QKD/QLink/Entanglement/QTelemetry prefix")
+        if self.severity not in SEVERITIES:
+            raise GenerationError(f"{self.alert}: severity must be one of {SEVERITIES}")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    rules: tuple[Record | Alert, ...]
+    interval: str | None = None
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A spec left out because a metric it reads is not in the catalogue yet."""
+
+    kind: str
+    name: str
+    waits_for: tuple[str, ...]
+
+
+# -------------------------------------------------------------------------------------------
+# helpers
+# -------------------------------------------------------------------------------------------
+
+
+def num(x: float) -> str:
+    """A threshold as PromQL/humans write it: 0.05, 14.4, 3, 14400."""
+    return f"{x:.10g}"
+
+
+def pct(x: float) -> str:
+    return f"{x * 100:.10g}%"
+
+
+_SHORTHAND = re.compile(r"\[\[([a-z_]+%?)\]\]")
+
+
+def expand(text: str) -> str:
+    """Annotation shorthand → Go template (see the module docstring)."""
+    def one(match: re.Match) -> str:
+        word = match.group(1)
+        if word == "value":
+            return "{{ $value | humanize }}"
+        if word == "value%":
+            return "{{ $value | humanizePercentage }}"
+        if word == "value_duration":
+            return "{{ $value | humanizeDuration }}"
+        return "{{ $labels.%s }}" % word
+    return _SHORTHAND.sub(one, text)
+
+
+def baseline_names(metric: str, config: MonitoringConfig) -> tuple[str, str]:
+    """Recording-rule names of a metric's smoothed value and its median baseline."""
+    b = config.baseline
+    return f"link:{metric}:avg{b.smoothing}", f"link:{metric}:median{b.window}"
+
+
+#: Metrics that get a smoothed series and a median baseline (the link's own normal).
+BASELINE_METRICS = (
+    "qkd_secret_key_rate_bits_per_second",
+    "qkd_channel_loss_db",
+    "qkd_gain_ratio",
+    "qent_coincidence_rate_per_second",
+    "qent_heralding_success_probability_ratio",
+)
+
+
+def slo_record(slo: SLO, window: str) -> str:
+    return f"{'_'.join(slo.group_by)}:{slo.name}_errors:ratio_rate{window}"
+
+
+def slo_budget_record(slo: SLO) -> str:
+    return f"{'_'.join(slo.group_by)}:{slo.name}_error_budget_remaining:ratio{slo.period}"
+
+
+# -------------------------------------------------------------------------------------------
+# recording rules
+# -------------------------------------------------------------------------------------------
+
+
+def baseline_rules(c: MonitoringConfig) -> list[Record]:
+    rules = []
+    for metric in BASELINE_METRICS:
+        smooth, median = baseline_names(metric, c)
+        rules.append(Record(smooth, f"avg_over_time({metric}[{c.baseline.smoothing}])"))
+        rules.append(Record(median, f"quantile_over_time(0.5, {smooth}[{c.baseline.window}])"))
+    rules.append(Record(
+        "link_reason:qlink_driver_errors:ratio_rate10m",
+        f"sum by ({LINK}, reason) (rate(qlink_driver_errors_total[10m]))\n"
+        f"/ on ({LINK}) group_left ()\n"
+        f"(\n"
+        f"  sum by ({LINK}) (rate(qlink_batches_total[10m]))\n"
+        f"  + sum by ({LINK}) (rate(qlink_driver_errors_total[10m]))\n"
+        f")"))
+    return rules
+
+
+def slo_error_ratio(slo: SLO, window: str) -> str:
+    by = ", ".join(slo.group_by)
+    return (f"clamp(\n"
+            f"  1 - sum by ({by}) (rate({slo.good}[{window}])) / sum by ({by}) (rate({slo.total}[{window}])),\n"
+            f"  0, 1\n"
+            f")")
+
+
+def slo_groups(c: MonitoringConfig, slo: SLO) -> list[Group]:
+    """Recording rules per window (as sloth/pyrra do) and the multi-window multi-burn-rate alerts."""
+    labels = {"slo": slo.name}
+    windows = [Record(slo_record(slo, w), slo_error_ratio(slo, w), labels) for w in slo.windows]
+    period = [
+        Record(slo_record(slo, slo.period), slo_error_ratio(slo, slo.period), labels),
+        Record(slo_budget_record(slo), f"1 - {slo_record(slo, slo.period)} / (1 - {num(slo.objective)})", labels),
+    ]
+    budget = num(1 - slo.objective)
+    alerts = []
+    for burn in slo.burn_alerts:
+        branches = []
+        for w in burn.windows:
+            limit = f"({num(w.factor)} * (1 - {num(slo.objective)}))"
+            branches.append(f"(\n  {slo_record(slo, w.long)} > {limit}\n"
+                            f"  and\n  {slo_record(slo, w.short)} > {limit}\n)")
+        pairs = ", ".join(f"{w.long}/{w.short} at {num(w.factor)}x" for w in burn.windows)
+        fastest = min(burn.windows, key=lambda w: duration_seconds(w.long))
+        exhaust_h = duration_seconds(slo.period) / fastest.factor / 3600
+        alerts.append(Alert(
+            f"{slo.alert_prefix}{burn.name}", "\nor\n".join(branches), burn.for_, burn.severity,
+            summary=f"{slo.title} SLO of link [[link]] is burning its error budget "
+                    f"({'page' if burn.severity == 'critical' else 'ticket'})",
+            description=(
+                f"{slo.description} The objective is {pct(slo.objective)} over {slo.period} "
+                f"(error budget {pct(1 - slo.objective)}). Link [[link]] failed [[value%]] of its requests "
+                f"over the long window of a burn-rate pair ({pairs}; both windows of a pair must exceed "
+                f"the rate, so the alert resolves soon after the problem stops). At {num(fastest.factor)}x the "
+                f"whole {slo.period} budget is gone in about {exhaust_h:.3g} h."),
+            labels=labels))
+    return [
+        Group(f"qtelemetry-slo-{slo.name}-recording", tuple(windows), c.rule_interval),
+        Group(f"qtelemetry-slo-{slo.name}-period", tuple(period), c.slow_rule_interval),
+        Group(f"qtelemetry-slo-{slo.name}-alerts", tuple(alerts), c.rule_interval),
+    ]
+
+
+# -------------------------------------------------------------------------------------------
+# alerts
+# -------------------------------------------------------------------------------------------
+
+
+def qber_alerts(prefix: str, metric: str, what: str, c: MonitoringConfig) -> list[Alert]:
+    t = c.thresholds
+    why = ("The alert reads the upper confidence bound (Clopper-Pearson, at the exporter's "
+           "confidence_level), not the point estimate: the bound already contains the counting noise "
+           "of the estimation window, it is the QBER the key's security has to assume, and its margin "
+           "over the point estimate follows the link's count rate instead of a fixed guard band; "
+           "the for: duration ignores single-window excursions.")
+    out = []
+    for name, level, severity, for_ in (("QberHigh", t.qber_warning, "warning", "10m"),
+                                        ("QberCritical", t.qber_critical, "critical", "5m")):
+        out.append(Alert(
+            f"{prefix}{name}", f"{metric} > {num(level)}", for_, severity,
+            summary=f"{what} QBER bound [[value%]] on [[link]] ([[basis]] basis) is above {pct(level)}",
+            description=(
+                f"The upper confidence bound on the [[basis]]-basis QBER of link [[link]] is [[value%]], "
+                f"above the {pct(level)} {severity} threshold; above {pct(t.qber_no_key)} no key can be "
+                f"distilled at all. Rising QBER means misalignment, a noisy detector, stray light or an "
+                f"eavesdropper, and the secret key rate falls with it. {why}")))
+    return out
+
+
+def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
+    t = c.thresholds
+    skr = "qkd_secret_key_rate_bits_per_second"
+    skr_smooth, skr_base = baseline_names(skr, c)
+    loss_smooth, loss_base = baseline_names("qkd_channel_loss_db", c)
+    gain_smooth, gain_base = baseline_names("qkd_gain_ratio", c)
+    b = c.baseline
+    vac = '{intensity="vacuum"}'
+    forecast, imminent = t.key_buffer_forecast, t.key_buffer_imminent
+    return [
+        *qber_alerts("QKD", "qkd_qber_upper_bound_ratio", "QKD", c),
+        Alert("QKDSecretKeyRateDrop",
+              f"{skr_smooth} < {num(t.key_rate_drop_ratio)} * {skr_base}", "15m", "warning",
+              summary=f"Secret key rate of [[link]] fell below {pct(t.key_rate_drop_ratio)} of its baseline",
+              description=(
+                  f"Link [[link]] distils [[value]]bit/s ({b.smoothing} average), less than "
+                  f"{pct(t.key_rate_drop_ratio)} of its own baseline (median of the last {b.window}). "
+                  f"The median makes the baseline robust: a drop must last half of {b.window} before it "
+                  f"becomes the new normal. Look at QBER, loss and dark counts of the link to see why.")),
+        Alert("QKDSecretKeyRateZero",
+              f"(\n  {skr}\n  or on ({LINK})\n  0 * {skr_base}\n) == 0\n"
+              f"and on ({LINK}) {skr_base} > 0\n"
+              f"and on ({LINK}) qlink_up == 1", "10m", "critical",
+              summary="QKD link [[link]] distils no secret key",
+              description=(
+                  "Link [[link]] is up and delivering counts but its secret key rate is 0 (or cannot be "
+                  f"estimated) while its {b.window} baseline is positive: applications now live on the "
+                  "key store. Causes: QBER above the no-key limit, no signal (fibre cut), or too few "
+                  "decoy detections to bound the single-photon yield.")),
+        Alert("QKDSecretKeyRateBelowPlan",
+              f"(qkd_asymptotic_secret_key_rate_bits_per_second or qent_secret_key_rate_bits_per_second)\n"
+              f"< {num(t.key_rate_below_expected_ratio)} * on ({LINK}) qkd_expected_secret_key_rate_bits_per_second",
+              "1h", "info",
+              summary=f"Key rate of [[link]] is below {pct(t.key_rate_below_expected_ratio)} of its plan",
+              description=(
+                  f"The asymptotic key rate of link [[link]] ([[value]]bit/s) has stayed below "
+                  f"{pct(t.key_rate_below_expected_ratio)} of what its plan (channel model) promises for an "
+                  f"hour. Not an outage: the link under-performs its design (extra loss, misalignment, "
+                  f"detector ageing, wrong model inputs).")),
+        Alert("QKDKeyRateAboveRepeaterlessBound", "qkd_repeaterless_bound_ratio > 1", "15m", "warning",
+              summary="Key rate of [[link]] exceeds the repeaterless (PLOB) bound",
+              description=(
+                  "Link [[link]] reports [[value]] times the Pirandola-Laurenza-Ottaviani-Banchi bound for "
+                  "its loss, which no repeaterless link can beat: an input of the estimate (detector "
+                  "efficiency, loss, pulse rate) is wrong, or the link has a trusted node or repeater the "
+                  "model does not know about. Its key-rate numbers cannot be trusted until this is fixed.")),
+        Alert("QKDChannelLossOverBudget",
+              f"qkd_channel_loss_db > on ({LINK}) qkd_channel_loss_budget_db", "15m", "warning",
+              summary="Channel loss of [[link]] is over its budget",
+              description=(
+                  "Link [[link]] loses [[value]] dB, more than the loss budget it was engineered for: the "
+                  "key rate is below plan and the link is close to its distance limit. Check connectors, "
+                  "splices, patch panels and recent fibre work.")),
+        Alert("QKDChannelLossStep",
+              f"{loss_smooth} - {loss_base} > {num(t.loss_step_db)}", "5m", "warning",
+              summary=f"Channel loss of [[link]] stepped up by more than {num(t.loss_step_db)} dB",
+              description=(
+                  f"The {b.smoothing} average loss of link [[link]] is [[value]] dB above its {b.window} "
+                  f"median: a fibre bend, a bad splice or connector, a patch change or a cut (+Inf dB: "
+                  f"no light above the dark-count background).")),
+        Alert("QKDNoSignal", "qkd_channel_loss_db == Inf", "2m", "critical",
+              summary="No signal reaches the receiver of QKD link [[link]]",
+              description=(
+                  "The signal gain of link [[link]] is no higher than the dark-count background, so the "
+                  "inferred loss is infinite: fibre cut, disconnected patch, source off, or shutter "
+                  "closed. The link distils no key.")),
+        Alert("QKDDarkCountsHigh",
+              f"{gain_smooth}{vac} > {num(t.dark_count_factor)} * {gain_base}{vac}", "15m", "warning",
+              summary="Dark counts of [[link]] are far above their baseline",
+              description=(
+                  f"The vacuum-pulse gain of link [[link]] ({b.smoothing} average [[value]]) is more than "
+                  f"{num(t.dark_count_factor)} times its {b.window} median: a warm or ageing detector, "
+                  f"afterpulsing, or stray light in the fibre. QBER and key rate suffer.")),
+        Alert("QKDDarkCountsSuppressed",
+              f"{gain_smooth}{vac} < {gain_base}{vac} / {num(t.dark_count_factor)}\n"
+              f"and\nincrease(qkd_pulses_total{vac}[{b.smoothing}]) * {gain_base}{vac} > {num(t.dark_count_min_expected)}",
+              "10m", "critical",
+              summary="Dark counts of [[link]] vanished: possible detector blinding",
+              description=(
+                  f"The vacuum-pulse gain of link [[link]] ([[value]]) is less than 1/{num(t.dark_count_factor)} "
+                  f"of its {b.window} median although the baseline predicts more than "
+                  f"{num(t.dark_count_min_expected)} vacuum detections per {b.smoothing}. Detectors that "
+                  f"stop clicking on empty pulses is the signature of a blinding attack (bright light "
+                  f"forcing the detectors into linear mode), or of a detector that lost its bias. Treat the "
+                  f"link's key as suspect.")),
+        Alert("QKDKeyBufferExhaustionForecast",
+              f"qkd_key_buffer_bits / on ({LINK}) qkd_key_buffer_capacity_bits < {num(forecast.fill_ratio)}\n"
+              f"and on ({LINK})\n"
+              f"predict_linear(qkd_key_buffer_bits[{forecast.lookback}], {num(duration_seconds(forecast.horizon))}) < 0",
+              "15m", "warning",
+              summary=f"Key store of [[link]] will run dry within {forecast.horizon}",
+              description=(
+                  f"The key store of link [[link]] is [[value%]] full and, at the consumption trend of the "
+                  f"last {forecast.lookback}, empty within {forecast.horizon}. Key generation is slower than "
+                  f"applications draw key.")),
+        Alert("QKDKeyBufferExhaustionImminent",
+              f"qkd_key_buffer_bits / on ({LINK}) qkd_key_buffer_capacity_bits < {num(imminent.fill_ratio)}\n"
+              f"and on ({LINK})\n"
+              f"predict_linear(qkd_key_buffer_bits[{imminent.lookback}], {num(duration_seconds(imminent.horizon))}) < 0",
+              "5m", "critical",
+              summary=f"Key store of [[link]] runs dry within {imminent.horizon}",
+              description=(
+                  f"The key store of link [[link]] is down to [[value%]] and still falling: within "
+                  f"{imminent.horizon} applications will be refused key. Prepare the fallback "
+                  f"(classical or post-quantum key exchange) now.")),
+    ]
+
+
+def link_alerts(c: MonitoringConfig) -> list[Alert]:
+    t = c.thresholds
+    return [
+        Alert("QLinkDown", "qlink_up == 0", "5m", "critical",
+              summary="Quantum link [[link]] is down",
+              description=(
+                  "The driver of link [[link]] has not delivered a valid batch for the exporter's "
+                  "stall timeout (driver error, stalled device or impossible data; see "
+                  "qlink_driver_errors_total by reason). No new key or entanglement is produced; "
+                  "for: 5m rides out driver reconnects.")),
+        Alert("QLinkStale", f"time() - qlink_last_update_timestamp_seconds > {num(t.stale_after_seconds)}",
+              "2m", "warning",
+              summary="Data of quantum link [[link]] is stale",
+              description=(
+                  "The last valid batch of link [[link]] is [[value_duration]] old. Every estimate of the "
+                  "link is frozen at that time, even where qlink_up still says 1 (e.g. a wedged pipeline)."
+                  " Also check the clocks of exporter and Prometheus host.")),
+        Alert("QLinkDriverErrors",
+              f"link_reason:qlink_driver_errors:ratio_rate10m > {num(t.driver_error_ratio)}", "15m", "warning",
+              summary="Link [[link]] loses batches to driver errors ([[reason]])",
+              description=(
+                  f"[[value%]] of the batches of link [[link]] over 10 minutes were dropped for reason "
+                  f"[[reason]] (threshold {pct(t.driver_error_ratio)}). Estimates use fewer windows and may "
+                  f"lag; persistent impossible data points at the device or its firmware.")),
+    ]
+
+
+def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
+    t = c.thresholds
+    return [
+        Alert("QTelemetryExporterDown", "up == 0", "5m", "critical",
+              summary="qtelemetry exporter [[instance]] is down",
+              description=(
+                  "Prometheus cannot scrape the qtelemetry exporter [[instance]] (job [[job]]): every "
+                  "link it serves is unmonitored, and link alerts cannot fire.")),
+        Alert("QTelemetryExporterAbsent", "absent(up)", "15m", "warning",
+              summary="No qtelemetry exporter is being scraped",
+              description=(
+                  f"Prometheus has no scrape target matching {{{c.selector}}} (job [[job]]): service "
+                  "discovery or the scrape config lost the exporter, so all quantum links are "
+                  "unmonitored.")),
+        Alert("QTelemetryEstimationSlow",
+              "rate(qtelemetry_estimation_duration_seconds_sum[10m])\n/\n"
+              f"rate(qtelemetry_estimation_duration_seconds_count[10m]) > {num(t.estimation_duration_seconds)}",
+              "15m", "warning",
+              summary="qtelemetry estimation on [[instance]] is slow",
+              description=(
+                  f"One estimation cycle of exporter [[instance]] takes [[value]]s on average (threshold "
+                  f"{num(t.estimation_duration_seconds)} s). If it exceeds the acquisition window, "
+                  "estimates fall behind the devices: too many links for one process or an overloaded host.")),
+    ]
+
+
+def entanglement_alerts(c: MonitoringConfig) -> list[Alert]:
+    t = c.thresholds
+    b = c.baseline
+    car_smooth, car_base = baseline_names("qent_coincidence_rate_per_second", c)
+    _, herald_base = baseline_names("qent_heralding_success_probability_ratio", c)
+    return [
+        *qber_alerts("Entanglement", "qent_qber_upper_bound_ratio", "Entanglement-based", c),
+        Alert("EntanglementCHSHNoViolation", "qent_chsh_s <= 2", "5m", "critical",
+              summary="Entangled link [[link]] no longer violates the CHSH inequality",
+              description=(
+                  "The CHSH value S of link [[link]] is [[value]], at or below the classical limit 2 "
+                  "(2.83 for a perfect Bell pair). The photon pairs show no entanglement: no key can be "
+                  "distilled (S <= 2 means QBER above 14.6%) and any entanglement-based service on the "
+                  "link is down.")),
+        Alert("EntanglementCHSHViolationWeak",
+              f"qent_chsh_s - {num(t.chsh_sigmas)} * on ({LINK}) qent_chsh_s_stddev <= 2\n"
+              f"unless on ({LINK}) qent_chsh_s <= 2", "15m", "warning",
+              summary=f"CHSH violation of [[link]] is below {num(t.chsh_sigmas)} standard deviations",
+              description=(
+                  f"S - {num(t.chsh_sigmas)} sigma of link [[link]] is [[value]]: the Bell violation is no "
+                  f"longer significant at {num(t.chsh_sigmas)} standard deviations. Either S fell (source "
+                  "visibility, polarisation drift) or the CHSH rounds have too few coincidences.")),
+        Alert("EntanglementFidelityLow", f"qent_fidelity_lower_bound_ratio < {num(t.fidelity_min)}", "15m", "warning",
+              summary=f"Bell-state fidelity of [[link]] may be below {pct(t.fidelity_min)}",
+              description=(
+                  f"The lower confidence bound on the fidelity of the pairs of link [[link]] is [[value%]] "
+                  f"(threshold {pct(t.fidelity_min)}, i.e. about {pct((1 - t.fidelity_min) / 2)} QBER per "
+                  f"basis). The lower bound is used because fidelity is what the link certifies: "
+                  f"polarisation drift, source visibility or multi-pair emission.")),
+        Alert("EntanglementHeraldedFidelityLow",
+              f"qent_heralded_fidelity_upper_bound_ratio < {num(t.heralded_fidelity_min)}", "15m", "warning",
+              summary=f"Heralded pairs of [[link]] are below {pct(t.heralded_fidelity_min)} fidelity",
+              description=(
+                  f"Even the upper confidence bound on the fidelity of the stored pairs of link [[link]] is "
+                  f"[[value%]], below {pct(t.heralded_fidelity_min)}; alerting on the upper bound means the "
+                  f"fidelity is low with confidence, not just a noisy sample. Memory decoherence (storage "
+                  f"time vs coherence time), phase drift of the interferometer or double excitations.")),
+        Alert("EntanglementHeraldingRateDrop",
+              f"qent_heralding_success_probability_upper_bound_ratio\n"
+              f"< {num(t.rate_drop_ratio)} * on ({LINK}) {herald_base}", "15m", "warning",
+              summary="Heralding success probability of [[link]] dropped",
+              description=(
+                  f"Even the upper confidence bound on the heralding success probability of link [[link]] "
+                  f"([[value%]]) is below {pct(t.rate_drop_ratio)} of its {b.window} median: fewer "
+                  f"entangled pairs per attempt. Loss on the fibre to the heralding station, collection "
+                  f"efficiency, or detector trouble.")),
+        Alert("EntanglementCoincidenceRateDrop",
+              f"{car_smooth} < {num(t.rate_drop_ratio)} * {car_base}", "15m", "warning",
+              summary="Coincidence rate of entangled link [[link]] dropped",
+              description=(
+                  f"Link [[link]] records [[value]] coincidences/s ({b.smoothing} average), below "
+                  f"{pct(t.rate_drop_ratio)} of its {b.window} median: loss on one of the fibres from the "
+                  f"source, source pump power, or a receiver's detectors.")),
+    ]
+
+
+# -------------------------------------------------------------------------------------------
+# assembly
+# -------------------------------------------------------------------------------------------
+
+
+def spec_groups(c: MonitoringConfig) -> list[Group]:
+    """Every group as specified, before selector injection and gating."""
+    groups = [Group("qtelemetry-baselines", tuple(baseline_rules(c)), c.rule_interval)]
+    for slo in c.slos:
+        groups += slo_groups(c, slo)
+    groups += [
+        Group("qtelemetry-links", tuple(link_alerts(c)), c.rule_interval),
+        Group("qtelemetry-qkd", tuple(qkd_alerts(c)), c.rule_interval),
+        Group("qtelemetry-entanglement", tuple(entanglement_alerts(c)), c.rule_interval),
+        Group("qtelemetry-exporter", tuple(exporter_alerts(c)), c.rule_interval),
+    ]
+    return groups
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    groups: tuple[Group, ...]
+    gated: tuple[Gated, ...]
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return [r for g in self.groups for r in g.rules if isinstance(r, Alert)]
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for g in self.groups for r in g.rules if isinstance(r, Record)]
+
+    def alert(self, name: str) -> Alert:
+        return next(a for a in self.alerts if a.alert == name)
+
+
+def check_names(expr: str, known: Iterable[str], pending: Iterable[str], where: str) -> tuple[str, ...]:
+    """Names ``expr`` reads that are pending; raises for a name that is neither known nor pending."""
+    used = metric_names(expr)
+    known, pending = set(known), set(pending)
+    unknown = sorted(used - known - pending)
+    if unknown:
+        raise GenerationError(f"{where}: unknown metric {', '.join(unknown)} (not in the catalogue, "
+                              f"not a generated recording rule): {expr}")
+    return tuple(sorted((used - known) & pending))
+
+
+def build(c: MonitoringConfig) -> RuleSet:
+    """Selector-injected, name-checked rule groups, and the specs gated on pending metrics."""
+    samples = set(sample_names())
+    targets = samples | TARGET_SERIES | PENDING_METRICS
+    known = samples | PROMETHEUS_SERIES
+    pending = set(PENDING_METRICS - samples)
+    gated: list[Gated] = []
+    seen: set[str] = set()
+    out = []
+    for group in spec_groups(c):
+        rules = []
+        for rule in group.rules:
+            name = rule.record if isinstance(rule, Record) else rule.alert
+            if isinstance(rule, Alert) and name in seen:
+                raise GenerationError(f"alert {name} is specified twice")
+            seen.add(name)
+            waits = check_names(rule.expr, known, pending, f"{group.name}/{name}")
+            if waits:
+                gated.append(Gated("record" if isinstance(rule, Record) else "alert", name, waits))
+                if isinstance(rule, Record):
+                    pending.add(rule.record)
+                continue
+            expr = inject_selector(rule.expr, c.selector, targets)
+            if isinstance(rule, Record):
+                known.add(rule.record)
+                rules.append(Record(rule.record, expr, rule.labels))
+            else:
+                rules.append(Alert(rule.alert, expr, rule.for_, rule.severity, rule.summary,
+                                   rule.description, rule.labels))
+        if rules:
+            out.append(Group(group.name, tuple(rules), group.interval))
+    return RuleSet(tuple(out), tuple(gated))
+
+
+def recording_names(ruleset: RuleSet) -> set[str]:
+    return {r.record for r in ruleset.records}
+
+
+def rule_dict(rule: Record | Alert, c: MonitoringConfig) -> dict:
+    if isinstance(rule, Record):
+        out = {"record": rule.record, "expr": rule.expr}
+        if rule.labels:
+            out["labels"] = dict(sorted(rule.labels.items()))
+        return out
+    labels = dict(sorted({"severity": rule.severity, **rule.labels}.items()))
+    return {
+        "alert": rule.alert,
+        "expr": rule.expr,
+        "for": rule.for_,
+        "labels": labels,
+        "annotations": {
+            "summary": expand(rule.summary),
+            "description": expand(rule.description),
+            "runbook_url": c.runbook_url(rule.alert),
+        },
+    }
+
+
+def rules_document(ruleset: RuleSet, c: MonitoringConfig) -> dict:
+    groups = []
+    for group in ruleset.groups:
+        g: dict = {"name": group.name}
+        if group.interval:
+            g["interval"] = group.interval
+        g["rules"] = [rule_dict(r, c) for r in group.rules]
+        groups.append(g)
+    return {"groups": groups}
