@@ -8,6 +8,7 @@ import signal
 import ssl
 import sys
 import threading
+import urllib.parse
 from typing import Sequence
 
 from qtelemetry import __version__
@@ -60,12 +61,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     pipeline.start()
     server.start()
+    otel = None
+    if config.exporter.otlp is not None:
+        from qtelemetry.exporter.otel import start_otlp
+
+        otel = start_otlp(lambda: pipeline.snapshot, config.exporter.otlp)
+        endpoint = urllib.parse.urlsplit(config.exporter.otlp.endpoint)
+        log.info("pushing metrics over OTLP host=%s", endpoint.hostname)  # never credentials in the URL
     bound_host, bound_port = server.address
     log.info("serving metrics url=%s://%s:%d/metrics links=%d source=%s fault_injection=%s",
              server.scheme, bound_host, bound_port, len(config.links), args.config or "embedded-demo",
              "on" if config.exporter.admin_token_file else "off")
     stopping.wait()
     log.info("shutting down")
+    if otel is not None:
+        otel.shutdown()
     server.close()
     pipeline.stop()
     return 0

@@ -58,6 +58,14 @@ class WebConfig(StrictModel):
         return self
 
 
+class OtlpConfig(StrictModel):
+    """Push metrics to an OpenTelemetry collector over OTLP/HTTP (protobuf)."""
+
+    endpoint: str = Field(pattern=r"^https?://", description="full URL, e.g. http://otel-collector:4318/v1/metrics")
+    interval_seconds: float = Field(15.0, gt=0.0, description="push period")
+    timeout_seconds: float = Field(10.0, gt=0.0, description="per-push timeout")
+
+
 class ExporterConfig(StrictModel):
     listen: str = Field("127.0.0.1:9817", description="HOST:PORT the /metrics server binds to")
     window_seconds: float = Field(1.0, gt=0.0, description="acquisition window of every link, s")
@@ -65,6 +73,7 @@ class ExporterConfig(StrictModel):
     confidence_level: float = Field(0.99, gt=0.5, lt=1.0, description="one-sided level of QBER bounds")
     stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
     web: WebConfig = WebConfig()
+    otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
     admin_token_file: FilePath | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
 
