@@ -1,16 +1,19 @@
-"""``qtelemetry plan``: key rate and reach of a decoy-state BB84 fibre link before it is built.
+"""qtelemetry plan: key rate and reach of a decoy-state BB84 fibre link before it is built.
 
 For each distance: the secret key rate per pulse and in bit/s, the signal intensity μ used and
 the repeaterless (PLOB) bound of the channel; and the longest distance with a positive key.
 Defaults are the GYS experiment (Gobby, Yuan, Shields, APL 84, 3762 (2004)) as used by Ma, Qi,
-Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock. ``--config FILE --link NAME`` takes the
-link's parameters from a ``simulated-bb84`` link of an exporter config; flags still override.
+Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock. --config FILE --link NAME takes the
+link's parameters from a simulated-bb84 link of an exporter config; flags still override.
 
-Bounds (``--decoy``, repeatable or comma-separated):
+Bounds (--decoy, repeatable or comma-separated):
   infinite     asymptotic, infinitely many decoys (Lo, Ma, Chen 2005): the ceiling
   vacuum-weak  asymptotic, vacuum + one weak decoy ν (MQZL §V.A)
   finite       one block of --block-size sifted key bits, composable security (Lim et al. 2014)
                with decoys ν and 2e-4; basis and intensity probabilities are optimised
+The asymptotic bounds sift with q = 1/2 and give vacuum events no credit, as MQZL do; the
+finite bound biases the bases and counts vacuum events as secret (Lim et al. eq. 1), so for
+large blocks it can exceed them.
 
 JSON output for one bound is {"points": [{distance_km, key_rate_per_pulse, key_rate_bps, mu,
 plob_per_pulse}, ...], "max_distance_km": ...}; for several bounds it is {"bounds": {NAME: that
@@ -32,6 +35,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from qtelemetry.config import ConfigError, load_config
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import Array
 from qtelemetry.estimation.finite_key import finite_key_from_model
@@ -174,7 +178,7 @@ _MODELS = {
     "finite": _Model(
         _finite,
         lambda link: link.nu + VACUUM_INTENSITY + MU_GAP,
-        {"z_basis": (0.5, 0.99), "p_signal": (0.05, 0.95), "decoy_share": (0.05, 0.95)},
+        {"z_basis": (0.5, 0.99), "p_signal": (0.01, 0.99), "decoy_share": (0.01, 0.99)},
     ),
 }
 
@@ -221,6 +225,7 @@ def plan(bound: str, link: LinkModel, distance_km: Array) -> Plan:
 # --- output -------------------------------------------------------------------------------------
 
 COLUMNS = ("distance_km", "key_rate_per_pulse", "key_rate_bps", "mu", "plob_per_pulse")
+TABLE_FORMATS = ("11.2f", "18.4e", "12.4e", "6.3f", "14.4e")  # right-aligned, one per column
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -245,8 +250,7 @@ def to_json(plans: list[Plan], clock_rate_hz: float) -> str:
         }
         for p in plans
     }
-    single = len(plans) == 1
-    return json.dumps(objects[plans[0].bound] if single else {"bounds": objects}, indent=2)
+    return json.dumps(objects[plans[0].bound] if len(plans) == 1 else {"bounds": objects}, indent=2)
 
 
 def to_csv(plans: list[Plan], clock_rate_hz: float) -> str:
@@ -265,10 +269,9 @@ def to_table(plans: list[Plan], clock_rate_hz: float) -> str:
     sections = []
     for p in plans:
         lines = [f"decoy bound: {p.bound}   max distance with key: {p.max_distance_km:.2f} km"]
-        lines.append(f"{'distance_km':>11}  {'key_rate_per_pulse':>18}  {'key_rate_bps':>12}  {'mu':>6}  {'plob_per_pulse':>14}")
+        lines.append("  ".join(f"{name:>{fmt.split('.')[0]}}" for name, fmt in zip(COLUMNS, TABLE_FORMATS)))
         for row in _rows(p, clock_rate_hz):
-            d, r, bps, mu, plob = row.values()
-            lines.append(f"{d:>11.2f}  {r:>18.4e}  {bps:>12.4e}  {mu:>6.3f}  {plob:>14.4e}")
+            lines.append("  ".join(f"{value:>{fmt}}" for value, fmt in zip(row.values(), TABLE_FORMATS)))
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
 
@@ -281,17 +284,20 @@ def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
     ax = fig.subplots()
     for p in plans:
         keep = p.key_rate_per_pulse > 0
+        name = f"finite, n_Z = {link.block_size:.0e}" if p.bound == "finite" else p.bound
         line, = ax.semilogy(p.distance_km[keep], p.key_rate_per_pulse[keep], marker="o", markersize=3,
-                            label=f"{p.bound} (max {p.max_distance_km:.1f} km)")
+                            label=f"{name} (max {p.max_distance_km:.1f} km)")
         if math.isfinite(p.max_distance_km):
             ax.axvline(p.max_distance_km, color=line.get_color(), linestyle=":", linewidth=1)
     keep = np.isfinite(plans[0].plob_per_pulse) & (plans[0].plob_per_pulse > 0)
-    ax.semilogy(plans[0].distance_km[keep], plans[0].plob_per_pulse[keep], "k--", label="PLOB bound (repeaterless)")
+    ax.semilogy(plans[0].distance_km[keep], plans[0].plob_per_pulse[keep], "k--",
+                label="PLOB bound (repeaterless)")
     ax.set_xlabel("fibre length (km)")
     ax.set_ylabel("secret key rate (bits per pulse)")
     ax.set_title(
         f"α={link.attenuation_db_per_km} dB/km, η_det={link.detector_efficiency}, "
-        f"Y0={link.dark_count_probability:g}, e_det={link.misalignment_error}, f={link.ec_efficiency}",
+        f"Y0={link.dark_count_probability:g}, e_det={link.misalignment_error}, f={link.ec_efficiency}, "
+        + ("μ optimised" if link.optimize_mu else f"μ={link.mu}") + f", ν={link.nu}",
         fontsize=9,
     )
     ax.grid(True, which="both", alpha=0.3)
@@ -338,9 +344,13 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     protocol.add_argument("--decoy", type=_decoy_list, action="append", metavar="BOUND[,BOUND]",
                           help=f"{', '.join(BOUNDS)}; repeatable (default vacuum-weak)")
     protocol.add_argument("--optimize-mu", action="store_true", help="choose the best μ at each distance")
-    protocol.add_argument("--block-size", type=float, default=1e10, help="finite: sifted key bits per block (default 1e10)")
-    protocol.add_argument("--epsilon-sec", type=float, default=1e-10, help="finite: secrecy parameter (default 1e-10)")
-    protocol.add_argument("--epsilon-cor", type=float, default=1e-15, help="finite: correctness parameter (default 1e-15)")
+    for flag, default, metavar, text in (
+        ("--block-size", 1e10, "BITS", "sifted key bits per block"),
+        ("--epsilon-sec", 1e-10, "EPS", "secrecy parameter ε_sec"),
+        ("--epsilon-cor", 1e-15, "EPS", "correctness parameter ε_cor"),
+    ):
+        protocol.add_argument(flag, type=float, default=default, metavar=metavar,
+                              help=f"finite bound: {text} (default {default:g})")
     output = parser.add_argument_group("output")
     output.add_argument("--distances", default="0:200:10", metavar="START:STOP:STEP",
                         help="km, STOP included (default 0:200:10)")
@@ -352,21 +362,26 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.set_defaults(handler=run)
 
 
+class _Usage(Exception):
+    """Bad input, reported as ``error: FLAG: reason`` with exit code 2."""
+
+    def __init__(self, flag: str, reason: str):
+        super().__init__(f"{flag}: {reason}")
+
+
 def _parse_distances(text: str) -> Array:
-    """START:STOP:STEP in km, STOP included; ValueError says what is wrong."""
+    """START:STOP:STEP in km, STOP included."""
     try:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
-        raise ValueError(f"expected START:STOP:STEP in km, e.g. 0:200:10, got {text!r}") from None
+        raise _Usage("--distances", f"expected START:STOP:STEP in km, e.g. 0:200:10, got {text!r}") from None
     if not all(map(math.isfinite, (start, stop, step))) or start < 0 or step <= 0 or stop < start:
-        raise ValueError(f"empty distance range {text!r}: need 0 ≤ START ≤ STOP and STEP > 0")
+        raise _Usage("--distances", f"empty distance range {text!r}: need 0 ≤ START ≤ STOP and STEP > 0")
     return start + step * np.arange(math.floor((stop - start) / step + 1e-9) + 1)
 
 
-def _link_parameters(args: argparse.Namespace) -> dict[str, float]:
+def _link_model(args: argparse.Namespace) -> LinkModel:
     """GYS defaults, overridden by the --config link, overridden by explicit flags."""
-    from qtelemetry.config import ConfigError, load_config
-
     values = dict(GYS)
     if args.config is not None or args.link is not None:
         if args.config is None or args.link is None:
@@ -383,17 +398,11 @@ def _link_parameters(args: argparse.Namespace) -> dict[str, float]:
             raise _Usage("--link", f"{args.link!r} is a {driver.type} link; plan models decoy-state BB84 links")
         values.update({name: getattr(driver, name) for name in GYS})
     values.update({name: getattr(args, name) for name in GYS if getattr(args, name) is not None})
-    return values
+    protocol = {f.name: getattr(args, f.name) for f in fields(LinkModel) if f.name not in values}
+    return LinkModel(**values, **protocol)
 
 
-class _Usage(Exception):
-    """Bad input, reported as ``error: FLAG: reason`` with exit code 2."""
-
-    def __init__(self, flag: str, reason: str):
-        super().__init__(f"{flag}: {reason}")
-
-
-def _check(link: LinkModel, bounds: list[str]) -> list[str]:
+def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
     """Every problem with the parameters as ``FLAG: reason`` (NaN fails every check)."""
     rules = [
         ("--attenuation-db-per-km", 0 <= link.attenuation_db_per_km < math.inf, "must be ≥ 0 dB/km"),
@@ -411,27 +420,35 @@ def _check(link: LinkModel, bounds: list[str]) -> list[str]:
     ]
     if "finite" in bounds:
         rules.append(("--mu", link.mu > link.nu + VACUUM_INTENSITY,
-                      f"finite bound needs μ > ν + {VACUUM_INTENSITY:g} (Lim et al.)"))
+                      f"the finite bound needs μ > ν + {VACUUM_INTENSITY:g} (Lim et al.)"))
+    if plot is not None:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        rules += [
+            ("--plot", plot.parent.is_dir(), f"directory {plot.parent} does not exist"),
+            ("--plot", plot.suffix[1:].lower() in formats, f"unknown image type {plot.suffix!r}; try .png"),
+        ]
     return [f"{flag}: {reason}" for flag, ok, reason in rules if not ok]
+
+
+def _has_key(bound: str, link: LinkModel) -> bool:
+    """Is there a key at 0 km, i.e. at any distance?"""
+    return bool(key_rate(bound, link, np.zeros(1))[0][0] > 0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qtelemetry plan``: validate, compute, print, plot; 2 on bad input."""
     bounds = list(dict.fromkeys(sum(args.decoy or [["vacuum-weak"]], [])))
     try:
-        values = _link_parameters(args)
+        link = _link_model(args)
         distances = _parse_distances(args.distances)
     except _Usage as exc:
         return _fail([str(exc)])
-    except ValueError as exc:
-        return _fail([f"--distances: {exc}"])
-    link = LinkModel(**values, **{f.name: getattr(args, f.name) for f in fields(LinkModel) if f.name not in values})
-    problems = _check(link, bounds)
-    if args.plot is not None and not args.plot.parent.is_dir():
-        problems.append(f"--plot: directory {args.plot.parent} does not exist")
+    problems = _check(link, bounds, args.plot)
     if problems:
         return _fail(problems)
-    if "finite" in bounds and key_rate("finite", link, np.zeros(1))[0][0] <= 0 < key_rate("infinite", link, np.zeros(1))[0][0]:
+    if "finite" in bounds and not _has_key("finite", link) and _has_key("infinite", link):
         return _fail([f"--block-size: {link.block_size:g} bits is too small for any key with these parameters"])
     plans = [plan(bound, link, distances) for bound in bounds]
     print(FORMATTERS[args.format](plans, link.clock_rate_hz))

@@ -59,17 +59,19 @@ def test_estimator_recovers_model_values_for_many_links_at_once():
     lengths = np.array([0.0, 25.0, 80.0, 300.0])
     sums = expected_counts(lengths)
     params = {"mu": np.full(4, 0.5), "nu": np.full(4, 0.1), "basis_bias": np.full(4, 0.5),
-              "detector_efficiency": np.full(4, 0.1), "ec_efficiency": np.full(4, 1.16)}
+              "detector_efficiency": np.full(4, 0.1), "ec_efficiency": np.full(4, 1.16),
+              "block_size": np.full(4, 1e9), "epsilon_sec": np.full(4, 1e-10), "epsilon_cor": np.full(4, 1e-15)}
     est = BB84_DECOY.estimate(sums, np.full(4, 1000.0), params, 0.99)
     np.testing.assert_allclose(est["loss_db"], 0.2 * lengths, atol=1e-6)
     # QBER = E·Q / Q
     eta = 10 ** (-0.2 * lengths / 10) * 0.1
     q = 1e-6 + 1 - np.exp(-eta * 0.5)
     np.testing.assert_allclose(est["qber_z"], (0.5e-6 + 0.02 * (1 - np.exp(-eta * 0.5))) / q)
-    # beyond the maximum distance the bound gives no key: 0, never negative or NaN
-    assert est["secret_key_rate_bps"][3] == 0.0
-    assert np.all(est["secret_key_rate_bps"][:3] > 0)
-    assert np.all(np.diff(est["secret_key_rate_bps"]) <= 0)
+    # beyond the maximum distance the bounds give no key: 0, never negative or NaN
+    for key in ("asymptotic_key_rate_bps", "secret_key_rate_bps"):
+        assert est[key][3] == 0.0
+        assert np.all(est[key][:3] > 0)
+        assert np.all(np.diff(est[key]) <= 0)
 
 
 def test_no_data_gives_no_estimate_not_an_error():

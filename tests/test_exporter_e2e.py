@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from conftest import value
 
 LINK_25KM = """
@@ -81,9 +82,17 @@ def test_metrics_match_the_model(start_exporter):
         upper = value(samples, "qkd_qber_upper_bound_ratio", link="corridor-25km", basis=basis)
         assert qber < upper < qber + 0.01
 
-    key_rate = value(samples, "qkd_secret_key_rate_bits_per_second", link="corridor-25km")
+    key_rate = value(samples, "qkd_asymptotic_secret_key_rate_bits_per_second", link="corridor-25km")
     expected = analytic_vacuum_weak_rate_bps()
     assert abs(key_rate / expected - 1) < 0.05, (key_rate, expected)
+
+    # finite-key rate (Lim et al. 2014) sits below the asymptotic one: the finite-size penalty
+    finite = value(samples, "qkd_secret_key_rate_bits_per_second", link="corridor-25km")
+    assert 0 < finite < key_rate
+    # PLOB: -log2(1 - η) per pulse for the 5 dB channel, η = 10^-0.5, at 10^9 pulses/s
+    plob = value(samples, "qkd_repeaterless_bound_bits_per_second", link="corridor-25km")
+    assert plob == pytest.approx(-math.log2(1 - 10**-0.5) * 1e9, rel=0.03)
+    assert value(samples, "qkd_repeaterless_bound_ratio", link="corridor-25km") == pytest.approx(finite / plob, rel=0.03)
 
     # counters for both sides of every ratio, so rate() works over any window
     pulses = value(samples, "qkd_pulses_total", link="corridor-25km", intensity="signal")

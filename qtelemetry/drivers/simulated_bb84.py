@@ -38,6 +38,9 @@ class SimulatedBB84Config(KeyDistillingConfig):
     p_vacuum: float = Field(0.1, gt=0.0, le=1.0)
     basis_bias: float = Field(0.5, gt=0.0, lt=1.0, description="probability of choosing the Z basis")
     ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
+    block_size: float = Field(1e8, ge=1e4, description="sifted Z bits per post-processing block (finite key)")
+    epsilon_sec: float = Field(1e-10, gt=0.0, lt=1.0, description="secrecy parameter of the finite-key bound")
+    epsilon_cor: float = Field(1e-15, gt=0.0, lt=1.0, description="correctness parameter of the finite-key bound")
     eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses intercepted and resent by Eve")
     blinding_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses whose clicks Eve fakes after blinding")
     source_power_factor: float = Field(1.0, gt=0.0, description="emitted / nominal intensity (source drift)")
@@ -58,6 +61,9 @@ class SimulatedBB84Config(KeyDistillingConfig):
             "basis_bias": self.basis_bias,
             "detector_efficiency": self.detector_efficiency,
             "ec_efficiency": self.ec_efficiency,
+            "block_size": self.block_size,
+            "epsilon_sec": self.epsilon_sec,
+            "epsilon_cor": self.epsilon_cor,
         }
 
     def nominal_loss_db(self) -> float:

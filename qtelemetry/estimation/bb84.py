@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qtelemetry.estimation import decoy
+from qtelemetry.estimation.finite_key import finite_key_from_counts
+from qtelemetry.estimation.repeaterless import plob_bound, plob_fraction
 from qtelemetry.estimation.protocols import Counts, Estimates
 from qtelemetry.estimation.stats import clopper_pearson_upper, ratio
 
@@ -62,6 +64,9 @@ class DecoyBB84:
         "basis_bias",
         "detector_efficiency",
         "ec_efficiency",
+        "block_size",
+        "epsilon_sec",
+        "epsilon_cor",
     )
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
@@ -94,21 +99,44 @@ class DecoyBB84:
             sifting_fraction(params["basis_bias"]),
         )
         usable = np.isfinite(q_mu) & np.isfinite(q_nu) & np.isfinite(y0) & (sifted[:, :, DECOY].sum(axis=1) > 0)
-        signal_pulse_rate = ratio(pulses[:, SIGNAL], duration_s)
+        pulse_rate = ratio(pulses.sum(axis=1), duration_s)
+        asymptotic_bps = rate_per_pulse * ratio(pulses[:, SIGNAL], duration_s)
+        finite_bps = self.finite_key_rate_per_pulse(sums, params) * pulse_rate
+        loss_db = channel_loss_db(q_mu, y0, params["mu"], params["detector_efficiency"])
+        channel_transmittance = 10.0 ** (-loss_db / 10.0)
         k, n = errors[:, :, SIGNAL], sifted[:, :, SIGNAL]
         return {
             "gain_signal": q_mu,
             "gain_decoy": q_nu,
             "gain_vacuum": y0,
-            "loss_db": channel_loss_db(q_mu, y0, params["mu"], params["detector_efficiency"]),
+            "loss_db": loss_db,
             "qber_z": ratio(k[:, 0], n[:, 0]),
             "qber_x": ratio(k[:, 1], n[:, 1]),
             "qber_z_upper": clopper_pearson_upper(k[:, 0], n[:, 0], confidence),
             "qber_x_upper": clopper_pearson_upper(k[:, 1], n[:, 1], confidence),
             "sifted_key_rate_bps": ratio(n.sum(axis=1), duration_s),
-            "asymptotic_key_rate_bps": np.where(usable, rate_per_pulse * signal_pulse_rate, np.nan),
-            "secret_key_rate_bps": np.where(usable, rate_per_pulse * signal_pulse_rate, np.nan),
+            "asymptotic_key_rate_bps": np.where(usable, asymptotic_bps, np.nan),
+            "secret_key_rate_bps": np.where(usable, finite_bps, np.nan),
+            "plob_bound_bps": plob_bound(channel_transmittance) * pulse_rate,
+            "plob_ratio": np.where(usable, plob_fraction(ratio(finite_bps, pulse_rate), channel_transmittance), np.nan),
         }
+
+    @staticmethod
+    def finite_key_rate_per_pulse(sums: Counts, params: Counts) -> NDArray[np.float64]:
+        """Finite-key rate per pulse (Lim et al., PRA 89, 022307 (2014)) for one block of ``block_size``.
+
+        The sliding window's counts are scaled to a block holding ``block_size`` sifted Z bits:
+        the key each block would yield if the link kept its current gains and error rates.
+        """
+        pulses, sifted, errors = sums["pulses"], sums["sifted"], sums["errors"]
+        scale = ratio(params["block_size"], sifted[:, 0].sum(axis=1))[:, None]
+        mu = np.stack([params["mu"], params["nu"], np.zeros_like(params["mu"])], axis=1)
+        with np.errstate(invalid="ignore"):
+            key = finite_key_from_counts(
+                sifted[:, 0] * scale, errors[:, 0] * scale, sifted[:, 1] * scale, errors[:, 1] * scale,
+                pulses * scale, mu, ratio(pulses, pulses.sum(axis=1, keepdims=True)),
+                ec_efficiency=params["ec_efficiency"], eps_sec=params["epsilon_sec"], eps_cor=params["epsilon_cor"])
+        return np.where(np.isfinite(scale[:, 0]), key.rate, np.nan)
 
 
 BB84_DECOY = DecoyBB84()

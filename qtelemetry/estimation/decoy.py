@@ -145,7 +145,7 @@ def infinite_decoy_rate(
     ec_efficiency: ArrayLike,
     sifting: ArrayLike = 0.5,
 ) -> Array:
-    """Asymptotic rate with infinitely many decoys, which pin Y1 and e1 exactly (Lo, Ma, Chen, PRL 94, 230504 (2005)).
+    """Asymptotic rate with infinitely many decoys, which pin Y1, e1 exactly (Lo, Ma, Chen, PRL 94, 230504 (2005)).
 
     The GLLP rate with the channel model's own Y1, e1 (MQZL §II): the limit that every
     practical decoy protocol approaches. Per pulse, ≥ 0, never NaN.

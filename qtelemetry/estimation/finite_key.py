@@ -92,8 +92,9 @@ def finite_key_from_counts(
     ``n_z``/``m_z``: sifted Z-basis (key) clicks and bit errors per intensity; ``n_x``/``m_x``
     the same for the X (test) basis; ``pulses``: pulses sent per intensity (N = their sum);
     ``mu`` and ``probabilities``: intensities and Alice's probabilities p_k of choosing them.
-    λ_EC = n_Z·f·h(E_Z). ℓ = ⌊s_Z0 + s_Z1(1 − h(φ_Z)) − λ_EC − 6 log2(21/ε_sec) − log2(2/ε_cor)⌋,
-    0 where it is negative or the intensities break μ1 > μ2 + μ3, μ2 > μ3 ≥ 0; never NaN.
+    With λ_EC = n_Z·f·h(E_Z):
+    ℓ = ⌊s_Z0 + s_Z1·(1 − h(φ_Z)) − λ_EC − 6·log2(21/ε_sec) − log2(2/ε_cor)⌋,
+    or 0 where that is negative or the intensities break μ1 > μ2 + μ3, μ2 > μ3 ≥ 0. Never NaN.
     """
     n_z, m_z, n_x, m_x, pulses, mu, probabilities = (
         np.asarray(a, float) for a in (n_z, m_z, n_x, m_x, pulses, mu, probabilities)
@@ -106,15 +107,17 @@ def finite_key_from_counts(
         mx_minus, mx_plus = _hoeffding(m_x, mu, probabilities, eps_sec)
         s_z0 = _vacuum_lower(nz_minus, nz_plus, mu, tau0)
         s_z1 = _single_photon_lower(nz_minus, nz_plus, s_z0, mu, tau0, tau1)
-        s_x1 = _single_photon_lower(nx_minus, nx_plus, _vacuum_lower(nx_minus, nx_plus, mu, tau0), mu, tau0, tau1)
-        # No certified single-photon error (b ≤ 0) leaves γ undefined: assume the worst, φ = 1/2.
+        s_x0 = _vacuum_lower(nx_minus, nx_plus, mu, tau0)
+        s_x1 = _single_photon_lower(nx_minus, nx_plus, s_x0, mu, tau0, tau1)
+        # Phase error φ_Z (eq. 5). b ≤ 0 (no error certified) leaves γ undefined: assume φ = 1/2.
         b = _single_photon_errors_upper(mx_minus, mx_plus, mu, tau1) / s_x1
-        phase_error = np.where(b > 0, b + _gamma(eps_sec, b, s_x1, s_z1), 0.5)
+        phi = np.where(b > 0, b + _gamma(eps_sec, b, s_x1, s_z1), 0.5)
+        phi = np.minimum(np.nan_to_num(phi, nan=0.5), 0.5)
         block = n_z.sum(axis=-1)
         ec_leak = block * f * binary_entropy(m_z.sum(axis=-1) / block)
         length = np.floor(
             s_z0
-            + s_z1 * (1.0 - binary_entropy(np.minimum(np.nan_to_num(phase_error, nan=0.5), 0.5)))
+            + s_z1 * (1.0 - binary_entropy(phi))
             - ec_leak
             - 6.0 * np.log2(SECURITY_SHARES / eps_sec)
             - np.log2(2.0 / eps_cor)
@@ -148,8 +151,9 @@ def finite_key_from_model(
     gain, error_gain, probabilities = (np.asarray(a, float) for a in (gain, error_gain, probabilities))
     p_z = np.asarray(z_basis_probability, float)[..., None]
     sift_z, sift_x = p_z**2, (1.0 - p_z) ** 2
+    clicks_per_pulse = np.sum(probabilities * gain, axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        pulses_sent = np.asarray(block_size, float)[..., None] / (sift_z * np.sum(probabilities * gain, axis=-1, keepdims=True))
+        pulses_sent = np.asarray(block_size, float)[..., None] / (sift_z * clicks_per_pulse)
     pulses = np.nan_to_num(pulses_sent * probabilities, nan=0.0, posinf=0.0)
     return finite_key_from_counts(
         sift_z * pulses * gain,

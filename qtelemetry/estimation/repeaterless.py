@@ -20,7 +20,7 @@ def plob_bound(transmissivity: ArrayLike) -> Array:
     """
     eta = np.clip(np.asarray(transmissivity, float), 0.0, 1.0)
     with np.errstate(divide="ignore"):
-        return -np.log2(1.0 - eta) + 0.0  # + 0.0 turns −0.0 at η = 0 into 0.0
+        return -np.log1p(-eta) / np.log(2.0) + 0.0  # log1p keeps η ≪ 1e-16; + 0.0 turns −0.0 into 0.0
 
 
 def plob_fraction(rate_per_pulse: ArrayLike, transmissivity: ArrayLike) -> Array:

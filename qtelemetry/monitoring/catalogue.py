@@ -97,6 +97,11 @@ METRICS: tuple[Metric, ...] = (
            "Asymptotic secret key rate in bits per second: decoy BB84 vacuum+weak bound with GLLP "
            "(Ma et al. 2005), BBM92 (Ma, Fung, Lo 2007).",
            protocol=KEY_PROTOCOLS, source="asymptotic_key_rate_bps"),
+    Metric("qkd_repeaterless_bound_bits_per_second", "gauge", "bits/s",
+           "PLOB bound -log2(1-eta) per pulse for the measured channel transmittance, times the pulse rate, in bits per second "
+           "(Pirandola et al. 2017): no repeaterless link can beat it.", protocol=BB84, source="plob_bound_bps"),
+    Metric("qkd_repeaterless_bound_ratio", "gauge", "ratio",
+           "Finite-key secret key rate as a fraction of the PLOB bound (0-1).", protocol=BB84, source="plob_ratio"),
     Metric("qkd_channel_loss_budget_db", "gauge", "dB",
            "Channel loss the link is engineered for, in dB: configured, or the modelled loss + 3 dB."),
     Metric("qkd_expected_secret_key_rate_bits_per_second", "gauge", "bits/s",

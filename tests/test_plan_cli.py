@@ -1,0 +1,143 @@
+"""`qtelemetry plan`: output shapes, published reach at the GYS defaults, plot, and bad input → exit 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+
+import pytest
+
+from qtelemetry.cli import main
+from qtelemetry.config import default_config_text
+
+POINT_KEYS = ["distance_km", "key_rate_per_pulse", "key_rate_bps", "mu", "plob_per_pulse"]
+
+
+def plan(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["plan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_shape_and_mqzl_vacuum_weak_reach(capsys):
+    """Exact single-bound JSON shape; GYS defaults with ν = 0.05 reach MQZL's 140.55 km (§V.A)."""
+    code, out, _ = plan(capsys, "--nu", "0.05", "--format", "json")
+    assert code == 0
+    result = json.loads(out)
+    assert list(result) == ["points", "max_distance_km"]
+    assert [list(p) for p in result["points"]] == [POINT_KEYS] * 21
+    assert [p["distance_km"] for p in result["points"]] == [10.0 * i for i in range(21)]
+    assert result["max_distance_km"] == pytest.approx(140.55, abs=0.2)
+    by_km = {p["distance_km"]: p for p in result["points"]}
+    assert by_km[130.0]["key_rate_per_pulse"] > 0 and by_km[150.0]["key_rate_per_pulse"] == 0
+    assert by_km[50.0]["key_rate_bps"] == pytest.approx(by_km[50.0]["key_rate_per_pulse"] * 2e6)
+    assert {p["mu"] for p in result["points"]} == {0.48}
+    assert by_km[0.0]["plob_per_pulse"] is None  # lossless channel: unbounded
+    assert by_km[100.0]["plob_per_pulse"] == pytest.approx(-math.log2(1 - 10 ** (-0.21 * 100 / 10)))
+
+
+def test_infinite_decoy_reach_is_mqzl_142_km(capsys):
+    """MQZL, GYS simulation: infinitely many decoys reach 142.05 km."""
+    code, out, _ = plan(capsys, "--decoy", "infinite", "--optimize-mu", "--format", "json", "--distances", "0:140:70")
+    assert code == 0
+    assert json.loads(out)["max_distance_km"] == pytest.approx(142.05, abs=0.25)
+
+
+def test_several_bounds_nest_the_single_shape_under_bounds(capsys):
+    """Documented extension: {"bounds": {name: single-bound object}} in the order asked."""
+    code, out, _ = plan(capsys, "--decoy", "infinite", "--decoy", "vacuum-weak,finite", "--format", "json",
+                        "--distances", "0:100:50")
+    assert code == 0
+    bounds = json.loads(out)["bounds"]
+    assert list(bounds) == ["infinite", "vacuum-weak", "finite"]
+    for result in bounds.values():
+        assert list(result) == ["points", "max_distance_km"]
+        assert [list(p) for p in result["points"]] == [POINT_KEYS] * 3
+        assert result["points"][0]["key_rate_per_pulse"] > 0
+    # vacuum + weak can only lose against infinitely many decoys (MQZL §V.A)
+    assert bounds["vacuum-weak"]["max_distance_km"] < bounds["infinite"]["max_distance_km"]
+
+
+def test_csv_and_table(capsys):
+    """CSV: one row per distance with the reach repeated; table: aligned rows and the reach."""
+    code, out, _ = plan(capsys, "--nu", "0.05", "--format", "csv", "--distances", "0:200:50")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 5
+    assert list(rows[0]) == ["decoy", *POINT_KEYS, "max_distance_km"]
+    assert {r["decoy"] for r in rows} == {"vacuum-weak"} and rows[0]["plob_per_pulse"] == "inf"
+    assert float(rows[-1]["key_rate_per_pulse"]) == 0.0
+    assert float(rows[0]["max_distance_km"]) == pytest.approx(140.55, abs=0.2)
+
+    code, out, _ = plan(capsys, "--nu", "0.05", "--distances", "0:200:50")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 + 5 and lines[1].split() == POINT_KEYS
+    assert float(re.search(r"max distance with key: ([\d.]+) km", lines[0]).group(1)) == pytest.approx(140.55, abs=0.2)
+    assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    path = tmp_path / "plan.png"
+    code, _, _ = plan(capsys, "--decoy", "infinite,vacuum-weak", "--plot", str(path), "--distances", "0:150:10")
+    assert code == 0
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_link_from_config_equals_the_same_flags(capsys, tmp_path):
+    """--config/--link take a simulated-bb84 link's parameters (driver defaults included)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(default_config_text())
+    _, from_config, _ = plan(capsys, "--config", str(config), "--link", "metro-10km", "--format", "json")
+    _, from_flags, _ = plan(
+        capsys, "--attenuation-db-per-km", "0.2", "--insertion-loss-db", "1", "--detector-efficiency", "0.1",
+        "--dark-count-probability", "1e-6", "--misalignment-error", "0.01", "--clock-rate-hz", "1e8",
+        "--mu", "0.5", "--nu", "0.1", "--ec-efficiency", "1.16", "--format", "json",
+    )
+    assert json.loads(from_config) == json.loads(from_flags)
+
+    code, _, err = plan(capsys, "--config", str(config), "--link", "entangled-20km")
+    assert code == 2 and err.startswith("error: --link: ")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--attenuation-db-per-km", "-0.1"], "--attenuation-db-per-km"),
+    (["--insertion-loss-db", "-1"], "--insertion-loss-db"),
+    (["--detector-efficiency", "0"], "--detector-efficiency"),
+    (["--detector-efficiency", "1.5"], "--detector-efficiency"),
+    (["--dark-count-probability", "1"], "--dark-count-probability"),
+    (["--misalignment-error", "0.7"], "--misalignment-error"),
+    (["--ec-efficiency", "0.9"], "--ec-efficiency"),
+    (["--mu", "0.1", "--nu", "0.1"], "--mu"),
+    (["--mu", "nan"], "--mu"),
+    (["--nu", "0"], "--nu"),
+    (["--clock-rate-hz", "0"], "--clock-rate-hz"),
+    (["--epsilon-sec", "0"], "--epsilon-sec"),
+    (["--epsilon-cor", "1"], "--epsilon-cor"),
+    (["--decoy", "finite", "--block-size", "1000"], "--block-size"),
+    (["--distances", "50:10:10"], "--distances"),
+    (["--distances", "0:100:0"], "--distances"),
+    (["--distances", "0:200"], "--distances"),
+    (["--distances", "a:b:c"], "--distances"),
+    (["--plot", "/nonexistent-dir/plan.png"], "--plot"),
+    (["--plot", "plan.xyz"], "--plot"),
+    (["--link", "metro-10km"], "--config"),
+    (["--config", "/nonexistent.yaml", "--link", "x"], "--config"),
+])
+def test_bad_input_exits_2_naming_the_flag(capsys, args, flag):
+    code, out, err = plan(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {flag}: ")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--decoy", "bogus"], "--decoy"),
+    (["--mu", "abc"], "--mu"),
+    (["--format", "xml"], "--format"),
+])
+def test_argparse_rejects_malformed_values_with_exit_2(capsys, args, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        plan(capsys, *args)
+    assert exit_info.value.code == 2 and flag in capsys.readouterr().err
