@@ -93,6 +93,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from qtelemetry import planner
+    from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
 
     parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_check_config)
 
     planner.register(verbs)
+    generate.register(verbs)
     fault_client.register(verbs)
     return parser
 

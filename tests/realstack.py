@@ -15,9 +15,15 @@ Timing facts of these versions that the helpers are built around:
   which push updates at most every 5 s: the first scrape and the first alert send come ~5 s
   after start. ``wait_for_target_up`` and ``wait_for_alertmanager`` poll for it.
 - Prometheus drops alerts it evaluates before an Alertmanager is discovered, and by default
-  re-sends a firing alert only every minute (``--rules.alert.resend-delay=1m``). The harness
-  starts Prometheus with ``--rules.alert.resend-delay=1s`` so that an alert which fired before
-  discovery still reaches Alertmanager within a second of it (Alertmanager deduplicates).
+  re-sends an alert only every minute (``--rules.alert.resend-delay=1m``). The harness starts
+  Prometheus with ``--rules.alert.resend-delay=2s`` so that an alert which fired before
+  discovery still reaches Alertmanager within 2 s of it (Alertmanager deduplicates).
+- A reload (``/-/reload``) rebuilds the notifier's Alertmanager set, and 2.42 again drops every
+  alert until discovery re-applies the Alertmanager target, ~5 s later: a resolved alert after
+  a rule change reaches Alertmanager only on the first re-send after that gap. Meanwhile a
+  firing alert's ``endsAt`` is 4 x resend-delay after its last send; with a 1 s resend delay
+  (4 s) Alertmanager would time the alert out *before* Prometheus's resolve arrives, and a test
+  would see a "resolved" that Prometheus never sent. 2 s (8 s validity) keeps the real path.
 
 Use it through the ``prometheus_stack`` fixture (see ``conftest.py``)::
 
@@ -158,6 +164,7 @@ class ManagedProcess:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self._log = None
+        self._log_start = 0
         for attempt in range(3):
             self.port = free_port()
             self._spawn(argv_for(self.port))
@@ -167,7 +174,10 @@ class ManagedProcess:
             except _PortClash:
                 self.stop()
                 if attempt == 2:
-                    raise AssertionError(f"{self.name}: port clash three times:\n{_tail(self.log_path)}")
+                    raise AssertionError(f"{self.name}: port clash three times:\n{_tail(self.log_path)}") from None
+            except BaseException:
+                self.stop()  # never leave a half-started server behind
+                raise
 
     @property
     def url(self) -> str:
@@ -179,6 +189,7 @@ class ManagedProcess:
 
     def _spawn(self, argv: list[str]) -> None:
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self._log.write(f"# {' '.join(argv)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -188,8 +199,10 @@ class ManagedProcess:
     def _wait_ready(self, timeout: float) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                log = self.log_path.read_text(errors="replace")
-                if "address already in use" in log:
+                with self.log_path.open("rb") as log:  # this attempt's output only
+                    log.seek(self._log_start)
+                    output = log.read().decode(errors="replace")
+                if "address already in use" in output:
                     raise _PortClash()
                 raise AssertionError(
                     f"{self.name} exited with {self.proc.returncode} at startup:\n{_tail(self.log_path)}")
@@ -251,6 +264,7 @@ class Prometheus(ManagedProcess):
         metrics_path: str = "/metrics",
         job: str = "qtelemetry",
         interval: str = "1s",
+        resend_delay: str = "2s",
         binary: str | None = None,
     ):
         self.workdir = workdir
@@ -278,7 +292,7 @@ class Prometheus(ManagedProcess):
                 f"--storage.tsdb.path={storage}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--web.enable-lifecycle",
-                "--rules.alert.resend-delay=1s",
+                f"--rules.alert.resend-delay={resend_delay}",
                 "--log.level=info",
             ]
 
@@ -373,13 +387,21 @@ class Prometheus(ManagedProcess):
         params = {"type": type_} if type_ else None
         return [rule for group in self.api("rules", params)["groups"] for rule in group["rules"]]
 
+    def rule_groups(self) -> list[dict]:
+        return self.api("rules")["groups"]
+
     def wait_for_rule_evaluations(self, timeout: float = 30.0, after: float | None = None) -> list[dict]:
         """Wait until every loaded rule has been evaluated (after ``after``, a unix time, if given).
 
-        Fails at once if a rule's last evaluation errored, with the rule and its error.
+        Fails at once if a rule's last evaluation errored, with the rule and its error. A group
+        with a long ``interval:`` is first evaluated up to one interval after start (at an
+        offset hashed from its name): load such files through ``fast_rule_copies``.
         """
+        last: list[list[dict]] = [[]]
+
         def evaluated() -> list[dict] | None:
-            rules = self.rules()
+            groups = last[0] = self.rule_groups()
+            rules = [r for g in groups for r in g["rules"]]
             broken = [r for r in rules if r.get("health") == "err"]
             if broken:
                 raise AssertionError("rule evaluation failed:\n" + "\n".join(
@@ -387,7 +409,11 @@ class Prometheus(ManagedProcess):
             done = [r for r in rules if _rfc3339_after(r.get("lastEvaluation"), after)]
             return rules if rules and len(done) == len(rules) else None
 
-        return poll(evaluated, timeout, "every rule to be evaluated", interval=0.25)
+        def describe() -> str:
+            return "; ".join(f"group {g['name']} (interval {g['interval']}s) last evaluated {g.get('lastEvaluation')}"
+                             for g in last[0] if not _rfc3339_after(g.get("lastEvaluation"), after))
+
+        return poll(evaluated, timeout, "every rule to be evaluated", interval=0.25, describe=describe)
 
     def alerts(self) -> list[dict]:
         """Prometheus's own view of pending/firing alerts (/api/v1/alerts)."""
@@ -403,19 +429,21 @@ class Prometheus(ManagedProcess):
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
-def _rfc3339_after(stamp: str | None, after: float | None) -> bool:
-    """True if ``stamp`` (Go's RFC 3339 with ns, e.g. from lastEvaluation) is set and later than ``after``."""
-    if not stamp or stamp.startswith("0001-01-01"):
-        return False
-    if after is None:
-        return True
+def rfc3339_seconds(stamp: str) -> float:
+    """Unix time of a Go RFC 3339 timestamp as Prometheus and Alertmanager print them (ns cut to µs)."""
     match = _RFC3339.match(stamp)
     if not match:
-        raise AssertionError(f"unexpected timestamp format from Prometheus: {stamp!r}")
+        raise AssertionError(f"unexpected timestamp format: {stamp!r}")
     head, frac, zone = match.groups()
     zone = "+00:00" if zone == "Z" else zone
-    seconds = datetime.fromisoformat(head + zone).timestamp()
-    return seconds + float(f"0.{frac or 0}") > after
+    return datetime.fromisoformat(head + zone).timestamp() + float(f"0.{frac or 0}")
+
+
+def _rfc3339_after(stamp: str | None, after: float | None) -> bool:
+    """True if ``stamp`` (e.g. a rule's lastEvaluation) is set and later than ``after``."""
+    if not stamp or stamp.startswith("0001-01-01"):
+        return False
+    return after is None or rfc3339_seconds(stamp) > after
 
 
 class Alertmanager(ManagedProcess):
@@ -489,7 +517,10 @@ class WebhookReceiver:
                     note = json.loads(body)
                 except ValueError:
                     note = {"_unparsed": body.decode(errors="replace")}
+                if not isinstance(note, dict):  # e.g. a list of alerts POSTed to /api/v2/alerts
+                    note = {"_json": note}
                 note["_received_at"] = time.time()
+                note["_path"] = self.path
                 receiver._record(note)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -580,6 +611,30 @@ class Stack:
                 part.stop()
 
 
+def fast_rule_copies(rule_files: Iterable[Path | str], dest: Path, hold: str | None = None) -> list[Path]:
+    """Copies of rule files without the groups' ``interval:`` (so the harness's 1 s applies).
+
+    Generated groups evaluate every 1m or 5m, and Prometheus first evaluates a group at an
+    offset of up to one interval after start: a test would wait minutes. Expressions, labels
+    and annotations are untouched. ``hold`` replaces every alert's ``for:`` (the durations
+    themselves are proven by the promtool unit tests, which run on simulated time).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for i, path in enumerate(rule_files):
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text())
+        for group in doc.get("groups", []):
+            group.pop("interval", None)
+            for rule in group["rules"]:
+                if hold is not None and "alert" in rule:
+                    rule["for"] = hold
+        copy = dest / f"{i:02d}-{path.name}"
+        copy.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        copies.append(copy)
+    return copies
+
+
 def target_of(url: str) -> tuple[str, str]:
     """``host:port`` and metrics path of an exporter URL like ``http://127.0.0.1:1234/metrics``."""
     parts = urllib.parse.urlsplit(url)
@@ -650,6 +705,7 @@ def prometheus_stack(tmp_path: Path, request: pytest.FixtureRequest):
     missing (fails instead when the CI environment variable is set).
     """
     register_log_plugin(request.config)
+    require_binaries(PROMETHEUS_BIN)  # skip before the test starts anything else
     stacks: list[Stack] = []
 
     def start(exporter_url: str, rule_files: Iterable[Path | str] = (), alerting: bool = True,

@@ -8,12 +8,13 @@ is sent to the HTTP query API. A query error fails at once; an empty result fail
 failure names the dashboard, the panel title, the refId, the link and the query.
 
 Template variables: ``$link`` is tried with every value of the dashboard's ``link`` variable
-and a panel query passes if it returns data for at least one of them (a dashboard may hold
-panels for several link kinds, and Grafana shows "No data" for the others). Other query
-variables take their first value; ``$__rate_interval`` is ``1m`` (what Grafana computes for a
-Prometheus data source with the default 15 s scrape interval), ``$__interval`` ``15s``,
-``$__range`` the dashboard's time range. When ``qtelemetry.monitoring.dashboards.panel_queries``
-exists it does the extraction and substitution instead of the fallback below.
+(its ``label_values(...)`` query run against Prometheus, as Grafana does) and a panel query
+passes if it returns data for at least one of them (a dashboard may hold panels for several
+link kinds, and Grafana shows "No data" for the others). Other query variables take their first
+value; ``$__rate_interval`` is ``1m`` (what Grafana computes for a Prometheus data source with
+the default 15 s scrape interval), ``$__range`` the dashboard's time range. Extraction and
+substitution are the project's own ``qtelemetry.monitoring.dashboards.panel_targets`` /
+``panel_queries``; a variable it cannot substitute fails the panel.
 
 Long windows, and what is honestly checked on a Prometheus that is seconds old:
 
@@ -32,6 +33,16 @@ Long windows, and what is honestly checked on a Prometheus that is seconds old:
   shadow rule ``shortwin:<name>`` with the same rewrite is loaded next to the generated rules;
   the rewritten panel query reads the shadow instead, so the panel query, the rule's expression
   and the data all take part. Queries checked this way are listed in the test output.
+- Groups of the generated rule files evaluate every 1m/5m, and a fresh Prometheus first runs
+  a group up to one interval after start; the rule files are loaded as copies without the
+  groups' ``interval:`` (the harness's 1 s applies), expressions untouched.
+
+Empty by design: a panel may read a metric that has no series on a healthy exporter (driver
+errors by reason, active simulated faults) because its label values only exist once the event
+happens. Such a query passes only if every name it reads either has series or is announced by
+the exporter's HELP/TYPE metadata (Prometheus's metadata API); a name that is neither (a typo,
+a metric the exporter does not export, a recording rule that is not loaded) fails, and a query
+whose names all have series but that is still empty fails (label matchers or joins).
 """
 
 from __future__ import annotations
@@ -41,12 +52,21 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 import pytest
 import yaml
 from conftest import RunningExporter
-from realstack import PromQLError, Stack, poll, register_log_plugin, start_stack
+from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
+from realstack import (
+    PROMETHEUS_BIN,
+    PromQLError,
+    Stack,
+    fast_rule_copies,
+    poll,
+    register_log_plugin,
+    require_binaries,
+    start_stack,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = ROOT / "dashboards"
@@ -71,7 +91,7 @@ METRIC_CHARS = r"[A-Za-z0-9_:]"
 
 
 # ----------------------------------------------------------------------------------------------
-# panel queries: the helper from qtelemetry.monitoring.dashboards if present, else our own
+# panel queries, through qtelemetry.monitoring.dashboards (panel_targets / panel_queries)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -79,54 +99,30 @@ METRIC_CHARS = r"[A-Za-z0-9_:]"
 class PanelQuery:
     panel: str
     ref_id: str
-    expr: str
-
-
-def iter_panels(panels: Iterable[dict]) -> Iterable[dict]:
-    """Panels in display order, including those nested in (collapsed) rows."""
-    for panel in panels:
-        yield panel
-        yield from iter_panels(panel.get("panels") or [])
-
-
-def fallback_panel_queries(dashboard: dict, variables: dict[str, str]) -> list[PanelQuery]:
-    """Every ``targets[].expr`` of every panel, template variables substituted."""
-    found = []
-    for panel in iter_panels(dashboard.get("panels") or []):
-        for target in panel.get("targets") or []:
-            if target.get("expr"):
-                found.append(PanelQuery(panel.get("title") or f"panel id {panel.get('id')}",
-                                        target.get("refId", "?"), substitute(target["expr"], variables)))
-    return found
+    expr: str | None  # None: the helper could not substitute it (see error)
+    error: str = ""
 
 
 def project_panel_queries(dashboard: dict, link: str | None, variables: dict[str, str]) -> list[PanelQuery]:
-    try:
-        from qtelemetry.monitoring.dashboards import panel_queries
-    except ImportError:
-        return fallback_panel_queries(dashboard, variables)
-    result = panel_queries(dashboard, link=link) if link is not None else panel_queries(dashboard)
-    return [_as_panel_query(item) for item in result]
+    """Every target with its variables substituted by the project's own ``panel_queries``.
 
-
-def _as_panel_query(item: Any) -> PanelQuery:
-    """Accept the shapes a ``panel_queries`` helper plausibly returns: objects, dicts, tuples."""
-    if isinstance(item, PanelQuery):
-        return item
-    if isinstance(item, dict):
-        return PanelQuery(str(item.get("title") or item.get("panel")),
-                          str(item.get("refId") or item.get("ref_id") or "?"), item.get("expr") or item["query"])
-    if isinstance(item, (tuple, list)):
-        return PanelQuery(str(item[0]), str(item[1]) if len(item) > 2 else "?", item[-1])
-    return PanelQuery(str(getattr(item, "title", None) or getattr(item, "panel")),
-                      str(getattr(item, "ref_id", None) or getattr(item, "refId", "?")), getattr(item, "expr"))
+    Called one target at a time so that a target the helper rejects (an unknown template
+    variable) is reported with its panel instead of hiding the others.
+    """
+    extra = {k: v for k, v in variables.items() if k not in ("link", "__rate_interval", "__interval")}
+    found = []
+    for title, ref_id, expr in panel_targets(dashboard):
+        one = {"panels": [{"title": title, "targets": [{"refId": ref_id, "expr": expr}]}]}
+        try:
+            [text] = panel_queries(one, link=link or "", rate_interval=RATE_INTERVAL, **extra)
+        except ValueError as exc:
+            found.append(PanelQuery(title or "(untitled)", ref_id, None, str(exc)))
+            continue
+        found.append(PanelQuery(title or "(untitled)", ref_id, text))
+    return found
 
 
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
-
-
-# What is left of a Grafana variable after substitution ("$1" in label_replace is PromQL's own).
-LEFTOVER_VARIABLE = re.compile(r"\$\{\w+(?::\w+)?\}|\[\[\w+\]\]|\$[A-Za-z_]\w*")
 
 
 def substitute(expr: str, variables: dict[str, str]) -> str:
@@ -254,6 +250,67 @@ def shadow_rules(rule_files: list[Path]) -> tuple[dict[str, str], list[dict]]:
     return shadows, rules
 
 
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
+            "unless", "inf", "nan", "Inf", "NaN"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric (and recording-rule) names a PromQL expression reads; good enough for generated queries."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges, subqueries
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w:.])[A-Za-z_:][\w:]*", text):
+        if match.group(0) not in KEYWORDS and not text[match.end():].lstrip().startswith("("):
+            names.add(match.group(0))
+    return names
+
+
+def family_names(name: str) -> list[str]:
+    """Names a sample may be announced under in HELP/TYPE (OpenMetrics drops _total/_info)."""
+    return [name] + [name[: -len(suffix)] for suffix in ("_total", "_info") if name.endswith(suffix)]
+
+
+class SeriesCensus:
+    """Which names have series, which the exporter announces (HELP/TYPE) without any series."""
+
+    def __init__(self, stack: Stack, records: dict[str, str]):
+        self.prom = stack.prometheus
+        self.records = records  # recording rule name -> expression
+        self._has: dict[str, bool] = {}
+        self._announced: dict[str, bool] = {}
+
+    def has_series(self, name: str) -> bool:
+        if name not in self._has:
+            self._has[name] = bool(self.prom.query(f'count({{__name__="{name}"}})'))
+        return self._has[name]
+
+    def announced(self, name: str) -> bool:
+        if name not in self._announced:
+            self._announced[name] = any(self.prom.api("metadata", {"metric": f}).get(f) for f in family_names(name))
+        return self._announced[name]
+
+    def explain_empty(self, expr: str, seen: frozenset = frozenset()) -> tuple[list[str], list[str]]:
+        """(names announced without series, names that are unknown) among what ``expr`` reads.
+
+        A recording rule without series is explained by its own expression (recursively).
+        """
+        quiet, unknown = [], []
+        for name in sorted(metric_names(expr)):
+            if self.has_series(name):
+                continue
+            if name in self.records and name not in seen:
+                q, u = self.explain_empty(self.records[name], seen | {name})
+                quiet += q
+                unknown += u if u or q else [f"{name} (recording rule without series)"]
+            elif self.announced(name):
+                quiet.append(name)
+            else:
+                unknown.append(name)
+        return quiet, unknown
+
+
 # ----------------------------------------------------------------------------------------------
 # the stack, once for the module
 # ----------------------------------------------------------------------------------------------
@@ -263,14 +320,16 @@ def shadow_rules(rule_files: list[Path]) -> tuple[dict[str, str], list[dict]]:
 class Env:
     stack: Stack
     shadows: dict[str, str]
+    census: SeriesCensus
     data_deadline: float  # time.monotonic() until which an empty query is polled again
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     register_log_plugin(request.config)
+    require_binaries(PROMETHEUS_BIN)
     tmp = tmp_path_factory.mktemp("dashboards")
-    rule_files = generated_rule_files()
+    rule_files = fast_rule_copies(generated_rule_files(), tmp / "rules")  # 1 s evaluation, see realstack
     shadows, shadow_list = shadow_rules(rule_files)
     if shadow_list:
         shadow_file = tmp / "shortwin.rules.yml"
@@ -286,7 +345,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         # Enough samples for rate()/increase() over any window, then one more rule evaluation.
         prom.wait_for_query('count_over_time(up{job="qtelemetry"}[1h]) >= 3', timeout=15)
         prom.wait_for_rule_evaluations(timeout=15, after=time.time())
-        yield Env(stack, shadows, time.monotonic() + 15)
+        records = {rule["record"]: rule["expr"] for path in rule_files
+                   for group in yaml.safe_load(path.read_text())["groups"]
+                   for rule in group.get("rules", []) if "record" in rule}
+        yield Env(stack, shadows, SeriesCensus(stack, records), time.monotonic() + 15)
     finally:
         if stack is not None:
             stack.stop()
@@ -304,21 +366,22 @@ def test_every_panel_query_returns_data(env: Env, path: Path) -> None:
     dashboard = json.loads(path.read_text())
     variables, links = resolve_variables(env.stack, path.name, dashboard)
 
-    # (panel, refId) -> results per link value; the query text differs only in $link.
+    # (panel, refId) -> [(link, query)]; the query text differs only in $link.
     queries: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    errors: list[str] = []
     for link in links or [None]:
         values = dict(variables, **({"link": link} if link else {}))
         for q in project_panel_queries(dashboard, link, values):
+            if q.expr is None:
+                if (q.panel, q.ref_id) not in queries:
+                    errors.append(f"{path.name} / panel {q.panel!r} / {q.ref_id}: {q.error}")
+                queries[(q.panel, q.ref_id)] = []
+                continue
             queries.setdefault((q.panel, q.ref_id), []).append((link, q.expr))
-    assert queries, f"{path.name}: no panel queries found"
+    total = len(queries)
+    queries = {key: variants for key, variants in queries.items() if variants}
+    assert total, f"{path.name}: no panel queries found"
 
-    errors: list[str] = []
-    for (panel, ref_id), variants in list(queries.items()):
-        leftover = LEFTOVER_VARIABLE.search(variants[0][1])
-        if leftover:
-            errors.append(f"{path.name} / panel {panel!r} / {ref_id}: undefined template variable "
-                          f"{leftover.group(0)}\n    {variants[0][1]}")
-            del queries[(panel, ref_id)]
     empty: list[tuple[str, str, list[tuple[str | None, str]]]] = []
     report: list[str] = []
     for (panel, ref_id), variants in queries.items():
@@ -332,60 +395,88 @@ def test_every_panel_query_returns_data(env: Env, path: Path) -> None:
                 break
             if result:
                 seen_data = True
-                report.append(f"  ok      {panel} / {ref_id}: {len(result)} series (link={link})")
+                report.append(f"  ok        {panel} / {ref_id}: {len(result)} series (link={link})")
                 break
         else:
             if not seen_data:
                 empty.append((panel, ref_id, variants))
 
-    # Empty now. A query only time shifts keep empty is checked rewritten at short windows at
-    # once; any other is polled until the module's data deadline (data keeps arriving).
+    # Empty now. A query only time shifts keep empty is checked rewritten at short windows; one
+    # reading a name without series is explained by the metadata (waiting would not help); any
+    # other is polled until the module's data deadline (data keeps arriving).
     still_empty = []
     for panel, ref_id, variants in empty:
-        rewritten = [(link, rename(shorten(expr), env.shadows)) for link, expr in variants]
+        expr = variants[0][1]
+        rewritten = [(link, rename(shorten(e), env.shadows)) for link, e in variants]
         shifted = any(new != old for (_, new), (_, old) in zip(rewritten, variants))
         candidates = rewritten if shifted else variants
+        quiet, unknown = env.census.explain_empty(expr)
+        hit = None
+        if shifted or not (quiet or unknown):
+            def first_with_data() -> tuple[str | None, str] | None:
+                return next(((link, e) for link, e in candidates if prom.query(e)), None)
 
-        def first_with_data() -> tuple[str | None, str] | None:
-            return next(((link, expr) for link, expr in candidates if prom.query(expr)), None)
-
-        try:
-            hit = poll(first_with_data, max(0.0, env.data_deadline - time.monotonic()), "data", interval=0.5)
-        except PromQLError as exc:
-            errors.append(f"{path.name} / panel {panel!r} / {ref_id}: short-window rewrite fails: {exc.error}\n"
-                          f"    {candidates[0][1]}")
-            continue
-        except AssertionError:
-            hit = None
-        if hit and shifted:
-            report.append(f"  shortwin {panel} / {ref_id}: empty as written on a fresh Prometheus (time shift), "
-                          f"data at short windows (link={hit[0]}): {hit[1]}")
-            continue
+            try:
+                hit = poll(first_with_data, max(0.0, env.data_deadline - time.monotonic()), "data", interval=0.5)
+            except PromQLError as exc:
+                errors.append(f"{path.name} / panel {panel!r} / {ref_id}: short-window rewrite fails: "
+                              f"{exc.error}\n    {candidates[0][1]}")
+                continue
+            except AssertionError:
+                hit = None
         if hit:
-            report.append(f"  ok      {panel} / {ref_id}: data after waiting (link={hit[0]})")
+            how = "shortwin  " if shifted else "ok (late)"
+            note = ", empty as written on a fresh Prometheus (time shift)" if shifted else ""
+            report.append(f"  {how} {panel} / {ref_id}: data (link={hit[0]}){note}: {hit[1]}")
             continue
         reason = EXPECTED_EMPTY.get((path.name, panel))
         if reason:
-            report.append(f"  empty   {panel} / {ref_id}: expected ({reason})")
+            report.append(f"  empty     {panel} / {ref_id}: expected ({reason})")
             continue
+        if quiet and not unknown:
+            report.append(f"  no-series {panel} / {ref_id}: reads {', '.join(sorted(set(quiet)))}, which the exporter "
+                          f"announces (HELP/TYPE) but has no series on the healthy demo: {expr}")
+            continue
+        why = f"unknown metric(s) {', '.join(unknown)}: not exported, not a recording rule" if unknown else \
+            "every metric it reads has series: check its label matchers and joins"
         still_empty.append(f"{path.name} / panel {panel!r} / {ref_id}: empty result for every link "
-                           f"{[link for link, _ in variants]}\n    {variants[0][1]}")
+                           f"{[link for link, _ in variants]} ({why})\n    {expr}")
 
-    total = len(queries) + len([e for e in errors if "undefined template variable" in e])
     print(f"{path.name}: {total} panel queries, links {links}\n" + "\n".join(report))
     problems = errors + still_empty
     assert not problems, f"{len(problems)} of {total} panel queries failed:\n" + "\n".join(problems)
 
 
+def test_shadow_rules_follow_time_shifted_recording_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "g", "interval": "5m", "rules": [
+        {"record": "a:plain:rate1d", "expr": "rate(x_total[1d])"},
+        {"record": "a:yesterday", "expr": "x offset 1d", "labels": {"k": "v"}},
+        {"record": "a:ratio", "expr": "x / a:yesterday"},
+        {"alert": "A", "expr": "a:ratio < 0.5"},
+    ]}]}))
+    shadows, shadow_list = shadow_rules([rules])
+    assert shadows == {"a:yesterday": "shortwin:a:yesterday", "a:ratio": "shortwin:a:ratio"}
+    assert shadow_list == [
+        {"record": "shortwin:a:yesterday", "expr": "x", "labels": {"k": "v"}},
+        {"record": "shortwin:a:ratio", "expr": "x / shortwin:a:yesterday"},
+    ]
+    [copy] = fast_rule_copies([rules], tmp_path / "fast")
+    assert "interval" not in yaml.safe_load(copy.read_text())["groups"][0]
+
+
 def test_query_helpers_understand_grafana_syntax() -> None:
-    """The fallback substitution and the short-window rewrite, on their own."""
+    """The substitution used for variable queries and the short-window rewrite, on their own."""
     variables = {"link": "metro-10km", "__rate_interval": "1m"}
     assert substitute('rate(x{link=~"$link"}[$__rate_interval])', variables) == 'rate(x{link=~"metro-10km"}[1m])'
     assert substitute('x{link="${link:regex}"} + y{l="[[link]]"} + $unknown', variables) == \
         'x{link="metro-10km"} + y{l="metro-10km"} + $unknown'
     assert shorten("max_over_time(a:b[1d:5m]) - a:b offset 1d + rate(c[1d])") == \
         "max_over_time(a:b[5m:1s]) - a:b + rate(c[1d])"
-    assert not LEFTOVER_VARIABLE.search('label_replace(x, "a", "$1", "b", "(.*)")')
-    assert LEFTOVER_VARIABLE.search('x{site="$site"}').group(0) == "$site"
+    assert metric_names('sum by (link) (rate(qkd_pulses_total{link="a", x=~"b|c"}[5m])) / on (link) '
+                        'group_left (site_a) qlink_info offset 1d > bool 0 and a:b:c[1d:5m] '
+                        '+ label_replace(up, "x", "$1", "y", "(.*)")') == {
+        "qkd_pulses_total", "qlink_info", "a:b:c", "up"}
+    assert family_names("qlink_driver_errors_total") == ["qlink_driver_errors_total", "qlink_driver_errors"]
     assert rename("a:b + a:bc + x_a:b + a:b{l='1'}", {"a:b": "shortwin:a:b"}) == \
         "shortwin:a:b + a:bc + x_a:b + shortwin:a:b{l='1'}"

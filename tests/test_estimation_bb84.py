@@ -80,3 +80,17 @@ def test_no_data_gives_no_estimate_not_an_error():
     with np.errstate(all="raise"):
         est = BB84_DECOY.estimate(zeros, np.zeros(2), params, 0.99)
     assert all(np.all(np.isnan(v)) for v in est.values())
+
+
+def test_a_dark_fiber_reads_as_infinite_loss_not_noise():
+    """Signal clicks indistinguishable from dark counts: +Inf loss, whatever the noise draws."""
+    rng = np.random.default_rng(11)
+    pulses = np.tile([8e8, 1e8, 1e8], (200, 1))
+    det = rng.poisson(pulses * 1e-6).astype(float)  # dark counts only, same rate in every class
+    sums = {"pulses": pulses, "detections": det, "sifted": np.stack([det / 4] * 2, axis=1),
+            "errors": np.stack([det / 8] * 2, axis=1)}
+    params = {k: np.full(200, v) for k, v in dict(mu=0.5, nu=0.1, basis_bias=0.5, detector_efficiency=0.1,
+                                                   ec_efficiency=1.16, block_size=1e8, epsilon_sec=1e-10,
+                                                   epsilon_cor=1e-15).items()}
+    est = BB84_DECOY.estimate(sums, np.ones(200), params, 0.99)
+    assert np.all(np.isinf(est["loss_db"]))

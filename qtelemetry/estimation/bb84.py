@@ -46,6 +46,22 @@ def channel_loss_db(
         return -10.0 * np.log10(eta / detector_efficiency)
 
 
+#: Signal gain must exceed the vacuum gain by this many standard deviations to count as light.
+SIGNAL_SIGMAS = 5.0
+
+
+def no_signal(det: NDArray[np.float64], pulses: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """True where the signal gain is NOT distinguishable from dark counts (a cut or dark fiber).
+
+    Poisson errors on both gains: excess = Q_μ − Y0 against σ = √(D_μ/N_μ² + D_0/N_0²). Without
+    this test, a cut fiber's loss estimate would flap between +Inf and noise-driven finite values.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = det[:, SIGNAL] / pulses[:, SIGNAL] - det[:, VACUUM] / pulses[:, VACUUM]
+        sigma = np.sqrt(det[:, SIGNAL] / pulses[:, SIGNAL] ** 2 + det[:, VACUUM] / pulses[:, VACUUM] ** 2)
+        return excess <= SIGNAL_SIGMAS * sigma
+
+
 @dataclass(frozen=True)
 class DecoyBB84:
     """Estimator for vacuum + weak decoy BB84 links, vectorised over links."""
@@ -102,7 +118,8 @@ class DecoyBB84:
         pulse_rate = ratio(pulses.sum(axis=1), duration_s)
         asymptotic_bps = rate_per_pulse * ratio(pulses[:, SIGNAL], duration_s)
         finite_bps = self.finite_key_rate_per_pulse(sums, params) * pulse_rate
-        loss_db = channel_loss_db(q_mu, y0, params["mu"], params["detector_efficiency"])
+        loss_db = np.where(no_signal(det, pulses), np.inf,
+                           channel_loss_db(q_mu, y0, params["mu"], params["detector_efficiency"]))
         channel_transmittance = 10.0 ** (-loss_db / 10.0)
         k, n = errors[:, :, SIGNAL], sifted[:, :, SIGNAL]
         return {

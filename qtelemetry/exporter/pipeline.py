@@ -28,6 +28,11 @@ from qtelemetry.estimation.protocols import LinkProtocol
 
 log = logging.getLogger(__name__)
 
+#: Reasons the pipeline itself can drop a batch for; exported as 0 from the start, so that
+#: rate() and increase() see every series before its first error (drivers may add their own).
+PIPELINE_REASONS = ("driver_exception", "stalled", "malformed_batch", "invalid_counts",
+                    "inconsistent_counts", "invalid_key_supply", "inconsistent_key_supply")
+
 
 @dataclass(frozen=True)
 class GroupSnapshot:
@@ -137,7 +142,8 @@ class Pipeline:
         self._last_update: dict[str, float] = {}
         self._stalled: set[str] = set()
         self._batches: Counter[str] = Counter()
-        self._errors: Counter[tuple[str, str]] = Counter()
+        self._errors: Counter[tuple[str, str]] = Counter(
+            {(link.name, reason): 0 for link in config.links for reason in PIPELINE_REASONS})
         self._key_supply: dict[str, KeySupply] = {}
         self._faults: dict[str, tuple[str, ...]] = {}
         self._timing = (0, 0.0, float("nan"))

@@ -173,10 +173,6 @@ class MonitoringConfig(Strict):
             raise ValueError("the generator adds the '#anchor'; give the page URL only")
         return value
 
-    @property
-    def uid_prefix(self) -> str:
-        return self.dashboard_uid_prefix
-
     def runbook_url(self, alert: str) -> str:
         return f"{self.runbook_base_url}#{alert.lower()}"
 

@@ -1,0 +1,376 @@
+"""promtool unit tests for every alert: a case where it fires and a case where it stays silent.
+
+promtool evaluates rule groups in map order unless told otherwise, so every test file sets
+``group_eval_order`` to the rule file's order (recording groups before the alerts that read
+them). A live Prometheus evaluates groups independently, so an alert may read a recording rule
+one interval late; firing cases therefore keep their inputs constant for a while before the
+evaluation time, so that ``$value`` does not depend on the order either.
+
+Each ``Case`` is one promtool test group (explicit ``interval``): input series written without
+the deployment's selector labels (added from ``config.selector``), an evaluation time, and the
+alerts expected then. Expected annotations are rendered here from the rule's templates with a
+small re-implementation of Prometheus's ``humanize*`` functions, so promtool also checks the
+summary and description text (and ``$value``) of every firing case.
+
+``generate`` refuses to write the tests unless every generated alert has at least one firing
+and one silent case; cases of alerts gated on a pending metric are left out with them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from qtelemetry.monitoring.config import MonitoringConfig
+from qtelemetry.monitoring.promql import GenerationError, selector_labels
+from qtelemetry.monitoring.rules import Alert, RuleSet, rule_dict
+
+INSTANCE = "qtelemetry:9817"  # the instance label of the test series
+LINK = "metro-10km"
+
+
+@dataclass(frozen=True)
+class Fires:
+    """One expected alert: its labels beyond the rule's own, and ``$value`` if a template shows it."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    value: float | None = None
+    keep: tuple[str, ...] = ("job", "instance")  # selector/target labels the alert keeps
+
+
+@dataclass(frozen=True)
+class Case:
+    alert: str
+    name: str
+    series: dict[str, str]
+    at: str
+    fires: tuple[Fires, ...] = ()
+    target_labels: bool = True  # add the selector's labels and instance to every series
+
+    @property
+    def firing(self) -> bool:
+        return bool(self.fires)
+
+
+def link(**labels: str) -> dict[str, str]:
+    return {"link": LINK, **labels}
+
+
+def sel(metric: str, **labels: str) -> str:
+    """A series selector for ``metric`` on the test link."""
+    inner = ", ".join(f'{k}="{v}"' for k, v in link(**labels).items())
+    return f"{metric}{{{inner}}}"
+
+
+def rep(value: str, n: int) -> str:
+    """``value`` n times (promtool's ``x`` notation cannot repeat Inf)."""
+    return " ".join([value] * n)
+
+
+Z = {"basis": "Z"}
+VAC = {"intensity": "vacuum"}
+
+
+def cases() -> list[Case]:
+    skr = "qkd_secret_key_rate_bits_per_second"
+    return [
+        # --- QBER (upper confidence bound) ---------------------------------------------------
+        Case("QKDQberHigh", "QBER bound at 6% for 20 min fires (Z basis only)", {
+            sel("qkd_qber_upper_bound_ratio", basis="Z"): "0.02x10 0.06x30",
+            sel("qkd_qber_upper_bound_ratio", basis="X"): "0.02x40"}, "30m",
+            (Fires(link(basis="Z"), 0.06),)),
+        Case("QKDQberHigh", "a 5-minute excursion to 6% stays silent", {
+            sel("qkd_qber_upper_bound_ratio", basis="Z"): "0.02x10 0.06x5 0.02x25"}, "30m"),
+        Case("QKDQberCritical", "QBER bound at 9% for 10 min pages", {
+            sel("qkd_qber_upper_bound_ratio", basis="Z"): "0.02x10 0.09x20"}, "20m",
+            (Fires(link(basis="Z"), 0.09),)),
+        Case("QKDQberCritical", "7% (above warning, below critical) does not page", {
+            sel("qkd_qber_upper_bound_ratio", basis="Z"): "0.07x30"}, "25m"),
+        # --- key rate vs the link's own baseline ----------------------------------------------
+        Case("QKDSecretKeyRateDrop", "rate falls from 1000 to 100 bit/s", {
+            sel(skr): "1000x60 100x40"}, "95m", (Fires(link(), 100),)),
+        Case("QKDSecretKeyRateDrop", "a dip to 60% of the baseline is tolerated", {
+            sel(skr): "1000x60 600x40"}, "95m"),
+        Case("QKDSecretKeyRateZero", "rate 0 while the link is up", {
+            sel(skr): "1000x60 0x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link()),)),
+        Case("QKDSecretKeyRateZero", "rate no longer estimable (series gone) while the link is up", {
+            sel(skr): "1000x60 _x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link()),)),
+        Case("QKDSecretKeyRateZero", "link down: QLinkDown owns it, no key-rate page", {
+            sel(skr): "1000x60 0x30", sel("qlink_up"): "1x60 0x30"}, "85m"),
+        Case("QKDSecretKeyRateBelowPlan", "40% of the plan for over an hour", {
+            sel("qkd_asymptotic_secret_key_rate_bits_per_second"): "400x90",
+            sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "70m", (Fires(link(), 400),)),
+        Case("QKDSecretKeyRateBelowPlan", "90% of the plan is fine", {
+            sel("qkd_asymptotic_secret_key_rate_bits_per_second"): "900x90",
+            sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "70m"),
+        Case("QKDKeyRateAboveRepeaterlessBound", "1.2 x PLOB is impossible", {
+            sel("qkd_repeaterless_bound_ratio"): "1.2x30"}, "20m", (Fires(link(), 1.2),)),
+        Case("QKDKeyRateAboveRepeaterlessBound", "30% of the bound is plausible", {
+            sel("qkd_repeaterless_bound_ratio"): "0.3x30"}, "20m"),
+        # --- loss -----------------------------------------------------------------------------
+        Case("QKDChannelLossOverBudget", "7 dB on a 6 dB budget", {
+            sel("qkd_channel_loss_db"): "7x30", sel("qkd_channel_loss_budget_db"): "6x30"}, "25m",
+            (Fires(link(), 7),)),
+        Case("QKDChannelLossOverBudget", "5 dB on a 6 dB budget", {
+            sel("qkd_channel_loss_db"): "5x30", sel("qkd_channel_loss_budget_db"): "6x30"}, "25m"),
+        Case("QKDChannelLossStep", "loss steps from 10 to 14 dB (a bend)", {
+            sel("qkd_channel_loss_db"): "10x60 14x40"}, "90m", (Fires(link(), 4),)),
+        Case("QKDChannelLossStep", "a cut (infinite loss) is a step too", {
+            sel("qkd_channel_loss_db"): "10x60 " + rep("Inf", 30)}, "85m", (Fires(link(), math.inf),)),
+        Case("QKDChannelLossStep", "a 2 dB step stays below the 3 dB threshold", {
+            sel("qkd_channel_loss_db"): "10x60 12x40"}, "90m"),
+        Case("QKDNoSignal", "no light above background", {
+            sel("qkd_channel_loss_db"): "10x10 " + rep("Inf", 10)}, "15m", (Fires(link()),)),
+        Case("QKDNoSignal", "high but finite loss", {sel("qkd_channel_loss_db"): "40x20"}, "15m"),
+        # --- dark counts (vacuum gain) vs baseline --------------------------------------------
+        Case("QKDDarkCountsHigh", "vacuum gain x4", {
+            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.000004x50"}, "100m", (Fires(link(**VAC), 4e-6),)),
+        Case("QKDDarkCountsHigh", "vacuum gain x2.5 is within the band", {
+            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000025x50"}, "100m"),
+        Case("QKDDarkCountsSuppressed", "vacuum gain drops to a tenth with plenty of vacuum pulses", {
+            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000001x40",
+            sel("qkd_pulses_total", **VAC): "0+600000000x100"}, "95m", (Fires(link(**VAC), 1e-7),)),
+        Case("QKDDarkCountsSuppressed", "too few vacuum pulses for the drop to mean anything", {
+            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000001x40",
+            sel("qkd_pulses_total", **VAC): "0+1000x100"}, "95m"),
+        # --- key store ------------------------------------------------------------------------
+        Case("QKDKeyBufferExhaustionForecast", "store at 40% and draining 20 kbit/min", {
+            sel("qkd_key_buffer_bits"): "4000000-20000x60", sel("qkd_key_buffer_capacity_bits"): "10000000x60"},
+            "30m", (Fires(link(), 0.34),)),
+        Case("QKDKeyBufferExhaustionForecast", "store low but steady", {
+            sel("qkd_key_buffer_bits"): "3000000x60", sel("qkd_key_buffer_capacity_bits"): "10000000x60"}, "30m"),
+        Case("QKDKeyBufferExhaustionImminent", "store at 9% and draining 20 kbit/min", {
+            sel("qkd_key_buffer_bits"): "900000-20000x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"},
+            "25m", (Fires(link(), 0.04),)),
+        Case("QKDKeyBufferExhaustionImminent", "store at 9% but steady", {
+            sel("qkd_key_buffer_bits"): "900000x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"}, "25m"),
+        # --- link health ----------------------------------------------------------------------
+        Case("QLinkDown", "down for 7 minutes", {sel("qlink_up"): "1x5 0x10"}, "12m", (Fires(link()),)),
+        Case("QLinkDown", "a 3-minute flap", {sel("qlink_up"): "1x5 0x3 1x10"}, "12m"),
+        Case("QLinkStale", "last batch 10 minutes old", {
+            sel("qlink_last_update_timestamp_seconds"): "0+60x10 600x20"}, "20m", (Fires(link(), 600),)),
+        Case("QLinkStale", "fresh batches every minute", {
+            sel("qlink_last_update_timestamp_seconds"): "0+60x30"}, "20m"),
+        Case("QLinkDriverErrors", "one batch in 11 lost to impossible counts", {
+            sel("qlink_batches_total"): "0+60x40", sel("qlink_driver_errors_total", reason="impossible"): "0+6x40"},
+            "30m", (Fires(link(reason="impossible"), 6 / 66),)),
+        Case("QLinkDriverErrors", "0.5% lost is below the 1% threshold", {
+            sel("qlink_batches_total"): "0+60x40", sel("qlink_driver_errors_total", reason="impossible"): "0+0.3x40"},
+            "30m"),
+        # --- exporter -------------------------------------------------------------------------
+        Case("QTelemetryExporterDown", "scrapes fail for 7 minutes", {"up": "1x5 0x10"}, "12m", (Fires(),)),
+        Case("QTelemetryExporterDown", "scrapes succeed", {"up": "1x15"}, "12m"),
+        Case("QTelemetryExporterAbsent", "no target of the job at all", {'up{job="other"}': "1x30"}, "20m",
+             (Fires(keep=("job",)),), target_labels=False),
+        Case("QTelemetryExporterAbsent", "the target exists", {"up": "1x30"}, "20m"),
+        Case("QTelemetryEstimationSlow", "0.8 s per cycle", {
+            "qtelemetry_estimation_duration_seconds_sum": "0+48x30",
+            "qtelemetry_estimation_duration_seconds_count": "0+60x30"}, "28m", (Fires(value=0.8),)),
+        Case("QTelemetryEstimationSlow", "0.1 s per cycle", {
+            "qtelemetry_estimation_duration_seconds_sum": "0+6x30",
+            "qtelemetry_estimation_duration_seconds_count": "0+60x30"}, "28m"),
+        # --- entanglement ---------------------------------------------------------------------
+        Case("EntanglementCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_s"): "2.7x5 1.9x10"}, "12m",
+             (Fires(link(), 1.9),)),
+        Case("EntanglementCHSHNoViolation", "S = 2.1 still violates", {sel("qent_chsh_s"): "2.1x15"}, "12m"),
+        Case("EntanglementCHSHViolationWeak", "S = 2.1 with sigma 0.05", {
+            sel("qent_chsh_s"): "2.1x30", sel("qent_chsh_s_stddev"): "0.05x30"}, "20m", (Fires(link(), 1.95),)),
+        Case("EntanglementCHSHViolationWeak", "S = 2.68 with sigma 0.007", {
+            sel("qent_chsh_s"): "2.68x30", sel("qent_chsh_s_stddev"): "0.007x30"}, "20m"),
+        Case("EntanglementCHSHViolationWeak", "S <= 2 is EntanglementCHSHNoViolation's, not this one's", {
+            sel("qent_chsh_s"): "1.9x30", sel("qent_chsh_s_stddev"): "0.05x30"}, "20m"),
+        Case("EntanglementFidelityLow", "fidelity lower bound 85%", {
+            sel("qent_fidelity_lower_bound_ratio"): "0.85x30"}, "20m", (Fires(link(), 0.85),)),
+        Case("EntanglementFidelityLow", "fidelity lower bound 94.6%", {
+            sel("qent_fidelity_lower_bound_ratio"): "0.946x30"}, "20m"),
+        Case("EntanglementHeraldedFidelityLow", "even the upper bound is 70%", {
+            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.7x30"}, "20m", (Fires(link(), 0.7),)),
+        Case("EntanglementHeraldedFidelityLow", "upper bound 90% (a noisy low sample is not enough)", {
+            sel("qent_heralded_fidelity_lower_bound_ratio"): "0.7x30",
+            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.9x30"}, "20m"),
+        Case("EntanglementHeraldingRateDrop", "success probability falls from 2% to 0.5%", {
+            sel("qent_heralding_success_probability_ratio"): "0.02x60 0.005x40",
+            sel("qent_heralding_success_probability_upper_bound_ratio"): "0.022x60 0.006x40"}, "90m",
+            (Fires(link(), 0.006),)),
+        Case("EntanglementHeraldingRateDrop", "upper bound 0.012 is still above half the baseline", {
+            sel("qent_heralding_success_probability_ratio"): "0.02x60 0.011x40",
+            sel("qent_heralding_success_probability_upper_bound_ratio"): "0.022x60 0.012x40"}, "90m"),
+        Case("EntanglementCoincidenceRateDrop", "coincidences fall from 289k/s to 100k/s", {
+            sel("qent_coincidence_rate_per_second"): "289000x60 100000x40"}, "95m", (Fires(link(), 100000),)),
+        Case("EntanglementCoincidenceRateDrop", "a fall to 200k/s is within the band", {
+            sel("qent_coincidence_rate_per_second"): "289000x60 200000x40"}, "95m"),
+        # --- key-supply SLO burn rates ---------------------------------------------------------
+        Case("QKDKeySupplyErrorBudgetBurnFast", "half of the requested key is not delivered for an hour", {
+            sel("qkd_key_requested_bits_total"): "0+60000x100",
+            sel("qkd_key_delivered_bits_total"): "0+60000x30 1830000+30000x69"}, "100m",
+            (Fires(link(), 0.5, keep=("job",)),)),
+        Case("QKDKeySupplyErrorBudgetBurnFast", "0.5% undelivered is a slow burn, not a page", {
+            sel("qkd_key_requested_bits_total"): "0+60000x180",
+            sel("qkd_key_delivered_bits_total"): "0+59700x180"}, "180m"),
+        Case("QKDKeySupplyErrorBudgetBurnSlow", "0.5% undelivered for 3 hours", {
+            sel("qkd_key_requested_bits_total"): "0+60000x180",
+            sel("qkd_key_delivered_bits_total"): "0+59700x180"}, "180m",
+            (Fires(link(), 0.005, keep=("job",)),)),
+        Case("QKDKeySupplyErrorBudgetBurnSlow", "everything delivered", {
+            sel("qkd_key_requested_bits_total"): "0+60000x180",
+            sel("qkd_key_delivered_bits_total"): "0+60000x180"}, "180m"),
+    ]
+
+
+# -------------------------------------------------------------------------------------------
+# Go template rendering (the subset the rules use)
+# -------------------------------------------------------------------------------------------
+
+
+def _g4(v: float) -> str:
+    """Go's fmt %.4g for finite values, +Inf/-Inf/NaN as Go prints them."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return "%.4g" % v
+
+
+def humanize(v: float) -> str:
+    """Prometheus template function ``humanize`` (SI prefixes, 4 significant digits)."""
+    if v == 0 or math.isnan(v) or math.isinf(v):
+        return _g4(v)
+    if abs(v) >= 1:
+        prefix = ""
+        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
+            if abs(v) < 1000:
+                break
+            prefix = p
+            v /= 1000
+        return _g4(v) + prefix
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix = p
+        v *= 1000
+    return _g4(v) + prefix
+
+
+def humanize_percentage(v: float) -> str:
+    return _g4(v * 100) + "%"
+
+
+def humanize_duration(v: float) -> str:
+    if math.isnan(v) or math.isinf(v):
+        return _g4(v)
+    if v == 0:
+        return _g4(v) + "s"
+    if abs(v) >= 1:
+        sign = "-" if v < 0 else ""
+        v = abs(v)
+        d = int(v)
+        seconds, minutes, hours, days = d % 60, (d // 60) % 60, (d // 3600) % 24, d // 86400
+        if days:
+            return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
+        if hours:
+            return f"{sign}{hours}h {minutes}m {seconds}s"
+        if minutes:
+            return f"{sign}{minutes}m {seconds}s"
+        return f"{sign}{_g4(v)}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix = p
+        v *= 1000
+    return f"{_g4(v)}{prefix}s"
+
+
+FUNCTIONS = {"humanize": humanize, "humanizePercentage": humanize_percentage, "humanizeDuration": humanize_duration}
+_ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+
+
+def render(template: str, labels: dict[str, str], value: float | None, where: str) -> str:
+    """Expand ``{{ $labels.x }}`` and ``{{ $value | f }}`` as Prometheus would."""
+    def one(match: re.Match) -> str:
+        action = match.group(1)
+        if m := re.fullmatch(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", action):
+            return labels.get(m.group(1), "")
+        if m := re.fullmatch(r"\$value\s*\|\s*(\w+)", action):
+            if m.group(1) not in FUNCTIONS:
+                raise GenerationError(f"{where}: template function {m.group(1)} is not supported")
+            if value is None:
+                raise GenerationError(f"{where}: the firing case must give the alert's value")
+            return FUNCTIONS[m.group(1)](value)
+        raise GenerationError(f"{where}: template action {{{{ {action} }}}} is not supported by the test generator")
+    return _ACTION.sub(one, template)
+
+
+# -------------------------------------------------------------------------------------------
+# promtool test files
+# -------------------------------------------------------------------------------------------
+
+
+def _with_labels(series: str, labels: dict[str, str]) -> str:
+    extra = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    if not extra:
+        return series
+    if "{" in series:
+        name, rest = series.split("{", 1)
+        return f"{name}{{{extra}, {rest}" if not rest.startswith("}") else f"{name}{{{extra}}}"
+    return f"{series}{{{extra}}}"
+
+
+def _expected(alert: dict, fires: Fires, target: dict[str, str], where: str) -> dict:
+    labels = {k: v for k, v in target.items() if k in fires.keep}
+    labels.update(fires.labels)
+    labels.update(alert["labels"])
+    full = {"alertname": alert["alert"], **labels}
+    annotations = {k: render(v, full, fires.value, f"{where}: {k}") for k, v in alert["annotations"].items()}
+    return {"exp_labels": dict(sorted(labels.items())), "exp_annotations": annotations}
+
+
+def check_coverage(ruleset: RuleSet, all_cases: list[Case]) -> None:
+    """Every generated alert has a firing and a silent case; every case names a known alert."""
+    specified = {a.alert for a in ruleset.alerts} | {g.name for g in ruleset.gated if g.kind == "alert"}
+    for case in all_cases:
+        if case.alert not in specified:
+            raise GenerationError(f"promtool case {case.name!r} names unknown alert {case.alert}")
+    for alert in ruleset.alerts:
+        mine = [c for c in all_cases if c.alert == alert.alert]
+        if not any(c.firing for c in mine) or all(c.firing for c in mine):
+            raise GenerationError(f"alert {alert.alert} needs at least one firing and one silent promtool case")
+
+
+def test_documents(ruleset: RuleSet, config: MonitoringConfig, rule_file: str,
+                   all_cases: list[Case] | None = None) -> dict[str, dict]:
+    """promtool test files by rule-group name."""
+    all_cases = cases() if all_cases is None else all_cases
+    check_coverage(ruleset, all_cases)
+    target = {**selector_labels(config.selector), "instance": INSTANCE}
+    docs: dict[str, dict] = {}
+    for group in ruleset.groups:
+        alerts = [r for r in group.rules if isinstance(r, Alert)]
+        tests = []
+        for alert in alerts:
+            rendered = rule_dict(alert, config)
+            for case in (c for c in all_cases if c.alert == alert.alert):
+                where = f"{alert.alert} case {case.name!r}"
+                input_series = [
+                    {"series": _with_labels(s, target if case.target_labels else {}), "values": v}
+                    for s, v in case.series.items()]
+                tests.append({
+                    "name": f"{alert.alert}: {case.name}",
+                    "interval": "1m",
+                    "input_series": input_series,
+                    "alert_rule_test": [{
+                        "alertname": alert.alert,
+                        "eval_time": case.at,
+                        "exp_alerts": [_expected(rendered, f, target, where) for f in case.fires],
+                    }],
+                })
+        if tests:
+            docs[group.name] = {
+                "rule_files": [rule_file],
+                "evaluation_interval": config.rule_interval,
+                "group_eval_order": [g.name for g in ruleset.groups],
+                "tests": tests,
+            }
+    return docs

@@ -1,0 +1,445 @@
+"""Runbooks (``alerts/runbooks.md``): one section per generated alert, anchored by its lower-cased name.
+
+Each alert's ``runbook_url`` is ``config.runbook_base_url + '#' + alert.lower()``; the section
+below that anchor says what the alert means, what breaks, how to confirm it with PromQL (the
+queries are checked against the catalogue like every other query), what to do and when to
+escalate. The rule, its thresholds and its ``for:`` are printed from the generated rule, so
+the runbook cannot drift from the alert.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
+from qtelemetry.monitoring.rules import (
+    PENDING_METRICS,
+    RuleSet,
+    baseline_names,
+    check_names,
+    expand,
+    num,
+    pct,
+    recording_names,
+    slo_budget_record,
+    slo_record,
+)
+
+FALLBACK = ("Protect traffic first: switch the consumers of this link's key to the fallback key exchange "
+            "(classical or post-quantum, e.g. an ML-KEM hybrid) per your crypto policy, so that no session "
+            "waits for QKD key.")
+
+
+@dataclass(frozen=True)
+class Runbook:
+    meaning: str
+    impact: str
+    confirm: tuple[str, ...]  # PromQL, without the selector; `<link>` stands for the link's name
+    mitigation: tuple[str, ...]
+    escalate: str
+
+
+def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
+    t, b = c.thresholds, c.baseline
+    L = '{link="<link>"}'
+    skr_smooth, skr_base = baseline_names("qkd_secret_key_rate_bits_per_second", c)
+    loss_smooth, loss_base = baseline_names("qkd_channel_loss_db", c)
+    gain_smooth, gain_base = baseline_names("qkd_gain_ratio", c)
+    coinc_smooth, coinc_base = baseline_names("qent_coincidence_rate_per_second", c)
+    _, herald_base = baseline_names("qent_heralding_success_probability_ratio", c)
+    qber = Runbook(
+        meaning=("The quantum bit error rate of one basis of a key-distilling link (decoy BB84 or BBM92) may be "
+                 "above the threshold: its upper confidence bound is. QBER is the share of sifted bits on which "
+                 "the two ends disagree. Error correction and privacy amplification pay for every error, and "
+                 f"above {pct(t.qber_no_key)} (Shor-Preskill) no secret key can be distilled at all."),
+        impact=("The secret key rate falls steeply with QBER, and the key store starts to drain. An unexplained "
+                "rise can also be an intercept-resend attack: the protocol stays secure (it distils less or no "
+                "key), but the cause must be known."),
+        confirm=(f"qkd_qber_ratio{L}", f"qkd_qber_upper_bound_ratio{L}",
+                 f"qkd_secret_key_rate_bits_per_second{L}", f"qkd_gain_ratio{{link=\"<link>\", intensity=\"vacuum\"}}"),
+        mitigation=(
+            "Open the link dashboard: is only one basis affected (polarisation or phase drift in that basis) or "
+            "both (noise: dark counts, stray light, detector temperature)?",
+            "Drift in one basis: run the device's alignment / polarisation-compensation routine (realign).",
+            "Both bases with rising vacuum gain: check detector cooling and for light leaking into the fibre "
+            "(classical channels multiplexed on the same fibre, open patch panels).",
+            "No physical explanation and a sudden step: treat as a possible attack; keep the link distilling "
+            "(the protocol discards compromised key) but inform security.",
+            FALLBACK + " (only if the key rate reaches 0)."),
+        escalate=("Page the vendor if realignment does not bring the QBER back within an hour, or immediately "
+                  f"if it is above {pct(t.qber_no_key)}; inform security if no physical cause is found."),
+    )
+    books = {
+        "QKDQberHigh": qber,
+        "QKDQberCritical": qber,
+        "QKDSecretKeyRateDrop": Runbook(
+            meaning=(f"The secret key rate ({b.smoothing} average) is below {pct(t.key_rate_drop_ratio)} of the "
+                     f"link's own baseline, the median of the last {b.window}. The baseline is the link itself, so "
+                     "the alert works for a 10 km metro link and a 100 km long-haul link alike."),
+            impact=("Less key reaches the key store; if consumption stays, the store drains (see "
+                    "QKDKeyBufferExhaustionForecast) and the key-supply SLO burns."),
+            confirm=(f"{skr_smooth}{L} / {skr_base}{L}", f"qkd_qber_upper_bound_ratio{L}",
+                     f"qkd_channel_loss_db{L}", f"qkd_gain_ratio{L}"),
+            mitigation=(
+                "Find the driver of the drop on the link dashboard: QBER up (alignment, noise), loss up (fibre), "
+                "detections down with loss unchanged (detector, source power).",
+                "Fix the cause (realign, clean/replace connectors, reroute to a spare fibre).",
+                "If the drop is planned (maintenance, a deliberate power change), silence the alert: the baseline "
+                f"adapts once the new level lasted half of {b.window}."),
+            escalate="Vendor ticket if the cause is inside the QKD devices; page if the key store is forecast empty.",
+        ),
+        "QKDSecretKeyRateZero": Runbook(
+            meaning=("The link is up and delivering counts, but it distils no secret key at all: the rate is 0 or "
+                     "cannot be estimated (NaN, e.g. no decoy detections), while its baseline was positive."),
+            impact=("No new key. Applications live on the key store until it is empty, then sessions fail or run "
+                    "on the fallback key exchange."),
+            confirm=(f"qkd_secret_key_rate_bits_per_second{L}", f"qkd_qber_upper_bound_ratio{L}",
+                     f"qkd_channel_loss_db{L}", f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}"),
+            mitigation=(
+                FALLBACK,
+                f"QBER above {pct(t.qber_no_key)}: follow QKDQberCritical. Loss infinite: follow QKDNoSignal.",
+                "Otherwise check the decoy detections: too few to bound the single-photon yield (source intensity "
+                "settings, decoy modulator)."),
+            escalate="Page the vendor if the link does not produce key within 30 minutes.",
+        ),
+        "QKDSecretKeyRateBelowPlan": Runbook(
+            meaning=(f"The asymptotic key rate has stayed below {pct(t.key_rate_below_expected_ratio)} of the rate the "
+                     "link's plan (channel model, `qtelemetry plan`) promises for over an hour."),
+            impact=("None immediate: the link under-delivers on its design. It will hit its distance or demand "
+                    "limits earlier than planned."),
+            confirm=(f"qkd_asymptotic_secret_key_rate_bits_per_second{L} / qkd_expected_secret_key_rate_bits_per_second{L}",
+                     f"qkd_channel_loss_db{L} - qkd_channel_loss_budget_db{L}", f"qkd_qber_ratio{L}"),
+            mitigation=(
+                "Compare measured loss, QBER and detector figures with the plan's inputs; re-run `qtelemetry plan` "
+                "with the measured values.",
+                "Fix the component that differs (extra splice loss, detector efficiency, misalignment) or correct "
+                "the plan."),
+            escalate="Network engineering ticket; vendor if device figures are below their datasheet.",
+        ),
+        "QKDKeyRateAboveRepeaterlessBound": Runbook(
+            meaning=("The key rate is above the PLOB bound, -log2(1 - eta) bits per pulse, which no repeaterless "
+                     "point-to-point link can exceed (Pirandola, Laurenza, Ottaviani, Banchi 2017)."),
+            impact=("The link's numbers are wrong, so key-rate and loss alerts on it cannot be trusted."),
+            confirm=(f"qkd_repeaterless_bound_ratio{L}", f"qkd_secret_key_rate_bits_per_second{L}",
+                     f"qkd_repeaterless_bound_bits_per_second{L}", f"qkd_channel_loss_db{L}"),
+            mitigation=(
+                "Check the link's config: detector efficiency (loss is inferred with it), clock rate, intensities.",
+                "If the link has a trusted node or repeater in the middle, the bound of the whole channel does not "
+                "apply: model it as two links."),
+            escalate="Ticket to whoever owns the link's config; the qtelemetry maintainers if the config is right.",
+        ),
+        "QKDChannelLossOverBudget": Runbook(
+            meaning="The loss inferred from the signal gain exceeds the loss budget the link was engineered for.",
+            impact="Key rate below plan; the link is close to the loss at which it distils no key.",
+            confirm=(f"qkd_channel_loss_db{L}", f"qkd_channel_loss_budget_db{L}", f"{loss_base}{L}"),
+            mitigation=(
+                "If the loss rose recently (QKDChannelLossStep), find the event: fibre work, a patch, a bend.",
+                "Clean and inspect connectors, measure with an OTDR, move to a spare fibre pair.",
+                "If the budget was simply optimistic, raise it in the link config (loss_budget_db)."),
+            escalate="Fibre/facilities team for the plant; vendor if the loss is inside the device (insertion loss).",
+        ),
+        "QKDChannelLossStep": Runbook(
+            meaning=(f"The loss ({b.smoothing} average) is more than {num(t.loss_step_db)} dB above the link's "
+                     f"{b.window} median: a step, not ageing. +Inf means no light above the dark counts."),
+            impact="Key rate drops by the same factor as the transmittance (3 dB halves it) or to zero.",
+            confirm=(f"{loss_smooth}{L} - {loss_base}{L}", f"qkd_channel_loss_db{L}",
+                     f"qkd_gain_ratio{{link=\"<link>\", intensity=\"signal\"}}"),
+            mitigation=(
+                "Ask for fibre work, patching or construction along the route at the time of the step.",
+                "OTDR the fibre to locate a bend, crushed cable or bad splice; reroute to a spare pair.",
+                "+Inf: follow QKDNoSignal."),
+            escalate="Fibre provider / facilities immediately for a cut; ticket for a bend.",
+        ),
+        "QKDNoSignal": Runbook(
+            meaning=("The receiver sees no more clicks on signal pulses than on empty (vacuum) ones, so the "
+                     "inferred loss is infinite: no light from the transmitter arrives."),
+            impact="The link distils no key. Applications live on the key store.",
+            confirm=(f"qkd_channel_loss_db{L}", f"qkd_gain_ratio{L}", f"rate(qkd_pulses_total{L}[5m])"),
+            mitigation=(
+                FALLBACK,
+                "Pulses still sent (qkd_pulses_total rising)? Then the light is lost on the way: fibre cut, "
+                "disconnected patch, closed optical switch or shutter. Otherwise the source is off.",
+                "Switch to a spare fibre if one is provisioned."),
+            escalate="Fibre provider for a cut; vendor for a source failure. Page both if not clear in 15 minutes.",
+        ),
+        "QKDDarkCountsHigh": Runbook(
+            meaning=(f"The gain of vacuum (empty) pulses, i.e. dark counts and background light, is more than "
+                     f"{num(t.dark_count_factor)} times its {b.window} median."),
+            impact="More errors and a looser decoy bound on single-photon yield: QBER up, key rate down.",
+            confirm=(f"{gain_smooth}{{link=\"<link>\", intensity=\"vacuum\"}}",
+                     f"{gain_base}{{link=\"<link>\", intensity=\"vacuum\"}}", f"qkd_qber_ratio{L}"),
+            mitigation=(
+                "Check detector temperature and cooling (dark counts double every few kelvin).",
+                "Look for stray light: classical channels on the same fibre (Raman), open patch panels, lab lights.",
+                "Ageing detectors: plan a replacement."),
+            escalate="Vendor ticket; page if QBER alerts fire too.",
+        ),
+        "QKDDarkCountsSuppressed": Runbook(
+            meaning=(f"The vacuum-pulse gain fell below 1/{num(t.dark_count_factor)} of its {b.window} median while "
+                     f"the baseline predicts over {num(t.dark_count_min_expected)} vacuum detections per "
+                     f"{b.smoothing}: the detectors stopped clicking on empty pulses. Single-photon avalanche "
+                     "detectors always have dark counts; a detector that has none is not in Geiger mode - the "
+                     "signature of a detector-blinding attack (bright light that makes the detectors follow an "
+                     "attacker's pulses), or of a detector whose bias failed."),
+            impact=("Security: under blinding, an attacker can learn the key without raising the QBER. Treat key "
+                    "distilled since the onset as compromised."),
+            confirm=(f"{gain_smooth}{{link=\"<link>\", intensity=\"vacuum\"}}",
+                     f"{gain_base}{{link=\"<link>\", intensity=\"vacuum\"}}",
+                     f"qkd_gain_ratio{L}", f"qkd_qber_ratio{L}"),
+            mitigation=(
+                "Stop handing out key from this link and switch its consumers to the fallback key exchange "
+                "(classical or post-quantum) - do this before diagnosing.",
+                "Mark key generated since the onset as suspect; have consumers rekey from a trusted source.",
+                "Check detector bias and photocurrent monitors (blinding shows as high photocurrent), and the "
+                "optical power arriving at the receiver."),
+            escalate="Page security and the vendor immediately; do not resume until both agree.",
+        ),
+        "QKDKeyBufferExhaustionForecast": Runbook(
+            meaning=(f"The key store is below {pct(t.key_buffer_forecast.fill_ratio)} and its trend over "
+                     f"{t.key_buffer_forecast.lookback} (predict_linear) reaches zero within "
+                     f"{t.key_buffer_forecast.horizon}: applications draw key faster than the link makes it."),
+            impact="Within hours, requests for key will be refused (key-supply SLO).",
+            confirm=(f"qkd_key_buffer_bits{L}", f"rate(qkd_key_generated_bits_total{L}[1h])",
+                     f"rate(qkd_key_requested_bits_total{L}[1h])"),
+            mitigation=(
+                "Generation down? Follow the key-rate alerts. Demand up? Find the consumer (rekey interval, a new "
+                "application) and lengthen its rekey interval if policy allows.",
+                "Plan the fallback key exchange for the consumers in case the store runs dry."),
+            escalate="Page if QKDKeyBufferExhaustionImminent fires.",
+        ),
+        "QKDKeyBufferExhaustionImminent": Runbook(
+            meaning=(f"The key store is below {pct(t.key_buffer_imminent.fill_ratio)} and falling: empty within "
+                     f"{t.key_buffer_imminent.horizon}."),
+            impact="Applications will be refused key; encrypted links that need fresh key will fail or degrade.",
+            confirm=(f"qkd_key_buffer_bits{L}", f"rate(qkd_key_delivered_bits_total{L}[15m])",
+                     f"rate(qkd_key_generated_bits_total{L}[15m])"),
+            mitigation=(FALLBACK, "Then work on generation (key-rate alerts) or demand."),
+            escalate="Page the service owners of the key consumers.",
+        ),
+        "QLinkDown": Runbook(
+            meaning=("The link's driver has not delivered a valid batch within the exporter's stall timeout: the "
+                     "device is unreachable, the driver fails, or the device sends impossible counts."),
+            impact="No key or entanglement from this link, and no telemetry: other link alerts go quiet.",
+            confirm=(f"qlink_up{L}", f"sum by (reason) (increase(qlink_driver_errors_total{L}[15m]))",
+                     f"time() - qlink_last_update_timestamp_seconds{L}"),
+            mitigation=(
+                "The error reason says where to look: connection errors (network to the device, its management "
+                "interface, TLS certificates), impossible data (firmware), stalled (device hung).",
+                "Check the exporter log for the link (one line per dropped batch).",
+                FALLBACK),
+            escalate="Vendor if the device does not answer or sends impossible data; page after 30 minutes.",
+        ),
+        "QLinkStale": Runbook(
+            meaning=(f"The last valid batch of the link is older than {num(t.stale_after_seconds)} s. Every estimate "
+                     "of the link is frozen at that time."),
+            impact="Dashboards and alerts for the link show old values; a real problem would go unnoticed.",
+            confirm=("time() - qlink_last_update_timestamp_seconds", f"qlink_up{L}"),
+            mitigation=(
+                "All links stale at once: the exporter's pipeline is wedged; restart the exporter.",
+                "One link: follow QLinkDown.",
+                "Ages that are negative or off by a constant: the clocks of exporter and Prometheus differ (NTP)."),
+            escalate="qtelemetry maintainers if the exporter wedges again after a restart.",
+        ),
+        "QLinkDriverErrors": Runbook(
+            meaning=(f"More than {pct(t.driver_error_ratio)} of the link's batches were dropped for one reason "
+                     "(driver failure or impossible counts: negative, NaN, more detections than pulses)."),
+            impact="Estimates use fewer windows and lag; if the rate grows the link goes down.",
+            confirm=(f"sum by (reason) (rate(qlink_driver_errors_total{L}[10m]))",
+                     "link_reason:qlink_driver_errors:ratio_rate10m"),
+            mitigation=("Read the exporter log for the reason; impossible data points at device firmware or a "
+                        "counter reset the driver does not expect.",),
+            escalate="Vendor ticket with log lines; qtelemetry maintainers if the driver misreads valid data.",
+        ),
+        "QTelemetryExporterDown": Runbook(
+            meaning="Prometheus cannot scrape the exporter (up == 0): process down, host down, network, TLS or auth.",
+            impact="Every link of this exporter is unmonitored; no link alert can fire.",
+            confirm=("up", "scrape_duration_seconds"),
+            mitigation=("Check the process/pod, its log (config errors exit with code 2 and name the field), and "
+                        "the target's error on Prometheus' /targets page.",),
+            escalate="Platform team if the host or network is down.",
+        ),
+        "QTelemetryExporterAbsent": Runbook(
+            meaning=f"Prometheus has no target matching {{{c.selector}}} at all.",
+            impact="All quantum links are unmonitored.",
+            confirm=("up", "count(up)"),
+            mitigation=("Check the scrape config / ServiceMonitor and service discovery; a relabel may have "
+                        "changed the job name (then change `selector` in the monitoring config and regenerate).",),
+            escalate="Platform team.",
+        ),
+        "QTelemetryEstimationSlow": Runbook(
+            meaning=(f"One estimation cycle takes more than {num(t.estimation_duration_seconds)} s on average. "
+                     "Cycles must finish within the acquisition window or estimates fall behind."),
+            impact="Stale or lagging estimates; eventually dropped windows.",
+            confirm=("rate(qtelemetry_estimation_duration_seconds_sum[10m]) / "
+                     "rate(qtelemetry_estimation_duration_seconds_count[10m])", "qtelemetry_links"),
+            mitigation=("Check host CPU (steal, other workloads); split the links over more exporters; raise "
+                        "the acquisition window.",),
+            escalate="qtelemetry maintainers with the link count and `python bench/estimation.py` figures.",
+        ),
+        "EntanglementCHSHNoViolation": Runbook(
+            meaning=("The CHSH value S is at or below 2, the bound of any local-realistic model (2.83 for a "
+                     "perfect Bell pair): the link's photon pairs show no entanglement."),
+            impact=("No key (S <= 2 means QBER above 14.6%), and any service that needs certified entanglement "
+                    "on this link is down."),
+            confirm=(f"qent_chsh_s{L}", f"qent_visibility_ratio{L}", f"qent_coincidence_to_accidental{L}"),
+            mitigation=(
+                "Visibility down in one basis: polarisation drift in a fibre - run polarisation compensation.",
+                "Coincidence-to-accidental ratio low: pump power too high (multi-pair emission) or background light.",
+                FALLBACK),
+            escalate="Vendor / lab team of the source if S does not recover after compensation.",
+        ),
+        "EntanglementCHSHViolationWeak": Runbook(
+            meaning=(f"S minus {num(t.chsh_sigmas)} standard deviations is at or below 2: the Bell violation is not "
+                     f"significant at {num(t.chsh_sigmas)} sigma any more."),
+            impact="Entanglement cannot be certified with confidence; key rate likely down.",
+            confirm=(f"qent_chsh_s{L}", f"qent_chsh_s_stddev{L}", f"rate(qent_chsh_coincidences_total{L}[10m])"),
+            mitigation=("If S itself fell: as EntanglementCHSHNoViolation. If sigma grew: too few CHSH rounds "
+                        "(coincidence rate down, or a smaller CHSH fraction) - check loss and the source.",),
+            escalate="Ticket to the link owner.",
+        ),
+        "EntanglementFidelityLow": Runbook(
+            meaning=(f"The lower confidence bound on the Bell-state fidelity of detected pairs, 1 - e_Z - e_X, is "
+                     f"below {pct(t.fidelity_min)}."),
+            impact="Lower key rate; applications that need high-fidelity pairs get worse ones.",
+            confirm=(f"qent_fidelity_lower_bound_ratio{L}", f"qkd_qber_upper_bound_ratio{L}", f"qent_visibility_ratio{L}"),
+            mitigation=("Realign polarisation; check source temperature and pump power.",),
+            escalate="Vendor / lab team of the source.",
+        ),
+        "EntanglementHeraldedFidelityLow": Runbook(
+            meaning=(f"Even the upper confidence bound on the fidelity of heralded memory pairs is below "
+                     f"{pct(t.heralded_fidelity_min)}: the pairs are poor with confidence, not just a noisy sample."),
+            impact="Applications (teleportation, distillation) get pairs below their useful fidelity.",
+            confirm=(f"qent_heralded_fidelity_ratio{L}", f"qent_heralded_fidelity_upper_bound_ratio{L}",
+                     f"qent_heralding_success_probability_ratio{L}"),
+            mitigation=("Storage time vs memory coherence time (shorter waiting), interferometer phase "
+                        "stabilisation, bright-state population (double excitations).",),
+            escalate="Lab team of the memory nodes.",
+        ),
+        "EntanglementHeraldingRateDrop": Runbook(
+            meaning=(f"Even the upper confidence bound on the heralding success probability is below "
+                     f"{pct(t.rate_drop_ratio)} of its {b.window} median."),
+            impact="Fewer entangled pairs per second.",
+            confirm=(f"qent_heralding_success_probability_upper_bound_ratio{L}", f"{herald_base}{L}",
+                     f"qent_heralded_pairs_per_second{L}"),
+            mitigation=("Loss on the fibres to the heralding station, collection efficiency of the memories, "
+                        "detectors at the station.",),
+            escalate="Lab team; fibre team if the loss is in the plant.",
+        ),
+        "EntanglementCoincidenceRateDrop": Runbook(
+            meaning=(f"The photon-pair coincidence rate ({b.smoothing} average) is below {pct(t.rate_drop_ratio)} "
+                     f"of its {b.window} median."),
+            impact="Fewer pairs: lower key rate and larger statistical errors on CHSH and QBER.",
+            confirm=(f"{coinc_smooth}{L}", f"{coinc_base}{L}", f"qent_accidental_rate_per_second{L}"),
+            mitigation=("Loss on one of the two fibres from the source (a bend, a connector), pump power, "
+                        "receiver detectors.",),
+            escalate="Fibre team for the plant; vendor for the source.",
+        ),
+    }
+    for slo in c.slos:
+        books.update(slo_runbooks(slo))
+    return books
+
+
+def slo_runbooks(slo: SLO) -> dict[str, Runbook]:
+    """Runbooks of an SLO's burn-rate alerts, written from the SLO spec."""
+    L = '{link="<link>"}'
+    books = {}
+    for burn in slo.burn_alerts:
+        pairs = " or ".join(f"{num(w.factor)}x over {w.long} (and {w.short})" for w in burn.windows)
+        fastest = max(w.factor for w in burn.windows)
+        days = duration_seconds(slo.period) / fastest / 86400
+        page = burn.severity == "critical"
+        books[f"{slo.alert_prefix}{burn.name}"] = Runbook(
+            meaning=(f"{slo.title} SLO: {slo.description} The objective is {pct(slo.objective)} over {slo.period}, "
+                     f"so the error budget is {pct(1 - slo.objective)} of requests. The budget burns at {pairs} "
+                     f"the sustainable rate; at {num(fastest)}x the whole budget lasts {days:.2g} days. Both windows "
+                     f"of a pair must be above the factor: the long one proves it matters, the short one that it is "
+                     f"still happening (SRE workbook, multi-window multi-burn-rate alerts)."),
+            impact=("Applications are being refused key now." if page else
+                    f"At this rate the {slo.period} error budget runs out before the period ends."),
+            confirm=tuple(f"{slo_record(slo, w)}{L}" for w in
+                          dict.fromkeys(x for w in burn.windows for x in (w.long, w.short)))
+                    + (f"{slo_budget_record(slo)}{L}", f"qkd_key_buffer_bits{L}",
+                       f"qkd_secret_key_rate_bits_per_second{L}"),
+            mitigation=((FALLBACK,
+                         "Find why delivery fails: an empty key store (generation: see the key-rate alerts of the "
+                         "link) or the key delivery interface (ETSI GS QKD 014 KME) refusing requests.")
+                        if page else
+                        ("Look for a daily pattern (demand peaks draining the store) and for slow degradation of "
+                         "the key rate; rebalance demand, lengthen rekey intervals or add capacity.",)),
+            escalate=("Page the vendor if the KME refuses requests while key is in the store; page the service "
+                      "owners of the key consumers if the fallback is not in place." if page else
+                      "Ticket to the link owner; review at the next capacity meeting."),
+        )
+    return books
+
+
+def _check(query: str, c: MonitoringConfig, known: set[str], where: str) -> str:
+    pending = set(PENDING_METRICS - set(sample_names()))
+    check_names(query, known, pending, where)
+    return inject_selector(query, c.selector, set(sample_names()) | TARGET_SERIES | PENDING_METRICS)
+
+
+def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
+    """The runbook page for the generated alerts (gated alerts have no section yet)."""
+    books = runbooks(c)
+    known = set(sample_names()) | PROMETHEUS_SERIES | recording_names(ruleset)
+    alerts = ruleset.alerts
+    missing = [a.alert for a in alerts if a.alert not in books]
+    if missing:
+        raise GenerationError(f"no runbook for {', '.join(missing)}")
+    order = {"critical": 0, "warning": 1, "info": 2}
+    lines = [
+        "# qtelemetry runbooks",
+        "",
+        "Generated by `qtelemetry generate` from the alert rules and the monitoring config; do not edit by hand.",
+        "Every alert's `runbook_url` points at its section here. In the PromQL, `<link>` stands for the",
+        "`link` label of the alert.",
+        "",
+        "| alert | severity | for | summary |",
+        "|---|---|---|---|",
+    ]
+    for a in sorted(alerts, key=lambda a: (order[a.severity], a.alert)):
+        lines.append(f"| [{a.alert}](#{a.alert.lower()}) | {a.severity} | {a.for_} | {_plain(a.summary)} |")
+    for a in alerts:
+        book = books[a.alert]
+        where = f"runbook {a.alert}"
+        lines += [
+            "",
+            f'<a id="{a.alert.lower()}"></a>',
+            "",
+            f"## {a.alert}",
+            "",
+            f"**Severity:** {a.severity} &nbsp; **For:** {a.for_} &nbsp; **Summary:** {_plain(a.summary)}",
+            "",
+            "```promql",
+            a.expr,
+            "```",
+            "",
+            f"**Meaning.** {book.meaning}",
+            "",
+            f"**Impact.** {book.impact}",
+            "",
+            "**Confirm.**",
+            "",
+            "```promql",
+            *(_check(q, c, known, where) for q in book.confirm),
+            "```",
+            "",
+            "**Mitigation.**",
+            "",
+            *(f"{i}. {step}" for i, step in enumerate(book.mitigation, 1)),
+            "",
+            f"**Escalate.** {book.escalate}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(template: str) -> str:
+    """A summary for the tables: label templates shown as `<label>`, values as `<value>`."""
+    text = expand(template)
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", r"`<\1>`", text)
+    text = re.sub(r"\{\{ \$value[^}]*\}\}", "`<value>`", text)
+    return text.replace("|", "\\|")
