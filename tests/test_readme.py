@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtelemetry.monitoring.docs import BEGIN, END, metrics_markdown
+import pytest
+
+from qtelemetry.monitoring.docs import TABLES, markers
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def test_metric_table_is_generated_from_the_catalogue():
-    table = README.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert table == metrics_markdown(), "regenerate: python -m qtelemetry.monitoring.docs README.md"
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_tables_are_generated_from_the_catalogue_and_rules(name):
+    begin, end = markers(name)
+    table = README.split(begin, 1)[1].split(end, 1)[0].strip()
+    assert table == TABLES[name](), "regenerate: python -m qtelemetry.monitoring.docs README.md"
 
 
 def test_ci_runs_the_readme_test_command():

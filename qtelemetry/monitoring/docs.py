@@ -1,6 +1,6 @@
-"""The README's metric table, rendered from the catalogue so the two cannot drift.
+"""The README's metric and alert tables, rendered from the catalogue and rules so they cannot drift.
 
-    python -m qtelemetry.monitoring.docs README.md   # rewrite the table in place
+    python -m qtelemetry.monitoring.docs README.md   # rewrite the tables in place
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from qtelemetry.monitoring.catalogue import METRICS
-
-BEGIN, END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
+from qtelemetry.monitoring.config import DEFAULT
+from qtelemetry.monitoring.rules import build
+from qtelemetry.monitoring.runbooks import alert_table
 
 
 def metrics_markdown() -> str:
@@ -22,11 +23,26 @@ def metrics_markdown() -> str:
     return "\n".join(rows)
 
 
-def replace_table(text: str) -> str:
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    return pattern.sub(lambda _: f"{BEGIN}\n{metrics_markdown()}\n{END}", text)
+def alerts_markdown() -> str:
+    return "\n".join(alert_table(build(DEFAULT).alerts, "alerts/runbooks.md"))
+
+
+#: marker name -> generator of the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
+TABLES = {"metrics": metrics_markdown, "alerts": alerts_markdown}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def replace_tables(text: str) -> str:
+    for name, render in TABLES.items():
+        begin, end = markers(name)
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: f"{begin}\n{render()}\n{end}", text)
+    return text
 
 
 if __name__ == "__main__":
     path = Path(sys.argv[1])
-    path.write_text(replace_table(path.read_text()))
+    path.write_text(replace_tables(path.read_text()))

@@ -390,7 +390,6 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
     missing = [a.alert for a in alerts if a.alert not in books]
     if missing:
         raise GenerationError(f"no runbook for {', '.join(missing)}")
-    order = {"critical": 0, "warning": 1, "info": 2}
     lines = [
         "# qtelemetry runbooks",
         "",
@@ -398,11 +397,8 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
         "Every alert's `runbook_url` points at its section here. In the PromQL, `<link>` stands for the",
         "`link` label of the alert.",
         "",
-        "| alert | severity | for | summary |",
-        "|---|---|---|---|",
+        *alert_table(alerts),
     ]
-    for a in sorted(alerts, key=lambda a: (order[a.severity], a.alert)):
-        lines.append(f"| [{a.alert}](#{a.alert.lower()}) | {a.severity} | {a.for_} | {_plain(a.summary)} |")
     for a in alerts:
         book = books[a.alert]
         where = f"runbook {a.alert}"
@@ -435,6 +431,15 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
             f"**Escalate.** {book.escalate}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def alert_table(alerts: list, page: str = "") -> list[str]:
+    """Markdown table of the alerts, most severe first, each linked to its section of ``page``."""
+    order = {"critical": 0, "warning": 1, "info": 2}
+    rows = ["| alert | severity | for | summary |", "|---|---|---|---|"]
+    for a in sorted(alerts, key=lambda a: (order[a.severity], a.alert)):
+        rows.append(f"| [{a.alert}]({page}#{a.alert.lower()}) | {a.severity} | {a.for_} | {_plain(a.summary)} |")
+    return rows
 
 
 def _plain(template: str) -> str:
