@@ -15,7 +15,7 @@ from qtelemetry.drivers.base import CountBatch, DriverError
 from qtelemetry.exporter.collector import SnapshotCollector
 from qtelemetry.exporter.pipeline import Pipeline
 
-NAMES = ["healthy", "raises", "refuses", "stalls", "negative", "nan", "too-many-detections",
+NAMES = ["healthy", "silent", "raises", "refuses", "stalls", "negative", "nan", "too-many-detections",
          "errors-over-sifted", "wrong-shape"]
 CONFIG = "exporter: {window_seconds: 0.05, stall_timeout_seconds: 0.3}\nlinks:\n" + "".join(
     f"  - {{name: {n}, driver: {{type: simulated-bb84, fiber_length_km: 20, seed: {i}}}}}\n" for i, n in enumerate(NAMES)
@@ -48,6 +48,8 @@ class Faulty:
                 counts["detections"][0] = counts["pulses"][0] + 1
             case "errors-over-sifted":
                 counts["errors"][1, 0] = counts["sifted"][1, 0] + 5
+            case "silent":  # a dark receiver: pulses go out, nothing is detected
+                counts = {k: (v if k == "pulses" else np.zeros_like(v)) for k, v in counts.items()}
             case "wrong-shape":
                 counts["sifted"] = counts["sifted"][0]
         return CountBatch(batch.start, batch.duration_s, counts)
@@ -112,3 +114,15 @@ def test_errors_are_logged_one_line_each(pipeline, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert any("link=negative reason=invalid_counts" in line for line in lines)
     assert all("\n" not in line for line in lines)
+
+
+def test_an_empty_window_gives_no_estimate_and_says_why(pipeline):
+    deadline = time.monotonic() + 20
+    while pipeline.snapshot.skipped.get(("silent", "no_detections"), 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    samples = scrape(pipeline)
+    assert samples[("qlink_up", (("link", "silent"),))] == 1.0  # valid data, just nothing in it
+    assert samples[("qlink_estimates_skipped_total", (("link", "silent"), ("reason", "no_detections")))] >= 3
+    assert ("qkd_qber_ratio", (("basis", "Z"), ("link", "silent"))) not in samples
+    assert ("qkd_secret_key_rate_bits_per_second", (("link", "silent"),)) not in samples
+    assert ("qlink_estimates_skipped_total", (("link", "healthy"), ("reason", "no_detections"))) not in samples

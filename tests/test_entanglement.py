@@ -214,3 +214,15 @@ def test_registered():
     assert PROTOCOLS["bbm92-spdc"] is ent.BBM92
     shapes = ent.BBM92.count_shapes
     assert shapes == {"pulses": (), "coincidences": (2, 2), "errors": (2,), "chsh": (4, 2), "accidentals": ()}
+
+
+def test_empty_windows_say_why_there_is_no_estimate():
+    from qtelemetry.estimation.heralded import HERALDED
+
+    empty = {k: np.zeros((2, *shape)) for k, shape in ent.BBM92.count_shapes.items()}
+    assert ent.BBM92.no_estimate(empty)["no_coincidences"].tolist() == [True, True]
+    attempts_only = {k: np.zeros((2, *shape)) for k, shape in HERALDED.count_shapes.items()}
+    attempts_only["attempts"] = np.array([0.0, 1e6])
+    reasons = HERALDED.no_estimate(attempts_only)
+    assert reasons["no_attempts"].tolist() == [True, False]
+    assert reasons["no_heralds"].tolist() == [False, True]

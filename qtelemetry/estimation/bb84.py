@@ -95,6 +95,11 @@ class DecoyBB84:
             & np.all(errors <= sifted, axis=(-2, -1))
         )
 
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        """Why a link's window supports no key estimate: no sifted signal or decoy bits."""
+        sifted = sums["sifted"].sum(axis=1)
+        return {"no_detections": (sifted[:, SIGNAL] == 0) | (sifted[:, DECOY] == 0)}
+
     def estimate(
         self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float
     ) -> Estimates:

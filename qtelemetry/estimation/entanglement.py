@@ -286,6 +286,10 @@ class BBM92Protocol:
         diag = np.diagonal(coinc, axis1=-2, axis2=-1)
         return (total <= pulses) & (counts["accidentals"] <= pulses) & np.all(counts["errors"] <= diag, axis=-1)
 
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        """Why a link's window supports no estimate: no coincidences in it at all."""
+        return {"no_coincidences": sums["coincidences"].sum(axis=(-2, -1)) + sums["chsh"].sum(axis=(-2, -1)) == 0}
+
     def estimate(
         self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float
     ) -> Estimates:

@@ -186,6 +186,10 @@ class HeraldedProtocol:
         measured = counts["tomography"].sum(axis=(-2, -1))
         return (counts["successes"] <= counts["attempts"]) & (measured <= counts["successes"])
 
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        """Why a link's window supports no (or no fidelity) estimate: no attempts, or no heralds."""
+        return {"no_attempts": sums["attempts"] == 0, "no_heralds": (sums["attempts"] > 0) & (sums["successes"] == 0)}
+
     def estimate(
         self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float
     ) -> Estimates:

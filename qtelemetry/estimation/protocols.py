@@ -32,6 +32,10 @@ class LinkProtocol(Protocol):
         """Per-link mask of physically possible windows; arrays are shaped (links, *count_shape)."""
         ...
 
+    def no_estimate(self, sums: Counts) -> Mapping[str, NDArray[np.bool_]]:
+        """Reason -> per-link mask of windows too empty to estimate from (counted, not exported as NaN)."""
+        ...
+
     def estimate(
         self,
         sums: Counts,

@@ -54,6 +54,7 @@ class Snapshot:
     last_update: Mapping[str, float] = field(default_factory=dict)
     batches: Mapping[str, int] = field(default_factory=dict)
     errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    skipped: Mapping[tuple[str, str], int] = field(default_factory=dict)
     #: per link that reports a key store: its latest KeySupply with cumulative
     #: generated/requested/delivered bits (levels as last reported)
     key_supply: Mapping[str, KeySupply] = field(default_factory=dict)
@@ -144,6 +145,7 @@ class Pipeline:
         self._batches: Counter[str] = Counter()
         self._errors: Counter[tuple[str, str]] = Counter(
             {(link.name, reason): 0 for link in config.links for reason in PIPELINE_REASONS})
+        self._skipped: Counter[tuple[str, str]] = Counter()
         self._key_supply: dict[str, KeySupply] = {}
         self._faults: dict[str, tuple[str, ...]] = {}
         self._timing = (0, 0.0, float("nan"))
@@ -228,6 +230,8 @@ class Pipeline:
             for name, group in self.groups.items()
         )
         elapsed = time.perf_counter() - started
+        for group in self.groups.values():
+            self._count_skipped(group)
         count, total, _ = self._timing
         self._timing = (count + 1, total + elapsed, elapsed)
         self.snapshot = Snapshot(
@@ -237,6 +241,7 @@ class Pipeline:
             last_update=MappingProxyType(dict(self._last_update)),
             batches=MappingProxyType(dict(self._batches)),
             errors=MappingProxyType(dict(self._errors)),
+            skipped=MappingProxyType(dict(self._skipped)),
             key_supply=MappingProxyType(dict(self._key_supply)),
             faults=MappingProxyType(dict(self._faults)),
             estimation_count=self._timing[0],
@@ -275,6 +280,13 @@ class Pipeline:
                 self._stalled.discard(link)
                 self._last_update[link] = now
                 self._batches[link] += 1
+
+    def _count_skipped(self, group: ProtocolGroup) -> None:
+        """Count, per reason, the links with data whose window supports no estimate this cycle."""
+        has_data = group.duration > 0
+        for reason, mask in group.protocol.no_estimate(group.sums).items():
+            for i in np.flatnonzero(mask & has_data):
+                self._skipped[(group.links[i], reason)] += 1
 
     def _add_key_supply(self, link: str, supply: KeySupply | None) -> None:
         if supply is None:

@@ -53,6 +53,7 @@ SNAPSHOT_SAMPLES: dict[str, Callable[[Snapshot], Samples]] = {
     "qlink_last_update_timestamp_seconds": _per_link(lambda snap, link: snap.last_update.get(link.name)),
     "qlink_batches": _per_link(lambda snap, link: snap.batches.get(link.name, 0)),
     "qlink_driver_errors": lambda snap: (([link, reason], n) for (link, reason), n in sorted(snap.errors.items())),
+    "qlink_estimates_skipped": lambda snap: (([link, reason], n) for (link, reason), n in sorted(snap.skipped.items())),
     "qlink_fault_active": lambda snap: (([link, kind], 1.0) for link, kinds in sorted(snap.faults.items())
                                         for kind in sorted(set(kinds))),
     "qkd_channel_loss_budget_db": _per_link(lambda snap, link: link.loss_budget()),
