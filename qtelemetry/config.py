@@ -12,7 +12,9 @@ from pathlib import Path
 import yaml
 import re
 
-from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
+from typing import TypeVar
+
+from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
 
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import StrictModel
@@ -145,28 +147,42 @@ def _field_path(loc: tuple[str | int, ...]) -> str:
     return path or "(top level)"
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Validate YAML text into a Config, or raise ConfigError listing every problem."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_yaml(model: type[M], text: str, source: str, empty_ok: bool = False) -> M:
+    """Validate YAML text into ``model``, or raise ConfigError listing every problem by field path."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(yaml)", f"invalid YAML: {exc}")]) from None
+        raise ConfigError(source, [("(yaml)", "invalid YAML: " + str(exc).replace("\n", " "))]) from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(source, [("(top level)", "expected a mapping with `exporter` and `links`")])
+        raise ConfigError(source, [("(top level)", "expected a mapping")])
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = [(_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         raise ConfigError(source, problems) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; a missing or unreadable file is a ConfigError too."""
+def read_text(path: str | Path) -> str:
+    """A config file's text; a missing or unreadable file is a ConfigError naming it."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
-    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate exporter config YAML (``exporter`` and ``links``)."""
+    return validate_yaml(Config, text, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate an exporter config file."""
+    return parse_config(read_text(path), str(path))
 
 
 def default_config_text() -> str:

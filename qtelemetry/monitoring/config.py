@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qtelemetry.config import ConfigError
+from qtelemetry.config import read_text, validate_yaml
 
 #: A PromQL duration such as 5m, 1h, 1d, 30d (one unit, which is all the generators need).
 DURATION = r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$"
@@ -180,28 +179,8 @@ class MonitoringConfig(Strict):
 DEFAULT = MonitoringConfig()
 
 
-def _field_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(root)"
-
-
 def load_monitoring_config(path: str | Path | None) -> MonitoringConfig:
     """The defaults, or the defaults overridden by a YAML file; errors name the field."""
     if path is None:
         return DEFAULT
-    source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(source, [("(file)", exc.strerror or str(exc))]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(yaml)", str(exc).replace("\n", " "))]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, [("(root)", "expected a mapping")])
-    try:
-        return MonitoringConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = [(_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise ConfigError(source, problems) from None
+    return validate_yaml(MonitoringConfig, read_text(path), str(path), empty_ok=True)

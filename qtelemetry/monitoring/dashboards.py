@@ -286,9 +286,9 @@ def link(c: MonitoringConfig) -> Board:
             ts("Detections per second", "cps", "Receiver clicks per second by intensity class (before sifting).",
                Q(f"sum by (intensity) (rate(qkd_detections_total{L}[$__rate_interval]))", "{{intensity}}"), log=True),
             ts("Sifted bits and errors per second", "cps", "Signal-pulse sifted bits and bit errors per second, by basis.",
-               Q(f'sum by (basis) (rate(qkd_sifted_detections_total{{link="$link", intensity="signal"}}[$__rate_interval]))',
+               Q('sum by (basis) (rate(qkd_sifted_detections_total{link="$link", intensity="signal"}[$__rate_interval]))',
                  "{{basis}} sifted"),
-               Q(f'sum by (basis) (rate(qkd_errors_total{{link="$link", intensity="signal"}}[$__rate_interval]))',
+               Q('sum by (basis) (rate(qkd_errors_total{link="$link", intensity="signal"}[$__rate_interval]))',
                  "{{basis}} errors"), log=True),
             ts("Dark counts: vacuum gain vs baseline", "percentunit",
                f"Clicks on empty pulses ({b.smoothing} average) against the band of x{k} around the {b.window} "

@@ -173,7 +173,6 @@ def slo_groups(c: MonitoringConfig, slo: SLO) -> list[Group]:
         Record(slo_record(slo, slo.period), slo_error_ratio(slo, slo.period), labels),
         Record(slo_budget_record(slo), f"1 - {slo_record(slo, slo.period)} / (1 - {num(slo.objective)})", labels),
     ]
-    budget = num(1 - slo.objective)
     alerts = []
     for burn in slo.burn_alerts:
         branches = []

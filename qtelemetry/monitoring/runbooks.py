@@ -58,7 +58,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 "rise can also be an intercept-resend attack: the protocol stays secure (it distils less or no "
                 "key), but the cause must be known."),
         confirm=(f"qkd_qber_ratio{L}", f"qkd_qber_upper_bound_ratio{L}",
-                 f"qkd_secret_key_rate_bits_per_second{L}", f"qkd_gain_ratio{{link=\"<link>\", intensity=\"vacuum\"}}"),
+                 f"qkd_secret_key_rate_bits_per_second{L}", 'qkd_gain_ratio{link="<link>", intensity="vacuum"}'),
         mitigation=(
             "Open the link dashboard: is only one basis affected (polarisation or phase drift in that basis) or "
             "both (noise: dark counts, stray light, detector temperature)?",
@@ -145,7 +145,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      f"{b.window} median: a step, not ageing. +Inf means no light above the dark counts."),
             impact="Key rate drops by the same factor as the transmittance (3 dB halves it) or to zero.",
             confirm=(f"{loss_smooth}{L} - {loss_base}{L}", f"qkd_channel_loss_db{L}",
-                     f"qkd_gain_ratio{{link=\"<link>\", intensity=\"signal\"}}"),
+                     'qkd_gain_ratio{link="<link>", intensity="signal"}'),
             mitigation=(
                 "Ask for fibre work, patching or construction along the route at the time of the step.",
                 "OTDR the fibre to locate a bend, crushed cable or bad splice; reroute to a spare pair.",
