@@ -88,8 +88,13 @@ def sample(links: np.ndarray, seed: int = 1, pulses: int = PULSES) -> tuple[dict
     cells, acc = ent.outcome_probabilities(*links, TEST_FRACTION)
     counts = ent.sample_window(np.random.default_rng(seed), pulses, cells, acc)
     n = links.shape[1]
-    est = ent.BBM92.estimate(counts, np.ones(n), {"ec_efficiency": np.full(n, F_EC)}, 0.99)
+    est = ent.BBM92.estimate(counts, np.ones(n), params(n), 0.99)
     return counts, est
+
+
+def params(n: int) -> dict[str, np.ndarray]:
+    """Estimator parameters; detector efficiencies of 1 make the arms' η the whole channel."""
+    return {"ec_efficiency": np.full(n, F_EC), "detector_efficiency_a": np.ones(n), "detector_efficiency_b": np.ones(n)}
 
 
 def model(links: np.ndarray) -> dict[str, np.ndarray]:
@@ -179,7 +184,10 @@ def test_key_rate_matches_mfl():
     sigma = np.sqrt(rate**2 / n + 2 * (slope * e_sigma) ** 2)
     assert np.all(rate > 0)
     assert np.all(np.abs(est["asymptotic_key_rate_bps"] - rate) < Z_TOL * sigma)
-    assert np.all((est["secret_key_rate_bps"] > 0) & (est["secret_key_rate_bps"] < est["asymptotic_key_rate_bps"]))
+    # the finite-size penalty: below the asymptotic rate everywhere; the lossy third link sits
+    # so close to its limit that its finite-size rate is 0 in about half the seeds
+    assert np.all((0 <= est["secret_key_rate_bps"]) & (est["secret_key_rate_bps"] < est["asymptotic_key_rate_bps"]))
+    assert np.all(est["secret_key_rate_bps"][:2] > 0)
 
 
 def test_finite_key_converges_to_asymptotic():
@@ -192,7 +200,7 @@ def test_no_counts_gives_nan_without_warnings():
     zeros = {k: np.zeros((2, *s)) for k, s in ent.BBM92.count_shapes.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        est = ent.BBM92.estimate(zeros, np.array([1.0, 0.0]), {"ec_efficiency": np.full(2, F_EC)}, 0.99)
+        est = ent.BBM92.estimate(zeros, np.array([1.0, 0.0]), params(2), 0.99)
         assert set(est) >= {"chsh_s", "chsh_s_stddev", "fidelity_lower_bound", "car", "qber_z", "visibility_x"}
         for key, values in est.items():
             assert values.shape == (2,)
@@ -208,12 +216,16 @@ def test_inconsistent_counts_are_flagged():
     bad["errors"][0, 0] = bad["coincidences"][0, 0, 0] + 1
     bad["accidentals"][1] = bad["pulses"][1] + 1
     assert list(ent.BBM92.consistent(bad)) == [False, False]
+    lonely = {k: v.copy() for k, v in counts.items()}
+    lonely["singles"][0, 1] = 0  # fewer clicks at B than coincidences
+    assert list(ent.BBM92.consistent(lonely)) == [False, True]
 
 
 def test_registered():
     assert PROTOCOLS["bbm92-spdc"] is ent.BBM92
     shapes = ent.BBM92.count_shapes
-    assert shapes == {"pulses": (), "coincidences": (2, 2), "errors": (2,), "chsh": (4, 2), "accidentals": ()}
+    assert shapes == {"pulses": (), "coincidences": (2, 2), "errors": (2,), "chsh": (4, 2), "accidentals": (),
+                      "singles": (2,)}
 
 
 def test_empty_windows_say_why_there_is_no_estimate():
@@ -226,3 +238,23 @@ def test_empty_windows_say_why_there_is_no_estimate():
     reasons = HERALDED.no_estimate(attempts_only)
     assert reasons["no_attempts"].tolist() == [True, False]
     assert reasons["no_heralds"].tolist() == [False, True]
+
+
+def test_klyshko_efficiency_recovers_each_arm_and_the_channel_loss():
+    """Klyshko (1980): η_A ≈ (C − A)/S_B. Model value: true coincidences per B click, from the MFL
+    probabilities; it equals the configured arm transmittance up to multi-pair and dark-count
+    corrections, which the weak first link keeps below 3%."""
+    counts, est = sample(LINKS)
+    q, acc = model(LINKS)["q"], model(LINKS)["acc"]
+    singles = np.stack([ent.singles_probability(LINKS[0], LINKS[1], LINKS[3]),
+                        ent.singles_probability(LINKS[0], LINKS[2], LINKS[4])], axis=-1)
+    expected = (q - acc)[:, None] / singles[:, ::-1]
+    sigma = expected * np.sqrt(1 / (PULSES * q)[:, None] + 1 / (PULSES * singles[:, ::-1]))
+    measured = np.stack([est["heralding_efficiency_a"], est["heralding_efficiency_b"]], axis=-1)
+    assert np.all(np.abs(measured - expected) < Z_TOL * sigma)
+    assert measured[0] == pytest.approx([0.10, 0.10], rel=0.03)
+    assert est["loss_db"][0] == pytest.approx(20.0, abs=0.3)  # -10 log10(0.1 × 0.1)
+    # PLOB at the end-to-end transmittance η_A·η_B, times the pump rate (1 window of 1 s)
+    eta = measured[:, 0] * measured[:, 1]
+    np.testing.assert_allclose(est["plob_bound_bps"], -np.log2(1 - eta) * PULSES, rtol=1e-9)
+    assert np.all(est["plob_ratio"] < 1)

@@ -118,7 +118,14 @@ def test_scrape_finds_entanglement_metrics(start_exporter):
     assert 0 < value(samples, "qent_fidelity_lower_bound_ratio", **pair) < 1 - 1.5 * e
     assert value(samples, "qent_coincidence_to_accidental", **pair) > 10
     asymptotic = value(samples, "qkd_asymptotic_secret_key_rate_bits_per_second", **pair)
-    assert 0 < value(samples, "qkd_secret_key_rate_bits_per_second", **pair) < asymptotic
+    finite = value(samples, "qkd_secret_key_rate_bits_per_second", **pair)
+    assert 0 < finite < asymptotic
+    # channel loss from both arms' Klyshko efficiencies: 20 km × 0.2 dB/km end to end
+    assert value(samples, "qkd_channel_loss_db", **pair) == pytest.approx(4.0, abs=0.3)
+    assert value(samples, "qent_heralding_efficiency_ratio", side="a", **pair) == pytest.approx(eta, rel=0.05)
+    plob = value(samples, "qkd_repeaterless_bound_bits_per_second", **pair)
+    assert plob == pytest.approx(-math.log2(1 - 10 ** -0.4) * 1e8, rel=0.05)  # 1e8 pump pulses/s
+    assert value(samples, "qkd_repeaterless_bound_ratio", **pair) == pytest.approx(finite / plob, rel=0.05)
 
     # heralded pairs: Barrett–Kok η²/2 per attempt, fidelity after the herald delay and storage
     eta_arm = 0.4 * 0.9 * 10 ** (-1 * 0.2 / 10)

@@ -53,7 +53,12 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
         return self
 
     def estimation_params(self) -> dict[str, float]:
-        return {"ec_efficiency": self.ec_efficiency}
+        return {"ec_efficiency": self.ec_efficiency, "detector_efficiency_a": self.detector_efficiency_a,
+                "detector_efficiency_b": self.detector_efficiency_b}
+
+    def nominal_loss_db(self) -> float:
+        """End-to-end channel loss (both arms, insertion loss included), dB."""
+        return self.fiber_length_km * self.attenuation_db_per_km + self.insertion_loss_db
 
     def build(self, window_s: float) -> "SimulatedSPDC":
         return SimulatedSPDC(self, window_s)

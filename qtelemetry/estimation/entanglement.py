@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.protocols import Counts, Estimates
+from qtelemetry.estimation.repeaterless import plob_bound, plob_fraction
 from qtelemetry.estimation.stats import clopper_pearson_upper, ratio
 
 Array = NDArray[np.float64]
@@ -33,6 +34,7 @@ BASES = ("Z", "X")
 #: CHSH settings (a_i, b_j) with analyser angles a0 = 0°, a1 = 45°, b0 = 22.5°, b1 = 67.5°
 CHSH_SETTINGS = ("a0b0", "a0b1", "a1b0", "a1b1")
 OUTCOMES = ("same", "different")
+SIDES = ("a", "b")
 #: sign of each setting's correlator in S = E00 − E01 + E10 + E11 (CHSH, PRL 23, 880 (1969))
 CHSH_SIGNS = np.array([1.0, -1.0, 1.0, 1.0])
 #: ideal correlator of each setting for |Φ+⟩: E(α, β) = cos 2(α − β) at the angles above
@@ -196,6 +198,19 @@ def phase_error_upper(
     return np.minimum(clopper_pearson_upper(test_errors, test_size, 1.0 - eps) + hoeffding, 0.5)
 
 
+def klyshko_efficiency(coincidences: ArrayLike, accidentals: ArrayLike, singles: ArrayLike) -> Array:
+    """Heralding (Klyshko) efficiency of each arm, (links, side): η_A = (C − A)/S_B, η_B = (C − A)/S_A.
+
+    Klyshko, Sov. J. Quantum Electron. 10, 1112 (1980): a click at one side heralds a photon
+    in the other arm, found there with that arm's total transmittance (fiber × detector).
+    True coincidences C − A remove the accidental background counted in a delayed window.
+    """
+    true = np.asarray(coincidences, float) - np.asarray(accidentals, float)
+    singles = np.asarray(singles, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.clip(true[..., None] / singles[..., ::-1], 0.0, 1.0)
+
+
 # --- model: per-pulse outcome probabilities and a window sampler ---------------------------
 
 
@@ -208,10 +223,10 @@ def outcome_probabilities(
     misalignment: ArrayLike,
     test_fraction: ArrayLike,
 ) -> tuple[Array, Array]:
-    """Per-pulse probabilities of the counted outcomes: (cells (…, 14), delayed-window accidental).
+    """Per-pulse probabilities of the counted outcomes: (cells (…, 16), delayed-window accidental).
 
     Cells, in order: bit error Z, X; correct bit Z, X; coincidence with bases ZX, XZ; CHSH
-    (setting, same/different) flattened. Key rounds (1 − test_fraction): each side picks Z or
+    (setting, same/different) flattened; a click at A only, at B only (singles without partner). Key rounds (1 − test_fraction): each side picks Z or
     X with probability ½ (passive beam splitter); matching bases err with E_λ. Test rounds: one
     of the four CHSH settings uniformly; outcomes agree with probability (1 + V·E_ideal)/2,
     V = 1 − 2E_λ, because the MFL noise (multi-pair, background, misalignment) is isotropic.
@@ -224,8 +239,10 @@ def outcome_probabilities(
     corr = visibility(e)[..., None] * CHSH_IDEAL
     chsh_cells = np.stack([test * (1.0 + corr) / 2.0, test * (1.0 - corr) / 2.0], axis=-1)
     err = np.broadcast_to(key * e[..., None], chsh_cells.shape[:-2] + (2,))
+    lone = np.stack([singles_probability(lam, eta_a, y0_a) - q, singles_probability(lam, eta_b, y0_b) - q], axis=-1)
     cells = np.concatenate(
-        [err, key - err, np.broadcast_to(key, err.shape), chsh_cells.reshape(*chsh_cells.shape[:-2], 8)], axis=-1
+        [err, key - err, np.broadcast_to(key, err.shape), chsh_cells.reshape(*chsh_cells.shape[:-2], 8),
+         np.broadcast_to(lone, err.shape)], axis=-1
     )
     return cells, accidental_probability(lam, eta_a, eta_b, y0_a, y0_b)
 
@@ -251,7 +268,9 @@ def sample_window(
     err, correct, mixed = draw[..., 0:2], draw[..., 2:4], draw[..., 4:6]
     sifted = err + correct
     coincidences = np.stack([sifted[..., 0], mixed[..., 0], mixed[..., 1], sifted[..., 1]], -1).reshape(*lead, 2, 2)
+    paired = draw[..., :14].sum(axis=-1, keepdims=True)
     return {
+        "singles": paired + draw[..., 14:16],
         "pulses": n.astype(float),
         "coincidences": coincidences,
         "errors": err,
@@ -274,17 +293,20 @@ class BBM92Protocol:
         "errors": (BASES,),  # matching-basis coincidences whose bits disagree
         "chsh": (CHSH_SETTINGS, OUTCOMES),  # test-round coincidences by setting and outcome
         "accidentals": (),  # coincidences between arms in a window delayed by whole pulses
+        "singles": (SIDES,),  # clicks at each receiver, with or without a partner
     }
     count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
-    param_names: tuple[str, ...] = ("ec_efficiency",)
+    param_names: tuple[str, ...] = ("ec_efficiency", "detector_efficiency_a", "detector_efficiency_b")
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
-        """All coincidences ≤ pulses, accidentals ≤ pulses, errors ≤ matching-basis coincidences."""
+        """Coincidences ≤ each side's singles ≤ pulses, accidentals ≤ pulses, errors ≤ matching-basis coincidences."""
         pulses = counts["pulses"]
         coinc = counts["coincidences"]
         total = coinc.sum(axis=(-2, -1)) + counts["chsh"].sum(axis=(-2, -1))
         diag = np.diagonal(coinc, axis1=-2, axis2=-1)
-        return (total <= pulses) & (counts["accidentals"] <= pulses) & np.all(counts["errors"] <= diag, axis=-1)
+        singles = counts["singles"]
+        return ((total[..., None] <= singles).all(axis=-1) & (singles <= pulses[..., None]).all(axis=-1)
+                & (counts["accidentals"] <= pulses) & np.all(counts["errors"] <= diag, axis=-1))
 
     def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
         """Why a link's window supports no estimate: no coincidences in it at all."""
@@ -310,7 +332,15 @@ class BBM92Protocol:
         finite = bbm92_rate(sifted_rate, qber, phase_upper, f).sum(axis=-1)
         pair_upper = clopper_pearson_upper(errors, sifted, per_basis)
         usable = np.all(sifted > 0, axis=-1)
+        heralding = klyshko_efficiency(all_coinc, sums["accidentals"], sums["singles"])
+        channel = heralding[:, 0] / params["detector_efficiency_a"] * heralding[:, 1] / params["detector_efficiency_b"]
+        pulse_rate = ratio(sums["pulses"], duration_s)
         return {
+            "heralding_efficiency_a": heralding[:, 0],
+            "heralding_efficiency_b": heralding[:, 1],
+            "loss_db": -10.0 * np.log10(channel),
+            "plob_bound_bps": plob_bound(channel) * pulse_rate,
+            "plob_ratio": np.where(usable, plob_fraction(ratio(finite, pulse_rate), channel), np.nan),
             "coincidence_rate": ratio(all_coinc, duration_s),
             "accidental_rate": ratio(sums["accidentals"], duration_s),
             "car": coincidence_to_accidental(all_coinc, sums["accidentals"]),
