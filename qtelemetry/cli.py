@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault``."""
 
 from __future__ import annotations
 
