@@ -61,7 +61,6 @@ class Snapshot:
     faults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     estimation_count: int = 0
     estimation_seconds_sum: float = 0.0
-    last_estimation_seconds: float = float("nan")
 
 
 class ProtocolGroup:
@@ -148,7 +147,8 @@ class Pipeline:
         self._skipped: Counter[tuple[str, str]] = Counter()
         self._key_supply: dict[str, KeySupply] = {}
         self._faults: dict[str, tuple[str, ...]] = {}
-        self._timing = (0, 0.0, float("nan"))
+        self._estimations = 0
+        self._estimation_seconds = 0.0
         self.snapshot = Snapshot(links=tuple(config.links))
 
     @property
@@ -232,8 +232,8 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         for group in self.groups.values():
             self._count_skipped(group)
-        count, total, _ = self._timing
-        self._timing = (count + 1, total + elapsed, elapsed)
+        self._estimations += 1
+        self._estimation_seconds += elapsed
         self.snapshot = Snapshot(
             links=tuple(self.config.links),
             groups=groups,
@@ -244,9 +244,8 @@ class Pipeline:
             skipped=MappingProxyType(dict(self._skipped)),
             key_supply=MappingProxyType(dict(self._key_supply)),
             faults=MappingProxyType(dict(self._faults)),
-            estimation_count=self._timing[0],
-            estimation_seconds_sum=self._timing[1],
-            last_estimation_seconds=elapsed,
+            estimation_count=self._estimations,
+            estimation_seconds_sum=self._estimation_seconds,
         )
         return self.snapshot
 

@@ -188,5 +188,3 @@ METRICS: tuple[Metric, ...] = (
            "Wall time of one estimation cycle over all links.", ()),
     Metric("qtelemetry_links", "gauge", "", "Links configured in this exporter, by protocol.", ("protocol",)),
 )
-
-BY_NAME = {metric.name: metric for metric in METRICS}

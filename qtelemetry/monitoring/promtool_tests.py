@@ -68,7 +68,6 @@ def rep(value: str, n: int) -> str:
     return " ".join([value] * n)
 
 
-Z = {"basis": "Z"}
 VAC = {"intensity": "vacuum"}
 
 
