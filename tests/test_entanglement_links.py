@@ -113,7 +113,7 @@ def test_scrape_finds_entanglement_metrics(start_exporter):
         assert abs(qber - e) < 5 * math.sqrt(e * (1 - e) / window_coincidences)
         assert value(samples, "qent_visibility_ratio", basis=basis, **pair) == pytest.approx(1 - 2 * qber)
         assert qber < value(samples, "qkd_qber_upper_bound_ratio", basis=basis, **pair)
-    s, sigma = value(samples, "qent_chsh_s", **pair), value(samples, "qent_chsh_s_stddev", **pair)
+    s, sigma = value(samples, "qent_chsh_value", **pair), value(samples, "qent_chsh_value_stddev", **pair)
     assert abs(s - 2 * math.sqrt(2) * (1 - 2 * e)) < 5 * sigma and s - 5 * sigma > 2
     assert 0 < value(samples, "qent_fidelity_lower_bound_ratio", **pair) < 1 - 1.5 * e
     assert value(samples, "qent_coincidence_to_accidental", **pair) > 10

@@ -14,7 +14,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric as Family,
-    SummaryMetricFamily,
+    HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -26,7 +26,7 @@ FAMILIES = {
     "gauge": GaugeMetricFamily,
     "counter": CounterMetricFamily,
     "info": InfoMetricFamily,
-    "summary": SummaryMetricFamily,
+    "histogram": HistogramMetricFamily,
 }
 
 
@@ -51,7 +51,7 @@ class SnapshotCollector(Collector):
         for metric in METRICS:
             family = _family(metric)
             for labels, value in samples(metric, snap):
-                if metric.type == "summary":
+                if metric.type == "histogram":
                     family.add_metric(labels, **value)
                 else:
                     family.add_metric(labels, value)

@@ -4,7 +4,7 @@ For sites whose pipeline is an OpenTelemetry Collector rather than a Prometheus 
 instruments' callbacks read the same snapshot, through the same ``samples``, as the Prometheus
 collector, so both outputs always agree. Counters become monotonic cumulative sums, gauges
 gauges, ``_info`` metrics a gauge of 1 with the metadata as attributes; the estimation-duration
-summary has no observable OpenTelemetry equivalent and is left to the Prometheus output.
+histogram has no observable OpenTelemetry equivalent and is left to the Prometheus output.
 """
 
 from __future__ import annotations

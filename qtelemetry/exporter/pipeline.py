@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
@@ -30,8 +30,12 @@ log = logging.getLogger(__name__)
 
 #: Reasons the pipeline itself can drop a batch for; exported as 0 from the start, so that
 #: rate() and increase() see every series before its first error (drivers may add their own).
-PIPELINE_REASONS = ("driver_exception", "stalled", "malformed_batch", "invalid_counts",
+PIPELINE_REASONS = ("driver_exception", "stalled", "overflow", "malformed_batch", "invalid_counts",
                     "inconsistent_counts", "invalid_key_supply", "inconsistent_key_supply")
+
+
+#: Upper bounds (s) of the estimation-duration histogram buckets.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,12 @@ class Snapshot:
     #: generated/requested/delivered bits (levels as last reported)
     key_supply: Mapping[str, KeySupply] = field(default_factory=dict)
     faults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    estimation_count: int = 0
+    #: cumulative counts of cycles per ``DURATION_BUCKETS`` upper bound (then +Inf), and their sum
+    estimation_buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
     estimation_seconds_sum: float = 0.0
+    cycles_skipped: int = 0
+    published_at: float = 0.0
+    window_seconds: float = 0.0
 
 
 class ProtocolGroup:
@@ -147,9 +155,11 @@ class Pipeline:
         self._skipped: Counter[tuple[str, str]] = Counter()
         self._key_supply: dict[str, KeySupply] = {}
         self._faults: dict[str, tuple[str, ...]] = {}
-        self._estimations = 0
+        self._buckets = np.zeros(len(DURATION_BUCKETS) + 1, dtype=np.int64)
         self._estimation_seconds = 0.0
-        self.snapshot = Snapshot(links=tuple(config.links))
+        self._cycles_skipped = 0
+        self.snapshot = Snapshot(links=tuple(config.links), window_seconds=exporter.window_seconds,
+                                 published_at=time.time())
 
     @property
     def drivers(self) -> dict[str, Driver]:
@@ -189,11 +199,15 @@ class Pipeline:
 
     def _estimate_loop(self) -> None:
         window = self.config.exporter.window_seconds
-        while not self._stop.wait(window):
+        next_tick = time.monotonic() + window
+        while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
             try:
                 self.cycle()
             except Exception:  # pragma: no cover - last line of defence, logged with traceback
                 log.exception("estimation cycle failed")
+            missed = int((time.monotonic() - next_tick) // window)
+            self._cycles_skipped += missed
+            next_tick += (missed + 1) * window
 
     def _fail(self, link: str, reason: str, message: str) -> None:
         self._errors[(link, reason)] += 1
@@ -202,6 +216,7 @@ class Pipeline:
 
     def cycle(self) -> Snapshot:
         """Drain new batches, validate, estimate every protocol group once, publish a Snapshot."""
+        started = time.perf_counter()
         pending: dict[str, list[tuple[str, CountBatch]]] = {name: [] for name in self.groups}
         while True:
             try:
@@ -212,7 +227,6 @@ class Pipeline:
                 self._fail(link, item.reason, str(item))
             else:
                 pending[self._group_of[link]].append((link, item))
-        started = time.perf_counter()
         for name, group in self.groups.items():
             self._ingest(group, pending[name])
         now = time.time()
@@ -229,11 +243,8 @@ class Pipeline:
             )
             for name, group in self.groups.items()
         )
-        elapsed = time.perf_counter() - started
         for group in self.groups.values():
             self._count_skipped(group)
-        self._estimations += 1
-        self._estimation_seconds += elapsed
         self.snapshot = Snapshot(
             links=tuple(self.config.links),
             groups=groups,
@@ -244,9 +255,14 @@ class Pipeline:
             skipped=MappingProxyType(dict(self._skipped)),
             key_supply=MappingProxyType(dict(self._key_supply)),
             faults=MappingProxyType(dict(self._faults)),
-            estimation_count=self._estimations,
-            estimation_seconds_sum=self._estimation_seconds,
         )
+        elapsed = time.perf_counter() - started
+        self._buckets[np.searchsorted(DURATION_BUCKETS, elapsed)] += 1
+        self._estimation_seconds += elapsed
+        self.snapshot = replace(
+            self.snapshot, estimation_buckets=tuple(np.cumsum(self._buckets).tolist()),
+            estimation_seconds_sum=self._estimation_seconds, cycles_skipped=self._cycles_skipped,
+            published_at=time.time(), window_seconds=self.config.exporter.window_seconds)
         return self.snapshot
 
     def _ingest(self, group: ProtocolGroup, batches: list[tuple[str, CountBatch]]) -> None:

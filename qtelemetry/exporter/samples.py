@@ -1,7 +1,7 @@
 """Snapshot → samples of each catalogue metric, shared by the Prometheus and OpenTelemetry outputs.
 
 A sample is (label values in the order of ``Metric.labels``, value). Info metrics carry their
-labels as a dict value; the summary carries ``count_value``/``sum_value``. NaN estimates (no data,
+labels as a dict value; the histogram carries ``buckets``/``sum_value``. NaN estimates (no data,
 nothing to estimate from) are left out rather than exported.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from typing import Any, Callable, Iterator
 
 from qtelemetry import __version__
 from qtelemetry.config import LinkConfig
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.exporter.pipeline import GroupSnapshot, Snapshot
+from qtelemetry.exporter.pipeline import DURATION_BUCKETS, GroupSnapshot, Snapshot
 from qtelemetry.monitoring.catalogue import Metric
 
 Samples = Iterator[tuple[list[str], Any]]
@@ -64,8 +65,14 @@ SNAPSHOT_SAMPLES: dict[str, Callable[[Snapshot], Samples]] = {
     "qkd_key_requested_bits": _key_supply("requested_bits"),
     "qkd_key_delivered_bits": _key_supply("delivered_bits"),
     "qtelemetry_build": lambda snap: iter([([], {"version": __version__})]),
-    "qtelemetry_estimation_duration_seconds": lambda snap: iter(
-        [([], {"count_value": snap.estimation_count, "sum_value": snap.estimation_seconds_sum})]),
+    "qlink_data_age_seconds": _per_link(lambda snap, link: time.time() - snap.last_update[link.name]
+                                        if link.name in snap.last_update else None),
+    "qtelemetry_estimation_duration_seconds": lambda snap: iter([([], {
+        "buckets": [(str(le), n) for le, n in zip((*DURATION_BUCKETS, "+Inf"), snap.estimation_buckets)],
+        "sum_value": snap.estimation_seconds_sum})]),
+    "qtelemetry_estimation_lag_seconds": lambda snap: iter([([], time.time() - snap.published_at)]),
+    "qtelemetry_estimation_interval_seconds": lambda snap: iter([([], snap.window_seconds)]),
+    "qtelemetry_estimation_cycles_skipped": lambda snap: iter([([], snap.cycles_skipped)]),
     "qtelemetry_links": _links_by_protocol,
 }
 

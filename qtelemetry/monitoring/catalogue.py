@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-MetricType = Literal["gauge", "counter", "info", "summary"]
+MetricType = Literal["gauge", "counter", "info", "histogram"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("qlink_up", "gauge", "", "1 if the link's driver delivered a valid batch recently, else 0."),
     Metric("qlink_last_update_timestamp_seconds", "gauge", "seconds",
            "Unix time of the last valid batch from the link's driver."),
+    Metric("qlink_data_age_seconds", "gauge", "seconds",
+           "Age of the newest data in the link's published estimates, computed when scraped; grows while the "
+           "driver or the estimator is stuck."),
     Metric("qlink_batches", "counter", "", "Valid acquisition windows received from the driver."),
     Metric("qlink_driver_errors", "counter", "",
            "Batches lost to driver failures or impossible data, by reason.", ("link", "reason")),
@@ -147,10 +150,10 @@ METRICS: tuple[Metric, ...] = (
            protocol=BBM92, source="car"),
     Metric("qent_visibility_ratio", "gauge", "ratio", "Two-photon visibility 1 - 2 QBER (0-1), by basis.",
            ("link", "basis"), BBM92, series=((("Z",), "visibility_z"), (("X",), "visibility_x"))),
-    Metric("qent_chsh_s", "gauge", "",
+    Metric("qent_chsh_value", "gauge", "",
            "Absolute CHSH value S from the test rounds: above 2 violates local realism, 2.83 for a perfect Bell pair.",
            protocol=BBM92, source="chsh_s"),
-    Metric("qent_chsh_s_stddev", "gauge", "", "Standard deviation of the CHSH value from the four correlators' counts.",
+    Metric("qent_chsh_value_stddev", "gauge", "", "Standard deviation of the CHSH value from the four correlators' counts.",
            protocol=BBM92, source="chsh_s_stddev"),
     Metric("qent_fidelity_lower_bound_ratio", "gauge", "ratio",
            "Lower confidence bound on the Bell-state fidelity of detected pairs, 1 - e_Z - e_X with Clopper-Pearson bounds.",
@@ -184,7 +187,15 @@ METRICS: tuple[Metric, ...] = (
            protocol=HERALDED, source="fidelity_upper"),
     # --- the exporter itself ----------------------------------------------------------------
     Metric("qtelemetry_build", "info", "", "qtelemetry version.", ("version",)),
-    Metric("qtelemetry_estimation_duration_seconds", "summary", "seconds",
-           "Wall time of one estimation cycle over all links.", ()),
+    Metric("qtelemetry_estimation_duration_seconds", "histogram", "seconds",
+           "Wall time of whole estimation cycles over all links: sampling, drain, validation, estimation, publication.",
+           ()),
+    Metric("qtelemetry_estimation_lag_seconds", "gauge", "seconds",
+           "Time since the last completed estimation cycle, computed when scraped; above a few windows the "
+           "exporter is falling behind.", ()),
+    Metric("qtelemetry_estimation_interval_seconds", "gauge", "seconds",
+           "Configured acquisition window: the period of the estimation cycle.", ()),
+    Metric("qtelemetry_estimation_cycles_skipped", "counter", "",
+           "Estimation cycles skipped because the previous cycle overran its window (overload).", ()),
     Metric("qtelemetry_links", "gauge", "", "Links configured in this exporter, by protocol.", ("protocol",)),
 )

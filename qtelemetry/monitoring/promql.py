@@ -45,9 +45,9 @@ def sample_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for metric in METRICS:
         names[metric.sample_name] = metric.name
-        if metric.type == "summary":
-            names[metric.name + "_sum"] = metric.name
-            names[metric.name + "_count"] = metric.name
+        if metric.type == "histogram":
+            for suffix in ("_bucket", "_sum", "_count"):
+                names[metric.name + suffix] = metric.name
     return names
 
 

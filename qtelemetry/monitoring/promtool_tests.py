@@ -170,15 +170,15 @@ def cases() -> list[Case]:
             "qtelemetry_estimation_duration_seconds_sum": "0+6x30",
             "qtelemetry_estimation_duration_seconds_count": "0+60x30"}, "28m"),
         # --- entanglement ---------------------------------------------------------------------
-        Case("EntanglementCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_s"): "2.7x5 1.9x10"}, "12m",
+        Case("EntanglementCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_value"): "2.7x5 1.9x10"}, "12m",
              (Fires(link(), 1.9),)),
-        Case("EntanglementCHSHNoViolation", "S = 2.1 still violates", {sel("qent_chsh_s"): "2.1x15"}, "12m"),
+        Case("EntanglementCHSHNoViolation", "S = 2.1 still violates", {sel("qent_chsh_value"): "2.1x15"}, "12m"),
         Case("EntanglementCHSHViolationWeak", "S = 2.1 with sigma 0.05", {
-            sel("qent_chsh_s"): "2.1x30", sel("qent_chsh_s_stddev"): "0.05x30"}, "20m", (Fires(link(), 1.95),)),
+            sel("qent_chsh_value"): "2.1x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m", (Fires(link(), 1.95),)),
         Case("EntanglementCHSHViolationWeak", "S = 2.68 with sigma 0.007", {
-            sel("qent_chsh_s"): "2.68x30", sel("qent_chsh_s_stddev"): "0.007x30"}, "20m"),
+            sel("qent_chsh_value"): "2.68x30", sel("qent_chsh_value_stddev"): "0.007x30"}, "20m"),
         Case("EntanglementCHSHViolationWeak", "S <= 2 is EntanglementCHSHNoViolation's, not this one's", {
-            sel("qent_chsh_s"): "1.9x30", sel("qent_chsh_s_stddev"): "0.05x30"}, "20m"),
+            sel("qent_chsh_value"): "1.9x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m"),
         Case("EntanglementFidelityLow", "fidelity lower bound 85%", {
             sel("qent_fidelity_lower_bound_ratio"): "0.85x30"}, "20m", (Fires(link(), 0.85),)),
         Case("EntanglementFidelityLow", "fidelity lower bound 94.6%", {

@@ -395,7 +395,7 @@ def entanglement_alerts(c: MonitoringConfig) -> list[Alert]:
     car_smooth, car_base = baseline_names("qent_coincidence_rate_per_second", c)
     _, herald_base = baseline_names("qent_heralding_success_probability_ratio", c)
     return [
-        Alert("EntanglementCHSHNoViolation", "qent_chsh_s <= 2", "5m", "critical",
+        Alert("EntanglementCHSHNoViolation", "qent_chsh_value <= 2", "5m", "critical",
               summary="Entangled link [[link]] no longer violates the CHSH inequality",
               description=(
                   "The CHSH value S of link [[link]] is [[value]], at or below the classical limit 2 "
@@ -403,8 +403,8 @@ def entanglement_alerts(c: MonitoringConfig) -> list[Alert]:
                   "distilled (S <= 2 means QBER above 14.6%) and any entanglement-based service on the "
                   "link is down.")),
         Alert("EntanglementCHSHViolationWeak",
-              f"qent_chsh_s - {num(t.chsh_sigmas)} * qent_chsh_s_stddev <= 2\n"
-              f"unless on ({LINK}) qent_chsh_s <= 2", "15m", "warning",
+              f"qent_chsh_value - {num(t.chsh_sigmas)} * qent_chsh_value_stddev <= 2\n"
+              f"unless on ({LINK}) qent_chsh_value <= 2", "15m", "warning",
               summary=f"CHSH violation of [[link]] is below {num(t.chsh_sigmas)} standard deviations",
               description=(
                   f"S - {num(t.chsh_sigmas)} sigma of link [[link]] is [[value]]: the Bell violation is no "

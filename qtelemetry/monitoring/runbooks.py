@@ -283,7 +283,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      "perfect Bell pair): the link's photon pairs show no entanglement."),
             impact=("No key (S <= 2 means QBER above 14.6%), and any service that needs certified entanglement "
                     "on this link is down."),
-            confirm=(f"qent_chsh_s{L}", f"qent_visibility_ratio{L}", f"qent_coincidence_to_accidental{L}"),
+            confirm=(f"qent_chsh_value{L}", f"qent_visibility_ratio{L}", f"qent_coincidence_to_accidental{L}"),
             mitigation=(
                 "Visibility down in one basis: polarisation drift in a fibre - run polarisation compensation.",
                 "Coincidence-to-accidental ratio low: pump power too high (multi-pair emission) or background light.",
@@ -294,7 +294,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             meaning=(f"S minus {num(t.chsh_sigmas)} standard deviations is at or below 2: the Bell violation is not "
                      f"significant at {num(t.chsh_sigmas)} sigma any more."),
             impact="Entanglement cannot be certified with confidence; key rate likely down.",
-            confirm=(f"qent_chsh_s{L}", f"qent_chsh_s_stddev{L}", f"rate(qent_chsh_coincidences_total{L}[10m])"),
+            confirm=(f"qent_chsh_value{L}", f"qent_chsh_value_stddev{L}", f"rate(qent_chsh_coincidences_total{L}[10m])"),
             mitigation=("If S itself fell: as EntanglementCHSHNoViolation. If sigma grew: too few CHSH rounds "
                         "(coincidence rate down, or a smaller CHSH fraction) - check loss and the source.",),
             escalate="Ticket to the link owner.",
