@@ -32,11 +32,9 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from qtelemetry.exporter.collector import SnapshotCollector
-    from qtelemetry.exporter.pipeline import Pipeline
-    from qtelemetry.exporter.server import FaultTarget, MetricsServer
+    from qtelemetry.exporter.exposition import Exposition, layout
+    from qtelemetry.exporter.server import MetricsServer
+    from qtelemetry.runtime.runtime import Runtime
 
     try:
         config = _load(args.config)
@@ -44,12 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    pipeline = Pipeline(config)
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: pipeline.snapshot))
+    runtime = Runtime(config)
+    families = layout(runtime.table, config.exporter.window_seconds)
+    exposition = Exposition(families, lambda: runtime.snapshot)
     try:
-        server = MetricsServer(registry, host, port, config.exporter.web,
-                               FaultTarget(lambda: pipeline.drivers), config.exporter.admin_token())
+        server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
+                               config.exporter.admin_token())
     except OSError as exc:
         print(f"error: listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -59,13 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    pipeline.start()
+    runtime.start()
     server.start()
     otel = None
     if config.exporter.otlp is not None:
         from qtelemetry.exporter.otel import start_otlp
 
-        otel = start_otlp(lambda: pipeline.snapshot, config.exporter.otlp)
+        otel = start_otlp(families, lambda: runtime.snapshot, config.exporter.otlp)
         endpoint = urllib.parse.urlsplit(config.exporter.otlp.endpoint)
         log.info("pushing metrics over OTLP host=%s", endpoint.hostname)  # never credentials in the URL
     bound_host, bound_port = server.address
@@ -77,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if otel is not None:
         otel.shutdown()
     server.close()
-    pipeline.stop()
+    runtime.stop()
     return 0
 
 

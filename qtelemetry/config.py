@@ -99,19 +99,6 @@ class LinkConfig(StrictModel):
     expected_secret_key_rate_bps: float | None = Field(
         None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
 
-    def loss_budget(self) -> float | None:
-        """The configured budget, else the simulator's nominal loss plus a 3 dB margin."""
-        if self.loss_budget_db is not None:
-            return self.loss_budget_db
-        nominal = getattr(self.driver, "nominal_loss_db", None)
-        return None if nominal is None else nominal() + LOSS_MARGIN_DB
-
-    def expected_key_rate(self) -> float | None:
-        if self.expected_secret_key_rate_bps is not None:
-            return self.expected_secret_key_rate_bps
-        model = getattr(self.driver, "expected_secret_key_rate_bps", None)
-        return None if model is None else model()
-
 
 class Config(StrictModel):
     exporter: ExporterConfig = ExporterConfig()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.estimation.protocols import KEY_STORE_KINDS
 from qtelemetry.estimation import entanglement as ent
 from qtelemetry.estimation.decoy import binary_entropy
 
@@ -225,7 +226,7 @@ def test_registered():
     assert PROTOCOLS["bbm92-spdc"] is ent.BBM92
     shapes = ent.BBM92.count_shapes
     assert shapes == {"pulses": (), "coincidences": (2, 2), "errors": (2,), "chsh": (4, 2), "accidentals": (),
-                      "singles": (2,)}
+                      "singles": (2,), **{name: () for name in KEY_STORE_KINDS}}
 
 
 def test_empty_windows_say_why_there_is_no_estimate():

@@ -11,8 +11,7 @@ import pytest
 from conftest import value
 
 from qtelemetry.config import ConfigError, parse_config
-from qtelemetry.drivers.faults import FaultConfig, apply_faults
-from qtelemetry.drivers.simulated import KeyStore
+from qtelemetry.drivers.faults import FAULT_KINDS, FaultConfig
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config, click_model
 from qtelemetry.estimation.bb84 import BB84_DECOY
 
@@ -36,8 +35,10 @@ def test_fault_ramps_holds_and_ends():
     fault = FaultConfig(kind="fiber-bend", start_s=10, ramp_s=4, duration_s=20, magnitude=6)
     levels = [fault.level(t) for t in (9, 10, 12, 14, 30, 34, 34.1)]
     assert levels == [0, 0, 0.5, 1, 1, 1, 0]
-    values, active = apply_faults({"insertion_loss_db": 1.0}, [fault], 12)
-    assert values == {"insertion_loss_db": 4.0} and active == ["fiber-bend"]
+    links = [SimulatedBB84Config(**BASE, insertion_loss_db=1.0, faults=faults) for faults in ([fault], [])]
+    params, active = SimulatedBB84Config.fleet(links, started=0.0).effective_parameters(12)
+    assert params.insertion_loss_db.tolist() == [4.0, 1.0]  # only the faulted link moves
+    assert active[:, FAULT_KINDS.index("fiber-bend")].tolist() == [True, False] and active.sum() == 1
 
 
 def test_intercept_resend_gives_a_quarter_error_on_intercepted_pulses():
@@ -80,11 +81,13 @@ def test_misalignment_drift_adds_to_qber():
 
 
 def test_key_store_drains_when_demand_exceeds_generation():
-    store = KeyStore(capacity_bits=1000, stored_bits=500)
-    supplies = [store.step(generated_bits=100, requested_bits=300) for _ in range(5)]
-    assert [s.stored_bits for s in supplies] == [300, 100, 0, 0, 0]
-    assert [s.delivered_bits for s in supplies] == [300, 300, 200, 100, 100]
-    assert store.step(5000, 0).stored_bits == 1000  # a full store discards the surplus
+    link = SimulatedBB84Config(**BASE, key_buffer_capacity_bits=1000, key_buffer_initial_ratio=0.5)
+    fleet = SimulatedBB84Config.fleet([link, link], started=0.0)
+    supplies = [fleet.step_key_store(np.array([100.0, 0.0]), np.array([300.0, 0.0])) for _ in range(5)]
+    assert [s["key_stored_bits"][0] for s in supplies] == [300, 100, 0, 0, 0]
+    assert [s["key_delivered_bits"][0] for s in supplies] == [300, 300, 200, 100, 100]
+    assert [s["key_stored_bits"][1] for s in supplies] == [500] * 5  # the other link's store is its own
+    assert fleet.step_key_store(np.array([5000.0, 0.0]), np.zeros(2))["key_stored_bits"][0] == 1000  # full: surplus lost
 
 
 def test_fault_that_does_not_apply_is_a_config_error():

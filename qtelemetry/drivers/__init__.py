@@ -1,7 +1,8 @@
 """Link drivers, chosen by ``driver.type`` in the config.
 
-Each driver module defines a config model (with a ``type`` literal, the ``protocol`` its
-counts follow, ``estimation_params()`` and ``build(window_s)``) and the driver it builds.
+Each driver module defines a config model (a ``FleetConfig`` or an ``IODriverConfig``, see
+``qtelemetry.drivers.base``: a ``type`` literal, the ``protocol`` its counts follow) and the
+driver it builds.
 """
 
 from __future__ import annotations

@@ -1,48 +1,49 @@
-"""What a driver hands the estimation core: the raw counts of one link over one window.
+"""What drivers hand the runtime, and the two kinds of driver it runs.
 
-A driver knows how to talk to one kind of source and nothing about Prometheus. The
-runtime calls ``acquire`` from the link's own worker thread once per acquisition window, so a
-driver may block on I/O; a stalled driver delays only its own link.
+A driver knows how to talk to one kind of source and nothing about Prometheus. There are two
+kinds, so that no link costs a thread:
+
+- a **fleet driver** produces one acquisition window for many links at once, as arrays with a
+  leading link axis (the simulators: one vectorised NumPy draw per protocol per window);
+- an **I/O driver** reads one networked device; the runtime polls it from one asyncio event
+  loop with its own interval, timeout and back-off, so a hung device is a pending task.
+
+Counts follow the link's protocol (``qtelemetry.estimation.protocols``); the runtime checks
+every value it receives, so nothing a driver returns can break a cycle for other links.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 
 @dataclass(frozen=True)
-class KeySupply:
-    """Key material of one window as the link's key store reports it, in bits.
-
-    Never key material itself, only amounts (ETSI GS QKD 014 status reports the same:
-    stored_key_count × key_size and max_key_count × key_size).
-    """
-
-    generated_bits: float  #: secret key added to the store during the window
-    requested_bits: float  #: key asked for by applications during the window
-    delivered_bits: float  #: key handed to applications during the window
-    stored_bits: float  #: level of the store at the end of the window
-    capacity_bits: float  #: size of the store
-
-
-@dataclass(frozen=True)
 class CountBatch:
-    """Counts of one link over one acquisition window.
+    """Counts of one link over one acquisition window (from an I/O driver).
 
     ``counts`` maps count names to arrays whose names and shapes are fixed by the link's
-    protocol (see ``qtelemetry.estimation.protocols``), e.g. for decoy BB84
-    ``pulses[intensity]`` and ``errors[basis, intensity]``.
+    protocol, e.g. for decoy BB84 ``pulses[intensity]`` and ``errors[basis, intensity]``.
     """
 
     start: float  #: window start, Unix seconds
     duration_s: float  #: window length, seconds
-    counts: Mapping[str, np.ndarray] = field(default_factory=dict)
-    key_supply: KeySupply | None = None  #: for links whose source reports a key store
-    active_faults: tuple[str, ...] = ()  #: simulated links only: fault kinds in effect
+    counts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetBatch:
+    """One window of every link of a fleet: each count has shape (links, *count shape)."""
+
+    duration_s: float
+    counts: Mapping[str, NDArray[np.float64]]
+    #: (links, len(fault kinds)) mask of the simulated faults acting during the window
+    faults: NDArray[np.bool_] | None = None
 
 
 class DriverError(Exception):
@@ -53,15 +54,35 @@ class DriverError(Exception):
         self.reason = reason
 
 
-class Driver(Protocol):
-    """One source of count batches for one link."""
+class IODriver(Protocol):
+    """One networked source of one link, polled on the runtime's event loop."""
 
-    def acquire(self) -> CountBatch:
-        """Block until the next acquisition window is complete and return its counts."""
+    async def acquire(self) -> CountBatch:
+        """One reading of the device; raise ``DriverError`` with a reason for a known failure."""
         ...
 
-    def close(self) -> None:
-        """Release connections and threads; called once at shutdown."""
+    async def aclose(self) -> None:
+        """Release connections; called once when the link stops."""
+        ...
+
+
+class FaultControl(Protocol):
+    """Faults of one simulated link, as the fault endpoint acts on them."""
+
+    def inject(self, fault: Any) -> Any: ...
+
+    def clear(self, kind: str | None = None) -> int: ...
+
+
+class FleetDriver(Protocol):
+    """All links of one simulated protocol, sampled together."""
+
+    def sample(self, now: float) -> FleetBatch:
+        """Counts of every link from the end of the previous window up to ``now`` (Unix seconds)."""
+        ...
+
+    def faults(self, index: int) -> FaultControl:
+        """Fault control of the link at ``index`` in the fleet's config order."""
         ...
 
 
@@ -69,3 +90,48 @@ class StrictModel(BaseModel):
     """Config model that rejects unknown keys, so a typo is an error, not a silent default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class BaseDriverConfig(StrictModel):
+    """What every driver config declares to the runtime (class variables, not config keys)."""
+
+    #: the LinkProtocol its counts follow
+    protocol: ClassVar[str]
+    #: who computes the link's figures: "qtelemetry" (from counts) or "device" (reported)
+    estimated_by: ClassVar[str] = "qtelemetry"
+    #: reasons its failures are counted under, besides the runtime's own (bounded label values)
+    error_reasons: ClassVar[tuple[str, ...]] = ()
+
+    def estimation_params(self) -> dict[str, float]:
+        """Per-link numbers the protocol's estimator needs from the config."""
+        return {}
+
+
+class FleetConfig(BaseDriverConfig):
+    """A driver config whose links run together as one fleet driver."""
+
+    @classmethod
+    @abstractmethod
+    def fleet(cls, configs: Sequence["FleetConfig"], started: float) -> FleetDriver:
+        """One driver for all ``configs`` (links of this type), windows counted from ``started``."""
+
+    @classmethod
+    def nominal_loss_db(cls, configs: Sequence["FleetConfig"]) -> NDArray[np.float64]:
+        """Modelled channel loss per link, dB; NaN where the model has none."""
+        return np.full(len(configs), np.nan)
+
+    @classmethod
+    def expected_key_rate_bps(cls, configs: Sequence["FleetConfig"]) -> NDArray[np.float64]:
+        """Secret key rate the model promises per link, bit/s; NaN where it has none."""
+        return np.full(len(configs), np.nan)
+
+
+class IODriverConfig(BaseDriverConfig):
+    """A driver config built into one I/O driver per link."""
+
+    poll_interval_seconds: float
+    timeout_seconds: float
+
+    @abstractmethod
+    def build(self) -> IODriver:
+        """The link's driver; it connects on its first ``acquire``."""

@@ -47,7 +47,8 @@ EFFECTS: dict[str, Effect] = {
     "memory-decoherence": Effect("coherence_time_s", "scale", 0.05, "memory coherence time shrinks by this factor"),
 }
 
-FaultKind = Literal[tuple(EFFECTS)]  # type: ignore[valid-type]
+FAULT_KINDS = tuple(EFFECTS)
+FaultKind = Literal[FAULT_KINDS]  # type: ignore[valid-type]
 
 
 class FaultConfig(StrictModel):
@@ -63,23 +64,14 @@ class FaultConfig(StrictModel):
     def effect(self) -> Effect:
         return EFFECTS[self.kind]
 
+    @property
+    def strength(self) -> float:
+        """The magnitude at full strength: the configured one, else the kind's default."""
+        return self.effect.default_magnitude if self.magnitude is None else self.magnitude
+
     def level(self, t: float) -> float:
         """Strength in [0, 1] at time ``t``: 0 before, ramping, 1 while held, 0 after."""
         elapsed = t - self.start_s
         if elapsed < 0 or (self.duration_s is not None and elapsed > self.ramp_s + self.duration_s):
             return 0.0
         return 1.0 if self.ramp_s == 0 else min(1.0, elapsed / self.ramp_s)
-
-
-def apply_faults(values: dict[str, float], faults: list[FaultConfig], t: float) -> tuple[dict[str, float], list[str]]:
-    """Parameter values under the faults active at ``t``, and the kinds that are active."""
-    values = dict(values)
-    active = []
-    for fault in faults:
-        level = fault.level(t)
-        if level > 0:
-            effect = fault.effect
-            magnitude = effect.default_magnitude if fault.magnitude is None else fault.magnitude
-            values[effect.parameter] = effect.apply(values[effect.parameter], magnitude, level)
-            active.append(fault.kind)
-    return values, active

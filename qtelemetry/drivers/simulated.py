@@ -1,24 +1,34 @@
-"""Shared machinery of simulated drivers: real-time pacing, seeded sampling, faults, key store."""
+"""Simulated links as fleets: every link of one simulator sampled in one NumPy call per window.
+
+Per-link physical parameters are columns of a table (one array per config field), so a model
+function written once reads a single config (scalars) or a whole fleet (arrays) alike. Faults
+(scripted, or injected while running) move one parameter of one link over time; they are
+applied per window by looping over the active faults, never over the links.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
-from typing import Generic, TypeVar
+from types import SimpleNamespace
+from typing import ClassVar, Generic, Sequence, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.base import CountBatch, KeySupply, StrictModel
-from qtelemetry.drivers.faults import EFFECTS, FaultConfig, apply_faults
+from qtelemetry.drivers.base import FleetBatch, FleetConfig
+from qtelemetry.drivers.faults import EFFECTS, FAULT_KINDS, FaultConfig
 
 
-class SimulatedConfig(StrictModel):
+class SimulatedConfig(FleetConfig):
     """Fields every simulated link has: a seed and scripted faults."""
 
     seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
     faults: list[FaultConfig] = Field(default_factory=list, description="scripted fault scenarios")
+
+    #: fields that are not physical parameters of the model
+    NOT_PARAMETERS: ClassVar[frozenset[str]] = frozenset({"type", "seed", "faults"})
 
     @model_validator(mode="after")
     def _faults_apply(self) -> "SimulatedConfig":
@@ -42,95 +52,133 @@ def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) 
         raise ValueError(f"fault kind {fault.kind!r} does not apply to this driver (applies: {', '.join(kinds)})")
 
 
+def parameter_table(configs: Sequence[SimulatedConfig]) -> SimpleNamespace:
+    """One array per physical parameter, indexed like ``configs`` (built once, at start)."""
+    names = [n for n in type(configs[0]).model_fields if n not in SimulatedConfig.NOT_PARAMETERS]
+    return SimpleNamespace(**{n: np.array([getattr(c, n) for c in configs]) for n in names})
+
+
+def fleet_rng(configs: Sequence[SimulatedConfig]) -> np.random.Generator:
+    """Reproducible when every link has a seed (the seeds together seed the fleet), else fresh."""
+    seeds = [c.seed for c in configs]
+    return np.random.default_rng(None if None in seeds else np.random.SeedSequence(seeds))
+
+
 C = TypeVar("C", bound=SimulatedConfig)
-K = TypeVar("K", bound=KeyDistillingConfig)
 
 
-class KeyStore:
-    """Key store between the link and its applications: generation fills it, demand drains it."""
+class LinkFaults:
+    """The fault endpoint's handle on one link of a fleet."""
 
-    def __init__(self, capacity_bits: float, stored_bits: float):
-        self.capacity_bits = capacity_bits
-        self.stored_bits = stored_bits
-
-    def step(self, generated_bits: float, requested_bits: float) -> KeySupply:
-        self.stored_bits = min(self.capacity_bits, self.stored_bits + generated_bits)
-        delivered = min(requested_bits, self.stored_bits)
-        self.stored_bits -= delivered
-        return KeySupply(generated_bits, requested_bits, delivered, self.stored_bits, self.capacity_bits)
-
-
-class SimulatedDriver(ABC, Generic[C]):
-    """Emits one window of sampled counts every ``window_s`` seconds of wall time.
-
-    Subclasses implement ``sample``. Faults, from the config or injected while running,
-    modify the physical parameters of each window before sampling.
-    """
-
-    def __init__(self, config: C, window_s: float):
-        self.window_s = window_s
-        self.config = config
-        self._faults = list(config.faults)
-        self._lock = threading.Lock()
-        self._rng = np.random.default_rng(config.seed)
-        self._started = self._next_start = time.time()
-        self._closed = threading.Event()
+    def __init__(self, fleet: "SimulatedFleet", row: int):
+        self._fleet, self._row = fleet, row
 
     def inject(self, fault: FaultConfig) -> FaultConfig:
         """Start a fault now (its ``start_s`` counts from now); raises ValueError if it can't apply."""
-        check_fault_applies(type(self.config), fault)
-        shifted = fault.model_copy(update={"start_s": time.time() - self._started + fault.start_s})
-        with self._lock:
-            self._faults.append(shifted)
-        return shifted
+        return self._fleet.inject(self._row, fault)
 
     def clear(self, kind: str | None = None) -> int:
         """End faults of one kind (all kinds if None); returns how many were ended."""
-        with self._lock:
-            kept = [f for f in self._faults if kind is not None and f.kind != kind]
-            ended, self._faults = len(self._faults) - len(kept), kept
-        return ended
+        return self._fleet.clear(self._row, kind)
 
-    def effective_config(self, t: float) -> tuple[C, list[str]]:
-        """The config with the faults active at ``t`` (seconds since start) applied."""
+
+class SimulatedFleet(ABC, Generic[C]):
+    """Emits one window of sampled counts for all its links each time the runtime asks.
+
+    A window runs from the end of the previous one to the time asked for, so a late cycle
+    yields one longer window rather than lost counts. Subclasses implement ``draw``.
+    """
+
+    def __init__(self, configs: Sequence[C], started: float):
+        self.config_type = type(configs[0])
+        self.params = parameter_table(configs)
+        self.size = len(configs)
+        self._started = self._window_end = started
+        self._rng = fleet_rng(configs)
+        self._lock = threading.Lock()
+        self._faults: dict[int, list[FaultConfig]] = {i: list(c.faults) for i, c in enumerate(configs) if c.faults}
+
+    def faults(self, index: int) -> LinkFaults:
+        return LinkFaults(self, index)
+
+    def inject(self, row: int, fault: FaultConfig) -> FaultConfig:
+        check_fault_applies(self.config_type, fault)
         with self._lock:
-            faults = list(self._faults)
-        touched = {f.effect.parameter for f in faults}
-        base = {name: getattr(self.config, name) for name in touched}
-        values, active = apply_faults(base, faults, t)
-        return self.config.model_copy(update=values), active
+            shifted = fault.model_copy(update={"start_s": self._window_end - self._started + fault.start_s})
+            self._faults.setdefault(row, []).append(shifted)
+        return shifted
+
+    def clear(self, row: int, kind: str | None) -> int:
+        with self._lock:
+            faults = self._faults.get(row, [])
+            kept = [f for f in faults if kind is not None and f.kind != kind]
+            self._faults[row] = kept
+        return len(faults) - len(kept)
+
+    def effective_parameters(self, t: float) -> tuple[SimpleNamespace, NDArray[np.bool_]]:
+        """Parameters under the faults active at ``t`` (seconds since start), and which faults act."""
+        active = np.zeros((self.size, len(FAULT_KINDS)), bool)
+        with self._lock:
+            faults = [(row, f) for row, fs in self._faults.items() for f in fs]
+        if not faults:
+            return self.params, active
+        params = SimpleNamespace(**vars(self.params))
+        touched: set[str] = set()
+        for row, fault in faults:
+            level = fault.level(t)
+            if level <= 0:
+                continue
+            name = fault.effect.parameter
+            if name not in touched:
+                setattr(params, name, getattr(params, name).astype(float))
+                touched.add(name)
+            column = getattr(params, name)
+            column[row] = fault.effect.apply(column[row], fault.strength, level)
+            active[row, FAULT_KINDS.index(fault.kind)] = True
+        return params, active
+
+    def sample(self, now: float) -> FleetBatch:
+        start, self._window_end = self._window_end, max(now, self._window_end)
+        duration = self._window_end - start
+        params, active = self.effective_parameters(start - self._started)
+        counts = self.draw(self._rng, params, duration)
+        return FleetBatch(duration_s=duration, counts=counts, faults=active)
 
     @abstractmethod
-    def sample(self, rng: np.random.Generator, cfg: C) -> dict[str, np.ndarray]:
-        """Counts of one window drawn with ``rng`` from the model configured by ``cfg``."""
-
-    def key_supply(self, cfg: C) -> KeySupply | None:
-        """What the link's key store reports for this window; None: the link has no key store."""
-        return None
-
-    def acquire(self) -> CountBatch:
-        start = self._next_start
-        self._next_start = start + self.window_s
-        self._closed.wait(max(0.0, self._next_start - time.time()))
-        cfg, active = self.effective_config(start - self._started)
-        return CountBatch(start=start, duration_s=self.window_s, counts=self.sample(self._rng, cfg),
-                          key_supply=self.key_supply(cfg), active_faults=tuple(active))
-
-    def close(self) -> None:
-        self._closed.set()
+    def draw(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        """Counts of every link over ``duration_s`` under parameters ``p`` (arrays over links)."""
 
 
-class KeyDistillingDriver(SimulatedDriver[K]):
-    """A simulated link whose distilled key fills a key store that applications drain."""
+K = TypeVar("K", bound=KeyDistillingConfig)
 
-    def __init__(self, config: K, window_s: float):
-        super().__init__(config, window_s)
-        self._store = KeyStore(config.key_buffer_capacity_bits,
-                               config.key_buffer_initial_ratio * config.key_buffer_capacity_bits)
+
+class KeyDistillingFleet(SimulatedFleet[K]):
+    """A fleet whose distilled key fills each link's key store, which applications drain."""
+
+    def __init__(self, configs: Sequence[K], started: float):
+        super().__init__(configs, started)
+        self.capacity_bits = self.params.key_buffer_capacity_bits.astype(float)
+        self.stored_bits = self.params.key_buffer_initial_ratio * self.capacity_bits
+        self._base_rate = self.secret_key_rate_bps(self.params)
 
     @abstractmethod
-    def secret_bits(self, cfg: K) -> float:
-        """Secret key the link distils in one window under ``cfg`` (expected value, bits)."""
+    def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
+        """Secret key rate each link distils under ``p`` (expected value, bit/s)."""
 
-    def key_supply(self, cfg: K) -> KeySupply:
-        return self._store.step(self.secret_bits(cfg), cfg.key_consumption_bps * self.window_s)
+    @abstractmethod
+    def draw_counts(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        """The protocol's own counts, without the key store."""
+
+    def draw(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        rate = self._base_rate if p is self.params else self.secret_key_rate_bps(p)
+        return self.draw_counts(rng, p, duration_s) | self.step_key_store(rate * duration_s, p.key_consumption_bps * duration_s)
+
+    def step_key_store(self, generated: NDArray[np.float64], requested: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+        """Generation fills each store up to its capacity, then demand takes what is there."""
+        with self._lock:
+            filled = np.minimum(self.capacity_bits, self.stored_bits + generated)
+            delivered = np.minimum(requested, filled)
+            self.stored_bits = filled - delivered
+            stored = self.stored_bits.copy()
+        return {"key_generated_bits": generated, "key_requested_bits": np.asarray(requested, float),
+                "key_delivered_bits": delivered, "key_stored_bits": stored, "key_capacity_bits": self.capacity_bits}

@@ -9,14 +9,17 @@ faults (``faults``) act on the physical parameters, so their signatures come out
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
+from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingFleet, parameter_table
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
+
 
 class SimulatedBB84Config(KeyDistillingConfig):
     """A decoy-state BB84 link over fiber, as the simulator models it."""
@@ -66,63 +69,78 @@ class SimulatedBB84Config(KeyDistillingConfig):
             "epsilon_cor": self.epsilon_cor,
         }
 
-    def nominal_loss_db(self) -> float:
-        return self.fiber_length_km * self.attenuation_db_per_km + self.insertion_loss_db
+    @classmethod
+    def fleet(cls, configs: Sequence["SimulatedBB84Config"], started: float) -> "BB84Fleet":
+        return BB84Fleet(configs, started)
 
-    def expected_secret_key_rate_bps(self) -> float:
-        return expected_secret_key_rate_bps(self)
+    @classmethod
+    def nominal_loss_db(cls, configs: Sequence["SimulatedBB84Config"]) -> NDArray[np.float64]:
+        return nominal_loss_db(parameter_table(configs))
 
-    def build(self, window_s: float) -> "SimulatedBB84":
-        return SimulatedBB84(self, window_s)
+    @classmethod
+    def expected_key_rate_bps(cls, configs: Sequence["SimulatedBB84Config"]) -> NDArray[np.float64]:
+        return expected_secret_key_rate_bps(parameter_table(configs))
 
 
-def click_model(cfg: SimulatedBB84Config) -> tuple[np.ndarray, np.ndarray]:
+def nominal_loss_db(p: Any) -> NDArray[np.float64]:
+    """Channel loss the link is built with: fiber plus insertion loss, dB."""
+    return np.asarray(p.fiber_length_km * p.attenuation_db_per_km + p.insertion_loss_db, float)
+
+
+def click_model(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per-intensity click probability Q and error probability of a sifted click, under attack.
 
-    Channel: MQZL §II. Intercept-resend on a fraction f of pulses gives those a 25% error
-    (Bennett, Brassard 1984 analysis of intercept-resend). Blinding on a fraction b replaces
-    clicks by Eve's faked, error-free clicks at the average gain whatever the intensity
-    (Lydersen et al., Nat. Photon. 4, 686 (2010)), which raises the vacuum gain.
+    ``p`` is one link's config or a fleet's parameter table (arrays over links); results have a
+    trailing intensity axis (signal, decoy, vacuum). Channel: MQZL §II. Intercept-resend on a
+    fraction f of pulses gives those a 25% error (Bennett, Brassard 1984 analysis of
+    intercept-resend). Blinding on a fraction b replaces clicks by Eve's faked, error-free clicks
+    at the average gain whatever the intensity (Lydersen et al., Nat. Photon. 4, 686 (2010)),
+    which raises the vacuum gain.
     """
-    intensities = np.array([cfg.mu, cfg.nu, 0.0]) * cfg.source_power_factor
-    eta = decoy.transmittance(cfg.fiber_length_km, cfg.attenuation_db_per_km, cfg.insertion_loss_db)
-    eta = eta * cfg.detector_efficiency
-    q = decoy.gain(eta, intensities, cfg.dark_count_probability)
-    error = decoy.error_gain(eta, intensities, cfg.dark_count_probability, cfg.misalignment_error) / q
-    error = (1 - cfg.eavesdrop_fraction) * error + cfg.eavesdrop_fraction * 0.25
-    b = cfg.blinding_fraction
-    faked = np.dot([cfg.p_signal, cfg.p_decoy, cfg.p_vacuum], q)
+    intensities = np.stack(np.broadcast_arrays(p.mu, p.nu, 0.0), axis=-1) * np.asarray(p.source_power_factor)[..., None]
+    eta = decoy.transmittance(p.fiber_length_km, p.attenuation_db_per_km, p.insertion_loss_db) * p.detector_efficiency
+    eta, y0 = np.asarray(eta)[..., None], np.asarray(p.dark_count_probability)[..., None]
+    q = decoy.gain(eta, intensities, y0)
+    error = decoy.error_gain(eta, intensities, y0, np.asarray(p.misalignment_error)[..., None]) / q
+    f = np.asarray(p.eavesdrop_fraction)[..., None]
+    error = (1 - f) * error + f * 0.25
+    b = np.asarray(p.blinding_fraction)[..., None]
+    choice = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1)
+    faked = np.sum(choice * q, axis=-1, keepdims=True)
     q_seen = (1 - b) * q + b * faked
     error = (1 - b) * q * error / q_seen
     return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
 
 
-def sample_window(cfg: SimulatedBB84Config, rng: np.random.Generator, pulses_total: int) -> dict[str, np.ndarray]:
-    """One window of counts for ``pulses_total`` pulses under ``click_model``."""
-    q, error_prob = click_model(cfg)
-    pulses = rng.multinomial(pulses_total, [cfg.p_signal, cfg.p_decoy, cfg.p_vacuum])
+def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike) -> dict[str, NDArray[np.float64]]:
+    """One window of counts for ``pulses_total`` pulses per link under ``click_model``."""
+    q, error_prob = click_model(p)
+    choice = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1)
+    pulses = rng.multinomial(np.asarray(pulses_total, np.int64), choice)
     detections = rng.binomial(pulses, q)
-    p_match = sifting_fraction(cfg.basis_bias)
+    bias = np.asarray(p.basis_bias, float)[..., None]
+    p_match = sifting_fraction(bias)
     sifted_any = rng.binomial(detections, p_match)
-    sifted_z = rng.binomial(sifted_any, cfg.basis_bias**2 / p_match)
-    sifted = np.stack([sifted_z, sifted_any - sifted_z])
-    errors = rng.binomial(sifted, error_prob)
-    return {"pulses": pulses, "detections": detections, "sifted": sifted, "errors": errors}
+    sifted_z = rng.binomial(sifted_any, bias**2 / p_match)
+    sifted = np.stack([sifted_z, sifted_any - sifted_z], axis=-2)
+    errors = rng.binomial(sifted, error_prob[..., None, :])
+    return {"pulses": pulses.astype(float), "detections": detections.astype(float),
+            "sifted": sifted.astype(float), "errors": errors.astype(float)}
 
 
-def expected_secret_key_rate_bps(cfg: SimulatedBB84Config) -> float:
-    """Key rate the link's own distillation achieves under ``cfg``: MQZL vacuum+weak bound."""
-    q, error = click_model(cfg)
-    rate = decoy.vacuum_weak_rate(q[0], error[0] * q[0], q[1], error[1] * q[1], q[2], cfg.mu, cfg.nu,
-                                  cfg.ec_efficiency, sifting_fraction(cfg.basis_bias))
-    return float(rate) * cfg.clock_rate_hz * cfg.p_signal
+def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
+    """Key rate the link's own distillation achieves under ``p``: MQZL vacuum+weak bound."""
+    q, error = click_model(p)
+    rate = decoy.vacuum_weak_rate(q[..., 0], error[..., 0] * q[..., 0], q[..., 1], error[..., 1] * q[..., 1],
+                                  q[..., 2], p.mu, p.nu, p.ec_efficiency, sifting_fraction(p.basis_bias))
+    return rate * p.clock_rate_hz * p.p_signal
 
 
-class SimulatedBB84(KeyDistillingDriver[SimulatedBB84Config]):
-    """Driver producing one window of decoy-BB84 counts per window period, paced in real time."""
+class BB84Fleet(KeyDistillingFleet[SimulatedBB84Config]):
+    """All simulated decoy-BB84 links of a process, sampled together."""
 
-    def sample(self, rng: np.random.Generator, cfg: SimulatedBB84Config) -> dict[str, np.ndarray]:
-        return sample_window(cfg, rng, int(round(cfg.clock_rate_hz * self.window_s)))
+    def draw_counts(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        return sample_window(p, rng, np.round(p.clock_rate_hz * duration_s))
 
-    def secret_bits(self, cfg: SimulatedBB84Config) -> float:
-        return expected_secret_key_rate_bps(cfg) * self.window_s
+    def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
+        return expected_secret_key_rate_bps(p)

@@ -9,12 +9,14 @@ Generator makes a run reproducible; faults act on the physical parameters.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
-from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedDriver
+from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedFleet
 from qtelemetry.estimation import decoy, heralded
 
 
@@ -41,30 +43,31 @@ class SimulatedHeraldedConfig(SimulatedConfig):
     attempt_rate_hz: float = Field(1e5, gt=0.0, description="entanglement attempts per second")
     measured_fraction: float = Field(0.1, ge=0.0, le=1.0, description="fraction of heralded pairs measured to estimate fidelity")
 
-    def estimation_params(self) -> dict[str, float]:
-        return {}
-
-    def build(self, window_s: float) -> "SimulatedHeralded":
-        return SimulatedHeralded(self, window_s)
-
-    def heralds(self) -> heralded.Heralds:
-        """Herald probabilities per attempt of this link's scheme."""
-        eta = (self.collection_efficiency * self.detector_efficiency
-               * decoy.transmittance(self.fiber_length_km / 2.0, self.attenuation_db_per_km, self.insertion_loss_db))
-        if self.scheme == "two-click":
-            return heralded.two_click_heralds(eta, self.dark_count_probability)
-        return heralded.single_click_heralds(eta, self.dark_count_probability, self.bright_state_population)
-
-    def basis_errors(self, heralds: heralded.Heralds) -> np.ndarray:
-        """Per-basis error rates (X, Y, Z) of pairs measured after the herald delay and storage."""
-        storage = heralded.herald_delay_s(self.fiber_length_km) + self.storage_time_s
-        return heralded.error_rates(heralds, self.intrinsic_fidelity, storage, self.coherence_time_s)
+    @classmethod
+    def fleet(cls, configs: Sequence["SimulatedHeraldedConfig"], started: float) -> "HeraldedFleet":
+        return HeraldedFleet(configs, started)
 
 
-class SimulatedHeralded(SimulatedDriver[SimulatedHeraldedConfig]):
-    """Driver producing one window of heralding counts per window period, paced in real time."""
+def heralds(p: Any) -> heralded.Heralds:
+    """Herald probabilities per attempt of each link's scheme."""
+    eta = (np.asarray(p.collection_efficiency) * p.detector_efficiency
+           * decoy.transmittance(np.asarray(p.fiber_length_km) / 2.0, p.attenuation_db_per_km, p.insertion_loss_db))
+    two = heralded.two_click_heralds(eta, p.dark_count_probability)
+    one = heralded.single_click_heralds(eta, p.dark_count_probability, p.bright_state_population)
+    single = np.asarray(p.scheme) == "single-click"
+    return heralded.Heralds(*(np.where(single, a, b) for a, b in zip(one, two)))
 
-    def sample(self, rng: np.random.Generator, cfg: SimulatedHeraldedConfig) -> dict[str, np.ndarray]:
-        heralds = cfg.heralds()
-        return heralded.sample_window(rng, int(round(cfg.attempt_rate_hz * self.window_s)), heralds.total,
-                                      cfg.basis_errors(heralds), cfg.measured_fraction)
+
+def basis_errors(p: Any, h: heralded.Heralds) -> NDArray[np.float64]:
+    """Per-basis error rates (X, Y, Z) of pairs measured after the herald delay and storage."""
+    storage = heralded.herald_delay_s(p.fiber_length_km) + p.storage_time_s
+    return heralded.error_rates(h, p.intrinsic_fidelity, storage, p.coherence_time_s)
+
+
+class HeraldedFleet(SimulatedFleet[SimulatedHeraldedConfig]):
+    """All simulated heralded-entanglement links of a process, sampled together."""
+
+    def draw(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        h = heralds(p)
+        return heralded.sample_window(rng, np.round(p.attempt_rate_hz * duration_s), h.total,
+                                      basis_errors(p, h), p.measured_fraction)

@@ -10,12 +10,14 @@ Generator makes a run reproducible; faults act on the physical parameters.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
+from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingFleet, parameter_table
 from qtelemetry.estimation import entanglement
 from qtelemetry.estimation.stats import ratio
 
@@ -56,42 +58,52 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
         return {"ec_efficiency": self.ec_efficiency, "detector_efficiency_a": self.detector_efficiency_a,
                 "detector_efficiency_b": self.detector_efficiency_b}
 
-    def nominal_loss_db(self) -> float:
+    @classmethod
+    def fleet(cls, configs: Sequence["SimulatedSPDCConfig"], started: float) -> "SPDCFleet":
+        return SPDCFleet(configs, started)
+
+    @classmethod
+    def nominal_loss_db(cls, configs: Sequence["SimulatedSPDCConfig"]) -> NDArray[np.float64]:
         """End-to-end channel loss (both arms, insertion loss included), dB."""
-        return self.fiber_length_km * self.attenuation_db_per_km + self.insertion_loss_db
+        p = parameter_table(configs)
+        return p.fiber_length_km * p.attenuation_db_per_km + p.insertion_loss_db
 
-    def build(self, window_s: float) -> "SimulatedSPDC":
-        return SimulatedSPDC(self, window_s)
-
-    def _model_args(self) -> tuple[float, ...]:
-        """(λ, η_A, η_B, Y0A, Y0B, e_d) of the MFL model for this link."""
-        eta_a, eta_b = entanglement.arm_transmittances(
-            self.fiber_length_km, self.attenuation_db_per_km, self.source_position,
-            self.detector_efficiency_a, self.detector_efficiency_b * 10.0 ** (-self.insertion_loss_db / 10.0),
-        )
-        y0 = -np.expm1(-self.dark_count_rate_hz * self.coincidence_window_s)
-        lam = self.mean_pair_number * self.source_power_factor / 2.0
-        return lam, eta_a, eta_b, y0, y0, entanglement.intrinsic_error(self.visibility, self.misalignment_error)
-
-    def outcome_probabilities(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pulse outcome cells and delayed-window accidental probability of this link."""
-        return entanglement.outcome_probabilities(*self._model_args(), self.chsh_fraction)
-
-    def expected_secret_key_rate_bps(self) -> float:
-        """Asymptotic BBM92 key rate of the model: MFL with q = ½ of the key rounds."""
-        args = self._model_args()
-        q = entanglement.pdc_gain(*args[:5])
-        e = ratio(entanglement.pdc_error_gain(*args), q)  # NaN for a dead link: rate 0
-        sifted_gain = (1.0 - self.chsh_fraction) * q / 2.0
-        return float(entanglement.bbm92_rate(sifted_gain, e, e, self.ec_efficiency)) * self.clock_rate_hz
+    @classmethod
+    def expected_key_rate_bps(cls, configs: Sequence["SimulatedSPDCConfig"]) -> NDArray[np.float64]:
+        return expected_secret_key_rate_bps(parameter_table(configs))
 
 
-class SimulatedSPDC(KeyDistillingDriver[SimulatedSPDCConfig]):
-    """Driver producing one window of BBM92/CHSH counts per window period, paced in real time."""
+def model_args(p: Any) -> tuple[NDArray[np.float64], ...]:
+    """(λ, η_A, η_B, Y0A, Y0B, e_d) of the MFL model for a link's config or a fleet's table."""
+    eta_a, eta_b = entanglement.arm_transmittances(
+        p.fiber_length_km, p.attenuation_db_per_km, p.source_position,
+        p.detector_efficiency_a, p.detector_efficiency_b * 10.0 ** (-np.asarray(p.insertion_loss_db) / 10.0),
+    )
+    y0 = -np.expm1(-np.asarray(p.dark_count_rate_hz) * p.coincidence_window_s)
+    lam = np.asarray(p.mean_pair_number) * p.source_power_factor / 2.0
+    return lam, eta_a, eta_b, y0, y0, entanglement.intrinsic_error(p.visibility, p.misalignment_error)
 
-    def sample(self, rng: np.random.Generator, cfg: SimulatedSPDCConfig) -> dict[str, np.ndarray]:
-        cells, accidental = cfg.outcome_probabilities()
-        return entanglement.sample_window(rng, int(round(cfg.clock_rate_hz * self.window_s)), cells, accidental)
 
-    def secret_bits(self, cfg: SimulatedSPDCConfig) -> float:
-        return cfg.expected_secret_key_rate_bps() * self.window_s
+def outcome_probabilities(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-pulse outcome cells and delayed-window accidental probability."""
+    return entanglement.outcome_probabilities(*model_args(p), p.chsh_fraction)
+
+
+def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
+    """Asymptotic BBM92 key rate of the model: MFL with q = ½ of the key rounds."""
+    args = model_args(p)
+    q = entanglement.pdc_gain(*args[:5])
+    e = ratio(entanglement.pdc_error_gain(*args), q)  # NaN for a dead link: rate 0
+    sifted_gain = (1.0 - np.asarray(p.chsh_fraction)) * q / 2.0
+    return entanglement.bbm92_rate(sifted_gain, e, e, p.ec_efficiency) * p.clock_rate_hz
+
+
+class SPDCFleet(KeyDistillingFleet[SimulatedSPDCConfig]):
+    """All simulated entangled-photon links of a process, sampled together."""
+
+    def draw_counts(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
+        cells, accidental = outcome_probabilities(p)
+        return entanglement.sample_window(rng, np.round(p.clock_rate_hz * duration_s), cells, accidental)
+
+    def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
+        return expected_secret_key_rate_bps(p)

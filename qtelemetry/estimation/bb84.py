@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.finite_key import finite_key_from_counts
 from qtelemetry.estimation.repeaterless import plob_bound, plob_fraction
-from qtelemetry.estimation.protocols import Counts, Estimates
+from qtelemetry.estimation.protocols import KEY_STORE_AXES, KEY_STORE_KINDS, Counts, Estimates, shapes
 from qtelemetry.estimation.stats import clopper_pearson_upper, ratio
 
 INTENSITIES = ("signal", "decoy", "vacuum")
@@ -72,8 +72,10 @@ class DecoyBB84:
         "detections": (INTENSITIES,),  # all of Bob's clicks per intensity, before sifting
         "sifted": (BASES, INTENSITIES),  # clicks with matching bases
         "errors": (BASES, INTENSITIES),  # sifted clicks whose bit disagrees
+        **KEY_STORE_AXES,
     }
-    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    count_shapes = shapes(count_axes)
+    count_kinds = KEY_STORE_KINDS
     param_names: tuple[str, ...] = (
         "mu",
         "nu",
@@ -95,9 +97,9 @@ class DecoyBB84:
             & np.all(errors <= sifted, axis=(-2, -1))
         )
 
-    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+    def no_estimate(self, window: Counts) -> dict[str, NDArray[np.bool_]]:
         """Why a link's window supports no key estimate: no sifted signal or decoy bits."""
-        sifted = sums["sifted"].sum(axis=1)
+        sifted = window["sifted"].sum(axis=1)
         return {"no_detections": (sifted[:, SIGNAL] == 0) | (sifted[:, DECOY] == 0)}
 
     def estimate(

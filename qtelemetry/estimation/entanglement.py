@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qtelemetry.estimation import decoy
-from qtelemetry.estimation.protocols import Counts, Estimates
+from qtelemetry.estimation.protocols import KEY_STORE_AXES, KEY_STORE_KINDS, Counts, Estimates, shapes
 from qtelemetry.estimation.repeaterless import plob_bound, plob_fraction
 from qtelemetry.estimation.stats import clopper_pearson_upper, ratio
 
@@ -294,8 +294,10 @@ class BBM92Protocol:
         "chsh": (CHSH_SETTINGS, OUTCOMES),  # test-round coincidences by setting and outcome
         "accidentals": (),  # coincidences between arms in a window delayed by whole pulses
         "singles": (SIDES,),  # clicks at each receiver, with or without a partner
+        **KEY_STORE_AXES,
     }
-    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    count_shapes = shapes(count_axes)
+    count_kinds = KEY_STORE_KINDS
     param_names: tuple[str, ...] = ("ec_efficiency", "detector_efficiency_a", "detector_efficiency_b")
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
@@ -308,9 +310,9 @@ class BBM92Protocol:
         return ((total[..., None] <= singles).all(axis=-1) & (singles <= pulses[..., None]).all(axis=-1)
                 & (counts["accidentals"] <= pulses) & np.all(counts["errors"] <= diag, axis=-1))
 
-    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+    def no_estimate(self, window: Counts) -> dict[str, NDArray[np.bool_]]:
         """Why a link's window supports no estimate: no coincidences in it at all."""
-        return {"no_coincidences": sums["coincidences"].sum(axis=(-2, -1)) + sums["chsh"].sum(axis=(-2, -1)) == 0}
+        return {"no_coincidences": window["coincidences"].sum(axis=(-2, -1)) + window["chsh"].sum(axis=(-2, -1)) == 0}
 
     def estimate(
         self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float

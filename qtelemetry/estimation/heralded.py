@@ -26,13 +26,14 @@ All functions broadcast over NumPy arrays and never loop in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import ClassVar, Mapping, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qtelemetry.estimation.entanglement import fidelity_from_error_rates, multinomial_cells
-from qtelemetry.estimation.protocols import Counts, Estimates
+from qtelemetry.estimation.protocols import CountKind, Counts, Estimates, shapes
 from qtelemetry.estimation.stats import clopper_pearson_interval, ratio
 
 Array = NDArray[np.float64]
@@ -178,7 +179,8 @@ class HeraldedProtocol:
         "successes": (),  # heralds (true and false)
         "tomography": (PAULI_BASES, OUTCOMES),  # measured heralded pairs by basis and outcome
     }
-    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    count_shapes = shapes(count_axes)
+    count_kinds: ClassVar[Mapping[str, CountKind]] = MappingProxyType({})
     param_names: tuple[str, ...] = ()
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
@@ -186,9 +188,10 @@ class HeraldedProtocol:
         measured = counts["tomography"].sum(axis=(-2, -1))
         return (counts["successes"] <= counts["attempts"]) & (measured <= counts["successes"])
 
-    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+    def no_estimate(self, window: Counts) -> dict[str, NDArray[np.bool_]]:
         """Why a link's window supports no (or no fidelity) estimate: no attempts, or no heralds."""
-        return {"no_attempts": sums["attempts"] == 0, "no_heralds": (sums["attempts"] > 0) & (sums["successes"] == 0)}
+        return {"no_attempts": window["attempts"] == 0,
+                "no_heralds": (window["attempts"] > 0) & (window["successes"] == 0)}
 
     def estimate(
         self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float

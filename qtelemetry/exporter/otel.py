@@ -1,15 +1,16 @@
 """OpenTelemetry bridge: the catalogue's metrics as observable instruments, pushed over OTLP/HTTP.
 
 For sites whose pipeline is an OpenTelemetry Collector rather than a Prometheus scrape. The
-instruments' callbacks read the same snapshot, through the same ``samples``, as the Prometheus
-collector, so both outputs always agree. Counters become monotonic cumulative sums, gauges
-gauges, ``_info`` metrics a gauge of 1 with the metadata as attributes; the estimation-duration
-histogram has no observable OpenTelemetry equivalent and is left to the Prometheus output.
+instruments' callbacks read the same snapshot, laid out by the same families, as the Prometheus
+exposition, so both outputs always agree. Counters become monotonic cumulative sums, gauges
+gauges, ``_info`` metrics a gauge of 1 with the metadata as attributes. Histograms are left to
+the Prometheus output: an observable instrument cannot report pre-aggregated buckets.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Callable, Iterable
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -20,32 +21,33 @@ from opentelemetry.sdk.resources import Resource
 
 from qtelemetry import __version__
 from qtelemetry.config import OtlpConfig
-from qtelemetry.exporter.pipeline import Snapshot
-from qtelemetry.exporter.samples import samples
-from qtelemetry.monitoring.catalogue import METRICS, Metric
+from qtelemetry.exporter.exposition import Family
+from qtelemetry.runtime.snapshot import Snapshot
 
 #: Catalogue units → UCUM units, as OpenTelemetry expects.
 UCUM = {"": "1", "ratio": "1", "bits/s": "bit/s", "bits": "bit", "seconds": "s", "dB": "dB", "1/s": "1/s"}
 
 
-def _callback(metric: Metric, snapshot: Callable[[], Snapshot]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+def _callback(family: Family, snapshot: Callable[[], Snapshot]) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
-        for labels, value in samples(metric, snapshot()):
-            if metric.type == "info":
-                yield Observation(1, dict(value))
-            else:
-                yield Observation(value, dict(zip(metric.labels, labels)))
+        snap, now = snapshot(), time.time()
+        for block in family.blocks:
+            values, keep = block.values_at(snap, now)
+            for labels, value, kept in zip(block.label_rows(), values.tolist(), keep.tolist()):
+                if kept:
+                    yield Observation(value, dict(zip(block.label_names, labels)))
     return observe
 
 
-def meter_provider(snapshot: Callable[[], Snapshot], reader: MetricReader) -> MeterProvider:
+def meter_provider(families: tuple[Family, ...], snapshot: Callable[[], Snapshot], reader: MetricReader) -> MeterProvider:
     """A MeterProvider whose instruments observe ``snapshot`` whenever ``reader`` collects."""
     resource = Resource.create({"service.name": "qtelemetry", "service.version": __version__,
                                 "service.instance.id": socket.gethostname()})
     provider = MeterProvider(metric_readers=[reader], resource=resource)
     meter = provider.get_meter("qtelemetry", __version__)
-    for metric in METRICS:
-        kwargs = dict(callbacks=[_callback(metric, snapshot)], unit=UCUM[metric.unit], description=metric.help)
+    for family in families:
+        metric = family.metric
+        kwargs = dict(callbacks=[_callback(family, snapshot)], unit=UCUM[metric.unit], description=metric.help)
         if metric.type == "counter":
             meter.create_observable_counter(metric.name, **kwargs)
         elif metric.type in ("gauge", "info"):
@@ -53,9 +55,9 @@ def meter_provider(snapshot: Callable[[], Snapshot], reader: MetricReader) -> Me
     return provider
 
 
-def start_otlp(snapshot: Callable[[], Snapshot], config: OtlpConfig) -> MeterProvider:
+def start_otlp(families: tuple[Family, ...], snapshot: Callable[[], Snapshot], config: OtlpConfig) -> MeterProvider:
     """Push every ``interval_seconds`` to an OTLP/HTTP endpoint; call ``shutdown()`` to flush."""
     exporter = OTLPMetricExporter(endpoint=config.endpoint, timeout=config.timeout_seconds)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=config.interval_seconds * 1000,
                                            export_timeout_millis=config.timeout_seconds * 1000)
-    return meter_provider(snapshot, reader)
+    return meter_provider(families, snapshot, reader)

@@ -19,12 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import bcrypt
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from pydantic import ValidationError
 
 from qtelemetry.config import WebConfig
+from qtelemetry.drivers.base import FaultControl
 from qtelemetry.drivers.faults import FaultConfig
+from qtelemetry.exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Exposition
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,9 @@ LANDING = b"""<html><head><title>qtelemetry</title></head><body><h1>qtelemetry</
 <p><a href="/metrics">Metrics</a></p></body></html>"""
 
 
-class FaultTarget:
-    """What the fault endpoint may act on: link name -> simulated driver (inject/clear)."""
-
-    def __init__(self, drivers: Callable[[], dict[str, Any]]):
-        self._drivers = drivers
-
-    def driver(self, link: str) -> Any:
-        driver = self._drivers().get(link)
-        if driver is None:
-            raise LookupError(f"unknown link {link!r}")
-        if not hasattr(driver, "inject"):
-            raise LookupError(f"link {link!r} is not simulated: faults can only be injected into simulated links")
-        return driver
+def accepts_openmetrics(accept: str) -> bool:
+    """Content negotiation as Prometheus does it: OpenMetrics when the scraper lists it."""
+    return any(part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(","))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,8 +75,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, encoder(self.server.registry), content_type)
+            openmetrics = accepts_openmetrics(self.headers.get("Accept", ""))
+            gzip = "gzip" in (e.split(";")[0].strip() for e in self.headers.get("Accept-Encoding", "").split(","))
+            body = self.server.exposition.render(openmetrics=openmetrics, gzip=gzip)
+            self._send(200, body, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+                       {"Content-Encoding": "gzip"} if gzip else None)
         elif path == "/":
             self._send(200, LANDING, "text/html; charset=utf-8")
         elif path in ("/-/healthy", "/-/ready"):
@@ -104,8 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         link = body.pop("link", None)
         try:
             fault = FaultConfig.model_validate(body)
-            driver = self.server.faults.driver(str(link))
-            started = driver.inject(fault)
+            started = self.server.faults(str(link)).inject(fault)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             self._send(400, f"{problems}\n".encode())
@@ -122,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         try:
-            ended = self.server.faults.driver(str(body.get("link"))).clear(body.get("kind"))
+            ended = self.server.faults(str(body.get("link"))).clear(body.get("kind"))
         except LookupError as exc:
             self._send(400, f"{exc}\n".encode())
             return
@@ -156,9 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    registry: CollectorRegistry
+    exposition: Exposition
     web: WebConfig
-    faults: FaultTarget
+    faults: Callable[[str], FaultControl]
     admin_token: str | None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -167,12 +159,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class MetricsServer:
-    """Serves the registry on ``host:port`` from a background thread until ``close``."""
+    """Serves the exposition on ``host:port`` from a background thread until ``close``.
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, web: WebConfig,
-                 faults: FaultTarget, admin_token: str | None = None):
+    ``faults(link)`` gives the fault control of a simulated link (LookupError otherwise).
+    """
+
+    def __init__(self, exposition: Exposition, host: str, port: int, web: WebConfig,
+                 faults: Callable[[str], FaultControl], admin_token: str | None = None):
         self._httpd = _Server((host, port), _Handler)
-        self._httpd.registry = registry
+        self._httpd.exposition = exposition
         self._httpd.web = web
         self._httpd.faults = faults
         self._httpd.admin_token = admin_token

@@ -21,8 +21,11 @@ class Metric:
     """One exported metric family.
 
     For link metrics, ``protocol`` names the link protocol(s) that provide it and ``source``
-    where the value comes from: an estimate key (gauges) or a count name (counters). ``series``
-    maps extra label values to estimate keys for gauges split by a label (e.g. basis).
+    where the value comes from: an estimate key or level (gauges), a count or amount
+    (counters; its axes give the labels after ``link``). ``series`` maps extra label values to
+    estimate keys for gauges split by a label (e.g. basis). A link histogram reads per-bucket
+    counts from ``source`` (last axis: the ``buckets`` upper bounds, then +Inf) and the sum of
+    observations from the amount ``sum_source``.
     """
 
     name: str
@@ -33,6 +36,8 @@ class Metric:
     protocol: str | tuple[str, ...] | None = None
     source: str | None = None
     series: tuple[tuple[tuple[str, ...], str], ...] = ()
+    buckets: tuple[float, ...] = ()
+    sum_source: str | None = None
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -53,9 +58,12 @@ KEY_PROTOCOLS = (BB84, BBM92)
 
 METRICS: tuple[Metric, ...] = (
     # --- health of every link, whatever its protocol -------------------------------------
-    Metric("qlink", "info", "", "Link metadata from the config: protocol, sites and driver.",
-           ("link", "protocol", "site_a", "site_b", "driver")),
-    Metric("qlink_up", "gauge", "", "1 if the link's driver delivered a valid batch recently, else 0."),
+    Metric("qlink", "info", "",
+           "Link metadata from the config: protocol, sites, driver, and who computes its figures "
+           "(qtelemetry from counts, or the device itself).",
+           ("link", "protocol", "site_a", "site_b", "driver", "estimated_by")),
+    Metric("qlink_up", "gauge", "",
+           "1 if the link's newest data was valid and arrived within its stall timeout, else 0; computed when scraped."),
     Metric("qlink_last_update_timestamp_seconds", "gauge", "seconds",
            "Unix time of the last valid batch from the link's driver."),
     Metric("qlink_data_age_seconds", "gauge", "seconds",
@@ -115,12 +123,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_expected_secret_key_rate_bits_per_second", "gauge", "bits/s",
            "Secret key rate the link's plan (channel model) promises, in bits per second."),
     # --- key store between the link and its applications (amounts only, never key material) -
-    Metric("qkd_key_buffer_bits", "gauge", "bits", "Secret key waiting in the link's key store, in bits."),
-    Metric("qkd_key_buffer_capacity_bits", "gauge", "bits", "Size of the link's key store, in bits."),
-    Metric("qkd_key_generated_bits", "counter", "bits", "Secret key added to the key store, in bits."),
-    Metric("qkd_key_requested_bits", "counter", "bits", "Key requested by applications, in bits."),
+    Metric("qkd_key_buffer_bits", "gauge", "bits", "Secret key waiting in the link's key store, in bits.",
+           protocol=KEY_PROTOCOLS, source="key_stored_bits"),
+    Metric("qkd_key_buffer_capacity_bits", "gauge", "bits", "Size of the link's key store, in bits.",
+           protocol=KEY_PROTOCOLS, source="key_capacity_bits"),
+    Metric("qkd_key_generated_bits", "counter", "bits", "Secret key added to the key store, in bits.",
+           protocol=KEY_PROTOCOLS, source="key_generated_bits"),
+    Metric("qkd_key_requested_bits", "counter", "bits", "Key requested by applications, in bits.",
+           protocol=KEY_PROTOCOLS, source="key_requested_bits"),
     Metric("qkd_key_delivered_bits", "counter", "bits",
-           "Key delivered to applications, in bits; requested minus delivered is unmet demand."),
+           "Key delivered to applications, in bits; requested minus delivered is unmet demand.",
+           protocol=KEY_PROTOCOLS, source="key_delivered_bits"),
     # --- entangled-photon links (SPDC source, BBM92 + CHSH): raw counts ---------------------
     Metric("qent_pump_pulses", "counter", "", "Pump pulses (coincidence gates) of the entangled-photon source.",
            protocol=BBM92, source="pulses"),

@@ -1,0 +1,294 @@
+"""Prometheus and OpenMetrics text, rendered from a Snapshot at most once and served as bytes.
+
+At 10,000 links an exposition holds about half a million samples, so nothing per series is
+built at scrape time: each family is laid out once per config as blocks of series whose
+``name{labels} `` prefixes are precomputed, and a scrape only formats one value array per block.
+The rendered text (and its gzip stream) is cached per snapshot and format; only the families
+that depend on the moment of the scrape (``qlink_up``, data age, estimation lag) are rendered
+for every scrape and appended, so a cached body can never make old data look current.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from operator import add
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qtelemetry import __version__
+from qtelemetry.drivers.faults import FAULT_KINDS
+from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.monitoring.catalogue import METRICS, Metric
+from qtelemetry.runtime.links import LinkTable
+from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: zlib level for the cached gzip stream: text this repetitive compresses ~20× even at 1.
+GZIP_LEVEL = 1
+
+#: Values of a block at a scrape: (snapshot, scrape time) -> flat float array.
+Values = Callable[[Snapshot, float], NDArray[np.float64]]
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@dataclass(frozen=True)
+class Block:
+    """Series of one family whose values come from one array.
+
+    Label values of series i are row ``i // prod(axes)`` of ``head`` followed by the matching
+    combination of ``axes`` (C order, like the flattened values); ``select`` keeps only the
+    series that exist (e.g. the error reasons a link's driver has).
+    """
+
+    sample: str
+    label_names: tuple[str, ...]
+    head: Sequence[tuple[str, ...]]
+    axes: tuple[tuple[str, ...], ...]
+    values: Values
+    select: NDArray[np.intp] | None = None
+    #: which values to export (default: all but NaN, which means "no estimate")
+    keep: Callable[[NDArray[np.float64]], NDArray[np.bool_]] | None = None
+    prefixes: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefixes", [self._prefix(labels) for labels in self.label_rows()])
+
+    def label_rows(self) -> Iterator[tuple[str, ...]]:
+        rows = (head + tail for head, tail in itertools.product(self.head, itertools.product(*self.axes)))
+        if self.select is None:
+            return rows
+        wanted = set(self.select.tolist())
+        return (row for i, row in enumerate(rows) if i in wanted)
+
+    def _prefix(self, labels: tuple[str, ...]) -> str:
+        if not labels:
+            return self.sample + " "
+        pairs = ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(self.label_names, labels))
+        return f"{self.sample}{{{pairs}}} "
+
+    def values_at(self, snap: Snapshot, now: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Values of the block's series at ``now``, and which of them to export."""
+        values = np.asarray(self.values(snap, now), float).reshape(-1)
+        if self.select is not None:
+            values = values[self.select]
+        return values, ~np.isnan(values) if self.keep is None else self.keep(values)
+
+    def current(self, snap: Snapshot, now: float) -> tuple[list[str], NDArray[np.float64]]:
+        """The prefixes and values to export at this scrape."""
+        values, keep = self.values_at(snap, now)
+        if keep.all():
+            return self.prefixes, values
+        return list(itertools.compress(self.prefixes, keep.tolist())), values[keep]
+
+    def render(self, snap: Snapshot, now: float) -> str:
+        prefixes, values = self.current(snap, now)
+        if not prefixes:
+            return ""
+        return "\n".join(map(add, prefixes, format_values(values))) + "\n"
+
+
+def format_values(values: NDArray[np.float64]) -> list[str]:
+    """Sample values as exposition text: integers without a fraction, ±Inf as Prometheus spells it."""
+    finite = np.isfinite(values)
+    if finite.all() and np.all(values == np.floor(values)) and np.all(np.abs(values) < 2.0**53):
+        return list(map(str, values.astype(np.int64).tolist()))
+    text = list(map(repr, values.tolist()))
+    for i in np.flatnonzero(np.isinf(values)).tolist():
+        text[i] = "+Inf" if values[i] > 0 else "-Inf"
+    return text
+
+
+@dataclass(frozen=True)
+class Family:
+    """One catalogue metric: its headers in both formats and its blocks."""
+
+    metric: Metric
+    blocks: tuple[Block, ...]
+    dynamic: bool = False  #: depends on the scrape time: rendered for every scrape
+
+    def header(self, openmetrics: bool) -> str:
+        m = self.metric
+        if openmetrics:
+            name, kind = m.name, m.type
+            help_text = m.help.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        else:
+            name = m.sample_name if m.type in ("counter", "info") else m.name
+            kind = "gauge" if m.type == "info" else m.type
+            help_text = m.help.replace("\\", "\\\\").replace("\n", "\\n")
+        return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+
+    def render(self, snap: Snapshot, now: float, openmetrics: bool) -> str:
+        return self.header(openmetrics) + "".join(block.render(snap, now) for block in self.blocks)
+
+
+# --- how each catalogue metric is laid out --------------------------------------------------
+
+
+def _const(values: NDArray[np.float64]) -> Values:
+    return lambda snap, now: values
+
+
+def _positive(values: NDArray[np.float64]) -> NDArray[np.bool_]:
+    return values > 0
+
+
+def _link_rows(table: LinkTable) -> list[tuple[str, ...]]:
+    return [(name,) for name in table.names]
+
+
+def _histogram(metric: Metric, head: Sequence[tuple[str, ...]], axes: tuple[tuple[str, ...], ...],
+               cumulative: Values, total: Values, select: NDArray[np.intp] | None = None) -> tuple[Block, ...]:
+    """``_bucket`` (cumulative, last axis ``le``), ``_sum`` and ``_count`` blocks of one histogram."""
+    le = tuple(repr(float(b)) for b in metric.buckets or DURATION_BUCKETS) + ("+Inf",)
+    labels = metric.labels
+    return (
+        Block(metric.name + "_bucket", (*labels, "le"), head, (*axes, le), cumulative),
+        Block(metric.name + "_sum", labels, head, axes, total, select),
+        Block(metric.name + "_count", labels, head, axes,
+              lambda snap, now: np.asarray(cumulative(snap, now))[..., -1], select),
+    )
+
+
+def _protocol_blocks(metric: Metric, table: LinkTable) -> list[Block]:
+    """Blocks of a metric read from protocol groups: counts' totals, estimates, levels."""
+    blocks = []
+    for protocol in metric.protocols:
+        if protocol not in table.groups:
+            continue
+        head = [(table.names[i],) for i in table.groups[protocol]]
+        axes = PROTOCOLS[protocol].count_axes
+        totals = _reader(protocol, "totals", len(head))
+        if metric.type == "histogram":
+            blocks += _histogram(metric, head, axes[metric.source][:-1],
+                                 lambda snap, now, t=totals: np.cumsum(t(snap, metric.source), axis=-1),
+                                 lambda snap, now, t=totals: t(snap, metric.sum_source))
+        elif metric.type == "counter":
+            blocks.append(Block(metric.sample_name, metric.labels, head, axes[metric.source],
+                                lambda snap, now, t=totals: t(snap, metric.source)))
+        else:
+            estimates = _reader(protocol, "estimates", len(head))
+            for extra, key in metric.series or (((), metric.source),):
+                blocks.append(Block(metric.name, metric.labels, head, (*((v,) for v in extra), *axes.get(key, ())),
+                                    lambda snap, now, e=estimates, k=key: e(snap, k)))
+    return blocks
+
+
+def _reader(protocol: str, part: str, n: int) -> Callable[[Snapshot, str], NDArray[np.float64]]:
+    """Reads ``part`` ("totals" or "estimates") of a group; NaN (not exported) where there is none yet."""
+    shapes = PROTOCOLS[protocol].count_shapes
+
+    def read(snap: Snapshot, key: str) -> NDArray[np.float64]:
+        group = snap.groups.get(protocol)
+        values = None if group is None else getattr(group, part).get(key)
+        return np.full((n, *shapes.get(key, ())), np.nan) if values is None else values
+    return read
+
+
+def _link_blocks(metric: Metric, table: LinkTable, window_seconds: float) -> tuple[list[Block], bool]:
+    """Blocks of the per-link health, plan and exporter metrics; True if read at scrape time."""
+    rows, n = _link_rows(table), len(table)
+    name = metric.sample_name
+    match metric.name:
+        case "qlink":
+            info = [(link.name, link.driver.protocol, link.site_a, link.site_b, link.driver.type, link.driver.estimated_by)
+                    for link in table.links]
+            return [Block(name, metric.labels, info, (), _const(np.ones(n)))], False
+        case "qlink_up":
+            return [Block(name, metric.labels, rows, (),
+                          lambda snap, now: snap.up(now, table.stall_timeout).astype(float))], True
+        case "qlink_data_age_seconds":
+            return [Block(name, metric.labels, rows, (), lambda snap, now: np.maximum(now - snap.received_at, 0.0))], True
+        case "qlink_last_update_timestamp_seconds":
+            return [Block(name, metric.labels, rows, (), lambda snap, now: snap.received_at)], False
+        case "qlink_batches":
+            return [Block(name, metric.labels, rows, (), lambda snap, now: snap.batches)], False
+        case "qlink_driver_errors":
+            return [Block(name, metric.labels, rows, (table.reasons,), lambda snap, now: snap.errors,
+                          np.flatnonzero(table.reason_mask))], False
+        case "qlink_estimates_skipped":
+            return [Block(name, metric.labels, rows, (table.skip_reasons,), lambda snap, now: snap.skipped,
+                          np.flatnonzero(table.skip_mask), _positive)], False
+        case "qlink_fault_active":
+            return [Block(name, metric.labels, rows, (FAULT_KINDS,), lambda snap, now: snap.faults,
+                          np.flatnonzero(table.fault_mask), _positive)], False
+        case "qkd_channel_loss_budget_db":
+            return [Block(name, metric.labels, rows, (), _const(table.loss_budget_db))], False
+        case "qkd_expected_secret_key_rate_bits_per_second":
+            return [Block(name, metric.labels, rows, (), _const(table.expected_key_rate_bps))], False
+        case "qtelemetry_build":
+            return [Block(name, metric.labels, [(__version__,)], (), _const(np.ones(1)))], False
+        case "qtelemetry_estimation_duration_seconds":
+            return list(_histogram(metric, [()], (), lambda snap, now: snap.duration_buckets,
+                                   lambda snap, now: np.array([snap.duration_sum]))), False
+        case "qtelemetry_estimation_lag_seconds":
+            return [Block(name, (), [()], (), lambda snap, now: np.array([snap.lag(now)]))], True
+        case "qtelemetry_estimation_interval_seconds":
+            return [Block(name, (), [()], (), _const(np.array([window_seconds])))], False
+        case "qtelemetry_estimation_cycles_skipped":
+            return [Block(name, (), [()], (), lambda snap, now: np.array([snap.cycles_skipped]))], False
+        case "qtelemetry_links":
+            protocols = sorted(table.groups)
+            return [Block(name, metric.labels, [(p,) for p in protocols], (),
+                          _const(np.array([len(table.groups[p]) for p in protocols], float)))], False
+    raise KeyError(f"catalogue metric {metric.name} has no value source")
+
+
+def layout(table: LinkTable, window_seconds: float) -> tuple[Family, ...]:
+    """Every catalogue family for these links; the scrape-time ones last."""
+    families = []
+    for metric in METRICS:
+        if metric.protocols:
+            families.append(Family(metric, tuple(_protocol_blocks(metric, table))))
+        else:
+            blocks, dynamic = _link_blocks(metric, table, window_seconds)
+            families.append(Family(metric, tuple(blocks), dynamic))
+    return tuple(sorted(families, key=lambda f: f.dynamic))
+
+
+@dataclass
+class _Rendered:
+    sequence: int
+    body: bytes
+    gzip_head: bytes | None = None
+    gzip_state: Any = None  #: zlib compressor after the body, copied to finish each scrape
+
+
+class Exposition:
+    """Renders the latest snapshot at most once per format and hands every scraper the bytes."""
+
+    def __init__(self, families: tuple[Family, ...], snapshot: Callable[[], Snapshot]):
+        self.families = families
+        self._snapshot = snapshot
+        self._static = tuple(f for f in families if not f.dynamic)
+        self._dynamic = tuple(f for f in families if f.dynamic)
+        self._lock = threading.Lock()
+        self._cache: dict[bool, _Rendered] = {}
+
+    def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
+        """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
+        snap = self._snapshot()
+        with self._lock:
+            cached = self._cache.get(openmetrics)
+            if cached is None or cached.sequence != snap.sequence:
+                text = "".join(f.render(snap, 0.0, openmetrics) for f in self._static)
+                cached = self._cache[openmetrics] = _Rendered(snap.sequence, text.encode())
+            if gzip and cached.gzip_state is None:
+                cached.gzip_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+                cached.gzip_head = cached.gzip_state.compress(cached.body)
+        now = time.time() if now is None else now
+        tail = ("".join(f.render(snap, now, openmetrics) for f in self._dynamic)
+                + ("# EOF\n" if openmetrics else "")).encode()
+        if not gzip:
+            return cached.body + tail
+        stream = cached.gzip_state.copy()
+        return cached.gzip_head + stream.compress(tail) + stream.flush()

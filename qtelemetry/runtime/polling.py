@@ -1,0 +1,107 @@
+"""Polled (I/O) links: one asyncio event loop, one task per link, none of them a thread.
+
+Each task polls its device at the link's own interval under a timeout, backs off exponentially
+while the device fails and returns to its interval when it answers. A device that hangs costs
+one pending task; a driver that returns at once is still polled only at its interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from typing import Callable, Sequence
+
+from qtelemetry.drivers.base import DriverError, IODriver, IODriverConfig
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between two polls of a failing device, unless its own interval is longer.
+BACKOFF_CAP_S = 30.0
+
+
+def guard_timeout(config: IODriverConfig) -> float:
+    """The runtime's outer limit on one ``acquire`` (the driver enforces its own per request)."""
+    return 2.0 * config.timeout_seconds + 1.0
+
+
+class PollLoop:
+    """Runs the poll tasks of ``links`` (config index, driver config) on a background event loop.
+
+    ``on_reading(index, reading, received_at) -> bool`` takes each reading (False: rejected);
+    ``on_failure(index, reason, message)`` each failure. Both run on the loop's thread.
+    """
+
+    def __init__(self, links: Sequence[tuple[int, IODriverConfig]],
+                 on_reading: Callable[[int, object, float], bool], on_failure: Callable[[int, str, str], None]):
+        self._links = list(links)
+        self._on_reading, self._on_failure = on_reading, on_failure
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="poll-loop", daemon=True)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._spawn(), self._loop).result()
+
+    async def _spawn(self) -> None:
+        self._tasks = [asyncio.create_task(self._poll(index, config), name=f"poll-{index}")
+                       for index, config in self._links]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel every task, let drivers close, stop the loop."""
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(timeout)
+        except Exception as exc:  # a driver that will not close must not hold up shutdown
+            log.warning("poll loop did not stop cleanly: %s", exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+    async def _cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=3.0)
+
+    async def _poll(self, index: int, config: IODriverConfig) -> None:
+        interval = config.poll_interval_seconds
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(random.uniform(0.0, interval))  # spread many links over the interval
+        driver: IODriver | None = None
+        failures = 0
+        try:
+            while True:
+                due = loop.time() + interval
+                try:
+                    driver = driver or config.build()
+                    reading = await asyncio.wait_for(driver.acquire(), guard_timeout(config))
+                except TimeoutError:
+                    ok = self._fail(index, "timeout", f"no answer within {guard_timeout(config):g} s")
+                except DriverError as exc:
+                    ok = self._fail(index, exc.reason, str(exc))
+                except Exception as exc:  # a driver bug is counted, never fatal
+                    ok = self._fail(index, "driver_exception", f"{type(exc).__name__}: {exc}")
+                else:
+                    ok = self._on_reading(index, reading, time.time())
+                failures = 0 if ok else failures + 1
+                if failures:
+                    due = loop.time() + min(interval * 2.0 ** failures, max(interval, BACKOFF_CAP_S))
+                await asyncio.sleep(max(0.0, due - loop.time()))
+        finally:
+            if driver is not None:
+                await _close(driver)
+
+    def _fail(self, index: int, reason: str, message: str) -> bool:
+        self._on_failure(index, reason, message)
+        return False
+
+
+async def _close(driver: IODriver) -> None:
+    try:
+        await asyncio.wait_for(driver.aclose(), 2.0)
+    except Exception as exc:
+        log.debug("driver close failed: %s", exc)

@@ -1,0 +1,55 @@
+"""The immutable state a scrape reads: published once per cycle, swapped in atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Upper bounds (s) of the estimation-duration histogram buckets.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _empty(*shape: int, dtype: type = np.float64) -> NDArray:
+    return np.zeros(shape, dtype)
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """One protocol group: arrays indexed like the group's links (``LinkTable.groups``)."""
+
+    estimates: Mapping[str, NDArray[np.float64]]  #: estimates and latest levels, NaN: none
+    totals: Mapping[str, NDArray[np.float64]]  #: cumulative counts and amounts
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a scrape exports, computed once per cycle; per-link arrays in config order.
+
+    Whether a link is up, and how old its data is, depends on when it is read: a scrape works
+    them out from ``received_at`` and its own clock, so a stuck cycle cannot look current.
+    """
+
+    sequence: int  #: cycle number: 0 before the first cycle
+    published_at: float  #: Unix time the cycle finished (the start time before the first)
+    groups: Mapping[str, GroupSnapshot]
+    received_at: NDArray[np.float64]  #: arrival of the newest data in the estimates, NaN: none yet
+    ok: NDArray[np.bool_]  #: the link's newest event was valid data (not an error)
+    batches: NDArray[np.int64]
+    errors: NDArray[np.int64]  #: (links, reasons)
+    skipped: NDArray[np.int64]  #: (links, skip reasons)
+    faults: NDArray[np.bool_]  #: (links, fault kinds)
+    duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
+    duration_sum: float = 0.0
+    cycles_skipped: int = 0
+
+    def up(self, now: float, stall_timeout: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Links whose newest event was valid data received within their stall timeout."""
+        with np.errstate(invalid="ignore"):
+            return self.ok & (now - self.received_at <= stall_timeout)
+
+    def lag(self, now: float) -> float:
+        """Seconds since the last completed cycle."""
+        return max(0.0, now - self.published_at)
