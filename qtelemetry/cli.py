@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = Runtime(config)
     families = layout(runtime.table, config.exporter.window_seconds)
     exposition = Exposition(families, lambda: runtime.snapshot)
+    runtime.listeners.append(exposition.published)
     try:
         server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
                                config.exporter.admin_token())
@@ -58,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     runtime.start()
+    exposition.start()
     server.start()
     otel = None
     if config.exporter.otlp is not None:
@@ -75,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if otel is not None:
         otel.shutdown()
     server.close()
+    exposition.stop()
     runtime.stop()
     return 0
 

@@ -45,12 +45,7 @@ class RunningExporter:
     def scrape(self) -> dict[str, list]:
         """Samples by sample name, parsed with prometheus_client's own text parser."""
         with urllib.request.urlopen(self.url, timeout=5) as response:
-            text = response.read().decode()
-        samples: dict[str, list] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples.setdefault(sample.name, []).append(sample)
-        return samples
+            return parse_exposition(response.read().decode())
 
     def wait_for(self, predicate: Callable[[dict[str, list]], bool], timeout: float = 60.0) -> dict[str, list]:
         """Scrape until ``predicate`` holds; fail with the last scrape's view if it never does."""
@@ -90,6 +85,15 @@ def start_exporter(tmp_path: Path) -> Iterator[Callable[..., RunningExporter]]:
     yield start
     for exporter in running:
         exporter.stop()
+
+
+def parse_exposition(text: str) -> dict[str, list]:
+    """Samples by sample name, parsed with prometheus_client's own text parser."""
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
 
 
 def value(samples: dict[str, list], name: str, **labels: str) -> float:

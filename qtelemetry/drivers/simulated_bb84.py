@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingFleet, parameter_table
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
+from qtelemetry.estimation.stats import ratio
 
 
 class SimulatedBB84Config(KeyDistillingConfig):
@@ -101,14 +102,14 @@ def click_model(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     eta = decoy.transmittance(p.fiber_length_km, p.attenuation_db_per_km, p.insertion_loss_db) * p.detector_efficiency
     eta, y0 = np.asarray(eta)[..., None], np.asarray(p.dark_count_probability)[..., None]
     q = decoy.gain(eta, intensities, y0)
-    error = decoy.error_gain(eta, intensities, y0, np.asarray(p.misalignment_error)[..., None]) / q
+    error = ratio(decoy.error_gain(eta, intensities, y0, np.asarray(p.misalignment_error)[..., None]), q)
     f = np.asarray(p.eavesdrop_fraction)[..., None]
     error = (1 - f) * error + f * 0.25
     b = np.asarray(p.blinding_fraction)[..., None]
     choice = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1)
     faked = np.sum(choice * q, axis=-1, keepdims=True)
     q_seen = (1 - b) * q + b * faked
-    error = (1 - b) * q * error / q_seen
+    error = np.nan_to_num(ratio((1 - b) * q * error, q_seen))  # no clicks at all: no errors either
     return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
 
 

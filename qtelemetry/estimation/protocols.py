@@ -11,7 +11,10 @@ Kinds of count:
   and into cumulative totals that are exported as counters;
 - ``amount``: a non-negative real quantity accrued in the window (bits, seconds), summed likewise;
 - ``level``: a value the source reports (a key-store fill, a device's own QBER): finite and
-  non-negative, or NaN for "not reported". Only the latest is kept, and it is also an estimate.
+  non-negative. Only the latest is kept, and it is also an estimate.
+
+Amounts and levels may be NaN, "not reported" (a device that has no key store), and a polled
+device may leave them out altogether; a NaN is never exported.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ KEY_STORE_KINDS: dict[str, CountKind] = {
 
 
 def key_store_consistent(counts: Counts) -> NDArray[np.bool_]:
-    """Delivered ≤ requested and stored ≤ capacity (a NaN level, not reported, passes)."""
+    """Delivered ≤ requested and stored ≤ capacity (values not reported, NaN, pass)."""
     with np.errstate(invalid="ignore"):
-        return (counts["key_delivered_bits"] <= counts["key_requested_bits"]) & ~(
+        return ~(counts["key_delivered_bits"] > counts["key_requested_bits"]) & ~(
             counts["key_stored_bits"] > counts["key_capacity_bits"])

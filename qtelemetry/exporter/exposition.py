@@ -15,8 +15,9 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from operator import add
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,22 +60,22 @@ class Block:
     #: which values to export (default: all but NaN, which means "no estimate")
     keep: Callable[[NDArray[np.float64]], NDArray[np.bool_]] | None = None
     prefixes: list[str] = field(init=False, repr=False)
+    #: the last values rendered and their text: many series (error counters, plans) rarely change
+    _last: list[Any] = field(init=False, repr=False, default_factory=lambda: [None, ""])
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prefixes", [self._prefix(labels) for labels in self.label_rows()])
+        names = self.label_names
+        heads = [_pairs(names[:len(row)], row) for row in self.head]
+        tails = [_pairs(names[-len(self.axes):], combo) for combo in itertools.product(*self.axes)] if self.axes else [""]
+        prefixes = [self.sample + ("{" + _joined(h, t) + "} " if h or t else " ") for h in heads for t in tails]
+        if self.select is not None:
+            prefixes = [prefixes[i] for i in self.select.tolist()]
+        object.__setattr__(self, "prefixes", prefixes)
 
-    def label_rows(self) -> Iterator[tuple[str, ...]]:
-        rows = (head + tail for head, tail in itertools.product(self.head, itertools.product(*self.axes)))
-        if self.select is None:
-            return rows
-        wanted = set(self.select.tolist())
-        return (row for i, row in enumerate(rows) if i in wanted)
-
-    def _prefix(self, labels: tuple[str, ...]) -> str:
-        if not labels:
-            return self.sample + " "
-        pairs = ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(self.label_names, labels))
-        return f"{self.sample}{{{pairs}}} "
+    def label_rows(self) -> list[tuple[str, ...]]:
+        """Label values of every series, in the order of the values (for OpenTelemetry)."""
+        rows = [head + tail for head, tail in itertools.product(self.head, itertools.product(*self.axes))]
+        return rows if self.select is None else [rows[i] for i in self.select.tolist()]
 
     def values_at(self, snap: Snapshot, now: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Values of the block's series at ``now``, and which of them to export."""
@@ -83,18 +84,29 @@ class Block:
             values = values[self.select]
         return values, ~np.isnan(values) if self.keep is None else self.keep(values)
 
-    def current(self, snap: Snapshot, now: float) -> tuple[list[str], NDArray[np.float64]]:
-        """The prefixes and values to export at this scrape."""
-        values, keep = self.values_at(snap, now)
-        if keep.all():
-            return self.prefixes, values
-        return list(itertools.compress(self.prefixes, keep.tolist())), values[keep]
-
     def render(self, snap: Snapshot, now: float) -> str:
-        prefixes, values = self.current(snap, now)
-        if not prefixes:
-            return ""
-        return "\n".join(map(add, prefixes, format_values(values))) + "\n"
+        """The block's sample lines; reused as they are when no value changed since the last render."""
+        values, keep = self.values_at(snap, now)
+        last_values, last_text = self._last
+        if last_values is not None and np.array_equal(values, last_values, equal_nan=True):
+            return last_text
+        if keep.all():
+            prefixes, shown = self.prefixes, values
+        else:
+            prefixes, shown = list(itertools.compress(self.prefixes, keep.tolist())), values[keep]
+        text = "\n".join(map(add, prefixes, format_values(shown))) + "\n" if prefixes else ""
+        self._last[:] = [values, text]
+        return text
+
+
+@lru_cache(maxsize=1 << 17)
+def _pairs(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """``name="value",...`` (shared by every block of the same links)."""
+    return ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(names, values))
+
+
+def _joined(head: str, tail: str) -> str:
+    return f"{head},{tail}" if head and tail else head or tail
 
 
 def format_values(values: NDArray[np.float64]) -> list[str]:
@@ -259,12 +271,19 @@ def layout(table: LinkTable, window_seconds: float) -> tuple[Family, ...]:
 class _Rendered:
     sequence: int
     body: bytes
-    gzip_head: bytes | None = None
+    gzip_head: bytes = b""
     gzip_state: Any = None  #: zlib compressor after the body, copied to finish each scrape
 
 
 class Exposition:
-    """Renders the latest snapshot at most once per format and hands every scraper the bytes."""
+    """Renders each snapshot at most once per format and hands every scraper the same bytes.
+
+    While a format is being scraped (asked for within ``WARM_S``), each new snapshot is rendered
+    for it ahead of time on a background thread, so a scrape only adds the scrape-time families;
+    an exporter nobody scrapes renders nothing.
+    """
+
+    WARM_S = 120.0
 
     def __init__(self, families: tuple[Family, ...], snapshot: Callable[[], Snapshot]):
         self.families = families
@@ -273,10 +292,32 @@ class Exposition:
         self._dynamic = tuple(f for f in families if f.dynamic)
         self._lock = threading.Lock()
         self._cache: dict[bool, _Rendered] = {}
+        self._asked: dict[tuple[bool, bool], float] = {}  # (openmetrics, gzip) -> when last scraped
+        self._published = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._prepare, name="exposition", daemon=True)
 
-    def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
-        """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
-        snap = self._snapshot()
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._published.set()
+
+    def published(self) -> None:
+        """A new snapshot is out (called by the runtime after each cycle)."""
+        self._published.set()
+
+    def _prepare(self) -> None:
+        while self._published.wait() and not self._stopping:
+            self._published.clear()
+            now = time.monotonic()
+            for (openmetrics, gzip), asked in list(self._asked.items()):
+                if now - asked < self.WARM_S:
+                    self._body(self._snapshot(), openmetrics, gzip)
+
+    def _body(self, snap: Snapshot, openmetrics: bool, gzip: bool) -> _Rendered:
+        """The snapshot's scrape-independent text (and gzip stream), rendered if not yet."""
         with self._lock:
             cached = self._cache.get(openmetrics)
             if cached is None or cached.sequence != snap.sequence:
@@ -285,6 +326,13 @@ class Exposition:
             if gzip and cached.gzip_state is None:
                 cached.gzip_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
                 cached.gzip_head = cached.gzip_state.compress(cached.body)
+            return cached
+
+    def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
+        """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
+        self._asked[(openmetrics, gzip)] = time.monotonic()
+        snap = self._snapshot()
+        cached = self._body(snap, openmetrics, gzip)
         now = time.time() if now is None else now
         tail = ("".join(f.render(snap, now, openmetrics) for f in self._dynamic)
                 + ("# EOF\n" if openmetrics else "")).encode()

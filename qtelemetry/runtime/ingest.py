@@ -32,8 +32,8 @@ class MalformedBatch(ValueError):
 def check_rows(protocol: LinkProtocol, counts: Mapping[str, NDArray[np.float64]]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Per row: (impossible values, values that contradict each other).
 
-    Counts must be non-negative integers, amounts non-negative reals, levels non-negative reals
-    or NaN (not reported); then the protocol's own consistency (e.g. errors ≤ sifted bits) and,
+    Counts must be non-negative integers, amounts and levels non-negative reals or NaN (not
+    reported); then the protocol's own consistency (e.g. errors ≤ sifted bits) and,
     for links with a key store, the store's (delivered ≤ requested, stored ≤ capacity).
     """
     rows = len(next(iter(counts.values())))
@@ -45,7 +45,7 @@ def check_rows(protocol: LinkProtocol, counts: Mapping[str, NDArray[np.float64]]
             good = np.isfinite(flat) & (flat >= 0)
             if kind == "count":
                 good &= flat == np.round(flat)
-            elif kind == "level":
+            else:
                 good |= np.isnan(flat)
             invalid |= ~good.all(axis=1)
         consistent = np.asarray(protocol.consistent(counts), bool)
@@ -55,16 +55,24 @@ def check_rows(protocol: LinkProtocol, counts: Mapping[str, NDArray[np.float64]]
 
 
 def coerce(protocol: LinkProtocol, batch: object) -> tuple[dict[str, NDArray[np.float64]], float]:
-    """One polled reading as one row of float arrays; raises MalformedBatch saying what is wrong."""
+    """One polled reading as one row of float arrays; raises MalformedBatch saying what is wrong.
+
+    Amounts and levels the reading leaves out are not reported (NaN); counts are required.
+    """
     if not isinstance(batch, CountBatch):
         raise MalformedBatch(f"expected a CountBatch, got {type(batch).__name__}")
     duration = batch.duration_s
     if isinstance(duration, bool) or not isinstance(duration, Real) or not math.isfinite(duration) or duration <= 0:
         raise MalformedBatch("duration_s must be a positive number of seconds")
-    if not isinstance(batch.counts, Mapping) or set(batch.counts) != set(protocol.count_shapes):
-        raise MalformedBatch(f"expected counts {sorted(protocol.count_shapes)}")
+    shapes = protocol.count_shapes
+    required = {k for k in shapes if protocol.count_kinds.get(k, "count") == "count"}
+    if not isinstance(batch.counts, Mapping) or not required <= set(batch.counts) <= set(shapes):
+        raise MalformedBatch(f"expected counts {sorted(required)}, optionally {sorted(set(shapes) - required)}")
     rows = {}
-    for name, shape in protocol.count_shapes.items():
+    for name, shape in shapes.items():
+        if name not in batch.counts:
+            rows[name] = np.full((1, *shape), np.nan)
+            continue
         try:
             values = np.asarray(batch.counts[name])
         except Exception as exc:  # an object numpy cannot even look at

@@ -60,12 +60,17 @@ class PollLoop:
             log.warning("poll loop did not stop cleanly: %s", exc)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=3.0)
+        """Cancel until every task has ended (a driver may swallow one cancellation), for at most 3 s."""
+        deadline = asyncio.get_running_loop().time() + 3.0
+        pending = set(self._tasks)
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
 
     async def _poll(self, index: int, config: IODriverConfig) -> None:
         interval = config.poll_interval_seconds
@@ -78,7 +83,8 @@ class PollLoop:
                 due = loop.time() + interval
                 try:
                     driver = driver or config.build()
-                    reading = await asyncio.wait_for(driver.acquire(), guard_timeout(config))
+                    async with asyncio.timeout(guard_timeout(config)):
+                        reading = await driver.acquire()
                 except TimeoutError:
                     ok = self._fail(index, "timeout", f"no answer within {guard_timeout(config):g} s")
                 except DriverError as exc:
@@ -102,6 +108,7 @@ class PollLoop:
 
 async def _close(driver: IODriver) -> None:
     try:
-        await asyncio.wait_for(driver.aclose(), 2.0)
+        async with asyncio.timeout(2.0):
+            await driver.aclose()
     except Exception as exc:
         log.debug("driver close failed: %s", exc)

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +24,7 @@ from qtelemetry.drivers.base import FaultControl, FleetBatch, FleetConfig, Fleet
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.protocols import LinkProtocol
+from qtelemetry.runtime.failures import FailureLog
 from qtelemetry.runtime.ingest import INCONSISTENT, INVALID, MALFORMED, MalformedBatch, Slots, Taken, check_rows, coerce
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.polling import PollLoop
@@ -75,11 +76,12 @@ class Runtime:
         self._duration_sum = 0.0
         self._cycles_skipped = 0
         self._sequence = 0
-        self._failing: dict[int, str] = {}  # link -> reason it is failing for, to log changes only
-        self._log_lock = threading.Lock()
+        self._log = FailureLog(table.names)
         self._snapshot = self._publish({}, self.started)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: called on the estimation thread after each published snapshot; must not block
+        self.listeners: list[Callable[[], None]] = []
         self._poll_loop: PollLoop | None = None
 
     def _build_fleets(self) -> list[Fleet]:
@@ -115,7 +117,7 @@ class Runtime:
         self._thread = threading.Thread(target=self._run, name="estimation", daemon=True)
         self._thread.start()
         if self._polled:
-            self._poll_loop = PollLoop(self._polled, self._accept, self._reject)
+            self._poll_loop = PollLoop(self._polled, self.accept, self.reject)
             self._poll_loop.start()
 
     def stop(self) -> None:
@@ -137,36 +139,28 @@ class Runtime:
             self._cycles_skipped += missed
             tick += (missed + 1) * window
 
-    def _accept(self, index: int, reading: object, received_at: float) -> bool:
+    def accept(self, index: int, reading: object, received_at: float) -> bool:
         """A polled reading (event-loop thread): coerce, check, coalesce into the link's slot."""
         protocol = PROTOCOLS[self.table.links[index].driver.protocol]
         try:
             counts, duration = coerce(protocol, reading)
         except MalformedBatch as exc:
-            self._reject(index, MALFORMED, str(exc))
+            self.reject(index, MALFORMED, str(exc))
             return False
         invalid, inconsistent = check_rows(protocol, counts)
         if invalid[0] or inconsistent[0]:
-            self._reject(index, INVALID if invalid[0] else INCONSISTENT, "reading rejected")
+            self.reject(index, INVALID if invalid[0] else INCONSISTENT, "reading rejected")
             return False
         if not self.slots.put(index, counts, duration, received_at):
-            self._log_failure(index, "overflow", "slot full: the estimation cycle is not keeping up")
+            self._log.failed([index], "overflow", "slot full: the estimation cycle is not keeping up")
             return False
-        self._recovered(np.array([index]))
+        self._log.recovered([index])
         return True
 
-    def _reject(self, index: int, reason: str, message: str) -> None:
+    def reject(self, index: int, reason: str, message: str) -> None:
         reason = reason if reason in self._reason else "driver_exception"
         self.slots.fail(index, reason)
-        self._log_failure(index, reason, message)
-
-    def _log_failure(self, index: int, reason: str, message: str) -> None:
-        """One warning when a link starts failing or its reason changes; repeats go to debug."""
-        with self._log_lock:
-            repeat = self._failing.get(index) == reason
-            self._failing[index] = reason
-        log.log(logging.DEBUG if repeat else logging.WARNING,
-                "link=%s reason=%s dropped: %s", self.table.names[index], reason, message)
+        self._log.failed([index], reason, message)
 
     # --- one cycle -------------------------------------------------------------------------
 
@@ -184,6 +178,8 @@ class Runtime:
         self._duration_sum += elapsed
         self._sequence += 1
         self._snapshot = self._publish(groups, time.time())
+        for listener in self.listeners:
+            listener()
         return self._snapshot
 
     def _sample(self, fleet: Fleet, now: float) -> None:
@@ -208,30 +204,16 @@ class Runtime:
         self._ok[links] = True
         self._stalled[links] = False
         self._batches[links] += 1
-        self._recovered(links)
+        self._log.recovered(links.tolist())
         if batch.faults is not None and np.shape(batch.faults) == (len(fleet.links), len(FAULT_KINDS)):
             self._faults[fleet.links] = batch.faults
 
     def _fail_rows(self, links: NDArray[np.intp], reason: str, what: str) -> None:
-        """Count one failure on each of ``links``; log the links that were not already failing so."""
-        if not links.size:
-            return
-        self._errors[links, self._reason[reason]] += 1
-        self._ok[links] = False
-        with self._log_lock:
-            new = [i for i in links.tolist() if self._failing.get(i) != reason]
-            self._failing.update(dict.fromkeys(links.tolist(), reason))
-        if new:
-            names = ",".join(self.table.names[i] for i in new[:5]) + (",..." if len(new) > 5 else "")
-            log.warning("reason=%s dropped: %s links=%s", reason, what, names)
-
-    def _recovered(self, links: NDArray[np.intp]) -> None:
-        if not self._failing:
-            return
-        with self._log_lock:
-            back = [i for i in links.tolist() if self._failing.pop(i, None) is not None]
-        for i in back:
-            log.info("link=%s recovered", self.table.names[i])
+        """Count one failure on each of ``links``."""
+        if links.size:
+            self._errors[links, self._reason[reason]] += 1
+            self._ok[links] = False
+            self._log.failed(links.tolist(), reason, what)
 
     def _take(self, taken: Taken) -> None:
         for protocol, (rows, counts, duration) in taken.windows.items():

@@ -1,0 +1,228 @@
+"""The whole exporter under load: `qtelemetry run` with N simulated links, scraped over HTTP.
+
+For each size, a real `qtelemetry run` process and, as the baseline measured in the same run,
+``naive_exporter.py`` (same links, simulators and estimator; labelled prometheus_client Gauges
+set every window). Scrapers ask for gzip, as Prometheus does. Printed per process: start-up
+time, CPU (cores) idle and while scraped, RSS, scrape latency p50/p99 with 1 and 4 concurrent
+scrapers, payload size, and the median and worst `qlink_data_age_seconds` seen by the scrapes.
+
+    python bench/fleet.py [--links 100,1000,10000] [--seconds 30] [--soak 600]
+
+``--soak S`` also runs the largest size alone for S seconds, scraped every 15 s like a
+Prometheus job, and prints RSS over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+AGE = re.compile(rb"^qlink_data_age_seconds\{[^}]*\} (\S+)$", re.M)
+UP = re.compile(rb"^qlink_up\{[^}]*\} 1$", re.M)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def config_text(links: int) -> str:
+    lines = ["exporter: {window_seconds: 1.0, sliding_windows: 60}", "links:"]
+    lines += [f"  - {{name: link-{i:05d}, site_a: site-{i % 7}, site_b: site-{(i + 1) % 7}, driver: "
+              f"{{type: simulated-bb84, fiber_length_km: {5 + i % 120}, seed: {i}}}}}" for i in range(links)]
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scrape(url: str) -> tuple[float, bytes, int]:
+    """(seconds, decompressed body, bytes on the wire) of one gzip scrape."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        raw = response.read()
+        encoded = response.headers.get("Content-Encoding") == "gzip"
+    elapsed = time.perf_counter() - started
+    return elapsed, gzip.decompress(raw) if encoded else raw, len(raw)
+
+
+@dataclass
+class Scrapes:
+    latencies: list[float] = field(default_factory=list)
+    ages: list[float] = field(default_factory=list)
+    wire: int = 0
+    size: int = 0
+
+    def add(self, elapsed: float, body: bytes, wire: int, read_ages: bool) -> None:
+        self.latencies.append(elapsed)
+        self.wire, self.size = wire, len(body)
+        if read_ages:
+            self.ages += [float(v) for v in AGE.findall(body)]
+
+
+def scrape_for(url: str, seconds: float, scrapers: int, read_ages: bool) -> Scrapes:
+    result, lock, deadline = Scrapes(), threading.Lock(), time.monotonic() + seconds
+
+    def loop() -> None:
+        while time.monotonic() < deadline:
+            elapsed, body, wire = scrape(url)
+            with lock:
+                result.add(elapsed, body, wire, read_ages)
+
+    threads = [threading.Thread(target=loop) for _ in range(scrapers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Process:
+    """An exporter process on a free port; ``ready`` once every link is up."""
+
+    def __init__(self, command: list[str], url_pattern: bytes, links: int, log: Path):
+        self.log = log.open("wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = self._wait_url(log, url_pattern)
+        self.serving_s = time.monotonic() - self.started
+        while len(UP.findall(scrape(self.url)[1])) < links:
+            time.sleep(0.2)
+        self.ready_s = time.monotonic() - self.started
+
+    def _wait_url(self, log: Path, pattern: bytes) -> str:
+        while not (match := re.search(pattern, log.read_bytes())):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exporter exited:\n{log.read_text()}")
+            time.sleep(0.1)
+        return match.group(1).decode()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: float, tmp: Path) -> dict:
+    process = Process(command, pattern, links, tmp / f"{name}-{links}.log")
+    pid = process.proc.pid
+    try:
+        cold_scrape_s = scrape(process.url)[0]  # nothing rendered ahead yet
+        rss_start, cpu0, t0 = rss_mb(pid), cpu_seconds(pid), time.monotonic()
+        time.sleep(min(10.0, seconds))
+        idle_cores = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        row = {"process": name, "links": links, "serving_s": process.serving_s, "ready_s": process.ready_s,
+               "cold_scrape_s": cold_scrape_s, "idle_cores": idle_cores, "rss_start_mb": rss_start}
+        for scrapers in (1, 4):
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            result = scrape_for(process.url, seconds, scrapers, name == "qtelemetry")
+            row[f"cores_{scrapers}"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            row[f"p50_{scrapers}"] = percentile(result.latencies, 0.5)
+            row[f"p99_{scrapers}"] = percentile(result.latencies, 0.99)
+            row[f"scrapes_{scrapers}"] = len(result.latencies)
+            row["payload_mb"], row["wire_mb"] = result.size / 1e6, result.wire / 1e6
+            if result.ages:
+                row[f"age_median_{scrapers}"] = statistics.median(result.ages)
+                row[f"age_worst_{scrapers}"] = max(result.ages)
+        row["rss_end_mb"] = rss_mb(pid)
+        return row
+    finally:
+        process.stop()
+
+
+def soak(links: int, seconds: float, tmp: Path) -> None:
+    config = tmp / f"soak-{links}.yaml"
+    config.write_text(config_text(links))
+    process = Process([sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen", "127.0.0.1:0"],
+                      rb"url=(http\S+/metrics)", links, tmp / "soak.log")
+    pid, started, ages = process.proc.pid, time.monotonic(), []
+    print(f"\nsoak: {links} links for {seconds:.0f} s, scraped every 15 s\n  t (s)   RSS (MB)   cores   worst data age (s)")
+    cpu0 = cpu_seconds(pid)
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            _, body, _ = scrape(process.url)
+            worst = max(float(v) for v in AGE.findall(body))
+            ages.append(worst)
+            print(f"  {elapsed:5.0f}   {rss_mb(pid):8.0f}   {(cpu_seconds(pid) - cpu0) / max(elapsed, 1e-9):5.2f}   {worst:6.2f}",
+                  flush=True)
+            time.sleep(15)
+    finally:
+        process.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--links", default="100,1000,10000")
+    parser.add_argument("--seconds", type=float, default=30.0, help="scraping time per scraper count")
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds of the long run of the largest size")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.links.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rows = []
+        for links in sizes:
+            config = tmp / f"fleet-{links}.yaml"
+            config.write_text(config_text(links))
+            port = free_port()
+            rows.append(measure("qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config),
+                                               "--listen", "127.0.0.1:0"], rb"url=(http\S+/metrics)", links, args.seconds, tmp))
+            rows.append(measure("naive", [sys.executable, str(HERE / "naive_exporter.py"), str(config), str(port)],
+                                rb"serving (http\S+/metrics)", links, args.seconds, tmp))
+            report(rows[-2:])
+        if args.soak:
+            soak(sizes[-1], args.soak, tmp)
+
+
+def report(rows: list[dict]) -> None:
+    ours, naive = rows
+    print(f"\n{ours['links']} links (gzip scrapes; p50/p99 in ms; ratio = naive / qtelemetry)")
+    keys = [("serving_s", "serving after (s)", 1), ("ready_s", "all links up after (s)", 1),
+            ("cold_scrape_s", "first scrape (ms)", 1e3), ("idle_cores", "CPU unscraped (cores)", 1),
+            ("cores_1", "CPU, 1 scraper (cores)", 1), ("cores_4", "CPU, 4 scrapers (cores)", 1),
+            ("p50_1", "p50, 1 scraper", 1e3), ("p99_1", "p99, 1 scraper", 1e3),
+            ("p50_4", "p50, 4 scrapers", 1e3), ("p99_4", "p99, 4 scrapers", 1e3),
+            ("scrapes_4", "scrapes served (4 scrapers)", 1),
+            ("payload_mb", "payload (MB)", 1), ("wire_mb", "on the wire, gzip (MB)", 1),
+            ("rss_start_mb", "RSS at start (MB)", 1), ("rss_end_mb", "RSS at end (MB)", 1),
+            ("age_median_1", "data age median (s)", 1), ("age_worst_1", "data age worst (s)", 1),
+            ("age_median_4", "data age median, 4 scrapers (s)", 1), ("age_worst_4", "data age worst, 4 scrapers (s)", 1)]
+    print(f"  {'':34} {'qtelemetry':>12} {'naive':>12} {'ratio':>7}")
+    for key, label, scale in keys:
+        a, b = ours.get(key), naive.get(key)
+        ratio = f"{b / a:7.2f}" if a and b else ""
+        fmt = lambda v: f"{v * scale:12.3f}" if isinstance(v, float) else (f"{v:12d}" if v is not None else f"{'-':>12}")  # noqa: E731
+        print(f"  {label:34} {fmt(a)} {fmt(b)} {ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Log lines for failing links: what an operator needs, never a line per failed poll.
+
+A link gets a warning when it starts failing or fails for a new reason, and one line when it
+recovers; a link that keeps failing, or flaps, for the same reason is reminded of at most every
+``REMIND_S``. The counters carry every single failure; the log only tells the story.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+log = logging.getLogger("qtelemetry.runtime")
+
+#: While a link keeps failing for the same reason, repeat the warning this often at most.
+REMIND_S = 60.0
+
+
+class FailureLog:
+    """Which links are failing, and why, as far as the log has told."""
+
+    def __init__(self, names: Sequence[str]):
+        self._names = names
+        self._lock = threading.Lock()
+        self._warned: dict[int, tuple[str, float]] = {}  # link -> (reason, when last warned)
+        self._down: set[int] = set()  # warned about and not yet recovered
+
+    def failed(self, links: Sequence[int], reason: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [i for i in links if self._due(i, reason, now)]
+            self._warned.update({i: (reason, now) for i in due})
+            self._down.update(due)
+        if len(due) == 1:
+            log.warning("link=%s reason=%s dropped: %s", self._names[due[0]], reason, message)
+        elif due:
+            shown = ",".join(self._names[i] for i in due[:5]) + (",..." if len(due) > 5 else "")
+            log.warning("links=%s count=%d reason=%s dropped: %s", shown, len(due), reason, message)
+
+    def _due(self, link: int, reason: str, now: float) -> bool:
+        last = self._warned.get(link)
+        return last is None or last[0] != reason or now - last[1] >= REMIND_S
+
+    def recovered(self, links: Sequence[int]) -> None:
+        if not self._down:
+            return
+        with self._lock:
+            back = [i for i in links if i in self._down]
+            self._down.difference_update(back)
+        for i in back:
+            log.info("link=%s recovered", self._names[i])

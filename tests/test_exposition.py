@@ -1,0 +1,89 @@
+"""The hand-rendered exposition is what prometheus_client's own parsers read, in both formats."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import parse_exposition, value
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+from runtime_drivers import DeviceConfig, make_config, simulated
+
+from qtelemetry.config import default_config
+from qtelemetry.exporter.exposition import Block, Exposition, format_values, layout
+from qtelemetry.monitoring.catalogue import METRICS
+from qtelemetry.runtime.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[Runtime, Exposition]:
+    runtime = Runtime(default_config())
+    for now in (runtime.started + 1, runtime.started + 2):
+        runtime.cycle(now)
+    return runtime, Exposition(layout(runtime.table, 1.0), lambda: runtime.snapshot)
+
+
+def families(text: str, openmetrics: bool = False) -> dict:
+    parse = parse_openmetrics if openmetrics else text_string_to_metric_families
+    return {f.name: f for f in parse(text)}
+
+
+def test_text_and_openmetrics_carry_the_same_samples_and_types(demo):
+    _, exposition = demo
+    text = exposition.render(now=1e9).decode()
+    om = exposition.render(openmetrics=True, now=1e9).decode()
+    assert om.endswith("# EOF\n") and "# EOF" not in text
+    by_text, by_om = families(text), families(om, openmetrics=True)
+    samples = lambda fams: sorted((s.name, tuple(sorted(s.labels.items())), s.value)  # noqa: E731
+                                  for f in fams.values() for s in f.samples)
+    assert samples(by_text) == samples(by_om)
+    for metric in METRICS:
+        assert by_om[metric.name].type == metric.type, metric.name
+        assert by_om[metric.name].documentation == metric.help
+
+
+def test_gzip_stream_is_the_same_text(demo):
+    _, exposition = demo
+    for openmetrics in (False, True):
+        plain = exposition.render(openmetrics=openmetrics, now=1e9)
+        assert gzip.decompress(exposition.render(openmetrics=openmetrics, gzip=True, now=1e9)) == plain
+
+
+def test_a_snapshot_is_rendered_once_but_freshness_is_computed_per_scrape(demo):
+    runtime, exposition = demo
+    published = runtime.snapshot.published_at
+    soon, later = parse_exposition(exposition.render(now=published + 1).decode()), \
+        parse_exposition(exposition.render(now=published + 100).decode())
+    assert value(later, "qtelemetry_estimation_lag_seconds") == pytest.approx(100, abs=1e-6)
+    assert value(soon, "qlink_up", link="metro-10km") == 1
+    assert value(later, "qlink_up", link="metro-10km") == 0  # same cached body, now stale
+    received = runtime.snapshot.received_at[runtime.table.index["metro-10km"]]
+    assert value(later, "qlink_data_age_seconds", link="metro-10km") == pytest.approx(published + 100 - received)
+    assert value(soon, "qkd_channel_loss_db", link="metro-10km") == value(later, "qkd_channel_loss_db", link="metro-10km")
+
+
+def test_values_are_formatted_as_prometheus_reads_them():
+    values = np.array([0.0, 3.0, 2.5e-7, np.inf, -np.inf, 1e300, 12345678901.0])
+    assert format_values(values) == ["0.0", "3.0", "2.5e-07", "+Inf", "-Inf", "1e+300", "12345678901.0"]
+    assert format_values(np.array([0.0, 7.0, 2.0**52])) == ["0", "7", str(2**52)]
+    assert [float(v) for v in format_values(values)] == values.tolist()
+
+
+def test_label_values_are_escaped():
+    block = Block("x", ("link", "why"), [("a",)], (('quote " back \\ new\nline',),), lambda s, n: np.array([1.0]))
+    text = "# TYPE x gauge\n" + block.render(None, 0.0)  # type: ignore[arg-type]
+    (sample,) = next(iter(text_string_to_metric_families(text))).samples
+    assert sample.labels == {"link": "a", "why": 'quote " back \\ new\nline'}
+
+
+def test_links_before_their_first_window_export_no_estimates_and_are_down():
+    runtime = Runtime(make_config({"sim": simulated(1), "polled": DeviceConfig()}))
+    samples = parse_exposition(Exposition(layout(runtime.table, 1.0), lambda: runtime.snapshot).render().decode())
+    assert {s.value for s in samples["qlink_up"]} == {0}
+    assert "qlink_data_age_seconds" not in samples and "qkd_channel_loss_db" not in samples
+    assert value(samples, "qtelemetry_estimation_duration_seconds_count") == 0
+    # only polled links carry the poll reasons
+    reasons = {(s.labels["link"], s.labels["reason"]) for s in samples["qlink_driver_errors_total"]}
+    assert ("polled", "timeout") in reasons and ("sim", "timeout") not in reasons
