@@ -629,3 +629,25 @@ def test_systemd_unit_verifies(tmp_path):
     local.write_text(unit.replace(exec_lines[0][0], str(stand_in)))
     result = run([analyze, "verify", str(local)])
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build_module):
+    """Each pod's ordinal (the pod-index label) is its shard of `replicas`; the pod is the base one."""
+    from qtelemetry.sharding import parse_shard
+
+    service, statefulset = load_all(build_module.SHARDED_OUT)
+    assert statefulset["kind"] == "StatefulSet" and service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    replicas = statefulset["spec"]["replicas"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    (env,) = container["env"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    shard = container["args"][container["args"].index("--shard") + 1]
+    assert shard == f"$({env['name']})/{replicas}"
+    assert [parse_shard(shard.replace(f"$({env['name']})", str(i))).index for i in range(replicas)] == list(range(replicas))
+    base = load_all(K8S / "exporter" / "deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {k: v for k, v in container.items() if k not in ("env", "args")} == {
+        k: v for k, v in base.items() if k != "args"}
+    assert container["args"][:len(base["args"])] == base["args"]
+    monitor = load_all(K8S / "monitoring" / "servicemonitor.yaml")[0]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()

@@ -323,7 +323,7 @@ _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 def render(template: str, labels: dict[str, str], value: float | None, where: str) -> str:
     """Expand ``{{ OPERAND | f | ... }}`` as Prometheus would: OPERAND is ``$value``,
-    ``$labels.x``, ``$externalLabels.x`` (none in the tests) or ``or OPERAND...``."""
+    ``$labels.x``, a string literal without spaces, or ``or OPERAND...`` (the first non-empty)."""
     def operand(text: str) -> str | float:
         if text == "$value":
             if value is None:
@@ -331,8 +331,8 @@ def render(template: str, labels: dict[str, str], value: float | None, where: st
             return value
         if m := re.fullmatch(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", text):
             return labels.get(m.group(1), "")
-        if re.fullmatch(r"\$externalLabels\.[A-Za-z_][A-Za-z0-9_]*", text):
-            return ""
+        if m := re.fullmatch(r'"([^"\s]*)"', text):
+            return m.group(1)
         if text.startswith("or "):
             return next((v for v in map(operand, text.split()[1:]) if v != ""), "")
         raise GenerationError(f"{where}: template action {{{{ {text} }}}} is not supported by the test generator")

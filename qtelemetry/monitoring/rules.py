@@ -650,11 +650,13 @@ SCOPE_LABELS: dict[str, tuple[str, ...]] = {"link": ("link",), "exporter": ("ins
 def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
     """The dashboard that shows what the alert is about, with its variables set from the alert.
 
-    The cluster comes from the alert's labels or, where the cluster label is one of the
-    Prometheus server's external labels, from those.
+    The cluster variable is the alert's cluster label where the series carry one (rules
+    evaluated in a global view); otherwise "All": where the cluster is only an external label
+    of the Prometheus that evaluates the rules, its own series lack it, and a Grafana reading
+    that Prometheus would find nothing for a named cluster.
     """
     cl = c.cluster_label
-    params = [f"var-{cl}={{{{ or $labels.{cl} $externalLabels.{cl} | urlquery }}}}"]
+    params = [f'var-{cl}={{{{ or $labels.{cl} "$__all" | urlquery }}}}']
     if alert.scope == "link":
         slug = alert.dashboard or "{{ $labels.protocol }}"
         params.append("var-link={{ $labels.link }}")
