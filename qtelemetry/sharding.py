@@ -3,8 +3,8 @@
 Every replica reads the same config and keeps the links a stable hash assigns to its shard, so
 each link is served by exactly one replica and always by the same one, whatever the order of
 the config or the host. The hash is BLAKE2b of the link name (never Python's ``hash()``, which
-is salted per process). Changing N moves about (N-1)/N of the links, like any modulo scheme:
-plan the shard count up front (docs/operations.md).
+is salted per process). Changing N moves most links (N/(N+1) of them from N to N+1), like any
+modulo scheme: plan the shard count up front (docs/operations.md).
 """
 
 from __future__ import annotations
