@@ -14,8 +14,10 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from qtelemetry.config import Config
+if TYPE_CHECKING:  # the hash itself needs nothing but hashlib
+    from qtelemetry.config import Config
 
 log = logging.getLogger(__name__)
 
