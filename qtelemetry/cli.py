@@ -11,7 +11,7 @@ import threading
 import urllib.parse
 from typing import Sequence
 
-from qtelemetry import __version__
+from qtelemetry import __version__, sharding
 from qtelemetry.config import Config, ConfigError, default_config, load_config, parse_listen
 
 log = logging.getLogger("qtelemetry")
@@ -42,6 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.shard is not None:
+        config = sharding.select(config, args.shard)
     runtime = Runtime(config)
     families = layout(runtime.table, config.exporter.window_seconds)
     exposition = Exposition(families, lambda: runtime.snapshot)
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run the exporter and serve Prometheus metrics on /metrics.")
     run.add_argument("--config", metavar="FILE", help="YAML config; default: the embedded demo")
     run.add_argument("--listen", metavar="HOST:PORT", help="override exporter.listen (port 0 = any free port)")
+    run.add_argument("--shard", metavar="I/N", type=sharding.parse_shard,
+                     help="serve only the links a stable hash of their name assigns to shard I of N (0 <= I < N)")
     run.set_defaults(handler=cmd_run)
 
     check = verbs.add_parser("check-config", help="validate a config file and list every error",

@@ -251,6 +251,10 @@ class Prometheus(ManagedProcess):
 
     Rules are evaluated every second; alerts go to ``alertmanager`` (an ``host:port``) if given.
     Started with ``--web.enable-lifecycle`` so ``reload()`` re-reads config and rule files.
+    ``targets`` are ``host:port`` strings, or static-config target groups
+    (``{"targets": [...], "labels": {...}}``) to give targets labels such as a cluster.
+    ``external_labels`` and ``remote_write`` (URLs) build a leaf of a global view;
+    ``remote_write_receiver`` makes this server accept remote writes (the global one).
     """
 
     name = "prometheus"
@@ -258,7 +262,7 @@ class Prometheus(ManagedProcess):
     def __init__(
         self,
         workdir: Path,
-        targets: Sequence[str],
+        targets: Sequence[str | dict],
         rule_files: Sequence[Path | str] = (),
         alertmanager: str | None = None,
         metrics_path: str = "/metrics",
@@ -266,18 +270,25 @@ class Prometheus(ManagedProcess):
         interval: str = "1s",
         resend_delay: str = "2s",
         binary: str | None = None,
+        external_labels: dict[str, str] | None = None,
+        remote_write: Sequence[str] = (),
+        remote_write_receiver: bool = False,
     ):
         self.workdir = workdir
         self.job = job
         self.config_path = workdir / "prometheus.yml"
         self.rule_files = [Path(p).resolve() for p in rule_files]
+        groups = [t if isinstance(t, dict) else {"targets": [t]} for t in targets]
         self.config = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "rule_files": [str(p) for p in self.rule_files],
-            "scrape_configs": [
-                {"job_name": job, "metrics_path": metrics_path, "static_configs": [{"targets": list(targets)}]}
-            ],
+            "scrape_configs": [{"job_name": job, "metrics_path": metrics_path, "static_configs": groups}] if groups else [],
         }
+        if external_labels:
+            self.config["global"]["external_labels"] = dict(external_labels)
+        if remote_write:  # ship every second, so a test sees the global view within seconds
+            self.config["remote_write"] = [{"url": url, "queue_config": {"batch_send_deadline": "1s"}}
+                                           for url in remote_write]
         if alertmanager:
             self.config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
@@ -294,6 +305,7 @@ class Prometheus(ManagedProcess):
                 "--web.enable-lifecycle",
                 f"--rules.alert.resend-delay={resend_delay}",
                 "--log.level=info",
+                *(["--web.enable-remote-write-receiver"] if remote_write_receiver else []),
             ]
 
         super().__init__(argv, workdir / "prometheus.log")
@@ -464,6 +476,7 @@ class Alertmanager(ManagedProcess):
         group_interval: str = "1s",
         repeat_interval: str = "4h",
         binary: str | None = None,
+        inhibit_rules: Sequence[dict] = (),
     ):
         self.config_path = workdir / "alertmanager.yml"
         self.config = {
@@ -476,6 +489,8 @@ class Alertmanager(ManagedProcess):
             },
             "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
         }
+        if inhibit_rules:
+            self.config["inhibit_rules"] = list(inhibit_rules)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         binary = binary or find_binary(ALERTMANAGER_BIN)
         storage = workdir / "alertmanager-data"
@@ -491,6 +506,13 @@ class Alertmanager(ManagedProcess):
             ]
 
         super().__init__(argv, workdir / "alertmanager.log")
+
+    def post_alerts(self, alerts: list[dict]) -> None:
+        """POST alerts to the API v2, as Prometheus does."""
+        request = urllib.request.Request(self.url + "/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200, response.status
 
     def alerts(self) -> list[dict]:
         """Alerts Alertmanager holds (API v2)."""
@@ -643,12 +665,13 @@ def target_of(url: str) -> tuple[str, str]:
 
 def start_stack(
     workdir: Path,
-    exporter_url: str,
+    exporter_url: str | Sequence[tuple[str, dict[str, str]]],
     rule_files: Iterable[Path | str] = (),
     alerting: bool = True,
     group_by: Sequence[str] = ("alertname",),
 ) -> Stack:
-    """Start webhook receiver → Alertmanager → Prometheus (in that order) scraping ``exporter_url``."""
+    """Start webhook receiver → Alertmanager → Prometheus (in that order) scraping ``exporter_url``
+    (or several exporters, each given as ``(url, target labels)``; they share one metrics path)."""
     require_binaries(PROMETHEUS_BIN, *([ALERTMANAGER_BIN] if alerting else []))
     workdir.mkdir(parents=True, exist_ok=True)
     started: list[Any] = []
@@ -659,8 +682,10 @@ def start_stack(
             started.append(webhook)
             alertmanager = Alertmanager(workdir, webhook.url, group_by=group_by)
             started.append(alertmanager)
-        target, path = target_of(exporter_url)
-        prometheus = Prometheus(workdir, [target], list(rule_files),
+        exporters = [(exporter_url, {})] if isinstance(exporter_url, str) else list(exporter_url)
+        groups = [{"targets": [target_of(url)[0]], "labels": labels} for url, labels in exporters]
+        path = target_of(exporters[0][0])[1]
+        prometheus = Prometheus(workdir, groups, list(rule_files),
                                 alertmanager=alertmanager.address if alertmanager else None, metrics_path=path)
         return Stack(prometheus, alertmanager, webhook, workdir)
     except BaseException:

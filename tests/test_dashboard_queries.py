@@ -1,20 +1,23 @@
-"""Every panel query of every generated dashboard runs against a real Prometheus and returns data.
+"""Every panel query of every generated dashboard runs against a real Prometheus and returns data,
+for every cluster and every link its variables offer.
 
 No Grafana server can run here, so the dashboards are proven the way Grafana would use them: a
-real Prometheus 2.42 scrapes the demo exporter (every link kind it ships) with the generated
-rule files of ``alerts/`` loaded, the dashboard's template variables are resolved the way
-Grafana resolves them (``label_values(...)`` against Prometheus), and each ``targets[].expr``
-is sent to the HTTP query API. A query error fails at once; an empty result fails too. Each
-failure names the dashboard, the panel title, the refId, the link and the query.
+real Prometheus 2.42 scrapes two demo exporters (every link kind it ships) as two clusters,
+``east`` and ``west`` (target labels, as relabelling would set them; the same link names in
+both, the case where rules and dashboards must not merge links), with the generated rule files
+of ``alerts/`` loaded. The dashboard's template variables are resolved the way Grafana resolves
+them (``label_values(...)`` against Prometheus): the cluster variable and the link variable are
+iterated over each of their values, the other multi-value variables take their "All" value
+(``.*``), single-value ones their first value. Each ``targets[].expr`` is sent to the HTTP
+query API for every combination; a query error fails at once, and a panel query must return
+data for every combination (every link a drill-down offers is of that drill-down's kind). Each
+failure names the dashboard, the panel title, the refId, the cluster, the link and the query.
 
-Template variables: ``$link`` is tried with every value of the dashboard's ``link`` variable
-(its ``label_values(...)`` query run against Prometheus, as Grafana does) and a panel query
-passes if it returns data for at least one of them (a dashboard may hold panels for several
-link kinds, and Grafana shows "No data" for the others). Other query variables take their first
-value; ``$__rate_interval`` is ``1m`` (what Grafana computes for a Prometheus data source with
-the default 15 s scrape interval), ``$__range`` the dashboard's time range. Extraction and
-substitution are the project's own ``qtelemetry.monitoring.dashboards.panel_targets`` /
-``panel_queries``; a variable it cannot substitute fails the panel.
+Other variables: ``$__rate_interval`` is ``1m`` (what Grafana computes for a Prometheus data
+source with the default 15 s scrape interval), ``$__range`` the dashboard's time range.
+Extraction and substitution are the project's own
+``qtelemetry.monitoring.dashboards.panel_targets`` / ``panel_queries``; a variable it cannot
+substitute fails the panel.
 
 Long windows, and what is honestly checked on a Prometheus that is seconds old:
 
@@ -37,12 +40,16 @@ Long windows, and what is honestly checked on a Prometheus that is seconds old:
   a group up to one interval after start; the rule files are loaded as copies without the
   groups' ``interval:`` (the harness's 1 s applies), expressions untouched.
 
-Empty by design: a panel may read a metric that has no series on a healthy exporter (driver
-errors by reason, active simulated faults) because its label values only exist once the event
-happens. Such a query passes only if every name it reads either has series or is announced by
-the exporter's HELP/TYPE metadata (Prometheus's metadata API); a name that is neither (a typo,
-a metric the exporter does not export, a recording rule that is not loaded) fails, and a query
-whose names all have series but that is still empty fails (label matchers or joins).
+Empty by design: a panel may read a metric that has no series on a healthy exporter (active
+simulated faults) because its label values only exist once the event happens. Such a query
+passes only if every name it reads either has series or is announced by the exporter's
+HELP/TYPE metadata (Prometheus's metadata API); a name that is neither (a typo, a metric the
+exporter does not export, a recording rule that is not loaded) fails, and a query whose names
+all have series but that is still empty fails (label matchers or joins).
+
+The same stack also checks the recording rules' output: every recorded series carries exactly
+the cluster label, ``job`` and the labels its name's level says, and no link of one cluster is
+merged with the same-named link of the other.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import RunningExporter
+from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
 from realstack import (
     PROMETHEUS_BIN,
@@ -83,6 +91,10 @@ EXPECTED_EMPTY: dict[tuple[str, str], str] = {}
 
 RATE_INTERVAL = "1m"
 INTERVAL = "15s"
+CLUSTER = DEFAULT.cluster_label
+CLUSTERS = ("east", "west")
+#: variables tried with each of their values; other multi-value ones take "All"
+ITERATED = (CLUSTER, "link")
 
 DURATION = r"(?:\d+(?:ms|[smhdwy]))+"
 OFFSET = re.compile(rf"\s+offset\s+-?{DURATION}")
@@ -184,20 +196,31 @@ def variable_values(stack: Stack, dashboard_name: str, var: dict, known: dict[st
     return []
 
 
-def resolve_variables(stack: Stack, dashboard_name: str, dashboard: dict) -> tuple[dict[str, str], list[str]]:
-    """(first value of every variable, all values of ``link``); a variable without values fails."""
-    known = builtin_variables(dashboard)
-    links: list[str] = []
+def variable_combinations(stack: Stack, dashboard_name: str, dashboard: dict) -> list[dict[str, str]]:
+    """Every combination of template-variable values the test tries (see the module docstring);
+    a variable without values fails."""
+    combos = [builtin_variables(dashboard)]
     for var in (dashboard.get("templating") or {}).get("list") or []:
         if var.get("type") == "adhoc":
             continue
-        values = variable_values(stack, dashboard_name, var, known)
-        assert values, (f"{dashboard_name}: template variable ${var['name']} has no values "
-                        f"(query {var.get('query')!r}) against the demo exporter")
-        known[var["name"]] = values[0]
-        if var["name"] == "link":
-            links = values
-    return known, links
+        expanded = []
+        for known in combos:
+            values = variable_values(stack, dashboard_name, var, known)
+            assert values, (f"{dashboard_name}: template variable ${var['name']} has no values "
+                            f"(query {var.get('query')!r}) with {describe(known)}")
+            if var["name"] in ITERATED:
+                choices = values
+            elif var.get("includeAll"):
+                choices = [var.get("allValue") or ".*"]
+            else:
+                choices = values[:1]
+            expanded += [dict(known, **{var["name"]: value}) for value in choices]
+        combos = expanded
+    return combos
+
+
+def describe(variables: dict[str, str]) -> str:
+    return ", ".join(f"{name}={variables[name]}" for name in ITERATED if name in variables) or "no variables"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,6 +345,7 @@ class Env:
     shadows: dict[str, str]
     census: SeriesCensus
     data_deadline: float  # time.monotonic() until which an empty query is polled again
+    records: dict[str, dict]  # recording rule name -> rule (as in the rule files)
 
 
 @pytest.fixture(scope="module")
@@ -336,27 +360,32 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         groups = {"groups": [{"name": "shortwin", "rules": shadow_list}]}
         shadow_file.write_text(yaml.safe_dump(groups, sort_keys=False))
         rule_files.append(shadow_file)
-    exporter = RunningExporter(["run", "--listen", "127.0.0.1:0"], tmp / "exporter.log")
+    exporters: list[RunningExporter] = []
     stack = None
     try:
-        stack = start_stack(tmp / "stack", exporter.url, rule_files, alerting=False)
+        for cluster in CLUSTERS:  # the same demo links in both clusters
+            exporters.append(RunningExporter(["run", "--listen", "127.0.0.1:0"], tmp / f"exporter-{cluster}.log"))
+        stack = start_stack(tmp / "stack", [(e.url, {CLUSTER: c}) for e, c in zip(exporters, CLUSTERS)],
+                            rule_files, alerting=False)
         prom = stack.prometheus
         prom.wait_for_target_up(timeout=30)
         # Enough samples for rate()/increase() over any window, then one more rule evaluation.
-        prom.wait_for_query('count_over_time(up{job="qtelemetry"}[1h]) >= 3', timeout=15)
+        prom.wait_for_query('count(count_over_time(up{job="qtelemetry"}[1h]) >= 3) == 2', timeout=15)
         prom.wait_for_rule_evaluations(timeout=15, after=time.time())
-        records = {rule["record"]: rule["expr"] for path in rule_files
+        records = {rule["record"]: rule for path in rule_files
                    for group in yaml.safe_load(path.read_text())["groups"]
                    for rule in group.get("rules", []) if "record" in rule}
-        yield Env(stack, shadows, SeriesCensus(stack, records), time.monotonic() + 15)
+        yield Env(stack, shadows, SeriesCensus(stack, {k: r["expr"] for k, r in records.items()}),
+                  time.monotonic() + 15, records)
     finally:
         if stack is not None:
             stack.stop()
-        exporter.stop()
+        for exporter in exporters:
+            exporter.stop()
 
 
 # ----------------------------------------------------------------------------------------------
-# the test
+# the tests
 # ----------------------------------------------------------------------------------------------
 
 
@@ -364,87 +393,100 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 def test_every_panel_query_returns_data(env: Env, path: Path) -> None:
     prom = env.stack.prometheus
     dashboard = json.loads(path.read_text())
-    variables, links = resolve_variables(env.stack, path.name, dashboard)
+    combos = variable_combinations(env.stack, path.name, dashboard)
+    assert {c[CLUSTER] for c in combos} == set(CLUSTERS), f"{path.name}: the cluster variable must offer both clusters"
 
-    # (panel, refId) -> [(link, query)]; the query text differs only in $link.
-    queries: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    # (panel, refId) -> [(combination, query)]; the query text differs only in the variables.
+    queries: dict[tuple[str, str], list[tuple[str, str]]] = {}
     errors: list[str] = []
-    for link in links or [None]:
-        values = dict(variables, **({"link": link} if link else {}))
-        for q in project_panel_queries(dashboard, link, values):
+    for values in combos:
+        for q in project_panel_queries(dashboard, values.get("link"), values):
             if q.expr is None:
                 if (q.panel, q.ref_id) not in queries:
                     errors.append(f"{path.name} / panel {q.panel!r} / {q.ref_id}: {q.error}")
                 queries[(q.panel, q.ref_id)] = []
                 continue
-            queries.setdefault((q.panel, q.ref_id), []).append((link, q.expr))
+            queries.setdefault((q.panel, q.ref_id), []).append((describe(values), q.expr))
     total = len(queries)
     queries = {key: variants for key, variants in queries.items() if variants}
     assert total, f"{path.name}: no panel queries found"
 
-    empty: list[tuple[str, str, list[tuple[str | None, str]]]] = []
     report: list[str] = []
+    still_empty: list[str] = []
     for (panel, ref_id), variants in queries.items():
-        seen_data = False
-        for link, expr in variants:
+        empty = []
+        for where, expr in variants:
             try:
-                result = prom.query(expr)
+                if not prom.query(expr):
+                    empty.append((where, expr))
             except PromQLError as exc:
-                errors.append(f"{path.name} / panel {panel!r} / {ref_id} (link={link}): query error "
+                errors.append(f"{path.name} / panel {panel!r} / {ref_id} ({where}): query error "
                               f"{exc.error_type}: {exc.error}\n    {expr}")
                 break
-            if result:
-                seen_data = True
-                report.append(f"  ok        {panel} / {ref_id}: {len(result)} series (link={link})")
-                break
         else:
-            if not seen_data:
-                empty.append((panel, ref_id, variants))
-
-    # Empty now. A query only time shifts keep empty is checked rewritten at short windows; one
-    # reading a name without series is explained by the metadata (waiting would not help); any
-    # other is polled until the module's data deadline (data keeps arriving).
-    still_empty = []
-    for panel, ref_id, variants in empty:
-        expr = variants[0][1]
-        rewritten = [(link, rename(shorten(e), env.shadows)) for link, e in variants]
-        shifted = any(new != old for (_, new), (_, old) in zip(rewritten, variants))
-        candidates = rewritten if shifted else variants
-        quiet, unknown = env.census.explain_empty(expr)
-        hit = None
-        if shifted or not (quiet or unknown):
-            def first_with_data() -> tuple[str | None, str] | None:
-                return next(((link, e) for link, e in candidates if prom.query(e)), None)
-
-            try:
-                hit = poll(first_with_data, max(0.0, env.data_deadline - time.monotonic()), "data", interval=0.5)
-            except PromQLError as exc:
-                errors.append(f"{path.name} / panel {panel!r} / {ref_id}: short-window rewrite fails: "
-                              f"{exc.error}\n    {candidates[0][1]}")
+            if not empty:
+                report.append(f"  ok        {panel} / {ref_id}: data for all {len(variants)} combinations")
                 continue
-            except AssertionError:
-                hit = None
-        if hit:
-            how = "shortwin  " if shifted else "ok (late)"
-            note = ", empty as written on a fresh Prometheus (time shift)" if shifted else ""
-            report.append(f"  {how} {panel} / {ref_id}: data (link={hit[0]}){note}: {hit[1]}")
-            continue
-        reason = EXPECTED_EMPTY.get((path.name, panel))
-        if reason:
-            report.append(f"  empty     {panel} / {ref_id}: expected ({reason})")
-            continue
-        if quiet and not unknown:
-            report.append(f"  no-series {panel} / {ref_id}: reads {', '.join(sorted(set(quiet)))}, which the exporter "
-                          f"announces (HELP/TYPE) but has no series on the healthy demo: {expr}")
-            continue
-        why = f"unknown metric(s) {', '.join(unknown)}: not exported, not a recording rule" if unknown else \
-            "every metric it reads has series: check its label matchers and joins"
-        still_empty.append(f"{path.name} / panel {panel!r} / {ref_id}: empty result for every link "
-                           f"{[link for link, _ in variants]} ({why})\n    {expr}")
+            for where, expr in empty:
+                verdict = explain_empty(env, path.name, panel, expr)
+                if verdict is None:
+                    still_empty.append(f"{path.name} / panel {panel!r} / {ref_id} ({where}): empty result\n    {expr}")
+                else:
+                    report.append(f"  {verdict} {panel} / {ref_id} ({where})")
 
-    print(f"{path.name}: {total} panel queries, links {links}\n" + "\n".join(report))
+    print(f"{path.name}: {total} panel queries over {len(combos)} combinations\n" + "\n".join(report))
     problems = errors + still_empty
-    assert not problems, f"{len(problems)} of {total} panel queries failed:\n" + "\n".join(problems)
+    assert not problems, f"{len(problems)} panel queries failed:\n" + "\n".join(problems)
+
+
+def explain_empty(env: Env, dashboard: str, panel: str, expr: str) -> str | None:
+    """Why an empty query is fine (a report line), or None if it is not.
+
+    A query only time shifts keep empty is checked rewritten at short windows; one reading a
+    name without series is explained by the metadata (waiting would not help); any other is
+    polled until the module's data deadline (data keeps arriving)."""
+    prom = env.stack.prometheus
+    rewritten = rename(shorten(expr), env.shadows)
+    shifted = rewritten != expr
+    quiet, unknown = env.census.explain_empty(expr)
+    if shifted or not (quiet or unknown):
+        try:
+            if poll(lambda: prom.query(rewritten), max(0.0, env.data_deadline - time.monotonic()), "data", interval=0.5):
+                return f"shortwin   data as rewritten: {rewritten}" if shifted else "ok (late)"
+        except AssertionError:
+            pass
+    reason = EXPECTED_EMPTY.get((dashboard, panel))
+    if reason:
+        return f"empty      expected ({reason})"
+    if quiet and not unknown:
+        return f"no-series  reads {', '.join(sorted(set(quiet)))}, announced (HELP/TYPE) without series on the demo"
+    return None
+
+
+def test_recorded_series_keep_cluster_job_and_their_level_labels(env: Env) -> None:
+    """Every recording rule, evaluated by Prometheus: its series carry exactly the cluster label,
+    job, the labels of its level and its own rule labels; a per-link series exists once per
+    cluster for every link (the two clusters' same-named links are never merged)."""
+    prom = env.stack.prometheus
+    links = {s["metric"]["link"] for s in prom.query('qlink_info{job="qtelemetry"}')}
+    problems = []
+    for name, rule in env.records.items():
+        if name.startswith("shortwin:"):
+            continue
+        level = name.split(":")[0].split("_")
+        expected = {CLUSTER, "job", *level, *(rule.get("labels") or {})}
+        series = poll(lambda: prom.query(name), max(1.0, env.data_deadline - time.monotonic()), f"series of {name}",
+                      interval=0.5)
+        for s in series:
+            got = set(s["metric"]) - {"__name__"}
+            if got != expected:
+                problems.append(f"{name}: labels {sorted(got)}, expected {sorted(expected)}")
+        per_link: dict[str, set[str]] = {}
+        for s in series:
+            per_link.setdefault(s["metric"]["link"], set()).add(s["metric"][CLUSTER])
+        assert set(per_link) <= links, name
+        problems += [f"{name}: link {link} in clusters {sorted(c)}" for link, c in per_link.items() if c != set(CLUSTERS)]
+    assert not problems, "\n".join(problems)
 
 
 def test_shadow_rules_follow_time_shifted_recording_rules(tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def test_shipped_configs_pass_check_config_and_listen_where_the_deployments_expe
 
 
 def test_site_link_names_are_unique_across_sites():
-    """Dashboards and the Alertmanager inhibit rule (equal: [link]) identify a link by name alone."""
+    """The sites share one Prometheus (one cluster): a link is identified by cluster, job and name."""
     names = [link.name for site in SITES for link in load_config(site / "config.yaml").links]
     assert len(SITES) >= 2 and len(names) == len(set(names)), names
 
@@ -338,7 +338,7 @@ def test_compose_prometheus_config_passes_promtool_with_the_generated_rules(comp
     assert re.search(r"SUCCESS: \d+ rules found", result.stdout + result.stderr), result.stdout
 
 
-def test_compose_alertmanager_config_passes_amtool_and_inhibits_warnings_under_criticals(compose):
+def test_compose_alertmanager_config_passes_amtool_and_has_the_generated_inhibit_rules(compose):
     amtool = debian_tool("amtool", "prometheus-alertmanager")
     service = compose["services"]["alertmanager"]
     config_arg = next(a for a in service["command"] if a.startswith("--config.file="))
@@ -346,8 +346,9 @@ def test_compose_alertmanager_config_passes_amtool_and_inhibits_warnings_under_c
     result = run([amtool, "check-config", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(path.read_text())
-    assert {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
-            "equal": ["link"]} in config["inhibit_rules"]
+    generated = yaml.safe_load((ROOT / "alerts" / "alertmanager-inhibit-rules.yaml").read_text())
+    assert config["inhibit_rules"] == generated["inhibit_rules"], "copy alerts/alertmanager-inhibit-rules.yaml"
+    assert MONITORING.cluster_label in config["route"]["group_by"]
     assert any('severity="critical"' in r.get("matchers", []) for r in config["route"]["routes"]), "criticals page"
     receivers = {r["name"]: r for r in config["receivers"]}
     assert any("webhook_configs" in r for r in receivers.values())
@@ -628,3 +629,25 @@ def test_systemd_unit_verifies(tmp_path):
     local.write_text(unit.replace(exec_lines[0][0], str(stand_in)))
     result = run([analyze, "verify", str(local)])
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build_module):
+    """Each pod's ordinal (the pod-index label) is its shard of `replicas`; the pod is the base one."""
+    from qtelemetry.sharding import parse_shard
+
+    service, statefulset = load_all(build_module.SHARDED_OUT)
+    assert statefulset["kind"] == "StatefulSet" and service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    replicas = statefulset["spec"]["replicas"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    (env,) = container["env"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    shard = container["args"][container["args"].index("--shard") + 1]
+    assert shard == f"$({env['name']})/{replicas}"
+    assert [parse_shard(shard.replace(f"$({env['name']})", str(i))).index for i in range(replicas)] == list(range(replicas))
+    base = load_all(K8S / "exporter" / "deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {k: v for k, v in container.items() if k not in ("env", "args")} == {
+        k: v for k, v in base.items() if k != "args"}
+    assert container["args"][:len(base["args"])] == base["args"]
+    monitor = load_all(K8S / "monitoring" / "servicemonitor.yaml")[0]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()

@@ -60,9 +60,18 @@ class Thresholds(Strict):
                                             description="warn: key store forecast empty (ticket)")
     key_buffer_imminent: "Forecast" = Field(default_factory=lambda: Forecast(lookback="30m", horizon="30m", fill_ratio=0.1),
                                             description="page: key store about to run dry")
-    stale_after_seconds: float = Field(180, gt=0, description="a link whose last valid batch is older than this is stale")
+    stale_after_seconds: float = Field(60, gt=0, description=(
+        "a link that reports up with data older than this is stale (the exporter's stall timeout should "
+        "have marked it down)"))
     driver_error_ratio: float = Field(0.01, gt=0, lt=1, description="fraction of a link's batches lost to one error reason")
-    estimation_duration_seconds: float = Field(0.5, gt=0, description="mean estimation cycle above this is slow (window is 1 s)")
+    estimation_slow_ratio: float = Field(0.5, gt=0, le=1, description=(
+        "90th percentile of the estimation cycle above this fraction of the window: headroom is gone (ticket)"))
+    estimation_lag_windows: float = Field(3, gt=1, description=(
+        "average time since the last completed cycle above this many windows: the exporter falls behind"))
+    estimation_skipped_ratio: float = Field(0.05, gt=0, lt=1, description=(
+        "fraction of estimation cycles skipped for overload above which the exporter falls behind"))
+    estimation_stall_seconds: float = Field(60, gt=0, description=(
+        "no estimation cycle completed for this long: every link of the exporter is frozen (page)"))
     chsh_sigmas: float = Field(3.0, gt=0, description="a CHSH violation smaller than this many standard deviations is weak")
     fidelity_min: float = Field(0.9, gt=0.5, le=1, description="BBM92 Bell-state fidelity lower bound below this warns")
     heralded_fidelity_min: float = Field(0.75, gt=0.5, le=1,
@@ -126,7 +135,8 @@ class SLO(Strict):
     period: str = Field("30d", pattern=DURATION)
     good: str = Field(description="counter of good events (catalogue sample name)")
     total: str = Field(description="counter of all events (catalogue sample name)")
-    group_by: tuple[str, ...] = ("job", "link")
+    group_by: tuple[str, ...] = Field(("link",), description=(
+        "labels an SLO is computed per, besides the cluster label and job that every rule keeps"))
     alert_prefix: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
     burn_alerts: tuple[BurnAlert, ...] = SRE_WORKBOOK_BURN_ALERTS
 
@@ -151,6 +161,12 @@ KEY_SUPPLY = SLO(
 class MonitoringConfig(Strict):
     selector: str = Field('job="qtelemetry"',
                           description="label matchers that select qtelemetry's series in your Prometheus")
+    cluster_label: str = Field("cluster", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description=(
+        "label that tells Prometheus servers / sites apart in a global view (an external label or a "
+        "target label); every rule keeps it and every dashboard filters on it. Series without it "
+        "(one Prometheus) work unchanged"))
+    grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://[^#?]+[^/#?]$",
+                             description="Grafana base URL for the alerts' dashboard_url annotation")
     runbook_base_url: str = Field(
         "https://github.com/qtelemetry/qtelemetry/blob/main/alerts/runbooks.md",
         description="runbook_url = this + '#' + the alert name in lower case")
@@ -174,6 +190,14 @@ class MonitoringConfig(Strict):
 
     def runbook_url(self, alert: str) -> str:
         return f"{self.runbook_base_url}#{alert.lower()}"
+
+    def dashboard_uid(self, slug: str) -> str:
+        return f"{self.dashboard_uid_prefix}-{slug}"
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Labels every rule keeps: which Prometheus/site and which scrape job a series came from."""
+        return (self.cluster_label, "job")
 
 
 DEFAULT = MonitoringConfig()

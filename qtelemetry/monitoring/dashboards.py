@@ -3,9 +3,15 @@
 A dashboard is a ``Board`` of ``Row``s of ``Panel`` specs; a panel is a title, a unit, a
 plain-words description and its ``Q``ueries. ``build`` turns a spec into dashboard JSON through
 the SDK's builders: explicit panel ids and refIds, a grid computed here, the deployment's
-selector injected into every query, and every metric name checked against the catalogue and
-the generated recording rules (an unknown name is a ``GenerationError``; a query that reads a
-metric promised but not yet in the catalogue is left out and reported).
+selector and the dashboard's cluster/job/instance variables injected into every query, and
+every metric name checked against the catalogue and the generated recording rules (an unknown
+name is a ``GenerationError``; a query that reads a metric promised but not yet in the
+catalogue is left out and reported).
+
+Boards: the fleet overview, one drill-down per link kind (protocol; its uid ends with the
+protocol, so a link's protocol label leads to its dashboard, and every panel applies to every
+link it offers), the key-supply SLO and the exporter's health. Every board has ``datasource``,
+cluster, ``job`` and ``instance`` variables (multi-select, "All" by default).
 
 ``panel_queries(dashboard_json, link)`` gives each target's expression with the template
 variables substituted, for tests that run them against a real Prometheus.
@@ -36,6 +42,7 @@ from qtelemetry.monitoring.config import MonitoringConfig
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
 from qtelemetry.monitoring.rules import (
     PENDING_METRICS,
+    PREFIXES,
     RuleSet,
     baseline_names,
     check_names,
@@ -78,7 +85,7 @@ class Panel:
     lines: bool = False  # draw the thresholds as dashed lines (timeseries)
     min: float | None = None
     max: float | None = None
-    log: bool = False
+    symlog: float | None = None  # symmetric log axis, linear below this: zero stays on the chart
     styles: tuple[tuple[str, dict], ...] = ()  # (legend regexp, line style) overrides
     mappings: tuple[tuple[str, str, str], ...] = ()  # stat value mappings (value, text, color)
     table_columns: tuple[tuple[str, str], ...] = ()  # table: (field, header) in order, rest hidden
@@ -94,9 +101,9 @@ class Row:
 
 @dataclass(frozen=True)
 class LinkVariable:
-    """The ``link`` template variable: links of these protocols (regex), single or multi."""
+    """The ``link`` template variable: links of these protocols (all if empty) that have ``metric``."""
 
-    protocols: str
+    protocols: tuple[str, ...] = ()
     multi: bool = False
     metric: str = "qlink_info"
 
@@ -133,24 +140,21 @@ def st(title: str, unit: str, description: str, *queries: Q, **kw: Any) -> Panel
 # -------------------------------------------------------------------------------------------
 
 
-def uid(c: MonitoringConfig, slug: str) -> str:
-    return f"{c.dashboard_uid_prefix}-{slug}"
-
-
 def qber_steps(c: MonitoringConfig) -> tuple[tuple[float, str], ...]:
     t = c.thresholds
     return ((t.qber_warning, ORANGE), (t.qber_critical, RED), (t.qber_no_key, DARK_RED))
 
 
 UP_MAPPINGS = (("1", "UP", GREEN), ("0", "DOWN", RED))
-KEY_LINKS = f"{BB84}|{BBM92}"
-ENT_LINKS = f"{BBM92}|{HERALDED}"
-ALERT_NAMES = "QKD.*|QLink.*|Entanglement.*|QTelemetry.*"
+ALERT_NAMES = "|".join(f"{prefix}.*" for prefix in PREFIXES)
+L = '{link="$link"}'  # the drill-downs' link
 
 
 def fleet(c: MonitoringConfig) -> Board:
-    t = c.thresholds
-    link_uid = uid(c, "link")
+    cl = c.cluster_label
+    url = (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
+           f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
+    per_link = f"max by ({cl}, link)"
     return Board("fleet", "qtelemetry / Fleet overview",
                  "Every quantum link at a glance: health, key, QBER, loss, key stores, entanglement.", (
         Row("Fleet", (
@@ -170,230 +174,288 @@ def fleet(c: MonitoringConfig) -> Board:
         )),
         Row("Links", (
             Panel("Links", "none",
-                  "One row per link; click a link name to open its drill-down dashboard.", (
-                      Q("max by (link, protocol, site_a, site_b) (qlink_info)"),
-                      Q("max by (link) (qlink_up)"),
-                      Q("max by (link) (qkd_secret_key_rate_bits_per_second)"),
-                      Q("max by (link) (qkd_qber_upper_bound_ratio)"),
-                      Q("max by (link) (qkd_channel_loss_db)"),
-                      Q("max by (link) (qkd_key_buffer_bits / qkd_key_buffer_capacity_bits)"),
-                      Q("max by (link) (qent_chsh_value)"),
+                  "One row per link; click a link name to open the dashboard of its kind.", (
+                      Q(f"max by ({cl}, link, protocol, site_a, site_b) (qlink_info)"),
+                      Q(f"{per_link} (qlink_up)"),
+                      Q(f"{per_link} (qkd_secret_key_rate_bits_per_second)"),
+                      Q(f"{per_link} (qkd_qber_upper_bound_ratio)"),
+                      Q(f"{per_link} (qkd_channel_loss_db)"),
+                      Q(f"{per_link} (qkd_key_buffer_bits / qkd_key_buffer_capacity_bits)"),
+                      Q(f"{per_link} (qent_chsh_value)"),
+                      Q(f"{per_link} (qlink_data_age_seconds)"),
                   ), kind="table", w=24, h=8,
-                  table_columns=(("link", "Link"), ("protocol", "Protocol"), ("site_a", "Site A"),
+                  table_columns=(("link", "Link"), (cl, "Cluster"), ("protocol", "Protocol"), ("site_a", "Site A"),
                                  ("site_b", "Site B"), ("Value #B", "Up"), ("Value #C", "Secret key rate (bit/s)"),
                                  ("Value #D", "QBER upper bound"), ("Value #E", "Loss (dB)"),
-                                 ("Value #F", "Key store fill"), ("Value #G", "CHSH S")),
-                  table_link=f"/d/{link_uid}?var-link=${{__value.raw}}&${{datasource:queryparam}}",
+                                 ("Value #F", "Key store fill"), ("Value #G", "CHSH S"), ("Value #H", "Data age (s)")),
+                  table_link=url,
                   table_units=(("Value #C", "bps"), ("Value #D", "percentunit"), ("Value #E", "dB"),
-                               ("Value #F", "percentunit"))),
+                               ("Value #F", "percentunit"), ("Value #H", "s"))),
         )),
         Row("Key", (
             ts("Secret key rate by link", "bps", "Secret key each link distils (finite-key), bits per second.",
-               Q("qkd_secret_key_rate_bits_per_second", "{{link}}"), log=True),
+               Q("qkd_secret_key_rate_bits_per_second", f"{{{{link}}}} {{{{{cl}}}}}"), symlog=1),
             ts("QBER upper bound by link", "percentunit",
                "Worst basis of each link: upper confidence bound on the quantum bit error rate. Dashed "
-               f"lines: warning {num(t.qber_warning)}, critical {num(t.qber_critical)}, no key above "
-               f"{num(t.qber_no_key)}.",
-               Q("max by (link) (qkd_qber_upper_bound_ratio)", "{{link}}"), steps=qber_steps(c), lines=True, min=0),
-            ts("Channel loss by link", "dB", "Optical loss of each decoy-BB84 link's fibre, inferred from detections.",
-               Q("qkd_channel_loss_db", "{{link}}")),
+               f"lines: warning {num(c.thresholds.qber_warning)}, critical {num(c.thresholds.qber_critical)}, "
+               f"no key above {num(c.thresholds.qber_no_key)}.",
+               Q(f"{per_link} (qkd_qber_upper_bound_ratio)", f"{{{{link}}}} {{{{{cl}}}}}"), steps=qber_steps(c),
+               lines=True, min=0),
+            ts("Channel loss by link", "dB", "Optical loss of each key-distilling link's fibre, inferred from detections.",
+               Q("qkd_channel_loss_db", f"{{{{link}}}} {{{{{cl}}}}}")),
             ts("Key store fill by link", "percentunit", "Key waiting for applications, as a fraction of the store.",
-               Q("qkd_key_buffer_bits / qkd_key_buffer_capacity_bits", "{{link}}"), min=0, max=1,
+               Q("qkd_key_buffer_bits / qkd_key_buffer_capacity_bits", f"{{{{link}}}} {{{{{cl}}}}}"), min=0, max=1,
                steps=((0, RED), (0.1, ORANGE), (0.5, GREEN))),
         )),
         Row("Entanglement", (
             ts("CHSH S by link", "none", "Bell-test value of entangled-photon links: above 2 (dashed) is entanglement.",
-               Q("qent_chsh_value", "{{link}}"), steps=((2, RED),), lines=True),
+               Q("qent_chsh_value", f"{{{{link}}}} {{{{{cl}}}}}"), steps=((2, RED),), lines=True),
             ts("Fidelity by link", "percentunit",
                "Bell-state fidelity: lower bound for entangled-photon links, estimate for heralded memory pairs.",
-               Q("qent_fidelity_lower_bound_ratio", "{{link}} (lower bound)"),
-               Q("qent_heralded_fidelity_ratio", "{{link}}"), max=1),
+               Q("qent_fidelity_lower_bound_ratio", f"{{{{link}}}} {{{{{cl}}}}} (lower bound)"),
+               Q("qent_heralded_fidelity_ratio", f"{{{{link}}}} {{{{{cl}}}}}"), max=1),
             ts("Entangled pairs per second", "cps", "Coincidences (photon pairs) and heralded memory pairs per second.",
-               Q("qent_coincidence_rate_per_second", "{{link}} coincidences"),
-               Q("qent_heralded_pairs_per_second", "{{link}} heralded pairs"), log=True),
+               Q("qent_coincidence_rate_per_second", f"{{{{link}}}} {{{{{cl}}}}} coincidences"),
+               Q("qent_heralded_pairs_per_second", f"{{{{link}}}} {{{{{cl}}}}} heralded pairs"), symlog=1),
             ts("Heralding success probability", "percentunit", "Heralded pairs per attempt of memory links.",
-               Q("qent_heralding_success_probability_ratio", "{{link}}"), min=0),
+               Q("qent_heralding_success_probability_ratio", f"{{{{link}}}} {{{{{cl}}}}}"), min=0),
         )),
     ), tags=("fleet",))
 
 
-def link(c: MonitoringConfig) -> Board:
+# --- rows shared by the drill-downs ----------------------------------------------------------
+
+
+def status_row(c: MonitoringConfig, *panels: Panel) -> Row:
+    t = c.thresholds
+    return Row("Status", (
+        st("Link", "none", "Does the driver deliver valid data?", Q(f"qlink_up{L}"), mappings=UP_MAPPINGS,
+           steps=((0, RED), (1, GREEN))),
+        st("Data age", "s", "Age of the newest data in the link's estimates, measured by the exporter when scraped.",
+           Q(f"qlink_data_age_seconds{L}"), steps=((t.stale_after_seconds, RED),)),
+        *panels,
+    ))
+
+
+def key_rate_row(c: MonitoringConfig, *panels: Panel) -> Row:
     t, b = c.thresholds, c.baseline
-    L = '{link="$link"}'
     skr_smooth, skr_base = baseline_names("qkd_secret_key_rate_bits_per_second", c)
+    return Row("Key rate", (
+        ts("Secret key rate vs plan and repeaterless bound", "bps",
+           "Finite-key rate (what the link delivers), asymptotic rate (infinitely long blocks), the rate "
+           "the link's plan promised, and the PLOB bound no repeaterless link can beat (Pirandola et al. 2017).",
+           Q(f"qkd_secret_key_rate_bits_per_second{L}", "finite-key"),
+           Q(f"qkd_asymptotic_secret_key_rate_bits_per_second{L}", "asymptotic"),
+           Q(f"qkd_expected_secret_key_rate_bits_per_second{L}", "plan"),
+           Q(f"qkd_repeaterless_bound_bits_per_second{L}", "repeaterless bound (PLOB)"),
+           Q(f"{skr_base}{L}", f"baseline ({b.window} median)"),
+           w=16, symlog=1, styles=(("plan", DASHED), ("repeaterless.*", DASHED), ("baseline.*", DOTTED))),
+        ts("Fraction of the repeaterless bound", "percentunit",
+           "Achieved key rate / PLOB bound: how close the link is to the fundamental limit (above 1 is impossible).",
+           Q(f"qkd_repeaterless_bound_ratio{L}", "of PLOB bound"), w=8, min=0, steps=((1, RED),), lines=True),
+        *panels,
+        ts("Key rate vs its baseline", "percentunit",
+           f"{b.smoothing} average of the secret key rate over its {b.window} median; the drop alert fires "
+           f"below {num(t.key_rate_drop_ratio)}.",
+           Q(f"{skr_smooth}{L} / {skr_base}{L}", "of baseline"), w=12, min=0,
+           steps=((0, RED), (t.key_rate_drop_ratio, GREEN)), lines=True),
+    ))
+
+
+def qber_row(c: MonitoringConfig) -> Row:
+    t = c.thresholds
+    return Row("QBER", (
+        ts("QBER with its upper confidence bound", "percentunit",
+           "Quantum bit error rate per basis (solid) and its upper confidence bound (dashed), which the "
+           f"alerts use. Threshold lines: warning {num(t.qber_warning)}, critical {num(t.qber_critical)}, "
+           f"no key above {num(t.qber_no_key)}.",
+           Q(f"qkd_qber_ratio{L}", "{{basis}} basis"),
+           Q(f"qkd_qber_upper_bound_ratio{L}", "{{basis}} basis upper bound"),
+           w=24, min=0, steps=qber_steps(c), lines=True, styles=((".*upper bound", DASHED),)),
+    ))
+
+
+def loss_panel(c: MonitoringConfig) -> Panel:
     _, loss_base = baseline_names("qkd_channel_loss_db", c)
+    return ts("Channel loss vs budget", "dB",
+              f"End-to-end loss, the budget the link is engineered for, and its {c.baseline.window} median.",
+              Q(f"qkd_channel_loss_db{L}", "loss"),
+              Q(f"qkd_channel_loss_budget_db{L}", "budget"),
+              Q(f"{loss_base}{L}", f"baseline ({c.baseline.window} median)"),
+              styles=(("budget", DASHED), ("baseline.*", DOTTED)))
+
+
+def key_store_row(c: MonitoringConfig) -> Row:
+    t = c.thresholds
+    return Row("Key store", (
+        ts("Key store", "decbits", "Key waiting for applications and the store's size, in bits.",
+           Q(f"qkd_key_buffer_bits{L}", "stored"), Q(f"qkd_key_buffer_capacity_bits{L}", "capacity"), min=0,
+           styles=(("capacity", DASHED),)),
+        ts("Key flow", "bps", "Key added to the store, requested by applications and delivered to them, bits/s.",
+           Q(f"rate(qkd_key_generated_bits_total{L}[$__rate_interval])", "generated"),
+           Q(f"rate(qkd_key_requested_bits_total{L}[$__rate_interval])", "requested"),
+           Q(f"rate(qkd_key_delivered_bits_total{L}[$__rate_interval])", "delivered"), symlog=1),
+        st("Key store fill", "percentunit", "Fill of the key store between the link and its applications.",
+           Q(f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}"), w=24, h=4,
+           steps=((0, RED), (t.key_buffer_imminent.fill_ratio, ORANGE), (t.key_buffer_forecast.fill_ratio, GREEN))),
+    ))
+
+
+def driver_row() -> Row:
+    return Row("Driver", (
+        ts("Batches and driver errors per second", "cps",
+           "Valid acquisition windows per second, and batches lost by reason (overflow: the estimator could not "
+           "keep up with this driver).",
+           Q(f"rate(qlink_batches_total{L}[$__rate_interval])", "valid batches"),
+           Q(f"sum by (reason) (rate(qlink_driver_errors_total{L}[$__rate_interval]))", "lost: {{reason}}"), symlog=1),
+        ts("Simulated faults", "none", "Faults injected into simulated links (demos only; never alerted on).",
+           Q(f"qlink_fault_active{L}", "{{kind}}"), min=0, max=1),
+    ))
+
+
+def key_status(c: MonitoringConfig) -> tuple[Panel, ...]:
+    return (
+        st("Secret key rate", "bps", "Finite-key secret key rate, bits per second.",
+           Q(f"qkd_secret_key_rate_bits_per_second{L}")),
+        st("QBER upper bound", "percentunit", "Worst basis, upper confidence bound.",
+           Q(f"max(qkd_qber_upper_bound_ratio{L})"), steps=qber_steps(c)),
+        st("Channel loss", "dB", "End-to-end optical loss.", Q(f"qkd_channel_loss_db{L}")),
+        st("Key store", "percentunit", "Fill of the key store between the link and its applications.",
+           Q(f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}"),
+           steps=((0, RED), (c.thresholds.key_buffer_imminent.fill_ratio, ORANGE),
+                  (c.thresholds.key_buffer_forecast.fill_ratio, GREEN))),
+    )
+
+
+# --- one drill-down per link kind --------------------------------------------------------------
+
+
+def bb84_link(c: MonitoringConfig) -> Board:
+    b = c.baseline
     gain_smooth, gain_base = baseline_names("qkd_gain_ratio", c)
-    k = num(t.dark_count_factor)
+    k = num(c.thresholds.dark_count_factor)
     vac = '{link="$link", intensity="vacuum"}'
-    return Board("link", "qtelemetry / QKD link",
-                 "Drill-down of one key-distilling link (decoy BB84 or entanglement-based BBM92).", (
-        Row("Status", (
-            st("Link", "none", "Does the driver deliver valid data?", Q(f"qlink_up{L}"), mappings=UP_MAPPINGS,
-               steps=((0, RED), (1, GREEN))),
-            st("Data age", "s", "Time since the last valid batch from the device.",
-               Q(f"time() - qlink_last_update_timestamp_seconds{L}"),
-               steps=((t.stale_after_seconds, RED),)),
-            st("Secret key rate", "bps", "Finite-key secret key rate, bits per second.",
-               Q(f"qkd_secret_key_rate_bits_per_second{L}")),
-            st("QBER upper bound", "percentunit", "Worst basis, upper confidence bound.",
-               Q(f"max(qkd_qber_upper_bound_ratio{L})"), steps=qber_steps(c)),
-            st("Channel loss", "dB", "Optical loss of the fibre (decoy BB84 links).", Q(f"qkd_channel_loss_db{L}")),
-            st("Key store", "percentunit", "Fill of the key store between the link and its applications.",
-               Q(f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}"),
-               steps=((0, RED), (t.key_buffer_imminent.fill_ratio, ORANGE), (t.key_buffer_forecast.fill_ratio, GREEN))),
-        )),
-        Row("Key rate", (
-            ts("Secret key rate vs plan and repeaterless bound", "bps",
-               "Finite-key rate (what the link delivers), asymptotic rate (infinitely long blocks), the rate "
-               "the link's plan promised, and the PLOB bound no repeaterless link can beat (Pirandola et al. 2017).",
-               Q(f"qkd_secret_key_rate_bits_per_second{L}", "finite-key"),
-               Q(f"qkd_asymptotic_secret_key_rate_bits_per_second{L}", "asymptotic"),
-               Q(f"qkd_expected_secret_key_rate_bits_per_second{L}", "plan"),
-               Q(f"qkd_repeaterless_bound_bits_per_second{L}", "repeaterless bound (PLOB)"),
-               Q(f"{skr_base}{L}", f"baseline ({b.window} median)"),
-               w=16, log=True, styles=(("plan", DASHED), ("repeaterless.*", DASHED), ("baseline.*", DOTTED))),
-            ts("Fraction of the repeaterless bound", "percentunit",
-               "Achieved key rate / PLOB bound: how close the link is to the fundamental limit (above 1 is impossible).",
-               Q(f"qkd_repeaterless_bound_ratio{L}", "of PLOB bound"), w=8, min=0, steps=((1, RED),), lines=True),
-            ts("Sifted key rate", "bps", "Bits left after discarding mismatched bases, before error correction.",
-               Q(f"qkd_sifted_key_rate_bits_per_second{L}", "sifted"), w=12),
-            ts("Key rate vs its baseline", "percentunit",
-               f"{b.smoothing} average of the secret key rate over its {b.window} median; the drop alert fires "
-               f"below {num(t.key_rate_drop_ratio)}.",
-               Q(f"{skr_smooth}{L} / {skr_base}{L}", "of baseline"), w=12, min=0,
-               steps=((0, RED), (t.key_rate_drop_ratio, GREEN)), lines=True),
-        )),
-        Row("QBER", (
-            ts("QBER with its upper confidence bound", "percentunit",
-               "Quantum bit error rate per basis (solid) and its upper confidence bound (dashed), which the "
-               f"alerts use. Threshold lines: warning {num(t.qber_warning)}, critical {num(t.qber_critical)}, "
-               f"no key above {num(t.qber_no_key)}.",
-               Q(f"qkd_qber_ratio{L}", "{{basis}} basis"),
-               Q(f"qkd_qber_upper_bound_ratio{L}", "{{basis}} basis upper bound"),
-               w=24, min=0, steps=qber_steps(c), lines=True, styles=((".*upper bound", DASHED),)),
-        )),
+    return Board(BB84, "qtelemetry / QKD link (decoy BB84)",
+                 "Drill-down of one prepare-and-measure decoy-state BB84 link.", (
+        status_row(c, *key_status(c)),
+        key_rate_row(c, ts("Sifted key rate", "bps", "Bits left after discarding mismatched bases, before error correction.",
+                           Q(f"qkd_sifted_key_rate_bits_per_second{L}", "sifted"), w=12, symlog=1)),
+        qber_row(c),
         Row("Channel", (
-            ts("Channel loss vs budget", "dB",
-               f"Loss inferred from the signal gain, the budget the link is engineered for, and its {b.window} median.",
-               Q(f"qkd_channel_loss_db{L}", "loss"),
-               Q(f"qkd_channel_loss_budget_db{L}", "budget"),
-               Q(f"{loss_base}{L}", f"baseline ({b.window} median)"),
-               styles=(("budget", DASHED), ("baseline.*", DOTTED))),
+            loss_panel(c),
             ts("Gain by intensity", "percentunit", "Detection probability per pulse for signal, decoy and vacuum pulses.",
-               Q(f"qkd_gain_ratio{L}", "{{intensity}}"), log=True),
+               Q(f"qkd_gain_ratio{L}", "{{intensity}}"), symlog=1e-7),
         )),
         Row("Detectors", (
             ts("Detections per second", "cps", "Receiver clicks per second by intensity class (before sifting).",
-               Q(f"sum by (intensity) (rate(qkd_detections_total{L}[$__rate_interval]))", "{{intensity}}"), log=True),
+               Q(f"sum by (intensity) (rate(qkd_detections_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
             ts("Sifted bits and errors per second", "cps", "Signal-pulse sifted bits and bit errors per second, by basis.",
                Q('sum by (basis) (rate(qkd_sifted_detections_total{link="$link", intensity="signal"}[$__rate_interval]))',
                  "{{basis}} sifted"),
                Q('sum by (basis) (rate(qkd_errors_total{link="$link", intensity="signal"}[$__rate_interval]))',
-                 "{{basis}} errors"), log=True),
+                 "{{basis}} errors"), symlog=1),
             ts("Dark counts: vacuum gain vs baseline", "percentunit",
                f"Clicks on empty pulses ({b.smoothing} average) against the band of x{k} around the {b.window} "
                "median. Far above: hot detector or stray light. Far below: a detector-blinding signature.",
                Q(f"{gain_smooth}{vac}", "vacuum gain"),
                Q(f"{gain_base}{vac} * {k}", f"baseline x{k}"),
                Q(f"{gain_base}{vac} / {k}", f"baseline / {k}"),
-               log=True, styles=(("baseline.*", DASHED),)),
+               symlog=1e-9, styles=(("baseline.*", DASHED),)),
             ts("Pulses sent per second", "cps", "Transmitter pulses per second by intensity class.",
-               Q(f"sum by (intensity) (rate(qkd_pulses_total{L}[$__rate_interval]))", "{{intensity}}"), log=True),
+               Q(f"sum by (intensity) (rate(qkd_pulses_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
         )),
-        Row("Key store", (
-            ts("Key store", "decbits", "Key waiting for applications and the store's size, in bits.",
-               Q(f"qkd_key_buffer_bits{L}", "stored"), Q(f"qkd_key_buffer_capacity_bits{L}", "capacity"), min=0,
-               styles=(("capacity", DASHED),)),
-            ts("Key flow", "bps", "Key added to the store, requested by applications and delivered to them, bits/s.",
-               Q(f"rate(qkd_key_generated_bits_total{L}[$__rate_interval])", "generated"),
-               Q(f"rate(qkd_key_requested_bits_total{L}[$__rate_interval])", "requested"),
-               Q(f"rate(qkd_key_delivered_bits_total{L}[$__rate_interval])", "delivered")),
-        )),
-        Row("Driver", (
-            ts("Batches and driver errors per second", "cps",
-               "Valid acquisition windows per second, and batches lost by reason.",
-               Q(f"rate(qlink_batches_total{L}[$__rate_interval])", "valid batches"),
-               Q(f"sum by (reason) (rate(qlink_driver_errors_total{L}[$__rate_interval]))", "lost: {{reason}}")),
-            ts("Simulated faults", "none", "Faults injected into simulated links (demos only; never alerted on).",
-               Q(f"qlink_fault_active{L}", "{{kind}}"), min=0, max=1),
-        )),
-    ), link=LinkVariable(KEY_LINKS), tags=("qkd",))
+        key_store_row(c),
+        driver_row(),
+    ), link=LinkVariable((BB84,)), tags=("qkd",))
 
 
-def entanglement(c: MonitoringConfig) -> Board:
+def bbm92_link(c: MonitoringConfig) -> Board:
     t = c.thresholds
-    L = '{link=~"$link"}'
     s = num(t.chsh_sigmas)
-    return Board("entanglement", "qtelemetry / Entanglement",
-                 "Entangled-photon (SPDC, BBM92) links and heralded entanglement between quantum memories.", (
-        Row("Entangled photons", (
+    return Board(BBM92, "qtelemetry / Entangled-photon link (BBM92)",
+                 "Drill-down of one entangled-photon link: SPDC source, BBM92 key and CHSH test rounds.", (
+        status_row(c, *key_status(c)),
+        key_rate_row(c),
+        qber_row(c),
+        Row("Entanglement", (
             ts("CHSH S", "none",
                f"Bell-test value S and S minus {s} standard deviations; above 2 (dashed) the pairs are entangled, "
                "2.83 for a perfect Bell pair.",
-               Q(f"qent_chsh_value{L}", "{{link}} S"),
-               Q(f"qent_chsh_value{L} - {s} * qent_chsh_value_stddev{L}", f"{{{{link}}}} S - {s} sigma"),
+               Q(f"qent_chsh_value{L}", "S"),
+               Q(f"qent_chsh_value{L} - {s} * qent_chsh_value_stddev{L}", f"S - {s} sigma"),
                steps=((2, RED), (2 * 2 ** 0.5, BLUE)), lines=True, styles=((".*sigma", DASHED),)),
             ts("Fidelity lower bound", "percentunit",
                f"Lower confidence bound on the Bell-state fidelity of detected pairs; warning below {num(t.fidelity_min)}.",
-               Q(f"qent_fidelity_lower_bound_ratio{L}", "{{link}}"), max=1,
+               Q(f"qent_fidelity_lower_bound_ratio{L}", "fidelity lower bound"), max=1,
                steps=((0, RED), (t.fidelity_min, GREEN)), lines=True),
             ts("Visibility", "percentunit", "Two-photon visibility per basis (1 - 2 QBER).",
-               Q(f"qent_visibility_ratio{L}", "{{link}} {{basis}}"), max=1),
-            ts("QBER with its upper bound", "percentunit", "Key-round QBER per basis and its upper confidence bound.",
-               Q(f"qkd_qber_ratio{L}", "{{link}} {{basis}}"),
-               Q(f"qkd_qber_upper_bound_ratio{L}", "{{link}} {{basis}} upper bound"),
-               min=0, steps=qber_steps(c), lines=True, styles=((".*upper bound", DASHED),)),
+               Q(f"qent_visibility_ratio{L}", "{{basis}}"), max=1),
             ts("Coincidences and accidentals per second", "cps",
                "Photon-pair coincidences, and accidental coincidences in delayed windows.",
-               Q(f"qent_coincidence_rate_per_second{L}", "{{link}} coincidences"),
-               Q(f"qent_accidental_rate_per_second{L}", "{{link}} accidentals"), log=True),
+               Q(f"qent_coincidence_rate_per_second{L}", "coincidences"),
+               Q(f"qent_accidental_rate_per_second{L}", "accidentals"), symlog=1),
             ts("Coincidence-to-accidental ratio", "none", "(C - A)/A: signal over background of the pair source.",
-               Q(f"qent_coincidence_to_accidental{L}", "{{link}}")),
-            ts("Arm heralding efficiency", "percentunit",
-               "Klyshko heralding efficiency of each arm (fiber x detector): falls with that arm's loss.",
-               Q(f"qent_heralding_efficiency_ratio{L}", "{{link}} arm {{side}}"), min=0, max=1),
-            ts("Secret key rate", "bps", "BBM92 secret key rate, finite-key and asymptotic.",
-               Q(f"qkd_secret_key_rate_bits_per_second{L} and on (link) qent_chsh_value{L}", "{{link}} finite-key"),
-               Q(f"qkd_asymptotic_secret_key_rate_bits_per_second{L} and on (link) qent_chsh_value{L}",
-                 "{{link}} asymptotic"), log=True, styles=((".*asymptotic", DASHED),)),
-            ts("Pair rates per second", "cps", "Raw coincidences (key rounds by basis pair) and CHSH rounds per second.",
-               Q(f"sum by (link) (rate(qent_coincidences_total{L}[$__rate_interval]))", "{{link}} key rounds"),
-               Q(f"sum by (link) (rate(qent_chsh_coincidences_total{L}[$__rate_interval]))", "{{link}} CHSH rounds"),
-               Q(f"rate(qent_accidentals_total{L}[$__rate_interval])", "{{link}} accidentals"),
-               log=True),
+               Q(f"qent_coincidence_to_accidental{L}", "CAR")),
+            ts("Pair rates per second", "cps", "Raw coincidences (key rounds) and CHSH rounds per second.",
+               Q(f"sum(rate(qent_coincidences_total{L}[$__rate_interval]))", "key rounds"),
+               Q(f"sum(rate(qent_chsh_coincidences_total{L}[$__rate_interval]))", "CHSH rounds"),
+               Q(f"rate(qent_accidentals_total{L}[$__rate_interval])", "accidentals"), symlog=1),
             ts("Bit errors and pump pulses per second", "cps",
                "Key-round bit errors by basis, and pump pulses (coincidence gates) of the source.",
-               Q(f"sum by (link, basis) (rate(qent_bit_errors_total{L}[$__rate_interval]))", "{{link}} {{basis}} errors"),
-               Q(f"rate(qent_pump_pulses_total{L}[$__rate_interval])", "{{link}} pump pulses"), log=True),
+               Q(f"sum by (basis) (rate(qent_bit_errors_total{L}[$__rate_interval]))", "{{basis}} errors"),
+               Q(f"rate(qent_pump_pulses_total{L}[$__rate_interval])", "pump pulses"), symlog=1),
         )),
+        Row("Channel", (
+            loss_panel(c),
+            ts("Arm heralding efficiency", "percentunit",
+               "Klyshko heralding efficiency of each arm (fiber x detector): falls with that arm's loss.",
+               Q(f"qent_heralding_efficiency_ratio{L}", "arm {{side}}"), min=0, max=1),
+        )),
+        key_store_row(c),
+        driver_row(),
+    ), link=LinkVariable((BBM92,)), tags=("entanglement", "qkd"))
+
+
+def heralded_link(c: MonitoringConfig) -> Board:
+    t = c.thresholds
+    return Board(HERALDED, "qtelemetry / Heralded entanglement link",
+                 "Drill-down of one heralded-entanglement link between two quantum memories.", (
+        status_row(c,
+                   st("Heralding success", "percentunit", "Heralds per attempt.",
+                      Q(f"qent_heralding_success_probability_ratio{L}")),
+                   st("Heralded pairs", "cps", "Entangled memory pairs per second.",
+                      Q(f"qent_heralded_pairs_per_second{L}")),
+                   st("Pair fidelity", "percentunit", "Bell-state fidelity of stored pairs when used.",
+                      Q(f"qent_heralded_fidelity_ratio{L}"), steps=((0, RED), (t.heralded_fidelity_min, GREEN)))),
         Row("Heralded entanglement", (
             ts("Heralding success probability", "percentunit", "Heralds per attempt with its confidence interval.",
-               Q(f"qent_heralding_success_probability_ratio{L}", "{{link}}"),
-               Q(f"qent_heralding_success_probability_lower_bound_ratio{L}", "{{link}} lower bound"),
-               Q(f"qent_heralding_success_probability_upper_bound_ratio{L}", "{{link}} upper bound"),
-               styles=((".*bound", DASHED),)),
+               Q(f"qent_heralding_success_probability_ratio{L}", "success probability"),
+               Q(f"qent_heralding_success_probability_lower_bound_ratio{L}", "lower bound"),
+               Q(f"qent_heralding_success_probability_upper_bound_ratio{L}", "upper bound"),
+               min=0, styles=((".*bound", DASHED),)),
             ts("Heralded pairs per second", "cps", "Entangled memory pairs produced per second.",
-               Q(f"qent_heralded_pairs_per_second{L}", "{{link}}")),
+               Q(f"qent_heralded_pairs_per_second{L}", "pairs"), symlog=1),
             ts("Heralded pair fidelity", "percentunit",
                f"Fidelity of stored pairs when used, with its confidence interval; warning when even the upper "
                f"bound is below {num(t.heralded_fidelity_min)}.",
-               Q(f"qent_heralded_fidelity_ratio{L}", "{{link}}"),
-               Q(f"qent_heralded_fidelity_lower_bound_ratio{L}", "{{link}} lower bound"),
-               Q(f"qent_heralded_fidelity_upper_bound_ratio{L}", "{{link}} upper bound"),
+               Q(f"qent_heralded_fidelity_ratio{L}", "fidelity"),
+               Q(f"qent_heralded_fidelity_lower_bound_ratio{L}", "lower bound"),
+               Q(f"qent_heralded_fidelity_upper_bound_ratio{L}", "upper bound"),
                max=1, steps=((0, RED), (t.heralded_fidelity_min, GREEN)), lines=True, styles=((".*bound", DASHED),)),
             ts("Attempts and heralds per second", "cps", "Entanglement-generation attempts and heralds per second.",
-               Q(f"rate(qent_heralding_attempts_total{L}[$__rate_interval])", "{{link}} attempts"),
-               Q(f"rate(qent_heralding_successes_total{L}[$__rate_interval])", "{{link}} heralds"), log=True),
+               Q(f"rate(qent_heralding_attempts_total{L}[$__rate_interval])", "attempts"),
+               Q(f"rate(qent_heralding_successes_total{L}[$__rate_interval])", "heralds"), symlog=1),
             ts("Fidelity test measurements per second", "cps",
                "Heralded pairs measured to estimate fidelity, by Pauli basis and outcome.",
-               Q(f"sum by (link, basis, outcome) (rate(qent_heralded_pair_measurements_total{L}[$__rate_interval]))",
-                 "{{link}} {{basis}} {{outcome}}")),
+               Q(f"sum by (basis, outcome) (rate(qent_heralded_pair_measurements_total{L}[$__rate_interval]))",
+                 "{{basis}} {{outcome}}"), w=24, symlog=1),
         )),
-    ), link=LinkVariable(ENT_LINKS, multi=True), tags=("entanglement",))
+        driver_row(),
+    ), link=LinkVariable((HERALDED,)), tags=("entanglement",))
 
 
 def slo_board(c: MonitoringConfig) -> Board:
-    L = '{link=~"$link"}'
+    sel = '{link=~"$link"}'
     rows = []
     for slo in c.slos:
         budget = f"(1 - {num(slo.objective)})"
@@ -404,11 +466,11 @@ def slo_board(c: MonitoringConfig) -> Board:
             Row(f"{slo.title} SLO: {num(slo.objective * 100)}% over {slo.period}", (
                 st("Objective", "percentunit", slo.description, Q(f"vector({num(slo.objective)})"), w=4, h=6),
                 st(f"Achieved ({slo.period})", "percentunit", f"1 - error ratio over {slo.period}, per link.",
-                   Q(f"1 - {slo_record(slo, slo.period)}{L}", "{{link}}"), w=10, h=6,
+                   Q(f"1 - {slo_record(slo, slo.period)}{sel}", "{{link}}"), w=10, h=6,
                    steps=((0, RED), (slo.objective, GREEN))),
                 st("Error budget remaining", "percentunit",
                    f"Share of the {slo.period} error budget ({num(100 * (1 - slo.objective))}% of requests) not yet spent.",
-                   Q(f"{slo_budget_record(slo)}{L}", "{{link}}"), w=10, h=6,
+                   Q(f"{slo_budget_record(slo)}{sel}", "{{link}}"), w=10, h=6,
                    steps=((0, RED), (0.25, ORANGE), (0.5, GREEN))),
             )),
             Row(f"{slo.title}: burn rate", (
@@ -416,71 +478,101 @@ def slo_board(c: MonitoringConfig) -> Board:
                    "Error ratio / error budget: 1 spends the budget exactly over the period. Alerts need both the "
                    "long and the short window of a pair above its factor (dashed lines: "
                    + ", ".join(f"{w.long}/{w.short} x{num(w.factor)}" for w in burn) + ").",
-                   *(Q(f"{slo_record(slo, w)}{L} / {budget}", f"{{{{link}}}} {w}") for w in longs),
-                   w=24, min=0, log=True, lines=True,
+                   *(Q(f"{slo_record(slo, w)}{sel} / {budget}", f"{{{{link}}}} {w}") for w in longs),
+                   w=24, min=0, symlog=1, lines=True,
                    steps=tuple(sorted(((w.factor, ORANGE if w.factor < 6 else RED) for w in burn)))),
                 ts("Error ratio (short windows)", "percentunit", "Share of requested key not delivered.",
-                   *(Q(f"{slo_record(slo, w)}{L}", f"{{{{link}}}} {w}") for w in shorts),
+                   *(Q(f"{slo_record(slo, w)}{sel}", f"{{{{link}}}} {w}") for w in shorts),
                    min=0),
                 ts("Requested vs delivered", "bps", "Key requested by applications and delivered to them, bits/s.",
-                   Q(f"sum by (link) (rate({slo.total}{L}[$__rate_interval]))", "{{link}} requested"),
-                   Q(f"sum by (link) (rate({slo.good}{L}[$__rate_interval]))", "{{link}} delivered"),
+                   Q(f"sum by (link) (rate({slo.total}{sel}[$__rate_interval]))", "{{link}} requested"),
+                   Q(f"sum by (link) (rate({slo.good}{sel}[$__rate_interval]))", "{{link}} delivered"),
                    styles=((".*requested", DASHED),)),
             )),
         ]
     rows.append(Row("Key stores", (
         ts("Key store fill", "percentunit", "Key waiting in each link's store as a fraction of its size.",
-           Q(f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}", "{{link}}"), min=0, max=1),
+           Q(f"qkd_key_buffer_bits{sel} / qkd_key_buffer_capacity_bits{sel}", "{{link}}"), min=0, max=1),
         ts("Key generated per second", "bps", "Secret key added to each link's store, bits/s.",
-           Q(f"rate(qkd_key_generated_bits_total{L}[$__rate_interval])", "{{link}}")),
+           Q(f"rate(qkd_key_generated_bits_total{sel}[$__rate_interval])", "{{link}}"), symlog=1),
     )))
     return Board("key-supply-slo", "qtelemetry / Key supply SLO",
                  "Key-supply SLO: key delivered / key requested, error budget and multi-window burn rates.",
-                 tuple(rows), link=LinkVariable(".*", multi=True, metric=c.slos[0].total if c.slos else "qlink_info"),
+                 tuple(rows), link=LinkVariable(multi=True, metric=c.slos[0].total if c.slos else "qlink_info"),
                  tags=("slo",))
 
 
 def exporter(c: MonitoringConfig) -> Board:
     t = c.thresholds
+    inst = ", ".join((*c.identity, "instance"))
+    legend = "{{instance}}"
     return Board("exporter", "qtelemetry / Exporter health",
-                 "Is monitoring itself healthy: scrape targets, link drivers, data age, estimation time.", (
+                 "Is monitoring itself healthy: scrape targets, estimation lag and cycle time, data age, drivers.", (
         Row("Scrape", (
             ts("Exporters up", "none", "1 when Prometheus scrapes the exporter successfully.",
-               Q("up", "{{instance}}"), min=0, max=1),
+               Q("up", legend), min=0, max=1),
             ts("Scrape duration", "s", "Time Prometheus needs to scrape each exporter.",
-               Q("scrape_duration_seconds", "{{instance}}")),
-            ts("Estimation cycle (mean)", "s",
-               f"Mean wall time of one estimation cycle over all links; alert above {num(t.estimation_duration_seconds)} s.",
-               Q("rate(qtelemetry_estimation_duration_seconds_sum[$__rate_interval])"
-                 " / rate(qtelemetry_estimation_duration_seconds_count[$__rate_interval])", "{{instance}}"),
-               steps=((t.estimation_duration_seconds, RED),), lines=True),
-            ts("Links configured", "none", "Links per protocol in each exporter's config.",
-               Q("qtelemetry_links", "{{instance}} {{protocol}}")),
-        )),
-        Row("Links", (
-            ts("Links up", "none", "qlink_up per link: 1 while the driver delivers valid batches.",
-               Q("qlink_up", "{{link}}"), min=0, max=1),
-            ts("Data age", "s", f"Seconds since each link's last valid batch; stale above {num(t.stale_after_seconds)} s.",
-               Q("time() - qlink_last_update_timestamp_seconds", "{{link}}"),
-               steps=((t.stale_after_seconds, RED),), lines=True, min=0),
-            ts("Driver errors per second by reason", "cps", "Batches lost to driver failures or impossible data.",
-               Q("sum by (link, reason) (rate(qlink_driver_errors_total[$__rate_interval]))", "{{link}} {{reason}}")),
-            ts("Estimates skipped per second by reason", "cps",
-               "Estimation cycles whose window held too little data (no detections, coincidences or heralds).",
-               Q("sum by (link, reason) (rate(qlink_estimates_skipped_total[$__rate_interval]))", "{{link}} {{reason}}")),
-            ts("Valid batches per second", "cps", "Acquisition windows received from each link's driver.",
-               Q("rate(qlink_batches_total[$__rate_interval])", "{{link}}")),
-            ts("Simulated faults active", "none",
-               "Faults injected into simulated links (demos); informational, never alerted on.",
-               Q("qlink_fault_active", "{{link}} {{kind}}"), min=0, max=1),
+               Q("scrape_duration_seconds", legend)),
+            ts("Links configured", "none", "Links per protocol in each exporter's config (its shard).",
+               Q("qtelemetry_links", f"{legend} {{{{protocol}}}}")),
             Panel("Versions", "none", "qtelemetry version of each exporter.",
                   (Q("qtelemetry_build_info"),), kind="table",
                   table_columns=(("instance", "Instance"), ("version", "Version"))),
         )),
+        Row("Estimation", (
+            ts("Estimation lag", "s",
+               "Time since the last completed estimation cycle (computed when scraped) against the acquisition window. "
+               f"Falling behind above {num(t.estimation_lag_windows)} windows on average; stalled (page) above "
+               f"{num(t.estimation_stall_seconds)} s.",
+               Q("qtelemetry_estimation_lag_seconds", f"{legend} lag"),
+               Q("qtelemetry_estimation_interval_seconds", f"{legend} window"),
+               min=0, steps=((t.estimation_stall_seconds, RED),), lines=True, styles=((".* window", DASHED),)),
+            ts("Estimation cycle duration", "s",
+               "Quantiles of the whole cycle's wall time (drain, validation, estimation, publication) from the "
+               f"histogram, against the window; little headroom when the 90th percentile passes "
+               f"{num(t.estimation_slow_ratio)} of the window.",
+               *(Q(f"histogram_quantile({q}, sum by ({inst}, le) "
+                   "(rate(qtelemetry_estimation_duration_seconds_bucket[$__rate_interval])))", f"{legend} p{q * 100:g}")
+                 for q in (0.5, 0.9, 0.99)),
+               Q("qtelemetry_estimation_interval_seconds", f"{legend} window"),
+               min=0, styles=((".* window", DASHED),)),
+            ts("Cycles completed and skipped per second", "cps",
+               "Estimation cycles per second, and cycles skipped because the previous one overran (overload).",
+               Q("rate(qtelemetry_estimation_duration_seconds_count[$__rate_interval])", f"{legend} completed"),
+               Q("rate(qtelemetry_estimation_cycles_skipped_total[$__rate_interval])", f"{legend} skipped"), min=0),
+            ts("Batches dropped for overflow per second", "cps",
+               "Batches a link's bounded slot dropped because the estimator could not keep up with its driver.",
+               Q(f'sum by ({inst}) (rate(qlink_driver_errors_total{{reason="overflow"}}[$__rate_interval]))', legend),
+               min=0),
+        )),
+        Row("Links", (
+            ts("Links up and down", "none", "Links per exporter whose driver delivers valid batches, and those that do not.",
+               Q(f"sum by ({inst}) (qlink_up)", f"{legend} up"),
+               Q(f"count by ({inst}) (qlink_up == 0) or sum by ({inst}) (qlink_up) * 0", f"{legend} down"), min=0),
+            ts("Data age (worst and median link)", "s",
+               "Age of the newest data in each exporter's estimates, measured when scraped: its oldest link and "
+               f"its median link; a link that reports up with data older than {num(t.stale_after_seconds)} s is stale.",
+               Q(f"max by ({inst}) (qlink_data_age_seconds)", f"{legend} worst"),
+               Q(f"quantile by ({inst}) (0.5, qlink_data_age_seconds)", f"{legend} median"),
+               min=0, steps=((t.stale_after_seconds, RED),), lines=True, styles=((".* median", DASHED),)),
+            ts("Driver errors per second by reason", "cps", "Batches lost to driver failures or impossible data.",
+               Q(f"sum by ({inst}, reason) (rate(qlink_driver_errors_total[$__rate_interval]))",
+                 f"{legend} {{{{reason}}}}"), min=0),
+            ts("Estimates skipped per second by reason", "cps",
+               "Estimation cycles whose window held too little data (no detections, coincidences or heralds).",
+               Q(f"sum by ({inst}, reason) (rate(qlink_estimates_skipped_total[$__rate_interval]))",
+                 f"{legend} {{{{reason}}}}"), min=0),
+            ts("Valid batches per second", "cps", "Acquisition windows received from the drivers of each exporter.",
+               Q(f"sum by ({inst}) (rate(qlink_batches_total[$__rate_interval]))", legend), min=0),
+            ts("Simulated faults active", "none",
+               "Faults injected into simulated links (demos); informational, never alerted on.",
+               Q(f"count by ({inst}, kind) (qlink_fault_active == 1)", f"{legend} {{{{kind}}}}"), min=0),
+        )),
     ), tags=("exporter",))
 
 
-BOARDS = (fleet, link, entanglement, slo_board, exporter)
+#: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
+BOARDS = (fleet, bb84_link, bbm92_link, heralded_link, slo_board, exporter)
 
 
 # -------------------------------------------------------------------------------------------
@@ -518,8 +610,9 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
                    .line_width(1).fill_opacity(0).span_nulls(False))
         if spec.lines:
             builder = builder.thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
-        if spec.log:
-            builder = builder.scale_distribution(cb.ScaleDistributionConfig().type(cm.ScaleDistribution.LOG).log(10))
+        if spec.symlog is not None:
+            builder = builder.scale_distribution(cb.ScaleDistributionConfig().type(cm.ScaleDistribution.SYMLOG)
+                                                 .log(10).linear_threshold(spec.symlog))
         for pattern, style in spec.styles:
             builder = builder.override_by_regexp(pattern, [dm.DynamicConfigValue("custom.lineStyle", style)])
     elif kind == "stat":
@@ -531,12 +624,12 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
             builder = builder.mappings([dm.ValueMap({v: dm.ValueMappingResult(text=text, color=color, index=i)
                                                      for i, (v, text, color) in enumerate(spec.mappings)})])
     elif kind == "table":
-        builder = table.Panel().show_header(True)
-        builder = builder.with_transformation(dm.DataTransformerConfig(
-            id_val="joinByField", options={"byField": spec.table_columns[0][0], "mode": "outer"}))
+        # "merge" joins the instant table-format frames on their shared label columns (cluster and
+        # link), so equal link names in two clusters stay two rows.
+        builder = (table.Panel().show_header(True).cell_options(cm.TableAutoCellOptions())
+                   .with_transformation(dm.DataTransformerConfig(id_val="merge", options={})))
         order = {name: i for i, (name, _) in enumerate(spec.table_columns)}
-        hidden = ["Time", *(f"Time {i}" for i in range(1, len(spec.queries) + 1)),
-                  *(f"Value #{chr(ord('A') + i)}" for i in range(len(spec.queries)))]
+        hidden = ["Time", *(f"Value #{chr(ord('A') + i)}" for i in range(len(spec.queries)))]
         builder = builder.with_transformation(dm.DataTransformerConfig(id_val="organize", options={
             "excludeByName": {name: True for name in hidden if name not in order},
             "includeByName": {name: True for name in order},
@@ -564,11 +657,72 @@ def known_names(ruleset: RuleSet) -> set[str]:
     return set(sample_names()) | PROMETHEUS_SERIES | recording_names(ruleset)
 
 
+@dataclass(frozen=True)
+class Selectors:
+    """What the dashboard adds to each series selector: the deployment's selector and the
+    cluster/job/instance variables on exported series and ``up``; cluster and job on recorded
+    series (recording rules keep only those of the three); cluster on ``ALERTS``."""
+
+    exported: str
+    recorded: str
+    alerts: str
+
+    @staticmethod
+    def of(c: MonitoringConfig) -> "Selectors":
+        cluster = f'{c.cluster_label}=~"${c.cluster_label}"'
+        return Selectors(f'{c.selector}, {cluster}, job=~"$job", instance=~"$instance"',
+                         f'{cluster}, job=~"$job"', cluster)
+
+    def inject(self, expr: str, ruleset: RuleSet) -> str:
+        expr = inject_selector(expr, self.exported, set(sample_names()) | TARGET_SERIES | PENDING_METRICS)
+        expr = inject_selector(expr, self.recorded, recording_names(ruleset))
+        return inject_selector(expr, self.alerts, {"ALERTS"})
+
+
+def _query_variable(name: str, label: str, query: str, multi: bool) -> db.QueryVariable:
+    variable = (db.QueryVariable(name).label(label).datasource(DS)
+                .query(f"label_values({query}, {name})")
+                .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+                .multi(multi).include_all(multi))
+    return variable.all_value(".*") if multi else variable
+
+
+def variables(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> list[Any]:
+    """datasource, cluster, job, instance (each filtered by the ones before) and the link variable."""
+    sel = Selectors.of(c)
+    cl = c.cluster_label
+    targets = set(sample_names()) | TARGET_SERIES
+    up = f"up{{{c.selector}}}"
+    out: list[Any] = [
+        db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        _query_variable(cl, cl.capitalize(), up, multi=True),
+        _query_variable("job", "Job", f'up{{{c.selector}, {cl}=~"${cl}"}}', multi=True),
+        _query_variable("instance", "Instance", f'up{{{c.selector}, {cl}=~"${cl}", job=~"$job"}}', multi=True),
+    ]
+    if board.link is not None:
+        protocols = "|".join(board.link.protocols)
+        metric = f'{board.link.metric}{{protocol=~"{protocols}"}}' if protocols else board.link.metric
+        query = inject_selector(metric, sel.exported, targets)
+        check_names(query, known_names(ruleset), (), f"dashboard {board.slug} / variable link")
+        out.append(_query_variable("link", "Link", query, multi=board.link.multi))
+    return out
+
+
+def _schema_clean(model: Any) -> None:
+    """Drop what the SDK (0.0.21) always writes although Grafana's schema has no such field:
+    interval-variable settings on every variable, the old table footer."""
+    for variable in model.templating.list_val or []:
+        variable.auto = variable.auto_min = variable.auto_count = None
+    for panel in model.panels:
+        if getattr(panel, "type_val", None) == "table":
+            panel.options.footer = None
+
+
 def build(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> Built:
-    """Dashboard JSON for one spec: checked names, injected selector, explicit ids and grid."""
+    """Dashboard JSON for one spec: checked names, injected selectors, explicit ids and grid."""
     known = known_names(ruleset)
     pending = {g.name for g in ruleset.gated if g.kind == "record"} | set(PENDING_METRICS - set(sample_names()))
-    targets = set(sample_names()) | TARGET_SERIES | PENDING_METRICS
+    sel = Selectors.of(c)
     gated: list[str] = []
     panels: list[Any] = []
     pid, y = 1, 0
@@ -581,7 +735,7 @@ def build(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> Built:
                 if waits:
                     gated.append(f"{spec.title} [{chr(ord('A') + i)}] waits for {', '.join(waits)}")
                     continue
-                exprs.append((inject_selector(q.expr, c.selector, targets), q.legend))
+                exprs.append((sel.inject(q.expr, ruleset), q.legend))
             if not exprs:
                 continue
             if spec.kind == "table" and len(exprs) != len(spec.queries):
@@ -597,28 +751,18 @@ def build(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> Built:
             panels.append(_panel(spec, pid, dm.GridPos(h=spec.h, w=spec.w, x=x, y=y), exprs).build())
             pid, x, row_h = pid + 1, x + spec.w, max(row_h, spec.h)
         y += row_h
-    dashboard_uid = uid(c, board.slug)
+    dashboard_uid = c.dashboard_uid(board.slug)
     builder = (db.Dashboard(board.title).uid(dashboard_uid).description(board.description)
-               .tags(sorted({*c.dashboard_tags, *board.tags})).editable().timezone("browser")
+               .tags(sorted({*c.dashboard_tags, *board.tags})).readonly().timezone("browser")
                .time(c.dashboard_time_from, "now").refresh(c.dashboard_refresh)
                .tooltip(dm.DashboardCursorSync.CROSSHAIR)
                .link(db.DashboardLink("qtelemetry dashboards").type(dm.DashboardLinkType.DASHBOARDS)
-                     .tags(list(c.dashboard_tags)).as_dropdown(True).include_vars(True).keep_time(True))
-               .with_variable(db.DatasourceVariable("datasource").label("Data source").type("prometheus")))
-    if board.link is not None:
-        matcher = f'protocol=~"{board.link.protocols}"' if board.link.metric == "qlink_info" else ""
-        query = inject_selector(f"{board.link.metric}{{{matcher}}}" if matcher else board.link.metric,
-                                c.selector, targets)
-        check_names(query, known, (), f"dashboard {board.slug} / variable link")
-        variable = (db.QueryVariable("link").label("Link").datasource(DS)
-                    .query(f"label_values({query}, link)").definition(f"label_values({query}, link)")
-                    .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
-                    .multi(board.link.multi).include_all(board.link.multi))
-        if board.link.multi:
-            variable = variable.all_value(".*")
+                     .tags(list(c.dashboard_tags)).as_dropdown(True).include_vars(True).keep_time(True)))
+    for variable in variables(board, c, ruleset):
         builder = builder.with_variable(variable)
     model = builder.build()
     model.panels = panels
+    _schema_clean(model)
     return Built(dashboard_uid, json.loads(json.dumps(model, cls=JSONEncoder, sort_keys=True)), tuple(gated))
 
 
@@ -654,10 +798,11 @@ def panel_targets(dashboard_json: dict) -> list[tuple[str, str, str]]:
 def panel_queries(dashboard_json: dict, link: str = "", rate_interval: str = "1m",
                   **variables: str) -> list[str]:
     """Every target's expr with template variables substituted: ``$link`` by ``link``, Grafana's
-    ``$__rate_interval``/``$__interval`` by ``rate_interval``, ``$__range`` by 1h, others from
-    ``variables``. A variable left unsubstituted raises ValueError."""
+    ``$__rate_interval``/``$__interval`` by ``rate_interval``, ``$__range`` by 1h, ``$cluster``,
+    ``$job`` and ``$instance`` by ``.*`` (their "All"), others from ``variables``. A variable
+    left unsubstituted raises ValueError."""
     values = {"link": link, "__rate_interval": rate_interval, "__interval": rate_interval,
-              "__range": "1h", **variables}
+              "__range": "1h", "cluster": ".*", "job": ".*", "instance": ".*", **variables}
 
     def sub(expr: str) -> str:
         def one(match: re.Match) -> str:

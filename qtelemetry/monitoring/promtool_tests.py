@@ -7,10 +7,12 @@ one interval late; firing cases therefore keep their inputs constant for a while
 evaluation time, so that ``$value`` does not depend on the order either.
 
 Each ``Case`` is one promtool test group (explicit ``interval``): input series written without
-the deployment's selector labels (added from ``config.selector``), an evaluation time, and the
-alerts expected then. Expected annotations are rendered here from the rule's templates with a
-small re-implementation of Prometheus's ``humanize*`` functions, so promtool also checks the
-summary and description text (and ``$value``) of every firing case.
+the deployment's selector labels (added from ``config.selector``, with a cluster label and an
+instance), an evaluation time, and the alerts expected then. Cases of per-link alerts also get
+the link's ``qlink_info`` series (its protocol labels the alert). Expected annotations are
+rendered here from the rule's templates with a small re-implementation of Prometheus's
+``humanize*`` and ``urlquery`` functions, so promtool also checks the summary, description and
+dashboard URL (and ``$value``) of every firing case.
 
 ``generate`` refuses to write the tests unless every generated alert has at least one firing
 and one silent case; cases of alerts gated on a pending metric are left out with them.
@@ -20,14 +22,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+import urllib.parse
+from dataclasses import dataclass, field, replace
 
-from qtelemetry.monitoring.config import MonitoringConfig
+from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
+from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError, selector_labels
 from qtelemetry.monitoring.rules import Alert, RuleSet, rule_dict
 
 INSTANCE = "qtelemetry:9817"  # the instance label of the test series
+CLUSTER = "eu-1"  # their cluster label
 LINK = "metro-10km"
+#: target labels an alert on recorded per-link series keeps (recording rules drop instance)
+RECORDED = ("cluster", "job")
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class Fires:
 
     labels: dict[str, str] = field(default_factory=dict)
     value: float | None = None
-    keep: tuple[str, ...] = ("job", "instance")  # selector/target labels the alert keeps
+    keep: tuple[str, ...] = ("cluster", "job", "instance")  # selector/target labels the alert keeps
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class Case:
     series: dict[str, str]
     at: str
     fires: tuple[Fires, ...] = ()
-    target_labels: bool = True  # add the selector's labels and instance to every series
+    target_labels: bool = True  # add the selector's labels, cluster and instance to every series
+    protocol: str = BB84  # of the test link, for per-link alerts
 
     @property
     def firing(self) -> bool:
@@ -71,7 +79,8 @@ def rep(value: str, n: int) -> str:
 VAC = {"intensity": "vacuum"}
 
 
-def cases() -> list[Case]:
+def cases(cluster: str = "cluster") -> list[Case]:
+    """Every case; ``cluster`` is the config's cluster label."""
     skr = "qkd_secret_key_rate_bits_per_second"
     return [
         # --- QBER (upper confidence bound) ---------------------------------------------------
@@ -88,13 +97,13 @@ def cases() -> list[Case]:
             sel("qkd_qber_upper_bound_ratio", basis="Z"): "0.07x30"}, "25m"),
         # --- key rate vs the link's own baseline ----------------------------------------------
         Case("QKDSecretKeyRateDrop", "rate falls from 1000 to 100 bit/s", {
-            sel(skr): "1000x60 100x40"}, "95m", (Fires(link(), 100),)),
+            sel(skr): "1000x60 100x40"}, "95m", (Fires(link(), 100, keep=RECORDED),)),
         Case("QKDSecretKeyRateDrop", "a dip to 60% of the baseline is tolerated", {
             sel(skr): "1000x60 600x40"}, "95m"),
         Case("QKDSecretKeyRateZero", "rate 0 while the link is up", {
             sel(skr): "1000x60 0x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link()),)),
         Case("QKDSecretKeyRateZero", "rate no longer estimable (series gone) while the link is up", {
-            sel(skr): "1000x60 _x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link()),)),
+            sel(skr): "1000x60 _x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link(), keep=RECORDED),)),
         Case("QKDSecretKeyRateZero", "link down: QLinkDown owns it, no key-rate page", {
             sel(skr): "1000x60 0x30", sel("qlink_up"): "1x60 0x30"}, "85m"),
         Case("QKDSecretKeyRateBelowPlan", "40% of the plan for over an hour", {
@@ -114,9 +123,9 @@ def cases() -> list[Case]:
         Case("QKDChannelLossOverBudget", "5 dB on a 6 dB budget", {
             sel("qkd_channel_loss_db"): "5x30", sel("qkd_channel_loss_budget_db"): "6x30"}, "25m"),
         Case("QKDChannelLossStep", "loss steps from 10 to 14 dB (a bend)", {
-            sel("qkd_channel_loss_db"): "10x60 14x40"}, "90m", (Fires(link(), 4),)),
+            sel("qkd_channel_loss_db"): "10x60 14x40"}, "90m", (Fires(link(), 4, keep=RECORDED),)),
         Case("QKDChannelLossStep", "a cut (infinite loss) is a step too", {
-            sel("qkd_channel_loss_db"): "10x60 " + rep("Inf", 30)}, "85m", (Fires(link(), math.inf),)),
+            sel("qkd_channel_loss_db"): "10x60 " + rep("Inf", 30)}, "85m", (Fires(link(), math.inf, keep=RECORDED),)),
         Case("QKDChannelLossStep", "a 2 dB step stays below the 3 dB threshold", {
             sel("qkd_channel_loss_db"): "10x60 12x40"}, "90m"),
         Case("QKDNoSignal", "no light above background", {
@@ -124,12 +133,12 @@ def cases() -> list[Case]:
         Case("QKDNoSignal", "high but finite loss", {sel("qkd_channel_loss_db"): "40x20"}, "15m"),
         # --- dark counts (vacuum gain) vs baseline --------------------------------------------
         Case("QKDDarkCountsHigh", "vacuum gain x4", {
-            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.000004x50"}, "100m", (Fires(link(**VAC), 4e-6),)),
+            sel("qkd_gain_ratio", **VAC): "0.000001x60 0.000004x50"}, "100m", (Fires(link(**VAC), 4e-6, keep=RECORDED),)),
         Case("QKDDarkCountsHigh", "vacuum gain x2.5 is within the band", {
             sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000025x50"}, "100m"),
         Case("QKDDarkCountsSuppressed", "vacuum gain drops to a tenth with plenty of vacuum pulses", {
             sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000001x40",
-            sel("qkd_pulses_total", **VAC): "0+600000000x100"}, "95m", (Fires(link(**VAC), 1e-7),)),
+            sel("qkd_pulses_total", **VAC): "0+600000000x100"}, "95m", (Fires(link(**VAC), 1e-7, keep=RECORDED),)),
         Case("QKDDarkCountsSuppressed", "too few vacuum pulses for the drop to mean anything", {
             sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000001x40",
             sel("qkd_pulses_total", **VAC): "0+1000x100"}, "95m"),
@@ -147,13 +156,14 @@ def cases() -> list[Case]:
         # --- link health ----------------------------------------------------------------------
         Case("QLinkDown", "down for 7 minutes", {sel("qlink_up"): "1x5 0x10"}, "12m", (Fires(link()),)),
         Case("QLinkDown", "a 3-minute flap", {sel("qlink_up"): "1x5 0x3 1x10"}, "12m"),
-        Case("QLinkStale", "last batch 10 minutes old", {
-            sel("qlink_last_update_timestamp_seconds"): "0+60x10 600x20"}, "20m", (Fires(link(), 600),)),
-        Case("QLinkStale", "fresh batches every minute", {
-            sel("qlink_last_update_timestamp_seconds"): "0+60x30"}, "20m"),
+        Case("QLinkStale", "data 10 minutes old on a link that reports up", {
+            sel("qlink_data_age_seconds"): "0.5x5 600x20", sel("qlink_up"): "1x25"}, "20m", (Fires(link(), 600),)),
+        Case("QLinkStale", "old data on a link that reports down: QLinkDown's", {
+            sel("qlink_data_age_seconds"): "0.5x5 600x20", sel("qlink_up"): "1x5 0x20"}, "20m"),
+        Case("QLinkStale", "fresh data", {sel("qlink_data_age_seconds"): "1.5x25", sel("qlink_up"): "1x25"}, "20m"),
         Case("QLinkDriverErrors", "one batch in 11 lost to impossible counts", {
             sel("qlink_batches_total"): "0+60x40", sel("qlink_driver_errors_total", reason="impossible"): "0+6x40"},
-            "30m", (Fires(link(reason="impossible"), 6 / 66),)),
+            "30m", (Fires(link(reason="impossible"), 6 / 66, keep=RECORDED),)),
         Case("QLinkDriverErrors", "0.5% lost is below the 1% threshold", {
             sel("qlink_batches_total"): "0+60x40", sel("qlink_driver_errors_total", reason="impossible"): "0+0.3x40"},
             "30m"),
@@ -162,55 +172,79 @@ def cases() -> list[Case]:
         Case("QTelemetryExporterDown", "scrapes succeed", {"up": "1x15"}, "12m"),
         Case("QTelemetryExporterAbsent", "no target of the job at all", {'up{job="other"}': "1x30"}, "20m",
              (Fires(keep=("job",)),), target_labels=False),
+        Case("QTelemetryExporterAbsent", "cluster west lost its exporters, east still has its own", {
+            f'up{{{cluster}="east"}}': "1x60", f'up{{{cluster}="west"}}': "1x10"}, "40m",
+             (Fires({cluster: "west"}, keep=("job",)),)),
         Case("QTelemetryExporterAbsent", "the target exists", {"up": "1x30"}, "20m"),
-        Case("QTelemetryEstimationSlow", "0.8 s per cycle", {
-            "qtelemetry_estimation_duration_seconds_sum": "0+48x30",
-            "qtelemetry_estimation_duration_seconds_count": "0+60x30"}, "28m", (Fires(value=0.8),)),
-        Case("QTelemetryEstimationSlow", "0.1 s per cycle", {
-            "qtelemetry_estimation_duration_seconds_sum": "0+6x30",
-            "qtelemetry_estimation_duration_seconds_count": "0+60x30"}, "28m"),
+        Case("QTelemetryEstimationStalled", "no cycle completes any more", {
+            "qtelemetry_estimation_lag_seconds": "0.5x5 65+60x20"}, "12m", (Fires(value=425),)),
+        Case("QTelemetryEstimationStalled", "cycles complete every second", {
+            "qtelemetry_estimation_lag_seconds": "0.8x25"}, "20m"),
+        Case("QTelemetryEstimationLagging", "the last cycle is 4 windows old on average", {
+            "qtelemetry_estimation_lag_seconds": "4x30", "qtelemetry_estimation_interval_seconds": "1x30"}, "25m",
+             (Fires(value=4),)),
+        Case("QTelemetryEstimationLagging", "2 windows is within the budget", {
+            "qtelemetry_estimation_lag_seconds": "2x30", "qtelemetry_estimation_interval_seconds": "1x30"}, "25m"),
+        Case("QTelemetryFallingBehind", "one cycle in ten skipped", {
+            "qtelemetry_estimation_cycles_skipped_total": "0+6x40",
+            "qtelemetry_estimation_duration_seconds_count": "0+54x40"}, "30m", (Fires(value=0.1),)),
+        Case("QTelemetryFallingBehind", "no cycle skipped", {
+            "qtelemetry_estimation_cycles_skipped_total": "0x40",
+            "qtelemetry_estimation_duration_seconds_count": "0+60x40"}, "30m"),
+        Case("QTelemetryEstimationSlow", "90th percentile at 0.925 of a 1 s window", {
+            'qtelemetry_estimation_duration_seconds_bucket{le="0.25"}': "0+10x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="0.5"}': "0+20x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="1"}': "0+60x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="+Inf"}': "0+60x60",
+            "qtelemetry_estimation_interval_seconds": "1x60"}, "50m", (Fires(value=0.925),)),
+        Case("QTelemetryEstimationSlow", "every cycle under a quarter of the window", {
+            'qtelemetry_estimation_duration_seconds_bucket{le="0.25"}': "0+60x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="0.5"}': "0+60x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="1"}': "0+60x60",
+            'qtelemetry_estimation_duration_seconds_bucket{le="+Inf"}': "0+60x60",
+            "qtelemetry_estimation_interval_seconds": "1x60"}, "50m"),
         # --- entanglement ---------------------------------------------------------------------
-        Case("EntanglementCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_value"): "2.7x5 1.9x10"}, "12m",
-             (Fires(link(), 1.9),)),
-        Case("EntanglementCHSHNoViolation", "S = 2.1 still violates", {sel("qent_chsh_value"): "2.1x15"}, "12m"),
-        Case("EntanglementCHSHViolationWeak", "S = 2.1 with sigma 0.05", {
-            sel("qent_chsh_value"): "2.1x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m", (Fires(link(), 1.95),)),
-        Case("EntanglementCHSHViolationWeak", "S = 2.68 with sigma 0.007", {
-            sel("qent_chsh_value"): "2.68x30", sel("qent_chsh_value_stddev"): "0.007x30"}, "20m"),
-        Case("EntanglementCHSHViolationWeak", "S <= 2 is EntanglementCHSHNoViolation's, not this one's", {
-            sel("qent_chsh_value"): "1.9x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m"),
-        Case("EntanglementFidelityLow", "fidelity lower bound 85%", {
-            sel("qent_fidelity_lower_bound_ratio"): "0.85x30"}, "20m", (Fires(link(), 0.85),)),
-        Case("EntanglementFidelityLow", "fidelity lower bound 94.6%", {
-            sel("qent_fidelity_lower_bound_ratio"): "0.946x30"}, "20m"),
-        Case("EntanglementHeraldedFidelityLow", "even the upper bound is 70%", {
-            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.7x30"}, "20m", (Fires(link(), 0.7),)),
-        Case("EntanglementHeraldedFidelityLow", "upper bound 90% (a noisy low sample is not enough)", {
+        Case("QEntCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_value"): "2.7x5 1.9x10"}, "12m",
+             (Fires(link(), 1.9),), protocol=BBM92),
+        Case("QEntCHSHNoViolation", "S = 2.1 still violates", {sel("qent_chsh_value"): "2.1x15"}, "12m", protocol=BBM92),
+        Case("QEntCHSHViolationWeak", "S = 2.1 with sigma 0.05", {
+            sel("qent_chsh_value"): "2.1x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m", (Fires(link(), 1.95),), protocol=BBM92),
+        Case("QEntCHSHViolationWeak", "S = 2.68 with sigma 0.007", {
+            sel("qent_chsh_value"): "2.68x30", sel("qent_chsh_value_stddev"): "0.007x30"}, "20m", protocol=BBM92),
+        Case("QEntCHSHViolationWeak", "S <= 2 is QEntCHSHNoViolation's, not this one's", {
+            sel("qent_chsh_value"): "1.9x30", sel("qent_chsh_value_stddev"): "0.05x30"}, "20m", protocol=BBM92),
+        Case("QEntFidelityLow", "fidelity lower bound 85%", {
+            sel("qent_fidelity_lower_bound_ratio"): "0.85x30"}, "20m", (Fires(link(), 0.85),), protocol=BBM92),
+        Case("QEntFidelityLow", "fidelity lower bound 94.6%", {
+            sel("qent_fidelity_lower_bound_ratio"): "0.946x30"}, "20m", protocol=BBM92),
+        Case("QEntHeraldedFidelityLow", "even the upper bound is 70%", {
+            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.7x30"}, "20m", (Fires(link(), 0.7),), protocol=HERALDED),
+        Case("QEntHeraldedFidelityLow", "upper bound 90% (a noisy low sample is not enough)", {
             sel("qent_heralded_fidelity_lower_bound_ratio"): "0.7x30",
-            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.9x30"}, "20m"),
-        Case("EntanglementHeraldingRateDrop", "success probability falls from 2% to 0.5%", {
+            sel("qent_heralded_fidelity_upper_bound_ratio"): "0.9x30"}, "20m", protocol=HERALDED),
+        Case("QEntHeraldingRateDrop", "success probability falls from 2% to 0.5%", {
             sel("qent_heralding_success_probability_ratio"): "0.02x60 0.005x40",
             sel("qent_heralding_success_probability_upper_bound_ratio"): "0.022x60 0.006x40"}, "90m",
-            (Fires(link(), 0.006),)),
-        Case("EntanglementHeraldingRateDrop", "upper bound 0.012 is still above half the baseline", {
+            (Fires(link(), 0.006, keep=RECORDED),), protocol=HERALDED),
+        Case("QEntHeraldingRateDrop", "upper bound 0.012 is still above half the baseline", {
             sel("qent_heralding_success_probability_ratio"): "0.02x60 0.011x40",
-            sel("qent_heralding_success_probability_upper_bound_ratio"): "0.022x60 0.012x40"}, "90m"),
-        Case("EntanglementCoincidenceRateDrop", "coincidences fall from 289k/s to 100k/s", {
-            sel("qent_coincidence_rate_per_second"): "289000x60 100000x40"}, "95m", (Fires(link(), 100000),)),
-        Case("EntanglementCoincidenceRateDrop", "a fall to 200k/s is within the band", {
-            sel("qent_coincidence_rate_per_second"): "289000x60 200000x40"}, "95m"),
+            sel("qent_heralding_success_probability_upper_bound_ratio"): "0.022x60 0.012x40"}, "90m", protocol=HERALDED),
+        Case("QEntCoincidenceRateDrop", "coincidences fall from 289k/s to 100k/s", {
+            sel("qent_coincidence_rate_per_second"): "289000x60 100000x40"}, "95m", (Fires(link(), 100000, keep=RECORDED),), protocol=BBM92),
+        Case("QEntCoincidenceRateDrop", "a fall to 200k/s is within the band", {
+            sel("qent_coincidence_rate_per_second"): "289000x60 200000x40"}, "95m", protocol=BBM92),
         # --- key-supply SLO burn rates ---------------------------------------------------------
         Case("QKDKeySupplyErrorBudgetBurnFast", "half of the requested key is not delivered for an hour", {
             sel("qkd_key_requested_bits_total"): "0+60000x100",
             sel("qkd_key_delivered_bits_total"): "0+60000x30 1830000+30000x69"}, "100m",
-            (Fires(link(), 0.5, keep=("job",)),)),
+            (Fires(link(), 0.5, keep=RECORDED),)),
         Case("QKDKeySupplyErrorBudgetBurnFast", "0.5% undelivered is a slow burn, not a page", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+59700x180"}, "180m"),
         Case("QKDKeySupplyErrorBudgetBurnSlow", "0.5% undelivered for 3 hours", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+59700x180"}, "180m",
-            (Fires(link(), 0.005, keep=("job",)),)),
+            (Fires(link(), 0.005, keep=RECORDED),)),
         Case("QKDKeySupplyErrorBudgetBurnSlow", "everything delivered", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+60000x180"}, "180m"),
@@ -282,23 +316,35 @@ def humanize_duration(v: float) -> str:
     return f"{_g4(v)}{prefix}s"
 
 
-FUNCTIONS = {"humanize": humanize, "humanizePercentage": humanize_percentage, "humanizeDuration": humanize_duration}
+FUNCTIONS = {"humanize": humanize, "humanizePercentage": humanize_percentage, "humanizeDuration": humanize_duration,
+             "urlquery": lambda v: urllib.parse.quote_plus(str(v))}
 _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 
 def render(template: str, labels: dict[str, str], value: float | None, where: str) -> str:
-    """Expand ``{{ $labels.x }}`` and ``{{ $value | f }}`` as Prometheus would."""
-    def one(match: re.Match) -> str:
-        action = match.group(1)
-        if m := re.fullmatch(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", action):
-            return labels.get(m.group(1), "")
-        if m := re.fullmatch(r"\$value\s*\|\s*(\w+)", action):
-            if m.group(1) not in FUNCTIONS:
-                raise GenerationError(f"{where}: template function {m.group(1)} is not supported")
+    """Expand ``{{ OPERAND | f | ... }}`` as Prometheus would: OPERAND is ``$value``,
+    ``$labels.x``, a string literal without spaces, or ``or OPERAND...`` (the first non-empty)."""
+    def operand(text: str) -> str | float:
+        if text == "$value":
             if value is None:
                 raise GenerationError(f"{where}: the firing case must give the alert's value")
-            return FUNCTIONS[m.group(1)](value)
-        raise GenerationError(f"{where}: template action {{{{ {action} }}}} is not supported by the test generator")
+            return value
+        if m := re.fullmatch(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", text):
+            return labels.get(m.group(1), "")
+        if m := re.fullmatch(r'"([^"\s]*)"', text):
+            return m.group(1)
+        if text.startswith("or "):
+            return next((v for v in map(operand, text.split()[1:]) if v != ""), "")
+        raise GenerationError(f"{where}: template action {{{{ {text} }}}} is not supported by the test generator")
+
+    def one(match: re.Match) -> str:
+        first, *functions = (part.strip() for part in match.group(1).split("|"))
+        result = operand(first)
+        for name in functions:
+            if name not in FUNCTIONS:
+                raise GenerationError(f"{where}: template function {name} is not supported")
+            result = FUNCTIONS[name](result)
+        return str(result)
     return _ACTION.sub(one, template)
 
 
@@ -308,17 +354,20 @@ def render(template: str, labels: dict[str, str], value: float | None, where: st
 
 
 def _with_labels(series: str, labels: dict[str, str]) -> str:
-    extra = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    """``series`` with ``labels`` added, except those it sets itself."""
+    name, _, rest = series.partition("{")
+    present = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=", rest))
+    extra = ", ".join(f'{k}="{v}"' for k, v in labels.items() if k not in present)
     if not extra:
         return series
-    if "{" in series:
-        name, rest = series.split("{", 1)
-        return f"{name}{{{extra}, {rest}" if not rest.startswith("}") else f"{name}{{{extra}}}"
-    return f"{series}{{{extra}}}"
+    if not rest or rest.startswith("}"):
+        return f"{name}{{{extra}}}"
+    return f"{name}{{{extra}, {rest}"
 
 
-def _expected(alert: dict, fires: Fires, target: dict[str, str], where: str) -> dict:
-    labels = {k: v for k, v in target.items() if k in fires.keep}
+def _expected(alert: dict, fires: Fires, target: dict[str, str], cluster: str, where: str) -> dict:
+    keep = {cluster if k == "cluster" else k for k in fires.keep}
+    labels = {k: v for k, v in target.items() if k in keep}
     labels.update(fires.labels)
     labels.update(alert["labels"])
     full = {"alertname": alert["alert"], **labels}
@@ -338,12 +387,21 @@ def check_coverage(ruleset: RuleSet, all_cases: list[Case]) -> None:
             raise GenerationError(f"alert {alert.alert} needs at least one firing and one silent promtool case")
 
 
+def _series(case: Case, alert: Alert, target: dict[str, str]) -> list[dict]:
+    """A case's input series with the target labels, plus its link's qlink_info for a per-link alert."""
+    series = dict(case.series)
+    if alert.scope == "link":
+        minutes = int(duration_seconds(case.at) // 60) + 1
+        series[sel("qlink_info", protocol=case.protocol)] = f"1x{minutes}"
+    return [{"series": _with_labels(s, target if case.target_labels else {}), "values": v} for s, v in series.items()]
+
+
 def test_documents(ruleset: RuleSet, config: MonitoringConfig, rule_file: str,
                    all_cases: list[Case] | None = None) -> dict[str, dict]:
     """promtool test files by rule-group name."""
-    all_cases = cases() if all_cases is None else all_cases
+    all_cases = cases(config.cluster_label) if all_cases is None else all_cases
     check_coverage(ruleset, all_cases)
-    target = {**selector_labels(config.selector), "instance": INSTANCE}
+    target = {config.cluster_label: CLUSTER, **selector_labels(config.selector), "instance": INSTANCE}
     docs: dict[str, dict] = {}
     for group in ruleset.groups:
         alerts = [r for r in group.rules if isinstance(r, Alert)]
@@ -352,17 +410,17 @@ def test_documents(ruleset: RuleSet, config: MonitoringConfig, rule_file: str,
             rendered = rule_dict(alert, config)
             for case in (c for c in all_cases if c.alert == alert.alert):
                 where = f"{alert.alert} case {case.name!r}"
-                input_series = [
-                    {"series": _with_labels(s, target if case.target_labels else {}), "values": v}
-                    for s, v in case.series.items()]
+                protocol = {"protocol": case.protocol} if alert.scope == "link" else {}
                 tests.append({
                     "name": f"{alert.alert}: {case.name}",
                     "interval": "1m",
-                    "input_series": input_series,
+                    "input_series": _series(case, alert, target),
                     "alert_rule_test": [{
                         "alertname": alert.alert,
                         "eval_time": case.at,
-                        "exp_alerts": [_expected(rendered, f, target, where) for f in case.fires],
+                        "exp_alerts": [_expected(rendered, replace(f, labels={**f.labels, **protocol}), target,
+                                                 config.cluster_label, where)
+                                       for f in case.fires],
                     }],
                 })
         if tests:

@@ -1,25 +1,34 @@
 """Prometheus recording and alerting rules, generated from the catalogue and the monitoring config.
 
 Every rule is one spec below. Expressions are written without the deployment's selector;
-``build_groups`` adds it (``job="qtelemetry"`` by default) to every exported metric and to
-``up``, checks every metric name against the catalogue and the generated recording rules, and
-skips (and reports) the specs that wait for a metric the catalogue does not have yet
+``build`` adds it (``job="qtelemetry"`` by default) to every exported metric and to ``up``,
+checks every metric name against the catalogue and the generated recording rules, and skips
+(and reports) the specs that wait for a metric the catalogue does not have yet
 (``PENDING_METRICS``). An unknown name anywhere else is a ``GenerationError``.
+
+Many sites: every aggregation keeps the config's identity labels (the cluster label and
+``job``), so one global Prometheus holding several sites never merges two sites' links. A link
+is identified by (cluster, job, link): recording rules drop ``instance`` so that a link keeps
+its history when its exporter moves (a new pod IP, another shard). Per-link alerts gain the
+link's ``protocol`` from ``qlink_info`` (for routing and for the dashboard of that link kind).
 
 Annotation shorthand (expanded to Go templates): ``[[link]]`` is ``{{ $labels.link }}`` (any
 label name), ``[[value]]`` ``{{ $value | humanize }}``, ``[[value%]]``
 ``{{ $value | humanizePercentage }}``, ``[[value_duration]]`` ``{{ $value | humanizeDuration }}``.
+Summaries are one sentence without values (Alertmanager groups them); values go in descriptions.
 
-Naming: alerts are CamelCase with a domain prefix (QKD, QLink, Entanglement, QTelemetry);
-recording rules follow ``level:metric:operation`` with ``link`` as the level for per-link series.
+Naming: alerts are CamelCase with the prefix of the metrics they read (QKD, QLink, QEnt,
+QTelemetry); recording rules follow ``level:metric:operation``, the level naming the labels the
+series keeps besides the identity labels (``link``, ``link_intensity``, ``link_reason``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Literal
 
+from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import (
     PROMETHEUS_SERIES,
@@ -37,7 +46,9 @@ from qtelemetry.monitoring.promql import (
 PENDING_METRICS: frozenset[str] = frozenset()
 
 SEVERITIES = ("critical", "warning", "info")
-LINK = "job, instance, link"  # the labels that identify one link's series
+PREFIXES = ("QKD", "QLink", "QEnt", "QTelemetry")
+#: What an alert is about: one link, one exporter (an instance), or a whole cluster.
+Scope = Literal["link", "exporter", "cluster"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,11 @@ class Record:
 
 @dataclass(frozen=True)
 class Alert:
+    """One alerting rule. ``inhibits`` names the alerts this one explains: while it fires,
+    Alertmanager mutes them for the same link (or exporter, or cluster), and for the same
+    values of ``inhibit_equal`` labels too. ``dashboard`` overrides the dashboard slug of
+    ``dashboard_url`` (default: the link kind's dashboard, or the exporter dashboard)."""
+
     alert: str
     expr: str
     for_: str
@@ -56,12 +72,19 @@ class Alert:
     summary: str
     description: str
     labels: dict[str, str] = field(default_factory=dict)
+    scope: Scope = "link"
+    inhibits: tuple[str, ...] = ()
+    inhibit_equal: tuple[str, ...] = ()
+    dashboard: str | None = None
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"(QKD|QLink|Entanglement|QTelemetry)[A-Z][A-Za-z0-9]*", self.alert):
-            raise GenerationError(f"{self.alert}: alert names are CamelCase with a QKD/QLink/Entanglement/QTelemetry prefix")
+        if not re.fullmatch(rf"({'|'.join(PREFIXES)})[A-Z][A-Za-z0-9]*", self.alert):
+            raise GenerationError(f"{self.alert}: alert names are CamelCase with a {'/'.join(PREFIXES)} prefix")
         if self.severity not in SEVERITIES:
             raise GenerationError(f"{self.alert}: severity must be one of {SEVERITIES}")
+        if not self.summary.endswith(".") or "[[value" in self.summary or "$value" in self.summary:
+            raise GenerationError(f"{self.alert}: the summary is one sentence ending with a period, without $value "
+                                  "(values change while an alert fires; they belong in the description)")
 
 
 @dataclass(frozen=True)
@@ -111,10 +134,19 @@ def expand(text: str) -> str:
     return _SHORTHAND.sub(one, text)
 
 
-def baseline_names(metric: str, config: MonitoringConfig) -> tuple[str, str]:
+def by(c: MonitoringConfig, *labels: str) -> str:
+    """A label list for ``by (...)``/``on (...)``: the identity labels, then ``labels``."""
+    return ", ".join((*c.identity, *labels))
+
+
+_LABELS = {m.name: m.labels for m in METRICS}
+
+
+def baseline_names(metric: str, c: MonitoringConfig) -> tuple[str, str]:
     """Recording-rule names of a metric's smoothed value and its median baseline."""
-    b = config.baseline
-    return f"link:{metric}:avg{b.smoothing}", f"link:{metric}:median{b.window}"
+    level = "_".join(_LABELS[metric])
+    b = c.baseline
+    return f"{level}:{metric}:avg{b.smoothing}", f"{level}:{metric}:median{b.window}"
 
 
 #: Metrics that get a smoothed series and a median baseline (the link's own normal).
@@ -135,6 +167,11 @@ def slo_budget_record(slo: SLO) -> str:
     return f"{'_'.join(slo.group_by)}:{slo.name}_error_budget_remaining:ratio{slo.period}"
 
 
+def slo_rate_record(slo: SLO, counter: str) -> str:
+    """The short-window rate of one of the SLO's counters, from which the period is summed up."""
+    return f"{'_'.join(slo.group_by)}:{counter.removesuffix('_total')}:rate{slo.windows[0]}"
+
+
 # -------------------------------------------------------------------------------------------
 # recording rules
 # -------------------------------------------------------------------------------------------
@@ -144,33 +181,42 @@ def baseline_rules(c: MonitoringConfig) -> list[Record]:
     rules = []
     for metric in BASELINE_METRICS:
         smooth, median = baseline_names(metric, c)
-        rules.append(Record(smooth, f"avg_over_time({metric}[{c.baseline.smoothing}])"))
+        rules.append(Record(smooth, f"avg by ({by(c, *_LABELS[metric])}) (avg_over_time({metric}[{c.baseline.smoothing}]))"))
         rules.append(Record(median, f"quantile_over_time(0.5, {smooth}[{c.baseline.window}])"))
     rules.append(Record(
         "link_reason:qlink_driver_errors:ratio_rate10m",
-        f"sum by ({LINK}, reason) (rate(qlink_driver_errors_total[10m]))\n"
-        f"/ on ({LINK}) group_left ()\n"
+        f"sum by ({by(c, 'link', 'reason')}) (rate(qlink_driver_errors_total[10m]))\n"
+        f"/ on ({by(c, 'link')}) group_left ()\n"
         f"(\n"
-        f"  sum by ({LINK}) (rate(qlink_batches_total[10m]))\n"
-        f"  + sum by ({LINK}) (rate(qlink_driver_errors_total[10m]))\n"
+        f"  sum by ({by(c, 'link')}) (rate(qlink_batches_total[10m]))\n"
+        f"  + sum by ({by(c, 'link')}) (rate(qlink_driver_errors_total[10m]))\n"
         f")"))
     return rules
 
 
-def slo_error_ratio(slo: SLO, window: str) -> str:
-    by = ", ".join(slo.group_by)
-    return (f"clamp(\n"
-            f"  1 - sum by ({by}) (rate({slo.good}[{window}])) / sum by ({by}) (rate({slo.total}[{window}])),\n"
-            f"  0, 1\n"
-            f")")
+def _error_ratio(good: str, total: str) -> str:
+    return f"clamp(\n  1 - {good} / {total},\n  0, 1\n)"
 
 
 def slo_groups(c: MonitoringConfig, slo: SLO) -> list[Group]:
-    """Recording rules per window (as sloth/pyrra do) and the multi-window multi-burn-rate alerts."""
+    """Recording rules per window (as sloth/pyrra do) and the multi-window multi-burn-rate alerts.
+
+    The period (30 days) is summed from the shortest window's recorded rates instead of a
+    ``rate()`` over 30 days of raw samples: the rates are sampled every rule interval, so the
+    sums of good and total weigh every moment alike and their ratio is the period's error ratio.
+    """
     labels = {"slo": slo.name}
-    windows = [Record(slo_record(slo, w), slo_error_ratio(slo, w), labels) for w in slo.windows]
+    keep = by(c, *slo.group_by)
+
+    def rate(counter: str, window: str) -> str:
+        return f"sum by ({keep}) (rate({counter}[{window}]))"
+
+    windows = [Record(slo_record(slo, w), _error_ratio(rate(slo.good, w), rate(slo.total, w)), labels)
+               for w in slo.windows]
+    rates = [Record(slo_rate_record(slo, counter), rate(counter, slo.windows[0])) for counter in (slo.good, slo.total)]
+    good, total = (f"sum_over_time({slo_rate_record(slo, counter)}[{slo.period}])" for counter in (slo.good, slo.total))
     period = [
-        Record(slo_record(slo, slo.period), slo_error_ratio(slo, slo.period), labels),
+        Record(slo_record(slo, slo.period), _error_ratio(good, total), labels),
         Record(slo_budget_record(slo), f"1 - {slo_record(slo, slo.period)} / (1 - {num(slo.objective)})", labels),
     ]
     alerts = []
@@ -186,16 +232,19 @@ def slo_groups(c: MonitoringConfig, slo: SLO) -> list[Group]:
         alerts.append(Alert(
             f"{slo.alert_prefix}{burn.name}", "\nor\n".join(branches), burn.for_, burn.severity,
             summary=f"{slo.title} SLO of link [[link]] is burning its error budget "
-                    f"({'page' if burn.severity == 'critical' else 'ticket'})",
+                    f"({'page' if burn.severity == 'critical' else 'ticket'}).",
             description=(
                 f"{slo.description} The objective is {pct(slo.objective)} over {slo.period} "
                 f"(error budget {pct(1 - slo.objective)}). Link [[link]] failed [[value%]] of the demand "
                 f"over the long window of a burn-rate pair ({pairs}; both windows of a pair must exceed "
                 f"the rate, so the alert resolves soon after the problem stops). At {num(fastest.factor)}x the "
                 f"whole {slo.period} budget is gone in about {exhaust_h:.3g} h."),
-            labels=labels))
+            labels=labels, dashboard="key-supply-slo"))
+    # a faster burn explains the slower ones
+    alerts = [replace(a, inhibits=tuple(x.alert for x in alerts[i + 1:]), inhibit_equal=("slo",)) if i < len(alerts) - 1
+              else a for i, a in enumerate(alerts)]
     return [
-        Group(f"qtelemetry-slo-{slo.name}-recording", tuple(windows), c.rule_interval),
+        Group(f"qtelemetry-slo-{slo.name}-recording", (*windows, *rates), c.rule_interval),
         Group(f"qtelemetry-slo-{slo.name}-period", tuple(period), c.slow_rule_interval),
         Group(f"qtelemetry-slo-{slo.name}-alerts", tuple(alerts), c.rule_interval),
     ]
@@ -219,17 +268,19 @@ def qber_alerts(c: MonitoringConfig) -> list[Alert]:
                                         ("QberCritical", t.qber_critical, "critical", "5m")):
         out.append(Alert(
             f"QKD{name}", f"qkd_qber_upper_bound_ratio > {num(level)}", for_, severity,
-            summary=f"QBER bound [[value%]] on [[link]] ([[basis]] basis) is above {pct(level)}",
+            summary=f"QBER bound of [[link]] ([[basis]] basis) is above {pct(level)}.",
             description=(
                 f"The upper confidence bound on the [[basis]]-basis QBER of link [[link]] is [[value%]], "
                 f"above the {pct(level)} {severity} threshold; above {pct(t.qber_no_key)} no key can be "
                 f"distilled at all. Rising QBER means misalignment, a noisy detector, stray light or an "
-                f"eavesdropper, and the secret key rate falls with it. {why}")))
+                f"eavesdropper, and the secret key rate falls with it. {why}"),
+            inhibits=("QKDQberHigh",) if severity == "critical" else (), inhibit_equal=("basis",)))
     return out
 
 
 def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
+    raw, link = by(c, "instance", "link"), by(c, "link")
     skr = "qkd_secret_key_rate_bits_per_second"
     skr_smooth, skr_base = baseline_names(skr, c)
     loss_smooth, loss_base = baseline_names("qkd_channel_loss_db", c)
@@ -241,71 +292,76 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
         *qber_alerts(c),
         Alert("QKDSecretKeyRateDrop",
               f"{skr_smooth} < {num(t.key_rate_drop_ratio)} * {skr_base}", "15m", "warning",
-              summary=f"Secret key rate of [[link]] fell below {pct(t.key_rate_drop_ratio)} of its baseline",
+              summary=f"Secret key rate of [[link]] fell below {pct(t.key_rate_drop_ratio)} of its baseline.",
               description=(
                   f"Link [[link]] distils [[value]]bit/s ({b.smoothing} average), less than "
                   f"{pct(t.key_rate_drop_ratio)} of its own baseline (median of the last {b.window}). "
                   f"The median makes the baseline robust: a drop must last half of {b.window} before it "
                   f"becomes the new normal. Look at QBER, loss and dark counts of the link to see why.")),
         Alert("QKDSecretKeyRateZero",
-              f"(\n  {skr}\n  or on ({LINK})\n  0 * {skr_base}\n) == 0\n"
-              f"and on ({LINK}) {skr_base} > 0\n"
-              f"and on ({LINK}) qlink_up == 1", "10m", "critical",
-              summary="QKD link [[link]] distils no secret key",
+              f"(\n  {skr}\n  or on ({link})\n  0 * {skr_base}\n) == 0\n"
+              f"and on ({link}) {skr_base} > 0\n"
+              f"and on ({link}) qlink_up == 1", "10m", "critical",
+              summary="QKD link [[link]] distils no secret key.",
               description=(
                   "Link [[link]] is up and delivering counts but its secret key rate is 0 (or cannot be "
                   f"estimated) while its {b.window} baseline is positive: applications now live on the "
                   "key store. Causes: QBER above the no-key limit, no signal (fibre cut), or too few "
-                  "decoy detections to bound the single-photon yield.")),
+                  "decoy detections to bound the single-photon yield."),
+              inhibits=("QKDSecretKeyRateDrop", "QKDSecretKeyRateBelowPlan")),
         Alert("QKDSecretKeyRateBelowPlan",
               f"qkd_asymptotic_secret_key_rate_bits_per_second\n"
-              f"< on ({LINK}) {num(t.key_rate_below_expected_ratio)} * qkd_expected_secret_key_rate_bits_per_second",
+              f"< on ({raw}) {num(t.key_rate_below_expected_ratio)} * qkd_expected_secret_key_rate_bits_per_second",
               "1h", "info",
-              summary=f"Key rate of [[link]] is below {pct(t.key_rate_below_expected_ratio)} of its plan",
+              summary=f"Key rate of [[link]] is below {pct(t.key_rate_below_expected_ratio)} of its plan.",
               description=(
                   f"The asymptotic key rate of link [[link]] ([[value]]bit/s) has stayed below "
                   f"{pct(t.key_rate_below_expected_ratio)} of what its plan (channel model) promises for an "
                   f"hour. Not an outage: the link under-performs its design (extra loss, misalignment, "
                   f"detector ageing, wrong model inputs).")),
         Alert("QKDKeyRateAboveRepeaterlessBound", "qkd_repeaterless_bound_ratio > 1", "15m", "warning",
-              summary="Key rate of [[link]] exceeds the repeaterless (PLOB) bound",
+              summary="Key rate of [[link]] exceeds the repeaterless (PLOB) bound.",
               description=(
                   "Link [[link]] reports [[value]] times the Pirandola-Laurenza-Ottaviani-Banchi bound for "
                   "its loss, which no repeaterless link can beat: an input of the estimate (detector "
                   "efficiency, loss, pulse rate) is wrong, or the link has a trusted node or repeater the "
                   "model does not know about. Its key-rate numbers cannot be trusted until this is fixed.")),
         Alert("QKDChannelLossOverBudget",
-              "qkd_channel_loss_db > qkd_channel_loss_budget_db", "15m", "warning",
-              summary="Channel loss of [[link]] is over its budget",
+              f"qkd_channel_loss_db > on ({raw}) qkd_channel_loss_budget_db", "15m", "warning",
+              summary="Channel loss of [[link]] is over its budget.",
               description=(
                   "Link [[link]] loses [[value]] dB, more than the loss budget it was engineered for: the "
                   "key rate is below plan and the link is close to its distance limit. Check connectors, "
                   "splices, patch panels and recent fibre work.")),
         Alert("QKDChannelLossStep",
               f"{loss_smooth} - {loss_base} > {num(t.loss_step_db)}", "5m", "warning",
-              summary=f"Channel loss of [[link]] stepped up by more than {num(t.loss_step_db)} dB",
+              summary=f"Channel loss of [[link]] stepped up by more than {num(t.loss_step_db)} dB.",
               description=(
                   f"The {b.smoothing} average loss of link [[link]] is [[value]] dB above its {b.window} "
                   f"median: a fibre bend, a bad splice or connector, a patch change or a cut (+Inf dB: "
                   f"no light above the dark-count background).")),
         Alert("QKDNoSignal", "qkd_channel_loss_db == Inf", "2m", "critical",
-              summary="No signal reaches the receiver of QKD link [[link]]",
+              summary="No signal reaches the receiver of QKD link [[link]].",
               description=(
                   "The signal gain of link [[link]] is no higher than the dark-count background, so the "
                   "inferred loss is infinite: fibre cut, disconnected patch, source off, or shutter "
-                  "closed. The link distils no key.")),
+                  "closed. The link distils no key."),
+              inhibits=("QKDChannelLossStep", "QKDChannelLossOverBudget", "QKDSecretKeyRateDrop",
+                        "QKDSecretKeyRateZero", "QKDSecretKeyRateBelowPlan", "QEntCoincidenceRateDrop")),
         Alert("QKDDarkCountsHigh",
               f"{gain_smooth}{vac} > {num(t.dark_count_factor)} * {gain_base}{vac}", "15m", "warning",
-              summary="Dark counts of [[link]] are far above their baseline",
+              summary="Dark counts of [[link]] are far above their baseline.",
               description=(
                   f"The vacuum-pulse gain of link [[link]] ({b.smoothing} average [[value]]) is more than "
                   f"{num(t.dark_count_factor)} times its {b.window} median: a warm or ageing detector, "
                   f"afterpulsing, or stray light in the fibre. QBER and key rate suffer.")),
         Alert("QKDDarkCountsSuppressed",
               f"{gain_smooth}{vac} < {gain_base}{vac} / {num(t.dark_count_factor)}\n"
-              f"and\nincrease(qkd_pulses_total{vac}[{b.smoothing}]) * {gain_base}{vac} > {num(t.dark_count_min_expected)}",
+              f"and on ({by(c, 'link', 'intensity')})\n"
+              f"sum by ({by(c, 'link', 'intensity')}) (increase(qkd_pulses_total{vac}[{b.smoothing}]))\n"
+              f"* {gain_base}{vac} > {num(t.dark_count_min_expected)}",
               "10m", "critical",
-              summary="Dark counts of [[link]] vanished: possible detector blinding",
+              summary="Dark counts of [[link]] vanished: possible detector blinding.",
               description=(
                   f"The vacuum-pulse gain of link [[link]] ([[value]]) is less than 1/{num(t.dark_count_factor)} "
                   f"of its {b.window} median although the baseline predicts more than "
@@ -315,24 +371,25 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
                   f"link's key as suspect.")),
         Alert("QKDKeyBufferExhaustionForecast",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(forecast.fill_ratio)}\n"
-              f"and on ({LINK})\n"
+              f"and on ({raw})\n"
               f"predict_linear(qkd_key_buffer_bits[{forecast.lookback}], {num(duration_seconds(forecast.horizon))}) < 0",
               "15m", "warning",
-              summary=f"Key store of [[link]] will run dry within {forecast.horizon}",
+              summary=f"Key store of [[link]] will run dry within {forecast.horizon}.",
               description=(
                   f"The key store of link [[link]] is [[value%]] full and, at the consumption trend of the "
                   f"last {forecast.lookback}, empty within {forecast.horizon}. Key generation is slower than "
                   f"applications draw key.")),
         Alert("QKDKeyBufferExhaustionImminent",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(imminent.fill_ratio)}\n"
-              f"and on ({LINK})\n"
+              f"and on ({raw})\n"
               f"predict_linear(qkd_key_buffer_bits[{imminent.lookback}], {num(duration_seconds(imminent.horizon))}) < 0",
               "5m", "critical",
-              summary=f"Key store of [[link]] runs dry within {imminent.horizon}",
+              summary=f"Key store of [[link]] runs dry within {imminent.horizon}.",
               description=(
                   f"The key store of link [[link]] is down to [[value%]] and still falling: within "
                   f"{imminent.horizon} applications will be refused key. Prepare the fallback "
-                  f"(classical or post-quantum key exchange) now.")),
+                  f"(classical or post-quantum key exchange) now."),
+              inhibits=("QKDKeyBufferExhaustionForecast",)),
     ]
 
 
@@ -340,52 +397,98 @@ def link_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
     return [
         Alert("QLinkDown", "qlink_up == 0", "5m", "critical",
-              summary="Quantum link [[link]] is down",
+              summary="Quantum link [[link]] is down.",
               description=(
                   "The driver of link [[link]] has not delivered a valid batch for the exporter's "
                   "stall timeout (driver error, stalled device or impossible data; see "
                   "qlink_driver_errors_total by reason). No new key or entanglement is produced; "
                   "for: 5m rides out driver reconnects.")),
-        Alert("QLinkStale", f"time() - qlink_last_update_timestamp_seconds > {num(t.stale_after_seconds)}",
+        Alert("QLinkStale",
+              f"qlink_data_age_seconds > {num(t.stale_after_seconds)}\nand on ({by(c, 'instance', 'link')}) qlink_up == 1",
               "2m", "warning",
-              summary="Data of quantum link [[link]] is stale",
+              summary="Quantum link [[link]] reports up with stale data.",
               description=(
-                  "The last valid batch of link [[link]] is [[value_duration]] old. Every estimate of the "
-                  "link is frozen at that time, even where qlink_up still says 1 (e.g. a wedged pipeline)."
-                  " Also check the clocks of exporter and Prometheus host.")),
+                  "The newest data in the estimates of link [[link]] is [[value_duration]] old (measured by "
+                  "the exporter when scraped, so host clocks do not matter), yet the link reports up: its "
+                  "numbers are frozen but look live. The exporter's stall timeout (exporter.stall_timeout_seconds) "
+                  f"is longer than {num(t.stale_after_seconds)} s, or the exporter's freshness check is broken.")),
         Alert("QLinkDriverErrors",
               f"link_reason:qlink_driver_errors:ratio_rate10m > {num(t.driver_error_ratio)}", "15m", "warning",
-              summary="Link [[link]] loses batches to driver errors ([[reason]])",
+              summary="Link [[link]] loses batches to driver errors ([[reason]]).",
               description=(
                   f"[[value%]] of the batches of link [[link]] over 10 minutes were dropped for reason "
                   f"[[reason]] (threshold {pct(t.driver_error_ratio)}). Estimates use fewer windows and may "
-                  f"lag; persistent impossible data points at the device or its firmware.")),
+                  f"lag; overflow means the estimator cannot keep up with this driver; persistent impossible "
+                  f"data points at the device or its firmware.")),
     ]
 
 
 def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
+    instance, identity = by(c, "instance"), by(c)
+    cluster = c.cluster_label
     return [
         Alert("QTelemetryExporterDown", "up == 0", "5m", "critical",
-              summary="qtelemetry exporter [[instance]] is down",
+              summary="qtelemetry exporter [[instance]] is down.",
               description=(
                   "Prometheus cannot scrape the qtelemetry exporter [[instance]] (job [[job]]): every "
-                  "link it serves is unmonitored, and link alerts cannot fire.")),
-        Alert("QTelemetryExporterAbsent", "absent(up)", "15m", "warning",
-              summary="No qtelemetry exporter is being scraped",
-              description=(
-                  f"Prometheus has no scrape target matching {{{c.selector}}} (job [[job]]): service "
-                  "discovery or the scrape config lost the exporter, so all quantum links are "
-                  "unmonitored.")),
-        Alert("QTelemetryEstimationSlow",
-              "rate(qtelemetry_estimation_duration_seconds_sum[10m])\n/\n"
-              f"rate(qtelemetry_estimation_duration_seconds_count[10m]) > {num(t.estimation_duration_seconds)}",
+                  "link it serves is unmonitored, and link alerts cannot fire."),
+              scope="exporter"),
+        Alert("QTelemetryExporterAbsent",
+              f"group by ({identity}) (max_over_time(up[1d]))\nunless\ngroup by ({identity}) (up)\n"
+              f"or\nabsent_over_time(up[1d])",
               "15m", "warning",
-              summary="qtelemetry estimation on [[instance]] is slow",
+              summary="No qtelemetry exporter is being scraped.",
               description=(
-                  f"One estimation cycle of exporter [[instance]] takes [[value]]s on average (threshold "
-                  f"{num(t.estimation_duration_seconds)} s). If it exceeds the acquisition window, "
-                  "estimates fall behind the devices: too many links for one process or an overloaded host.")),
+                  f"Prometheus has no scrape target matching {{{c.selector}}} in {cluster} "
+                  f"\"[[{cluster}]]\" (empty: the whole Prometheus), although it had some within a day or "
+                  "has never had one: service discovery or the scrape config lost the exporters, so the "
+                  "quantum links there are unmonitored."),
+              scope="cluster"),
+        Alert("QTelemetryEstimationStalled",
+              f"qtelemetry_estimation_lag_seconds > {num(t.estimation_stall_seconds)}", "2m", "critical",
+              summary="qtelemetry exporter [[instance]] has stopped estimating.",
+              description=(
+                  f"No estimation cycle of exporter [[instance]] has completed for [[value_duration]] (above "
+                  f"{num(t.estimation_stall_seconds)} s): every link it serves is frozen and will report down. "
+                  "This alert mutes those links' QLinkDown and QLinkStale: one page for one cause."),
+              scope="exporter",
+              inhibits=("QLinkDown", "QLinkStale", "QTelemetryEstimationLagging", "QTelemetryFallingBehind",
+                        "QTelemetryEstimationSlow")),
+        Alert("QTelemetryEstimationLagging",
+              f"avg_over_time(qtelemetry_estimation_lag_seconds[5m])\n"
+              f"> {num(t.estimation_lag_windows)} * qtelemetry_estimation_interval_seconds",
+              "10m", "warning",
+              summary="qtelemetry exporter [[instance]] publishes estimates late.",
+              description=(
+                  f"On average over 5 minutes the last completed estimation cycle of exporter [[instance]] is "
+                  f"[[value_duration]] old, more than {num(t.estimation_lag_windows)} acquisition windows: "
+                  "cycles take longer than the windows they estimate, so every link's numbers trail the "
+                  "devices."),
+              scope="exporter", inhibits=("QTelemetryEstimationSlow",)),
+        Alert("QTelemetryFallingBehind",
+              "rate(qtelemetry_estimation_cycles_skipped_total[10m])\n/ (\n"
+              "  rate(qtelemetry_estimation_cycles_skipped_total[10m])\n"
+              "  + rate(qtelemetry_estimation_duration_seconds_count[10m])\n"
+              f") > {num(t.estimation_skipped_ratio)}",
+              "10m", "warning",
+              summary="qtelemetry exporter [[instance]] skips estimation cycles: it is overloaded.",
+              description=(
+                  f"Exporter [[instance]] skipped [[value%]] of its estimation cycles over 10 minutes "
+                  f"(threshold {pct(t.estimation_skipped_ratio)}) because the previous cycle overran its "
+                  "window. It degrades visibly instead of silently (estimates cover fewer, larger steps), "
+                  "but it has more links than it can estimate in a window."),
+              scope="exporter", inhibits=("QTelemetryEstimationSlow",)),
+        Alert("QTelemetryEstimationSlow",
+              f"histogram_quantile(0.9, sum by ({instance}, le) (rate(qtelemetry_estimation_duration_seconds_bucket[10m])))\n"
+              f"> on ({instance}) {num(t.estimation_slow_ratio)} * qtelemetry_estimation_interval_seconds",
+              "30m", "warning",
+              summary="qtelemetry exporter [[instance]] has little headroom left.",
+              description=(
+                  f"The 90th percentile of the estimation cycles of exporter [[instance]] is [[value]]s, more "
+                  f"than {pct(t.estimation_slow_ratio)} of its acquisition window: a little more load (links, "
+                  "host CPU) and it starts skipping cycles."),
+              scope="exporter"),
     ]
 
 
@@ -395,48 +498,49 @@ def entanglement_alerts(c: MonitoringConfig) -> list[Alert]:
     car_smooth, car_base = baseline_names("qent_coincidence_rate_per_second", c)
     _, herald_base = baseline_names("qent_heralding_success_probability_ratio", c)
     return [
-        Alert("EntanglementCHSHNoViolation", "qent_chsh_value <= 2", "5m", "critical",
-              summary="Entangled link [[link]] no longer violates the CHSH inequality",
+        Alert("QEntCHSHNoViolation", "qent_chsh_value <= 2", "5m", "critical",
+              summary="Entangled link [[link]] no longer violates the CHSH inequality.",
               description=(
                   "The CHSH value S of link [[link]] is [[value]], at or below the classical limit 2 "
                   "(2.83 for a perfect Bell pair). The photon pairs show no entanglement: no key can be "
                   "distilled (S <= 2 means QBER above 14.6%) and any entanglement-based service on the "
-                  "link is down.")),
-        Alert("EntanglementCHSHViolationWeak",
+                  "link is down."),
+              inhibits=("QEntCHSHViolationWeak", "QEntFidelityLow")),
+        Alert("QEntCHSHViolationWeak",
               f"qent_chsh_value - {num(t.chsh_sigmas)} * qent_chsh_value_stddev <= 2\n"
-              f"unless on ({LINK}) qent_chsh_value <= 2", "15m", "warning",
-              summary=f"CHSH violation of [[link]] is below {num(t.chsh_sigmas)} standard deviations",
+              f"unless on ({by(c, 'instance', 'link')}) qent_chsh_value <= 2", "15m", "warning",
+              summary=f"CHSH violation of [[link]] is below {num(t.chsh_sigmas)} standard deviations.",
               description=(
                   f"S - {num(t.chsh_sigmas)} sigma of link [[link]] is [[value]]: the Bell violation is no "
                   f"longer significant at {num(t.chsh_sigmas)} standard deviations. Either S fell (source "
                   "visibility, polarisation drift) or the CHSH rounds have too few coincidences.")),
-        Alert("EntanglementFidelityLow", f"qent_fidelity_lower_bound_ratio < {num(t.fidelity_min)}", "15m", "warning",
-              summary=f"Bell-state fidelity of [[link]] may be below {pct(t.fidelity_min)}",
+        Alert("QEntFidelityLow", f"qent_fidelity_lower_bound_ratio < {num(t.fidelity_min)}", "15m", "warning",
+              summary=f"Bell-state fidelity of [[link]] may be below {pct(t.fidelity_min)}.",
               description=(
                   f"The lower confidence bound on the fidelity of the pairs of link [[link]] is [[value%]] "
                   f"(threshold {pct(t.fidelity_min)}, i.e. about {pct((1 - t.fidelity_min) / 2)} QBER per "
                   f"basis). The lower bound is used because fidelity is what the link certifies: "
                   f"polarisation drift, source visibility or multi-pair emission.")),
-        Alert("EntanglementHeraldedFidelityLow",
+        Alert("QEntHeraldedFidelityLow",
               f"qent_heralded_fidelity_upper_bound_ratio < {num(t.heralded_fidelity_min)}", "15m", "warning",
-              summary=f"Heralded pairs of [[link]] are below {pct(t.heralded_fidelity_min)} fidelity",
+              summary=f"Heralded pairs of [[link]] are below {pct(t.heralded_fidelity_min)} fidelity.",
               description=(
                   f"Even the upper confidence bound on the fidelity of the stored pairs of link [[link]] is "
                   f"[[value%]], below {pct(t.heralded_fidelity_min)}; alerting on the upper bound means the "
                   f"fidelity is low with confidence, not just a noisy sample. Memory decoherence (storage "
                   f"time vs coherence time), phase drift of the interferometer or double excitations.")),
-        Alert("EntanglementHeraldingRateDrop",
+        Alert("QEntHeraldingRateDrop",
               f"qent_heralding_success_probability_upper_bound_ratio\n"
-              f"< {num(t.rate_drop_ratio)} * {herald_base}", "15m", "warning",
-              summary="Heralding success probability of [[link]] dropped",
+              f"< on ({by(c, 'link')}) {num(t.rate_drop_ratio)} * {herald_base}", "15m", "warning",
+              summary="Heralding success probability of [[link]] dropped.",
               description=(
                   f"Even the upper confidence bound on the heralding success probability of link [[link]] "
                   f"([[value%]]) is below {pct(t.rate_drop_ratio)} of its {b.window} median: fewer "
                   f"entangled pairs per attempt. Loss on the fibre to the heralding station, collection "
                   f"efficiency, or detector trouble.")),
-        Alert("EntanglementCoincidenceRateDrop",
+        Alert("QEntCoincidenceRateDrop",
               f"{car_smooth} < {num(t.rate_drop_ratio)} * {car_base}", "15m", "warning",
-              summary="Coincidence rate of entangled link [[link]] dropped",
+              summary="Coincidence rate of entangled link [[link]] dropped.",
               description=(
                   f"Link [[link]] records [[value]] coincidences/s ({b.smoothing} average), below "
                   f"{pct(t.rate_drop_ratio)} of its {b.window} median: loss on one of the fibres from the "
@@ -491,6 +595,14 @@ def check_names(expr: str, known: Iterable[str], pending: Iterable[str], where: 
     return tuple(sorted((used - known) & pending))
 
 
+def with_protocol(expr: str, c: MonitoringConfig) -> str:
+    """``expr`` labelled with its link's protocol (``qlink_info``; ``group by`` keeps it one series
+    per link even while the link briefly shows under two instances)."""
+    link = by(c, "link")
+    body = "\n".join("  " + line for line in expr.splitlines())
+    return f"(\n{body}\n)\n* on ({link}) group_left (protocol)\ngroup by ({link}, protocol) (qlink_info)"
+
+
 def build(c: MonitoringConfig) -> RuleSet:
     """Selector-injected, name-checked rule groups, and the specs gated on pending metrics."""
     samples = set(sample_names())
@@ -501,32 +613,58 @@ def build(c: MonitoringConfig) -> RuleSet:
     seen: set[str] = set()
     out = []
     for group in spec_groups(c):
-        rules = []
+        rules: list[Record | Alert] = []
         for rule in group.rules:
             name = rule.record if isinstance(rule, Record) else rule.alert
             if isinstance(rule, Alert) and name in seen:
                 raise GenerationError(f"alert {name} is specified twice")
             seen.add(name)
+            if isinstance(rule, Alert) and rule.scope == "link":
+                rule = replace(rule, expr=with_protocol(rule.expr, c))
             waits = check_names(rule.expr, known, pending, f"{group.name}/{name}")
             if waits:
                 gated.append(Gated("record" if isinstance(rule, Record) else "alert", name, waits))
                 if isinstance(rule, Record):
                     pending.add(rule.record)
                 continue
-            expr = inject_selector(rule.expr, c.selector, targets)
             if isinstance(rule, Record):
                 known.add(rule.record)
-                rules.append(Record(rule.record, expr, rule.labels))
-            else:
-                rules.append(Alert(rule.alert, expr, rule.for_, rule.severity, rule.summary,
-                                   rule.description, rule.labels))
+            rules.append(replace(rule, expr=inject_selector(rule.expr, c.selector, targets)))
         if rules:
             out.append(Group(group.name, tuple(rules), group.interval))
-    return RuleSet(tuple(out), tuple(gated))
+    ruleset = RuleSet(tuple(out), tuple(gated))
+    unknown = {t for a in ruleset.alerts for t in a.inhibits} - seen
+    if unknown:
+        raise GenerationError(f"inhibits names unknown alerts: {', '.join(sorted(unknown))}")
+    return ruleset
 
 
 def recording_names(ruleset: RuleSet) -> set[str]:
     return {r.record for r in ruleset.records}
+
+
+#: Labels that, with the identity labels, name what an alert of each scope is about.
+SCOPE_LABELS: dict[str, tuple[str, ...]] = {"link": ("link",), "exporter": ("instance",), "cluster": ()}
+
+
+def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
+    """The dashboard that shows what the alert is about, with its variables set from the alert.
+
+    The cluster variable is the alert's cluster label where the series carry one (rules
+    evaluated in a global view); otherwise "All": where the cluster is only an external label
+    of the Prometheus that evaluates the rules, its own series lack it, and a Grafana reading
+    that Prometheus would find nothing for a named cluster.
+    """
+    cl = c.cluster_label
+    params = [f'var-{cl}={{{{ or $labels.{cl} "$__all" | urlquery }}}}']
+    if alert.scope == "link":
+        slug = alert.dashboard or "{{ $labels.protocol }}"
+        params.append("var-link={{ $labels.link }}")
+    else:
+        slug = alert.dashboard or "exporter"
+        if alert.scope == "exporter":
+            params.append("var-instance={{ $labels.instance | urlquery }}")
+    return f"{c.grafana_url}/d/{c.dashboard_uid(slug)}?{'&'.join(params)}"
 
 
 def rule_dict(rule: Record | Alert, c: MonitoringConfig) -> dict:
@@ -545,6 +683,7 @@ def rule_dict(rule: Record | Alert, c: MonitoringConfig) -> dict:
             "summary": expand(rule.summary),
             "description": expand(rule.description),
             "runbook_url": c.runbook_url(rule.alert),
+            "dashboard_url": dashboard_url(rule, c),
         },
     }
 
@@ -558,3 +697,19 @@ def rules_document(ruleset: RuleSet, c: MonitoringConfig) -> dict:
         g["rules"] = [rule_dict(r, c) for r in group.rules]
         groups.append(g)
     return {"groups": groups}
+
+
+def inhibit_rules(ruleset: RuleSet, c: MonitoringConfig) -> list[dict]:
+    """Alertmanager inhibit rules: each alert mutes only the alerts it explains, for the same
+    link (or exporter, or cluster) in the same cluster and job."""
+    present = {a.alert for a in ruleset.alerts}
+    out = []
+    for alert in ruleset.alerts:
+        targets = [t for t in alert.inhibits if t in present]
+        if targets:
+            out.append({
+                "source_matchers": [f'alertname="{alert.alert}"'],
+                "target_matchers": [f'alertname=~"{"|".join(targets)}"'],
+                "equal": [*c.identity, *SCOPE_LABELS[alert.scope], *alert.inhibit_equal],
+            })
+    return out

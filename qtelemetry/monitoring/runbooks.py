@@ -27,6 +27,9 @@ from qtelemetry.monitoring.rules import (
     slo_record,
 )
 
+SPLIT = ("Check the host's CPU (steal, other workloads, the exporter's CPU limit).",
+         "Split the links over more exporters: `qtelemetry run --shard I/N` (docs/operations.md), or raise "
+         "exporter.window_seconds.")
 FALLBACK = ("Protect traffic first: switch the consumers of this link's key to the fallback key exchange "
             "(classical or post-quantum, e.g. an ML-KEM hybrid) per your crypto policy, so that no session "
             "waits for QKD key.")
@@ -223,7 +226,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      "device is unreachable, the driver fails, or the device sends impossible counts."),
             impact="No key or entanglement from this link, and no telemetry: other link alerts go quiet.",
             confirm=(f"qlink_up{L}", f"sum by (reason) (increase(qlink_driver_errors_total{L}[15m]))",
-                     f"time() - qlink_last_update_timestamp_seconds{L}"),
+                     f"qlink_data_age_seconds{L}"),
             mitigation=(
                 "The error reason says where to look: connection errors (network to the device, its management "
                 "interface, TLS certificates), impossible data (firmware), stalled (device hung).",
@@ -232,15 +235,20 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             escalate="Vendor if the device does not answer or sends impossible data; page after 30 minutes.",
         ),
         "QLinkStale": Runbook(
-            meaning=(f"The last valid batch of the link is older than {num(t.stale_after_seconds)} s. Every estimate "
-                     "of the link is frozen at that time."),
-            impact="Dashboards and alerts for the link show old values; a real problem would go unnoticed.",
-            confirm=("time() - qlink_last_update_timestamp_seconds", f"qlink_up{L}"),
+            meaning=(f"The link reports up (qlink_up 1) although the newest data in its estimates is older than "
+                     f"{num(t.stale_after_seconds)} s. The exporter computes both when scraped and should mark a link "
+                     "down once its data is older than its stall timeout, so either that timeout "
+                     "(exporter.stall_timeout_seconds) is longer than this alert's threshold, or the freshness check "
+                     "is broken."),
+            impact="Dashboards and alerts for the link show old values as live; a real problem would go unnoticed.",
+            confirm=(f"qlink_data_age_seconds{L}", f"qlink_up{L}", "qtelemetry_estimation_lag_seconds"),
             mitigation=(
-                "All links stale at once: the exporter's pipeline is wedged; restart the exporter.",
-                "One link: follow QLinkDown.",
-                "Ages that are negative or off by a constant: the clocks of exporter and Prometheus differ (NTP)."),
-            escalate="qtelemetry maintainers if the exporter wedges again after a restart.",
+                "Compare the exporter's stall_timeout_seconds with the threshold; lower the timeout (or raise the "
+                "threshold with `qtelemetry generate --config`) if the link's driver legitimately polls that slowly.",
+                "All links of an exporter stale with a growing lag: the estimator is stuck; follow "
+                "QTelemetryEstimationStalled.",
+                "Otherwise report it: the exporter shows stale data as live."),
+            escalate="qtelemetry maintainers with the exporter's log and a scrape of /metrics.",
         ),
         "QLinkDriverErrors": Runbook(
             meaning=(f"More than {pct(t.driver_error_ratio)} of the link's batches were dropped for one reason "
@@ -249,7 +257,9 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             confirm=(f"sum by (reason) (rate(qlink_driver_errors_total{L}[10m]))",
                      "link_reason:qlink_driver_errors:ratio_rate10m"),
             mitigation=("Read the exporter log for the reason; impossible data points at device firmware or a "
-                        "counter reset the driver does not expect.",),
+                        "counter reset the driver does not expect.",
+                        "Reason overflow: the estimator drains the link's bounded slot slower than the driver fills "
+                        "it; see the exporter-health dashboard (lag, cycle duration) and QTelemetryFallingBehind."),
             escalate="Vendor ticket with log lines; qtelemetry maintainers if the driver misreads valid data.",
         ),
         "QTelemetryExporterDown": Runbook(
@@ -263,22 +273,60 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
         "QTelemetryExporterAbsent": Runbook(
             meaning=f"Prometheus has no target matching {{{c.selector}}} at all.",
             impact="All quantum links are unmonitored.",
-            confirm=("up", "count(up)"),
-            mitigation=("Check the scrape config / ServiceMonitor and service discovery; a relabel may have "
-                        "changed the job name (then change `selector` in the monitoring config and regenerate).",),
+            confirm=("up", f"count by ({', '.join(c.identity)}) (up)",
+                     f"group by ({', '.join(c.identity)}) (max_over_time(up[1d]))"),
+            mitigation=("Check the scrape config / ServiceMonitor and service discovery of that cluster; a relabel "
+                        "may have changed the job name (then change `selector` in the monitoring config and "
+                        "regenerate).",
+                        "In a global view: check that the cluster's Prometheus still federates or remote-writes "
+                        "(its own `up` for the job, and its remote-write queue)."),
             escalate="Platform team.",
         ),
-        "QTelemetryEstimationSlow": Runbook(
-            meaning=(f"One estimation cycle takes more than {num(t.estimation_duration_seconds)} s on average. "
-                     "Cycles must finish within the acquisition window or estimates fall behind."),
-            impact="Stale or lagging estimates; eventually dropped windows.",
-            confirm=("rate(qtelemetry_estimation_duration_seconds_sum[10m]) / "
-                     "rate(qtelemetry_estimation_duration_seconds_count[10m])", "qtelemetry_links"),
-            mitigation=("Check host CPU (steal, other workloads); split the links over more exporters; raise "
-                        "the acquisition window.",),
-            escalate="qtelemetry maintainers with the link count and `python bench/estimation.py` figures.",
+        "QTelemetryEstimationStalled": Runbook(
+            meaning=(f"No estimation cycle of the exporter completed for more than {num(t.estimation_stall_seconds)} s "
+                     "(qtelemetry_estimation_lag_seconds, computed when scraped, so a stuck estimator cannot hide "
+                     "it). Every link of this exporter is frozen."),
+            impact=("All links of the exporter report down (their QLinkDown and QLinkStale are muted by this alert): "
+                    "no telemetry for them until the estimator runs again."),
+            confirm=("qtelemetry_estimation_lag_seconds", "rate(qtelemetry_estimation_duration_seconds_count[5m])",
+                     "qtelemetry_links"),
+            mitigation=("Restart the exporter (its log shows the last cycle); a cycle that never ends points at a "
+                        "driver or estimator bug: keep the log and a thread dump (py-spy dump --pid) first.",),
+            escalate="qtelemetry maintainers with the log and the dump.",
         ),
-        "EntanglementCHSHNoViolation": Runbook(
+        "QTelemetryEstimationLagging": Runbook(
+            meaning=(f"On average the last completed estimation cycle is more than {num(t.estimation_lag_windows)} "
+                     "acquisition windows old: cycles take longer than the windows they estimate."),
+            impact="Every link's numbers trail the devices by several windows; alerts fire late.",
+            confirm=("avg_over_time(qtelemetry_estimation_lag_seconds[5m]) / qtelemetry_estimation_interval_seconds",
+                     "histogram_quantile(0.9, sum by (instance, le) (rate(qtelemetry_estimation_duration_seconds_bucket[10m])))",
+                     "qtelemetry_links"),
+            mitigation=SPLIT,
+            escalate="qtelemetry maintainers with the link count and the bench/ figures of the same machine.",
+        ),
+        "QTelemetryFallingBehind": Runbook(
+            meaning=(f"More than {pct(t.estimation_skipped_ratio)} of the estimation cycles were skipped because the "
+                     "previous cycle overran its window: the exporter has more links than it can estimate in one "
+                     "window. It degrades visibly (skipped windows are counted, data age grows) instead of "
+                     "reporting stale numbers as fresh."),
+            impact="Estimates are updated less often than every window; drivers may overflow their slots.",
+            confirm=("rate(qtelemetry_estimation_cycles_skipped_total[10m])",
+                     'sum by (instance) (rate(qlink_driver_errors_total{reason="overflow"}[10m]))',
+                     "max by (instance) (qlink_data_age_seconds)", "qtelemetry_links"),
+            mitigation=SPLIT,
+            escalate="qtelemetry maintainers with the link count and the bench/ figures of the same machine.",
+        ),
+        "QTelemetryEstimationSlow": Runbook(
+            meaning=(f"The 90th percentile of the estimation cycle is above {pct(t.estimation_slow_ratio)} of the "
+                     "acquisition window (from the cycle-duration histogram): the exporter still keeps up, with "
+                     "little headroom."),
+            impact="None yet; more links or a busier host and it starts skipping cycles (QTelemetryFallingBehind).",
+            confirm=("histogram_quantile(0.9, sum by (instance, le) (rate(qtelemetry_estimation_duration_seconds_bucket[10m])))",
+                     "qtelemetry_estimation_interval_seconds", "qtelemetry_links"),
+            mitigation=SPLIT,
+            escalate="Capacity planning ticket (docs/operations.md, sizing).",
+        ),
+        "QEntCHSHNoViolation": Runbook(
             meaning=("The CHSH value S is at or below 2, the bound of any local-realistic model (2.83 for a "
                      "perfect Bell pair): the link's photon pairs show no entanglement."),
             impact=("No key (S <= 2 means QBER above 14.6%), and any service that needs certified entanglement "
@@ -290,16 +338,16 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 FALLBACK),
             escalate="Vendor / lab team of the source if S does not recover after compensation.",
         ),
-        "EntanglementCHSHViolationWeak": Runbook(
+        "QEntCHSHViolationWeak": Runbook(
             meaning=(f"S minus {num(t.chsh_sigmas)} standard deviations is at or below 2: the Bell violation is not "
                      f"significant at {num(t.chsh_sigmas)} sigma any more."),
             impact="Entanglement cannot be certified with confidence; key rate likely down.",
             confirm=(f"qent_chsh_value{L}", f"qent_chsh_value_stddev{L}", f"rate(qent_chsh_coincidences_total{L}[10m])"),
-            mitigation=("If S itself fell: as EntanglementCHSHNoViolation. If sigma grew: too few CHSH rounds "
+            mitigation=("If S itself fell: as QEntCHSHNoViolation. If sigma grew: too few CHSH rounds "
                         "(coincidence rate down, or a smaller CHSH fraction) - check loss and the source.",),
             escalate="Ticket to the link owner.",
         ),
-        "EntanglementFidelityLow": Runbook(
+        "QEntFidelityLow": Runbook(
             meaning=(f"The lower confidence bound on the Bell-state fidelity of detected pairs, 1 - e_Z - e_X, is "
                      f"below {pct(t.fidelity_min)}."),
             impact="Lower key rate; applications that need high-fidelity pairs get worse ones.",
@@ -307,7 +355,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             mitigation=("Realign polarisation; check source temperature and pump power.",),
             escalate="Vendor / lab team of the source.",
         ),
-        "EntanglementHeraldedFidelityLow": Runbook(
+        "QEntHeraldedFidelityLow": Runbook(
             meaning=(f"Even the upper confidence bound on the fidelity of heralded memory pairs is below "
                      f"{pct(t.heralded_fidelity_min)}: the pairs are poor with confidence, not just a noisy sample."),
             impact="Applications (teleportation, distillation) get pairs below their useful fidelity.",
@@ -317,7 +365,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                         "stabilisation, bright-state population (double excitations).",),
             escalate="Lab team of the memory nodes.",
         ),
-        "EntanglementHeraldingRateDrop": Runbook(
+        "QEntHeraldingRateDrop": Runbook(
             meaning=(f"Even the upper confidence bound on the heralding success probability is below "
                      f"{pct(t.rate_drop_ratio)} of its {b.window} median."),
             impact="Fewer entangled pairs per second.",
@@ -327,7 +375,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                         "detectors at the station.",),
             escalate="Lab team; fibre team if the loss is in the plant.",
         ),
-        "EntanglementCoincidenceRateDrop": Runbook(
+        "QEntCoincidenceRateDrop": Runbook(
             meaning=(f"The photon-pair coincidence rate ({b.smoothing} average) is below {pct(t.rate_drop_ratio)} "
                      f"of its {b.window} median."),
             impact="Fewer pairs: lower key rate and larger statistical errors on CHSH and QBER.",

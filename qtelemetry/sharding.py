@@ -1,0 +1,56 @@
+"""Split one link set across exporter replicas: ``qtelemetry run --shard I/N``.
+
+Every replica reads the same config and keeps the links a stable hash assigns to its shard, so
+each link is served by exactly one replica and always by the same one, whatever the order of
+the config or the host. The hash is BLAKE2b of the link name (never Python's ``hash()``, which
+is salted per process). Changing N moves most links (N/(N+1) of them from N to N+1), like any
+modulo scheme: plan the shard count up front (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the hash itself needs nothing but hashlib
+    from qtelemetry.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``I/N`` with 0 <= I < N; argparse reports the ValueError as a usage error (exit 2)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N (shards are numbered from 0)")
+    return Shard(index, count)
+
+
+def shard_of(link: str, count: int) -> int:
+    """The shard that serves ``link`` among ``count``: a fixed-key hash, the same on every host."""
+    digest = hashlib.blake2b(link.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def select(config: Config, shard: Shard) -> Config:
+    """The config with only the links of ``shard`` (possibly none: the exporter then serves its
+    own metrics and no link)."""
+    links = [link for link in config.links if shard_of(link.name, shard.count) == shard.index]
+    log.info("shard %s serves %d of %d links", shard, len(links), len(config.links))
+    return config.model_copy(update={"links": links})
