@@ -1,7 +1,8 @@
 """Link drivers, chosen by ``driver.type`` in the config.
 
 Each driver module defines a config model (with a ``type`` literal, the ``protocol`` its
-counts follow, ``estimation_params()`` and ``build(window_s)``) and the driver it builds.
+counts follow and a ``build`` method) and the driver it builds: simulated drivers take the
+window (``build(window_s)``), I/O drivers of real devices poll on their own interval (``build()``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from qtelemetry.drivers.etsi014 import Etsi014Config
+from qtelemetry.drivers.etsi015 import Etsi015Config
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_heralded import SimulatedHeraldedConfig
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 
-DRIVER_CONFIGS = (SimulatedBB84Config, SimulatedSPDCConfig, SimulatedHeraldedConfig)
+DRIVER_CONFIGS = (SimulatedBB84Config, SimulatedSPDCConfig, SimulatedHeraldedConfig, Etsi014Config, Etsi015Config)
 
 DriverConfig = Annotated[Union[DRIVER_CONFIGS], Field(discriminator="type")]

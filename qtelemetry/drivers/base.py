@@ -13,6 +13,8 @@ from typing import Mapping, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from qtelemetry.errors import DriverError  # noqa: F401  (re-exported: drivers raise it)
+
 
 @dataclass(frozen=True)
 class KeySupply:
@@ -43,14 +45,6 @@ class CountBatch:
     counts: Mapping[str, np.ndarray] = field(default_factory=dict)
     key_supply: KeySupply | None = None  #: for links whose source reports a key store
     active_faults: tuple[str, ...] = ()  #: simulated links only: fault kinds in effect
-
-
-class DriverError(Exception):
-    """A source answered, but not with usable data (the reason becomes a metric label)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class Driver(Protocol):

@@ -1,0 +1,128 @@
+"""Link protocols of real devices that report their own figures (ETSI GS QKD 014 and 015).
+
+Nothing is estimated from photon counts here: a KME reports its key store (ETSI GS QKD 014
+Status), an SDN node its link's status, key rates and QBER (ETSI GS QKD 015 ``qkd_link``).
+Their counts are of three kinds (``count_kinds``): ``count`` (integers summed over the sliding
+window and into totals), ``amount`` (non-negative reals summed likewise) and ``level`` (the
+latest reported value; NaN = not reported). ``estimate`` maps them onto the keys the catalogue's
+shared metrics read (``key_buffer_bits``, ``secret_key_rate_bps``, ``qber_z``) and adds the key
+store's trend; everything else is exported straight from the levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qtelemetry.estimation.protocols import Counts, Estimates
+from qtelemetry.estimation.stats import ratio
+from qtelemetry.standards.etsi015 import IDENTITY_LEAVES, INTERFACE_STATUSES, LINK_STATUSES, PERF_TYPES
+
+CountKind = Literal["count", "amount", "level"]
+
+ETSI014 = "etsi-qkd-014"
+ETSI015 = "etsi-qkd-015"
+
+#: KME endpoints the ETSI 014 driver calls (clause 5: Get status, Get key).
+ENDPOINTS = ("status", "enc_keys")
+#: Upper bounds (s) of the KME request-duration histogram (Prometheus' default buckets).
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BUCKET_LABELS = (*(f"{le:g}" for le in REQUEST_BUCKETS), "+Inf")
+#: Outcomes of a key probe: a key came back; the KME answered with an error (an application
+#: would have been refused); no usable answer (timeout, TLS, malformed container).
+PROBE_RESULTS = ("delivered", "refused", "failed")
+
+
+#: ETSI 014 counts: name -> (label values along each axis, kind).
+KME_COUNTS: dict[str, tuple[tuple[tuple[str, ...], ...], CountKind]] = {
+    "stored_bits": ((), "level"),  # key ready for the SAE pair: stored_key_count × key_size (or × 1)
+    "capacity_bits": ((), "level"),  # max_key_count × key_size (or × 1)
+    "buffer_increase_bits": ((), "amount"),  # rises of stored_bits between successive polls
+    "buffer_decrease_bits": ((), "amount"),  # falls of stored_bits between successive polls
+    "request_duration": ((ENDPOINTS, BUCKET_LABELS), "count"),  # answered requests per duration bucket
+    "request_seconds": ((ENDPOINTS,), "amount"),  # their summed duration
+    "probes": ((PROBE_RESULTS,), "count"),  # enc_keys probes by outcome
+}
+#: ETSI 015 counts of one qkd_link: name -> (label values along each axis, kind).
+NODE_COUNTS: dict[str, tuple[tuple[tuple[str, ...], ...], CountKind]] = {
+    "link_status": ((LINK_STATUSES,), "level"),  # qkdl_status one-hot (a state set); all 0: unknown identity
+    "interface_status": ((INTERFACE_STATUSES,), "level"),  # qkdi_status of the link's local interface
+    "skr_bps": ((), "level"),  # qkdl_performance.skr
+    "eskr_bps": ((), "level"),  # qkdl_performance.eskr
+    "expected_consumption_bps": ((), "level"),  # qkdl_performance.expected_consumption
+    "phys_perf": ((PERF_TYPES,), "level"),  # qkdl_performance.phys_perf[perf_type].value
+    "unknown_identities": ((IDENTITY_LEAVES,), "count"),  # identityref values outside the model, by leaf
+}
+
+
+def _at_most(a: NDArray[np.float64], b: NDArray[np.float64] | float) -> NDArray[np.bool_]:
+    """a ≤ b wherever both are reported (NaN compares as consistent)."""
+    return ~(a > b)
+
+
+@dataclass(frozen=True)
+class Etsi014KME:
+    """A KME's key store for one SAE pair, its request latency and key probes (ETSI GS QKD 014)."""
+
+    name: str = ETSI014
+    count_axes = {name: axes for name, (axes, _) in KME_COUNTS.items()}
+    count_kinds = {name: kind for name, (_, kind) in KME_COUNTS.items()}
+    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    param_names: tuple[str, ...] = ()
+
+    def consistent(self, counts: Counts) -> NDArray[np.bool_]:
+        """The store holds no more than its capacity."""
+        return _at_most(counts["stored_bits"], counts["capacity_bits"])
+
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        return {}
+
+    def estimate(self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float) -> Estimates:
+        """Store level and capacity as reported, and its net trend over the sliding window (bits/s)."""
+        return {
+            "key_buffer_bits": sums["stored_bits"],
+            "key_buffer_capacity_bits": sums["capacity_bits"],
+            "key_buffer_trend_bps": ratio(sums["buffer_increase_bits"] - sums["buffer_decrease_bits"], duration_s),
+        }
+
+
+@dataclass(frozen=True)
+class Etsi015Node:
+    """One key association link as its SD-QKD node reports it (ETSI GS QKD 015 ``qkd_link``)."""
+
+    name: str = ETSI015
+    count_axes = {name: axes for name, (axes, _) in NODE_COUNTS.items()}
+    count_kinds = {name: kind for name, (_, kind) in NODE_COUNTS.items()}
+    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    param_names: tuple[str, ...] = ()
+
+    def consistent(self, counts: Counts) -> NDArray[np.bool_]:
+        """At most one status set in each state set; QBER a ratio."""
+        return (_at_most(np.nansum(counts["link_status"], axis=1), 1.0)
+                & _at_most(np.nansum(counts["interface_status"], axis=1), 1.0)
+                & _at_most(counts["phys_perf"][:, PERF_TYPES.index("QBER")], 1.0))
+
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        return {}
+
+    def estimate(self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float) -> Estimates:
+        """The node's skr and QBER under the shared metrics' keys, its SNR, and whether the link is ACTIVE.
+
+        The node reports one QBER, that of the key it distils: the key (Z) basis of the shared
+        ``qkd_qber_ratio`` metric. No X-basis figure is reported: ``qber_x`` is NaN, not exported.
+        """
+        perf = sums["phys_perf"]
+        return {
+            "secret_key_rate_bps": sums["skr_bps"],
+            "qber_z": perf[:, PERF_TYPES.index("QBER")],
+            "qber_x": np.full(len(perf), np.nan),
+            "snr": perf[:, PERF_TYPES.index("SNR")],
+            "link_active": sums["link_status"][:, LINK_STATUSES.index("ACTIVE")],
+        }
+
+
+ETSI014_KME = Etsi014KME()
+ETSI015_NODE = Etsi015Node()
