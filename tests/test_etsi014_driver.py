@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from devices import OPENSSL, OpensslServer, Pki, ServerThread, StoreLink, free_port, json_app, make_device_pki, servers  # noqa: F401
+from qtelemetry.config import ConfigError, parse_config
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.serving import server_context
 from qtelemetry.drivers.base import CountBatch, DriverError
@@ -253,3 +255,18 @@ def test_config_requires_mutual_tls_and_an_https_url(pki):
     with pytest.raises(ValueError, match="cannot load"):
         config(1, pki, client=(pki.ca.cert_path, pki.ca.cert_path))
     assert set(PROBE_RESULTS) == {"delivered", "refused", "failed"}
+
+
+def test_readme_example_of_both_drivers_is_a_valid_config(pki, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = next(block.split("```", 1)[0] for block in readme.split("```yaml\n") if "type: etsi014" in block)
+    cert, key = pki.client("sae-alpha")
+    files = {"kme-ca.crt": pki.ca.cert_path, "sdn-ca.crt": pki.ca.cert_path, "sae-alpha.crt": cert, "sae-alpha.key": key}
+    (tmp_path / "sdn-token").write_text("token\n")
+    text = re.sub(r"/etc/qtelemetry/([\w.-]+)", lambda m: str(files.get(m.group(1), tmp_path / m.group(1))), example)
+    links = parse_config(text).links
+    assert [link.driver.type for link in links] == ["etsi014", "etsi015"]
+    assert links[0].driver.probe_interval_seconds == 60 and links[1].driver.bearer_token() == "token"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.replace("kme_url: https://", "kme_url: http://"))
+    assert info.value.problems[0][0] == "links[0].driver.kme_url"

@@ -37,7 +37,7 @@ def node_tree(site: str, links: Sequence[SimulatedLink]) -> dict[str, Any]:
         figures = link.figures()
         interfaces.append({"qkdi_id": number, "qkdi_status": _identity("DOWN" if figures.status == "OFF" else "UP")})
         other = peer(link, site)
-        remote = links_of(other, links).index(link) + 1
+        remote = next(i for i, candidate in enumerate(links_of(other, links), start=1) if candidate is link)
         performance: dict[str, Any] = {key: rate for key, value in (
             ("skr", figures.skr_bps), ("eskr", figures.eskr_bps), ("expected_consumption", figures.expected_consumption_bps))
             if (rate := _bits_per_second(value)) is not None}
