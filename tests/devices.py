@@ -23,7 +23,29 @@ from aiohttp import web
 
 from qtelemetry.devices.links import LinkFigures
 from qtelemetry.devices.serving import start
+from qtelemetry.drivers.base import DriverError
 from tls import Authority
+
+
+def acquire(config: Any, attempts: int = 1, between: Callable[[int], None] | None = None) -> list[Any]:
+    """``attempts`` readings of one driver built from ``config``: batches or DriverErrors, in order.
+
+    ``between(i)`` runs after the i-th reading (to change the device between polls).
+    """
+    async def run() -> list[Any]:
+        driver, results = config.build(), []
+        try:
+            for i in range(attempts):
+                try:
+                    results.append(await driver.acquire())
+                except DriverError as exc:
+                    results.append(exc)
+                if between:
+                    between(i)
+        finally:
+            await driver.aclose()
+        return results
+    return asyncio.run(run())
 
 
 @dataclass

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from devices import OPENSSL, OpensslServer, Pki, ServerThread, StoreLink, free_port, json_app, make_device_pki, servers  # noqa: F401
+from devices import acquire, OPENSSL, OpensslServer, Pki, ServerThread, StoreLink, free_port, json_app, make_device_pki
 from qtelemetry.config import ConfigError, parse_config
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.serving import server_context
 from qtelemetry.drivers.base import CountBatch, DriverError
 from qtelemetry.drivers.etsi014 import Etsi014Config
 from qtelemetry.drivers.https import HttpsClient, TLSFiles
-from qtelemetry.estimation.reported import ENDPOINTS, ETSI014_KME, PROBE_RESULTS
+from qtelemetry.estimation.reported import ENDPOINTS, ETSI014_KME, PROBE_RESULTS, REQUEST_BUCKETS
 
 SAES = {"sae-a": "a", "sae-b": "b"}
 KEY_ID = "bc490419-7d60-487f-adc1-4ddcc177c139"
@@ -38,7 +38,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def config(port: int, pki: Pki, client: tuple[Path, Path] | None = None, ca: Path | None = None, **extra: Any) -> Etsi014Config:
     cert, key = client or pki.client("sae-a")
     return Etsi014Config.model_validate({
-        "type": "etsi014", "kme_url": f"https://127.0.0.1:{port}", "slave_sae_id": "sae-b", "timeout_seconds": 1,
+        "type": "etsi014", "kme_url": f"https://127.0.0.1:{port}", "slave_sae_id": "sae-b", "timeout_seconds": 5,
         "tls": {"ca_file": str(ca or pki.ca.cert_path), "cert_file": str(cert), "key_file": str(key)}, **extra})
 
 
@@ -48,36 +48,20 @@ def kme(servers: ServerThread, pki: Pki, link: StoreLink) -> int:
     return servers.serve(app, server_context(*pki.server, client_ca_file=pki.ca.cert_path))
 
 
-def read(cfg: Etsi014Config, attempts: int = 1, between: Any = None) -> list[CountBatch | DriverError]:
-    """``attempts`` calls of acquire() on one driver; ``between(i)`` runs after the i-th."""
-    async def run() -> list[CountBatch | DriverError]:
-        driver, results = cfg.build(), []
-        try:
-            for i in range(attempts):
-                try:
-                    results.append(await driver.acquire())
-                except DriverError as exc:
-                    results.append(exc)
-                if between:
-                    between(i)
-        finally:
-            await driver.aclose()
-        return results
-    return asyncio.run(run())
-
-
 def requests(batch: CountBatch, endpoint: str) -> int:
     return int(batch.counts["request_duration"][ENDPOINTS.index(endpoint)].sum())
 
 
 def test_status_gives_the_key_store_in_bits(servers, pki):
     link = StoreLink("ab", "a", "b", capacity_bits=1e6, stored_bits=5e5)
-    [batch] = read(config(kme(servers, pki, link), pki))
+    [batch] = acquire(config(kme(servers, pki, link), pki))
     assert isinstance(batch, CountBatch)
     assert batch.counts["stored_bits"] == (5e5 // 256) * 256 and batch.counts["capacity_bits"] == (1e6 // 256) * 256
     assert batch.duration_s == pytest.approx(5.0, abs=0.5)  # the first reading covers one poll interval
     assert requests(batch, "status") == 1 and requests(batch, "enc_keys") == 0
-    assert 0 < batch.counts["request_seconds"][0] < 1 and batch.counts["probes"].sum() == 0
+    seconds = batch.counts["request_seconds"][0]
+    assert seconds > 0 and batch.counts["request_duration"][0, np.searchsorted(REQUEST_BUCKETS, seconds)] == 1
+    assert batch.counts["probes"].sum() == 0
     assert set(batch.counts) == set(ETSI014_KME.count_shapes)
     assert all(np.shape(batch.counts[k]) == s for k, s in ETSI014_KME.count_shapes.items())
     assert ETSI014_KME.consistent({k: np.asarray(v)[None] for k, v in batch.counts.items()}).all()
@@ -88,7 +72,7 @@ def test_key_count_unit(servers, pki, unit, stored):
     async def status(request: web.Request) -> web.Response:
         return web.json_response(STATUS)
     port = servers.serve(json_app(status), server_context(*pki.server, client_ca_file=pki.ca.cert_path))
-    [batch] = read(config(port, pki, key_count_unit=unit))
+    [batch] = acquire(config(port, pki, key_count_unit=unit))
     assert batch.counts["stored_bits"] == stored and batch.counts["capacity_bits"] == stored / 123456 * 1000000
 
 
@@ -99,7 +83,7 @@ def test_successive_polls_give_the_store_trend(servers, pki):
     def demand(i: int) -> None:
         if i in changes:
             link.stored_bits += changes[i]
-    batches = read(config(kme(servers, pki, link), pki), attempts=3, between=demand)
+    batches = acquire(config(kme(servers, pki, link), pki), attempts=3, between=demand)
     rises = [float(b.counts["buffer_increase_bits"]) for b in batches]
     falls = [float(b.counts["buffer_decrease_bits"]) for b in batches]
     assert rises == [0.0, 0.0, 51_200.0] and falls == [0.0, 25_600.0, 0.0]
@@ -116,7 +100,7 @@ def test_probe_takes_one_key_and_reports_delivered_then_refused(servers, pki, ca
     def drain(i: int) -> None:
         link.stored_bits = 0
     with caplog.at_level(logging.WARNING):
-        first, second = read(config(kme(servers, pki, link), pki, probe_interval_seconds=0.001), 2, drain)
+        first, second = acquire(config(kme(servers, pki, link), pki, probe_interval_seconds=0.001), 2, drain)
     assert list(first.counts["probes"]) == [1, 0, 0] and requests(first, "enc_keys") == 1
     assert float(first.counts["stored_bits"]) == 1024  # read before the probe took its key
     assert list(second.counts["probes"]) == [0, 1, 0]
@@ -131,7 +115,7 @@ def test_probe_keys_and_key_ids_never_reach_a_log(servers, pki, caplog):
         return web.json_response(hostile, status=400)
     port = servers.serve(json_app(handler), server_context(*pki.server, client_ca_file=pki.ca.cert_path))
     with caplog.at_level(logging.DEBUG):
-        [batch] = read(config(port, pki, probe_interval_seconds=0.001))
+        [batch] = acquire(config(port, pki, probe_interval_seconds=0.001))
     assert list(batch.counts["probes"]) == [0, 1, 0] and "HTTP 400" in caplog.text
     assert KEY_ID not in caplog.text and KEY not in caplog.text
 
@@ -143,7 +127,7 @@ def test_malformed_key_container_is_a_failed_probe_without_its_content_in_the_lo
         return web.json_response({"keys": [{"key_ID": KEY, "key": KEY_ID}]})
     port = servers.serve(json_app(handler), server_context(*pki.server, client_ca_file=pki.ca.cert_path))
     with caplog.at_level(logging.DEBUG):
-        [batch] = read(config(port, pki, probe_interval_seconds=0.001))
+        [batch] = acquire(config(port, pki, probe_interval_seconds=0.001))
     assert list(batch.counts["probes"]) == [0, 0, 1] and "wrong_type" in caplog.text
     assert KEY_ID not in caplog.text and KEY not in caplog.text
 
@@ -167,7 +151,7 @@ def _answer(status: int, body: Any, content_type: str = "application/json") -> A
 ])
 def test_misbehaving_kme_gives_its_reason(servers, pki, handler, reason, said):
     port = servers.serve(json_app(handler), server_context(*pki.server, client_ca_file=pki.ca.cert_path))
-    [error] = read(config(port, pki))
+    [error] = acquire(config(port, pki))
     assert isinstance(error, DriverError) and error.reason == reason and said in str(error)
     assert error.reason in Etsi014Config.error_reasons
 
@@ -186,7 +170,7 @@ def test_transport_failures_give_their_reason(servers, pki):
         "disconnected": config(good, pki, client=pki.client("sae-a", expired=True)),
     }
     for expected, cfg in cases.items():
-        [error] = read(cfg)
+        [error] = acquire(cfg)
         assert isinstance(error, DriverError) and error.reason == expected, (expected, error)
 
 
@@ -224,7 +208,7 @@ def test_recovers_and_keeps_the_durations_of_failed_polls(servers, pki):
         status = next(answers, 200)
         return web.json_response(STATUS if status == 200 else {"message": "busy"}, status=status)
     port = servers.serve(json_app(flaky), server_context(*pki.server, client_ca_file=pki.ca.cert_path))
-    first, second, third = read(config(port, pki), attempts=3)
+    first, second, third = acquire(config(port, pki), attempts=3)
     assert [getattr(r, "reason", None) for r in (first, second)] == ["http_503", "http_503"]
     assert isinstance(third, CountBatch) and requests(third, "status") == 3
     assert third.counts["request_seconds"][0] > 0
@@ -241,7 +225,7 @@ def test_server_going_away_and_coming_back(servers, pki):
         if i == 1:
             app = Kme("a", [link], SAES, KeyRelay()).app()
             servers.serve(app, server_context(*pki.server, client_ca_file=pki.ca.cert_path), port=port)
-    results = read(cfg, attempts=3, between=outage)
+    results = acquire(cfg, attempts=3, between=outage)
     assert isinstance(results[0], CountBatch) and isinstance(results[2], CountBatch)
     assert getattr(results[1], "reason", None) in ("connection_refused", "disconnected")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from devices import Pki, ServerThread, StoreLink, json_app, make_device_pki, servers  # noqa: F401
+from devices import acquire, Pki, ServerThread, StoreLink, json_app, make_device_pki
 from qtelemetry.devices.links import LinkFigures, qkdl_id
 from qtelemetry.devices.restconf import RestconfNode, node_tree
 from qtelemetry.devices.serving import server_context
@@ -33,23 +32,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def config(url: str, link_id: str = LINK_ID, **extra: Any) -> Etsi015Config:
-    return Etsi015Config.model_validate({"type": "etsi015", "url": url, "qkdl_id": link_id, "timeout_seconds": 1,
+    return Etsi015Config.model_validate({"type": "etsi015", "url": url, "qkdl_id": link_id, "timeout_seconds": 5,
                                          **extra})
-
-
-def read(cfg: Etsi015Config, attempts: int = 1) -> list[CountBatch | DriverError]:
-    async def run() -> list[CountBatch | DriverError]:
-        driver, results = cfg.build(), []
-        try:
-            for _ in range(attempts):
-                try:
-                    results.append(await driver.acquire())
-                except DriverError as exc:
-                    results.append(exc)
-        finally:
-            await driver.aclose()
-        return results
-    return asyncio.run(run())
 
 
 def estimates(batch: CountBatch) -> dict[str, float]:
@@ -73,7 +57,7 @@ def node(servers: ServerThread, pki: Pki, tmp_path: Path) -> tuple[str, StoreLin
 
 def test_reads_the_simulated_node_over_restconf(node):
     url, link, tls = node
-    [batch] = read(config(url, qkdl_id("ab"), **tls))
+    [batch] = acquire(config(url, qkdl_id("ab"), **tls))
     counts = batch.counts
     assert list(counts["link_status"]) == [1, 0, 0, 0] and list(counts["interface_status"]) == [1, 0, 0]
     assert (counts["skr_bps"], counts["eskr_bps"], counts["expected_consumption_bps"]) == (1200, 1000, 300)
@@ -89,21 +73,21 @@ def test_reads_the_simulated_node_over_restconf(node):
 def test_follows_the_link_status(node):
     url, link, tls = node
     link.live = LinkFigures("OFF", 0.0, 0.0)
-    [batch] = read(config(url, qkdl_id("ab"), **tls))
+    [batch] = acquire(config(url, qkdl_id("ab"), **tls))
     assert list(batch.counts["link_status"]) == [0, 0, 0, 1]
     assert list(batch.counts["interface_status"]) == [0, 1, 0]  # DOWN
     assert math.isnan(batch.counts["phys_perf"][0])  # QBER not measured: not reported
     assert estimates(batch)["link_active"] == 0.0
-    [other] = read(config(url, qkdl_id("ac"), **tls))
+    [other] = acquire(config(url, qkdl_id("ac"), **tls))
     assert LINK_STATUSES[int(np.argmax(other.counts["link_status"]))] == "PENDING"
 
 
 def test_bearer_token_and_link_id_are_checked(node, tmp_path):
     url, _, tls = node
     (tmp_path / "wrong").write_text("guess")
-    [error] = read(config(url, qkdl_id("ab"), **{**tls, "bearer_token_file": str(tmp_path / "wrong")}))
+    [error] = acquire(config(url, qkdl_id("ab"), **{**tls, "bearer_token_file": str(tmp_path / "wrong")}))
     assert error.reason == "http_401" and "access-denied" in str(error)
-    [error] = read(config(url, LINK_ID, **tls))
+    [error] = acquire(config(url, LINK_ID, **tls))
     assert error.reason == "unknown_link"
 
 
@@ -116,7 +100,7 @@ def test_hand_written_document_as_a_file(tmp_path, caplog):
     path = tmp_path / "node.json"
     path.write_text(json.dumps(document))
     with caplog.at_level(logging.WARNING):
-        first, second = read(config(path.as_uri()), attempts=2)
+        first, second = acquire(config(path.as_uri()), attempts=2)
     assert list(first.counts["link_status"]) == [1, 0, 0, 0]
     assert list(first.counts["phys_perf"]) == [0.031, 17.5] and estimates(first)["snr"] == 17.5
     assert list(first.counts["unknown_identities"]) == [0, 0, 1] and list(second.counts["unknown_identities"]) == [0, 0, 1]
@@ -129,7 +113,7 @@ def test_virtual_link_without_performance_reports_nothing(tmp_path):
         {"qkdl_id": LINK_ID, "qkdl_type": "etsi-qkd-node-types:VIRT"}]}}}
     path = tmp_path / "virtual.json"
     path.write_text(json.dumps(document))
-    [batch] = read(config(path.as_uri()))
+    [batch] = acquire(config(path.as_uri()))
     assert all(np.isnan(batch.counts[k]).all() for k in ("link_status", "interface_status", "skr_bps", "phys_perf"))
     assert math.isnan(estimates(batch)["link_active"])
 
@@ -143,7 +127,7 @@ def test_bad_documents_give_their_reason(tmp_path, content, reason):
     path = tmp_path / "node.json"
     if content is not None:
         path.write_text(content)
-    [error] = read(config(path.as_uri()))
+    [error] = acquire(config(path.as_uri()))
     assert isinstance(error, DriverError) and error.reason == reason
     assert reason in Etsi015Config.error_reasons
 
@@ -154,15 +138,15 @@ def test_plain_http_and_restconf_errors(servers):
                                                     "error-message": "datastore locked"}]}}
         return web.json_response(body, status=503)
     port = servers.serve(json_app(answer))
-    [error] = read(config(f"http://127.0.0.1:{port}{NODE_PATH}"))
+    [error] = acquire(config(f"http://127.0.0.1:{port}{NODE_PATH}"))
     assert error.reason == "http_503" and "operation-failed: datastore locked" in str(error)
     port = servers.serve(RestconfNode("a", [StoreLink("ab", "a", "b")]).app())
-    [batch] = read(config(f"http://127.0.0.1:{port}{NODE_PATH}", qkdl_id("ab")))
+    [batch] = acquire(config(f"http://127.0.0.1:{port}{NODE_PATH}", qkdl_id("ab")))
     assert batch.counts["skr_bps"] == 1200
 
 
 def test_silent_node_times_out(servers, pki):
-    [error] = read(config(f"https://127.0.0.1:{servers.silent()}{NODE_PATH}", timeout_seconds=0.3,
+    [error] = acquire(config(f"https://127.0.0.1:{servers.silent()}{NODE_PATH}", timeout_seconds=0.3,
                           tls={"ca_file": str(pki.ca.cert_path)}))
     assert error.reason == "timeout"
 

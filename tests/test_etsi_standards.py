@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qtelemetry.drivers.base import DriverError
-from qtelemetry.standards import etsi014, etsi015
+from qtelemetry.standards import etsi014
 from qtelemetry.standards.documents import loggable
 from qtelemetry.standards.etsi015 import link_report, parse_node
 

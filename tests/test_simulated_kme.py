@@ -15,7 +15,7 @@ import pytest
 import requests
 from etsi_qkd_014_client import QKD014Client
 
-from devices import Pki, ServerThread, StoreLink, make_device_pki, servers  # noqa: F401
+from devices import Pki, ServerThread, StoreLink, make_device_pki
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.links import LinkFigures
 from qtelemetry.devices.serving import server_context

@@ -12,7 +12,8 @@ store's trend; everything else is exported straight from the levels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import Literal, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,22 +64,37 @@ def _at_most(a: NDArray[np.float64], b: NDArray[np.float64] | float) -> NDArray[
     return ~(a > b)
 
 
-@dataclass(frozen=True)
-class Etsi014KME:
-    """A KME's key store for one SAE pair, its request latency and key probes (ETSI GS QKD 014)."""
+@dataclass(frozen=True, eq=False)
+class ReportedProtocol:
+    """What device-reported protocols share: counts from a table, no parameters, nothing skipped."""
 
-    name: str = ETSI014
-    count_axes = {name: axes for name, (axes, _) in KME_COUNTS.items()}
-    count_kinds = {name: kind for name, (_, kind) in KME_COUNTS.items()}
-    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
+    name: str
+    counts: Mapping[str, tuple[tuple[tuple[str, ...], ...], CountKind]]
     param_names: tuple[str, ...] = ()
+
+    @cached_property
+    def count_axes(self) -> dict[str, tuple[tuple[str, ...], ...]]:
+        return {name: axes for name, (axes, _) in self.counts.items()}
+
+    @cached_property
+    def count_kinds(self) -> dict[str, CountKind]:
+        return {name: kind for name, (_, kind) in self.counts.items()}
+
+    @cached_property
+    def count_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(map(len, axes)) for name, (axes, _) in self.counts.items()}
+
+    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
+        """A device's report needs no minimum of data."""
+        return {}
+
+
+class Etsi014KME(ReportedProtocol):
+    """A KME's key store for one SAE pair, its request latency and key probes (ETSI GS QKD 014)."""
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
         """The store holds no more than its capacity."""
         return _at_most(counts["stored_bits"], counts["capacity_bits"])
-
-    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
-        return {}
 
     def estimate(self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float) -> Estimates:
         """Store level and capacity as reported, and its net trend over the sliding window (bits/s)."""
@@ -89,24 +105,14 @@ class Etsi014KME:
         }
 
 
-@dataclass(frozen=True)
-class Etsi015Node:
+class Etsi015Node(ReportedProtocol):
     """One key association link as its SD-QKD node reports it (ETSI GS QKD 015 ``qkd_link``)."""
-
-    name: str = ETSI015
-    count_axes = {name: axes for name, (axes, _) in NODE_COUNTS.items()}
-    count_kinds = {name: kind for name, (_, kind) in NODE_COUNTS.items()}
-    count_shapes = {name: tuple(map(len, axes)) for name, axes in count_axes.items()}
-    param_names: tuple[str, ...] = ()
 
     def consistent(self, counts: Counts) -> NDArray[np.bool_]:
         """At most one status set in each state set; QBER a ratio."""
         return (_at_most(np.nansum(counts["link_status"], axis=1), 1.0)
                 & _at_most(np.nansum(counts["interface_status"], axis=1), 1.0)
                 & _at_most(counts["phys_perf"][:, PERF_TYPES.index("QBER")], 1.0))
-
-    def no_estimate(self, sums: Counts) -> dict[str, NDArray[np.bool_]]:
-        return {}
 
     def estimate(self, sums: Counts, duration_s: NDArray[np.float64], params: Counts, confidence: float) -> Estimates:
         """The node's skr and QBER under the shared metrics' keys, its SNR, and whether the link is ACTIVE.
@@ -124,5 +130,5 @@ class Etsi015Node:
         }
 
 
-ETSI014_KME = Etsi014KME()
-ETSI015_NODE = Etsi015Node()
+ETSI014_KME = Etsi014KME(ETSI014, KME_COUNTS)
+ETSI015_NODE = Etsi015Node(ETSI015, NODE_COUNTS)
