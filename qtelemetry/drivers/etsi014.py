@@ -78,6 +78,7 @@ class Etsi014Driver:
         base = config.kme_url.rstrip("/")
         self._urls = {endpoint: base + etsi014.path(config.slave_sae_id, endpoint) for endpoint in ENDPOINTS}
         self._kme = origin(config.kme_url)
+        self._what = {endpoint: f"{endpoint} request to {self._kme}" for endpoint in ENDPOINTS}
         self._pending = self._no_requests()
         self._clock = ReadingClock(config.poll_interval_seconds)
         self._last_stored: float | None = None
@@ -90,7 +91,7 @@ class Etsi014Driver:
 
     async def _call(self, endpoint: str, method: str, body: dict | None = None) -> Answer:
         """One timed request; answered requests (any status) go into the duration histogram."""
-        answer = await self._client.request(method, self._urls[endpoint], f"{endpoint} request to {self._kme}", body)
+        answer = await self._client.request(method, self._urls[endpoint], self._what[endpoint], body)
         e = ENDPOINTS.index(endpoint)
         self._pending["request_duration"][e, np.searchsorted(REQUEST_BUCKETS, answer.seconds)] += 1
         self._pending["request_seconds"][e] += answer.seconds
@@ -99,11 +100,11 @@ class Etsi014Driver:
     async def _status(self) -> etsi014.Status:
         answer = await self._call("status", "GET")
         if answer.status != 200:
-            raise http_error(answer, f"status request to {self._kme}", error_detail(answer))
+            raise http_error(answer, self._what["status"], error_detail(answer))
         return etsi014.parse_status(answer.body)
 
     async def _probe(self) -> str:
-        """Ask for one key and keep only the outcome; the key container is dropped unread."""
+        """Ask for one key and keep only the outcome: the key container is checked, then dropped."""
         try:
             answer = await self._call("enc_keys", "POST", {"number": 1})
             if answer.status != 200:
