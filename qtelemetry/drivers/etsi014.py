@@ -47,7 +47,8 @@ class Etsi014Config(StrictModel):
     key_count_unit: Literal["keys", "bits"] = Field(
         "keys", description="what stored_key_count and max_key_count count: keys of key_size bits, or bits")
     probe_interval_seconds: float = Field(
-        0.0, ge=0.0, allow_inf_nan=False, description="period of one-key enc_keys probes; 0 = off (a probe consumes a key)")
+        0.0, ge=0.0, allow_inf_nan=False,
+        description="period of one-key enc_keys probes, at most one per poll; 0 = off (a probe consumes a key)")
 
     @model_validator(mode="after")
     def _mutual_tls(self) -> "Etsi014Config":

@@ -18,7 +18,7 @@ DOCUMENT_REASONS = ("invalid_json", "missing_field", "wrong_type", "invalid_valu
 
 #: pydantic error types that mean "right type, impossible value" rather than "wrong type".
 _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal",
-                           "finite_number", "too_short", "too_long", "invalid_value"})
+                           "finite_number", "too_short", "too_long"})
 
 M = TypeVar("M", bound=BaseModel)
 
