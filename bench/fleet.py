@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 AGE = re.compile(rb"^qlink_data_age_seconds\{[^}]*\} (\S+)$", re.M)
-UP = re.compile(rb"^qlink_up\{[^}]*\} 1$", re.M)
+UP = re.compile(rb"^qlink_up\{[^}]*\} 1(?:\.0)?$", re.M)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -199,6 +199,7 @@ def main() -> None:
             rows.append(measure("naive", [sys.executable, str(HERE / "naive_exporter.py"), str(config), str(port)],
                                 rb"serving (http\S+/metrics)", links, args.seconds, tmp))
             report(rows[-2:])
+            sys.stdout.flush()
         if args.soak:
             soak(sizes[-1], args.soak, tmp)
 

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from devices import servers  # noqa: F401  (fixture: device servers on a background event loop)
 from realstack import prometheus_stack  # noqa: F401  (fixture: real Prometheus + Alertmanager + webhook)
 
 URL_LINE = re.compile(r"url=(http\S+/metrics)")

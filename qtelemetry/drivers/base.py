@@ -22,6 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
+from qtelemetry.errors import DriverError  # noqa: F401  (re-exported: drivers raise it)
+
 
 @dataclass(frozen=True)
 class CountBatch:
@@ -44,14 +46,6 @@ class FleetBatch:
     counts: Mapping[str, NDArray[np.float64]]
     #: (links, len(fault kinds)) mask of the simulated faults acting during the window
     faults: NDArray[np.bool_] | None = None
-
-
-class DriverError(Exception):
-    """A source answered, but not with usable data (the reason becomes a metric label)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class IODriver(Protocol):

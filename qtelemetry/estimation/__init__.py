@@ -6,5 +6,6 @@ from qtelemetry.estimation.bb84 import BB84_DECOY
 from qtelemetry.estimation.entanglement import BBM92
 from qtelemetry.estimation.heralded import HERALDED
 from qtelemetry.estimation.protocols import LinkProtocol
+from qtelemetry.estimation.reported import ETSI014_KME, ETSI015_NODE
 
-PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY, BBM92, HERALDED)}
+PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY, BBM92, HERALDED, ETSI014_KME, ETSI015_NODE)}

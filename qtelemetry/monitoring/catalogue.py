@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from qtelemetry.estimation.reported import ETSI014, ETSI015, REQUEST_BUCKETS
+
 MetricType = Literal["gauge", "counter", "info", "histogram"]
 
 
@@ -55,6 +57,8 @@ BBM92 = "bbm92-spdc"
 HERALDED = "heralded-entanglement"
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
+#: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
+QBER_PROTOCOLS = (*KEY_PROTOCOLS, ETSI015)
 
 METRICS: tuple[Metric, ...] = (
     # --- health of every link, whatever its protocol -------------------------------------
@@ -96,8 +100,9 @@ METRICS: tuple[Metric, ...] = (
            ("link", "intensity"), BB84,
            series=((("signal",), "gain_signal"), (("decoy",), "gain_decoy"), (("vacuum",), "gain_vacuum"))),
     Metric("qkd_qber_ratio", "gauge", "ratio",
-           "Quantum bit error rate of the sifted key (signal pulses; entangled pairs) (0-1), by basis.",
-           ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
+           "Quantum bit error rate of the sifted key (signal pulses; entangled pairs) (0-1), by basis. ETSI 015 nodes "
+           "report one QBER (phys_perf QBER), that of their key: basis Z.",
+           ("link", "basis"), QBER_PROTOCOLS, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
            ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
@@ -106,8 +111,8 @@ METRICS: tuple[Metric, ...] = (
            protocol=BB84, source="sifted_key_rate_bps"),
     Metric("qkd_secret_key_rate_bits_per_second", "gauge", "bits/s",
            "Secret key rate in bits per second with finite-size statistics: decoy BB84 (Lim et al. 2014), "
-           "BBM92 (Ma, Fung, Lo 2007 with a bounded phase error).",
-           protocol=KEY_PROTOCOLS, source="secret_key_rate_bps"),
+           "BBM92 (Ma, Fung, Lo 2007 with a bounded phase error); as ETSI 015 nodes report it (qkdl_performance skr).",
+           protocol=QBER_PROTOCOLS, source="secret_key_rate_bps"),
     Metric("qkd_asymptotic_secret_key_rate_bits_per_second", "gauge", "bits/s",
            "Asymptotic secret key rate in bits per second: decoy BB84 vacuum+weak bound with GLLP "
            "(Ma et al. 2005), BBM92 (Ma, Fung, Lo 2007).",
@@ -124,9 +129,9 @@ METRICS: tuple[Metric, ...] = (
            "Secret key rate the link's plan (channel model) promises, in bits per second."),
     # --- key store between the link and its applications (amounts only, never key material) -
     Metric("qkd_key_buffer_bits", "gauge", "bits", "Secret key waiting in the link's key store, in bits.",
-           protocol=KEY_PROTOCOLS, source="key_stored_bits"),
+           protocol=(*KEY_PROTOCOLS, ETSI014), source="key_stored_bits"),
     Metric("qkd_key_buffer_capacity_bits", "gauge", "bits", "Size of the link's key store, in bits.",
-           protocol=KEY_PROTOCOLS, source="key_capacity_bits"),
+           protocol=(*KEY_PROTOCOLS, ETSI014), source="key_capacity_bits"),
     Metric("qkd_key_generated_bits", "counter", "bits", "Secret key added to the key store, in bits.",
            protocol=KEY_PROTOCOLS, source="key_generated_bits"),
     Metric("qkd_key_requested_bits", "counter", "bits", "Key requested by applications, in bits.",
@@ -134,6 +139,46 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_key_delivered_bits", "counter", "bits",
            "Key delivered to applications, in bits; requested minus delivered is unmet demand.",
            protocol=KEY_PROTOCOLS, source="key_delivered_bits"),
+    # --- ETSI GS QKD 014 key managers (KME): key store, latency, key probes -----------------
+    Metric("qkd_key_buffer_trend_bits_per_second", "gauge", "bits/s",
+           "Net change of the key buffer over the sliding window in bits per second, from successive ETSI 014 status "
+           "polls: positive while supply outpaces consumption.", protocol=ETSI014, source="key_buffer_trend_bps"),
+    Metric("qkd_key_buffer_increase_bits", "counter", "bits",
+           "Rises of the key buffer level between successive ETSI 014 status polls, in bits: a lower bound on key supplied.",
+           protocol=ETSI014, source="buffer_increase_bits"),
+    Metric("qkd_key_buffer_decrease_bits", "counter", "bits",
+           "Falls of the key buffer level between successive ETSI 014 status polls, in bits: a lower bound on key consumed.",
+           protocol=ETSI014, source="buffer_decrease_bits"),
+    Metric("qkd_kme_request_duration_seconds", "histogram", "seconds",
+           "Duration of ETSI 014 requests the KME answered (any HTTP status), by endpoint (status, enc_keys for key "
+           "probes); failures to connect or answer count in qlink_driver_errors_total.", ("link", "endpoint"), ETSI014,
+           "request_duration", buckets=REQUEST_BUCKETS, sum_source="request_seconds"),
+    Metric("qkd_kme_key_probes", "counter", "",
+           "One-key enc_keys probes by result: delivered, refused (the KME answered with an error: an application "
+           "would have been refused a key), failed (no usable answer).", ("link", "result"), ETSI014, "probes"),
+    # --- ETSI GS QKD 015 SD-QKD nodes: what the node reports for the link -------------------
+    Metric("qkd_link_status", "gauge", "",
+           "Status the SD-QKD node reports for the key association link (ETSI 015 qkdl_status): 1 for the current one "
+           "of ACTIVE (generating key), PASSIVE (not generating, keys left), PENDING (awaiting activation), OFF.",
+           ("link", "status"), ETSI015, "link_status"),
+    Metric("qkd_link_active", "gauge", "",
+           "1 while the SD-QKD node reports the key association link ACTIVE (generating key), else 0.",
+           protocol=ETSI015, source="link_active"),
+    Metric("qkd_interface_status", "gauge", "",
+           "Status the SD-QKD node reports for the link's local QKD interface (ETSI 015 qkdi_status): 1 for the "
+           "current one of UP, DOWN, FAILURE.", ("link", "status"), ETSI015, "interface_status"),
+    Metric("qkd_effective_secret_key_rate_bits_per_second", "gauge", "bits/s",
+           "Secret key rate left after the node's internal consumption, in bits per second (ETSI 015 eskr).",
+           protocol=ETSI015, source="eskr_bps"),
+    Metric("qkd_expected_key_consumption_bits_per_second", "gauge", "bits/s",
+           "Sum of the bandwidth of the applications on the link, in bits per second (ETSI 015 expected_consumption).",
+           protocol=ETSI015, source="expected_consumption_bps"),
+    Metric("qkd_signal_to_noise", "gauge", "",
+           "Signal-to-noise ratio as the SD-QKD node reports it (ETSI 015 phys_perf SNR; the model states no unit).",
+           protocol=ETSI015, source="snr"),
+    Metric("qkd_node_unknown_identities", "counter", "",
+           "Identity values outside the etsi-qkd-node-types model in the node's reports, by leaf (qkdl_status, "
+           "qkdi_status, perf_type): counted, never exported as labels.", ("link", "leaf"), ETSI015, "unknown_identities"),
     # --- entangled-photon links (SPDC source, BBM92 + CHSH): raw counts ---------------------
     Metric("qent_pump_pulses", "counter", "", "Pump pulses (coincidence gates) of the entangled-photon source.",
            protocol=BBM92, source="pulses"),
