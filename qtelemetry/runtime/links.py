@@ -20,10 +20,11 @@ from qtelemetry.drivers.faults import EFFECTS, FAULT_KINDS
 from qtelemetry.drivers.simulated import SimulatedConfig
 from qtelemetry.estimation import PROTOCOLS
 
-#: Reasons the runtime itself drops a window for, on every link.
-RUNTIME_REASONS = ("driver_exception", "stalled", "malformed_batch", "invalid_counts", "inconsistent_counts")
-#: Reasons only polled (I/O) links can have: the poll timed out, or the link's slot was full.
-POLL_REASONS = ("timeout", "overflow")
+#: Reasons the runtime itself drops a window for, on every link (overflow: the link's slot was
+#: full, which only a polled link's can be; exported for all so a fleet-wide rate always exists).
+RUNTIME_REASONS = ("driver_exception", "stalled", "overflow", "malformed_batch", "invalid_counts", "inconsistent_counts")
+#: Reasons only polled (I/O) links can have: the poll timed out.
+POLL_REASONS = ("timeout",)
 
 
 @cache
