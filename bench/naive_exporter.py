@@ -24,7 +24,7 @@ def main(config_path: str, port: int) -> None:
     config = load_config(config_path)
     runtime = Runtime(config)
     registry = CollectorRegistry()
-    families = layout(runtime.table, config.exporter.window_seconds)
+    families = layout(runtime.table)
     gauges = {}
     for family in families:
         for block in family.blocks:

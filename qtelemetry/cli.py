@@ -32,7 +32,7 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from qtelemetry.exporter.exposition import Exposition, layout
+    from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.server import MetricsServer
     from qtelemetry.runtime.runtime import Runtime
 
@@ -45,9 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.shard is not None:
         config = sharding.select(config, args.shard)
     runtime = Runtime(config)
-    families = layout(runtime.table, config.exporter.window_seconds)
-    exposition = Exposition(families, lambda: runtime.snapshot)
+    exposition = Exposition(lambda: runtime.snapshot)
     runtime.listeners.append(exposition.published)
+    runtime.reload_hooks.append(exposition.families)
     try:
         server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
                                config.exporter.admin_token())
@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.exporter.otlp is not None:
         from qtelemetry.exporter.otel import start_otlp
 
-        otel = start_otlp(families, lambda: runtime.snapshot, config.exporter.otlp)
+        otel = start_otlp(exposition, lambda: runtime.snapshot, config.exporter.otlp)
         endpoint = urllib.parse.urlsplit(config.exporter.otlp.endpoint)
         log.info("pushing metrics over OTLP host=%s", endpoint.hostname)  # never credentials in the URL
     bound_host, bound_port = server.address

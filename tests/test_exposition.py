@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runtime_drivers import DeviceConfig, make_config, simulated
 
 from qtelemetry.config import default_config
-from qtelemetry.exporter.exposition import Block, Exposition, format_values, layout
+from qtelemetry.exporter.exposition import Block, Exposition, format_values
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.runtime.runtime import Runtime
 
@@ -22,7 +22,7 @@ def demo() -> tuple[Runtime, Exposition]:
     runtime = Runtime(default_config())
     for now in (runtime.started + 1, runtime.started + 2):
         runtime.cycle(now)
-    return runtime, Exposition(layout(runtime.table, 1.0), lambda: runtime.snapshot)
+    return runtime, Exposition(lambda: runtime.snapshot)
 
 
 def families(text: str, openmetrics: bool = False) -> dict:
@@ -80,7 +80,7 @@ def test_label_values_are_escaped():
 
 def test_links_before_their_first_window_export_no_estimates_and_are_down():
     runtime = Runtime(make_config({"sim": simulated(1), "polled": DeviceConfig()}))
-    samples = parse_exposition(Exposition(layout(runtime.table, 1.0), lambda: runtime.snapshot).render().decode())
+    samples = parse_exposition(Exposition(lambda: runtime.snapshot).render().decode())
     assert {s.value for s in samples["qlink_up"]} == {0}
     assert "qlink_data_age_seconds" not in samples and "qkd_channel_loss_db" not in samples
     assert value(samples, "qtelemetry_estimation_duration_seconds_count") == 0

@@ -14,7 +14,7 @@ import pytest
 from conftest import parse_exposition, value
 from runtime_drivers import BrokenFleetConfig, DeviceConfig, make_config, simulated
 
-from qtelemetry.exporter.exposition import Exposition, layout
+from qtelemetry.exporter.exposition import Exposition
 from qtelemetry.runtime.runtime import Runtime
 
 EXPECTED_REASON = {
@@ -40,7 +40,7 @@ POLL = 0.05
 
 def run(drivers: dict, seconds: float = RUN_SECONDS) -> tuple[Runtime, dict]:
     runtime = Runtime(make_config(drivers, window_seconds=0.1, stall_timeout_seconds=1.0))
-    exposition = Exposition(layout(runtime.table, 0.1), lambda: runtime.snapshot)
+    exposition = Exposition(lambda: runtime.snapshot)
     runtime.start()
     try:
         time.sleep(seconds)

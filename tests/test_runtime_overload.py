@@ -12,7 +12,7 @@ from conftest import parse_exposition, value
 from runtime_drivers import DeviceConfig, make_config, simulated
 
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.exporter.exposition import Exposition, layout
+from qtelemetry.exporter.exposition import Exposition
 from qtelemetry.runtime.ingest import SLOT_DEPTH
 from qtelemetry.runtime.runtime import Runtime
 
@@ -42,7 +42,7 @@ def running(monkeypatch: pytest.MonkeyPatch, delay: float, gate: threading.Event
     monkeypatch.setitem(PROTOCOLS, "bb84-decoy", Slowed(PROTOCOLS["bb84-decoy"], delay, gate))
     drivers = {f"sim-{i}": simulated(i) for i in range(3)} | {"polled": DeviceConfig(poll_interval_seconds=0.005)}
     runtime = Runtime(make_config(drivers, window_seconds=WINDOW, stall_timeout_seconds=stall))
-    return runtime, Exposition(layout(runtime.table, WINDOW), lambda: runtime.snapshot)
+    return runtime, Exposition(lambda: runtime.snapshot)
 
 
 def scrapes(exposition: Exposition, seconds: float) -> list[dict]:
@@ -76,7 +76,7 @@ def test_slow_estimator_skips_cycles_counts_them_and_bounds_every_slot(monkeypat
     assert value(last, "qtelemetry_estimation_duration_seconds_bucket", le="0.25") == 0  # every cycle took 0.4 s+
     # the fast poller filled its slot between cycles: the excess is dropped and counted, not queued
     assert value(last, "qlink_driver_errors_total", link="polled", reason="overflow") >= 1
-    assert runtime.slots._pending.max() <= SLOT_DEPTH  # noqa: SLF001 - the bound itself
+    assert runtime._engine.slots._pending.max() <= SLOT_DEPTH  # noqa: SLF001 - the bound itself
     # the simulated links still deliver, one longer window per cycle, nothing lost
     assert value(last, "qlink_up", link="sim-0") == 1
     assert value(last, "qkd_pulses_total", link="sim-0", intensity="signal") == pytest.approx(

@@ -51,7 +51,7 @@ def test_accepted_counts_are_folded_exactly_once(operations):
             _, link, counts, corrupt = step
             if corrupt:  # an impossible reading: more detections than pulses
                 counts = counts | {"detections": counts["pulses"] + 1}
-            ok = runtime.accept(link, CountBatch(0.0, 1.0, counts), 1.0)
+            ok = runtime.accept(f"l{link}", CountBatch(0.0, 1.0, counts), 1.0)
             assert ok is not corrupt
             if ok:
                 batches[link] += 1
@@ -59,7 +59,7 @@ def test_accepted_counts_are_folded_exactly_once(operations):
                 for k in COUNTS:
                     since_cycle[k][link] += counts[k]
         elif step[0] == "fail":
-            runtime.reject(step[1], step[2], "test")
+            runtime.reject(f"l{step[1]}", step[2], "test")
         else:
             snap = runtime.cycle(now=2.0)
             for k in COUNTS:

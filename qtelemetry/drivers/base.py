@@ -79,6 +79,12 @@ class FleetDriver(Protocol):
         """Fault control of the link at ``index`` in the fleet's config order."""
         ...
 
+    def continue_from(self, old: "FleetDriver | None", rows: NDArray[np.intp], old_rows: NDArray[np.intp],
+                      now: float | None = None) -> None:
+        """After a reload: carry on ``old``'s window and the state of its links ``old_rows`` (now at
+        ``rows``); with no ``old``, the first window starts at ``now``."""
+        ...
+
 
 class StrictModel(BaseModel):
     """Config model that rejects unknown keys, so a typo is an error, not a silent default."""

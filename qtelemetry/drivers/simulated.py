@@ -96,7 +96,8 @@ class SimulatedFleet(ABC, Generic[C]):
         self._started = self._window_end = started
         self._rng = fleet_rng(configs)
         self._lock = threading.Lock()
-        self._faults: dict[int, list[FaultConfig]] = {i: list(c.faults) for i, c in enumerate(configs) if c.faults}
+        self._scripted: dict[int, list[FaultConfig]] = {i: list(c.faults) for i, c in enumerate(configs) if c.faults}
+        self._injected: dict[int, list[FaultConfig]] = {}
 
     def faults(self, index: int) -> LinkFaults:
         return LinkFaults(self, index)
@@ -105,21 +106,38 @@ class SimulatedFleet(ABC, Generic[C]):
         check_fault_applies(self.config_type, fault)
         with self._lock:
             shifted = fault.model_copy(update={"start_s": self._window_end - self._started + fault.start_s})
-            self._faults.setdefault(row, []).append(shifted)
+            self._injected.setdefault(row, []).append(shifted)
         return shifted
 
     def clear(self, row: int, kind: str | None) -> int:
+        """End the link's faults of ``kind`` (all if None), scripted or injected; how many ended."""
+        ended = 0
         with self._lock:
-            faults = self._faults.get(row, [])
-            kept = [f for f in faults if kind is not None and f.kind != kind]
-            self._faults[row] = kept
-        return len(faults) - len(kept)
+            for faults in (self._scripted, self._injected):
+                before = faults.get(row, [])
+                faults[row] = [f for f in before if kind is not None and f.kind != kind]
+                ended += len(before) - len(faults[row])
+        return ended
+
+    def continue_from(self, old: "SimulatedFleet | None", rows: NDArray[np.intp], old_rows: NDArray[np.intp],
+                      now: float | None = None) -> None:
+        """After a reload: go on where ``old`` stopped (its window, and its links' injected faults
+        at ``rows``), or, for a kind of link that is new, start the first window ``now``."""
+        if old is None:
+            self._window_end = now if now is not None else self._window_end
+            return
+        self._window_end = old._window_end
+        with old._lock:
+            injected = {int(new): list(old._injected[int(was)]) for new, was in zip(rows, old_rows)
+                        if int(was) in old._injected}
+        with self._lock:
+            self._injected.update(injected)
 
     def effective_parameters(self, t: float) -> tuple[SimpleNamespace, NDArray[np.bool_]]:
         """Parameters under the faults active at ``t`` (seconds since start), and which faults act."""
         active = np.zeros((self.size, len(FAULT_KINDS)), bool)
         with self._lock:
-            faults = [(row, f) for row, fs in self._faults.items() for f in fs]
+            faults = [(row, f) for faults in (self._scripted, self._injected) for row, fs in faults.items() for f in fs]
         if not faults:
             return self.params, active
         params = SimpleNamespace(**vars(self.params))
@@ -172,6 +190,16 @@ class KeyDistillingFleet(SimulatedFleet[K]):
     def draw(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
         rate = self._base_rate if p is self.params else self.secret_key_rate_bps(p)
         return self.draw_counts(rng, p, duration_s) | self.step_key_store(rate * duration_s, p.key_consumption_bps * duration_s)
+
+    def continue_from(self, old: "SimulatedFleet | None", rows: NDArray[np.intp], old_rows: NDArray[np.intp],
+                      now: float | None = None) -> None:
+        """As for any fleet, and each continued link keeps the key its store holds."""
+        super().continue_from(old, rows, old_rows, now)
+        if isinstance(old, KeyDistillingFleet):
+            with old._lock:
+                kept = old.stored_bits[old_rows]
+            with self._lock:
+                self.stored_bits[rows] = np.minimum(kept, self.capacity_bits[rows])
 
     def step_key_store(self, generated: NDArray[np.float64], requested: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
         """Generation fills each store up to its capacity, then demand takes what is there."""

@@ -206,7 +206,7 @@ def _reader(protocol: str, part: str, n: int) -> Callable[[Snapshot, str], NDArr
     return read
 
 
-def _link_blocks(metric: Metric, table: LinkTable, window_seconds: float) -> tuple[list[Block], bool]:
+def _link_blocks(metric: Metric, table: LinkTable) -> tuple[list[Block], bool]:
     """Blocks of the per-link health, plan and exporter metrics; True if read at scrape time."""
     rows, n = _link_rows(table), len(table)
     name = metric.sample_name
@@ -217,7 +217,7 @@ def _link_blocks(metric: Metric, table: LinkTable, window_seconds: float) -> tup
             return [Block(name, metric.labels, info, (), _const(np.ones(n)))], False
         case "qlink_up":
             return [Block(name, metric.labels, rows, (),
-                          lambda snap, now: snap.up(now, table.stall_timeout).astype(float))], True
+                          lambda snap, now: snap.up(now).astype(float))], True
         case "qlink_data_age_seconds":
             return [Block(name, metric.labels, rows, (), lambda snap, now: np.maximum(now - snap.received_at, 0.0))], True
         case "qlink_last_update_timestamp_seconds":
@@ -245,7 +245,7 @@ def _link_blocks(metric: Metric, table: LinkTable, window_seconds: float) -> tup
         case "qtelemetry_estimation_lag_seconds":
             return [Block(name, (), [()], (), lambda snap, now: np.array([snap.lag(now)]))], True
         case "qtelemetry_estimation_interval_seconds":
-            return [Block(name, (), [()], (), _const(np.array([window_seconds])))], False
+            return [Block(name, (), [()], (), lambda snap, now: np.array([snap.window_seconds]))], False
         case "qtelemetry_estimation_cycles_skipped":
             return [Block(name, (), [()], (), lambda snap, now: np.array([snap.cycles_skipped]))], False
         case "qtelemetry_links":
@@ -255,21 +255,21 @@ def _link_blocks(metric: Metric, table: LinkTable, window_seconds: float) -> tup
     raise KeyError(f"catalogue metric {metric.name} has no value source")
 
 
-def layout(table: LinkTable, window_seconds: float) -> tuple[Family, ...]:
+def layout(table: LinkTable) -> tuple[Family, ...]:
     """Every catalogue family for these links; the scrape-time ones last."""
     families = []
     for metric in METRICS:
         if metric.protocols:
             families.append(Family(metric, tuple(_protocol_blocks(metric, table))))
         else:
-            blocks, dynamic = _link_blocks(metric, table, window_seconds)
+            blocks, dynamic = _link_blocks(metric, table)
             families.append(Family(metric, tuple(blocks), dynamic))
     return tuple(sorted(families, key=lambda f: f.dynamic))
 
 
 @dataclass
 class _Rendered:
-    sequence: int
+    snapshot: Snapshot
     body: bytes
     gzip_head: bytes = b""
     gzip_state: Any = None  #: zlib compressor after the body, copied to finish each scrape
@@ -280,22 +280,31 @@ class Exposition:
 
     While a format is being scraped (asked for within ``WARM_S``), each new snapshot is rendered
     for it ahead of time on a background thread, so a scrape only adds the scrape-time families;
-    an exporter nobody scrapes renders nothing.
+    an exporter nobody scrapes renders nothing. The layout follows the snapshot's links, so a
+    reload that changes them changes the exposition with the first snapshot that has them.
     """
 
     WARM_S = 120.0
 
-    def __init__(self, families: tuple[Family, ...], snapshot: Callable[[], Snapshot]):
-        self.families = families
+    def __init__(self, snapshot: Callable[[], Snapshot]):
         self._snapshot = snapshot
-        self._static = tuple(f for f in families if not f.dynamic)
-        self._dynamic = tuple(f for f in families if f.dynamic)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._layouts: list[tuple[LinkTable, tuple[Family, ...]]] = []  # the newest two
         self._cache: dict[bool, _Rendered] = {}
         self._asked: dict[tuple[bool, bool], float] = {}  # (openmetrics, gzip) -> when last scraped
         self._published = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._prepare, name="exposition", daemon=True)
+
+    def families(self, table: LinkTable) -> tuple[Family, ...]:
+        """The layout of ``table``'s links (built once per table; call ahead for a new one)."""
+        with self._lock:
+            for known, families in self._layouts:
+                if known is table:
+                    return families
+            families = layout(table)
+            self._layouts = [*self._layouts[-1:], (table, families)]
+            return families
 
     def start(self) -> None:
         self._thread.start()
@@ -320,9 +329,10 @@ class Exposition:
         """The snapshot's scrape-independent text (and gzip stream), rendered if not yet."""
         with self._lock:
             cached = self._cache.get(openmetrics)
-            if cached is None or cached.sequence != snap.sequence:
-                text = "".join(f.render(snap, 0.0, openmetrics) for f in self._static)
-                cached = self._cache[openmetrics] = _Rendered(snap.sequence, text.encode())
+            if cached is None or cached.snapshot is not snap:
+                static = (f for f in self.families(snap.table) if not f.dynamic)
+                text = "".join(f.render(snap, 0.0, openmetrics) for f in static)
+                cached = self._cache[openmetrics] = _Rendered(snap, text.encode())
             if gzip and cached.gzip_state is None:
                 cached.gzip_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
                 cached.gzip_head = cached.gzip_state.compress(cached.body)
@@ -334,8 +344,8 @@ class Exposition:
         snap = self._snapshot()
         cached = self._body(snap, openmetrics, gzip)
         now = time.time() if now is None else now
-        tail = ("".join(f.render(snap, now, openmetrics) for f in self._dynamic)
-                + ("# EOF\n" if openmetrics else "")).encode()
+        dynamic = [f for f in self.families(snap.table) if f.dynamic]
+        tail = ("".join(f.render(snap, now, openmetrics) for f in dynamic) + ("# EOF\n" if openmetrics else "")).encode()
         if not gzip:
             return cached.body + tail
         stream = cached.gzip_state.copy()

@@ -21,16 +21,19 @@ from opentelemetry.sdk.resources import Resource
 
 from qtelemetry import __version__
 from qtelemetry.config import OtlpConfig
-from qtelemetry.exporter.exposition import Family
+from qtelemetry.exporter.exposition import Exposition
+from qtelemetry.monitoring.catalogue import METRICS, Metric
 from qtelemetry.runtime.snapshot import Snapshot
 
 #: Catalogue units → UCUM units, as OpenTelemetry expects.
 UCUM = {"": "1", "ratio": "1", "bits/s": "bit/s", "bits": "bit", "seconds": "s", "dB": "dB", "1/s": "1/s"}
 
 
-def _callback(family: Family, snapshot: Callable[[], Snapshot]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+def _callback(metric: Metric, exposition: Exposition, snapshot: Callable[[], Snapshot],
+              ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         snap, now = snapshot(), time.time()
+        family = next(f for f in exposition.families(snap.table) if f.metric is metric)
         for block in family.blocks:
             values, keep = block.values_at(snap, now)
             for labels, value, kept in zip(block.label_rows(), values.tolist(), keep.tolist()):
@@ -39,15 +42,15 @@ def _callback(family: Family, snapshot: Callable[[], Snapshot]) -> Callable[[Cal
     return observe
 
 
-def meter_provider(families: tuple[Family, ...], snapshot: Callable[[], Snapshot], reader: MetricReader) -> MeterProvider:
-    """A MeterProvider whose instruments observe ``snapshot`` whenever ``reader`` collects."""
+def meter_provider(exposition: Exposition, snapshot: Callable[[], Snapshot], reader: MetricReader) -> MeterProvider:
+    """A MeterProvider whose instruments observe ``snapshot`` (laid out as ``exposition`` lays it
+    out) whenever ``reader`` collects."""
     resource = Resource.create({"service.name": "qtelemetry", "service.version": __version__,
                                 "service.instance.id": socket.gethostname()})
     provider = MeterProvider(metric_readers=[reader], resource=resource)
     meter = provider.get_meter("qtelemetry", __version__)
-    for family in families:
-        metric = family.metric
-        kwargs = dict(callbacks=[_callback(family, snapshot)], unit=UCUM[metric.unit], description=metric.help)
+    for metric in METRICS:
+        kwargs = dict(callbacks=[_callback(metric, exposition, snapshot)], unit=UCUM[metric.unit], description=metric.help)
         if metric.type == "counter":
             meter.create_observable_counter(metric.name, **kwargs)
         elif metric.type in ("gauge", "info"):
@@ -55,9 +58,9 @@ def meter_provider(families: tuple[Family, ...], snapshot: Callable[[], Snapshot
     return provider
 
 
-def start_otlp(families: tuple[Family, ...], snapshot: Callable[[], Snapshot], config: OtlpConfig) -> MeterProvider:
+def start_otlp(exposition: Exposition, snapshot: Callable[[], Snapshot], config: OtlpConfig) -> MeterProvider:
     """Push every ``interval_seconds`` to an OTLP/HTTP endpoint; call ``shutdown()`` to flush."""
     exporter = OTLPMetricExporter(endpoint=config.endpoint, timeout=config.timeout_seconds)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=config.interval_seconds * 1000,
                                            export_timeout_millis=config.timeout_seconds * 1000)
-    return meter_provider(families, snapshot, reader)
+    return meter_provider(exposition, snapshot, reader)

@@ -117,6 +117,7 @@ class Slots:
             self._duration[name] = np.zeros(len(members))
             self._levels[name] = tuple(k for k in protocol.count_shapes if protocol.count_kinds.get(k) == "level")
         self._members = {name: members for name, (_, members) in groups.items()}
+        self.closed = False
         self._reset(n_links)
 
     def _reset(self, n_links: int) -> None:
@@ -125,10 +126,20 @@ class Slots:
         self._received = np.full(n_links, np.nan)
         self._last_ok = np.zeros(n_links, np.int8)
 
-    def put(self, link: int, counts: Mapping[str, NDArray[np.float64]], duration: float, received_at: float) -> bool:
-        """Coalesce one checked reading into the link's slot; False (and counted) if the slot is full."""
+    def close(self) -> None:
+        """Take no more readings (a reload replaced these slots); ``take`` still empties them."""
+        with self._lock:
+            self.closed = True
+
+    def put(self, link: int, counts: Mapping[str, NDArray[np.float64]], duration: float, received_at: float) -> bool | None:
+        """Coalesce one checked reading into the link's slot.
+
+        False (and counted) if the slot is full; None if the slots are closed.
+        """
         group, row = self._group_of[link]
         with self._lock:
+            if self.closed:
+                return None
             if self._pending[link] >= SLOT_DEPTH:
                 self._fail(link, "overflow")
                 return False
@@ -144,9 +155,13 @@ class Slots:
             self._last_ok[link] = 1
         return True
 
-    def fail(self, link: int, reason: str) -> None:
+    def fail(self, link: int, reason: str) -> bool:
+        """Count a failure of the link; False if the slots are closed."""
         with self._lock:
+            if self.closed:
+                return False
             self._fail(link, reason)
+            return True
 
     def _fail(self, link: int, reason: str) -> None:
         self._errors[link, self._reason[reason]] += 1

@@ -8,6 +8,10 @@ from typing import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
+from qtelemetry.runtime.links import LinkTable
+
+#: The exporter is not ready while its last cycle is older than this many windows.
+LAGGING_WINDOWS = 3
 #: Upper bounds (s) of the estimation-duration histogram buckets.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -32,8 +36,7 @@ class Snapshot:
     them out from ``received_at`` and its own clock, so a stuck cycle cannot look current.
     """
 
-    sequence: int  #: cycle number: 0 before the first cycle
-    published_at: float  #: Unix time the cycle finished (the start time before the first)
+    table: LinkTable  #: the links these arrays are about
     groups: Mapping[str, GroupSnapshot]
     received_at: NDArray[np.float64]  #: arrival of the newest data in the estimates, NaN: none yet
     ok: NDArray[np.bool_]  #: the link's newest event was valid data (not an error)
@@ -41,15 +44,27 @@ class Snapshot:
     errors: NDArray[np.int64]  #: (links, reasons)
     skipped: NDArray[np.int64]  #: (links, skip reasons)
     faults: NDArray[np.bool_]  #: (links, fault kinds)
+    sequence: int = 0  #: cycle number: 0 before the first cycle
+    published_at: float = 0.0  #: Unix time the cycle finished (the start time before the first)
+    window_seconds: float = 1.0  #: the cycle's period
     duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
     duration_sum: float = 0.0
     cycles_skipped: int = 0
 
-    def up(self, now: float, stall_timeout: NDArray[np.float64]) -> NDArray[np.bool_]:
+    def up(self, now: float) -> NDArray[np.bool_]:
         """Links whose newest event was valid data received within their stall timeout."""
         with np.errstate(invalid="ignore"):
-            return self.ok & (now - self.received_at <= stall_timeout)
+            return self.ok & (now - self.received_at <= self.table.stall_timeout)
 
     def lag(self, now: float) -> float:
         """Seconds since the last completed cycle."""
         return max(0.0, now - self.published_at)
+
+    def ready(self, now: float) -> tuple[bool, str]:
+        """Ready to be scraped: cycles run on time and every link has delivered data or failed."""
+        if self.sequence == 0 or self.lag(now) > LAGGING_WINDOWS * self.window_seconds:
+            return False, f"estimation lags by {self.lag(now):.1f} s"
+        waiting = ~(self.batches > 0) & ~(self.errors.sum(axis=1) > 0)
+        if waiting.any():
+            return False, f"{int(waiting.sum())} links have not delivered a first window or error yet"
+        return True, "ready"

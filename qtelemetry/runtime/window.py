@@ -51,6 +51,20 @@ class SlidingWindow:
         self.ring_duration[rows, slot] = duration
         self.position[rows] = (slot + 1) % self.ring_duration.shape[1]
 
+    def adopt(self, rows: NDArray[np.intp], old: "SlidingWindow", old_rows: NDArray[np.intp]) -> None:
+        """Continue ``old``'s links at ``rows``: totals and levels always, the window if it has the same length."""
+        for key in self.summed:
+            self.totals[key][rows] = old.totals[key][old_rows]
+        for key in self.levels:
+            self.latest[key][rows] = old.latest[key][old_rows]
+        if self.ring_duration.shape[1] == old.ring_duration.shape[1]:
+            for key in self.summed:
+                self.ring[key][rows] = old.ring[key][old_rows]
+                self.sums[key][rows] = old.sums[key][old_rows]
+            self.ring_duration[rows] = old.ring_duration[old_rows]
+            self.duration[rows] = old.duration[old_rows]
+            self.position[rows] = old.position[old_rows]
+
     def window(self) -> Counts:
         """What the estimator reads: window sums of counts and amounts, latest levels."""
         return self.sums | self.latest
