@@ -17,7 +17,7 @@ from qtelemetry.drivers.faults import EFFECTS, FaultConfig, apply_faults
 class SimulatedConfig(StrictModel):
     """Fields every simulated link has: a seed and scripted faults."""
 
-    seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="random seed (0 ≤ seed < 2^63); omit for a fresh one per run")
     faults: list[FaultConfig] = Field(default_factory=list, description="scripted fault scenarios")
 
     @model_validator(mode="after")
@@ -25,6 +25,11 @@ class SimulatedConfig(StrictModel):
         for fault in self.faults:
             check_fault_applies(type(self), fault)
         return self
+
+
+#: Fastest pulse or attempt rate a simulated link may have: keeps a window's counts (rate × at most
+#: 3,600 s) far inside int64, which NumPy's samplers need. Real sources run at up to a few GHz.
+MAX_RATE_HZ = 1e12
 
 
 class KeyDistillingConfig(SimulatedConfig):

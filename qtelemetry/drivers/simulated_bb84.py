@@ -9,12 +9,13 @@ faults (``faults``) act on the physical parameters, so their signatures come out
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
+from qtelemetry.drivers.simulated import MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingDriver
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
 
@@ -30,7 +31,7 @@ class SimulatedBB84Config(KeyDistillingConfig):
     detector_efficiency: float = Field(0.1, gt=0.0, le=1.0, description="Bob's detection efficiency incl. optics")
     dark_count_probability: float = Field(1e-6, ge=0.0, le=1.0, description="background click probability per gate (Y0)")
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="probability a photon hits the wrong detector")
-    clock_rate_hz: float = Field(1e8, gt=0.0, description="source pulse rate")
+    clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="source pulse rate")
     mu: float = Field(0.5, gt=0.0, description="signal mean photon number")
     nu: float = Field(0.1, gt=0.0, description="weak decoy mean photon number")
     p_signal: float = Field(0.8, gt=0.0, le=1.0)
@@ -50,8 +51,10 @@ class SimulatedBB84Config(KeyDistillingConfig):
         if self.nu >= self.mu:
             raise ValueError(f"nu ({self.nu}) must be smaller than mu ({self.mu})")
         total = self.p_signal + self.p_decoy + self.p_vacuum
-        if not np.isclose(total, 1.0):
+        if not math.isclose(total, 1.0, rel_tol=1e-5, abs_tol=1e-8):
             raise ValueError(f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
+        if self.p_signal + self.p_decoy >= 1.0:  # NumPy's multinomial refuses it: no vacuum pulses left
+            raise ValueError(f"p_signal + p_decoy must be below 1, not {self.p_signal + self.p_decoy:g}")
         return self
 
     def estimation_params(self) -> dict[str, float]:

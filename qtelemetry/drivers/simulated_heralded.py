@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedDriver
+from qtelemetry.drivers.simulated import MAX_RATE_HZ, SimulatedConfig, SimulatedDriver
 from qtelemetry.estimation import decoy, heralded
 
 
@@ -38,7 +38,7 @@ class SimulatedHeraldedConfig(SimulatedConfig):
     intrinsic_fidelity: float = Field(0.95, ge=0.5, le=1.0, description="fidelity of a correctly heralded pair before storage")
     coherence_time_s: float = Field(0.01, gt=0.0, description="coherence time T2 of the stored pair (both memories), s")
     storage_time_s: float = Field(0.0, ge=0.0, description="storage after the herald arrives, before use, s")
-    attempt_rate_hz: float = Field(1e5, gt=0.0, description="entanglement attempts per second")
+    attempt_rate_hz: float = Field(1e5, gt=0.0, le=MAX_RATE_HZ, description="entanglement attempts per second")
     measured_fraction: float = Field(0.1, ge=0.0, le=1.0, description="fraction of heralded pairs measured to estimate fidelity")
 
     def estimation_params(self) -> dict[str, float]:

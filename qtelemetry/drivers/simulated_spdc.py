@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingDriver
+from qtelemetry.drivers.simulated import MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingDriver
 from qtelemetry.estimation import entanglement
 from qtelemetry.estimation.stats import ratio
 
@@ -39,7 +39,7 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="polarisation misalignment error of the channel")
     dark_count_rate_hz: float = Field(100.0, ge=0.0, description="background click rate of each receiver, 1/s")
     coincidence_window_s: float = Field(1e-9, gt=0.0, description="coincidence (gate) window, s")
-    clock_rate_hz: float = Field(1e8, gt=0.0, description="pump pulse rate")
+    clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="pump pulse rate")
     chsh_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pulses used for the CHSH test")
     ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
 
