@@ -15,5 +15,6 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        raise MissingExtra(f"{exc.name} is not installed: pip install 'qtelemetry[{extra}]' "
+        package = (exc.name or module).split(".")[0]
+        raise MissingExtra(f"{package} is not installed: pip install 'qtelemetry[{extra}]' "
                            f"(in a source checkout: pip install -e '.[{extra}]')") from None

@@ -58,8 +58,7 @@ def describe_injected(link: str, fault: dict[str, Any]) -> str:
     duration = fault.get("duration_s")
     timing = f"full strength after {ramp:g} s, " if ramp else "at full strength now, "
     timing += f"for {duration:g} s" if duration else "until cleared"
-    why = f" ({effect.why})" if effect else ""
-    return f"injected {kind} on link {link}: {strength}, {timing}{why}"
+    return f"injected {kind} on link {link}: {strength}, {timing}"
 
 
 def describe_cleared(link: str, kind: str | None, ended: Any) -> str:
