@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = _load(args.config)
     except ConfigError as exc:
         for field, reason in exc.problems:
-            log.error("invalid config", extra={"source": exc.source, "field": field, "reason": reason})
+            _refuse("invalid config", source=exc.source, field=field, reason=reason)
         return EXIT_CONFIG
     try:
         host, port = parse_listen(args.listen or config.exporter.listen)
@@ -54,10 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         server = MetricsServer(registry, host, port, config.exporter.web,
                                FaultTarget(lambda: pipeline.drivers), config.exporter.admin_token())
+    except ssl.SSLError as exc:  # an OSError too: catch it first
+        return _refuse("TLS setup failed", field="exporter.web", reason=str(exc))
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=exc.strerror or str(exc))
-    except ssl.SSLError as exc:
-        return _refuse("TLS setup failed", field="exporter.web", reason=str(exc))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

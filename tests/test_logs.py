@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ def test_any_text_round_trips_through_one_logfmt_line(message, value, number):
     line = format_line(message, value=value, number=number)
     assert "\n" not in line and "\r" not in line
     parsed = logfmtkv.parse(line, strict=True, duplicates="error")
-    assert (parsed["msg"], parsed["value"], float(parsed["number"])) == (message, value, number)
+    assert (parsed["msg"], parsed["value"], parsed["number"]) == (message, value, str(number))
 
 
 def test_lone_surrogates_still_give_one_parseable_line():
@@ -190,3 +191,30 @@ def test_main_can_be_called_twice_without_doubling_lines(tmp_path, capsys):
         assert capsys.readouterr().err.count("msg=once") == 1
     finally:
         root.handlers[:] = before
+
+
+def start_failure(tmp_path, exporter: str, *args: str) -> dict[str, str | bool]:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"exporter: {{{exporter}}}\nlinks: [{{name: a, driver: {{type: simulated-bb84, fiber_length_km: 10}}}}]\n")
+    done = subprocess.run([sys.executable, "-m", "qtelemetry", "run", "--config", str(path), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [record] = [logfmtkv.parse(line, strict=True) for line in done.stderr.splitlines()]
+    return record
+
+
+def test_a_port_in_use_is_one_error_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        record = start_failure(tmp_path, f'listen: "127.0.0.1:{port}"')
+    assert (record["msg"], record["address"], record["reason"]) == ("cannot listen", f"127.0.0.1:{port}",
+                                                                     "Address already in use")
+
+
+def test_a_certificate_that_is_not_pem_is_a_tls_error_not_a_listen_error(tmp_path):
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("not a certificate\n")
+    record = start_failure(tmp_path, "web: {tls_cert_file: tls.crt, tls_key_file: tls.key}", "--listen", "127.0.0.1:0")
+    assert (record["msg"], record["field"]) == ("TLS setup failed", "exporter.web")
