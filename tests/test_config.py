@@ -30,7 +30,7 @@ CASES = {
     "unsafe label value": (config(name='"bad name\\""'), "links[0].name", "should match pattern"),
     "uppercase label": (config(name="Metro"), "links[0].name", "should match pattern"),
     "unknown driver": ("links: [{name: x, driver: {type: carrier-pigeon}}]", "links[0].driver", "carrier-pigeon"),
-    "invalid YAML": ("links: [unclosed", "line 1, column 17", "invalid YAML"),
+    "invalid YAML": ("links: [unclosed", "line 1, column 8", "invalid YAML"),
     "not a mapping": ("- just\n- a list\n", "(top level)", "expected a mapping"),
     "bad listen": ("exporter: {listen: nowhere}\n" + config(), "exporter.listen", "HOST:PORT"),
     "zero window": ("exporter: {window_seconds: 0}\n" + config(), "exporter.window_seconds", "greater than or equal to 0.05"),
