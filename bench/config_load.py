@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from qtelemetry.config import Config, config_loader, load_config, load_yaml, read_text
+from qtelemetry.config import Config, load_config
+from qtelemetry.configfile import config_loader, load_yaml, read_text
 
 DRIVERS = ("{type: simulated-bb84, fiber_length_km: %d, seed: %d}",
            "{type: simulated-spdc, fiber_length_km: %d, seed: %d}",

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qtelemetry.cli import cmd_check_config
-from qtelemetry.config import (CONFIDENCE_LEVEL_MAX, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN, ConfigError,
-                               config_loader, load_yaml, parse_config)
+from qtelemetry.config import CONFIDENCE_LEVEL_MAX, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN, ConfigError, parse_config
+from qtelemetry.configfile import config_loader, load_yaml
 from qtelemetry.drivers import DRIVER_CONFIGS
 from qtelemetry.drivers.faults import EFFECTS, FaultConfig
 

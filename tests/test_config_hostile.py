@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from qtelemetry.cli import main
-from qtelemetry.config import (CONFIDENCE_LEVEL_MAX, ConfigError, config_loader, floats_per_window, load_config,
-                               load_yaml, parse_config)
+from qtelemetry.config import CONFIDENCE_LEVEL_MAX, ConfigError, floats_per_window, load_config, parse_config
+from qtelemetry.configfile import config_loader, load_yaml
 from qtelemetry.drivers.base import CountBatch
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.exporter.pipeline import ProtocolGroup
