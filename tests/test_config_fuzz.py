@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qtelemetry.cli import cmd_check_config
-from qtelemetry.config import CONFIDENCE_LEVEL_MAX, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN, ConfigError, parse_config
+from qtelemetry.config import (CONFIDENCE_LEVEL_MAX, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN, Config, ConfigError,
+                               ExporterConfig, LinkConfig, OtlpConfig, WebConfig, parse_config)
 from qtelemetry.configfile import config_loader, load_yaml
 from qtelemetry.drivers import DRIVER_CONFIGS
 from qtelemetry.drivers.faults import EFFECTS, FaultConfig
@@ -146,7 +147,11 @@ HOSTILE = st.sampled_from([
     Raw("!!str"), Raw("~"), Raw("yes"), Raw("&a [*a]"), Raw("*undefined"), Raw("{<<: 5}"), Raw("{? [1]: 2}"),
     Raw("[" * 500 + "]" * 500), Raw("0.9999999999999999"), Raw("0.05"), Raw("3600.0001"), Raw(str(2**63)),
     Raw('"\\ud800"'), Raw('"a\\nlevel=ERROR"'), Raw('"\\0"'), Raw("'" + "x" * 10000 + "'"),
+    Raw("/dev/zero"), Raw("/proc/self/status"), Raw("."), Raw("/"), Raw("'$2$04$" + "a" * 53 + "'"),
 ])
+#: Every field name of the schema: added keys hit real fields (file paths, web, otlp) as often as typos.
+FIELD_NAMES = sorted({name for model in (Config, ExporterConfig, WebConfig, OtlpConfig, LinkConfig, FaultConfig,
+                                         *DRIVER_CONFIGS) for name in model.model_fields})
 VALUES = st.recursive(
     HOSTILE | st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
@@ -186,7 +191,7 @@ def hostile_documents(draw: st.DrawFn) -> str:
         action = draw(st.sampled_from(["replace", "delete", "add"] if keys else ["add"]))
         if action == "add":
             if isinstance(container, dict):
-                container[draw(st.text(max_size=10) | st.sampled_from(["colour", "type", "<<"]))] = draw(VALUES)
+                container[draw(st.text(max_size=10) | st.sampled_from([*FIELD_NAMES, "colour", "<<"]))] = draw(VALUES)
             else:
                 container.append(draw(VALUES))
         elif action == "delete":
