@@ -312,3 +312,43 @@ def test_relative_paths_are_taken_from_the_config_files_directory(tmp_path, monk
     assert config.exporter.admin_token() == "t0ken"
     monkeypatch.chdir(site)
     assert load_config("c.yaml").exporter.admin_token_file == site / "admin.token"
+
+
+EXTREMES = {
+    "bb84, dead channel, no dark counts, fiber cut": "type: simulated-bb84, fiber_length_km: 1.0e+5, "
+        "attenuation_db_per_km: 1000, insertion_loss_db: 1000, dark_count_probability: 0, clock_rate_hz: 1.0e+12, "
+        "mu: 10, nu: 9.99, source_power_factor: 100, faults: [{kind: fiber-cut}]",
+    "bb84, every pulse clicks": "type: simulated-bb84, fiber_length_km: 0, attenuation_db_per_km: 0, "
+        "detector_efficiency: 1, dark_count_probability: 1, misalignment_error: 0.5, mu: 10, nu: 1.0e-300",
+    "spdc at its limits": "type: simulated-spdc, fiber_length_km: 1.0e+5, clock_rate_hz: 1.0e+12, "
+        "coincidence_window_s: 1.0e-12, mean_pair_number: 10, source_power_factor: 100, dark_count_rate_hz: 1.0e+12",
+    "heralded, instant decoherence": "type: simulated-heralded, fiber_length_km: 1.0e+5, attempt_rate_hz: 1.0e+12, "
+        "coherence_time_s: 5.0e-324, storage_time_s: 1.0e+9, dark_count_probability: 0",
+    "heralded, perfect memories": "type: simulated-heralded, fiber_length_km: 0, coherence_time_s: 1.0e+9, "
+        "scheme: single-click, bright_state_population: 0.5",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTREMES))
+def test_links_at_their_field_limits_sample_and_estimate_a_window(case):
+    """The bounds are the runtime's: a link at them samples an hour-long window and is estimated."""
+    config = parse_config(f"exporter: {{window_seconds: 3600, stall_timeout_seconds: 3600}}\n"
+                          f"links: [{{name: a, driver: {{{EXTREMES[case]}}}}}]\n")
+    [spec] = config.links
+    driver = spec.driver.build(config.exporter.window_seconds)
+    faulted, _ = driver.effective_config(1.0)
+    batch = CountBatch(0.0, 3600.0, driver.sample(np.random.default_rng(1), faulted))
+    group = ProtocolGroup(PROTOCOLS[spec.driver.protocol], [spec], 1)
+    assert group.reject_reasons([batch]) == [None]
+    group.add(np.arange(1), [batch])
+    with np.errstate(all="ignore"):
+        group.estimate(config.exporter.confidence_level)
+    spec.expected_key_rate(), spec.loss_budget()
+
+
+@pytest.mark.parametrize("field, value", [("fiber_length_km", "1.0e+6"), ("mu", "11"), ("clock_rate_hz", "1.0e+13"),
+                                          ("key_buffer_capacity_bits", "1.0e+19")])
+def test_driver_fields_beyond_their_limits_are_refused(field, value, tmp_path, capsys):
+    extra = f", {field}: {value}"
+    text = link(extra).replace("fiber_length_km: 10, ", "") if field == "fiber_length_km" else link(extra)
+    rejected(tmp_path, capsys, document(links=text), f"links[0].driver.{field}", "less than or equal to")

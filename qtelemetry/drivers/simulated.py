@@ -27,17 +27,31 @@ class SimulatedConfig(StrictModel):
         return self
 
 
-#: Fastest pulse or attempt rate a simulated link may have: keeps a window's counts (rate × at most
-#: 3,600 s) far inside int64, which NumPy's samplers need. Real sources run at up to a few GHz.
+# Upper bounds of simulated links' fields: far beyond any real link, low enough that no sampled
+# count or model term overflows (the exporter must run whatever config it accepts).
+#: Fastest pulse or attempt rate: keeps a window's counts (rate × at most 3,600 s) far inside
+#: int64, which NumPy's samplers need. Real sources run at up to a few GHz.
 MAX_RATE_HZ = 1e12
+#: Longest fibre, km (ten times the longest submarine cable).
+MAX_LENGTH_KM = 1e5
+#: Largest attenuation (dB/km) and insertion loss (dB).
+MAX_LOSS_DB = 1e3
+#: Largest mean photon (pair) number per pulse; decoy and SPDC sources run well below 1.
+MAX_MEAN_PHOTONS = 10.0
+#: Largest drift factor of a source's power.
+MAX_POWER_FACTOR = 100.0
+#: Largest error-correction inefficiency f (real codes: 1.05-1.5).
+MAX_EC_EFFICIENCY = 10.0
+#: Largest amount of key, in bits (key stores, post-processing blocks), and key demand, bits/s.
+MAX_BITS = 1e18
 
 
 class KeyDistillingConfig(SimulatedConfig):
     """A simulated link that distils secret key into a key store its applications draw from."""
 
-    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, description="size of the link's key store, bits")
+    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, le=MAX_BITS, description="size of the link's key store, bits")
     key_buffer_initial_ratio: float = Field(0.5, ge=0.0, le=1.0, description="initial fill of the key store")
-    key_consumption_bps: float = Field(0.0, ge=0.0, description="key demand of applications, bits/s")
+    key_consumption_bps: float = Field(0.0, ge=0.0, le=MAX_BITS, description="key demand of applications, bits/s")
 
 
 def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) -> None:

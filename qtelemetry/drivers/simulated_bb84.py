@@ -15,9 +15,11 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingDriver
+from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
+                                          MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingDriver)
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
+from qtelemetry.estimation.stats import ratio
 
 class SimulatedBB84Config(KeyDistillingConfig):
     """A decoy-state BB84 link over fiber, as the simulator models it."""
@@ -25,26 +27,26 @@ class SimulatedBB84Config(KeyDistillingConfig):
     protocol: ClassVar[str] = "bb84-decoy"
 
     type: Literal["simulated-bb84"]
-    fiber_length_km: float = Field(ge=0.0, description="fiber length, km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, description="fiber attenuation, dB/km")
-    insertion_loss_db: float = Field(0.0, ge=0.0, description="extra loss: connectors, switches, dB")
+    fiber_length_km: float = Field(ge=0.0, le=MAX_LENGTH_KM, description="fiber length, km")
+    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=MAX_LOSS_DB, description="fiber attenuation, dB/km")
+    insertion_loss_db: float = Field(0.0, ge=0.0, le=MAX_LOSS_DB, description="extra loss: connectors, switches, dB")
     detector_efficiency: float = Field(0.1, gt=0.0, le=1.0, description="Bob's detection efficiency incl. optics")
     dark_count_probability: float = Field(1e-6, ge=0.0, le=1.0, description="background click probability per gate (Y0)")
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="probability a photon hits the wrong detector")
     clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="source pulse rate")
-    mu: float = Field(0.5, gt=0.0, description="signal mean photon number")
-    nu: float = Field(0.1, gt=0.0, description="weak decoy mean photon number")
+    mu: float = Field(0.5, gt=0.0, le=MAX_MEAN_PHOTONS, description="signal mean photon number")
+    nu: float = Field(0.1, gt=0.0, le=MAX_MEAN_PHOTONS, description="weak decoy mean photon number")
     p_signal: float = Field(0.8, gt=0.0, le=1.0)
     p_decoy: float = Field(0.1, gt=0.0, le=1.0)
     p_vacuum: float = Field(0.1, gt=0.0, le=1.0)
     basis_bias: float = Field(0.5, gt=0.0, lt=1.0, description="probability of choosing the Z basis")
-    ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
-    block_size: float = Field(1e8, ge=1e4, description="sifted Z bits per post-processing block (finite key)")
+    ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
+    block_size: float = Field(1e8, ge=1e4, le=MAX_BITS, description="sifted Z bits per post-processing block (finite key)")
     epsilon_sec: float = Field(1e-10, gt=0.0, lt=1.0, description="secrecy parameter of the finite-key bound")
     epsilon_cor: float = Field(1e-15, gt=0.0, lt=1.0, description="correctness parameter of the finite-key bound")
     eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses intercepted and resent by Eve")
     blinding_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses whose clicks Eve fakes after blinding")
-    source_power_factor: float = Field(1.0, gt=0.0, description="emitted / nominal intensity (source drift)")
+    source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="emitted / nominal intensity (source drift)")
 
     @model_validator(mode="after")
     def _physical(self) -> "SimulatedBB84Config":
@@ -91,13 +93,14 @@ def click_model(cfg: SimulatedBB84Config) -> tuple[np.ndarray, np.ndarray]:
     eta = decoy.transmittance(cfg.fiber_length_km, cfg.attenuation_db_per_km, cfg.insertion_loss_db)
     eta = eta * cfg.detector_efficiency
     q = decoy.gain(eta, intensities, cfg.dark_count_probability)
-    error = decoy.error_gain(eta, intensities, cfg.dark_count_probability, cfg.misalignment_error) / q
+    error = ratio(decoy.error_gain(eta, intensities, cfg.dark_count_probability, cfg.misalignment_error), q)
     error = (1 - cfg.eavesdrop_fraction) * error + cfg.eavesdrop_fraction * 0.25
     b = cfg.blinding_fraction
     faked = np.dot([cfg.p_signal, cfg.p_decoy, cfg.p_vacuum], q)
     q_seen = (1 - b) * q + b * faked
-    error = (1 - b) * q * error / q_seen
-    return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
+    error = ratio((1 - b) * q * error, q_seen)
+    # A channel with no clicks at all (no light, no dark counts) has no errors either.
+    return np.clip(q_seen, 0.0, 1.0), np.clip(np.nan_to_num(error, nan=0.0), 0.0, 1.0)
 
 
 def sample_window(cfg: SimulatedBB84Config, rng: np.random.Generator, pulses_total: int) -> dict[str, np.ndarray]:
