@@ -120,8 +120,9 @@ def test_check_suggests_the_command_with_the_out_and_config_it_was_given(tmp_pat
 def test_a_pyproject_of_another_project_is_not_a_checkout(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
     assert not generate.is_source_checkout(tmp_path)
-    (tmp_path / "pyproject.toml").write_text("not toml [")
-    assert not generate.is_source_checkout(tmp_path)
+    for text in ("not toml [", 'project = "qtelemetry"\n', "\udcff"):
+        (tmp_path / "pyproject.toml").write_text(text, errors="surrogateescape")
+        assert not generate.is_source_checkout(tmp_path)
     assert generate.is_source_checkout(ROOT)
 
 

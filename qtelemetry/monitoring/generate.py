@@ -117,10 +117,10 @@ def write(out: Path, output: Output, config: MonitoringConfig) -> list[str]:
 def is_source_checkout(directory: Path) -> bool:
     """Is ``directory`` the root of a qtelemetry source tree (its pyproject.toml names qtelemetry)?"""
     try:
-        project = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+        project = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8")).get("project")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
-    return project.get("name") == "qtelemetry"
+    return isinstance(project, dict) and project.get("name") == "qtelemetry"
 
 
 def _command(args: argparse.Namespace, out: str) -> str:
