@@ -11,7 +11,7 @@ import threading
 import urllib.parse
 from typing import Sequence
 
-from qtelemetry import __version__, sharding
+from qtelemetry import __version__, logs, sharding
 from qtelemetry.config import Config, ConfigError, default_config, load_config, parse_listen
 
 log = logging.getLogger("qtelemetry")
@@ -19,16 +19,14 @@ log = logging.getLogger("qtelemetry")
 EXIT_CONFIG = 2
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format='ts=%(asctime)s level=%(levelname)s logger=%(name)s msg="%(message)s"',
-        stream=sys.stderr,
-    )
-
-
 def _load(path: str | None) -> Config:
     return default_config() if path is None else load_config(path)
+
+
+def _refuse(message: str, **fields: object) -> int:
+    """Log why the exporter cannot start; the exit code of a config problem."""
+    log.error(message, extra=fields)
+    return EXIT_CONFIG
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -38,10 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args.config)
-        host, port = parse_listen(args.listen or config.exporter.listen)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for field, reason in exc.problems:
+            _refuse("invalid config", source=exc.source, field=field, reason=reason)
         return EXIT_CONFIG
+    try:
+        host, port = parse_listen(args.listen or config.exporter.listen)
+    except ValueError as exc:
+        return _refuse("invalid --listen", reason=str(exc))
+    for field, warning in config.exporter.warnings():
+        log.warning(warning, extra={"field": field})
     if args.shard is not None:
         config = sharding.select(config, args.shard)
     runtime = Runtime(config)
@@ -51,12 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
                                config.exporter.admin_token())
+    except ssl.SSLError as exc:  # an OSError too: catch it first
+        return _refuse("TLS setup failed", field="exporter.web", reason=str(exc))
     except OSError as exc:
-        print(f"error: listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ssl.SSLError as exc:
-        print(f"error: exporter.web: TLS setup failed: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _refuse("cannot listen", address=f"{host}:{port}", reason=exc.strerror or str(exc))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -69,11 +71,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         otel = start_otlp(exposition, lambda: runtime.snapshot, config.exporter.otlp)
         endpoint = urllib.parse.urlsplit(config.exporter.otlp.endpoint)
-        log.info("pushing metrics over OTLP host=%s", endpoint.hostname)  # never credentials in the URL
+        log.info("pushing metrics over OTLP", extra={"host": endpoint.hostname})  # never credentials in the URL
     bound_host, bound_port = server.address
-    log.info("serving metrics url=%s://%s:%d/metrics links=%d source=%s fault_injection=%s",
-             server.scheme, bound_host, bound_port, len(config.links), args.config or "embedded-demo",
-             "on" if config.exporter.admin_token_file else "off")
+    log.info("serving metrics", extra={
+        "url": f"{server.scheme}://{bound_host}:{bound_port}/metrics", "links": len(config.links),
+        "source": args.config or "embedded-demo", "fault_injection": "on" if config.exporter.admin_token_file else "off"})
     stopping.wait()
     log.info("shutting down")
     if otel is not None:
@@ -90,8 +92,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    for field, warning in config.exporter.warnings():
+        print(f"{args.file}: {field}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok, {len(config.links)} links: {', '.join(l.name for l in config.links)}")
     return 0
+
+
+def _add_log_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--log-level/--log-format on ``parser``; below the top level they default to SUPPRESS, so
+    they may follow the verb without overriding a value given before it."""
+    group = parser.add_argument_group("logging")
+    group.add_argument("--log-level", choices=logs.LEVELS, default="info" if defaults else argparse.SUPPRESS,
+                       help="least severe level logged (default: info)")
+    group.add_argument("--log-format", choices=logs.FORMATS, default="logfmt" if defaults else argparse.SUPPRESS,
+                       help="one line per event: logfmt (default) or JSON")
+
+
+def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser``: verbs and their actions (``fault inject``)."""
+    found = []
+    for action in parser._actions:  # argparse keeps its sub-parsers nowhere public
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [sub, *_verb_parsers(sub)]
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qtelemetry {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_log_options(parser, defaults=True)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     run = verbs.add_parser("run", help="run the exporter (embedded demo config if no --config)",
@@ -120,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     planner.register(verbs)
     generate.register(verbs)
     fault_client.register(verbs)
+    for sub in _verb_parsers(parser):
+        _add_log_options(sub, defaults=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     return args.handler(args)

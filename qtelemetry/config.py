@@ -1,54 +1,112 @@
 """Typed exporter config; every error names the field path and the reason.
 
 The embedded demo config (``qtelemetry/defaults/demo.yaml``) is what ``qtelemetry run`` uses
-when no file is given.
+when no file is given. Relative file paths in a config file are resolved against the file's own
+directory, as Prometheus does, so a config works whatever directory the exporter starts in.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import stat
+from collections import Counter, defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-import yaml
-import re
+from pydantic import (AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from typing import TypeVar
-
-from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
-
+from qtelemetry.configfile import ConfigError, load_yaml, printable, read_text
 from qtelemetry.drivers import DriverConfig
-from qtelemetry.drivers.base import StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.estimation import PROTOCOLS
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 #: Default margin of a loss budget over the modelled loss (a common engineering margin).
 LOSS_MARGIN_DB = 3.0
-BCRYPT_HASH = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
+#: The hashes bcrypt verifies: $2a$/$2b$/$2y$, cost 04-31, 22 salt characters (the last one carries
+#: only two bits, so it is one of .Oeu) and 31 hash characters.
+BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}$")
+#: Shortest and longest acquisition window: shorter burns a core on scheduling, longer is not live.
+WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX = 0.05, 3600.0
+#: Highest confidence level: 1 - level must stay far from float rounding for the bounds' quantiles.
+CONFIDENCE_LEVEL_MAX = 1.0 - 1e-9
+#: Memory the sliding windows of all links may take (float64 count arrays, one per window).
+RING_MEMORY_LIMIT_BYTES = 2 * 2**30
+#: Largest token file read; a token is a line of text.
+MAX_TOKEN_BYTES = 4096
 
 
-class ConfigError(Exception):
-    """A config that cannot be used; ``problems`` holds (field path, reason) pairs."""
+def _config_dir(info: ValidationInfo) -> Path:
+    return (info.context or {}).get("config_dir", Path.cwd())
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {path}: {reason}" for path, reason in problems))
+
+def _readable_file(path: Path, info: ValidationInfo) -> Path:
+    """An existing, readable regular file; relative paths are taken from the config file's directory."""
+    path = _config_dir(info) / path
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with open(path, "rb"):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {str(path)[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    return path
+
+
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``: one line of visible ASCII; ValueError saying what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise ValueError(f"longer than {MAX_TOKEN_BYTES} bytes: not a token file")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text (a binary file?)") from None
+    if not token:
+        raise ValueError("the file is empty: an empty token would switch authentication off")
+    if not all("!" <= c <= "~" for c in token):
+        raise ValueError("the token must be printable ASCII without spaces (it travels in an HTTP header)")
+    return token
+
+
+def group_or_world_access(path: Path) -> str | None:
+    """The file's mode as ``0644`` if users other than its owner may read or write it, else None."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return f"{mode:04o}" if mode & 0o077 else None
 
 
 class WebConfig(StrictModel):
     """TLS and basic auth of the HTTP endpoint, as in the Prometheus exporter-toolkit web config."""
 
-    tls_cert_file: FilePath | None = Field(None, description="server certificate (PEM); enables HTTPS")
-    tls_key_file: FilePath | None = Field(None, description="private key of the server certificate (PEM)")
-    tls_client_ca_file: FilePath | None = Field(None, description="CA for client certificates; enables mutual TLS")
+    tls_cert_file: ReadableFile | None = Field(None, description="server certificate (PEM); enables HTTPS")
+    tls_key_file: ReadableFile | None = Field(None, description="private key of the server certificate (PEM)")
+    tls_client_ca_file: ReadableFile | None = Field(None, description="CA for client certificates; enables mutual TLS")
     basic_auth_users: dict[str, str] = Field(default_factory=dict, description="user -> bcrypt hash")
 
     @field_validator("basic_auth_users")
     @classmethod
     def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
         for user, hashed in users.items():
+            if not user or ":" in user or not user.isprintable():
+                raise ValueError(f"user {user[:64]!r}: basic auth user names are printable, non-empty, without ':'")
             if not BCRYPT_HASH.match(hashed):
-                raise ValueError(f"user {user!r}: expected a bcrypt hash ($2b$...), never a plain password")
+                raise ValueError(f"user {user!r}: expected a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31), "
+                                 "never a plain password")
         return users
 
     @model_validator(mode="after")
@@ -64,29 +122,59 @@ class OtlpConfig(StrictModel):
     """Push metrics to an OpenTelemetry collector over OTLP/HTTP (protobuf)."""
 
     endpoint: str = Field(pattern=r"^https?://", description="full URL, e.g. http://otel-collector:4318/v1/metrics")
-    interval_seconds: float = Field(15.0, gt=0.0, description="push period")
-    timeout_seconds: float = Field(10.0, gt=0.0, description="per-push timeout")
+    interval_seconds: float = Field(15.0, ge=0.1, le=86400.0, description="push period")
+    timeout_seconds: float = Field(10.0, ge=0.1, le=3600.0, description="per-push timeout")
 
 
 class ExporterConfig(StrictModel):
     listen: str = Field("127.0.0.1:9817", description="HOST:PORT the /metrics server binds to")
-    window_seconds: float = Field(1.0, gt=0.0, description="acquisition window of every link, s")
-    sliding_windows: int = Field(60, ge=1, le=100_000, description="windows summed per estimate")
-    confidence_level: float = Field(0.99, gt=0.5, lt=1.0, description="one-sided level of QBER bounds")
+    window_seconds: float = Field(1.0, ge=WINDOW_SECONDS_MIN, le=WINDOW_SECONDS_MAX,
+                                  description="acquisition window of every link, s")
+    sliding_windows: int = Field(60, ge=1, description="windows summed per estimate")
+    confidence_level: float = Field(0.99, gt=0.5, le=CONFIDENCE_LEVEL_MAX,
+                                    description="one-sided level of QBER bounds")
     stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
     web: WebConfig = WebConfig()
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
-    admin_token_file: FilePath | None = Field(
+    admin_token_file: ReadableFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
 
     def admin_token(self) -> str | None:
-        return None if self.admin_token_file is None else self.admin_token_file.read_text().strip()
+        """The admin token as the file holds it now; ConfigError if the file became unusable."""
+        if self.admin_token_file is None:
+            return None
+        try:
+            return read_token(self.admin_token_file)
+        except ValueError as exc:
+            raise ConfigError(str(self.admin_token_file), [("exporter.admin_token_file", str(exc))]) from None
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(field path, message) of settings that work but are unsafe, logged at start."""
+        mode = None if self.admin_token_file is None else group_or_world_access(self.admin_token_file)
+        if mode is None:
+            return []
+        return [("exporter.admin_token_file", f"{self.admin_token_file} has mode {mode}: other users can read or "
+                 f"change the admin token; chmod 600 it")]
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @field_validator("admin_token_file")
+    @classmethod
+    def _token_usable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_token(path)
+        return path
+
+    @model_validator(mode="after")
+    def _stall_after_window(self) -> "ExporterConfig":
+        if self.stall_timeout_seconds < self.window_seconds:
+            raise FieldError("stall_timeout_seconds", f"must be at least window_seconds ({self.window_seconds:g} s): "
+                             "otherwise every link is down between two windows")
+        return self
 
 
 class LinkConfig(StrictModel):
@@ -100,76 +188,111 @@ class LinkConfig(StrictModel):
         None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
 
 
+def floats_per_window(protocol: str) -> int:
+    """Values one window of a link of ``protocol`` keeps in its sliding window: the sizes of its
+    counts and amounts (levels keep only their latest value)."""
+    proto = PROTOCOLS[protocol]
+    return sum(math.prod(shape) for name, shape in proto.count_shapes.items()
+               if proto.count_kinds.get(name, "count") != "level")
+
+
 class Config(StrictModel):
     exporter: ExporterConfig = ExporterConfig()
     links: list[LinkConfig] = Field(min_length=1)
 
+    def ring_memory_bytes(self) -> int:
+        """Memory of every link's sliding windows: one float64 copy of its counts per window."""
+        per_protocol = Counter(link.driver.protocol for link in self.links)
+        floats = sum(n * floats_per_window(protocol) for protocol, n in per_protocol.items())
+        return self.exporter.sliding_windows * floats * 8
+
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
-        names = [link.name for link in self.links]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        where: defaultdict[str, list[int]] = defaultdict(list)
+        for i, link in enumerate(self.links):
+            where[link.name].append(i)
+        duplicates = [f"{name} ({', '.join(f'links[{i}]' for i in at)})" for name, at in where.items() if len(at) > 1]
         if duplicates:
-            raise ValueError(f"duplicate link names: {', '.join(duplicates)}")
+            raise FieldError("links", f"duplicate link names: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _ring_fits_in_memory(self) -> "Config":
+        needed = self.ring_memory_bytes()
+        if needed > RING_MEMORY_LIMIT_BYTES:
+            raise FieldError("exporter.sliding_windows", (
+                f"{self.exporter.sliding_windows} windows of {len(self.links)} links need {needed / 2**30:.3g} GiB "
+                f"of count history, over the limit of {RING_MEMORY_LIMIT_BYTES / 2**30:g} GiB: use fewer windows "
+                "(or longer ones) or spread the links over several exporters"))
         return self
 
 
 def parse_listen(value: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 hosts in brackets); raises ValueError naming what is wrong."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value!r}")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value[:100]!r}")
     return host.strip("[]"), int(port)
 
 
-def _field_path(loc: tuple[str | int, ...]) -> str:
+def _field_path(loc: tuple[Any, ...]) -> str:
     """``("links", 0, "driver", "simulated-bb84", "mu")`` → ``links[0].driver.mu``.
 
-    The part after ``driver`` is pydantic's union tag (the driver type), not a field.
+    The part after ``driver`` is pydantic's union tag (the driver type), not a field. Keys that
+    are not plain names (spaces, quotes, numbers, newlines) are shown quoted.
     """
     path = ""
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "driver":
+        if i > 0 and loc[i - 1] == "driver" and isinstance(part, str):
             continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int) and not isinstance(part, bool):
+            path += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+            path += f".{part}" if path else part
+        else:
+            path += f"[{printable(repr(part), 80)}]"
     return path or "(top level)"
+
+
+def _problem(error: Any) -> tuple[str, str]:
+    """(field path, reason) of one pydantic error; a FieldError adds the field it is about."""
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        loc += tuple(cause.field.split("."))
+    return _field_path(loc), printable(error["msg"].removeprefix("Value error, "))
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_yaml(model: type[M], text: str, source: str, empty_ok: bool = False) -> M:
-    """Validate YAML text into ``model``, or raise ConfigError listing every problem by field path."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(yaml)", "invalid YAML: " + str(exc).replace("\n", " "))]) from None
+def validate_yaml(model: type[M], text: str, source: str, empty_ok: bool = False,
+                  config_dir: Path | None = None) -> M:
+    """Validate YAML text into ``model``, or raise ConfigError listing every problem by field path.
+
+    Relative paths in file fields are taken from ``config_dir`` (default: the current directory).
+    """
+    data = load_yaml(text, source)
     if data is None and empty_ok:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [("(top level)", "expected a mapping")])
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"config_dir": config_dir or Path.cwd()})
     except ValidationError as exc:
-        problems = [(_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, [_problem(e) for e in exc.errors()]) from None
+    except RecursionError:
+        raise ConfigError(source, [("(top level)", "nested too deeply")]) from None
 
 
-def read_text(path: str | Path) -> str:
-    """A config file's text; a missing or unreadable file is a ConfigError naming it."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
-
-
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_config(text: str, source: str = "<config>", config_dir: Path | None = None) -> Config:
     """Validate exporter config YAML (``exporter`` and ``links``)."""
-    return validate_yaml(Config, text, source)
+    return validate_yaml(Config, text, source, config_dir=config_dir)
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate an exporter config file."""
-    return parse_config(read_text(path), str(path))
+    """Read and validate an exporter config file; relative paths in it are from its directory."""
+    return parse_config(read_text(path), str(path), Path(path).absolute().parent)
 
 
 def default_config_text() -> str:

@@ -35,6 +35,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from qtelemetry import extras
 from qtelemetry.config import ConfigError, load_config
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import Array
@@ -422,9 +423,11 @@ def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
         rules.append(("--mu", link.mu > link.nu + VACUUM_INTENSITY,
                       f"the finite bound needs μ > ν + {VACUUM_INTENSITY:g} (Lim et al.)"))
     if plot is not None:
-        from matplotlib.figure import Figure
-
-        formats = Figure().canvas.get_supported_filetypes()
+        try:
+            figure = extras.require("matplotlib.figure", "plot")
+        except extras.MissingExtra as exc:
+            return [f"--plot: {exc}"]
+        formats = figure.Figure().canvas.get_supported_filetypes()
         rules += [
             ("--plot", plot.parent.is_dir(), f"directory {plot.parent} does not exist"),
             ("--plot", plot.suffix[1:].lower() in formats, f"unknown image type {plot.suffix!r}; try .png"),

@@ -26,14 +26,14 @@ CASES = {
     "efficiency above 1": (config(extra=", detector_efficiency: 1.2"), "detector_efficiency", "less than or equal to 1"),
     "efficiency zero": (config(extra=", detector_efficiency: 0"), "detector_efficiency", "greater than 0"),
     "mu not above nu": (config(extra=", mu: 0.1, nu: 0.2"), "links[0].driver", "nu (0.2) must be smaller than mu (0.1)"),
-    "duplicate names": (config(more="\n  - " + GOOD_LINK % ("ok-link", "")), "(top level)", "duplicate link names: ok-link"),
+    "duplicate names": (config(more="\n  - " + GOOD_LINK % ("ok-link", "")), "links", "duplicate link names: ok-link (links[0], links[1])"),
     "unsafe label value": (config(name='"bad name\\""'), "links[0].name", "should match pattern"),
     "uppercase label": (config(name="Metro"), "links[0].name", "should match pattern"),
     "unknown driver": ("links: [{name: x, driver: {type: carrier-pigeon}}]", "links[0].driver", "carrier-pigeon"),
-    "invalid YAML": ("links: [unclosed", "(yaml)", "invalid YAML"),
+    "invalid YAML": ("links: [unclosed", "line 1, column 8", "invalid YAML"),
     "not a mapping": ("- just\n- a list\n", "(top level)", "expected a mapping"),
     "bad listen": ("exporter: {listen: nowhere}\n" + config(), "exporter.listen", "HOST:PORT"),
-    "zero window": ("exporter: {window_seconds: 0}\n" + config(), "exporter.window_seconds", "greater than 0"),
+    "zero window": ("exporter: {window_seconds: 0}\n" + config(), "exporter.window_seconds", "greater than or equal to 0.05"),
 }
 
 

@@ -87,9 +87,19 @@ class FleetDriver(Protocol):
 
 
 class StrictModel(BaseModel):
-    """Config model that rejects unknown keys, so a typo is an error, not a silent default."""
+    """Config model that rejects unknown keys (a typo is an error, not a silent default) and
+    non-finite numbers (``.inf``, ``.nan``, ``1e999``), which no field means."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class FieldError(ValueError):
+    """A model validator's problem that belongs to one field: the error names ``field`` (dotted,
+    relative to the model), not just the model."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 class BaseDriverConfig(StrictModel):

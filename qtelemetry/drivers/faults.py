@@ -49,15 +49,17 @@ EFFECTS: dict[str, Effect] = {
 
 FAULT_KINDS = tuple(EFFECTS)
 FaultKind = Literal[FAULT_KINDS]  # type: ignore[valid-type]
+#: Longest time a simulator field or a fault takes, s (about 30 years).
+MAX_TIME_S = 1e9
 
 
 class FaultConfig(StrictModel):
     """One fault on one simulated link; times are seconds since the exporter started."""
 
     kind: FaultKind
-    start_s: float = Field(0.0, ge=0.0, description="when the fault begins")
-    ramp_s: float = Field(0.0, ge=0.0, description="time to reach full strength")
-    duration_s: float | None = Field(None, gt=0.0, description="how long it lasts after the ramp; omit: forever")
+    start_s: float = Field(0.0, ge=0.0, le=MAX_TIME_S, description="when the fault begins")
+    ramp_s: float = Field(0.0, ge=0.0, le=MAX_TIME_S, description="time to reach full strength")
+    duration_s: float | None = Field(None, gt=0.0, le=MAX_TIME_S, description="how long it lasts after the ramp; omit: forever")
     magnitude: float | None = Field(None, description="strength; omit for the kind's default")
 
     @property

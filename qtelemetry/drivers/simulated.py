@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from functools import cache
 from types import SimpleNamespace
 from typing import ClassVar, Generic, Sequence, TypeVar
 
@@ -24,7 +25,7 @@ from qtelemetry.drivers.faults import EFFECTS, FAULT_KINDS, FaultConfig
 class SimulatedConfig(FleetConfig):
     """Fields every simulated link has: a seed and scripted faults."""
 
-    seed: int | None = Field(None, description="random seed; omit for a fresh one per run")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="random seed (0 ≤ seed < 2^63); omit for a fresh one per run")
     faults: list[FaultConfig] = Field(default_factory=list, description="scripted fault scenarios")
 
     #: fields that are not physical parameters of the model
@@ -37,12 +38,31 @@ class SimulatedConfig(FleetConfig):
         return self
 
 
+# Upper bounds of simulated links' fields: far beyond any real link, low enough that no sampled
+# count or model term overflows (the exporter must run whatever config it accepts).
+#: Fastest pulse or attempt rate: keeps a window's counts (rate × at most 3,600 s) far inside
+#: int64, which NumPy's samplers need. Real sources run at up to a few GHz.
+MAX_RATE_HZ = 1e12
+#: Longest fibre, km (ten times the longest submarine cable).
+MAX_LENGTH_KM = 1e5
+#: Largest attenuation (dB/km) and insertion loss (dB).
+MAX_LOSS_DB = 1e3
+#: Largest mean photon (pair) number per pulse; decoy and SPDC sources run well below 1.
+MAX_MEAN_PHOTONS = 10.0
+#: Largest drift factor of a source's power.
+MAX_POWER_FACTOR = 100.0
+#: Largest error-correction inefficiency f (real codes: 1.05-1.5).
+MAX_EC_EFFICIENCY = 10.0
+#: Largest amount of key, in bits (key stores, post-processing blocks), and key demand, bits/s.
+MAX_BITS = 1e18
+
+
 class KeyDistillingConfig(SimulatedConfig):
     """A simulated link that distils secret key into a key store its applications draw from."""
 
-    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, description="size of the link's key store, bits")
+    key_buffer_capacity_bits: float = Field(1e7, gt=0.0, le=MAX_BITS, description="size of the link's key store, bits")
     key_buffer_initial_ratio: float = Field(0.5, ge=0.0, le=1.0, description="initial fill of the key store")
-    key_consumption_bps: float = Field(0.0, ge=0.0, description="key demand of applications, bits/s")
+    key_consumption_bps: float = Field(0.0, ge=0.0, le=MAX_BITS, description="key demand of applications, bits/s")
 
 
 def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) -> None:
@@ -50,6 +70,19 @@ def check_fault_applies(config_type: type[SimulatedConfig], fault: FaultConfig) 
     if fault.effect.parameter not in config_type.model_fields:
         kinds = sorted(k for k, e in EFFECTS.items() if e.parameter in config_type.model_fields)
         raise ValueError(f"fault kind {fault.kind!r} does not apply to this driver (applies: {', '.join(kinds)})")
+
+
+@cache
+def field_range(config_type: type[SimulatedConfig], name: str) -> tuple[float, float]:
+    """The values a config field accepts, so a fault (any magnitude) keeps the model in its domain;
+    an exclusive bound becomes the nearest float inside it."""
+    low, high = -np.inf, np.inf
+    for bound in config_type.model_fields[name].metadata:
+        low = getattr(bound, "ge", None) if getattr(bound, "ge", None) is not None else low
+        low = np.nextafter(bound.gt, np.inf) if getattr(bound, "gt", None) is not None else low
+        high = getattr(bound, "le", None) if getattr(bound, "le", None) is not None else high
+        high = np.nextafter(bound.lt, -np.inf) if getattr(bound, "lt", None) is not None else high
+    return float(low), float(high)
 
 
 def parameter_table(configs: Sequence[SimulatedConfig]) -> SimpleNamespace:
@@ -151,7 +184,7 @@ class SimulatedFleet(ABC, Generic[C]):
                 setattr(params, name, getattr(params, name).astype(float))
                 touched.add(name)
             column = getattr(params, name)
-            column[row] = fault.effect.apply(column[row], fault.strength, level)
+            column[row] = np.clip(fault.effect.apply(column[row], fault.strength, level), *field_range(self.config_type, name))
             active[row, FAULT_KINDS.index(fault.kind)] = True
         return params, active
 

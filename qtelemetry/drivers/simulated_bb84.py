@@ -9,6 +9,7 @@ faults (``faults``) act on the physical parameters, so their signatures come out
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any, ClassVar, Literal, Sequence
 
@@ -16,7 +17,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingFleet, parameter_table
+from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
+                                          MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
+                                          parameter_table)
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import sifting_fraction
 from qtelemetry.estimation.stats import ratio
@@ -28,34 +31,36 @@ class SimulatedBB84Config(KeyDistillingConfig):
     protocol: ClassVar[str] = "bb84-decoy"
 
     type: Literal["simulated-bb84"]
-    fiber_length_km: float = Field(ge=0.0, description="fiber length, km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, description="fiber attenuation, dB/km")
-    insertion_loss_db: float = Field(0.0, ge=0.0, description="extra loss: connectors, switches, dB")
+    fiber_length_km: float = Field(ge=0.0, le=MAX_LENGTH_KM, description="fiber length, km")
+    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=MAX_LOSS_DB, description="fiber attenuation, dB/km")
+    insertion_loss_db: float = Field(0.0, ge=0.0, le=MAX_LOSS_DB, description="extra loss: connectors, switches, dB")
     detector_efficiency: float = Field(0.1, gt=0.0, le=1.0, description="Bob's detection efficiency incl. optics")
     dark_count_probability: float = Field(1e-6, ge=0.0, le=1.0, description="background click probability per gate (Y0)")
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="probability a photon hits the wrong detector")
-    clock_rate_hz: float = Field(1e8, gt=0.0, description="source pulse rate")
-    mu: float = Field(0.5, gt=0.0, description="signal mean photon number")
-    nu: float = Field(0.1, gt=0.0, description="weak decoy mean photon number")
+    clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="source pulse rate")
+    mu: float = Field(0.5, gt=0.0, le=MAX_MEAN_PHOTONS, description="signal mean photon number")
+    nu: float = Field(0.1, gt=0.0, le=MAX_MEAN_PHOTONS, description="weak decoy mean photon number")
     p_signal: float = Field(0.8, gt=0.0, le=1.0)
     p_decoy: float = Field(0.1, gt=0.0, le=1.0)
     p_vacuum: float = Field(0.1, gt=0.0, le=1.0)
     basis_bias: float = Field(0.5, gt=0.0, lt=1.0, description="probability of choosing the Z basis")
-    ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
-    block_size: float = Field(1e8, ge=1e4, description="sifted Z bits per post-processing block (finite key)")
+    ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
+    block_size: float = Field(1e8, ge=1e4, le=MAX_BITS, description="sifted Z bits per post-processing block (finite key)")
     epsilon_sec: float = Field(1e-10, gt=0.0, lt=1.0, description="secrecy parameter of the finite-key bound")
     epsilon_cor: float = Field(1e-15, gt=0.0, lt=1.0, description="correctness parameter of the finite-key bound")
     eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses intercepted and resent by Eve")
     blinding_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses whose clicks Eve fakes after blinding")
-    source_power_factor: float = Field(1.0, gt=0.0, description="emitted / nominal intensity (source drift)")
+    source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="emitted / nominal intensity (source drift)")
 
     @model_validator(mode="after")
     def _physical(self) -> "SimulatedBB84Config":
         if self.nu >= self.mu:
             raise ValueError(f"nu ({self.nu}) must be smaller than mu ({self.mu})")
         total = self.p_signal + self.p_decoy + self.p_vacuum
-        if not np.isclose(total, 1.0):
+        if not math.isclose(total, 1.0, rel_tol=1e-5, abs_tol=1e-8):
             raise ValueError(f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
+        if self.p_signal + self.p_decoy >= 1.0:  # NumPy's multinomial refuses it: no vacuum pulses left
+            raise ValueError(f"p_signal + p_decoy must be below 1, not {self.p_signal + self.p_decoy:g}")
         return self
 
     def estimation_params(self) -> dict[str, float]:

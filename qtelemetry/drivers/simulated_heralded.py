@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from qtelemetry.drivers.simulated import SimulatedConfig, SimulatedFleet
+from qtelemetry.drivers.faults import MAX_TIME_S
+from qtelemetry.drivers.simulated import MAX_LENGTH_KM, MAX_LOSS_DB, MAX_RATE_HZ, SimulatedConfig, SimulatedFleet
 from qtelemetry.estimation import decoy, heralded
 
 
@@ -28,9 +29,9 @@ class SimulatedHeraldedConfig(SimulatedConfig):
     type: Literal["simulated-heralded"]
     scheme: Literal["two-click", "single-click"] = Field(
         "two-click", description="two-click (Barrett-Kok) or single-click heralding")
-    fiber_length_km: float = Field(ge=0.0, description="fiber length between the two nodes (station at the midpoint), km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, description="fiber attenuation, dB/km")
-    insertion_loss_db: float = Field(0.0, ge=0.0, description="extra loss in each arm: connectors, switches, dB")
+    fiber_length_km: float = Field(ge=0.0, le=MAX_LENGTH_KM, description="fiber length between the two nodes (station at the midpoint), km")
+    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=MAX_LOSS_DB, description="fiber attenuation, dB/km")
+    insertion_loss_db: float = Field(0.0, ge=0.0, le=MAX_LOSS_DB, description="extra loss in each arm: connectors, switches, dB")
     collection_efficiency: float = Field(0.3, gt=0.0, le=1.0,
                                          description="probability a node's photon enters the fiber (emission, collection, conversion)")
     detector_efficiency: float = Field(0.9, gt=0.0, le=1.0, description="midpoint detector efficiency")
@@ -38,9 +39,9 @@ class SimulatedHeraldedConfig(SimulatedConfig):
     bright_state_population: float = Field(0.05, gt=0.0, le=0.5,
                                            description="single-click only: population p of the photon-emitting state")
     intrinsic_fidelity: float = Field(0.95, ge=0.5, le=1.0, description="fidelity of a correctly heralded pair before storage")
-    coherence_time_s: float = Field(0.01, gt=0.0, description="coherence time T2 of the stored pair (both memories), s")
-    storage_time_s: float = Field(0.0, ge=0.0, description="storage after the herald arrives, before use, s")
-    attempt_rate_hz: float = Field(1e5, gt=0.0, description="entanglement attempts per second")
+    coherence_time_s: float = Field(0.01, gt=0.0, le=MAX_TIME_S, description="coherence time T2 of the stored pair (both memories), s")
+    storage_time_s: float = Field(0.0, ge=0.0, le=MAX_TIME_S, description="storage after the herald arrives, before use, s")
+    attempt_rate_hz: float = Field(1e5, gt=0.0, le=MAX_RATE_HZ, description="entanglement attempts per second")
     measured_fraction: float = Field(0.1, ge=0.0, le=1.0, description="fraction of heralded pairs measured to estimate fidelity")
 
     @classmethod

@@ -17,7 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from qtelemetry.drivers.simulated import KeyDistillingConfig, KeyDistillingFleet, parameter_table
+from qtelemetry.drivers.simulated import (MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
+                                          MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
+                                          parameter_table)
 from qtelemetry.estimation import entanglement
 from qtelemetry.estimation.stats import ratio
 
@@ -28,22 +30,22 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
     protocol: ClassVar[str] = "bbm92-spdc"
 
     type: Literal["simulated-spdc"]
-    fiber_length_km: float = Field(ge=0.0, description="fiber length between the two receivers, km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, description="fiber attenuation, dB/km")
-    insertion_loss_db: float = Field(0.0, ge=0.0, description="extra loss in the arm to site B: connectors, switches, dB")
+    fiber_length_km: float = Field(ge=0.0, le=MAX_LENGTH_KM, description="fiber length between the two receivers, km")
+    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=MAX_LOSS_DB, description="fiber attenuation, dB/km")
+    insertion_loss_db: float = Field(0.0, ge=0.0, le=MAX_LOSS_DB, description="extra loss in the arm to site B: connectors, switches, dB")
     source_position: float = Field(0.5, ge=0.0, le=1.0,
                                    description="source position as a fraction of the length from site A (0.5: midpoint)")
     detector_efficiency_a: float = Field(0.5, gt=0.0, le=1.0, description="site A detection efficiency incl. coupling")
     detector_efficiency_b: float = Field(0.5, gt=0.0, le=1.0, description="site B detection efficiency incl. coupling")
-    mean_pair_number: float = Field(0.02, gt=0.0, description="mean photon pairs per pump pulse (2λ)")
-    source_power_factor: float = Field(1.0, gt=0.0, description="pump power / nominal: scales the mean pair number")
+    mean_pair_number: float = Field(0.02, gt=0.0, le=MAX_MEAN_PHOTONS, description="mean photon pairs per pump pulse (2λ)")
+    source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="pump power / nominal: scales the mean pair number")
     visibility: float = Field(0.98, ge=0.0, le=1.0, description="two-photon visibility of the source itself")
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="polarisation misalignment error of the channel")
-    dark_count_rate_hz: float = Field(100.0, ge=0.0, description="background click rate of each receiver, 1/s")
+    dark_count_rate_hz: float = Field(100.0, ge=0.0, le=MAX_RATE_HZ, description="background click rate of each receiver, 1/s")
     coincidence_window_s: float = Field(1e-9, gt=0.0, description="coincidence (gate) window, s")
-    clock_rate_hz: float = Field(1e8, gt=0.0, description="pump pulse rate")
+    clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="pump pulse rate")
     chsh_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pulses used for the CHSH test")
-    ec_efficiency: float = Field(1.16, ge=1.0, description="error-correction inefficiency f ≥ 1")
+    ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
 
     @model_validator(mode="after")
     def _window_fits_clock(self) -> "SimulatedSPDCConfig":

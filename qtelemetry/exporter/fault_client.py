@@ -4,45 +4,95 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import ssl
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from qtelemetry.config import read_token
 from qtelemetry.drivers.faults import EFFECTS
 
+EXIT_USAGE = 2
+EXIT_REFUSED = 1
 
-def _request(args: argparse.Namespace, method: str, body: dict[str, Any]) -> int:
+
+def _request(args: argparse.Namespace, method: str, body: dict[str, Any]) -> dict[str, Any] | int:
+    """The exporter's JSON answer, or the exit code after printing why there is none."""
     try:
-        token = open(args.token_file, encoding="utf-8").read().strip()
-    except OSError as exc:
-        print(f"error: --token-file: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        token = read_token(Path(args.token_file))
+    except ValueError as exc:
+        print(f"error: --token-file: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.url.rstrip("/") + "/-/faults"
     request = urllib.request.Request(
-        args.url.rstrip("/") + "/-/faults", data=json.dumps(body).encode(), method=method,
+        url, data=json.dumps(body).encode(), method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     try:
+        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            print(response.read().decode())
-            return 0
+            answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        print(f"error: {exc.code}: {exc.read().decode().strip()}", file=sys.stderr)
+        print(f"error: {method} {url}: {exc.code} {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
+        return EXIT_REFUSED
     except urllib.error.URLError as exc:
-        print(f"error: --url: {exc.reason}", file=sys.stderr)
-    return 1
+        print(f"error: cannot reach the exporter at {url}: {exc.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (OSError, ValueError) as exc:  # a reset connection, a bad CA file, an answer that is not JSON
+        print(f"error: {method} {url}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return answer if isinstance(answer, dict) else {}
+
+
+def describe_injected(link: str, fault: dict[str, Any]) -> str:
+    """One sentence for a fault the exporter started (its reply to POST /-/faults)."""
+    kind = str(fault.get("kind"))
+    effect = EFFECTS.get(kind)
+    magnitude = fault.get("magnitude")
+    strength = (f"magnitude {magnitude:g}" if isinstance(magnitude, (int, float))
+                else f"default magnitude {effect.default_magnitude:g}" if effect else "default magnitude")
+    ramp = fault.get("ramp_s") or 0
+    duration = fault.get("duration_s")
+    timing = f"full strength after {ramp:g} s, " if ramp else "at full strength now, "
+    timing += f"for {duration:g} s" if duration else "until cleared"
+    return f"injected {kind} on link {link}: {strength}, {timing}"
+
+
+def describe_cleared(link: str, kind: str | None, ended: Any) -> str:
+    """One sentence for the reply to DELETE /-/faults."""
+    what = f"{kind} fault" if kind else "fault"
+    if not ended:
+        return f"no {what} was active on link {link}"
+    return f"ended {ended} {what}{'s' if ended != 1 else ''} on link {link}"
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite number (the exporter refuses NaN and infinities)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
     body = {"link": args.link, "kind": args.kind, "start_s": 0.0, "ramp_s": args.ramp_s,
             "duration_s": args.duration_s, "magnitude": args.magnitude}
-    return _request(args, "POST", body)
+    answer = _request(args, "POST", body)
+    if isinstance(answer, int):
+        return answer
+    print(describe_injected(args.link, answer))
+    return 0
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    return _request(args, "DELETE", {"link": args.link, "kind": args.kind})
+    answer = _request(args, "DELETE", {"link": args.link, "kind": args.kind})
+    if isinstance(answer, int):
+        return answer
+    print(describe_cleared(args.link, args.kind, answer.get("ended")))
+    return 0
 
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -64,8 +114,8 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
         action.set_defaults(handler=handler)
         if name == "inject":
             action.add_argument("--kind", required=True, choices=sorted(EFFECTS))
-            action.add_argument("--magnitude", type=float, help="strength; default: the kind's default")
-            action.add_argument("--ramp-s", type=float, default=0.0, help="seconds to full strength")
-            action.add_argument("--duration-s", type=float, help="seconds at full strength; default: until cleared")
+            action.add_argument("--magnitude", type=finite, help="strength; default: the kind's default")
+            action.add_argument("--ramp-s", type=finite, default=0.0, help="seconds to full strength")
+            action.add_argument("--duration-s", type=finite, help="seconds at full strength; default: until cleared")
         else:
             action.add_argument("--kind", choices=sorted(EFFECTS), help="only this kind; default: all")

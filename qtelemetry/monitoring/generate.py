@@ -1,26 +1,32 @@
 """``qtelemetry generate``: dashboards, alert rules, promtool tests and runbooks from one source.
 
-    qtelemetry generate [--out DIR] [--config monitoring.yaml] [--check]
+    qtelemetry generate --out DIR [--config monitoring.yaml] [--check]
 
 writes ``DIR/dashboards/*.json``, ``DIR/alerts/qtelemetry.rules.yaml``,
 ``DIR/alerts/tests/*.test.yaml``, ``DIR/alerts/runbooks.md``, the Alertmanager inhibit rules
 ``DIR/alerts/alertmanager-inhibit-rules.yaml`` and the same rules and dashboards as a monitoring
-mixin in ``DIR/mixin/`` (DIR defaults to the current directory). Output is deterministic (stable order, sorted JSON keys), so regenerating is
-byte-identical and the committed files can be checked with ``--check`` (exit 1 on any
-difference). Generated files the new output no longer contains are removed.
+mixin in ``DIR/mixin/``. ``--out`` may be left out only in the root of a qtelemetry source
+checkout, whose committed files it then regenerates; anywhere else a forgotten ``--out`` would
+scatter files into whatever directory the shell is in. Output is deterministic (stable order,
+sorted JSON keys), so regenerating is byte-identical and the committed files can be checked with
+``--check`` (exit 1 on any difference). Generated files the new output no longer contains are
+removed. Dashboards need the ``generate`` extra (grafana-foundation-sdk).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from qtelemetry import extras
 from qtelemetry.config import ConfigError
-from qtelemetry.monitoring import dashboards, mixin, promtool_tests, rules, runbooks
+from qtelemetry.monitoring import mixin, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import MonitoringConfig, load_monitoring_config
 from qtelemetry.monitoring.promql import GenerationError
 
@@ -57,7 +63,8 @@ class Output:
 
 
 def render(config: MonitoringConfig) -> Output:
-    """Every generated file, in memory."""
+    """Every generated file, in memory; MissingExtra without grafana-foundation-sdk."""
+    dashboards = extras.require("qtelemetry.monitoring.dashboards", "generate")
     ruleset = rules.build(config)
     rules_doc = rules.rules_document(ruleset, config)
     files: dict[str, str] = {RULE_FILE: dump_yaml(rules_doc)}
@@ -115,17 +122,37 @@ def write(out: Path, output: Output, config: MonitoringConfig) -> list[str]:
     return changed
 
 
+def is_source_checkout(directory: Path) -> bool:
+    """Is ``directory`` the root of a qtelemetry source tree (its pyproject.toml names qtelemetry)?"""
+    try:
+        project = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8")).get("project")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(project, dict) and project.get("name") == "qtelemetry"
+
+
+def _command(args: argparse.Namespace, out: str) -> str:
+    """The generate command that rewrites what ``args`` checked."""
+    config = ["--config", args.config] if args.config else []
+    return shlex.join(["qtelemetry", "generate", "--out", out, *config])
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.out is None and not is_source_checkout(Path.cwd()):
+        print("error: --out: say which directory receives dashboards/ and alerts/ (it may be left out only "
+              "in the root of a qtelemetry source checkout)", file=sys.stderr)
+        return EXIT_CONFIG
+    out_arg = args.out or "."
     try:
         config = load_monitoring_config(args.config)
         output = render(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    except GenerationError as exc:
+    except (GenerationError, extras.MissingExtra) as exc:
         print(f"error: generate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    out = Path(args.out)
+    out = Path(out_arg)
     for line in output.gated:
         print(f"skipped (pending metric): {line}", file=sys.stderr)
     if args.check:
@@ -133,7 +160,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         if problems:
-            print("generated files are out of date: run `qtelemetry generate`", file=sys.stderr)
+            print(f"generated files are out of date: run `{_command(args, out_arg)}`", file=sys.stderr)
             return EXIT_DIFFERS
         print(f"{len(output.files)} generated files up to date in {out}")
         return 0
@@ -150,8 +177,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description="Generate dashboards/*.json, alerts/qtelemetry.rules.yaml, alerts/tests/*.test.yaml, "
                     "alerts/runbooks.md, alerts/alertmanager-inhibit-rules.yaml and mixin/ from the metric "
                     "catalogue and the monitoring config.")
-    parser.add_argument("--out", metavar="DIR", default=".",
-                        help="directory that receives dashboards/, alerts/ and mixin/ (default: current directory)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="directory that receives dashboards/, alerts/ and mixin/ (required, except in the "
+                             "root of a qtelemetry source checkout, which it then regenerates)")
     parser.add_argument("--config", metavar="FILE",
                         help="monitoring config YAML overriding the defaults (thresholds, SLOs, selector, ...)")
     parser.add_argument("--check", action="store_true",

@@ -147,7 +147,8 @@ class Engine:
     def _sample(self, fleet: Fleet, now: float) -> None:
         protocol = PROTOCOLS[fleet.protocol]
         try:
-            batch = fleet.driver.sample(now)
+            with np.errstate(all="ignore"):  # what a model's overflow gives is checked below like any window
+                batch = fleet.driver.sample(now)
             if isinstance(batch, FleetBatch) and batch.duration_s == 0:
                 return  # asked twice for the same instant: nothing new
             counts = fleet_counts(protocol, batch, len(fleet.links))
