@@ -274,24 +274,52 @@ class _Rendered:
     gzip_head: bytes = b""
     gzip_state: Any = None  #: zlib compressor after the body, copied to finish each scrape
 
+    def serves(self, newest: Snapshot, gzip: bool) -> bool:
+        """Good for a scrape whose newest snapshot is ``newest``: the same links, at most one cycle
+        older (the newest is being rendered), in the encoding asked for."""
+        return (self.snapshot.table is newest.table and newest.sequence - self.snapshot.sequence <= 1
+                and (not gzip or self.gzip_state is not None))
+
+
+@dataclass
+class _Scrapes:
+    """When one format is scraped: the last time and the smoothed interval between scrapes."""
+
+    last: float
+    interval: float | None = None
+
+    def note(self, now: float) -> None:
+        gap = now - self.last
+        self.interval = gap if self.interval is None else 0.8 * self.interval + 0.2 * gap
+        self.last = now
+
+    def expected_within(self, now: float, lead: float) -> bool:
+        """Is the next scrape due within ``lead`` seconds (or has it been missed)?"""
+        return self.interval is None or now >= self.last + self.interval - lead
+
 
 class Exposition:
-    """Renders each snapshot at most once per format and hands every scraper the same bytes.
+    """Renders a snapshot at most once per format and hands every scraper the same bytes.
 
-    While a format is being scraped (asked for within ``WARM_S``), each new snapshot is rendered
-    for it ahead of time on a background thread, so a scrape only adds the scrape-time families;
-    an exporter nobody scrapes renders nothing. The layout follows the snapshot's links, so a
-    reload that changes them changes the exposition with the first snapshot that has them.
+    A render of 10,000 links takes about a second, so the snapshot a scraper is expected to
+    ask for is rendered ahead, on a background thread, shortly before its next scrape is due
+    (every snapshot, for scrapers faster than the cycle). A scrape is served the newest
+    rendered snapshot if it is at most one cycle older than the newest; the scrape-time
+    families (``qlink_up``, data age, lag) are computed for the snapshot served, so its age
+    is always told. Nothing is rendered for formats nobody scraped within ``WARM_S``. The
+    layout follows the snapshot's links, so a reload changes it with the first snapshot that
+    has the new links.
     """
 
     WARM_S = 120.0
 
     def __init__(self, snapshot: Callable[[], Snapshot]):
         self._snapshot = snapshot
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one render at a time
         self._layouts: list[tuple[LinkTable, tuple[Family, ...]]] = []  # the newest two
-        self._cache: dict[bool, _Rendered] = {}
-        self._asked: dict[tuple[bool, bool], float] = {}  # (openmetrics, gzip) -> when last scraped
+        self._cache: dict[bool, _Rendered] = {}  # openmetrics -> newest rendered body
+        self._scrapes: dict[tuple[bool, bool], _Scrapes] = {}  # (openmetrics, gzip) -> their timing
+        self._render_seconds = 0.0
         self._published = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._prepare, name="exposition", daemon=True)
@@ -320,29 +348,40 @@ class Exposition:
     def _prepare(self) -> None:
         while self._published.wait() and not self._stopping:
             self._published.clear()
-            now = time.monotonic()
-            for (openmetrics, gzip), asked in list(self._asked.items()):
-                if now - asked < self.WARM_S:
-                    self._body(self._snapshot(), openmetrics, gzip)
+            snap, now = self._snapshot(), time.monotonic()
+            lead = 2.0 * snap.window_seconds + self._render_seconds
+            for (openmetrics, gzip), scrapes in list(self._scrapes.items()):
+                if now - scrapes.last < self.WARM_S and scrapes.expected_within(now, lead):
+                    self._body(snap, openmetrics, gzip)
 
     def _body(self, snap: Snapshot, openmetrics: bool, gzip: bool) -> _Rendered:
         """The snapshot's scrape-independent text (and gzip stream), rendered if not yet."""
         with self._lock:
+            started = time.perf_counter()
             cached = self._cache.get(openmetrics)
             if cached is None or cached.snapshot is not snap:
                 static = (f for f in self.families(snap.table) if not f.dynamic)
                 text = "".join(f.render(snap, 0.0, openmetrics) for f in static)
                 cached = self._cache[openmetrics] = _Rendered(snap, text.encode())
             if gzip and cached.gzip_state is None:
-                cached.gzip_state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-                cached.gzip_head = cached.gzip_state.compress(cached.body)
+                state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+                cached.gzip_head = state.compress(cached.body)
+                cached.gzip_state = state
+            self._render_seconds = max(self._render_seconds * 0.8, time.perf_counter() - started)
             return cached
 
     def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
         """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
-        self._asked[(openmetrics, gzip)] = time.monotonic()
-        snap = self._snapshot()
-        cached = self._body(snap, openmetrics, gzip)
+        scrapes = self._scrapes.get((openmetrics, gzip))
+        if scrapes is None:
+            self._scrapes[(openmetrics, gzip)] = _Scrapes(time.monotonic())
+        else:
+            scrapes.note(time.monotonic())
+        newest = self._snapshot()
+        cached = self._cache.get(openmetrics)
+        if cached is None or not cached.serves(newest, gzip):
+            cached = self._body(newest, openmetrics, gzip)
+        snap = cached.snapshot
         now = time.time() if now is None else now
         dynamic = [f for f in self.families(snap.table) if f.dynamic]
         tail = ("".join(f.render(snap, now, openmetrics) for f in dynamic) + ("# EOF\n" if openmetrics else "")).encode()
