@@ -14,25 +14,20 @@ import time
 
 import numpy as np
 
-from qtelemetry.config import parse_config
-from qtelemetry.drivers.base import CountBatch
-from qtelemetry.drivers.simulated_bb84 import sample_window
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.estimation.bb84 import BB84_DECOY
-from qtelemetry.exporter.pipeline import ProtocolGroup
+from qtelemetry.runtime.window import SlidingWindow
 
 
-def build_group(n_links: int, windows: int = 60) -> tuple[ProtocolGroup, list[CountBatch]]:
-    text = "links:\n" + "".join(
-        f"  - {{name: l{i}, driver: {{type: simulated-bb84, fiber_length_km: {5 + i % 120}}}}}\n" for i in range(n_links)
-    )
-    links = parse_config(text).links
-    group = ProtocolGroup(BB84_DECOY, links, windows)
-    rng = np.random.default_rng(0)
-    batches = [CountBatch(0.0, 1.0, sample_window(link.driver, rng, 10**8)) for link in links]
-    index = np.arange(n_links)
+def build_window(n_links: int, windows: int = 60) -> tuple[SlidingWindow, dict[str, np.ndarray]]:
+    """A full sliding window of ``n_links`` simulated links, and one fleet window of counts."""
+    configs = [SimulatedBB84Config(type="simulated-bb84", fiber_length_km=5 + i % 120, seed=i) for i in range(n_links)]
+    window = SlidingWindow(BB84_DECOY, configs, windows)
+    counts = SimulatedBB84Config.fleet(configs, started=0.0).sample(1.0).counts
+    rows = np.arange(n_links)
     for _ in range(windows):
-        group.add(index, batches)
-    return group, batches
+        window.fold(rows, counts, np.ones(n_links))
+    return window, counts
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -50,13 +45,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'links':>7} {'ingest ms':>10} {'estimate ms':>12} {'µs/link':>8} {'loop µs/link':>13} {'speed-up':>9}")
     for n in (10, 1_000, 10_000):
-        group, batches = build_group(n)
-        index = np.arange(n)
-        ingest = median_seconds(lambda: group.add(index, batches), args.repeats)
-        vectorised = median_seconds(lambda: group.estimate(0.99), args.repeats)
+        window, counts = build_window(n)
+        rows = np.arange(n)
+        ingest = median_seconds(lambda: window.fold(rows, counts, np.ones(n)), args.repeats)
+        vectorised = median_seconds(lambda: BB84_DECOY.estimate(window.window(), window.duration, window.params, 0.99),
+                                    args.repeats)
         sample = min(n, 50)
-        singles = [({k: v[i:i + 1] for k, v in group.sums.items()}, group.duration[i:i + 1],
-                    {k: v[i:i + 1] for k, v in group.params.items()}) for i in range(sample)]
+        singles = [({k: v[i:i + 1] for k, v in window.window().items()}, window.duration[i:i + 1],
+                    {k: v[i:i + 1] for k, v in window.params.items()}) for i in range(sample)]
         loop = median_seconds(lambda: [BB84_DECOY.estimate(s, d, p, 0.99) for s, d, p in singles], 5) / sample
         per_link = vectorised / n
         print(f"{n:>7} {ingest * 1e3:>10.2f} {vectorised * 1e3:>12.2f} {per_link * 1e6:>8.2f} "

@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exposition = Exposition(lambda: runtime.snapshot)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
+    exposition.families(runtime.table)  # lay out the links before the first scrape asks
     try:
         server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
                                config.exporter.admin_token())

@@ -89,17 +89,18 @@ def test_links_before_their_first_window_export_no_estimates_and_are_down():
     assert ("polled", "timeout") in reasons and ("sim", "timeout") not in reasons
 
 
-def test_a_scrape_is_served_the_newest_rendered_snapshot_if_at_most_one_cycle_old():
-    """While the newest snapshot is being rendered, the one before it is served, with its own age."""
+def test_a_scrape_is_served_the_newest_rendered_snapshot_if_recent_enough():
+    """While the newest snapshot is being rendered, a recent one is served, with its own age."""
     runtime = Runtime(make_config({"sim": simulated(1)}))
     exposition = Exposition(lambda: runtime.snapshot)
     runtime.cycle(now=runtime.started + 1)
     exposition.render()
     runtime.cycle(now=runtime.started + 2)
     served = parse_exposition(exposition.render(now=runtime.started + 2.5).decode())
-    assert value(served, "qlink_batches_total", link="sim") == 1  # one cycle old: served as rendered
+    assert value(served, "qlink_batches_total", link="sim") == 1  # one window old: served as rendered
     assert value(served, "qlink_data_age_seconds", link="sim") == pytest.approx(1.5)  # and its age told
     runtime.cycle(now=runtime.started + 3)
-    served = parse_exposition(exposition.render(now=runtime.started + 3.5).decode())
-    assert value(served, "qlink_batches_total", link="sim") == 3  # two cycles old: the newest is rendered
+    runtime.cycle(now=runtime.started + 4)
+    served = parse_exposition(exposition.render(now=runtime.started + 4.5).decode())
+    assert value(served, "qlink_batches_total", link="sim") == 4  # three windows old: the newest is rendered
     assert value(served, "qlink_data_age_seconds", link="sim") == pytest.approx(0.5)

@@ -11,6 +11,7 @@ for every scrape and appended, so a cached body can never make old data look cur
 from __future__ import annotations
 
 import itertools
+import struct
 import threading
 import time
 import zlib
@@ -20,6 +21,7 @@ from operator import add
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from isal import isal_zlib
 from numpy.typing import NDArray
 
 from qtelemetry import __version__
@@ -31,8 +33,10 @@ from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-#: zlib level for the cached gzip stream: text this repetitive compresses ~20× even at 1.
+#: Deflate level (ISA-L) of gzip responses: text this repetitive compresses ~14× even at 1.
 GZIP_LEVEL = 1
+#: gzip member header (RFC 1952): deflate, no name, no time, unknown OS.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 #: Values of a block at a scrape: (snapshot, scrape time) -> flat float array.
 Values = Callable[[Snapshot, float], NDArray[np.float64]]
@@ -267,18 +271,35 @@ def layout(table: LinkTable) -> tuple[Family, ...]:
     return tuple(sorted(families, key=lambda f: f.dynamic))
 
 
+def gzip_member(deflated_head: bytes, crc: int, size: int, tail: bytes) -> bytes:
+    """A gzip member (RFC 1952) of a cached, fully flushed raw-deflate head followed by ``tail``.
+
+    The head was deflated once per snapshot and ends on a full flush, so the tail, deflated on
+    its own, continues it as a valid stream; the trailer's CRC-32 continues the head's.
+    """
+    compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
+    body = compressor.compress(tail) + compressor.flush()
+    trailer = struct.pack("<II", zlib.crc32(tail, crc), (size + len(tail)) & 0xFFFFFFFF)
+    return GZIP_HEADER + deflated_head + body + trailer
+
+
 @dataclass
 class _Rendered:
     snapshot: Snapshot
     body: bytes
-    gzip_head: bytes = b""
-    gzip_state: Any = None  #: zlib compressor after the body, copied to finish each scrape
+    deflated: bytes | None = None  #: the body as raw deflate ending on a full flush
+    crc: int = 0  #: CRC-32 of the body
 
-    def serves(self, newest: Snapshot, gzip: bool) -> bool:
-        """Good for a scrape whose newest snapshot is ``newest``: the same links, at most one cycle
-        older (the newest is being rendered), in the encoding asked for."""
-        return (self.snapshot.table is newest.table and newest.sequence - self.snapshot.sequence <= 1
-                and (not gzip or self.gzip_state is not None))
+    def deflate(self) -> None:
+        compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
+        self.crc = zlib.crc32(self.body)
+        self.deflated = compressor.compress(self.body) + compressor.flush(isal_zlib.Z_FULL_FLUSH)
+
+    def serves(self, newest: Snapshot, gzip: bool, lag: float) -> bool:
+        """Good for a scrape whose newest snapshot is ``newest``: the same links, published at most
+        ``lag`` seconds before it, in the encoding asked for."""
+        return (self.snapshot.table is newest.table and newest.published_at - self.snapshot.published_at <= lag
+                and (not gzip or self.deflated is not None))
 
 
 @dataclass
@@ -294,21 +315,22 @@ class _Scrapes:
         self.last = now
 
     def expected_within(self, now: float, lead: float) -> bool:
-        """Is the next scrape due within ``lead`` seconds (or has it been missed)?"""
-        return self.interval is None or now >= self.last + self.interval - lead
+        """Is the next scrape due within ``lead`` seconds (or has it been missed)? Unknown until
+        the second scrape."""
+        return self.interval is not None and now >= self.last + self.interval - lead
 
 
 class Exposition:
     """Renders a snapshot at most once per format and hands every scraper the same bytes.
 
-    A render of 10,000 links takes about a second, so the snapshot a scraper is expected to
-    ask for is rendered ahead, on a background thread, shortly before its next scrape is due
-    (every snapshot, for scrapers faster than the cycle). A scrape is served the newest
-    rendered snapshot if it is at most one cycle older than the newest; the scrape-time
-    families (``qlink_up``, data age, lag) are computed for the snapshot served, so its age
-    is always told. Nothing is rendered for formats nobody scraped within ``WARM_S``. The
-    layout follows the snapshot's links, so a reload changes it with the first snapshot that
-    has the new links.
+    A render of 10,000 links takes most of a second, so it happens ahead of the scrapes, on a
+    background thread: shortly before a scraper's next scrape is due, at most once per
+    ``refresh`` seconds (the window, or longer when a render takes more than two thirds of it).
+    A scrape is served the newest rendered snapshot if it is at most ``refresh`` plus a window
+    older than the newest one, else it waits for a fresh render; the scrape-time families
+    (``qlink_up``, data age, lag) are computed for the snapshot served, so its age is always
+    told. Nothing is rendered for formats nobody scraped within ``WARM_S``. The layout follows
+    the snapshot's links, so a reload changes it with the first snapshot that has the new links.
     """
 
     WARM_S = 120.0
@@ -345,28 +367,36 @@ class Exposition:
         """A new snapshot is out (called by the runtime after each cycle)."""
         self._published.set()
 
+    def refresh(self, window: float) -> float:
+        """How often a rendered body is renewed while scraped: every window, unless rendering
+        would then take most of the exporter's time."""
+        return max(window, 1.5 * self._render_seconds)
+
     def _prepare(self) -> None:
         while self._published.wait() and not self._stopping:
             self._published.clear()
             snap, now = self._snapshot(), time.monotonic()
+            refresh = self.refresh(snap.window_seconds)
             lead = 2.0 * snap.window_seconds + self._render_seconds
             for (openmetrics, gzip), scrapes in list(self._scrapes.items()):
-                if now - scrapes.last < self.WARM_S and scrapes.expected_within(now, lead):
+                cached = self._cache.get(openmetrics)
+                due = cached is None or not cached.serves(snap, gzip, refresh - 0.5 * snap.window_seconds)
+                if due and now - scrapes.last < self.WARM_S and scrapes.expected_within(now, lead):
                     self._body(snap, openmetrics, gzip)
 
     def _body(self, snap: Snapshot, openmetrics: bool, gzip: bool) -> _Rendered:
-        """The snapshot's scrape-independent text (and gzip stream), rendered if not yet."""
+        """The snapshot's scrape-independent text (and its deflate stream), rendered if not yet."""
         with self._lock:
             started = time.perf_counter()
             cached = self._cache.get(openmetrics)
             if cached is None or cached.snapshot is not snap:
                 static = (f for f in self.families(snap.table) if not f.dynamic)
-                text = "".join(f.render(snap, 0.0, openmetrics) for f in static)
-                cached = self._cache[openmetrics] = _Rendered(snap, text.encode())
-            if gzip and cached.gzip_state is None:
-                state = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-                cached.gzip_head = state.compress(cached.body)
-                cached.gzip_state = state
+                cached = _Rendered(snap, "".join(f.render(snap, 0.0, openmetrics) for f in static).encode())
+                if gzip:
+                    cached.deflate()
+                self._cache[openmetrics] = cached
+            elif gzip and cached.deflated is None:
+                cached.deflate()
             self._render_seconds = max(self._render_seconds * 0.8, time.perf_counter() - started)
             return cached
 
@@ -379,7 +409,7 @@ class Exposition:
             scrapes.note(time.monotonic())
         newest = self._snapshot()
         cached = self._cache.get(openmetrics)
-        if cached is None or not cached.serves(newest, gzip):
+        if cached is None or not cached.serves(newest, gzip, self.refresh(newest.window_seconds) + newest.window_seconds):
             cached = self._body(newest, openmetrics, gzip)
         snap = cached.snapshot
         now = time.time() if now is None else now
@@ -387,5 +417,4 @@ class Exposition:
         tail = ("".join(f.render(snap, now, openmetrics) for f in dynamic) + ("# EOF\n" if openmetrics else "")).encode()
         if not gzip:
             return cached.body + tail
-        stream = cached.gzip_state.copy()
-        return cached.gzip_head + stream.compress(tail) + stream.flush()
+        return gzip_member(cached.deflated, cached.crc, len(cached.body), tail)

@@ -94,15 +94,17 @@ class Runtime:
             tick += (missed + 1) * window
 
     def cycle(self, now: float | None = None) -> Snapshot:
-        """One cycle of the current engine, published with the exporter's own figures."""
+        """One cycle of the current engine at ``now`` (default: the clock), published with the
+        exporter's own figures."""
         with self._lock:
             started = time.perf_counter()
-            groups = self._engine.cycle(time.time() if now is None else now)
+            now = time.time() if now is None else now
+            groups = self._engine.cycle(now)
             elapsed = time.perf_counter() - started
             self._buckets[np.searchsorted(DURATION_BUCKETS, elapsed)] += 1
             self._duration_sum += elapsed
             self._sequence += 1
-            self._snapshot = self._publish(groups, time.time())
+            self._snapshot = self._publish(groups, now + elapsed)
         for listener in self.listeners:
             listener()
         return self._snapshot
