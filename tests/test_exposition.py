@@ -65,10 +65,25 @@ def test_a_snapshot_is_rendered_once_but_freshness_is_computed_per_scrape(demo):
 
 
 def test_values_are_formatted_as_prometheus_reads_them():
-    values = np.array([0.0, 3.0, 2.5e-7, np.inf, -np.inf, 1e300, 12345678901.0])
-    assert format_values(values) == ["0.0", "3.0", "2.5e-07", "+Inf", "-Inf", "1e+300", "12345678901.0"]
-    assert format_values(np.array([0.0, 7.0, 2.0**52])) == ["0", "7", str(2**52)]
-    assert [float(v) for v in format_values(values)] == values.tolist()
+    values = np.array([0.0, 3.0, 2.5e-7, np.inf, -np.inf, 1e300, 12345678901.5, 0.1 + 0.2])
+    assert format_values(values) == ["0", "3", "2.5e-07", "+Inf", "-Inf", "1e+300", "12345678901.5", "0.3"]
+    assert format_values(np.array([0.0, 7.0, 2.0**52])) == ["0", "7", str(2**52)]  # counts stay exact
+    # 12 significant digits: within half a unit of the 12th digit, and a rounding that keeps order
+    rng = np.random.default_rng(1)
+    floats = np.sort(rng.random(10_000) * 10.0 ** rng.integers(-9, 15, 10_000))
+    written = np.array([float(v) for v in format_values(floats)])
+    np.testing.assert_allclose(written, floats, rtol=5e-12)
+    assert np.all(np.diff(written) >= 0)
+
+
+def test_the_fast_and_the_general_path_write_the_same_lines():
+    """Blocks with every value shown use one %-format; blocks with values left out go line by line."""
+    values = [np.array([1.5, np.nan, 2.25e-9, 7.0]), np.array([1.5, 3.0, 2.25e-9, 7.0])]
+    block = Block("x", ("link",), [("a",), ("b",), ("c",), ("d",)], (), lambda s, n: values.pop(0))
+    general = block.render(None, 0.0)  # type: ignore[arg-type]
+    fast = block.render(None, 0.0)  # type: ignore[arg-type]
+    assert general == 'x{link="a"} 1.5\nx{link="c"} 2.25e-09\nx{link="d"} 7\n'
+    assert fast == 'x{link="a"} 1.5\nx{link="b"} 3\nx{link="c"} 2.25e-09\nx{link="d"} 7\n'
 
 
 def test_label_values_are_escaped():

@@ -33,6 +33,9 @@ from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: Values that are not whole numbers are written with 12 significant digits: 5e-12 relative,
+#: far below any estimate's uncertainty, and three times faster to format than Python's repr.
+FLOAT_FORMAT = "%.12g"
 #: Deflate level (ISA-L) of gzip responses: text this repetitive compresses ~14× even at 1.
 GZIP_LEVEL = 1
 #: gzip member header (RFC 1952): deflate, no name, no time, unknown OS.
@@ -66,6 +69,7 @@ class Block:
     prefixes: list[str] = field(init=False, repr=False)
     #: the last values rendered and their text: many series (error counters, plans) rarely change
     _last: list[Any] = field(init=False, repr=False, default_factory=lambda: [None, ""])
+    _templates: dict[str, str] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         names = self.label_names
@@ -94,13 +98,21 @@ class Block:
         last_values, last_text = self._last
         if last_values is not None and np.array_equal(values, last_values, equal_nan=True):
             return last_text
-        if keep.all():
-            prefixes, shown = self.prefixes, values
+        integral = _integral(values)
+        if keep.all() and (integral or np.isfinite(values).all()):  # the common case: one C-level format
+            text = self._template(integral) % tuple((values.astype(np.int64) if integral else values).tolist())
         else:
-            prefixes, shown = list(itertools.compress(self.prefixes, keep.tolist())), values[keep]
-        text = "\n".join(map(add, prefixes, format_values(shown))) + "\n" if prefixes else ""
+            prefixes = list(itertools.compress(self.prefixes, keep.tolist()))
+            text = "\n".join(map(add, prefixes, format_values(values[keep]))) + "\n" if prefixes else ""
         self._last[:] = [values, text]
         return text
+
+    def _template(self, integral: bool) -> str:
+        """Every series' line with a %-placeholder for its value, built on first use."""
+        key = "%d" if integral else FLOAT_FORMAT
+        if key not in self._templates:
+            self._templates[key] = "".join(p.replace("%", "%%") + key + "\n" for p in self.prefixes)
+        return self._templates[key]
 
 
 @lru_cache(maxsize=1 << 17)
@@ -113,12 +125,18 @@ def _joined(head: str, tail: str) -> str:
     return f"{head},{tail}" if head and tail else head or tail
 
 
+def _integral(values: NDArray[np.float64]) -> bool:
+    """All values are integers a float64 holds exactly (counts): written without a fraction."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(values == np.floor(values)) and np.all(np.abs(values) < 2.0**53))
+
+
 def format_values(values: NDArray[np.float64]) -> list[str]:
-    """Sample values as exposition text: integers without a fraction, ±Inf as Prometheus spells it."""
-    finite = np.isfinite(values)
-    if finite.all() and np.all(values == np.floor(values)) and np.all(np.abs(values) < 2.0**53):
+    """Sample values as exposition text: integers without a fraction, others to ``FLOAT_FORMAT``,
+    ±Inf as Prometheus spells it."""
+    if _integral(values):
         return list(map(str, values.astype(np.int64).tolist()))
-    text = list(map(repr, values.tolist()))
+    text = list(map(FLOAT_FORMAT.__mod__, values.tolist()))
     for i in np.flatnonzero(np.isinf(values)).tolist():
         text[i] = "+Inf" if values[i] > 0 else "-Inf"
     return text
@@ -315,9 +333,12 @@ class _Scrapes:
         self.last = now
 
     def expected_within(self, now: float, lead: float) -> bool:
-        """Is the next scrape due within ``lead`` seconds (or has it been missed)? Unknown until
-        the second scrape."""
-        return self.interval is not None and now >= self.last + self.interval - lead
+        """Is the next scrape due within ``lead`` seconds? Unknown until the second scrape; a
+        scraper late by more than an interval has stopped, until it comes back."""
+        if self.interval is None:
+            return False
+        due = self.last + self.interval
+        return due - lead <= now <= due + self.interval + lead
 
 
 class Exposition:
