@@ -86,10 +86,11 @@ class Scrapes:
         """One scrape; every fifth one is decompressed to read the data ages (from the end of
         the body, where the scrape-time families are), so scrapers stay light on the CPU."""
         self.latencies.append(elapsed)
-        if read_ages and len(self.latencies) % 5 == 1:
+        if len(self.latencies) % 5 == 1:
             body = body_of(raw, encoded)
             self.wire, self.size = len(raw), len(body)
-            self.ages += [float(v) for v in AGE.findall(body, max(0, len(body) - 4_000_000))]
+            if read_ages:
+                self.ages += [float(v) for v in AGE.findall(body, max(0, len(body) - 4_000_000))]
 
 
 def scrape_loop(url: str, deadline: float, read_ages: bool) -> Scrapes:
