@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from qtelemetry import planner
+    from qtelemetry.devices import simulate
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     planner.register(verbs)
     generate.register(verbs)
     fault_client.register(verbs)
+    simulate.register(verbs)
     return parser
 
 
