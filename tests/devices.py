@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Iterator
 import pytest
 from aiohttp import web
 
-from qtelemetry.devices.links import LinkFigures
+from qtelemetry.devices.links import LinkFigures, qkdl_id
 from qtelemetry.devices.serving import start
 from qtelemetry.drivers.base import DriverError
 from tls import Authority
@@ -221,3 +221,26 @@ class DeviceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+def device_tls(pki: Path) -> dict[str, str]:
+    """Server TLS of simulated devices with a demo PKI (``qtelemetry simulate --make-pki``)."""
+    return {"cert_file": str(pki / "device.crt"), "key_file": str(pki / "device.key"), "client_ca_file": str(pki / "ca.crt")}
+
+
+def client_tls(pki: Path, client: str) -> dict[str, str]:
+    """A driver's ``tls`` for a device of that PKI, presenting ``client``'s certificate."""
+    return {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / f"{client}.crt"), "key_file": str(pki / f"{client}.key")}
+
+
+def kme_link(name: str, kme_url: str, slave_sae_id: str, pki: Path, client: str, **driver: Any) -> dict:
+    """An exporter link entry watching a simulated KME (polled and probed twice a second unless ``driver`` says)."""
+    return {"name": name, "driver": {"type": "etsi014", "kme_url": kme_url, "slave_sae_id": slave_sae_id,
+                                     "tls": client_tls(pki, client), "poll_interval_seconds": 0.5,
+                                     "probe_interval_seconds": 0.5, **driver}}
+
+
+def node_link(name: str, node_url: str, simulated_link: str, pki: Path, client: str, **driver: Any) -> dict:
+    """An exporter link entry reading ``simulated_link`` from a simulated RESTCONF node."""
+    return {"name": name, "driver": {"type": "etsi015", "url": node_url, "qkdl_id": qkdl_id(simulated_link),
+                                     "tls": client_tls(pki, client), "poll_interval_seconds": 0.5, **driver}}

@@ -16,11 +16,11 @@ from typing import Iterator
 import pytest
 import yaml
 from conftest import RunningExporter, value
-from devices import DeviceProcess, free_port
+from devices import DeviceProcess, device_tls, free_port, kme_link, node_link
 from etsi_qkd_014_client import QKD014Client
 
 from qtelemetry.cli import main
-from qtelemetry.devices.links import qkdl_id
+from qtelemetry.standards.restconf import NODE_PATH
 
 SAES = {"a": "sae-a", "b": "sae-b", "c": "sae-c"}
 DARK_STORE = 131072.0  # bits; a multiple of 256: keys of 256 bits can empty it exactly
@@ -41,15 +41,8 @@ class Setup:
         self.exporter_process = RunningExporter(["run", "--listen", "127.0.0.1:0", "--config", str(exporter_config)],
                                                 tmp / "exporter.log")
 
-    def tls(self, client: str | None = None) -> dict[str, str]:
-        files = {"ca_file": str(self.pki / "ca.crt")}
-        if client:
-            files |= {"cert_file": str(self.pki / f"{client}.crt"), "key_file": str(self.pki / f"{client}.key")}
-        return files
-
     def devices(self) -> dict:
-        tls = {"cert_file": str(self.pki / "device.crt"), "key_file": str(self.pki / "device.key"),
-               "client_ca_file": str(self.pki / "ca.crt")}
+        tls = device_tls(self.pki)
         bb84 = {"type": "simulated-bb84", "fiber_length_km": 10, "seed": 5}
         return {
             "links": [
@@ -66,19 +59,14 @@ class Setup:
         }
 
     def exporter(self) -> dict:
-        def kme(name: str, slave: str, client: str) -> dict:
-            return {"name": name, "site_a": "a", "site_b": slave, "driver": {
-                "type": "etsi014", "kme_url": f"https://127.0.0.1:{self.ports['kme-a']}", "slave_sae_id": SAES[slave],
-                "tls": self.tls(client), "poll_interval_seconds": 0.5, "probe_interval_seconds": 0.5}}
-
-        def node(name: str, link: str) -> dict:
-            return {"name": name, "site_a": "a", "site_b": link[1], "driver": {
-                "type": "etsi015", "url": f"https://127.0.0.1:{self.ports['restconf-a']}/restconf/data/"
-                                          "etsi-qkd-sdn-node:qkd_node",
-                "qkdl_id": qkdl_id(link), "tls": self.tls("exporter"), "poll_interval_seconds": 0.5}}
+        kme = f"https://127.0.0.1:{self.ports['kme-a']}"
+        node = f"https://127.0.0.1:{self.ports['restconf-a']}{NODE_PATH}"
         return {"links": [
-            kme("kme-ab", "b", SAES["a"]), kme("kme-ac", "c", SAES["a"]), node("node-ab", "ab"), node("node-ac", "ac"),
-            kme("kme-intruder", "c", SAES["b"]),  # sae-b is site b's: site a's KME answers 401
+            kme_link("kme-ab", kme, SAES["b"], self.pki, SAES["a"]),
+            kme_link("kme-ac", kme, SAES["c"], self.pki, SAES["a"]),
+            node_link("node-ab", node, "ab", self.pki, "exporter"),
+            node_link("node-ac", node, "ac", self.pki, "exporter"),
+            kme_link("kme-intruder", kme, SAES["c"], self.pki, SAES["b"]),  # sae-b is site b's: site a's KME answers 401
             {"name": "local-bb84", "driver": {"type": "simulated-bb84", "fiber_length_km": 20}},
         ]}
 
