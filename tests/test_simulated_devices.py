@@ -219,3 +219,11 @@ def test_make_pki_keeps_a_complete_pki_and_refuses_to_mix(pki, tmp_path, capsys)
     for bad in ("device", "ca", "../x", ""):
         assert main(["simulate", "--make-pki", str(tmp_path / "new"), "--client", bad]) == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_readme_example_of_the_simulate_config_is_valid(pki):
+    readme = (ROOT / "README.md").read_text()
+    example = next(block.split("```", 1)[0] for block in readme.split("```yaml\n") if "sae_ids:" in block)
+    config = parse_devices_config(example.replace("demo-pki/", f"{pki}/"), "README")
+    assert [link.name for link in config.links] == ["metro-alice-bob"] and set(config.sites) == {"alice", "bob"}
+    assert config.sites["alice"].restconf.tls.client_ca_file == pki / "ca.crt"
