@@ -3,19 +3,17 @@ and ``qtelemetry simulate`` processes.
 
 ``StoreLink`` is a ``qtelemetry.devices.links.SimulatedLink`` whose key store and figures a test
 sets directly, for fast unit tests of the devices' HTTP layer; end-to-end tests use the real
-simulator (``DeviceProcess``).
+simulator (``conftest.DeviceProcess``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import re
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -187,40 +185,6 @@ def free_port() -> int:
 
 OPENSSL = shutil.which("openssl")
 NAN = math.nan
-
-
-SERVING = re.compile(r'serving site=(\S+) (.*) links=')
-
-
-class DeviceProcess:
-    """A ``qtelemetry simulate`` process; ``urls[site]`` maps kme/restconf to the URLs it serves."""
-
-    def __init__(self, config: Path, log_path: Path, sites: int, timeout: float = 30.0):
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "qtelemetry", "simulate", "--config", str(config)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while len(self.urls) < sites:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"simulate did not start (exit {self.proc.returncode}):\n{self.log()}")
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    @property
-    def urls(self) -> dict[str, dict[str, str]]:
-        return {site: dict(pair.split("=", 1) for pair in rest.split()) for site, rest in SERVING.findall(self.log())}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 def device_tls(pki: Path) -> dict[str, str]:

@@ -63,8 +63,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RunningExporter
-from devices import DeviceProcess, device_tls, kme_link, node_link
+from conftest import DeviceProcess, RunningExporter
+from devices import device_tls, kme_link, node_link
 from qtelemetry.cli import main
 from qtelemetry.config import default_config_text
 from qtelemetry.monitoring.config import DEFAULT

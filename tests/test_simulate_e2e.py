@@ -15,8 +15,8 @@ from typing import Iterator
 
 import pytest
 import yaml
-from conftest import RunningExporter, value
-from devices import DeviceProcess, device_tls, free_port, kme_link, node_link
+from conftest import DeviceProcess, RunningExporter, value
+from devices import device_tls, free_port, kme_link, node_link
 from etsi_qkd_014_client import QKD014Client
 
 from qtelemetry.cli import main

@@ -70,7 +70,7 @@ class RuntimeLink:
         snapshot, i = self.runtime.snapshot, self.index
         stored, _ = self.key_store()
         group = snapshot.groups.get(self.protocol)
-        up = bool(snapshot.ok[i]) and time.time() - snapshot.received_at[i] <= self.runtime.table.stall_timeout[i]
+        up = snapshot.up(time.time(), self.runtime.table.stall_timeout)[i]
         if group is None or not up:
             status = link_status(False, stored, not math.isnan(snapshot.received_at[i]))
             return LinkFigures(status, 0.0, 0.0, math.nan, self.demand_bps)
