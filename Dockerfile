@@ -27,10 +27,13 @@ LABEL org.opencontainers.image.title="qtelemetry" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/qtelemetry/qtelemetry"
 # A fixed, numeric, non-root uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER.
+# /var/lib/qtelemetry/demo-pki is where `qtelemetry simulate --make-pki` writes in the compose demo
+# (a named volume mounted there takes the directory's owner).
 RUN groupadd --system --gid 10001 qtelemetry \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin qtelemetry \
- && mkdir -p /etc/qtelemetry/tls
+ && mkdir -p /etc/qtelemetry/tls /var/lib/qtelemetry/demo-pki \
+ && chown 10001:10001 /var/lib/qtelemetry/demo-pki
 COPY --from=build /opt/qtelemetry /opt/qtelemetry
 # The demo links listening on 0.0.0.0 (the embedded demo listens on 127.0.0.1, unreachable from
 # outside a container). Mount your own config over this file.

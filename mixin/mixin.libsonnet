@@ -5,6 +5,8 @@
   grafanaDashboards+:: {
     "qtelemetry-bb84-decoy.json": (import 'dashboards/qtelemetry-bb84-decoy.json'),
     "qtelemetry-bbm92-spdc.json": (import 'dashboards/qtelemetry-bbm92-spdc.json'),
+    "qtelemetry-etsi-qkd-014.json": (import 'dashboards/qtelemetry-etsi-qkd-014.json'),
+    "qtelemetry-etsi-qkd-015.json": (import 'dashboards/qtelemetry-etsi-qkd-015.json'),
     "qtelemetry-exporter.json": (import 'dashboards/qtelemetry-exporter.json'),
     "qtelemetry-fleet.json": (import 'dashboards/qtelemetry-fleet.json'),
     "qtelemetry-heralded-entanglement.json": (import 'dashboards/qtelemetry-heralded-entanglement.json'),

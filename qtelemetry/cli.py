@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate``."""
 
 from __future__ import annotations
 
@@ -121,6 +121,7 @@ def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 
 def build_parser() -> argparse.ArgumentParser:
     from qtelemetry import planner
+    from qtelemetry.devices import simulate
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
 
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     planner.register(verbs)
     generate.register(verbs)
     fault_client.register(verbs)
+    simulate.register(verbs)
     for sub in _verb_parsers(parser):
         _add_log_options(sub, defaults=False)
     return parser

@@ -247,6 +247,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             continue
         if isinstance(part, int) and not isinstance(part, bool):
             path += f"[{part}]"
+        elif part == "[key]":  # pydantic's mark for a mapping's key rather than its value
+            path += " (key)"
         elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
             path += f".{part}" if path else part
         else:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real `qtelemetry run` subprocess on a free loopback port."""
+"""Shared fixtures: real `qtelemetry run` (and `qtelemetry simulate`) subprocesses on free loopback ports."""
 
 from __future__ import annotations
 
@@ -18,30 +18,45 @@ from realstack import prometheus_stack  # noqa: F401  (fixture: real Prometheus 
 URL_LINE = re.compile(r"url=(http\S+/metrics)")
 
 
-class RunningExporter:
-    """A `qtelemetry run` process; its log goes to a file so the pipe can never fill up."""
+class QtelemetryProcess:
+    """A ``python -m qtelemetry ARGS`` process; its log goes to a file so the pipe can never fill up.
 
-    def __init__(self, args: list[str], log_path: Path):
+    Started once ``ready(log)`` returns something (kept as ``self.ready``); fails with the log if
+    the process exits first or ``timeout`` passes.
+    """
+
+    def __init__(self, args: list[str], log_path: Path, ready: Callable[[str], object], timeout: float = 30.0):
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "qtelemetry", *args], stdout=self._log, stderr=subprocess.STDOUT
         )
-        self.url = self._wait_for_url()
-
-    def _wait_for_url(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = URL_LINE.search(self.log())
-            if match:
-                return match.group(1)
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.log()}")
+        while not (found := ready(self.log())):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"qtelemetry {args[0]} did not start (exit {self.proc.returncode}):\n{self.log()}")
             time.sleep(0.05)
-        raise AssertionError(f"exporter did not start:\n{self.log()}")
+        self.ready = found
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+class RunningExporter(QtelemetryProcess):
+    """A `qtelemetry run` process; ``url`` is its /metrics URL, as it logs it."""
+
+    def __init__(self, args: list[str], log_path: Path):
+        super().__init__(args, log_path, lambda log: (m := URL_LINE.search(log)) and m.group(1))
+        self.url = self.ready
 
     def scrape(self) -> dict[str, list]:
         """Samples by sample name, parsed with prometheus_client's own text parser."""
@@ -59,13 +74,16 @@ class RunningExporter:
                 raise AssertionError("condition not met before timeout")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
+
+SERVING = re.compile(r"serving site=(\S+) (.*) links=")
+
+
+class DeviceProcess(QtelemetryProcess):
+    """A `qtelemetry simulate` process; ``urls[site]`` maps kme/restconf to the URLs it logs for the site."""
+
+    def __init__(self, config: Path, log_path: Path, sites: int):
+        super().__init__(["simulate", "--config", str(config)], log_path, lambda log: len(SERVING.findall(log)) >= sites)
+        self.urls = {site: dict(pair.split("=", 1) for pair in rest.split()) for site, rest in SERVING.findall(self.log())}
 
 
 @pytest.fixture

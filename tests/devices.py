@@ -1,7 +1,9 @@
-"""Test harness for device drivers: real servers on loopback, run from a background event loop.
+"""Test harness for device drivers: real servers on loopback, run from a background event loop,
+and ``qtelemetry simulate`` processes.
 
-``StoreLink`` is the in-test implementation of ``qtelemetry.devices.links.SimulatedLink`` (a key
-store and fixed figures) until the simulator provides the real one.
+``StoreLink`` is a ``qtelemetry.devices.links.SimulatedLink`` whose key store and figures a test
+sets directly, for fast unit tests of the devices' HTTP layer; end-to-end tests use the real
+simulator (``conftest.DeviceProcess``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterator
 import pytest
 from aiohttp import web
 
-from qtelemetry.devices.links import LinkFigures
+from qtelemetry.devices.links import LinkFigures, qkdl_id
 from qtelemetry.devices.serving import start
 from qtelemetry.drivers.base import DriverError
 from tls import Authority
@@ -183,3 +185,26 @@ def free_port() -> int:
 
 OPENSSL = shutil.which("openssl")
 NAN = math.nan
+
+
+def device_tls(pki: Path) -> dict[str, str]:
+    """Server TLS of simulated devices with a demo PKI (``qtelemetry simulate --make-pki``)."""
+    return {"cert_file": str(pki / "device.crt"), "key_file": str(pki / "device.key"), "client_ca_file": str(pki / "ca.crt")}
+
+
+def client_tls(pki: Path, client: str) -> dict[str, str]:
+    """A driver's ``tls`` for a device of that PKI, presenting ``client``'s certificate."""
+    return {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / f"{client}.crt"), "key_file": str(pki / f"{client}.key")}
+
+
+def kme_link(name: str, kme_url: str, slave_sae_id: str, pki: Path, client: str, **driver: Any) -> dict:
+    """An exporter link entry watching a simulated KME (polled and probed twice a second unless ``driver`` says)."""
+    return {"name": name, "driver": {"type": "etsi014", "kme_url": kme_url, "slave_sae_id": slave_sae_id,
+                                     "tls": client_tls(pki, client), "poll_interval_seconds": 0.5,
+                                     "probe_interval_seconds": 0.5, **driver}}
+
+
+def node_link(name: str, node_url: str, simulated_link: str, pki: Path, client: str, **driver: Any) -> dict:
+    """An exporter link entry reading ``simulated_link`` from a simulated RESTCONF node."""
+    return {"name": name, "driver": {"type": "etsi015", "url": node_url, "qkdl_id": qkdl_id(simulated_link),
+                                     "tls": client_tls(pki, client), "poll_interval_seconds": 0.5, **driver}}

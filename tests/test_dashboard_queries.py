@@ -2,7 +2,8 @@
 for every cluster and every link its variables offer.
 
 No Grafana server can run here, so the dashboards are proven the way Grafana would use them: a
-real Prometheus 2.42 scrapes two demo exporters (every link kind it ships) as two clusters,
+real Prometheus 2.42 scrapes two demo exporters (every link kind the embedded demo ships, plus an
+ETSI 014 and an ETSI 015 link watching a ``qtelemetry simulate`` device process) as two clusters,
 ``east`` and ``west`` (target labels, as relabelling would set them; the same link names in
 both, the case where rules and dashboards must not merge links), with the generated rule files
 of ``alerts/`` loaded. The dashboard's template variables are resolved the way Grafana resolves
@@ -62,7 +63,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RunningExporter
+from conftest import DeviceProcess, RunningExporter
+from devices import device_tls, kme_link, node_link
+from qtelemetry.cli import main
+from qtelemetry.config import default_config_text
 from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
 from realstack import (
@@ -361,10 +365,12 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         shadow_file.write_text(yaml.safe_dump(groups, sort_keys=False))
         rule_files.append(shadow_file)
     exporters: list[RunningExporter] = []
-    stack = None
+    stack = devices = None
     try:
+        devices, config = demo_with_devices(tmp)
         for cluster in CLUSTERS:  # the same demo links in both clusters
-            exporters.append(RunningExporter(["run", "--listen", "127.0.0.1:0"], tmp / f"exporter-{cluster}.log"))
+            exporters.append(RunningExporter(["run", "--listen", "127.0.0.1:0", "--config", str(config)],
+                                             tmp / f"exporter-{cluster}.log"))
         stack = start_stack(tmp / "stack", [(e.url, {CLUSTER: c}) for e, c in zip(exporters, CLUSTERS)],
                             rule_files, alerting=False)
         prom = stack.prometheus
@@ -382,6 +388,26 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             stack.stop()
         for exporter in exporters:
             exporter.stop()
+        if devices is not None:
+            devices.stop()
+
+
+def demo_with_devices(tmp: Path) -> tuple[DeviceProcess, Path]:
+    """A ``qtelemetry simulate`` process, and an exporter config: the embedded demo plus an etsi014
+    and an etsi015 link watching it (every link kind the drill-downs show)."""
+    pki = tmp / "pki"
+    assert main(["simulate", "--make-pki", str(pki), "--client", "sae-a", "--client", "exporter"]) == 0
+    link = {"name": "ab", "site_a": "a", "site_b": "b", "driver": {"type": "simulated-bb84", "fiber_length_km": 10}}
+    kme = {"listen": "127.0.0.1:0", "tls": device_tls(pki)}
+    sites = {"a": {"kme": {**kme, "sae_ids": ["sae-a"]}, "restconf": kme}, "b": {"kme": {**kme, "sae_ids": ["sae-b"]}}}
+    (tmp / "devices.yaml").write_text(yaml.safe_dump({"links": [link], "sites": sites}))
+    devices = DeviceProcess(tmp / "devices.yaml", tmp / "devices.log", sites=2)
+    urls = devices.urls["a"]
+    config = yaml.safe_load(default_config_text())
+    config["links"] += [kme_link("kme-a-b", urls["kme"], "sae-b", pki, "sae-a", poll_interval_seconds=1, probe_interval_seconds=1),
+                        node_link("node-a-b", urls["restconf"], "ab", pki, "exporter", poll_interval_seconds=1)]
+    (tmp / "exporter.yaml").write_text(yaml.safe_dump(config))
+    return devices, tmp / "exporter.yaml"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import yaml
 
 from qtelemetry.cli import main as qtelemetry_main
 from qtelemetry.config import load_config, parse_listen
+from qtelemetry.devices.config import load_devices_config
 from qtelemetry.monitoring.config import DEFAULT as MONITORING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,7 +289,7 @@ def test_compose_file_follows_the_compose_spec_and_references_existing_files(com
     result = run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
     assert result.returncode == 0, result.stdout + result.stderr
     services = compose["services"]
-    assert {"qtelemetry", "prometheus", "alertmanager", "grafana"} <= set(services)
+    assert {"qtelemetry", "qtelemetry-devices", "simulator", "pki", "prometheus", "alertmanager", "grafana"} <= set(services)
     for name, service in services.items():
         image = service["image"]
         assert re.search(r":[\w][\w.-]*$", image) and not image.endswith(":latest"), f"{name}: pin the image tag"
@@ -307,6 +308,54 @@ def test_compose_file_follows_the_compose_spec_and_references_existing_files(com
     grafana = services["grafana"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert local_path(grafana, home).is_file()
+
+
+EXAMPLES = ROOT / "examples"
+DEMO_PKI = "/var/lib/qtelemetry/demo-pki"  # where the compose demo's PKI volume is mounted
+
+
+def compose_copy(example: str, service: dict, container_path: str) -> tuple[str, str]:
+    """(example text, compose copy text) without their leading comment blocks."""
+    strip = lambda text: re.sub(r"\A(#.*\n)+", "", text)
+    return strip((EXAMPLES / example).read_text()), strip(local_path(service, container_path).read_text())
+
+
+def test_compose_simulator_runs_the_example_devices_and_the_devices_exporter_watches_them(compose):
+    """The compose copies are the README demo's examples with container addresses and the PKI volume."""
+    services = compose["services"]
+    simulator, exporter = services["simulator"], services["qtelemetry-devices"]
+    command = simulator["command"]
+    assert command[:2] == ["simulate", "--config"]
+    example, copy_ = compose_copy("simulate.yaml", simulator, command[2])
+    assert copy_ == example.replace('listen: "127.0.0.1:', 'listen: "0.0.0.0:').replace("demo-pki/", f"{DEMO_PKI}/")
+    example, copy_ = compose_copy("exporter-devices.yaml", exporter, container_config_path())
+    assert copy_ == example.replace('"127.0.0.1:9817"', '"0.0.0.0:9817"').replace(
+        "https://127.0.0.1:", "https://simulator:").replace("demo-pki/", f"{DEMO_PKI}/")
+    for service in (simulator, exporter, services["pki"]):
+        assert f"demo-pki:{DEMO_PKI}" in " ".join(service["volumes"]) and service["read_only"] is True
+        assert service["image"] == services["qtelemetry"]["image"]
+    assert simulator["depends_on"]["pki"]["condition"] == "service_completed_successfully"
+    assert f"{DEMO_PKI} " in " ".join(final_stage()["RUN"]) and f"chown 10001:10001 {DEMO_PKI}" in " ".join(final_stage()["RUN"])
+
+
+def test_compose_pki_service_makes_every_certificate_the_configs_name(compose, tmp_path, capsys):
+    """Run the pki service's command here, then validate both configs against what it wrote."""
+    services = compose["services"]
+    command = services["pki"]["command"]
+    local = tmp_path / "pki"
+    assert qtelemetry_main([local.as_posix() if arg == DEMO_PKI else arg for arg in command]) == 0
+    capsys.readouterr()
+    for service, container_path in (("simulator", services["simulator"]["command"][2]),
+                                     ("qtelemetry-devices", container_config_path())):
+        text = local_path(services[service], container_path).read_text().replace(DEMO_PKI, local.as_posix())
+        (tmp_path / f"{service}.yaml").write_text(text)
+    devices = load_devices_config(tmp_path / "simulator.yaml")
+    check_config(tmp_path / "qtelemetry-devices.yaml", capsys)
+    hosts = {url.split("//")[1].split(":")[0] for link in load_config(tmp_path / "qtelemetry-devices.yaml").links
+             for url in (getattr(link.driver, "kme_url", None), getattr(link.driver, "url", None)) if url}
+    assert hosts == {"simulator"} and command[command.index("--host") + 1] == "simulator"
+    saes = {sae for site in devices.sites.values() if site.kme for sae in site.kme.sae_ids}
+    assert saes <= {command[i + 1] for i, arg in enumerate(command) if arg == "--client"}
 
 
 def test_compose_prometheus_config_passes_promtool_with_the_generated_rules(compose, tmp_path):
@@ -328,6 +377,7 @@ def test_compose_prometheus_config_passes_promtool_with_the_generated_rules(comp
                 targets += [t for group in yaml.safe_load(file.read_text()) for t in group["targets"]]
     exporter_port = parse_listen(load_config(CONTAINER_CONFIG).exporter.listen)[1]
     assert f"qtelemetry:{exporter_port}" in targets, "Prometheus must scrape the compose exporter"
+    assert f"qtelemetry-devices:{exporter_port}" in targets, "and the exporter watching the simulated devices"
     am_targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     assert [t.split(":")[0] for t in am_targets] == ["alertmanager"]
     local = tmp_path / "prometheus.yml"

@@ -19,7 +19,7 @@ from qtelemetry.cli import main
 from qtelemetry.config import ConfigError
 from qtelemetry.monitoring import dashboards, generate, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import DEFAULT, load_monitoring_config
-from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
+from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, GenerationError, metric_names, sample_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_every_dashboard_url_opens_a_generated_dashboard_with_its_variables(aler
     """The URL's uid is a dashboard (the link's protocol picks the drill-down of its kind) and every
     var-X it sets is a variable of that dashboard."""
     by_uid = {b["uid"]: {v["name"] for v in b["templating"]["list"]} for b in boards.values()}
-    protocols = {BB84, BBM92, HERALDED}
+    protocols = set(PROTOCOLS)  # every link kind, device-reported ones too
     for rule in alert_rules:
         url = rule["annotations"]["dashboard_url"]
         match = re.fullmatch(re.escape(DEFAULT.grafana_url) + r"/d/([^?]+)\?(.*)", url)
@@ -352,7 +352,7 @@ def test_dashboards_round_trip_through_the_sdk_models(boards):
 def test_dashboard_uids_ids_units_legends_and_grid(boards):
     assert {b["uid"] for b in boards.values()} == {
         "qtelemetry-fleet", "qtelemetry-bb84-decoy", "qtelemetry-bbm92-spdc", "qtelemetry-heralded-entanglement",
-        "qtelemetry-key-supply-slo", "qtelemetry-exporter"}
+        "qtelemetry-etsi-qkd-014", "qtelemetry-etsi-qkd-015", "qtelemetry-key-supply-slo", "qtelemetry-exporter"}
     for name, board in boards.items():
         assert name == f"{board['uid']}.json"
         panels = list(dashboards.iter_panels(board))
@@ -382,7 +382,7 @@ def test_dashboard_uids_ids_units_legends_and_grid(boards):
 
 
 def test_one_drill_down_per_link_kind_offers_only_links_of_that_kind(boards):
-    for protocol in (BB84, BBM92, HERALDED):
+    for protocol in PROTOCOLS:
         board = boards[f"qtelemetry-{protocol}.json"]
         variables = {v["name"]: v for v in board["templating"]["list"]}
         assert set(variables) == {"datasource", DEFAULT.cluster_label, "job", "instance", "link"}

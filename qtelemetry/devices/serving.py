@@ -9,18 +9,19 @@ from pathlib import Path
 from aiohttp import web
 
 
-def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
+def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None,
+                   require_client: bool = False) -> ssl.SSLContext:
     """A TLS server context; with ``client_ca_file``, clients may present certificates it signed.
 
-    Client certificates are optional at the TLS layer so that a device can answer a client
-    without one in its own protocol (ETSI 014: 401 with an error body); one that is presented
-    must verify against ``client_ca_file``.
+    Client certificates are optional at the TLS layer unless ``require_client``, so that a
+    device can answer a client without one in its own protocol (ETSI 014: 401 with an error
+    body); one that is presented must verify against ``client_ca_file``.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert_file), str(key_file))
     if client_ca_file is not None:
         context.load_verify_locations(str(client_ca_file))
-        context.verify_mode = ssl.CERT_OPTIONAL
+        context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_OPTIONAL
     return context
 
 

@@ -204,13 +204,37 @@ K = TypeVar("K", bound=KeyDistillingConfig)
 
 
 class KeyDistillingFleet(SimulatedFleet[K]):
-    """A fleet whose distilled key fills each link's key store, which applications drain."""
+    """A fleet whose distilled key fills each link's key store, which applications drain.
+
+    Applications drain it twice over: the configured ``key_consumption_bps`` once per window,
+    and requests made through ``withdraw`` (a simulated KME handing out keys) at any time.
+    """
 
     def __init__(self, configs: Sequence[K], started: float):
         super().__init__(configs, started)
         self.capacity_bits = self.params.key_buffer_capacity_bits.astype(float)
         self.stored_bits = self.params.key_buffer_initial_ratio * self.capacity_bits
         self._base_rate = self.secret_key_rate_bps(self.params)
+        #: key asked for and taken through ``withdraw`` since the last window, bits per link
+        self._asked, self._taken = np.zeros(self.size), np.zeros(self.size)
+
+    def key_store(self, row: int) -> tuple[float, float]:
+        """(stored, capacity) bits of link ``row``'s store now (thread-safe)."""
+        with self._lock:
+            return float(self.stored_bits[row]), float(self.capacity_bits[row])
+
+    def withdraw(self, row: int, bits: float) -> bool:
+        """Take ``bits`` from link ``row``'s store if it holds that much, all or nothing (thread-safe).
+
+        The request counts as requested key in the next window, and as delivered if it was served.
+        """
+        with self._lock:
+            self._asked[row] += bits
+            if bits > self.stored_bits[row]:
+                return False
+            self.stored_bits[row] -= bits
+            self._taken[row] += bits
+            return True
 
     @abstractmethod
     def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
@@ -241,5 +265,7 @@ class KeyDistillingFleet(SimulatedFleet[K]):
             delivered = np.minimum(requested, filled)
             self.stored_bits = filled - delivered
             stored = self.stored_bits.copy()
+            requested, delivered = requested + self._asked, delivered + self._taken
+            self._asked, self._taken = np.zeros(self.size), np.zeros(self.size)
         return {"key_generated_bits": generated, "key_requested_bits": np.asarray(requested, float),
                 "key_delivered_bits": delivered, "key_stored_bits": stored, "key_capacity_bits": self.capacity_bits}

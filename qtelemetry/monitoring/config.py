@@ -72,6 +72,10 @@ class Thresholds(Strict):
         "fraction of estimation cycles skipped for overload above which the exporter falls behind"))
     estimation_stall_seconds: float = Field(60, gt=0, description=(
         "no estimation cycle completed for this long: every link of the exporter is frozen (page)"))
+    kme_latency_seconds: float = Field(0.5, gt=0, description=(
+        "90th percentile of the requests a KME answered (ETSI 014 status, key probes) above this opens a ticket"))
+    key_refusal_ratio: float = Field(0.1, gt=0, lt=1, description=(
+        "share of one-key probes a KME refused over 10 minutes above which applications are being refused keys (page)"))
     chsh_sigmas: float = Field(3.0, gt=0, description="a CHSH violation smaller than this many standard deviations is weak")
     fidelity_min: float = Field(0.9, gt=0.5, le=1, description="BBM92 Bell-state fidelity lower bound below this warns")
     heralded_fidelity_min: float = Field(0.75, gt=0.5, le=1,

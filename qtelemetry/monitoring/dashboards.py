@@ -37,6 +37,7 @@ from grafana_foundation_sdk.models import common as cm  # noqa: E402
 from grafana_foundation_sdk.models import dashboard as dm  # noqa: E402
 from grafana_foundation_sdk.models import prometheus as pm  # noqa: E402
 
+from qtelemetry.estimation.reported import ETSI014, ETSI015
 from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
 from qtelemetry.monitoring.config import MonitoringConfig
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
@@ -207,6 +208,24 @@ def fleet(c: MonitoringConfig) -> Board:
                Q("qkd_key_buffer_bits / qkd_key_buffer_capacity_bits", f"{{{{link}}}} {{{{{cl}}}}}"), min=0, max=1,
                steps=((0, RED), (0.1, ORANGE), (0.5, GREEN))),
         )),
+        Row("Key delivery (ETSI 014 KMEs)", (
+            ts("KME status latency p90 by link", "s",
+               f"90th percentile of the status requests each KME answered; ticket above "
+               f"{num(c.thresholds.kme_latency_seconds)} s.",
+               Q(kme_latency('{endpoint="status"}', f"{cl}, link", 0.9), f"{{{{link}}}} {{{{{cl}}}}}"), w=8, min=0,
+               steps=((c.thresholds.kme_latency_seconds, RED),), lines=True),
+            ts("KME availability by link", "percentunit", "Share of each KME's status polls that got a valid answer.",
+               Q(f"sum by ({cl}, link) (rate(qlink_batches_total[$__rate_interval]))\n"
+                 f"/ (\n  sum by ({cl}, link) (rate(qlink_batches_total[$__rate_interval]))\n"
+                 f"  + sum by ({cl}, link) (rate(qlink_driver_errors_total[$__rate_interval]))\n)\n"
+                 f"and on ({cl}, link) group by ({cl}, link) (qlink_info{{protocol=\"{ETSI014}\"}})",
+                 f"{{{{link}}}} {{{{{cl}}}}}"), w=8, min=0, max=1),
+            ts("Key probes refused by link", "percentunit",
+               "Share of one-key probes each KME answered with an error: applications would have been refused a key.",
+               Q(f'sum by ({cl}, link) (rate(qkd_kme_key_probes_total{{result="refused"}}[$__rate_interval]))\n'
+                 f"/ sum by ({cl}, link) (rate(qkd_kme_key_probes_total[$__rate_interval]))", f"{{{{link}}}} {{{{{cl}}}}}"),
+               w=8, min=0, max=1, steps=((c.thresholds.key_refusal_ratio, RED),), lines=True),
+        )),
         Row("Entanglement", (
             ts("CHSH S by link", "none", "Bell-test value of entangled-photon links: above 2 (dashed) is entanglement.",
                Q("qent_chsh_value", f"{{{{link}}}} {{{{{cl}}}}}"), steps=((2, RED),), lines=True),
@@ -301,15 +320,18 @@ def key_store_row(c: MonitoringConfig) -> Row:
     ))
 
 
-def driver_row() -> Row:
+def driver_row(simulated: bool = True) -> Row:
+    """Batches and errors; for simulated link kinds also the faults injected into them."""
+    faults = (ts("Simulated faults", "none", "Faults injected into simulated links (demos only; never alerted on).",
+                 Q(f"qlink_fault_active{L}", "{{kind}}"), min=0, max=1),) if simulated else ()
     return Row("Driver", (
         ts("Batches and driver errors per second", "cps",
-           "Valid acquisition windows per second, and batches lost by reason (overflow: the estimator could not "
-           "keep up with this driver).",
+           "Valid acquisition windows (device readings) per second, and batches lost by reason (overflow: the "
+           "estimator could not keep up with this driver).",
            Q(f"rate(qlink_batches_total{L}[$__rate_interval])", "valid batches"),
-           Q(f"sum by (reason) (rate(qlink_driver_errors_total{L}[$__rate_interval]))", "lost: {{reason}}"), symlog=1),
-        ts("Simulated faults", "none", "Faults injected into simulated links (demos only; never alerted on).",
-           Q(f"qlink_fault_active{L}", "{{kind}}"), min=0, max=1),
+           Q(f"sum by (reason) (rate(qlink_driver_errors_total{L}[$__rate_interval]))", "lost: {{reason}}"), symlog=1,
+           w=12 if simulated else 24),
+        *faults,
     ))
 
 
@@ -454,6 +476,110 @@ def heralded_link(c: MonitoringConfig) -> Board:
     ), link=LinkVariable((HERALDED,)), tags=("entanglement",))
 
 
+# --- devices that report their own figures ----------------------------------------------------
+
+
+def kme_latency(selector: str, by_labels: str, q: float) -> str:
+    """The q-quantile of answered KME requests over the panel's rate interval, kept apart by ``by_labels``."""
+    return (f"histogram_quantile({num(q)}, sum by ({by_labels}, le) "
+            f"(rate(qkd_kme_request_duration_seconds_bucket{selector}[$__rate_interval])))")
+
+
+def kme_link(c: MonitoringConfig) -> Board:
+    t = c.thresholds
+    refused = (f'sum(rate(qkd_kme_key_probes_total{{link="$link", result="refused"}}[$__rate_interval])) '
+               f"/ sum(rate(qkd_kme_key_probes_total{L}[$__rate_interval]))")
+    polls = f"sum(rate(qlink_batches_total{L}[$__rate_interval]))"
+    return Board(ETSI014, "qtelemetry / Key management entity (ETSI GS QKD 014)",
+                 "Drill-down of one SAE pair's key stream at a KME: key store, request latency, key probes.", (
+        status_row(c,
+                   st("Key store", "percentunit", "Fill of the KME's key store for the SAE pair.",
+                      Q(f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}"),
+                      steps=((0, RED), (t.key_buffer_imminent.fill_ratio, ORANGE), (t.key_buffer_forecast.fill_ratio, GREEN))),
+                   st("Status latency p90", "s", "90th percentile of the status requests the KME answered.",
+                      Q(kme_latency(f'{{link="$link", endpoint="status"}}', "endpoint", 0.9)),
+                      steps=((t.kme_latency_seconds, RED),)),
+                   st("Probes refused", "percentunit",
+                      "Share of one-key probes the KME answered with an error: applications would have been refused.",
+                      Q(refused), steps=((t.key_refusal_ratio, RED),)),
+                   st("Availability", "percentunit", "Share of status polls that got a valid answer.",
+                      Q(f"{polls} / ({polls} + sum(rate(qlink_driver_errors_total{L}[$__rate_interval])))"),
+                      steps=((0, RED), (0.99, GREEN)))),
+        Row("Key store", (
+            ts("Key store", "decbits", "Key ready for the SAE pair and the store's size, in bits (ETSI 014 Status: "
+               "stored_key_count and max_key_count times key_size).",
+               Q(f"qkd_key_buffer_bits{L}", "stored"), Q(f"qkd_key_buffer_capacity_bits{L}", "capacity"), min=0,
+               styles=(("capacity", DASHED),)),
+            ts("Key supply and consumption", "bps",
+               "Rises and falls of the store between polls (lower bounds on key supplied and consumed), and the net "
+               "trend over the sliding window.",
+               Q(f"rate(qkd_key_buffer_increase_bits_total{L}[$__rate_interval])", "supplied"),
+               Q(f"rate(qkd_key_buffer_decrease_bits_total{L}[$__rate_interval])", "consumed"),
+               Q(f"qkd_key_buffer_trend_bits_per_second{L}", "trend"), symlog=1, styles=(("trend", DASHED),)),
+        )),
+        Row("Requests", (
+            ts("Request latency by endpoint", "s",
+               f"Quantiles of the requests the KME answered (status polls, enc_keys key probes); ticket above "
+               f"{num(t.kme_latency_seconds)} s at the 90th percentile.",
+               *(Q(kme_latency(L, "endpoint", q), f"{{{{endpoint}}}} p{q * 100:g}") for q in (0.5, 0.9, 0.99)),
+               min=0, steps=((t.kme_latency_seconds, RED),), lines=True),
+            ts("Requests answered per second", "cps", "Requests the KME answered (any HTTP status), by endpoint.",
+               Q(f"sum by (endpoint) (rate(qkd_kme_request_duration_seconds_count{L}[$__rate_interval]))",
+                 "{{endpoint}}"), min=0),
+            ts("Key probes per second by result", "cps",
+               "One-key probes: delivered, refused (the KME answered with an error), failed (no usable answer).",
+               Q(f"sum by (result) (rate(qkd_kme_key_probes_total{L}[$__rate_interval]))", "{{result}}"), min=0),
+            ts("Probes refused", "percentunit",
+               f"Share of probes the KME refused; the page fires above {num(t.key_refusal_ratio)} over 10 minutes.",
+               Q(refused, "refused"), min=0, max=1, steps=((t.key_refusal_ratio, RED),), lines=True),
+        )),
+        driver_row(simulated=False),
+    ), link=LinkVariable((ETSI014,)), tags=("qkd", "kme"))
+
+
+def node_link(c: MonitoringConfig) -> Board:
+    t = c.thresholds
+    return Board(ETSI015, "qtelemetry / SD-QKD node link (ETSI GS QKD 015)",
+                 "Drill-down of one key association link as its SD-QKD node reports it over RESTCONF.", (
+        status_row(c,
+                   st("Link active", "none", "The node reports the link ACTIVE (generating key).",
+                      Q(f"qkd_link_active{L}"), mappings=(("1", "ACTIVE", GREEN), ("0", "NOT ACTIVE", RED)),
+                      steps=((0, RED), (1, GREEN))),
+                   st("Secret key rate", "bps", "Secret key rate the node reports (qkdl_performance skr).",
+                      Q(f"qkd_secret_key_rate_bits_per_second{L}")),
+                   st("QBER", "percentunit", "QBER the node reports (phys_perf QBER).",
+                      Q(f"qkd_qber_ratio{L}"), steps=qber_steps(c))),
+        Row("Status", (
+            ts("Link status", "none", "qkdl_status as a state set: 1 for the status the node reports.",
+               Q(f"qkd_link_status{L}", "{{status}}"), min=0, max=1),
+            ts("Interface status", "none", "qkdi_status of the link's local QKD interface as a state set.",
+               Q(f"qkd_interface_status{L}", "{{status}}"), min=0, max=1),
+        )),
+        Row("Key rate", (
+            ts("Key rates and demand", "bps",
+               "Secret key rate, effective rate left after the node's own consumption (eskr), and the applications' "
+               "expected consumption.",
+               Q(f"qkd_secret_key_rate_bits_per_second{L}", "skr"),
+               Q(f"qkd_effective_secret_key_rate_bits_per_second{L}", "eskr"),
+               Q(f"qkd_expected_key_consumption_bits_per_second{L}", "expected consumption"),
+               w=24, symlog=1, styles=(("expected consumption", DASHED),)),
+        )),
+        Row("Physical performance", (
+            ts("QBER", "percentunit",
+               f"QBER of the node's key. Threshold lines: warning {num(t.qber_warning)}, critical "
+               f"{num(t.qber_critical)}, no key above {num(t.qber_no_key)}.",
+               Q(f"qkd_qber_ratio{L}", "{{basis}} basis"), min=0, steps=qber_steps(c), lines=True),
+            ts("Signal-to-noise ratio", "none", "SNR the node reports (phys_perf SNR), if it reports one.",
+               Q(f"qkd_signal_to_noise{L}", "SNR")),
+            ts("Unknown identities per second", "cps",
+               "Identity values outside etsi-qkd-node-types in the node's reports, by leaf (counted, never labels).",
+               Q(f"sum by (leaf) (rate(qkd_node_unknown_identities_total{L}[$__rate_interval]))", "{{leaf}}"),
+               w=24, min=0),
+        )),
+        driver_row(simulated=False),
+    ), link=LinkVariable((ETSI015,)), tags=("qkd", "sdn"))
+
+
 def slo_board(c: MonitoringConfig) -> Board:
     sel = '{link=~"$link"}'
     rows = []
@@ -572,7 +698,7 @@ def exporter(c: MonitoringConfig) -> Board:
 
 
 #: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
-BOARDS = (fleet, bb84_link, bbm92_link, heralded_link, slo_board, exporter)
+BOARDS = (fleet, bb84_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter)
 
 
 # -------------------------------------------------------------------------------------------

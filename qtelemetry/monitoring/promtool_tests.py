@@ -25,6 +25,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
+from qtelemetry.estimation.reported import ETSI014
 from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
 from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError, selector_labels
@@ -153,6 +154,34 @@ def cases(cluster: str = "cluster") -> list[Case]:
             "25m", (Fires(link(), 0.04),)),
         Case("QKDKeyBufferExhaustionImminent", "store at 9% but steady", {
             sel("qkd_key_buffer_bits"): "900000x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"}, "25m"),
+        # --- key management entities (ETSI GS QKD 014) ------------------------------------------
+        Case("QKDKmeUnavailable", "connections refused for 10 minutes", {
+            sel("qlink_up"): "1x5 0x15", sel("qlink_driver_errors_total", reason="connection_refused"): "0x5 1+2x15"},
+            "15m", (Fires(link(reason="connection_refused"), 10),), protocol=ETSI014),
+        Case("QKDKmeUnavailable", "a 3-minute outage", {
+            sel("qlink_up"): "1x5 0x3 1x10", sel("qlink_driver_errors_total", reason="timeout"): "0x5 1+2x3 7x10"},
+            "12m", protocol=ETSI014),
+        Case("QKDKmeUnavailable", "a decoy-BB84 link that is down is QLinkDown's", {
+            sel("qlink_up"): "1x5 0x15", sel("qlink_driver_errors_total", reason="stalled"): "0x5 1+2x15"}, "15m"),
+        Case("QKDKmeSlow", "90th percentile of status requests at 0.925 s", {
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="0.25"): "0x40",
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="0.5"): "0+20x40",
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="1"): "0+60x40",
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="+Inf"): "0+60x40"}, "30m",
+            (Fires(link(endpoint="status"), 0.925),), protocol=ETSI014),
+        Case("QKDKmeSlow", "every request answered within 0.25 s", {
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="0.25"): "0+60x40",
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="0.5"): "0+60x40",
+            sel("qkd_kme_request_duration_seconds_bucket", endpoint="status", le="+Inf"): "0+60x40"}, "30m",
+            protocol=ETSI014),
+        Case("QKDKeyRequestsRefused", "one probe in three refused", {
+            sel("qkd_kme_key_probes_total", result="delivered"): "0+2x30",
+            sel("qkd_kme_key_probes_total", result="refused"): "0+1x30",
+            sel("qkd_kme_key_probes_total", result="failed"): "0x30"}, "25m", (Fires(link(), 1 / 3),), protocol=ETSI014),
+        Case("QKDKeyRequestsRefused", "one probe in twenty refused", {
+            sel("qkd_kme_key_probes_total", result="delivered"): "0+19x30",
+            sel("qkd_kme_key_probes_total", result="refused"): "0+1x30",
+            sel("qkd_kme_key_probes_total", result="failed"): "0x30"}, "25m", protocol=ETSI014),
         # --- link health ----------------------------------------------------------------------
         Case("QLinkDown", "down for 7 minutes", {sel("qlink_up"): "1x5 0x10"}, "12m", (Fires(link()),)),
         Case("QLinkDown", "a 3-minute flap", {sel("qlink_up"): "1x5 0x3 1x10"}, "12m"),

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal
 
+from qtelemetry.estimation.reported import ETSI014
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import (
@@ -423,6 +424,47 @@ def link_alerts(c: MonitoringConfig) -> list[Alert]:
     ]
 
 
+def kme_alerts(c: MonitoringConfig) -> list[Alert]:
+    """Key delivery as applications see it: ETSI GS QKD 014 KMEs answering, answering fast, handing out keys."""
+    t = c.thresholds
+    raw = by(c, "instance", "link")
+    kme = f'qlink_info{{protocol="{ETSI014}"}}'
+    return [
+        Alert("QKDKmeUnavailable",
+              f"max by ({by(c, 'instance', 'link', 'reason')}) (increase(qlink_driver_errors_total[5m]) > 0)\n"
+              f"and on ({raw}) qlink_up == 0\n"
+              f"and on ({by(c, 'link')}) {kme}", "5m", "critical",
+              summary="The KME of [[link]] does not serve key status ([[reason]]).",
+              description=(
+                  "For 5 minutes the exporter has had no valid answer from the ETSI GS QKD 014 key management "
+                  "entity of link [[link]] ([[value]] failed polls in the last 5 minutes, reason [[reason]]). "
+                  "Applications that ask this KME for keys are most likely failing the same way and fall back "
+                  "to classical or post-quantum key exchange. This alert mutes the link's QLinkDown and "
+                  "driver-error alerts: one page, with the reason."),
+              inhibits=("QLinkDown", "QLinkDriverErrors", "QKDKmeSlow")),
+        Alert("QKDKmeSlow",
+              f"histogram_quantile(0.9,\n"
+              f"  sum by ({by(c, 'instance', 'link', 'endpoint')}, le) (rate(qkd_kme_request_duration_seconds_bucket[10m]))\n"
+              f") > {num(t.kme_latency_seconds)}", "15m", "warning",
+              summary="The KME of [[link]] answers [[endpoint]] requests slowly.",
+              description=(
+                  f"The 90th percentile of the [[endpoint]] requests the ETSI GS QKD 014 KME of link "
+                  f"[[link]] answered over 10 minutes is [[value]]s, above {num(t.kme_latency_seconds)} s. "
+                  "Applications wait as long for their keys; near the driver's timeout the polls start failing.")),
+        Alert("QKDKeyRequestsRefused",
+              f"sum by ({raw}) (rate(qkd_kme_key_probes_total{{result=\"refused\"}}[10m]))\n"
+              f"/ sum by ({raw}) (rate(qkd_kme_key_probes_total[10m]))\n"
+              f"> {num(t.key_refusal_ratio)}", "5m", "critical",
+              summary="The KME of [[link]] refuses key requests.",
+              description=(
+                  f"The ETSI GS QKD 014 KME of link [[link]] refused [[value%]] of the exporter's one-key probes over "
+                  f"10 minutes (threshold {pct(t.key_refusal_ratio)}): it answers, but with an error instead of a "
+                  "key (503: its store is empty; 400/401: it will not serve this SAE pair). Applications asking it "
+                  "for keys are refused the same way and fall back to classical or post-quantum key exchange."),
+              inhibits=("QKDKeyBufferExhaustionImminent", "QKDKeyBufferExhaustionForecast")),
+    ]
+
+
 def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
     instance, identity = by(c, "instance"), by(c)
@@ -561,6 +603,7 @@ def spec_groups(c: MonitoringConfig) -> list[Group]:
     groups += [
         Group("qtelemetry-links", tuple(link_alerts(c)), c.rule_interval),
         Group("qtelemetry-qkd", tuple(qkd_alerts(c)), c.rule_interval),
+        Group("qtelemetry-kme", tuple(kme_alerts(c)), c.rule_interval),
         Group("qtelemetry-entanglement", tuple(entanglement_alerts(c)), c.rule_interval),
         Group("qtelemetry-exporter", tuple(exporter_alerts(c)), c.rule_interval),
     ]

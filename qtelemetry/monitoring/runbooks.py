@@ -234,6 +234,67 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 FALLBACK),
             escalate="Vendor if the device does not answer or sends impossible data; page after 30 minutes.",
         ),
+        "QKDKmeUnavailable": Runbook(
+            meaning=("The exporter's status polls to the ETSI GS QKD 014 key management entity (KME) of the link have "
+                     "failed for 5 minutes; the alert's `reason` says how: no connection (`connection_refused`, "
+                     "`timeout`, `disconnected`), TLS (`tls_server_untrusted`, `tls_server_expired`: the KME's "
+                     "certificate; `tls_client_*`, `http_401`: the certificate of the SAE the exporter polls as), "
+                     "an error answer (`http_503`, `http_400`, `http_other`) or a malformed status document."),
+            impact=("Applications (SAEs) at this site that ask the KME for keys most likely fail the same way and fall "
+                    "back to classical or post-quantum key exchange; the link's key store is no longer watched."),
+            confirm=(f"qlink_up{L}", f"sum by (reason) (increase(qlink_driver_errors_total{L}[15m]))",
+                     f"qkd_kme_key_probes_total{L}",
+                     f"sum by (endpoint) (rate(qkd_kme_request_duration_seconds_count{L}[15m]))"),
+            mitigation=(
+                FALLBACK,
+                "Connection reasons: is the KME process/host up, its port reachable from the exporter (firewall, "
+                "routing, DNS)? The exporter log names the KME's address.",
+                "TLS reasons: check the validity dates and the CA of the KME's server certificate, and of the SAE "
+                "certificate the exporter presents (an expired or rotated certificate on either side). The same "
+                "certificates serve the applications: renew them everywhere.",
+                "`http_503` with keys in the store, or `http_401` for an SAE that used to be served: the KME's own "
+                "configuration changed (its log and the error message in the exporter log say what)."),
+            escalate="Page the KME's owner (vendor or platform team) at once: applications are without QKD keys.",
+        ),
+        "QKDKmeSlow": Runbook(
+            meaning=(f"The 90th percentile of the requests the KME answered for this endpoint (`status` polls, "
+                     f"`enc_keys` key probes) over 10 minutes is above {num(t.kme_latency_seconds)} s. ETSI GS QKD 014 "
+                     "KMEs answer in milliseconds when healthy; the histogram counts only answered requests (failures "
+                     "are in qlink_driver_errors_total)."),
+            impact=("Applications wait as long for each key, which delays session set-up; close to the exporter's "
+                    "`timeout_seconds` the polls start failing (QKDKmeUnavailable)."),
+            confirm=(f'histogram_quantile(0.9, sum by (endpoint, le) (rate(qkd_kme_request_duration_seconds_bucket{L}[10m])))',
+                     f"sum by (endpoint) (rate(qkd_kme_request_duration_seconds_count{L}[10m]))",
+                     f"qkd_key_buffer_bits{L}"),
+            mitigation=(
+                "Slow `status` and `enc_keys` alike: the KME host (CPU, memory, disk) or the network path; compare "
+                "with other KMEs of the site.",
+                "Only `enc_keys` slow: key extraction or relay inside the KME (a key store close to empty, a busy "
+                "key relay to the peer KME).",
+                "Many applications polling at once: spread their requests or ask for several keys per request."),
+            escalate="Ticket to the KME's owner; page if it approaches the timeout and QKDKmeUnavailable follows.",
+        ),
+        "QKDKeyRequestsRefused": Runbook(
+            meaning=(f"The KME answered more than {pct(t.key_refusal_ratio)} of the exporter's one-key probes (ETSI GS "
+                     "QKD 014 Get key for the watched SAE pair) over 10 minutes with an error instead of a key. Probes "
+                     "stand in for applications: they ask for a key the same way, and the key they get is dropped. "
+                     "503 means the key store of the pair is empty; 400 or 401 that the KME will not serve the pair "
+                     "(the exporter log has the KME's error message)."),
+            impact=("Applications are refused keys now: sessions use the fallback key exchange, or fail where there "
+                    "is none. Refusals are what the key-supply SLO measures on the application side."),
+            confirm=(f"sum by (result) (increase(qkd_kme_key_probes_total{L}[15m]))",
+                     f"qkd_key_buffer_bits{L} / qkd_key_buffer_capacity_bits{L}",
+                     f"qkd_key_buffer_trend_bits_per_second{L}"),
+            mitigation=(
+                FALLBACK,
+                "Empty store (qkd_key_buffer_bits near 0): key generation is down or slower than demand; check the "
+                "link's key rate (ETSI 015 node or qtelemetry estimates) and reduce demand (longer rekey intervals, "
+                "fewer consumers) until it recovers.",
+                "Keys in the store yet refused: the KME's configuration (SAE registration, key size limits); its "
+                "error message is in the exporter log."),
+            escalate=("Page the link owner if generation is down; the KME's owner if it refuses with keys in the "
+                      "store."),
+        ),
         "QLinkStale": Runbook(
             meaning=(f"The link reports up (qlink_up 1) although the newest data in its estimates is older than "
                      f"{num(t.stale_after_seconds)} s. The exporter computes both when scraped and should mark a link "

@@ -81,16 +81,24 @@ class Engine:
             for config_type, members in by_type.items()
         ]
 
-    def faults(self, link: str) -> FaultControl:
-        """Fault control of a simulated link; LookupError for an unknown or non-simulated link."""
+    def fleet_of(self, link: str) -> tuple[FleetDriver, int]:
+        """The fleet that simulates ``link`` and the link's row in it; LookupError if there is none."""
         index = self.table.index.get(link)
         if index is None:
             raise LookupError(f"unknown link {link!r}")
         for fleet in self._fleets:
             where = np.flatnonzero(fleet.links == index)
-            if where.size and self.table.fault_mask[index].any():
-                return fleet.driver.faults(int(where[0]))
-        raise LookupError(f"link {link!r} is not simulated: faults can only be injected into simulated links")
+            if where.size:
+                return fleet.driver, int(where[0])
+        raise LookupError(f"link {link!r} is not simulated")
+
+    def faults(self, link: str) -> FaultControl:
+        """Fault control of a simulated link; LookupError for an unknown or non-simulated link."""
+        try:
+            fleet, row = self.fleet_of(link)
+        except LookupError as exc:
+            raise LookupError(f"{exc}: faults can only be injected into simulated links") from None
+        return fleet.faults(row)
 
     def accept(self, link: str, reading: object, received_at: float) -> bool | None:
         """A polled reading (event-loop thread): coerce, check, coalesce into the link's slot.

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from qtelemetry.config import Config
-from qtelemetry.drivers.base import FaultControl
+from qtelemetry.drivers.base import FaultControl, FleetDriver
 from qtelemetry.runtime.engine import Engine
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.polling import PollLoop
@@ -67,6 +67,10 @@ class Runtime:
 
     def faults(self, link: str) -> FaultControl:
         return self._engine.faults(link)
+
+    def fleet_of(self, link: str) -> tuple[FleetDriver, int]:
+        """The fleet that simulates ``link`` and its row there (a device process reads its key store)."""
+        return self._engine.fleet_of(link)
 
     # --- running ---------------------------------------------------------------------------
 
