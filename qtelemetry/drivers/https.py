@@ -117,9 +117,10 @@ def classify(exc: BaseException, what: str) -> DriverError:
         return DriverError(reason, f"{what}: TLS failed: {alert.reason or alert}")
     if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return DriverError("timeout", f"{what}: no answer in time")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return DriverError("disconnected", f"{what}: the server closed the connection without answering (a TLS "
-                                           "server that refuses the client certificate without an alert looks so)")
+    if isinstance(exc, aiohttp.ServerDisconnectedError) or any(
+            isinstance(e, ConnectionResetError) or getattr(e, "errno", None) == errno.ECONNRESET for e in chain):
+        return DriverError("disconnected", f"{what}: the server closed or reset the connection without answering (a "
+                                           "TLS server that refuses the client certificate without an alert looks so)")
     if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
         return DriverError("invalid_http", f"{what}: malformed HTTP answer")
     if any(isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain):

@@ -21,7 +21,7 @@ from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGT
                                           MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
                                           parameter_table)
 from qtelemetry.estimation import decoy
-from qtelemetry.estimation.bb84 import sifting_fraction
+from qtelemetry.estimation.bb84 import BB84_DECOY, sifting_fraction
 from qtelemetry.estimation.stats import ratio
 
 
@@ -134,12 +134,24 @@ def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike) -> 
             "sifted": sifted.astype(float), "errors": errors.astype(float)}
 
 
-def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
-    """Key rate the link's own distillation achieves under ``p``: MQZL vacuum+weak bound."""
+def expected_counts(p: Any) -> dict[str, NDArray[np.float64]]:
+    """Counts of one second of links that behave exactly as modelled (``p``: arrays over links)."""
     q, error = click_model(p)
-    rate = decoy.vacuum_weak_rate(q[..., 0], error[..., 0] * q[..., 0], q[..., 1], error[..., 1] * q[..., 1],
-                                  q[..., 2], p.mu, p.nu, p.ec_efficiency, sifting_fraction(p.basis_bias))
-    return rate * p.clock_rate_hz * p.p_signal
+    pulses = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1) * np.asarray(p.clock_rate_hz)[..., None]
+    detections = pulses * q
+    bias = np.asarray(p.basis_bias, float)[..., None, None]
+    sifted = detections[..., None, :] * np.concatenate([bias**2, (1.0 - bias) ** 2], axis=-2)
+    return {"pulses": pulses, "detections": detections, "sifted": sifted, "errors": sifted * error[..., None, :]}
+
+
+def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
+    """Key rate the link's own distillation achieves under ``p``: the rate the estimator finds
+    (finite key, Lim et al. 2014, one block of ``block_size``) in counts that follow the model,
+    so that a healthy link's store fills as fast as its secret key rate says. 0 where no key."""
+    params = {name: np.asarray(getattr(p, name), float) for name in BB84_DECOY.param_names}
+    with np.errstate(all="ignore"):
+        rate = BB84_DECOY.finite_key_rate_per_pulse(expected_counts(p), params) * np.asarray(p.clock_rate_hz)
+    return np.nan_to_num(rate, nan=0.0)
 
 
 class BB84Fleet(KeyDistillingFleet[SimulatedBB84Config]):
