@@ -3,7 +3,7 @@
 Baseline measured in the same run: the same estimator called once per link in a Python loop
 (what the vectorised core replaces). Machines here are noisy, so compare the ratio.
 
-    python bench/estimation.py [--repeats 20]
+    python bench/estimation.py [--repeats 20] [--links 10,1000,10000]
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ def median_seconds(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--links", default="10,1000,10000", help="comma-separated link counts")
     args = parser.parse_args()
     print(f"{'links':>7} {'ingest ms':>10} {'estimate ms':>12} {'µs/link':>8} {'loop µs/link':>13} {'speed-up':>9}")
-    for n in (10, 1_000, 10_000):
+    for n in (int(x) for x in args.links.split(",")):
         window, counts = build_window(n)
         rows = np.arange(n)
         ingest = median_seconds(lambda: window.fold(rows, counts, np.ones(n)), args.repeats)

@@ -1,0 +1,25 @@
+"""The benchmarks keep running: each one, at a toy size, prints its table (figures are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_estimation_benchmark_prints_its_table():
+    out = run("estimation.py", "--repeats", "1", "--links", "10,200")
+    assert "speed-up" in out and len([line for line in out.splitlines() if line.strip()]) == 3
+
+
+def test_fleet_benchmark_measures_both_exporters():
+    out = run("fleet.py", "--links", "20", "--seconds", "1")
+    assert "20 links" in out and "p50, 4 scrapers" in out and "data age worst (s)" in out
