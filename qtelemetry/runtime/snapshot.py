@@ -50,6 +50,8 @@ class Snapshot:
     duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
     duration_sum: float = 0.0
     cycles_skipped: int = 0
+    reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
+    reload_success_at: float = 0.0  #: Unix time the running config was loaded
 
     def up(self, now: float) -> NDArray[np.bool_]:
         """Links whose newest event was valid data received within their stall timeout."""
