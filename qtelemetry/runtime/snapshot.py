@@ -64,8 +64,10 @@ class Snapshot:
 
     def ready(self, now: float) -> tuple[bool, str]:
         """Ready to be scraped: cycles run on time and every link has delivered data or failed."""
-        if self.sequence == 0 or self.lag(now) > LAGGING_WINDOWS * self.window_seconds:
-            return False, f"estimation lags by {self.lag(now):.1f} s"
+        if self.sequence == 0:
+            return False, "no estimation cycle has completed yet"
+        if self.lag(now) > LAGGING_WINDOWS * self.window_seconds:
+            return False, f"estimation lags by {self.lag(now):.1f} s (the window is {self.window_seconds:g} s)"
         waiting = ~(self.batches > 0) & ~(self.errors.sum(axis=1) > 0)
         if waiting.any():
             return False, f"{int(waiting.sum())} links have not delivered a first window or error yet"
