@@ -37,6 +37,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qtelemetry.exporter.server import MetricsServer
     from qtelemetry.runtime.runtime import Runtime
 
+    # from the start, signals only queue what to do (SimpleQueue.put is reentrant); the main
+    # thread does it once the exporter runs, so an early SIGHUP reloads instead of killing it
+    commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: commands.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
     source = Source(args.config, args.web_config_file, args.shard, args.listen)
     try:
         settings = source.load()
@@ -59,11 +65,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
-    # signal handlers only queue what to do; the main thread does it (SimpleQueue.put is reentrant)
-    commands: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: commands.put("stop"))
-    signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
     runtime.start()
     exposition.start()
     server.start()

@@ -70,6 +70,11 @@ def test_basic_auth_and_the_admin_token_work_together(endpoint, tmp_path):
     status, _, body = served.control("POST", "/-/faults", fault)
     assert status == 200 and json.loads(body)["kind"] == "fiber-bend"
     assert served.control("DELETE", "/-/faults", json.dumps({"link": "target"}))[2] == '{"ended": 1}'
+    # the report: `qtelemetry fault inject` got 401 as soon as basic auth was on
+    done = subprocess.run([sys.executable, "-m", "qtelemetry", "fault", "inject", "--url", f"http://127.0.0.1:{served.port}",
+                           "--token-file", str(tmp_path / "admin.token"), "--link", "target", "--kind", "fiber-cut"],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "") and done.stdout.startswith("injected fiber-cut on link target")
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -176,6 +176,8 @@ class MetricsServer:
     re-reads the config, ``ready(now)`` says whether the exporter is ready and why not.
     """
 
+    http: _HTTP  #: aiohttp's protocol factory, made on the server's loop
+
     def __init__(self, exposition: Exposition, host: str, port: int, protection: Protection,
                  faults: Callable[[str], FaultControl], reload: Reload,
                  ready: Callable[[float], tuple[bool, str]]):
@@ -203,9 +205,14 @@ class MetricsServer:
 
     def protect(self, protection: Protection) -> None:
         """Use ``protection`` for the requests and handshakes that start from now on (a reload)."""
+        before = self._protection
         old, self._auth = self._auth, BasicAuth(protection.web.basic_auth_users)
         self._protection = protection
         old.close()
+        if (before.tls is None) != (protection.tls is None):
+            log.warning("the endpoint changed scheme: scrapers must follow", extra={"scheme": self.scheme})
+        if (before.admin_token is None) != (protection.admin_token is None):
+            log.info("control plane switched", extra={"control_plane": "off" if protection.admin_token is None else "on"})
 
     def start(self) -> None:
         self._thread.start()
@@ -264,7 +271,7 @@ class MetricsServer:
                       headers: dict[str, str]) -> web.StreamResponse:
         """Send the answer within ``WRITE_TIMEOUT_S``, however slowly the client reads."""
         response = web.StreamResponse(status=status, headers={
-            **self._protection.web.http_server_config.headers, **headers})
+            "Server": "qtelemetry", **self._protection.web.http_server_config.headers, **headers})
         response.content_length = len(body)
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
