@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web import LINKS, TOKEN, endpoint, raw_exchange, status_of  # noqa: F401  (fixture)
+from web import LINKS, TOKEN, raw_exchange, serve, status_of
 
 from qtelemetry.exporter import server as server_module
 from qtelemetry.exporter.auth import token_matches
@@ -182,8 +182,6 @@ def test_fault_api_fuzz_only_ever_answers_with_a_status_and_a_reason(fuzzed_endp
 
 @pytest.fixture(scope="module")
 def fuzzed_endpoint(tmp_path_factory):
-    from web import serve
-
     tmp_path = tmp_path_factory.mktemp("fuzz")
     served = serve(tmp_path, controlled(tmp_path), run=False)
     yield served

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from web import LINKS, endpoint  # noqa: F401  (fixture)
+from web import LINKS
 
 
 def ready(served) -> tuple[int, str]:

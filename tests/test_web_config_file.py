@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 from cryptography import x509
 from tls import Authority
-from web import LINKS, endpoint  # noqa: F401  (fixture)
+from web import LINKS
 
 from qtelemetry.cli import main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from tls import make_pki
-from web import LINKS, closed_by_server, endpoint, raw_exchange, status_of  # noqa: F401  (fixture)
+from web import LINKS, closed_by_server, raw_exchange, status_of
 
 from qtelemetry.exporter import auth as auth_module
 from qtelemetry.exporter import server as server_module

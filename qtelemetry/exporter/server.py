@@ -146,10 +146,11 @@ class _Handshake(asyncio.Protocol):
             return
         finally:
             self._server.connections.closed(self)
-        if secure is None or not self._tls.config.allowed_client(secure.get_extra_info("peercert")):
+        if secure is None:  # the client went away as the handshake ended
+            return
+        if not self._tls.config.allowed_client(secure.get_extra_info("peercert")):
             log.warning("client certificate has none of client_allowed_sans", extra={"client": _host(peer)})
-            if secure is not None:
-                secure.abort()
+            secure.abort()
             return
         handler.connection_made(secure)
 
