@@ -209,7 +209,10 @@ class MetricsServer:
         before = self._protection
         old, self._auth = self._auth, BasicAuth(protection.web.basic_auth_users)
         self._protection = protection
-        old.close()
+        if self._loop is None:
+            old.close()
+        else:  # on the loop, after any check that already holds the old one has handed its work over
+            self._loop.call_soon_threadsafe(old.close)
         if (before.tls is None) != (protection.tls is None):
             log.warning("the endpoint changed scheme: scrapers must follow", extra={"scheme": self.scheme})
         if (before.admin_token is None) != (protection.admin_token is None):
