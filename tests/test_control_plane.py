@@ -109,7 +109,7 @@ def test_deep_json_is_answered_400(endpoint, tmp_path):
 
 
 def header_only(length: str | None, path: str = "/-/faults") -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Authorization: Bearer {TOKEN}"]
+    lines = [f"POST {path} HTTP/1.1", "Host: x", "Connection: close", f"Authorization: Bearer {TOKEN}"]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
