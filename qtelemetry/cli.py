@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import queue
 import signal
-import ssl
 import sys
-import threading
 import urllib.parse
 from typing import Sequence
 
 from qtelemetry import __version__, logs, sharding
-from qtelemetry.config import Config, ConfigError, default_config, load_config, parse_listen
+from qtelemetry.config import ConfigError, load_config, parse_listen
 
 log = logging.getLogger("qtelemetry")
 
 EXIT_CONFIG = 2
-
-
-def _load(path: str | None) -> Config:
-    return default_config() if path is None else load_config(path)
 
 
 def _refuse(message: str, **fields: object) -> int:
@@ -29,55 +25,65 @@ def _refuse(message: str, **fields: object) -> int:
     return EXIT_CONFIG
 
 
+def _log_config_error(exc: ConfigError) -> int:
+    for field, reason in exc.problems:
+        _refuse("invalid config", source=exc.source, field=field, reason=reason)
+    return EXIT_CONFIG
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from qtelemetry.exporter.exposition import Exposition
+    from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
     from qtelemetry.runtime.runtime import Runtime
 
+    # from the start, signals only queue what to do (SimpleQueue.put is reentrant); the main
+    # thread does it once the exporter runs, so an early SIGHUP reloads instead of killing it
+    commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: commands.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))
+    source = Source(args.config, args.web_config_file, args.shard, args.listen)
     try:
-        config = _load(args.config)
+        settings = source.load()
     except ConfigError as exc:
-        for field, reason in exc.problems:
-            _refuse("invalid config", source=exc.source, field=field, reason=reason)
-        return EXIT_CONFIG
+        return _log_config_error(exc)
     try:
-        host, port = parse_listen(args.listen or config.exporter.listen)
+        host, port = parse_listen(source.listen_address(settings.config))
     except ValueError as exc:
         return _refuse("invalid --listen", reason=str(exc))
-    for field, warning in config.exporter.warnings():
+    for field, warning in settings.config.exporter.warnings():
         log.warning(warning, extra={"field": field})
-    if args.shard is not None:
-        config = sharding.select(config, args.shard)
-    runtime = Runtime(config)
+    runtime = Runtime(settings.config)
     exposition = Exposition(lambda: runtime.snapshot)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
     exposition.families(runtime.table)  # lay out the links before the first scrape asks
+    reloader = Reloader(source, runtime, settings)
     try:
-        server = MetricsServer(exposition, host, port, config.exporter.web, runtime.faults,
-                               config.exporter.admin_token())
-    except ssl.SSLError as exc:  # an OSError too: catch it first
-        return _refuse("TLS setup failed", field="exporter.web", reason=str(exc))
+        server = MetricsServer(exposition, host, port, settings.protection, runtime.faults, reloader.reload,
+                               lambda now: runtime.snapshot.ready(now))
     except OSError as exc:
-        return _refuse("cannot listen", address=f"{host}:{port}", reason=exc.strerror or str(exc))
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+        return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
+    reloader.hooks.append(server.protect)
     runtime.start()
     exposition.start()
     server.start()
     otel = None
-    if config.exporter.otlp is not None:
+    if settings.config.exporter.otlp is not None:
         from qtelemetry.exporter.otel import start_otlp
 
-        otel = start_otlp(exposition, lambda: runtime.snapshot, config.exporter.otlp)
-        endpoint = urllib.parse.urlsplit(config.exporter.otlp.endpoint)
+        otel = start_otlp(exposition, lambda: runtime.snapshot, settings.config.exporter.otlp)
+        endpoint = urllib.parse.urlsplit(settings.config.exporter.otlp.endpoint)
         log.info("pushing metrics over OTLP", extra={"host": endpoint.hostname})  # never credentials in the URL
     bound_host, bound_port = server.address
     log.info("serving metrics", extra={
-        "url": f"{server.scheme}://{bound_host}:{bound_port}/metrics", "links": len(config.links),
-        "source": args.config or "embedded-demo", "fault_injection": "on" if config.exporter.admin_token_file else "off"})
-    stopping.wait()
+        "url": f"{server.scheme}://{bound_host}:{bound_port}/metrics", "links": len(settings.config.links),
+        "source": args.config or "embedded-demo", "web_config": args.web_config_file or "exporter.web",
+        "control_plane": "off" if settings.protection.admin_token is None else "on"})
+    while commands.get() == "reload":
+        log.info("SIGHUP: reloading the config")
+        reloader.reload()
     log.info("shutting down")
     if otel is not None:
         otel.shutdown()
@@ -88,8 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from qtelemetry.exporter.webconfig import web_settings
+
     try:
         config = load_config(args.file)
+        web_settings(config.exporter.web, args.web_config_file, args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -107,6 +116,12 @@ def _add_log_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                        help="least severe level logged (default: info)")
     group.add_argument("--log-format", choices=logs.FORMATS, default="logfmt" if defaults else argparse.SUPPRESS,
                        help="one line per event: logfmt (default) or JSON")
+
+
+def _add_web_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="TLS, basic auth and headers of the endpoint from a Prometheus exporter-toolkit web "
+                             "config file (as node_exporter reads it), instead of the config's exporter.web")
 
 
 def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -136,11 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help="override exporter.listen (port 0 = any free port)")
     run.add_argument("--shard", metavar="I/N", type=sharding.parse_shard,
                      help="serve only the links a stable hash of their name assigns to shard I of N (0 <= I < N)")
+    _add_web_config_option(run)
     run.set_defaults(handler=cmd_run)
 
     check = verbs.add_parser("check-config", help="validate a config file and list every error",
                              description="Validate a config file; exit 2 listing each error with its field path.")
     check.add_argument("file", metavar="FILE")
+    _add_web_config_option(check)
     check.set_defaults(handler=cmd_check_config)
 
     planner.register(verbs)

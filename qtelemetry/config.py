@@ -90,24 +90,28 @@ def group_or_world_access(path: Path) -> str | None:
     return f"{mode:04o}" if mode & 0o077 else None
 
 
+def _bcrypt_users(users: dict[str, str]) -> dict[str, str]:
+    for user, hashed in users.items():
+        if not user or ":" in user or not user.isprintable():
+            raise ValueError(f"user {user[:64]!r}: basic auth user names are printable, non-empty, without ':'")
+        if not BCRYPT_HASH.match(hashed):
+            raise ValueError(f"user {user!r}: expected a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31), "
+                             "never a plain password")
+    return users
+
+
+#: ``basic_auth_users``: user name -> bcrypt hash, never a plain password.
+BasicAuthUsers = Annotated[dict[str, str], AfterValidator(_bcrypt_users)]
+
+
 class WebConfig(StrictModel):
-    """TLS and basic auth of the HTTP endpoint, as in the Prometheus exporter-toolkit web config."""
+    """TLS and basic auth of the HTTP endpoint, inline; ``qtelemetry run --web.config.file`` reads the
+    same settings (and more) from a Prometheus exporter-toolkit web config file instead."""
 
     tls_cert_file: ReadableFile | None = Field(None, description="server certificate (PEM); enables HTTPS")
     tls_key_file: ReadableFile | None = Field(None, description="private key of the server certificate (PEM)")
     tls_client_ca_file: ReadableFile | None = Field(None, description="CA for client certificates; enables mutual TLS")
-    basic_auth_users: dict[str, str] = Field(default_factory=dict, description="user -> bcrypt hash")
-
-    @field_validator("basic_auth_users")
-    @classmethod
-    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
-        for user, hashed in users.items():
-            if not user or ":" in user or not user.isprintable():
-                raise ValueError(f"user {user[:64]!r}: basic auth user names are printable, non-empty, without ':'")
-            if not BCRYPT_HASH.match(hashed):
-                raise ValueError(f"user {user!r}: expected a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31), "
-                                 "never a plain password")
-        return users
+    basic_auth_users: BasicAuthUsers = Field(default_factory=dict, description="user -> bcrypt hash")
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> "WebConfig":

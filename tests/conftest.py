@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from devices import servers  # noqa: F401  (fixture: device servers on a background event loop)
 from realstack import prometheus_stack  # noqa: F401  (fixture: real Prometheus + Alertmanager + webhook)
+from web import endpoint  # noqa: F401  (fixture: the exporter's endpoint in the test process)
 
 URL_LINE = re.compile(r"url=(http\S+/metrics)")
 

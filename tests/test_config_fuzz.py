@@ -229,7 +229,7 @@ def check_config(data: bytes) -> tuple[int, str]:
         path.write_bytes(data)
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = cmd_check_config(argparse.Namespace(file=str(path)))
+            code = cmd_check_config(argparse.Namespace(file=str(path), web_config_file=None))
         problems = err.getvalue()
     assert code in (0, 2), problems
     assert "Traceback" not in problems

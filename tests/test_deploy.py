@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from tls import make_pki
 
 from qtelemetry.cli import main as qtelemetry_main
 from qtelemetry.config import load_config, parse_listen
@@ -250,10 +251,11 @@ def test_tls_example_config_passes_check_config_with_the_mounted_secret(tmp_path
     for file in files:
         directory, key = file.rsplit("/", 1)
         assert directory == mount["mountPath"] and key in secret["stringData"], f"{file} is not in Secret {secret_name}"
-    # check-config needs the files to exist: stand them in under tmp_path
+    # check-config loads the certificates: stand real ones in under tmp_path, named as in the Secret
     (tmp_path / "tls").mkdir()
-    for file in files:
-        (tmp_path / "tls" / file.rsplit("/", 1)[1]).write_text("placeholder\n")
+    pki = make_pki(tmp_path)
+    for file, made in zip(files, ("server_cert", "server_key", "ca")):
+        (tmp_path / "tls" / file.rsplit("/", 1)[1]).write_bytes(pki[made].read_bytes())
     local = tmp_path / "config.yaml"
     local.write_text(example.read_text().replace(mount["mountPath"] + "/", f"{tmp_path}/tls/"))
     check_config(local, capsys)

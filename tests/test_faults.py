@@ -170,4 +170,4 @@ def test_fault_injection_is_off_without_a_token(start_exporter, tmp_path):
     token = tmp_path / "token"
     token.write_text("anything")
     done = fault_cli(exporter.url, token, "inject", "--link", "metro-10km", "--kind", "fiber-cut")
-    assert done.returncode == 1 and "fault injection is disabled" in done.stderr
+    assert done.returncode == 1 and "control plane (fault injection, reload) is disabled" in done.stderr

@@ -164,7 +164,7 @@ def test_exporter_start_and_stop_lines_are_logfmt(tmp_path):
             proc.wait(timeout=10)
     records = [logfmtkv.parse(line, strict=True, duplicates="error") for line in log.read_text().splitlines()]
     serving = next(r for r in records if r.get("msg") == "serving metrics")
-    assert serving["url"].startswith("http://127.0.0.1:") and serving["fault_injection"] == "off"
+    assert serving["url"].startswith("http://127.0.0.1:") and serving["control_plane"] == "off"
     assert records[-1]["msg"] == "shutting down"
 
 
@@ -217,4 +217,5 @@ def test_a_certificate_that_is_not_pem_is_a_tls_error_not_a_listen_error(tmp_pat
     for name in ("tls.crt", "tls.key"):
         (tmp_path / name).write_text("not a certificate\n")
     record = start_failure(tmp_path, "web: {tls_cert_file: tls.crt, tls_key_file: tls.key}", "--listen", "127.0.0.1:0")
-    assert (record["msg"], record["field"]) == ("TLS setup failed", "exporter.web")
+    assert (record["msg"], record["field"]) == ("invalid config", "exporter.web")
+    assert record["reason"].startswith("cannot set up TLS: ")

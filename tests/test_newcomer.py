@@ -162,7 +162,7 @@ def test_readme_fault_example_works_against_the_shipped_config(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    assert "fault_injection=on" in log.read_text() and "WARNING" not in log.read_text()
+    assert "control_plane=on" in log.read_text() and "WARNING" not in log.read_text()
 
 
 def free_port() -> int:

@@ -270,6 +270,10 @@ def _link_blocks(metric: Metric, table: LinkTable) -> tuple[list[Block], bool]:
             return [Block(name, (), [()], (), lambda snap, now: np.array([snap.window_seconds]))], False
         case "qtelemetry_estimation_cycles_skipped":
             return [Block(name, (), [()], (), lambda snap, now: np.array([snap.cycles_skipped]))], False
+        case "qtelemetry_config_last_reload_successful":
+            return [Block(name, (), [()], (), lambda snap, now: np.array([float(snap.reload_successful)]))], False
+        case "qtelemetry_config_last_reload_success_timestamp_seconds":
+            return [Block(name, (), [()], (), lambda snap, now: np.array([snap.reload_success_at]))], False
         case "qtelemetry_links":
             protocols = sorted(table.groups)
             return [Block(name, metric.labels, [(p,) for p in protocols], (),

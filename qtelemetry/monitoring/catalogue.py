@@ -256,4 +256,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("qtelemetry_estimation_cycles_skipped", "counter", "",
            "Estimation cycles skipped because the previous cycle overran its window (overload).", ()),
     Metric("qtelemetry_links", "gauge", "", "Links configured in this exporter, by protocol.", ("protocol",)),
+    Metric("qtelemetry_config_last_reload_successful", "gauge", "",
+           "Whether the last config reload (SIGHUP or POST /-/reload) was applied: 1, or 0 if it was rejected "
+           "and the previous config keeps running.", ()),
+    Metric("qtelemetry_config_last_reload_success_timestamp_seconds", "gauge", "seconds",
+           "Unix time the running config was loaded (at start or by the last successful reload).", ()),
 )

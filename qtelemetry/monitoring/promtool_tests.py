@@ -220,6 +220,10 @@ def cases(cluster: str = "cluster") -> list[Case]:
         Case("QTelemetryFallingBehind", "no cycle skipped", {
             "qtelemetry_estimation_cycles_skipped_total": "0x40",
             "qtelemetry_estimation_duration_seconds_count": "0+60x40"}, "30m"),
+        Case("QTelemetryConfigReloadFailed", "a reload rejected and none since", {
+            "qtelemetry_config_last_reload_successful": "1x5 0x20"}, "20m", (Fires(),)),
+        Case("QTelemetryConfigReloadFailed", "a rejected reload fixed within minutes", {
+            "qtelemetry_config_last_reload_successful": "1x5 0x5 1x15"}, "20m"),
         Case("QTelemetryEstimationSlow", "90th percentile at 0.925 of a 1 s window", {
             'qtelemetry_estimation_duration_seconds_bucket{le="0.25"}': "0+10x60",
             'qtelemetry_estimation_duration_seconds_bucket{le="0.5"}': "0+20x60",

@@ -521,6 +521,14 @@ def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
                   "window. It degrades visibly instead of silently (estimates cover fewer, larger steps), "
                   "but it has more links than it can estimate in a window."),
               scope="exporter", inhibits=("QTelemetryEstimationSlow",)),
+        Alert("QTelemetryConfigReloadFailed", "qtelemetry_config_last_reload_successful == 0", "10m", "warning",
+              summary="qtelemetry exporter [[instance]] rejected its new config.",
+              description=(
+                  "The last config reload of exporter [[instance]] (SIGHUP or POST /-/reload) was rejected: it "
+                  "still runs the config it had before, and the change that was meant to apply (links added or "
+                  "removed, credentials, certificates) did not. Its log names each field that is wrong; a "
+                  "restart would fail the same way."),
+              scope="exporter"),
         Alert("QTelemetryEstimationSlow",
               f"histogram_quantile(0.9, sum by ({instance}, le) (rate(qtelemetry_estimation_duration_seconds_bucket[10m])))\n"
               f"> on ({instance}) {num(t.estimation_slow_ratio)} * qtelemetry_estimation_interval_seconds",

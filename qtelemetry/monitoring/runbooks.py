@@ -377,6 +377,24 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             mitigation=SPLIT,
             escalate="qtelemetry maintainers with the link count and the bench/ figures of the same machine.",
         ),
+        "QTelemetryConfigReloadFailed": Runbook(
+            meaning=("The exporter re-read its config (SIGHUP, or POST /-/reload with the admin token) and "
+                     "rejected it: the file (or the web config file, or a certificate or token file it names) does "
+                     "not load. The previous config keeps running, unchanged; "
+                     "qtelemetry_config_last_reload_successful stays 0 until a reload succeeds."),
+            impact=("The intended change (links added or removed, users, certificates, admin token) is not in "
+                    "effect, and the exporter would refuse to start with the file as it is now."),
+            confirm=("qtelemetry_config_last_reload_successful",
+                     "time() - qtelemetry_config_last_reload_success_timestamp_seconds"),
+            mitigation=("Read the exporter's log: one `config reload rejected` line per problem, naming the "
+                        "field and why.",
+                        "Check the file where it is edited: `qtelemetry check-config FILE` (with "
+                        "`--web.config.file` if the exporter uses one), fix it, then reload again "
+                        "(`kill -HUP <pid>`).",
+                        "Or roll the file back to the version that runs; the metric returns to 1 at the next "
+                        "successful reload."),
+            escalate="Whoever changed the config (the deployment's change log).",
+        ),
         "QTelemetryEstimationSlow": Runbook(
             meaning=(f"The 90th percentile of the estimation cycle is above {pct(t.estimation_slow_ratio)} of the "
                      "acquisition window (from the cycle-duration histogram): the exporter still keeps up, with "

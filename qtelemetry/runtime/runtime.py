@@ -9,6 +9,7 @@ links both have, and swaps it in between two cycles.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ class Runtime:
         self._duration_sum = 0.0
         self._cycles_skipped = 0
         self._sequence = 0
+        self._reloaded = (True, self.started)  # (last attempt applied, when the running config was loaded)
         self._snapshot = self._publish({}, self.started)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,7 +120,8 @@ class Runtime:
             groups, sequence=self._sequence, published_at=published_at,
             window_seconds=self._engine.config.exporter.window_seconds,
             duration_buckets=np.cumsum(self._buckets), duration_sum=self._duration_sum,
-            cycles_skipped=self._cycles_skipped)
+            cycles_skipped=self._cycles_skipped, reload_successful=self._reloaded[0],
+            reload_success_at=self._reloaded[1])
 
     def accept(self, link: str, reading: object, received_at: float) -> bool:
         """A polled reading, for whichever engine is current (retried once across a swap)."""
@@ -145,7 +148,16 @@ class Runtime:
         with self._lock:
             old, self._engine = self._engine, engine
             engine.adopt(old)
+            self._reloaded = (True, time.time())
             self._snapshot = self._publish(engine.estimates(), self._snapshot.published_at)
         self._poll_loop.update(engine.polled)
         log.info("config reloaded links=%d added=%d removed=%d", len(engine.table),
                  len(set(engine.table.names) - set(old.table.names)), len(set(old.table.names) - set(engine.table.names)))
+
+    def reload_failed(self) -> None:
+        """A reload was rejected: the running config stays, and the snapshot says so."""
+        with self._lock:
+            self._reloaded = (False, self._reloaded[1])
+            self._snapshot = dataclasses.replace(self._snapshot, reload_successful=False)
+        for listener in self.listeners:
+            listener()

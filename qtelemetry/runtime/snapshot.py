@@ -50,6 +50,8 @@ class Snapshot:
     duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
     duration_sum: float = 0.0
     cycles_skipped: int = 0
+    reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
+    reload_success_at: float = 0.0  #: Unix time the running config was loaded
 
     def up(self, now: float) -> NDArray[np.bool_]:
         """Links whose newest event was valid data received within their stall timeout."""
@@ -62,8 +64,10 @@ class Snapshot:
 
     def ready(self, now: float) -> tuple[bool, str]:
         """Ready to be scraped: cycles run on time and every link has delivered data or failed."""
-        if self.sequence == 0 or self.lag(now) > LAGGING_WINDOWS * self.window_seconds:
-            return False, f"estimation lags by {self.lag(now):.1f} s"
+        if self.sequence == 0:
+            return False, "no estimation cycle has completed yet"
+        if self.lag(now) > LAGGING_WINDOWS * self.window_seconds:
+            return False, f"estimation lags by {self.lag(now):.1f} s (the window is {self.window_seconds:g} s)"
         waiting = ~(self.batches > 0) & ~(self.errors.sum(axis=1) > 0)
         if waiting.any():
             return False, f"{int(waiting.sum())} links have not delivered a first window or error yet"
