@@ -644,6 +644,11 @@ def exporter(c: MonitoringConfig) -> Board:
             Panel("Versions", "none", "qtelemetry version of each exporter.",
                   (Q("qtelemetry_build_info"),), kind="table",
                   table_columns=(("instance", "Instance"), ("version", "Version"))),
+            ts("Config reloads", "none",
+               "1 while the last config reload (SIGHUP or POST /-/reload) succeeded; 0: a rejected config, the "
+               "previous one still runs.",
+               Q("qtelemetry_config_last_reload_successful", legend), min=0, max=1,
+               steps=((0, RED), (1, GREEN))),
         )),
         Row("Estimation", (
             ts("Estimation lag", "s",
