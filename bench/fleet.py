@@ -183,19 +183,28 @@ def soak(links: int, seconds: float, tmp: Path) -> None:
     config.write_text(config_text(links))
     process = Process([sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen", "127.0.0.1:0"],
                       rb"url=(http\S+/metrics)", links, tmp / "soak.log")
-    pid, started, ages = process.proc.pid, time.monotonic(), []
-    print(f"\nsoak: {links} links for {seconds:.0f} s, scraped every 15 s\n  t (s)   RSS (MB)   cores   worst data age (s)")
-    cpu0 = cpu_seconds(pid)
+    pid, started = process.proc.pid, time.monotonic()
+    print(f"\nsoak: {links} links for {seconds:.0f} s, scraped every 15 s\n"
+          "  t (s)   RSS (MB)   cores since last   worst data age (s)")
+    cpu0, t0, samples, worst_ages = cpu_seconds(pid), started, [], []
     try:
         while (elapsed := time.monotonic() - started) < seconds:
             body = body_of(*scrape(process.url)[1:])
-            worst = max(float(v) for v in AGE.findall(body))
-            ages.append(worst)
-            print(f"  {elapsed:5.0f}   {rss_mb(pid):8.0f}   {(cpu_seconds(pid) - cpu0) / max(elapsed, 1e-9):5.2f}   {worst:6.2f}",
-                  flush=True)
+            worst_ages.append(max(float(v) for v in AGE.findall(body)))
+            cpu1, t1, rss = cpu_seconds(pid), time.monotonic(), rss_mb(pid)
+            cores = (cpu1 - cpu0) / (t1 - t0) if t1 - t0 > 1 else float("nan")
+            print(f"  {elapsed:5.0f}   {rss:8.0f}   {cores:16.2f}   {worst_ages[-1]:6.2f}", flush=True)
+            samples.append((elapsed, rss))
+            cpu0, t0 = cpu1, t1
             time.sleep(15)
     finally:
         process.stop()
+    second_minute = [rss for at, rss in samples if 60 <= at < 120]
+    last_minute = [rss for at, rss in samples if at >= seconds - 60]
+    if second_minute and last_minute:  # medians: RSS swings by a window's arrays between samples
+        early, late = statistics.median(second_minute), statistics.median(last_minute)
+        print(f"  RSS median in the second minute {early:.0f} MB, in the last minute {late:.0f} MB "
+              f"({100 * (late / early - 1):+.1f} %); worst data age over the run {max(worst_ages):.2f} s")
 
 
 def main() -> None:

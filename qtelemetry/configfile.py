@@ -7,6 +7,9 @@ of their own, and the ConfigError names the file (PyYAML would say ``<unicode st
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,20 @@ def config_loader(base: type[yaml.SafeLoader] | type[yaml.CSafeLoader]) -> type:
             first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
             for first, resolvers in base.yaml_implicit_resolvers.items()
         }
+
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self._scalar_tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+        def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+            """Memoised for scalars (which depend on nothing else here: no path resolvers): a
+            fleet's config repeats the same keys and values thousands of times."""
+            if kind is not yaml.ScalarNode:
+                return super().resolve(kind, value, implicit)
+            key = (value, implicit)
+            if (tag := self._scalar_tags.get(key)) is None:
+                tag = self._scalar_tags[key] = super().resolve(kind, value, implicit)
+            return tag
 
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
             seen = set()
@@ -112,10 +129,24 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
     return f"line {mark.line + 1}, column {mark.column + 1}", f"invalid YAML: {printable(problem)}\n    {snippet}\n    {caret}"
 
 
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a document is built: its nodes are a million
+    young objects, which made it run over and over (half of a 10,000-link config's load)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_yaml(text: str, source: str, loader: type = ConfigLoader) -> Any:
     """Parse config YAML; any problem is a ConfigError with the line, column and a caret."""
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a config_loader is a SafeLoader
+        with _collection_paused():
+            return yaml.load(text, Loader=loader)  # noqa: S506 - a config_loader is a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc, text)]) from None
     except RecursionError:
