@@ -3,6 +3,7 @@ rows 5, 6 and 9): each is now exit code 2 with an error naming the field, never 
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import warnings
@@ -110,6 +111,17 @@ def test_yaml_merge_keys_still_work():
     config = parse_config("links:\n  - {name: a, driver: &d {type: simulated-bb84, fiber_length_km: 10, mu: 0.6}}\n"
                           "  - {name: b, driver: {<<: *d, mu: 0.4}}\n")
     assert [l.driver.mu for l in config.links] == [0.6, 0.4]
+
+
+def test_memoised_scalar_tags_keep_quoted_and_plain_apart():
+    assert load_yaml("[1, '1', 1, '1', true, 'true', null, 'null', 1]", "x") == [
+        1, "1", 1, "1", True, "true", None, "null", 1]
+
+
+def test_garbage_collector_runs_again_after_a_failed_load():
+    with pytest.raises(ConfigError):
+        load_yaml("links: [1, 2", "x")
+    assert gc.isenabled()
 
 
 def test_check_config_process_exits_2_without_traceback(tmp_path):
