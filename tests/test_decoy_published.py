@@ -104,3 +104,11 @@ def test_dead_channel_and_invalid_settings_give_zero_never_nan():
     assert decoy.infinite_decoy_rate(0.0, 0.48, 0.0, E_DET, F_EC) == 0.0
     rates = decoy.model_vacuum_weak_rate(np.array([0.0, eta_at(10.0)]), 0.1, 0.2, Y0, E_DET, F_EC)
     assert rates.tolist() == [0.0, 0.0]
+
+
+def test_gain_keeps_a_tiny_background_and_a_tiny_signal():
+    """Q = Y0 + 1 − e^(−ημ) for ημ ≪ 1 is Y0 + ημ − (ημ)²/2 (Taylor), even when Y0 and ημ are far
+    below the 1e-16 that adding to 1.0 would keep."""
+    x = np.array([1e-20, 1e-12, 1e-6])
+    assert decoy.gain(x, 1.0, 1e-18) == pytest.approx(1e-18 + x - x**2 / 2, rel=1e-12, abs=0)
+    assert decoy.error_gain(x, 1.0, 1e-18, 0.01) == pytest.approx(0.5e-18 + 0.01 * (x - x**2 / 2), rel=1e-12, abs=0)

@@ -29,15 +29,15 @@ def transmittance(
 
 def gain(eta: ArrayLike, intensity: ArrayLike, y0: ArrayLike) -> Array:
     """Gain of a coherent state of mean photon number μ: Q = Y0 + 1 − e^(−ημ) (MQZL §II)."""
-    return np.asarray(y0, float) + 1.0 - np.exp(-np.asarray(eta, float) * intensity)
+    return np.asarray(y0, float) - np.expm1(-np.asarray(eta, float) * intensity)  # expm1: exact for tiny ημ, Y0
 
 
 def error_gain(
     eta: ArrayLike, intensity: ArrayLike, y0: ArrayLike, misalignment: ArrayLike
 ) -> Array:
     """Erroneous-click probability E·Q = e0·Y0 + e_det·(1 − e^(−ημ)) (MQZL §II)."""
-    return E0_BACKGROUND * np.asarray(y0, float) + np.asarray(misalignment, float) * (
-        1.0 - np.exp(-np.asarray(eta, float) * intensity)
+    return E0_BACKGROUND * np.asarray(y0, float) - np.asarray(misalignment, float) * np.expm1(
+        -np.asarray(eta, float) * intensity
     )
 
 
