@@ -116,6 +116,15 @@ def test_bad_monitoring_config_names_the_field(tmp_path):
     assert main(["generate", "--out", str(tmp_path), "--config", str(path)]) == 2
 
 
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_no_threshold_is_infinite_or_nan(value, tmp_path):
+    """An infinite loss step would pass ``gt=0`` and compile to an alert that can never fire."""
+    path = tmp_path / "monitoring.yaml"
+    path.write_text(f"thresholds:\n  loss_step_db: {value}\n")
+    with pytest.raises(ConfigError, match="thresholds.loss_step_db: Input should be a finite number"):
+        load_monitoring_config(path)
+
+
 # --- promtool ----------------------------------------------------------------------------------
 
 
