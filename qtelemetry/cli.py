@@ -12,7 +12,7 @@ import urllib.parse
 from typing import Sequence
 
 from qtelemetry import __version__, logs, sharding
-from qtelemetry.config import ConfigError, load_config, parse_listen
+from qtelemetry.config import ConfigError, parse_listen
 
 log = logging.getLogger("qtelemetry")
 
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         host, port = parse_listen(source.listen_address(settings.config))
     except ValueError as exc:
         return _refuse("invalid --listen", reason=str(exc))
-    for field, warning in settings.config.exporter.warnings():
+    for field, warning in settings.warnings():
         log.warning(warning, extra={"field": field})
     runtime = Runtime(settings.config)
     exposition = Exposition(lambda: runtime.snapshot)
@@ -94,17 +94,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from qtelemetry.exporter.webconfig import web_settings
+    from qtelemetry.exporter.reload import Source
 
     try:
-        config = load_config(args.file)
-        web_settings(config.exporter.web, args.web_config_file, args.file)
+        settings = Source(args.file, args.web_config_file).load()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    for field, warning in config.exporter.warnings():
+    for field, warning in settings.warnings():
         print(f"{args.file}: {field}: warning: {warning}", file=sys.stderr)
-    print(f"{args.file}: ok, {len(config.links)} links: {', '.join(l.name for l in config.links)}")
+    links = settings.config.links
+    print(f"{args.file}: ok, {len(links)} links: {', '.join(l.name for l in links)}")
     return 0
 
 

@@ -81,13 +81,26 @@ def read_token(path: Path) -> str:
     return token
 
 
-def group_or_world_access(path: Path) -> str | None:
-    """The file's mode as ``0644`` if users other than its owner may read or write it, else None."""
+def loose_mode(path: Path) -> str | None:
+    """The file's mode as ``0644`` if it lets more than its owner at a secret, else None.
+
+    PostgreSQL's rule for private keys: others may not access it, its group may not write it, and
+    its group may read it only when root owns it (how Kubernetes mounts a Secret, 0440 for an
+    fsGroup).
+    """
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        status = os.stat(path)
     except OSError:
         return None
-    return f"{mode:04o}" if mode & 0o077 else None
+    mode = stat.S_IMODE(status.st_mode)
+    loose = mode & 0o027 or (mode & 0o040 and status.st_uid != 0)
+    return f"{mode:04o}" if loose else None
+
+
+def secret_file_warnings(secrets: list[tuple[str, Path, str]]) -> list[tuple[str, str]]:
+    """(field path, message) for each (field path, file, what it holds) that others may access."""
+    return [(field, f"{path} has mode {mode}: other users can read or change {what}; chmod 600 it")
+            for field, path, what in secrets if (mode := loose_mode(path)) is not None]
 
 
 def _bcrypt_users(users: dict[str, str]) -> dict[str, str]:
@@ -152,13 +165,12 @@ class ExporterConfig(StrictModel):
         except ValueError as exc:
             raise ConfigError(str(self.admin_token_file), [("exporter.admin_token_file", str(exc))]) from None
 
-    def warnings(self) -> list[tuple[str, str]]:
-        """(field path, message) of settings that work but are unsafe, logged at start."""
-        mode = None if self.admin_token_file is None else group_or_world_access(self.admin_token_file)
-        if mode is None:
-            return []
-        return [("exporter.admin_token_file", f"{self.admin_token_file} has mode {mode}: other users can read or "
-                 f"change the admin token; chmod 600 it")]
+    def secret_files(self) -> list[tuple[str, Path, str]]:
+        """(field path, file, what it holds) of the exporter's secrets."""
+        return [(field, path, what) for field, path, what in (
+            ("exporter.admin_token_file", self.admin_token_file, "the admin token"),
+            ("exporter.web.tls_key_file", self.web.tls_key_file, "the private key of /metrics"),
+        ) if path is not None]
 
     @field_validator("listen")
     @classmethod
@@ -209,6 +221,17 @@ class Config(StrictModel):
         per_protocol = Counter(link.driver.protocol for link in self.links)
         floats = sum(n * floats_per_window(protocol) for protocol, n in per_protocol.items())
         return self.exporter.sliding_windows * floats * 8
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(field path, message) of settings that work but are unsafe, logged at start and reload:
+        secrets (the admin token, private keys of /metrics and of mutual TLS to devices) that
+        other users may read."""
+        secrets = self.exporter.secret_files()
+        for i, link in enumerate(self.links):
+            tls = getattr(link.driver, "tls", None)
+            if getattr(tls, "key_file", None) is not None:
+                secrets.append((f"links[{i}].driver.tls.key_file", tls.key_file, f"the client key of link {link.name}"))
+        return secret_file_warnings(secrets)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -4,6 +4,7 @@ rows 5, 6 and 9): each is now exit code 2 with an error naming the field, never 
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import warnings
@@ -13,6 +14,7 @@ import bcrypt
 import numpy as np
 import pytest
 import yaml
+from tls import make_pki
 
 from qtelemetry.cli import main
 from qtelemetry.config import CONFIDENCE_LEVEL_MAX, ConfigError, floats_per_window, load_config, parse_config
@@ -298,12 +300,59 @@ def test_run_refuses_a_binary_token_file(tmp_path):
     assert "field=exporter.admin_token_file" in done.stderr and "not UTF-8 text" in done.stderr
 
 
+def owned_by_a_user(path: Path) -> None:
+    """Tests run as root in CI: hand the file to a user, as an operator's own files are."""
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o666, 0o620])
 def test_token_file_others_can_read_or_write_is_a_warning(mode, tmp_path, capsys):
-    code, err = check(tmp_path, capsys, token_config(tmp_path, b"s3cret-token\n", mode))
+    text = token_config(tmp_path, b"s3cret-token\n", mode)
+    owned_by_a_user(tmp_path / "token")
+    code, err = check(tmp_path, capsys, text)
     assert code == 0
     assert f"exporter.admin_token_file: warning: {tmp_path / 'token'} has mode {mode:04o}" in err
     assert "s3cret" not in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can own a file as root")
+def test_root_owned_secret_readable_by_its_group_is_how_kubernetes_mounts_it(tmp_path, capsys):
+    assert check(tmp_path, capsys, token_config(tmp_path, b"s3cret-token\n", 0o440)) == (0, "")
+
+
+def key_configs(tmp_path: Path) -> tuple[dict[str, tuple[str, list[str]]], dict[str, Path]]:
+    """Configs with a private key in each place one goes, by the field that names it, with the
+    check-config arguments."""
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {pki['server_cert']}, key_file: {pki['server_key']}}}\n")
+    etsi = (f"  - {{name: kme, driver: {{type: etsi014, kme_url: 'https://127.0.0.1:8441', slave_sae_id: b, "
+            f"tls: {{ca_file: {pki['ca']}, cert_file: {pki['client_cert']}, key_file: {pki['client_key']}}}}}}}\n")
+    return {
+        "exporter.web.tls_key_file": (document(f"web: {{tls_cert_file: {pki['server_cert']}, tls_key_file: "
+                                               f"{pki['server_key']}}}"), []),
+        "links[1].driver.tls.key_file": (document(links=link() + etsi), []),
+        "tls_server_config.key_file": (document(), ["--web.config.file", str(web)]),
+    }, pki
+
+
+@pytest.mark.parametrize("field", ["exporter.web.tls_key_file", "links[1].driver.tls.key_file",
+                                   "tls_server_config.key_file"])
+def test_private_key_others_can_read_is_a_warning(field, tmp_path, capsys):
+    configs, pki = key_configs(tmp_path)
+    text, args = configs[field]
+    key = pki["client_key" if field.startswith("links") else "server_key"]
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["check-config", str(tmp_path / "c.yaml"), *args]) == 0
+    assert capsys.readouterr().err == ""
+    key.chmod(0o644)
+    assert main(["check-config", str(tmp_path / "c.yaml"), *args]) == 0
+    err = capsys.readouterr().err
+    assert f"{field}: warning: {key} has mode 0644: other users can read or change" in err
+    assert err.count("warning:") == 1
+    assert "PRIVATE KEY" not in err
 
 
 def test_private_token_file_gives_no_warning(tmp_path, capsys):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from qtelemetry import sharding
-from qtelemetry.config import Config, ConfigError, default_config, load_config
+from qtelemetry.config import Config, ConfigError, default_config, load_config, secret_file_warnings
 from qtelemetry.exporter.server import Protection
 from qtelemetry.exporter.webconfig import web_settings
 from qtelemetry.runtime.runtime import Runtime
@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 class Settings:
     config: Config
     protection: Protection
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(field path, message) of settings that work but are unsafe: the config's, and a web
+        config file's private key that other users may read."""
+        found = self.config.warnings()
+        tls = self.protection.web.tls_server_config
+        if tls is not None and tls.key_file is not None and tls.key_file != self.config.exporter.web.tls_key_file:
+            found += secret_file_warnings([("tls_server_config.key_file", tls.key_file, "the private key of /metrics")])
+        return found
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class Reloader:
                 return [("links", str(exc))]
             for hook in self.hooks:
                 hook(settings.protection)
-            for field, warning in settings.config.exporter.warnings():
+            for field, warning in settings.warnings():
                 log.warning(warning, extra={"field": field})
             self._running = settings
             return []
