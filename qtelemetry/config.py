@@ -98,9 +98,13 @@ def loose_mode(path: Path) -> str | None:
 
 
 def secret_file_warnings(secrets: list[tuple[str, Path, str]]) -> list[tuple[str, str]]:
-    """(field path, message) for each (field path, file, what it holds) that others may access."""
+    """(field path, message) for each (field path, file, what it holds) that others may access;
+    a file that many links share is named once, by its first field."""
+    first: dict[Path, tuple[str, str]] = {}
+    for field, path, what in secrets:
+        first.setdefault(path, (field, what))
     return [(field, f"{path} has mode {mode}: other users can read or change {what}; chmod 600 it")
-            for field, path, what in secrets if (mode := loose_mode(path)) is not None]
+            for path, (field, what) in first.items() if (mode := loose_mode(path)) is not None]
 
 
 def _bcrypt_users(users: dict[str, str]) -> dict[str, str]:

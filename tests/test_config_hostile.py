@@ -328,8 +328,9 @@ def key_configs(tmp_path: Path) -> tuple[dict[str, tuple[str, list[str]]], dict[
     pki = make_pki(tmp_path / "pki")
     web = tmp_path / "web.yml"
     web.write_text(f"tls_server_config: {{cert_file: {pki['server_cert']}, key_file: {pki['server_key']}}}\n")
-    etsi = (f"  - {{name: kme, driver: {{type: etsi014, kme_url: 'https://127.0.0.1:8441', slave_sae_id: b, "
-            f"tls: {{ca_file: {pki['ca']}, cert_file: {pki['client_cert']}, key_file: {pki['client_key']}}}}}}}\n")
+    tls = f"{{ca_file: {pki['ca']}, cert_file: {pki['client_cert']}, key_file: {pki['client_key']}}}"
+    etsi = "".join(f"  - {{name: kme{i}, driver: {{type: etsi014, kme_url: 'https://127.0.0.1:8441', "
+                   f"slave_sae_id: b, tls: {tls}}}}}\n" for i in range(3))  # three links, one key: one warning
     return {
         "exporter.web.tls_key_file": (document(f"web: {{tls_cert_file: {pki['server_cert']}, tls_key_file: "
                                                f"{pki['server_key']}}}"), []),
