@@ -137,7 +137,7 @@ def test_store_exhaustion_is_503_and_keys_only_go_to_their_slave(sites):
 
 
 def test_key_relay_is_bounded_and_all_or_nothing():
-    relay = KeyRelay(capacity=2)
+    relay = KeyRelay(capacity_bytes=2)
     ids = [uuid.uuid4() for _ in range(3)]
     relay.put("ab", "m", "s", {k: bytes([i]) for i, k in enumerate(ids)})
     assert relay.take("ab", "m", "s", [ids[0]]) is None  # the oldest was forgotten
@@ -145,6 +145,16 @@ def test_key_relay_is_bounded_and_all_or_nothing():
     assert relay.take("ab", "m", "x", [ids[1]]) is None and relay.take("ab", "m", "s", [ids[1], ids[1]]) is None
     assert relay.take("ab", "m", "s", [ids[2], ids[1]]) == [bytes([2]), bytes([1])]
     assert relay.take("ab", "m", "s", [ids[1]]) is None
+
+
+def test_key_relay_bound_counts_bytes_of_waiting_keys():
+    relay = KeyRelay(capacity_bytes=3 * 1024)
+    ids = [uuid.uuid4() for _ in range(5)]
+    relay.put("ab", "m", "s", {ids[0]: bytes(1024), ids[1]: bytes(1024)})
+    assert relay.take("ab", "m", "s", [ids[0]]) == [bytes(1024)]  # handed over: its bytes are free again
+    relay.put("ab", "m", "s", {k: bytes(1024) for k in ids[2:]})  # 4 KiB put, 3 KiB kept: ids[1] goes
+    assert relay.take("ab", "m", "s", [ids[1]]) is None
+    assert relay.take("ab", "m", "s", ids[2:]) == [bytes(1024)] * 3
 
 
 def test_one_link_per_site_pair():

@@ -42,26 +42,32 @@ class KmeLimits:
 class KeyRelay:
     """Keys a master's KME handed out, waiting for the slave's KME; each is handed over once.
 
-    Shared by the KMEs of one device process and used from its event loop. Bounded: past
-    ``capacity`` waiting keys, the oldest are forgotten (never-retrieved probe keys must not
-    grow memory without end).
+    Shared by the KMEs of one device process and used from its event loop. Bounded in bytes:
+    past ``capacity_bytes`` of waiting key, the oldest keys are forgotten (never-retrieved probe
+    keys, up to 1 KiB each, must not grow memory without end).
     """
 
-    def __init__(self, capacity: int = 100_000):
-        self._capacity = capacity
+    def __init__(self, capacity_bytes: int = 16 * 2**20):
+        self._capacity = capacity_bytes
+        self._bytes = 0
         self._keys: OrderedDict[uuid.UUID, tuple[str, str, str, bytes]] = OrderedDict()
 
     def put(self, link: str, master: str, slave: str, keys: Mapping[uuid.UUID, bytes]) -> None:
         for key_id, key in keys.items():
+            if (old := self._keys.pop(key_id, None)) is not None:
+                self._bytes -= len(old[3])
             self._keys[key_id] = (link, master, slave, key)
-        while len(self._keys) > self._capacity:
-            self._keys.popitem(last=False)
+            self._bytes += len(key)
+        while self._bytes > self._capacity:
+            self._bytes -= len(self._keys.popitem(last=False)[1][3])
 
     def take(self, link: str, master: str, slave: str, key_ids: Sequence[uuid.UUID]) -> list[bytes] | None:
         """The keys with these IDs for this link and SAE pair, removed; None (and none removed) if any is missing."""
         if any(self._keys.get(k, ())[:3] != (link, master, slave) for k in key_ids) or len(set(key_ids)) < len(key_ids):
             return None
-        return [self._keys.pop(k)[3] for k in key_ids]
+        keys = [self._keys.pop(k)[3] for k in key_ids]
+        self._bytes -= sum(map(len, keys))
+        return keys
 
 
 class RequestError(Exception):
