@@ -13,10 +13,9 @@ from typing import Sequence
 
 from qtelemetry import __version__, logs, sharding
 from qtelemetry.config import ConfigError, parse_listen
+from qtelemetry.configfile import EXIT_CONFIG
 
 log = logging.getLogger("qtelemetry")
-
-EXIT_CONFIG = 2
 
 
 def _refuse(message: str, **fields: object) -> int:

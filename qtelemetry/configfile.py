@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+#: Exit code of every command given a config it cannot use.
+EXIT_CONFIG = 2
+
 #: Largest config file read; a 10,000-link config is about 1 MB.
 MAX_CONFIG_BYTES = 64 * 2**20
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from qtelemetry.config import ConfigError, parse_listen
+from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.devices.config import DevicesConfig, load_devices_config
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.links import links_of, qkdl_id
@@ -33,7 +34,6 @@ from qtelemetry.standards.restconf import NODE_PATH
 
 log = logging.getLogger("qtelemetry.simulate")
 
-EXIT_CONFIG = 2
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
