@@ -175,7 +175,7 @@ class Engine:
         self._ok[links] = True
         self._stalled[links] = False
         self._batches[links] += 1
-        self._log.recovered(links.tolist())
+        self._log.recovered(links)
         if batch.faults is not None and np.shape(batch.faults) == (len(fleet.links), len(FAULT_KINDS)):
             self._faults[fleet.links] = batch.faults
 

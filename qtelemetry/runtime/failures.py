@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Sequence
+from typing import Iterable, Sequence
 
 log = logging.getLogger("qtelemetry.runtime")
 
@@ -43,11 +43,13 @@ class FailureLog:
         last = self._warned.get(link)
         return last is None or last[0] != reason or now - last[1] >= REMIND_S
 
-    def recovered(self, links: Sequence[int]) -> None:
+    def recovered(self, links: Iterable[int]) -> None:
+        """``links`` delivered good data; the ones the log called down are back. Called every
+        cycle for every good link, so nothing is done unless some link is down."""
         if not self._down:
             return
         with self._lock:
-            back = [i for i in links if i in self._down]
+            back = [i for i in map(int, links) if i in self._down]
             self._down.difference_update(back)
         for i in back:
             log.info("link=%s recovered", self._names[i])
