@@ -49,20 +49,6 @@ def config_loader(base: type[yaml.SafeLoader] | type[yaml.CSafeLoader]) -> type:
             for first, resolvers in base.yaml_implicit_resolvers.items()
         }
 
-        def __init__(self, stream: Any) -> None:
-            super().__init__(stream)
-            self._scalar_tags: dict[tuple[str, tuple[bool, bool]], str] = {}
-
-        def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
-            """Memoised for scalars (which depend on nothing else here: no path resolvers): a
-            fleet's config repeats the same keys and values thousands of times."""
-            if kind is not yaml.ScalarNode:
-                return super().resolve(kind, value, implicit)
-            key = (value, implicit)
-            if (tag := self._scalar_tags.get(key)) is None:
-                tag = self._scalar_tags[key] = super().resolve(kind, value, implicit)
-            return tag
-
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
             seen = set()
             for key_node, _ in node.value:

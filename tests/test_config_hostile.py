@@ -115,7 +115,7 @@ def test_yaml_merge_keys_still_work():
     assert [l.driver.mu for l in config.links] == [0.6, 0.4]
 
 
-def test_memoised_scalar_tags_keep_quoted_and_plain_apart():
+def test_quoted_and_plain_scalars_keep_their_types():
     assert load_yaml("[1, '1', 1, '1', true, 'true', null, 'null', 1]", "x") == [
         1, "1", 1, "1", True, "true", None, "null", 1]
 
