@@ -7,13 +7,16 @@ Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock. --config FILE --link NAME
 link's parameters from a simulated-bb84 link of an exporter config; flags still override.
 
 Bounds (--decoy, repeatable or comma-separated):
-  infinite     asymptotic, infinitely many decoys (Lo, Ma, Chen 2005): the ceiling
+  infinite     asymptotic, infinitely many decoys (Lo, Ma, Chen 2005): the best of the
+               asymptotic bounds, not a ceiling for the finite one
   vacuum-weak  asymptotic, vacuum + one weak decoy ν (MQZL §V.A)
-  finite       one block of --block-size sifted key bits, composable security (Lim et al. 2014)
-               with decoys ν and 2e-4; basis and intensity probabilities are optimised
+  finite       one block of --block-size sifted key bits, composable security (Lim et al. 2014),
+               intensities (μ, μ2, 2e-4): like Lim et al. §IV it chooses the weak decoy μ2, the
+               three intensities' probabilities and the key-basis probability at each distance
+               (--nu is not used), and μ too with --optimize-mu
 The asymptotic bounds sift with q = 1/2 and give vacuum events no credit, as MQZL do; the
-finite bound biases the bases and counts vacuum events as secret (Lim et al. eq. 1), so for
-large blocks it can exceed them.
+finite bound biases the bases, keys all three intensities and counts vacuum events as secret
+(Lim et al. eq. 1), so for large blocks it can exceed them.
 
 JSON output for one bound is {"points": [{distance_km, key_rate_per_pulse, key_rate_bps, mu,
 plob_per_pulse}, ...], "max_distance_km": ...}; for several bounds it is {"bounds": {NAME: that
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
 
@@ -39,7 +43,8 @@ from qtelemetry import extras
 from qtelemetry.config import ConfigError, load_config
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import Array
-from qtelemetry.estimation.finite_key import finite_key_from_model
+from qtelemetry.estimation.finite_key import DEFAULT_BLOCK_SIZE, DEFAULT_EPS_COR, DEFAULT_EPS_SEC
+from qtelemetry.estimation.finite_key_optimum import optimal_finite_key
 from qtelemetry.estimation.repeaterless import plob_bound
 
 EXIT_USAGE = 2
@@ -56,14 +61,17 @@ GYS = {
     "nu": 0.1,
     "clock_rate_hz": 2e6,
 }
+#: Finite-key protocol defaults: the exporter's simulated-bb84 links use the same.
+FINITE_KEY = {"block_size": DEFAULT_BLOCK_SIZE, "epsilon_sec": DEFAULT_EPS_SEC, "epsilon_cor": DEFAULT_EPS_COR}
 #: Vacuum-ish third intensity of the finite bound: an intensity modulator's finite extinction (Lim et al. §IV).
 VACUUM_INTENSITY = 2e-4
 #: Signal intensities searched by --optimize-mu: up to MU_MAX, and at least MU_GAP above the
-#: decoys, where the decoy bounds' (μ − ν) denominators would turn rounding error into key.
+#: decoy, where the decoy bounds' (μ − ν) denominators would turn rounding error into key.
 MU_MAX = 1.5
 MU_GAP = 0.02
-#: The reach search gives up (reach = inf) beyond this channel loss.
+#: The reach search gives up (reach = inf) beyond this channel loss, and stops within RESOLUTION_KM.
 MAX_LOSS_DB = 200.0
+RESOLUTION_KM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -144,75 +152,71 @@ def _vacuum_weak(link: LinkModel, eta: Array, mu: Array) -> Array:
     )
 
 
-def _finite(
-    link: LinkModel, eta: Array, mu: Array, z_basis: Array, p_signal: Array, decoy_share: Array
-) -> Array:
-    """Finite-key rate per pulse of one block (Lim et al. 2014), decoys (ν, VACUUM_INTENSITY)."""
-    intensities = np.stack(np.broadcast_arrays(mu, link.nu, VACUUM_INTENSITY), axis=-1)
-    p_decoys = 1.0 - p_signal
-    probabilities = np.stack([p_signal, p_decoys * decoy_share, p_decoys * (1.0 - decoy_share)], axis=-1)
+def _finite(link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
+    """Finite-key rate per pulse of one block (Lim et al. 2014) with its protocol optimised, and μ."""
+    shape = distance_km.shape
+    eta = (link.detector_efficiency * link.channel_transmittance(distance_km)).ravel()
     y0, e_det = link.dark_count_probability, link.misalignment_error
-    return finite_key_from_model(
-        decoy.gain(eta[..., None], intensities, y0),
-        decoy.error_gain(eta[..., None], intensities, y0, e_det),
-        intensities,
-        probabilities,
-        z_basis,
-        link.block_size,
-        ec_efficiency=link.ec_efficiency,
-        eps_sec=link.epsilon_sec,
-        eps_cor=link.epsilon_cor,
-    ).rate
+
+    def channel(problem: Array, intensities: Array) -> tuple[Array, Array]:
+        eta_k = eta[problem][:, None]
+        return decoy.gain(eta_k, intensities, y0), decoy.error_gain(eta_k, intensities, y0, e_det)
+
+    best = optimal_finite_key(
+        channel, np.full(eta.size, link.block_size), mu3=VACUUM_INTENSITY, ec_efficiency=link.ec_efficiency,
+        eps_sec=link.epsilon_sec, eps_cor=link.epsilon_cor, signal=None if link.optimize_mu else link.mu,
+    )
+    return best.rate.reshape(shape), best.mu[:, 0].reshape(shape)
 
 
 class _Model(NamedTuple):
-    """How to evaluate one bound: its rate, the lowest admissible μ, its other free parameters."""
+    """How to evaluate one asymptotic bound: its rate and the lowest admissible μ."""
 
-    rate: Callable[..., Array]
+    rate: Callable[[LinkModel, Array, Array], Array]
     lowest_mu: Callable[[LinkModel], float]
-    free: dict[str, tuple[float, float]]
 
 
 _MODELS = {
-    "infinite": _Model(_infinite, lambda link: 0.0, {}),
-    "vacuum-weak": _Model(_vacuum_weak, lambda link: link.nu + MU_GAP, {}),
-    "finite": _Model(
-        _finite,
-        lambda link: link.nu + VACUUM_INTENSITY + MU_GAP,
-        {"z_basis": (0.5, 0.99), "p_signal": (0.01, 0.99), "decoy_share": (0.01, 0.99)},
-    ),
+    "infinite": _Model(_infinite, lambda link: 0.0),
+    "vacuum-weak": _Model(_vacuum_weak, lambda link: link.nu + MU_GAP),
 }
 
 
 def key_rate(bound: str, link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
     """Best key rate per pulse at each distance and the μ that gives it (the configured μ if none)."""
-    model = _MODELS[bound]
     distance_km = np.asarray(distance_km, float)
+    if bound == "finite":
+        rate, mu = _finite(link, distance_km)
+        return rate, np.where(rate > 0, mu, link.mu)
+    model = _MODELS[bound]
     eta = (link.detector_efficiency * link.channel_transmittance(distance_km))[..., None]
-    free = {"mu": (model.lowest_mu(link), MU_MAX), **model.free} if link.optimize_mu else model.free
-    rate, at = maximise(
-        lambda **p: model.rate(link, eta, p.pop("mu", link.mu), **p), free, distance_km.shape
-    )
+    free = {"mu": (model.lowest_mu(link), MU_MAX)} if link.optimize_mu else {}
+    rate, at = maximise(lambda **p: model.rate(link, eta, p.get("mu", link.mu)), free, distance_km.shape)
     return rate, np.where(rate > 0, at.get("mu", link.mu), link.mu)
+
+
+def _has_key(bound: str, link: LinkModel, distance_km: float = 0.0) -> bool:
+    """Is there a key at this distance (at 0 km: at any distance)?"""
+    return bool(key_rate(bound, link, np.array([distance_km]))[0][0] > 0)
 
 
 def max_distance_km(bound: str, link: LinkModel) -> float:
     """Longest fibre with a positive key: 0 if none at all, inf if the rate never reaches 0.
 
-    Bracketed on a grid of 33 distances, refined four times (resolution ~1 m); assumes the
-    rate falls with distance, as it does in every bound here.
+    Bisected to RESOLUTION_KM between 0 km and MAX_LOSS_DB of loss; assumes the rate falls
+    with distance, as it does in every bound here.
     """
+    has_key = functools.partial(_has_key, bound, link)
     if link.attenuation_db_per_km == 0:
-        return math.inf if key_rate(bound, link, np.zeros(1))[0][0] > 0 else 0.0
+        return math.inf if has_key(0.0) else 0.0
     lo, hi = 0.0, max(MAX_LOSS_DB - link.insertion_loss_db, 0.0) / link.attenuation_db_per_km
-    for _ in range(4):
-        grid = np.linspace(lo, hi, 33)
-        positive = np.flatnonzero(key_rate(bound, link, grid)[0] > 0)
-        if positive.size == 0:
-            return 0.0
-        if positive[-1] == grid.size - 1:
-            return math.inf
-        lo, hi = grid[positive[-1]], grid[positive[-1] + 1]
+    if not has_key(lo):
+        return 0.0
+    if has_key(hi):
+        return math.inf
+    while hi - lo > RESOLUTION_KM:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if has_key(mid) else (lo, mid)
     return float(lo)
 
 
@@ -345,13 +349,14 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     protocol.add_argument("--decoy", type=_decoy_list, action="append", metavar="BOUND[,BOUND]",
                           help=f"{', '.join(BOUNDS)}; repeatable (default vacuum-weak)")
     protocol.add_argument("--optimize-mu", action="store_true", help="choose the best μ at each distance")
-    for flag, default, metavar, text in (
-        ("--block-size", 1e10, "BITS", "sifted key bits per block"),
-        ("--epsilon-sec", 1e-10, "EPS", "secrecy parameter ε_sec"),
-        ("--epsilon-cor", 1e-15, "EPS", "correctness parameter ε_cor"),
+    for flag, metavar, text in (
+        ("--block-size", "BITS", "sifted key bits per block"),
+        ("--epsilon-sec", "EPS", "secrecy parameter ε_sec, split into 21 equal terms"),
+        ("--epsilon-cor", "EPS", "correctness parameter ε_cor"),
     ):
-        protocol.add_argument(flag, type=float, default=default, metavar=metavar,
-                              help=f"finite bound: {text} (default {default:g})")
+        default = FINITE_KEY[flag[2:].replace("-", "_")]
+        protocol.add_argument(flag, type=float, metavar=metavar,
+                              help=f"finite bound: {text} (default {default:g}, as the exporter's links)")
     output = parser.add_argument_group("output")
     output.add_argument("--distances", default="0:200:10", metavar="START:STOP:STEP",
                         help="km, STOP included (default 0:200:10)")
@@ -382,8 +387,8 @@ def _parse_distances(text: str) -> Array:
 
 
 def _link_model(args: argparse.Namespace) -> LinkModel:
-    """GYS defaults, overridden by the --config link, overridden by explicit flags."""
-    values = dict(GYS)
+    """GYS and finite-key defaults, overridden by the --config link, overridden by explicit flags."""
+    values = GYS | FINITE_KEY
     if args.config is not None or args.link is not None:
         if args.config is None or args.link is None:
             raise _Usage("--config" if args.config is None else "--link", "--config and --link go together")
@@ -397,10 +402,9 @@ def _link_model(args: argparse.Namespace) -> LinkModel:
         driver = links[args.link].driver
         if driver.type != "simulated-bb84":
             raise _Usage("--link", f"{args.link!r} is a {driver.type} link; plan models decoy-state BB84 links")
-        values.update({name: getattr(driver, name) for name in GYS})
-    values.update({name: getattr(args, name) for name in GYS if getattr(args, name) is not None})
-    protocol = {f.name: getattr(args, f.name) for f in fields(LinkModel) if f.name not in values}
-    return LinkModel(**values, **protocol)
+        values.update({name: getattr(driver, name) for name in values})
+    values.update({name: getattr(args, name) for name in values if getattr(args, name) is not None})
+    return LinkModel(**values, optimize_mu=args.optimize_mu)
 
 
 def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
@@ -420,8 +424,8 @@ def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
         ("--epsilon-cor", 0 < link.epsilon_cor < 1, "must be in (0, 1)"),
     ]
     if "finite" in bounds:
-        rules.append(("--mu", link.mu > link.nu + VACUUM_INTENSITY,
-                      f"the finite bound needs μ > ν + {VACUUM_INTENSITY:g} (Lim et al.)"))
+        rules.append(("--mu", link.mu > 2 * VACUUM_INTENSITY,
+                      f"the finite bound needs μ > μ2 + μ3 > 2 × {VACUUM_INTENSITY:g} (Lim et al.)"))
     if plot is not None:
         try:
             figure = extras.require("matplotlib.figure", "plot")
@@ -433,11 +437,6 @@ def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
             ("--plot", plot.suffix[1:].lower() in formats, f"unknown image type {plot.suffix!r}; try .png"),
         ]
     return [f"{flag}: {reason}" for flag, ok, reason in rules if not ok]
-
-
-def _has_key(bound: str, link: LinkModel) -> bool:
-    """Is there a key at 0 km, i.e. at any distance?"""
-    return bool(key_rate(bound, link, np.zeros(1))[0][0] > 0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGT
                                           parameter_table)
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import BB84_DECOY, sifting_fraction
+from qtelemetry.estimation.finite_key import DEFAULT_BLOCK_SIZE, DEFAULT_EPS_COR, DEFAULT_EPS_SEC
 from qtelemetry.estimation.stats import ratio
 
 
@@ -45,9 +46,9 @@ class SimulatedBB84Config(KeyDistillingConfig):
     p_vacuum: float = Field(0.1, gt=0.0, le=1.0)
     basis_bias: float = Field(0.5, gt=0.0, lt=1.0, description="probability of choosing the Z basis")
     ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
-    block_size: float = Field(1e8, ge=1e4, le=MAX_BITS, description="sifted Z bits per post-processing block (finite key)")
-    epsilon_sec: float = Field(1e-10, gt=0.0, lt=1.0, description="secrecy parameter of the finite-key bound")
-    epsilon_cor: float = Field(1e-15, gt=0.0, lt=1.0, description="correctness parameter of the finite-key bound")
+    block_size: float = Field(DEFAULT_BLOCK_SIZE, ge=1e4, le=MAX_BITS, description="sifted Z bits per post-processing block (finite key)")
+    epsilon_sec: float = Field(DEFAULT_EPS_SEC, gt=0.0, lt=1.0, description="secrecy parameter of the finite-key bound")
+    epsilon_cor: float = Field(DEFAULT_EPS_COR, gt=0.0, lt=1.0, description="correctness parameter of the finite-key bound")
     eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses intercepted and resent by Eve")
     blinding_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses whose clicks Eve fakes after blinding")
     source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="emitted / nominal intensity (source drift)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import entr
 
 Array = NDArray[np.float64]
 
@@ -57,10 +58,9 @@ def single_photon_error(eta: ArrayLike, y0: ArrayLike, misalignment: ArrayLike) 
 
 def binary_entropy(p: ArrayLike) -> Array:
     """Shannon binary entropy H2(p) in bits; H2(0) = H2(1) = 0, clipped to [0, 1]."""
-    p = np.clip(np.asarray(p, float), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -p * np.log2(p) - (1.0 - p) * np.log2(1.0 - p)
-    return np.nan_to_num(h, nan=0.0)
+    p = np.minimum(np.maximum(np.asarray(p, float), 0.0), 1.0)
+    h = (entr(p) + entr(1.0 - p)) / np.log(2.0)  # entr(x) = −x·ln x, 0 at x = 0
+    return np.where(np.isnan(h), 0.0, h)
 
 
 def vacuum_weak_y1_lower(
