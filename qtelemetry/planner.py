@@ -289,7 +289,7 @@ def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
     ax = fig.subplots()
     for p in plans:
         keep = p.key_rate_per_pulse > 0
-        name = f"finite, n_Z = {link.block_size:.0e}" if p.bound == "finite" else p.bound
+        name = f"finite, n_Z = {link.block_size:.0e}, μ2/p/q optimised" if p.bound == "finite" else p.bound
         line, = ax.semilogy(p.distance_km[keep], p.key_rate_per_pulse[keep], marker="o", markersize=3,
                             label=f"{name} (max {p.max_distance_km:.1f} km)")
         if math.isfinite(p.max_distance_km):

@@ -61,7 +61,7 @@ def rates_at_100_km() -> dict[int, float]:
 
 def test_block_1e9_gives_1_75_times_block_1e7_at_100_km():
     """Lim et al. §IV, Fig. 1: "at 100 km, the secret key rate with n_X = 10^9 is about 1.75 times
-    the one based on n_X = 10^7". We get 1.70."""
+    the one based on n_X = 10^7". We get 1.71."""
     rates = rates_at_100_km()
     assert rates[9] / rates[7] == pytest.approx(1.75, abs=0.15)
 
@@ -78,7 +78,7 @@ def test_block_1e4_reaches_about_135_km():
     distributed over a fiber length of 135 km" (abstract: "up to 135 km"); read as 130–135 km.
 
     Under their ε_sec = κℓ we find key at 129 km (ℓ ≥ 30 bits at ε_sec = 30κ) and none at 135 km
-    even at ε_sec = κn; the reach is 129.5 km, 4 % short of the text. With a fixed ε_sec = 1e-10
+    even at ε_sec = κn; the reach is 129.8 km, 4 % short of the text. With a fixed ε_sec = 1e-10
     (the planner's default) a block of 10^4 still gives key at 134 km (reach ≈ 135 km).
     """
     witness = np.array([10.0, 30.0, 100.0])
@@ -90,8 +90,9 @@ def test_block_1e4_reaches_about_135_km():
 
 def test_blocks_1e5_and_1e6_reach_distinctly_further():
     """Lim et al. §IV, Fig. 1: "for block sizes 10^4, 10^5, and 10^6, there is a distinct advantage in
-    terms of the secret key rate and fiber length for larger block sizes". We find reaches of 129.5,
-    ~160 and ~172 km; at 150 km (beyond 10^4's reach by 15 km) 10^5 and 10^6 still give key."""
+    terms of the secret key rate and fiber length for larger block sizes". We find reaches of 129.8,
+    158.8 and 171.6 km (10^7–10^9: 178.1, 180.7, 182.4 km); at 150 km, 15 km beyond the text's
+    reach for 10^4, blocks of 10^5 and 10^6 still give key, 10^6 more."""
     rates = kappa_rate(150.0, np.array([1e4, 1e5, 1e6]))
     assert rates[0] == 0 and 0 < rates[1] < rates[2]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -10,8 +11,10 @@ import re
 
 import pytest
 
+from qtelemetry import planner
 from qtelemetry.cli import main
 from qtelemetry.config import default_config_text
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 
 POINT_KEYS = ["distance_km", "key_rate_per_pulse", "key_rate_bps", "mu", "plob_per_pulse"]
 
@@ -100,6 +103,26 @@ def test_link_from_config_equals_the_same_flags(capsys, tmp_path):
 
     code, _, err = plan(capsys, "--config", str(config), "--link", "entangled-20km")
     assert code == 2 and err.startswith("error: --link: ")
+
+
+def test_finite_bound_takes_the_links_block_size_and_shares_the_exporters_default(capsys, tmp_path):
+    """--config/--link also take the link's finite-key settings; without them planner and exporter
+    use one default block size (and ε), shown in --help."""
+    config = tmp_path / "config.yaml"
+    config.write_text(default_config_text().replace("      seed: 1\n", "      seed: 1\n      block_size: 1.0e5\n", 1))
+    parser = argparse.ArgumentParser()
+    planner.register(parser.add_subparsers())
+    link = planner._link_model(parser.parse_args(["plan", "--config", str(config), "--link", "metro-10km"]))
+    assert (link.block_size, link.epsilon_sec, link.epsilon_cor) == (1e5, 1e-10, 1e-15)
+    assert planner._link_model(parser.parse_args(["plan", "--block-size", "3e6"])).block_size == 3e6
+
+    driver = SimulatedBB84Config.model_fields
+    default = planner._link_model(parser.parse_args(["plan"]))
+    assert default.block_size == driver["block_size"].default == 1e8
+    assert (default.epsilon_sec, default.epsilon_cor) == (driver["epsilon_sec"].default, driver["epsilon_cor"].default)
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    assert re.search(r"sifted key bits per block\s+\(default\s+1e\+08,", capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("args, flag", [

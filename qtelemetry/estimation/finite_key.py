@@ -113,7 +113,7 @@ def raw_key_length(
     )
 
 
-def valid_intensities(mu: Array, probabilities: Array) -> Array:
+def _valid_intensities(mu: Array, probabilities: Array) -> Array:
     """μ1 > μ2 + μ3, μ2 > μ3 ≥ 0 and every p_k > 0, which eqs. 2–4 assume (Lim et al. §II)."""
     mu1, mu2, mu3 = mu[..., 0], mu[..., 1], mu[..., 2]
     return (mu1 > mu2 + mu3) & (mu2 > mu3) & (mu3 >= 0) & np.all(probabilities > 0, axis=-1)
@@ -148,7 +148,7 @@ def finite_key_from_counts(
     eps_sec, eps_cor, f = (np.asarray(a, float) for a in (eps_sec, eps_cor, ec_efficiency))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         length = np.floor(raw_key_length(n_z, m_z, n_x, m_x, mu, probabilities, f, eps_sec, eps_cor))
-        valid = valid_intensities(mu, probabilities) & np.isfinite(length)
+        valid = _valid_intensities(mu, probabilities) & np.isfinite(length)
         length = np.where(valid, np.maximum(length, 0.0), 0.0)
         rate = np.nan_to_num(length / pulses.sum(axis=-1), nan=0.0, posinf=0.0)
     return FiniteKey(length, rate)

@@ -2,13 +2,17 @@
 
 Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014), §IV, maximise the key per pulse ℓ/N
 of one block over {q, p_μ1, p_μ2, μ1, μ2} with μ3 fixed. Near the distance where the key ends
-the feasible region is a thin sliver (key basis q ≈ 0.2–0.4, p_μ1 of a few per cent), so a
-coarse grid misses it: here a scrambled Sobol sample of the whole box picks several starts per
-problem and SciPy's L-BFGS-B refines them all at once. The problems are independent, so their
-objectives are summed (each scaled to about 1 by its best start) and one batched evaluation of
-eqs. 1–5 gives every problem's central-difference gradient: the cost does not grow with the
-number of Python calls per problem. The smooth objective is ℓ/N before the floor and before
-clipping at 0, so a start outside the key region still has a slope towards it.
+the region with key is a thin sliver (key basis q ≈ 0.1–0.4, p_μ1 of a few per cent), which a
+coarse grid misses. So: a scrambled Sobol sample of the whole box, evaluated for every problem
+in one batch, picks the best few starts of each; SciPy's SLSQP (bounded, quasi-Newton) refines
+each start, its central-difference gradient one batched evaluation of eqs. 1–5 per step.
+SLSQP rather than L-BFGS-B: same answers here, but L-BFGS-B's BLAS calls made each step cost
+milliseconds on a busy two-core machine (OpenBLAS threads spinning).
+
+The objective is asinh(ℓ/N ÷ one bit per block), with ℓ before the floor and before clipping
+at 0: log-like where there is key, so a step does not depend on how many pulses one bit costs
+(1e-3 to 1e-12 per pulse across distances), and still smooth into the region without key, so a
+start there has a slope towards it. Without it SLSQP stalled at points half as good.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 
 from qtelemetry.estimation.decoy import Array
-from qtelemetry.estimation.finite_key import block_counts, finite_key_from_model, raw_key_length
+from qtelemetry.estimation.finite_key import (DEFAULT_EPS_COR, DEFAULT_EPS_SEC, block_counts, finite_key_from_model,
+                                             raw_key_length)
 
 #: ``channel(problem, intensities)``: click and erroneous-click probabilities per pulse, shape
 #: (M, 3) each, of problems ``problem`` (M indices) sending ``intensities`` (M, 3).
@@ -34,7 +39,7 @@ MU2_FRACTION = (0.01, 0.98)
 LOG10_P_SIGNAL = (-3.0, float(np.log10(0.98)))
 DECOY_SHARE = (0.01, 0.99)
 LOGIT_Z_BASIS = (-5.0, 5.0)  # q in (0.0067, 0.9933)
-#: Central-difference step in the unit box, and L-BFGS-B's iteration cap.
+#: Central-difference step in the unit box, and SLSQP's iteration cap.
 STEP = 1e-6
 MAX_ITERATIONS = 400
 
@@ -72,8 +77,8 @@ def optimal_finite_key(
     *,
     mu3: float,
     ec_efficiency: float,
-    eps_sec: ArrayLike = 1e-10,
-    eps_cor: float = 1e-15,
+    eps_sec: ArrayLike = DEFAULT_EPS_SEC,
+    eps_cor: float = DEFAULT_EPS_COR,
     signal: ArrayLike | None = None,
     samples: int = 512,
     starts: int = 2,
