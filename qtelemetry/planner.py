@@ -44,7 +44,6 @@ from qtelemetry.config import ConfigError, load_config
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import Array
 from qtelemetry.estimation.finite_key import DEFAULT_BLOCK_SIZE, DEFAULT_EPS_COR, DEFAULT_EPS_SEC
-from qtelemetry.estimation.finite_key_optimum import optimal_finite_key
 from qtelemetry.estimation.repeaterless import plob_bound
 
 EXIT_USAGE = 2
@@ -154,6 +153,9 @@ def _vacuum_weak(link: LinkModel, eta: Array, mu: Array) -> Array:
 
 def _finite(link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
     """Finite-key rate per pulse of one block (Lim et al. 2014) with its protocol optimised, and μ."""
+    # SciPy's optimisers and Sobol sampler: imported only here, as every CLI start builds this parser.
+    from qtelemetry.estimation.finite_key_optimum import optimal_finite_key
+
     shape = distance_km.shape
     eta = (link.detector_efficiency * link.channel_transmittance(distance_km)).ravel()
     y0, e_det = link.dark_count_probability, link.misalignment_error
