@@ -39,9 +39,10 @@ MU2_FRACTION = (0.01, 0.98)
 LOG10_P_SIGNAL = (-3.0, float(np.log10(0.98)))
 DECOY_SHARE = (0.01, 0.99)
 LOGIT_Z_BASIS = (-5.0, 5.0)  # q in (0.0067, 0.9933)
-#: Central-difference step in the unit box, and SLSQP's iteration cap.
+#: Central-difference step in the unit box, SLSQP's iteration cap, problems per sampling batch.
 STEP = 1e-6
 MAX_ITERATIONS = 400
+BATCH_PROBLEMS = 64
 
 
 class FiniteKeyProtocol(NamedTuple):
@@ -105,10 +106,14 @@ def optimal_finite_key(
             rate = length / pulses
         return np.where(np.isfinite(rate), rate, -1.0), pulses
 
-    # Global stage: the same scrambled Sobol points for every problem; keep each one's best few.
+    # Global stage: the same scrambled Sobol points for every problem (a few problems per batch,
+    # to bound memory); keep each one's best few.
     sample = qmc.Sobol(dims, scramble=True, seed=0).random(samples)
-    index = np.repeat(np.arange(problems), samples)
-    values, pulses = (a.reshape(problems, samples) for a in objective(index, np.tile(sample, (problems, 1))))
+    values, pulses = np.empty((problems, samples)), np.empty((problems, samples))
+    for first in range(0, problems, BATCH_PROBLEMS):
+        chunk = np.arange(first, min(first + BATCH_PROBLEMS, problems))
+        found = objective(np.repeat(chunk, samples), np.tile(sample, (chunk.size, 1)))
+        values[chunk], pulses[chunk] = (a.reshape(chunk.size, samples) for a in found)
     best = np.argsort(-values, axis=1)[:, :starts]
     x0 = sample[best].reshape(-1, dims)  # (problems·starts, dims)
     owner = np.repeat(np.arange(problems), starts)
