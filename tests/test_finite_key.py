@@ -14,7 +14,6 @@ under that rule whenever it yields ℓ ≥ L bits (that key is even κL ≤ κ�
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 import pytest
