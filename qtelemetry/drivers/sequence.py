@@ -103,8 +103,9 @@ class SequenceConfig(IODriverConfig):
             raise FieldError("type", f"SeQUeNCe is not installed: {INSTALL}") from None
         if not version.startswith(SUPPORTED_SERIES):
             raise FieldError("type", f"needs SeQUeNCe {SUPPORTED_SERIES}x (Python 3.11), found {version}: {INSTALL}")
-        if self.reference_log_file is not None and not self.reference_log_file.parent.is_dir():
-            raise FieldError("reference_log_file", f"directory {self.reference_log_file.parent} does not exist")
+        log_file = self.reference_log_file
+        if log_file is not None and (log_file.is_dir() or not log_file.parent.is_dir()):
+            raise FieldError("reference_log_file", f"{log_file} is a directory or its directory does not exist")
         return self
 
     def settings(self) -> dict[str, Any]:

@@ -320,9 +320,9 @@ LINKS = {"bb84-cascade": bb84_link, "barrett-kok": barrett_kok_link}
 
 def serve(settings: dict[str, Any], requests: IO[str], out: IO[str]) -> None:
     """Answer each request line with one window; return when the requests end."""
+    log = open(settings["reference_log"], "a", encoding="utf-8") if settings.get("reference_log") else None
     run = LINKS[settings["kind"]](settings)
     window_ps = round(settings["window_simulated_seconds"] * PS)
-    log = open(settings["reference_log"], "a", encoding="utf-8") if settings.get("reference_log") else None
     try:
         for index, _ in enumerate(requests, start=1):
             counts, own = run(index * window_ps)
