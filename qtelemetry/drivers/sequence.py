@@ -40,34 +40,37 @@ INSTALL = "pip install 'qtelemetry[sequence]' (in a source checkout: pip install
 MAX_RECORD_BYTES = 1 << 16
 
 
-class Bb84Cascade(StrictModel):
+class FiberLink(StrictModel):
+    """What both simulated links have: fiber, its attenuation, and detectors with dark counts."""
+
+    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=10.0, description="fiber attenuation, dB/km")
+    dark_count_rate_hz: float = Field(0.0, ge=0.0, le=1e7, description="dark counts per second of each detector")
+
+
+class Bb84Cascade(FiberLink):
     """SeQUeNCe's BB84 between two QKD nodes, with its Cascade error correction."""
 
     kind: Literal["bb84-cascade"]
     fiber_length_km: float = Field(10.0, gt=0.0, le=500.0, description="fiber between the two nodes, km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=10.0, description="fiber attenuation, dB/km")
     polarization_fidelity: float = Field(0.99, ge=0.0, le=1.0,
                                          description="probability a photon keeps its polarisation in the fiber")
     source_frequency_hz: float = Field(1e6, gt=0.0, le=1e10, description="pulse rate of Alice's source, Hz")
     mean_photon_number: float = Field(0.5, gt=0.0, le=10.0, description="mean photons per pulse (no decoy states)")
     detector_efficiency: float = Field(0.8, gt=0.0, le=1.0, description="efficiency of Bob's two detectors")
-    dark_count_rate_hz: float = Field(100.0, ge=0.0, le=1e7, description="dark counts per second of each detector")
     key_length_bits: int = Field(256, ge=1, le=10240,
                                  description="length of the keys Cascade releases from each 10240-bit frame")
 
 
-class BarrettKok(StrictModel):
+class BarrettKok(FiberLink):
     """SeQUeNCe's Barrett–Kok entanglement generation between two single-atom memories."""
 
     kind: Literal["barrett-kok"]
     fiber_length_km: float = Field(10.0, gt=0.0, le=500.0,
                                    description="fiber between the two memory nodes (station at the midpoint), km")
-    attenuation_db_per_km: float = Field(0.2, ge=0.0, le=10.0, description="fiber attenuation, dB/km")
     memory_efficiency: float = Field(0.9, gt=0.0, le=1.0, description="probability an excited memory emits its photon")
     memory_fidelity: float = Field(0.9, ge=0.0, le=1.0, description="fidelity of a heralded pair (SeQUeNCe's raw_fidelity)")
     memory_frequency_hz: float = Field(8e7, gt=0.0, le=1e12, description="highest excitation rate of a memory, Hz")
     detector_efficiency: float = Field(0.9, gt=0.0, le=1.0, description="efficiency of the midpoint's two detectors")
-    dark_count_rate_hz: float = Field(0.0, ge=0.0, le=1e7, description="dark counts per second of each midpoint detector")
 
 
 SequenceLink = Annotated[Union[Bb84Cascade, BarrettKok], Field(discriminator="kind")]

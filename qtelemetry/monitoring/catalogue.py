@@ -59,7 +59,7 @@ SIFTED = "bb84-sifted"
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
 #: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
-QBER_PROTOCOLS = (*KEY_PROTOCOLS, ETSI015, SIFTED)
+QBER_PROTOCOLS = (*KEY_PROTOCOLS, ETSI015)
 
 METRICS: tuple[Metric, ...] = (
     # --- health of every link, whatever its protocol -------------------------------------
@@ -103,7 +103,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_qber_ratio", "gauge", "ratio",
            "Quantum bit error rate of the sifted key (signal pulses; entangled pairs) (0-1), by basis. ETSI 015 nodes "
            "report one QBER (phys_perf QBER), that of their key: basis Z.",
-           ("link", "basis"), QBER_PROTOCOLS, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
+           ("link", "basis"), (*QBER_PROTOCOLS, SIFTED), series=((("Z",), "qber_z"), (("X",), "qber_x"))),
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
            ("link", "basis"), (*KEY_PROTOCOLS, SIFTED), series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
