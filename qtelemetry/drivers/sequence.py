@@ -84,7 +84,7 @@ class SequenceConfig(IODriverConfig):
 
     type: Literal["sequence"]
     simulation: SequenceLink = Field(description="what SeQUeNCe simulates, by kind: bb84-cascade or barrett-kok")
-    window_simulated_seconds: float = Field(0.01, gt=0.0, le=3600.0,
+    window_simulated_seconds: float = Field(0.01, ge=1e-6, le=3600.0,
                                             description="simulated time per window the simulation hands over, s")
     seed: int = Field(0, ge=0, lt=2**31, description="seed of SeQUeNCe's random generators (a run is reproducible)")
     reference_log_file: Path | None = Field(
@@ -136,9 +136,12 @@ class SequenceDriver:
         return process
 
     async def _request(self) -> None:
-        """Ask for the next window."""
-        self._process.stdin.write(b"\n")
-        await self._process.stdin.drain()
+        """Ask for the next window; if the process has gone, the next read says so."""
+        try:
+            self._process.stdin.write(b"\n")
+            await self._process.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            pass
 
     async def acquire(self) -> CountBatch:
         if self._process is None:
@@ -156,13 +159,10 @@ class SequenceDriver:
             raise DriverError("invalid_record", f"simulation answered a line over {MAX_RECORD_BYTES} bytes") from None
         try:
             record = self._parse(line)
-        except DriverError:
-            await self._stop()
-            raise
-        try:
-            await self._request()
-        except (ConnectionError, RuntimeError):
-            pass  # it exited after answering: the next read says so
+        except DriverError as exc:
+            code = await self._stop()
+            raise DriverError(exc.reason, f"{exc} (exit code {code}); restarted at the next poll") from None
+        await self._request()
         return CountBatch(start=time.time() - record["simulated_s"], duration_s=record["simulated_s"],
                           counts=record["counts"])
 
@@ -170,7 +170,7 @@ class SequenceDriver:
     def _parse(line: bytes) -> dict[str, Any]:
         """The window in ``line``; DriverError for a closed pipe, an error report or a malformed record."""
         if not line:
-            raise DriverError("simulation_exited", "simulation process ended; restarted at the next poll")
+            raise DriverError("simulation_exited", "simulation process ended")
         try:
             record = json.loads(line)
         except ValueError:
@@ -183,12 +183,14 @@ class SequenceDriver:
             raise DriverError("invalid_record", "simulation answered something that is not a window record")
         return record
 
-    async def _stop(self) -> None:
+    async def _stop(self) -> int | None:
+        """End the simulation process; its exit code (None: there was none)."""
         process, self._process = self._process, None
-        if process is not None:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+        if process is None:
+            return None
+        if process.returncode is None:
+            process.kill()
+        return await process.wait()
 
     async def aclose(self) -> None:
         await self._stop()
