@@ -38,8 +38,6 @@ import numpy as np
 PS = 10**12
 #: SeQUeNCe's fiber parameters are per metre.
 M_PER_KM = 1e3
-#: Bits of each frame Cascade corrects (``Cascade.frame_len`` in SeQUeNCe 0.8).
-CASCADE_FRAME_BITS = 10240
 #: Pauli bases of the fidelity measurements and the product of the two outcomes (±1) Φ+ gives.
 PHI_PLUS_CORRELATION = {"X": 1, "Y": -1, "Z": 1}
 
