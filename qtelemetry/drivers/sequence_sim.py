@@ -126,8 +126,11 @@ def bb84_link(settings: dict[str, Any]) -> Callable[[int], tuple[dict[str, Any],
     distance_m = settings["fiber_length_km"] * M_PER_KM
     for src, dst in ((alice, bob), (bob, alice)):
         ClassicalChannel(f"cc.{src.name}.{dst.name}", tl, distance=distance_m).set_ends(src, dst.name)
-        QuantumChannel(f"qc.{src.name}.{dst.name}", tl, attenuation=settings["attenuation_db_per_km"] / M_PER_KM,
-                       distance=distance_m, polarization_fidelity=settings["polarization_fidelity"]).set_ends(src, dst.name)
+        channel = QuantumChannel(f"qc.{src.name}.{dst.name}", tl, distance=distance_m,
+                                 attenuation=settings["attenuation_db_per_km"] / M_PER_KM,
+                                 polarization_fidelity=settings["polarization_fidelity"])
+        channel.set_ends(src, dst.name)
+        channel.owner = src  # its polarisation noise then draws from the sender's seeded generator, not a fresh one
 
     class KeySink:
         """Where Cascade hands its corrected keys (SeQUeNCe's examples call it a key manager)."""
