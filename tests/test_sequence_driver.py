@@ -1,5 +1,5 @@
 """The SeQUeNCe driver end to end: a real `qtelemetry run` with a BB84 + Cascade link and a
-Barrett–Kok link simulated by SeQUeNCe, scraped over HTTP.
+Barrett–Kok link simulated by SeQUeNCe, scraped over HTTP; then a hung and a killed simulation.
 
 What is exported is checked against what SeQUeNCe's own objects reported (BB84's per-key
 ``error_rates``, Cascade's released keys, the entanglement attempts and successes and the
@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
 import time
 from pathlib import Path
 
@@ -28,6 +31,8 @@ POLARIZATION_FIDELITY, MU, BOB_EFFICIENCY = 0.99, 1.0, 0.8
 BK_FIBER_KM, MEMORY_EFFICIENCY, MEMORY_FIDELITY, BSM_EFFICIENCY = 2.0, 0.9, 0.9, 0.9
 #: Tail probability of the statistical checks (two-sided).
 ALPHA = 1e-3
+#: The driver's log line for each simulation process it starts.
+STARTED = re.compile(r"SeQUeNCe simulation started: pid (\d+), ([a-z0-9-]+)")
 
 
 def config(tmp_path: Path) -> str:
@@ -150,6 +155,16 @@ def test_sequence_links_export_what_sequence_reports(start_exporter, tmp_path):
                                                 reason="simulation_hung") >= 1, timeout=30)
     assert value(samples, "qlink_up", link="sequence-hung") == 0
     assert value(samples, "qlink_up", link="sequence-bk") == 1
+
+    # --- a simulation that dies: counted, and started afresh ------------------------------------
+    started = STARTED.findall(exporter.log())
+    os.kill(next(int(pid) for pid, kind in started if kind == "bb84-cascade"), signal.SIGKILL)
+    exporter.wait_for(lambda s: value(s, "qlink_driver_errors_total", link="sequence-bb84",
+                                      reason="simulation_exited") == 1, timeout=60)
+    deadline = time.monotonic() + 30
+    while [kind for _, kind in STARTED.findall(exporter.log())].count("bb84-cascade") < 2:
+        assert time.monotonic() < deadline, "the dead simulation was not restarted"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("setting, field", [
