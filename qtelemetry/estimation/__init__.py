@@ -7,5 +7,7 @@ from qtelemetry.estimation.entanglement import BBM92
 from qtelemetry.estimation.heralded import HERALDED
 from qtelemetry.estimation.protocols import LinkProtocol
 from qtelemetry.estimation.reported import ETSI014_KME, ETSI015_NODE
+from qtelemetry.estimation.sifted import BB84_SIFTED
 
-PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY, BBM92, HERALDED, ETSI014_KME, ETSI015_NODE)}
+PROTOCOLS: dict[str, LinkProtocol] = {p.name: p for p in (BB84_DECOY, BBM92, HERALDED, ETSI014_KME, ETSI015_NODE,
+                                                     BB84_SIFTED)}

@@ -55,6 +55,7 @@ class Metric:
 BB84 = "bb84-decoy"
 BBM92 = "bbm92-spdc"
 HERALDED = "heralded-entanglement"
+SIFTED = "bb84-sifted"
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
 #: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
@@ -84,13 +85,13 @@ METRICS: tuple[Metric, ...] = (
            ("link", "kind")),
     # --- decoy-state BB84: raw counts (counters, so rate() works over any window) ---------
     Metric("qkd_pulses", "counter", "", "Pulses sent by the transmitter, by intensity class.",
-           ("link", "intensity"), BB84, "pulses"),
+           ("link", "intensity"), (BB84, SIFTED), "pulses"),
     Metric("qkd_detections", "counter", "", "Receiver detections before sifting, by intensity class.",
-           ("link", "intensity"), BB84, "detections"),
+           ("link", "intensity"), (BB84, SIFTED), "detections"),
     Metric("qkd_sifted_detections", "counter", "", "Detections with matching bases (sifted bits), by basis and intensity.",
-           ("link", "basis", "intensity"), BB84, "sifted"),
+           ("link", "basis", "intensity"), (BB84, SIFTED), "sifted"),
     Metric("qkd_errors", "counter", "", "Sifted bits that disagree between the two ends, by basis and intensity.",
-           ("link", "basis", "intensity"), BB84, "errors"),
+           ("link", "basis", "intensity"), (BB84, SIFTED), "errors"),
     # --- decoy-state BB84: estimates over the sliding window ------------------------------
     Metric("qkd_channel_loss_db", "gauge", "dB",
            "End-to-end channel loss in dB (not a base unit: optical habit): decoy BB84 from the signal gain and the known "
@@ -102,13 +103,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_qber_ratio", "gauge", "ratio",
            "Quantum bit error rate of the sifted key (signal pulses; entangled pairs) (0-1), by basis. ETSI 015 nodes "
            "report one QBER (phys_perf QBER), that of their key: basis Z.",
-           ("link", "basis"), QBER_PROTOCOLS, series=((("Z",), "qber_z"), (("X",), "qber_x"))),
+           ("link", "basis"), (*QBER_PROTOCOLS, SIFTED), series=((("Z",), "qber_z"), (("X",), "qber_x"))),
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
-           ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
+           ("link", "basis"), (*KEY_PROTOCOLS, SIFTED), series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
     Metric("qkd_sifted_key_rate_bits_per_second", "gauge", "bits/s",
            "Sifted key rate of signal pulses in bits per second (key material counts in bits).",
-           protocol=BB84, source="sifted_key_rate_bps"),
+           protocol=(BB84, SIFTED), source="sifted_key_rate_bps"),
+    Metric("qkd_corrected_key_bits", "counter", "bits",
+           "Key released by error correction (SeQUeNCe's Cascade), in bits: reconciled, before privacy amplification.",
+           protocol=SIFTED, source="corrected_key_bits"),
+    Metric("qkd_corrected_key_rate_bits_per_second", "gauge", "bits/s",
+           "Key released by error correction per second over the sliding window, in bits per second: reconciled key, "
+           "not secret key (no privacy amplification).", protocol=SIFTED, source="corrected_key_rate_bps"),
     Metric("qkd_secret_key_rate_bits_per_second", "gauge", "bits/s",
            "Secret key rate in bits per second with finite-size statistics: decoy BB84 (Lim et al. 2014), "
            "BBM92 (Ma, Fung, Lo 2007 with a bounded phase error); as ETSI 015 nodes report it (qkdl_performance skr).",
