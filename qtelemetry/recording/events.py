@@ -1,0 +1,394 @@
+"""Raw time-tagged detection events → the window counts the estimators use, in one vectorised pass.
+
+Labs record detections, not tidy counts. Two layouts, one row per time tag (see the README's
+*Event files*):
+
+- ``bb84``: one row per detection of a prepare-and-measure (decoy BB84) link, as the sifting
+  software joins Bob's time tagger with Alice's transmitter log: ``time_ps``, Alice's
+  ``intensity`` (0 signal, 1 decoy, 2 vacuum), ``basis_a``/``bit_a``, Bob's ``basis_b``/``bit_b``
+  (basis 0 = Z, 1 = X). Pulses are not detections: the pulses sent per intensity in a window are
+  the pulse rate × window × the intensity's probability, as decoy-state experiments compute
+  their gains (e.g. Rosenberg et al., PRL 98, 010503 (2007)).
+- ``tags``: one row per click at one side of an entangled-photon link: ``time_ps``, ``setting``
+  (0 = Z, 1 = X key bases; 2, 3 = the CHSH analysers a0, a1 at A or b0, b1 at B) and
+  ``outcome`` (0/1). Coincidences between the two sides' streams are pairs within the
+  coincidence window after removing their relative delay, which is searched for when not given.
+
+Time tags are int64 picoseconds, as time taggers output them (float seconds are refused: they
+cannot hold picoseconds over a day), sorted, ≥ 0. Windows are whole ``window_s`` periods from the
+first tag; the partial window at the end is dropped. ``Windows.start``/``end`` are seconds on the
+tagger's clock plus ``epoch_s`` (the Unix time of tag 0, if known).
+
+Every problem in a file raises ``EventError`` naming the file, row and column, with a reason
+from ``ERROR_REASONS`` for a driver's error counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from qtelemetry.errors import DriverError
+from qtelemetry.estimation.bb84 import BB84_DECOY
+from qtelemetry.estimation.entanglement import BBM92
+from qtelemetry.estimation.protocols import LinkProtocol
+
+TIME = "time_ps"
+#: Columns of each layout and the largest value of each flag column (the time column has none).
+LAYOUTS: dict[str, dict[str, int | None]] = {
+    "bb84": {TIME: None, "intensity": 2, "basis_a": 1, "bit_a": 1, "basis_b": 1, "bit_b": 1},
+    "tags": {TIME: None, "setting": 3, "outcome": 1},
+}
+Layout = Literal["bb84", "tags"]
+ERROR_REASONS = ("file_missing", "file_unreadable", "missing_column", "wrong_type", "invalid_value",
+                 "unsorted_time_tags", "no_coincidence_peak")
+PS = 10**12  # picoseconds per second
+#: Rows per step of a pass: a chunk's temporaries stay in the CPU cache.
+CHUNK = 1 << 16
+#: Most windows one call produces (a garbage time tag must not allocate terabytes).
+MAX_WINDOWS = 1_000_000
+
+
+class EventError(DriverError):
+    """An event file that cannot be turned into counts; the message names file, row and column."""
+
+    def __init__(self, reason: str, source: str, problem: str, row: int | None = None, column: str | None = None):
+        where = "".join([f", row {row}" if row is not None else "", f", column {column!r}" if column else ""])
+        super().__init__(reason, f"{source}{where}: {problem}")
+        self.source, self.row, self.column = source, row, column
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """The columns of one event file, types checked: time tags int64, flags uint8 (values checked by the pass)."""
+
+    source: str  #: file name (or a label for arrays) that errors name
+    layout: Layout
+    columns: Mapping[str, NDArray]
+
+    def __len__(self) -> int:
+        return len(self.columns[TIME])
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Counts per window of one link, shaped (windows, *protocol.count_shapes[name])."""
+
+    start: NDArray[np.float64]  #: seconds: tagger clock + epoch_s
+    end: NDArray[np.float64]
+    counts: dict[str, NDArray[np.float64]]
+    #: entangled-photon links: delay of B's tags after A's that coincidences were counted at (found or given)
+    delay_s: float | None = None
+
+
+def event_table(columns: Mapping[str, ArrayLike], layout: Layout, source: str = "<arrays>") -> EventTable:
+    """Check a layout's columns are present, one-dimensional, of equal length and integer-typed."""
+    wanted = LAYOUTS[layout]
+    missing = [name for name in wanted if name not in columns]
+    if missing:
+        raise EventError("missing_column", source, f"missing column(s) {missing}; expected {list(wanted)}")
+    checked: dict[str, NDArray] = {}
+    for name, limit in wanted.items():
+        values = np.asarray(columns[name])
+        if values.ndim != 1:
+            raise EventError("wrong_type", source, f"expected one value per row, got shape {values.shape}", column=name)
+        if len(values) != len(checked.get(TIME, values)):
+            raise EventError("invalid_value", source, f"{len(values)} rows, {TIME!r} has {len(checked[TIME])}",
+                             column=name)
+        checked[name] = _time_column(values, source) if limit is None else _flag_column(values, limit, source, name)
+    if not len(checked[TIME]):
+        raise EventError("invalid_value", source, "no events")
+    return EventTable(source, layout, checked)
+
+
+def _time_column(values: NDArray, source: str) -> NDArray[np.int64]:
+    if values.dtype.kind not in "iu":
+        raise EventError("wrong_type", source, f"time tags are integer picoseconds, not {values.dtype} "
+                         "(float seconds are refused: multiply by 1e12 and round)", column=TIME)
+    if values.dtype == np.uint64 and len(values) and values.max() > np.iinfo(np.int64).max:
+        return _bad(values > np.iinfo(np.int64).max, source, TIME, "time tag beyond int64 picoseconds")
+    return values.astype(np.int64, copy=False)
+
+
+def _flag_column(values: NDArray, limit: int, source: str, name: str) -> NDArray[np.uint8]:
+    if values.dtype == bool or values.dtype.itemsize == 1 and values.dtype.kind in "iu":
+        return values.view(np.uint8)  # int8 negatives become ≥ 128: out of range in the pass
+    if values.dtype.kind not in "iu":
+        raise EventError("wrong_type", source, f"expected integers 0..{limit}, not {values.dtype}", column=name)
+    bad = (values < 0) | (values > limit)
+    if bad.any():
+        _bad(bad, source, name, f"value {values[np.argmax(bad)]} is not in 0..{limit}")
+    return values.astype(np.uint8)
+
+
+def _bad(mask: NDArray[np.bool_], source: str, column: str, problem: str, offset: int = 0,
+         reason: str = "invalid_value"):
+    """Raise for the first row where ``mask`` holds."""
+    raise EventError(reason, source, problem, row=offset + int(np.argmax(mask)), column=column)
+
+
+def read_events(path: str | Path, layout: Layout) -> EventTable:
+    """Read an event file: a ``.npy`` structured array (memory-mapped) or a ``.parquet`` table."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise EventError("file_missing", source, "no such file")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise EventError("file_unreadable", source, f"not a readable .npy file ({exc})") from None
+        if array.dtype.names is None:
+            raise EventError("wrong_type", source, f"expected a structured array with fields {list(LAYOUTS[layout])}, "
+                             f"got {array.dtype}")
+        return event_table({name: array[name] for name in array.dtype.names}, layout, source)
+    if path.suffix == ".parquet":
+        return event_table(_read_parquet(path, layout), layout, source)
+    raise EventError("file_unreadable", source, "unknown format: expected a .npy or .parquet file")
+
+
+def _read_parquet(path: Path, layout: Layout) -> dict[str, NDArray]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = str(path)
+    try:
+        names = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[name for name in LAYOUTS[layout] if name in names])
+    except (OSError, pa.ArrowException) as exc:
+        raise EventError("file_unreadable", source, f"not a readable Parquet file ({exc})") from None
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
+                or pa.types.is_floating(column.type)):
+            raise EventError("wrong_type", source, f"expected integers, not {column.type}", column=name)
+        if column.null_count:
+            _bad(pc.is_null(column).to_numpy(zero_copy_only=False), source, name, "missing value")
+        columns[name] = column.to_numpy()
+    return columns
+
+
+def _check_chunk(table: EventTable, start: int, stop: int) -> None:
+    """Time tags sorted and ≥ 0, flags within their range, on rows [start, stop)."""
+    time = table.columns[TIME]
+    if start == 0 and time[0] < 0:
+        raise EventError("invalid_value", table.source, f"negative time tag {time[0]}", row=0, column=TIME)
+    lo = max(start - 1, 0)
+    seg = time[lo:stop]
+    back = seg[1:] < seg[:-1]
+    if back.any():
+        _bad(back, table.source, TIME, "time tag before the previous row's (time tags must be sorted)", lo + 1,
+             "unsorted_time_tags")
+    for name, limit in LAYOUTS[table.layout].items():
+        if limit is not None and table.columns[name][start:stop].max() > limit:
+            values = table.columns[name][start:stop]
+            _bad(values > limit, table.source, name, f"value not in 0..{limit}", start)
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    return ((s, min(s + CHUNK, n)) for s in range(0, n, CHUNK))
+
+
+def _validate(table: EventTable) -> None:
+    for start, stop in _chunks(len(table)):
+        _check_chunk(table, start, stop)
+
+
+def _picoseconds(seconds: float, name: str) -> int:
+    ps = round(seconds * PS)
+    if not np.isfinite(seconds) or ps < 1:
+        raise ValueError(f"{name} must be at least 1 ps, got {seconds!r}")
+    return ps
+
+
+def _window_count(table: EventTable, first: int, last: int, width: int) -> int:
+    """Whole windows of ``width`` ps from ``first`` up to ``last`` (the partial one at the end is dropped)."""
+    n = max((last - first) // width, 0)
+    if n > MAX_WINDOWS:
+        raise EventError("invalid_value", table.source, f"time tags span {n} windows of {width} ps, more than "
+                         f"{MAX_WINDOWS}", row=len(table) - 1, column=TIME)
+    return int(n)
+
+
+def _accumulate(out: NDArray[np.int64], times: NDArray[np.int64], origin: int, width: int, cells: NDArray) -> None:
+    """Add a histogram of ``cells`` per window to ``out`` (windows, k); ``times`` sorted, windows outside ``out`` dropped.
+
+    One bincount over the flattened (window, cell) index; most chunks lie inside one window and
+    skip the division.
+    """
+    if not len(times):
+        return
+    k = out.shape[1]
+    w0, w1 = (int(times[0]) - origin) // width, (int(times[-1]) - origin) // width
+    lo, hi = max(w0, 0), min(w1, len(out) - 1)
+    if lo > hi:
+        return
+    if w0 == w1:
+        out[w0] += np.bincount(cells, minlength=k)
+        return
+    index = ((times - origin) // width - w0) * k + cells
+    out[lo:hi + 1] += np.bincount(index, minlength=(w1 - w0 + 1) * k).reshape(-1, k)[lo - w0:hi - w0 + 1]
+
+
+def _windows(protocol: LinkProtocol, origin: int, n: int, width: int, epoch_s: float,
+             counts: dict[str, NDArray], delay_s: float | None = None) -> Windows:
+    """Counts as floats in every shape of the protocol; amounts event files do not carry are NaN (not reported)."""
+    start = (origin + width * np.arange(n, dtype=np.int64)) / PS + epoch_s
+    full = {name: np.full((n, *shape), np.nan) for name, shape in protocol.count_shapes.items()}
+    for name, values in counts.items():
+        full[name] = np.asarray(values, float).reshape(n, *protocol.count_shapes[name])
+    return Windows(start, start + width / PS, full, delay_s)
+
+
+def bb84_windows(
+    events: EventTable,
+    window_s: float,
+    pulse_rate_hz: float,
+    intensity_probabilities: Sequence[float],
+    epoch_s: float = 0.0,
+) -> Windows:
+    """Decoy-BB84 counts per window (``DecoyBB84.count_axes``) from detection records, in one pass.
+
+    Sifted = bases match, error = sifted with bits that differ. Pulses per intensity are
+    pulse_rate × window × probability (rounded), the expected number Alice sent.
+    """
+    probabilities = np.asarray(intensity_probabilities, float)
+    if probabilities.shape != (3,) or np.any(probabilities < 0) or abs(probabilities.sum() - 1.0) > 1e-9:
+        raise ValueError("intensity_probabilities must be three probabilities (signal, decoy, vacuum) summing to 1")
+    if not pulse_rate_hz > 0:
+        raise ValueError(f"pulse_rate_hz must be positive, got {pulse_rate_hz!r}")
+    width = _picoseconds(window_s, "window_s")
+    c = events.columns
+    time = c[TIME]
+    origin = int(time[0])
+    n = _window_count(events, origin, int(time[-1]), width)
+    cells = np.zeros((n, 24), np.int64)  # (intensity, basis_a, basis_b, bits differ)
+    cell, differ = np.empty(CHUNK, np.uint8), np.empty(CHUNK, np.uint8)
+    for s, e in _chunks(len(events)):
+        _check_chunk(events, s, e)
+        # Horner form in place: uint8 multiply and add are SIMD loops, NumPy's uint8 shifts are not
+        out, tmp = cell[:e - s], differ[:e - s]
+        np.multiply(c["intensity"][s:e], 2, out=out)
+        np.add(out, c["basis_a"][s:e], out=out)
+        np.multiply(out, 2, out=out)
+        np.add(out, c["basis_b"][s:e], out=out)
+        np.multiply(out, 2, out=out)
+        np.add(out, np.bitwise_xor(c["bit_a"][s:e], c["bit_b"][s:e], out=tmp), out=out)
+        _accumulate(cells, time[s:e], origin, width, out)
+    cells = cells.reshape(n, 3, 2, 2, 2)
+    matched = np.diagonal(cells, axis1=2, axis2=3)  # (windows, intensity, differ, basis)
+    pulses = np.rint(pulse_rate_hz * width / PS * probabilities)
+    return _windows(BB84_DECOY, origin, n, width, epoch_s, {
+        "pulses": np.broadcast_to(pulses, (n, 3)),
+        "detections": cells.sum(axis=(2, 3, 4)),
+        "sifted": matched.sum(axis=2).swapaxes(1, 2),
+        "errors": matched[:, :, 1, :].swapaxes(1, 2),
+    })
+
+
+def find_delay(time_a: NDArray[np.int64], time_b: NDArray[np.int64], bin_ps: int, max_delay_ps: int,
+               sample: int = 1 << 20, source: str = "<arrays>") -> int:
+    """Delay (ps) of B's tags after A's that maximises coincidences, within ±``max_delay_ps``.
+
+    Coarse: cross-correlate the two streams' tags binned at ``bin_ps`` and folded modulo a
+    period covering the search range, by FFT (Ho, Lamas-Linares, Kurtsiefer, New J. Phys. 11,
+    045011 (2009)); the peak must stand 5σ above the flat accidental background. Fine: the
+    median of the differences between A's tags and the nearest B tag around the coarse peak.
+    Uses the first ``sample`` tags of A and the B tags in their span.
+    """
+    a = time_a[:sample]
+    b = time_b[np.searchsorted(time_b, a[0] - max_delay_ps):np.searchsorted(time_b, a[-1] + max_delay_ps)]
+    lags = -(-max_delay_ps // bin_ps)
+    size = 1 << max(int(4 * lags).bit_length(), 4)
+    fold = [np.bincount((t // bin_ps) & (size - 1), minlength=size) for t in (a, b)]
+    xc = np.fft.irfft(np.conj(np.fft.rfft(fold[0])) * np.fft.rfft(fold[1]), size)
+    candidates = np.r_[0:lags + 1, size - lags:size]
+    peak = candidates[np.argmax(xc[candidates])]
+    background = float(np.median(xc))
+    if xc[peak] - background < 5.0 * np.sqrt(max(background, 1.0)):
+        raise EventError("no_coincidence_peak", source, f"no coincidence peak within ±{max_delay_ps} ps: "
+                         f"highest {xc[peak]:.0f} pairs per {bin_ps} ps bin over a background of {background:.1f}")
+    coarse = (peak if peak <= lags else peak - size) * bin_ps
+    delay = coarse
+    for half in (2 * bin_ps, bin_ps // 2):  # around the coarse peak, then ±½ bin around the median
+        j = np.minimum(np.searchsorted(b, a + (delay - half)), len(b) - 1)
+        diff = b[j] - a
+        near = diff[np.abs(diff - delay) <= half]
+        delay = int(np.median(near)) if len(near) else delay
+    return delay
+
+
+def bbm92_windows(
+    tags_a: EventTable,
+    tags_b: EventTable,
+    window_s: float,
+    coincidence_window_s: float,
+    *,
+    delay_s: float | None = None,
+    max_delay_s: float = 1e-6,
+    accidental_offset_s: float | None = None,
+    gate_rate_hz: float | None = None,
+    epoch_s: float = 0.0,
+) -> Windows:
+    """Entangled-photon (BBM92 + CHSH) counts per window (``BBM92Protocol.count_axes``) from two tag streams.
+
+    A coincidence is a B tag within [d − τ/2, d + τ/2) of an A tag (τ the coincidence window,
+    d the delay: given, or found by ``find_delay`` within ±``max_delay_s``); each A tag pairs
+    with the first such B tag. Both key settings → ``coincidences``/``errors`` (bits differ in
+    the same basis: |Φ+⟩ correlations, Ma, Fung, Lo, PRA 76, 012307 (2007)); both CHSH settings →
+    ``chsh``; a key setting with a CHSH one is neither. Accidentals: the same count at d +
+    ``accidental_offset_s`` (default 10 τ; a whole number of pump periods for a pulsed source).
+    Pulses are coincidence gates: ``gate_rate_hz`` × window, by default 1/τ (CW pump).
+    Windows are counted on A's clock; B's tags shifted by −d.
+    """
+    tau = _picoseconds(coincidence_window_s, "coincidence_window_s")
+    width = _picoseconds(window_s, "window_s")
+    offset = _picoseconds(accidental_offset_s if accidental_offset_s is not None else 10 * tau / PS,
+                          "accidental_offset_s")
+    rate = gate_rate_hz if gate_rate_hz is not None else PS / tau
+    if not rate > 0:
+        raise ValueError(f"gate_rate_hz must be positive, got {gate_rate_hz!r}")
+    for table in (tags_a, tags_b):
+        _validate(table)
+    ta, tb = tags_a.columns[TIME], tags_b.columns[TIME]
+    delay = (round(delay_s * PS) if delay_s is not None else
+             find_delay(ta, tb, tau, _picoseconds(max_delay_s, "max_delay_s"), source=tags_b.source))
+    origin = max(int(ta[0]), int(tb[0]) - delay)
+    n = _window_count(tags_a, origin, min(int(ta[-1]), int(tb[-1]) - delay), width)
+    cells = np.zeros((n, 32), np.int64)  # (setting a, setting b, outcomes differ)
+    accidentals = np.zeros((n, 1), np.int64)
+    half = tau // 2
+    for s, e in _chunks(len(tags_a)):
+        t = ta[s:e]
+        lo = np.searchsorted(tb, t[0] + delay - half)
+        b = tb[lo:np.searchsorted(tb, t[-1] + delay + offset + tau)]
+        if not len(b):
+            continue
+        for shift in (0, offset):
+            j = np.searchsorted(b, t + (delay + shift - half))
+            j_in = np.minimum(j, len(b) - 1)
+            hit = (j < len(b)) & (b[j_in] < t + (delay + shift - half + tau))
+            if shift:
+                _accumulate(accidentals, t[hit], origin, width, np.zeros(np.count_nonzero(hit), np.uint8))
+                continue
+            jb = lo + j_in[hit]
+            cell = tags_a.columns["setting"][s:e][hit] * 8 + tags_b.columns["setting"][jb] * 2 + (
+                tags_a.columns["outcome"][s:e][hit] ^ tags_b.columns["outcome"][jb])
+            _accumulate(cells, t[hit], origin, width, cell)
+    cells = cells.reshape(n, 4, 4, 2)
+    bounds = origin + width * np.arange(n + 1, dtype=np.int64)
+    singles = np.stack([np.diff(np.searchsorted(ta, bounds)), np.diff(np.searchsorted(tb, bounds + delay))], axis=1)
+    return _windows(BBM92, origin, n, width, epoch_s, {
+        "pulses": np.full(n, np.rint(rate * width / PS)),
+        "coincidences": cells[:, :2, :2].sum(axis=-1),
+        "errors": np.diagonal(cells[:, :2, :2, 1], axis1=1, axis2=2),
+        "chsh": cells[:, 2:, 2:].reshape(n, 4, 2),
+        "accidentals": accidentals[:, 0],
+        "singles": singles,
+    }, delay / PS)
