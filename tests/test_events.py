@@ -176,3 +176,106 @@ def test_delay_search_refuses_streams_without_a_coincidence_peak():
     with pytest.raises(EventError, match="no coincidence peak") as err:
         bbm92_windows(event_table(a, "tags", "a.npy"), event_table(b, "tags", "b.npy"), 0.1, 1e-9)
     assert err.value.reason == "no_coincidence_peak"
+
+
+# --- bad files: a clear error naming file, row and column, never a crash ---------------------------------------
+
+
+def write(path, columns: dict) -> str:
+    """``columns`` as a .npy structured array or a Parquet table, by the suffix of ``path``."""
+    if str(path).endswith(".npy"):
+        array = np.empty(len(next(iter(columns.values()))), [(k, np.asarray(v).dtype) for k, v in columns.items()])
+        for k, v in columns.items():
+            array[k] = v
+        np.save(path, array)
+    else:
+        pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+@pytest.fixture(params=["npy", "parquet"])
+def suffix(request):
+    return request.param
+
+
+def good_columns(n: int = 100_000) -> dict:
+    return bb84_columns(np.random.default_rng(6), n, n * 10**6)
+
+
+@pytest.mark.parametrize("change, reason, row, column", [
+    (lambda c: c.pop("bit_b"), "missing_column", None, None),
+    (lambda c: c.update(time_ps=c["time_ps"] / PS), "wrong_type", None, "time_ps"),
+    (lambda c: c.update(basis_a=c["basis_a"].astype(float)), "wrong_type", None, "basis_a"),
+    (lambda c: c.update(intensity=np.where(np.arange(len(c["intensity"])) == 5, -1, c["intensity"])),
+     "invalid_value", 5, "intensity"),
+    (lambda c: c.update(bit_a=np.where(np.arange(len(c["bit_a"])) == 5, -1, c["bit_a"]).astype(np.int8)),
+     "invalid_value", 5, "bit_a"),
+    (lambda c: c["basis_b"].__setitem__(70_001, 2), "invalid_value", 70_001, "basis_b"),
+    (lambda c: c["time_ps"].__setitem__(80_000, c["time_ps"][79_999] - 1), "unsorted_time_tags", 80_000, "time_ps"),
+    (lambda c: c["time_ps"].__setitem__(slice(None), c["time_ps"] - c["time_ps"][0] - 1), "invalid_value", 0,
+     "time_ps"),
+    (lambda c: c["time_ps"].__setitem__(-1, 2**62), "invalid_value", 99_999, "time_ps"),
+], ids=["missing", "float_time", "float_flag", "negative_int64", "negative_int8", "out_of_range",
+        "unsorted", "negative_time", "span"])
+def test_bad_columns_name_file_row_and_column(tmp_path, suffix, change, reason, row, column):
+    columns = good_columns()
+    change(columns)
+    path = write(tmp_path / f"events.{suffix}", columns)
+    with pytest.raises(EventError) as err:
+        bb84_windows(read_events(path, "bb84"), 0.001, 1e9, [0.5, 0.3, 0.2])
+    assert (err.value.reason, err.value.row, err.value.column, err.value.source) == (reason, row, column, path)
+    assert str(err.value).startswith(path) and (row is None or f"row {row}" in str(err.value))
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    for name, content in [("a.parquet", b"PAR1 not really"), ("b.npy", b"\x93NUMPY garbage"), ("c.csv", b"t\n1\n")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(EventError, match=name) as err:
+            read_events(tmp_path / name, "tags")
+        assert err.value.reason == "file_unreadable"
+    np.save(tmp_path / "plain.npy", np.arange(10))
+    with pytest.raises(EventError, match="structured array") as err:
+        read_events(tmp_path / "plain.npy", "tags")
+    assert err.value.reason == "wrong_type"
+    with pytest.raises(EventError) as err:
+        read_events(tmp_path / "absent.parquet", "tags")
+    assert err.value.reason == "file_missing"
+    pq.write_table(pa.table({"time_ps": pa.array([1, None, 3], pa.int64()), "setting": [0, 1, 2], "outcome": [0, 1, 0]}),
+                   tmp_path / "null.parquet")
+    with pytest.raises(EventError) as err:
+        read_events(tmp_path / "null.parquet", "tags")
+    assert (err.value.reason, err.value.row, err.value.column) == ("invalid_value", 1, "time_ps")
+
+
+DTYPES = st.sampled_from([np.int64, np.int64, np.int32, np.uint64, np.int8, np.uint8, np.uint8, np.bool_, np.float64])
+
+
+@st.composite
+def event_files(draw):
+    """The tags layout's columns, one of them perhaps missing, an extra one, any dtype and values, sorted or not."""
+    n = draw(st.integers(0, 40))
+    missing = draw(st.sampled_from([None, None, "time_ps", "setting", "outcome"]))
+    columns = {}
+    for name, values in (("time_ps", st.integers(-5, 2**40)), ("setting", st.integers(-1, 4)),
+                         ("outcome", st.integers(-1, 2)), ("extra", st.integers(-1, 2))):
+        if name != missing:
+            array = np.array(draw(st.lists(values, min_size=n, max_size=n)), np.int64)
+            columns[name] = (np.sort(array) if name == "time_ps" and draw(st.booleans()) else array).astype(draw(DTYPES))
+    return columns
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns=event_files(), fmt=st.sampled_from(["npy", "parquet", "garbage"]), garbage=st.binary(max_size=64))
+def test_fuzzed_files_give_counts_or_an_event_error(tmp_path, columns, fmt, garbage):
+    path = tmp_path / f"fuzz.{'npy' if fmt == 'garbage' else fmt}"
+    if fmt == "garbage" or not columns:
+        path.write_bytes(garbage)
+    else:
+        write(path, columns)
+    try:
+        tags = read_events(path, "tags")
+        w = bbm92_windows(tags, tags, 1e-3, 1e-10, delay_s=0.0)
+    except EventError as err:
+        assert str(err).startswith(str(path)) and err.reason in ev.ERROR_REASONS
+    else:
+        assert all(v.shape[0] == len(w.start) for v in w.counts.values())
