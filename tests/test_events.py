@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
+from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.bb84 import BB84_DECOY
 from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
 from qtelemetry.recording import events as ev
@@ -279,3 +281,20 @@ def test_fuzzed_files_give_counts_or_an_event_error(tmp_path, columns, fmt, garb
         assert str(err).startswith(str(path)) and err.reason in ev.ERROR_REASONS
     else:
         assert all(v.shape[0] == len(w.start) for v in w.counts.values())
+
+
+def test_replay_config_points_at_event_files(tmp_path):
+    """The config a replay driver embeds: checked fields, then the same counts as the functions give."""
+    adapter = TypeAdapter(EventFiles)
+    columns = good_columns(20_000)
+    path = write(tmp_path / "link.parquet", columns)
+    config = adapter.validate_python({"protocol": "bb84-decoy", "path": path, "window_s": 0.002,
+                                      "clock_rate_hz": 1e9, "p_signal": 0.5, "p_decoy": 0.3, "p_vacuum": 0.2})
+    expected = bb84_windows(event_table(columns, "bb84"), 0.002, 1e9, [0.5, 0.3, 0.2])
+    for name, values in config.windows().counts.items():
+        np.testing.assert_array_equal(values, expected.counts[name])
+    with pytest.raises(ValidationError, match="p_vacuum"):
+        adapter.validate_python({**config.model_dump(), "p_vacuum": 0.3})
+    with pytest.raises(ValidationError, match="coincidence_window_s"):
+        adapter.validate_python({"protocol": "bbm92-spdc", "path_a": path, "path_b": path, "window_s": 5e-4,
+                                 "coincidence_window_s": 5e-4})

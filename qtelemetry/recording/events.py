@@ -249,20 +249,20 @@ def _windows(protocol: LinkProtocol, origin: int, n: int, width: int, epoch_s: f
 def bb84_windows(
     events: EventTable,
     window_s: float,
-    pulse_rate_hz: float,
+    clock_rate_hz: float,
     intensity_probabilities: Sequence[float],
     epoch_s: float = 0.0,
 ) -> Windows:
     """Decoy-BB84 counts per window (``DecoyBB84.count_axes``) from detection records, in one pass.
 
     Sifted = bases match, error = sifted with bits that differ. Pulses per intensity are
-    pulse_rate × window × probability (rounded), the expected number Alice sent.
+    clock_rate × window × probability (rounded), the expected number Alice sent.
     """
     probabilities = np.asarray(intensity_probabilities, float)
     if probabilities.shape != (3,) or np.any(probabilities < 0) or abs(probabilities.sum() - 1.0) > 1e-9:
         raise ValueError("intensity_probabilities must be three probabilities (signal, decoy, vacuum) summing to 1")
-    if not pulse_rate_hz > 0:
-        raise ValueError(f"pulse_rate_hz must be positive, got {pulse_rate_hz!r}")
+    if not clock_rate_hz > 0:
+        raise ValueError(f"clock_rate_hz must be positive, got {clock_rate_hz!r}")
     width = _picoseconds(window_s, "window_s")
     c = events.columns
     time = c[TIME]
@@ -283,7 +283,7 @@ def bb84_windows(
         _accumulate(cells, time[s:e], origin, width, out)
     cells = cells.reshape(n, 3, 2, 2, 2)
     matched = np.diagonal(cells, axis1=2, axis2=3)  # (windows, intensity, differ, basis)
-    pulses = np.rint(pulse_rate_hz * width / PS * probabilities)
+    pulses = np.rint(clock_rate_hz * width / PS * probabilities)
     return _windows(BB84_DECOY, origin, n, width, epoch_s, {
         "pulses": np.broadcast_to(pulses, (n, 3)),
         "detections": cells.sum(axis=(2, 3, 4)),
@@ -392,3 +392,4 @@ def bbm92_windows(
         "accidentals": accidentals[:, 0],
         "singles": singles,
     }, delay / PS)
+
