@@ -28,14 +28,15 @@ def bb84_columns(rng: np.random.Generator, n: int, mean_gap_ps: int) -> dict[str
 
 
 def tag_streams(rng: np.random.Generator, n: int, mean_gap_ps: int, delay_ps: int) -> tuple[dict, dict]:
-    """Two streams of ``n`` tags: n/2 pairs (B later by ``delay_ps`` ± 100 ps) and n/2 unpaired clicks each."""
+    """Two streams of ``n`` tags: n/2 pairs (B later by ``delay_ps`` ± 100 ps, same setting) and n/2 unpaired clicks each."""
     pairs = np.cumsum(rng.integers(1, 4 * mean_gap_ps, n // 2))
-    span = int(pairs[-1])
+    setting = rng.integers(0, 4, n // 2, dtype=np.uint8)
     streams = []
     for shift in (0, delay_ps):
-        own = np.sort(rng.integers(0, span, n - n // 2))
-        times = np.sort(np.concatenate([pairs + shift + rng.integers(-100, 100, n // 2), own]))
-        streams.append({"time_ps": times, "setting": rng.integers(0, 4, n, dtype=np.uint8),
+        times = np.concatenate([pairs + shift + rng.integers(-100, 100, n // 2), rng.integers(0, int(pairs[-1]), n - n // 2)])
+        order = np.argsort(times, kind="stable")
+        streams.append({"time_ps": times[order],
+                        "setting": np.concatenate([setting, rng.integers(0, 4, n - n // 2, dtype=np.uint8)])[order],
                         "outcome": rng.integers(0, 2, n, dtype=np.uint8)})
     return streams[0], streams[1]
 
@@ -89,7 +90,7 @@ def main() -> None:
     print(row("BBM92 tags, delay searched", 2 * args.tags, nbytes, seconds, base))
     print(row("BBM92 tags, delay given", 2 * args.tags, nbytes, given, base))
     print(f"delay found: {found.delay_s * PS:,.0f} ps (built with 1,234,567 ps); "
-          f"coincidences {found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} of "
+          f"{found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} coincidences from "
           f"{args.tags // 2:,} pairs in {len(found.start)} windows")
 
 
