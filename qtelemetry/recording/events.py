@@ -292,6 +292,19 @@ def bb84_windows(
     })
 
 
+def _search_sorted(haystack: NDArray[np.int64], needles: NDArray[np.int64]) -> NDArray[np.intp]:
+    """``np.searchsorted(haystack, needles)`` for sorted needles, by one merge instead of a binary search each.
+
+    Both as keys 2v (needle) and 2v + 1 (haystack), relative to the smallest value so the shift
+    cannot overflow; a stable sort of the two sorted runs is one timsort merge. The k-th needle
+    lands after k needles and as many haystack values as are below it ("left" side: ties first).
+    """
+    base = min(haystack[0], needles[0])
+    keys = np.concatenate([(needles - base) << 1, ((haystack - base) << 1) | 1])
+    keys.sort(kind="stable")
+    return np.flatnonzero((keys & 1) == 0) - np.arange(len(needles))
+
+
 def find_delay(time_a: NDArray[np.int64], time_b: NDArray[np.int64], bin_ps: int, max_delay_ps: int,
                sample: int = 1 << 20, source: str = "<arrays>") -> int:
     """Delay (ps) of B's tags after A's that maximises coincidences, within ±``max_delay_ps``.
@@ -317,7 +330,7 @@ def find_delay(time_a: NDArray[np.int64], time_b: NDArray[np.int64], bin_ps: int
     coarse = (peak if peak <= lags else peak - size) * bin_ps
     delay = coarse
     for half in (2 * bin_ps, bin_ps // 2):  # around the coarse peak, then ±½ bin around the median
-        j = np.minimum(np.searchsorted(b, a + (delay - half)), len(b) - 1)
+        j = np.minimum(_search_sorted(b, a + (delay - half)), len(b) - 1)
         diff = b[j] - a
         near = diff[np.abs(diff - delay) <= half]
         delay = int(np.median(near)) if len(near) else delay
@@ -371,7 +384,7 @@ def bbm92_windows(
         if not len(b):
             continue
         for shift in (0, offset):
-            j = np.searchsorted(b, t + (delay + shift - half))
+            j = _search_sorted(b, t + (delay + shift - half))
             j_in = np.minimum(j, len(b) - 1)
             hit = (j < len(b)) & (b[j_in] < t + (delay + shift - half + tau))
             if shift:
