@@ -4,7 +4,9 @@ Decoy-BB84 detection records (10⁸ by default: int64 time tag + five uint8 flag
 event, in columns as a Parquet reader returns them) and two entangled-photon tag streams (10⁷
 per side, half of them pairs, with the delay searched for). Baseline, timed in the same run:
 summing the same bytes viewed as uint64 (one read of memory, the least any path can do).
-Machines here are noisy, so compare the ratio.
+Times are CPU seconds of this process (``time.process_time``; NumPy runs on one thread here), so
+that other jobs on a shared machine do not count, and the median of ``--repeats``. Machines
+here are noisy, so compare the ratio.
 
     python bench/events.py [--events 100000000] [--tags 10000000] [--repeats 3]
 """
@@ -50,9 +52,9 @@ def baseline(*column_sets: dict[str, np.ndarray]) -> int:
 def median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
