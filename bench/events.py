@@ -50,12 +50,14 @@ def baseline(*column_sets: dict[str, np.ndarray]) -> int:
 
 
 def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    """Median CPU time of ``fn`` over ``repeats`` calls."""
+    return statistics.median(cpu_seconds(fn) for _ in range(repeats))
+
+
+def cpu_seconds(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
 def row(name: str, events: int, nbytes: int, seconds: float, base: float) -> str:

@@ -6,16 +6,16 @@ Labs record detections, not tidy counts. Two layouts, one row per time tag (see 
 - ``bb84``: one row per detection of a prepare-and-measure (decoy BB84) link, as the sifting
   software joins Bob's time tagger with Alice's transmitter log: ``time_ps``, Alice's
   ``intensity`` (0 signal, 1 decoy, 2 vacuum), ``basis_a``/``bit_a``, Bob's ``basis_b``/``bit_b``
-  (basis 0 = Z, 1 = X). Pulses are not detections: the pulses sent per intensity in a window are
-  the pulse rate × window × the intensity's probability, as decoy-state experiments compute
-  their gains (e.g. Rosenberg et al., PRL 98, 010503 (2007)).
+  (basis 0 = Z, 1 = X). Pulses are not detections, and a tagger does not see them: the pulses
+  sent per intensity in a window are their expected number, clock rate × window × the
+  intensity's probability (relative error ~1/√pulses: 10⁻⁴ at 10⁸, far below the detections').
 - ``tags``: one row per click at one side of an entangled-photon link: ``time_ps``, ``setting``
   (0 = Z, 1 = X key bases; 2, 3 = the CHSH analysers a0, a1 at A or b0, b1 at B) and
   ``outcome`` (0/1). Coincidences between the two sides' streams are pairs within the
   coincidence window after removing their relative delay, which is searched for when not given.
 
-Time tags are int64 picoseconds, as time taggers output them (float seconds are refused: they
-cannot hold picoseconds over a day), sorted, ≥ 0. Windows are whole ``window_s`` periods from the
+Time tags are int64 picoseconds, as time taggers output them (float seconds are refused: a float64
+of seconds loses picoseconds after ~75 minutes), sorted, ≥ 0. Windows are whole ``window_s`` periods from the
 first tag; the partial window at the end is dropped. ``Windows.start``/``end`` are seconds on the
 tagger's clock plus ``epoch_s`` (the Unix time of tag 0, if known).
 
