@@ -412,7 +412,8 @@ def bbm92_windows(
         _validate(table)
     ta, tb = tags_a.columns[TIME], tags_b.columns[TIME]
     delay = (round(delay_s * PS) if delay_s is not None else
-             find_delay(ta, tb, tau, _picoseconds(max_delay_s, "max_delay_s"), source=tags_b.source))
+             find_delay(ta, tb, tau, _picoseconds(max_delay_s, "max_delay_s"),
+                        source=f"{tags_a.source}, {tags_b.source}"))
     origin = max(int(ta[0]), int(tb[0]) - delay)
     n = _window_count(tags_a, origin, min(int(ta[-1]), int(tb[-1]) - delay), width)
     cells = np.zeros((n, 32), np.int64)  # (setting a, setting b, outcomes differ)
