@@ -256,7 +256,9 @@ def bb84_windows(
     """Decoy-BB84 counts per window (``DecoyBB84.count_axes``) from detection records, in one pass.
 
     Sifted = bases match, error = sifted with bits that differ. Pulses per intensity are
-    clock_rate × window × probability (rounded), the expected number Alice sent.
+    clock_rate × window × probability (rounded), the expected number Alice sent. Chunks are cut
+    at window edges, so each costs a few dozen NumPy calls (~50 µs): windows of fewer than
+    ~10⁴ records are bound by that, not by the records.
     """
     probabilities = np.asarray(intensity_probabilities, float)
     if probabilities.shape != (3,) or np.any(probabilities < 0) or abs(probabilities.sum() - 1.0) > 1e-9:
@@ -293,8 +295,8 @@ class _BB84Packer:
 
     The 14 counts are popcounts of ANDs of the packed masks, in one ``bitwise_count`` call:
     for each basis b, S_b = bases match in b, E = bits differ, I1/I2 = decoy/vacuum:
-    S_b, S_b·I1, S_b·I2, S_b·E, S_b·E·I1, S_b·E·I2 (b = Z, X), then I1, I2. Packing is ~8 times
-    less work per record than a histogram of a combined cell index (``np.bincount``).
+    S_b, S_b·I1, S_b·I2, S_b·E, S_b·E·I1, S_b·E·I2 (b = Z, X), then I1, I2. Measured: half the
+    CPU time of a histogram of a combined cell index (``np.bincount``), which costs ~3 ns a record.
     """
 
     def __init__(self) -> None:
