@@ -257,7 +257,7 @@ def bb84_windows(
 
     Sifted = bases match, error = sifted with bits that differ. Pulses per intensity are
     clock_rate × window × probability (rounded), the expected number Alice sent. Chunks are cut
-    at window edges, so each costs a few dozen NumPy calls (~50 µs): windows of fewer than
+    at window edges, so each costs a few dozen NumPy calls (~0.1 ms): windows of fewer than
     ~10⁴ records are bound by that, not by the records.
     """
     probabilities = np.asarray(intensity_probabilities, float)
