@@ -145,7 +145,8 @@ def read_events(path: str | Path, layout: Layout) -> EventTable:
         if array.dtype.names is None:
             raise EventError("wrong_type", source, f"expected a structured array with fields {list(LAYOUTS[layout])}, "
                              f"got {array.dtype}")
-        return event_table({name: array[name] for name in array.dtype.names}, layout, source)
+        # one contiguous copy per column: the pass reads columns, and a record's fields are strided
+        return event_table({name: np.ascontiguousarray(array[name]) for name in array.dtype.names}, layout, source)
     if path.suffix == ".parquet":
         return event_table(_read_parquet(path, layout), layout, source)
     raise EventError("file_unreadable", source, "unknown format: expected a .npy or .parquet file")
