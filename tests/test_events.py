@@ -174,6 +174,15 @@ def test_bbm92_finds_a_known_delay_qber_and_chsh():
     assert BBM92.consistent({k: v for k, v in w.counts.items()}).all()
 
 
+@pytest.mark.parametrize("delay", [-777_777, 0, 9_999_000])
+def test_delay_search_finds_negative_zero_and_edge_delays(delay):
+    """B's tags earlier than A's, simultaneous, or near the edge of the ±10 µs search range."""
+    rng = np.random.default_rng(7)
+    sides = [(rng.integers(0, 4, 20_000), rng.integers(0, 2, 20_000)) for _ in "ab"]
+    a, b = tag_streams(rng, rng.integers(10**8, PS // 10, 20_000), *sides, 20_000, PS // 10, delay, 100)
+    assert abs(ev.find_delay(a["time_ps"], b["time_ps"], 1_000, 10**7) - delay) <= 100
+
+
 def test_delay_search_refuses_streams_without_a_coincidence_peak():
     rng = np.random.default_rng(5)
     a, b = ({"time_ps": np.sort(rng.integers(0, PS, 50_000)), "setting": np.zeros(50_000, np.uint8),
