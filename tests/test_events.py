@@ -18,7 +18,7 @@ from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.bb84 import BB84_DECOY
 from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
 from qtelemetry.recording import events as ev
-from qtelemetry.recording.events import PS, EventError, bb84_windows, bbm92_windows, event_table, read_events
+from qtelemetry.recording.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
 
 FLAGS = ("basis_a", "bit_a", "basis_b", "bit_b")
 
@@ -266,29 +266,33 @@ DTYPES = st.sampled_from([np.int64, np.int64, np.int32, np.uint64, np.int8, np.u
 
 @st.composite
 def event_files(draw):
-    """The tags layout's columns, one of them perhaps missing, an extra one, any dtype and values, sorted or not."""
+    """A layout's columns, one of them perhaps missing, an extra one, any dtype and values, sorted or not."""
+    layout = draw(st.sampled_from(sorted(ev.LAYOUTS)))
+    limits = {**ev.LAYOUTS[layout], "extra": 1}
     n = draw(st.integers(0, 40))
-    missing = draw(st.sampled_from([None, None, "time_ps", "setting", "outcome"]))
+    missing = draw(st.sampled_from([None, None, *limits]))
     columns = {}
-    for name, values in (("time_ps", st.integers(-5, 2**40)), ("setting", st.integers(-1, 4)),
-                         ("outcome", st.integers(-1, 2)), ("extra", st.integers(-1, 2))):
+    for name, limit in limits.items():
         if name != missing:
+            values = st.integers(-5, 2**40) if limit is None else st.integers(-1, limit + 1)
             array = np.array(draw(st.lists(values, min_size=n, max_size=n)), np.int64)
-            columns[name] = (np.sort(array) if name == "time_ps" and draw(st.booleans()) else array).astype(draw(DTYPES))
-    return columns
+            columns[name] = (np.sort(array) if name == TIME and draw(st.booleans()) else array).astype(draw(DTYPES))
+    return layout, columns
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(columns=event_files(), fmt=st.sampled_from(["npy", "parquet", "garbage"]), garbage=st.binary(max_size=64))
-def test_fuzzed_files_give_counts_or_an_event_error(tmp_path, columns, fmt, garbage):
+@given(files=event_files(), fmt=st.sampled_from(["npy", "parquet", "garbage"]), garbage=st.binary(max_size=64))
+def test_fuzzed_files_give_counts_or_an_event_error(tmp_path, files, fmt, garbage):
+    layout, columns = files
     path = tmp_path / f"fuzz.{'npy' if fmt == 'garbage' else fmt}"
     if fmt == "garbage" or not columns:
         path.write_bytes(garbage)
     else:
         write(path, columns)
     try:
-        tags = read_events(path, "tags")
-        w = bbm92_windows(tags, tags, 1e-3, 1e-10, delay_s=0.0)
+        table = read_events(path, layout)
+        w = (bb84_windows(table, 1e-3, 1e9, [0.5, 0.3, 0.2]) if layout == "bb84"
+             else bbm92_windows(table, table, 1e-3, 1e-10, delay_s=0.0))
     except EventError as err:
         assert str(err).startswith(str(path)) and err.reason in ev.ERROR_REASONS
     else:
