@@ -243,7 +243,7 @@ def _windows(protocol: LinkProtocol, origin: int, n: int, width: int, epoch_s: f
     start = (origin + width * np.arange(n, dtype=np.int64)) / PS + epoch_s
     full = {name: np.full((n, *shape), np.nan) for name, shape in protocol.count_shapes.items()}
     for name, values in counts.items():
-        full[name] = np.array(values, float).reshape(n, *protocol.count_shapes[name])  # owned and writable
+        full[name] = np.array(values, float, order="C").reshape(n, *protocol.count_shapes[name])  # owned, writable
     return Windows(start, start + width / PS, full, delay_s)
 
 
