@@ -419,8 +419,9 @@ def bbm92_windows(
                         source=f"{tags_a.source}, {tags_b.source}"))
     origin = max(int(ta[0]), int(tb[0]) - delay)
     n = _window_count(tags_a, origin, min(int(ta[-1]), int(tb[-1]) - delay), width)
-    cells = np.zeros((n, 32), np.int64)  # (setting a, setting b, outcomes differ)
-    accidentals = np.zeros((n, 1), np.int64)
+    # Every A tag gets a cell, 32 for "no partner": no boolean compress (slow on random masks) in the loop
+    cells = np.zeros((n, 33), np.int64)  # (setting a, setting b, outcomes differ), then no partner
+    accidentals = np.zeros((n, 2), np.int64)  # (no partner, partner)
     half = tau // 2
     for s, e in _chunks(0, len(tags_a)):
         t = ta[s:e]
@@ -429,17 +430,17 @@ def bbm92_windows(
         if not len(b):
             continue
         for shift in (0, offset):
-            j = _search_sorted(b, t + (delay + shift - half))
-            j_in = np.minimum(j, len(b) - 1)
-            hit = (j < len(b)) & (b[j_in] < t + (delay + shift - half + tau))
+            j = np.minimum(_search_sorted(b, t + (delay + shift - half)), len(b) - 1)
+            hit = b[j] - t >= delay + shift - half  # the first B tag at or after the window's start...
+            hit &= b[j] - t < delay + shift - half + tau  # ...is inside it
             if shift:
-                _accumulate(accidentals, t[hit], origin, width, np.zeros(np.count_nonzero(hit), np.uint8))
+                _accumulate(accidentals, t, origin, width, hit.view(np.uint8))
                 continue
-            jb = lo + j_in[hit]
-            cell = tags_a.columns["setting"][s:e][hit] * 8 + tags_b.columns["setting"][jb] * 2 + (
-                tags_a.columns["outcome"][s:e][hit] ^ tags_b.columns["outcome"][jb])
-            _accumulate(cells, t[hit], origin, width, cell)
-    cells = cells.reshape(n, 4, 4, 2)
+            j += lo
+            cell = tags_a.columns["setting"][s:e] * 8 + tags_b.columns["setting"][j] * 2 + (
+                tags_a.columns["outcome"][s:e] ^ tags_b.columns["outcome"][j])
+            _accumulate(cells, t, origin, width, np.where(hit, cell, 32))
+    cells = cells[:, :32].reshape(n, 4, 4, 2)
     bounds = origin + width * np.arange(n + 1, dtype=np.int64)
     singles = np.stack([np.diff(np.searchsorted(ta, bounds)), np.diff(np.searchsorted(tb, bounds + delay))], axis=1)
     return _windows(BBM92, origin, n, width, epoch_s, {
@@ -447,7 +448,7 @@ def bbm92_windows(
         "coincidences": cells[:, :2, :2].sum(axis=-1),
         "errors": np.diagonal(cells[:, :2, :2, 1], axis1=1, axis2=2),
         "chsh": cells[:, 2:, 2:].reshape(n, 4, 2),
-        "accidentals": accidentals[:, 0],
+        "accidentals": accidentals[:, 1],
         "singles": singles,
     }, delay / PS)
 
