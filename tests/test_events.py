@@ -20,8 +20,6 @@ from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
 from qtelemetry.recording import events as ev
 from qtelemetry.recording.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
 
-FLAGS = ("basis_a", "bit_a", "basis_b", "bit_b")
-
 
 def bb84_columns(rng: np.random.Generator, n: int, span_ps: int, qber: float = 0.25) -> dict[str, np.ndarray]:
     """Detections at random times; Bob's bit differs from Alice's with probability ``qber``."""
@@ -312,6 +310,10 @@ def test_replay_config_points_at_event_files(tmp_path):
     class Replay(StrictModel):
         events: EventFiles
 
+    relative = validate_yaml(Replay, "events: {protocol: bb84-decoy, path: link.parquet, window_s: 0.002, "
+                             "clock_rate_hz: 1e9, p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.2}", "replay.yaml",
+                             config_dir=tmp_path)
+    assert relative.events.path == tmp_path / "link.parquet"  # from the config file's directory
     for text, field in [(f"events: {{protocol: bb84-decoy, path: {path}, window_s: 1, clock_rate_hz: 1e9, "
                          "p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.3}", "events.bb84-decoy.p_vacuum"),
                         (f"events: {{protocol: bbm92-spdc, path_a: {path}, path_b: {path}, window_s: 5e-4, "

@@ -10,17 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.recording.events import Windows, bb84_windows, bbm92_windows, read_events
+
+
+def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are taken from the config file's directory, as for the config's other files.
+
+    Not checked here: a file missing while running is a driver error, counted, not a config error.
+    """
+    return (info.context or {}).get("config_dir", Path.cwd()) / path
+
+
+EventPath = Annotated[Path, AfterValidator(_from_config_dir)]
 
 
 class BB84EventFiles(StrictModel):
     """Where a replayed decoy-BB84 link's detection records are, and what the file does not say."""
 
     protocol: Literal["bb84-decoy"]
-    path: Path = Field(description=".npy or .parquet file of detection records (bb84 layout)")
+    path: EventPath = Field(description=".npy or .parquet file of detection records (bb84 layout)")
     window_s: float = Field(gt=0.0, le=86400.0, description="acquisition window the counts are summed over")
     clock_rate_hz: float = Field(gt=0.0, le=1e11, description="Alice's pulse rate")
     p_signal: float = Field(gt=0.0, le=1.0)
@@ -44,8 +55,8 @@ class BBM92EventFiles(StrictModel):
     """Where a replayed entangled-photon link's two tag streams are, and how to find coincidences."""
 
     protocol: Literal["bbm92-spdc"]
-    path_a: Path = Field(description=".npy or .parquet file of side A's tags (tags layout)")
-    path_b: Path = Field(description=".npy or .parquet file of side B's tags (tags layout)")
+    path_a: EventPath = Field(description=".npy or .parquet file of side A's tags (tags layout)")
+    path_b: EventPath = Field(description=".npy or .parquet file of side B's tags (tags layout)")
     window_s: float = Field(gt=0.0, le=86400.0, description="acquisition window the counts are summed over")
     coincidence_window_s: float = Field(gt=0.0, le=1e-3, description="width of the coincidence window τ")
     delay_s: float | None = Field(None, ge=-1.0, le=1.0, description="B's delay after A; omitted: searched for")
