@@ -23,3 +23,10 @@ def test_estimation_benchmark_prints_its_table():
 def test_fleet_benchmark_measures_both_exporters():
     out = run("fleet.py", "--links", "20", "--seconds", "1")
     assert "20 links" in out and "p50, 4 scrapers" in out and "data age worst (s)" in out
+
+
+def test_events_benchmark_prints_its_ratios():
+    out = run("events.py", "--events", "200000", "--tags", "100000", "--repeats", "1")
+    assert out.count("x\n") == 3
+    found = int(out.split("delay found: ")[1].split(" ps")[0].replace(",", ""))
+    assert abs(found - 1_234_567) <= 100  # the pairs' jitter

@@ -1,0 +1,83 @@
+"""Config of a replayed link's event files: where they are and what the files do not say.
+
+The replay driver embeds ``EventFiles``; ``windows()`` reads the files and returns the link's
+counts per window (``qtelemetry.recording.events``). It lives in the drivers package so that the
+event path itself never imports the drivers (whose package imports every driver).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+
+from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.recording.events import Windows, bb84_windows, bbm92_windows, read_events
+
+
+def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are taken from the config file's directory, as for the config's other files.
+
+    Not checked here: a file missing while running is a driver error, counted, not a config error.
+    """
+    return (info.context or {}).get("config_dir", Path.cwd()) / path
+
+
+EventPath = Annotated[Path, AfterValidator(_from_config_dir)]
+
+
+class BB84EventFiles(StrictModel):
+    """Where a replayed decoy-BB84 link's detection records are, and what the file does not say."""
+
+    protocol: Literal["bb84-decoy"]
+    path: EventPath = Field(description=".npy or .parquet file of detection records (bb84 layout)")
+    window_s: float = Field(gt=0.0, le=86400.0, description="acquisition window the counts are summed over")
+    clock_rate_hz: float = Field(gt=0.0, le=1e11, description="Alice's pulse rate")
+    p_signal: float = Field(gt=0.0, le=1.0)
+    p_decoy: float = Field(gt=0.0, le=1.0)
+    p_vacuum: float = Field(gt=0.0, le=1.0)
+    epoch_s: float = Field(0.0, description="Unix time of time tag 0 (0: seconds on the tagger's clock)")
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> "BB84EventFiles":
+        total = self.p_signal + self.p_decoy + self.p_vacuum
+        if abs(total - 1.0) > 1e-9:
+            raise FieldError("p_vacuum", f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
+        return self
+
+    def windows(self) -> Windows:
+        return bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
+                            [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
+
+
+class BBM92EventFiles(StrictModel):
+    """Where a replayed entangled-photon link's two tag streams are, and how to find coincidences."""
+
+    protocol: Literal["bbm92-spdc"]
+    path_a: EventPath = Field(description=".npy or .parquet file of side A's tags (tags layout)")
+    path_b: EventPath = Field(description=".npy or .parquet file of side B's tags (tags layout)")
+    window_s: float = Field(gt=0.0, le=86400.0, description="acquisition window the counts are summed over")
+    coincidence_window_s: float = Field(gt=0.0, le=1e-3, description="width of the coincidence window τ")
+    delay_s: float | None = Field(None, ge=-1.0, le=1.0, description="B's delay after A; omitted: searched for")
+    max_delay_s: float = Field(1e-6, gt=0.0, le=1e-2, description="delay search range ±")
+    accidental_offset_s: float | None = Field(None, gt=0.0, le=1e-2,
+                                              description="offset of the accidentals window (default 10 τ)")
+    gate_rate_hz: float | None = Field(None, gt=0.0, le=1e12, description="pump pulse rate (default 1/τ: CW pump)")
+    epoch_s: float = Field(0.0, description="Unix time of time tag 0 (0: seconds on the tagger's clock)")
+
+    @model_validator(mode="after")
+    def _windows_nest(self) -> "BBM92EventFiles":
+        if self.coincidence_window_s >= self.window_s:
+            raise FieldError("coincidence_window_s", "must be shorter than window_s")
+        return self
+
+    def windows(self) -> Windows:
+        return bbm92_windows(read_events(self.path_a, "tags"), read_events(self.path_b, "tags"), self.window_s,
+                             self.coincidence_window_s, delay_s=self.delay_s, max_delay_s=self.max_delay_s,
+                             accidental_offset_s=self.accidental_offset_s, gate_rate_hz=self.gate_rate_hz,
+                             epoch_s=self.epoch_s)
+
+
+#: The event files of a replayed link, by the protocol whose counts they give.
+EventFiles = Annotated[Union[BB84EventFiles, BBM92EventFiles], Field(discriminator="protocol")]
