@@ -384,7 +384,8 @@ def link_info(path: str | Path, link: str | None) -> tuple[str, LinkInfo]:
     missing = [c for c in (*param_columns(protocol).values(), *PLAN_COLUMNS) if c not in frame]
     if missing:
         raise RecordingError(path, "missing column", column=missing[0])
-    params = {name: float(v) for name, v in params_of(first, protocol).items()}
+    params = {name: float(pd.to_numeric(first[column], errors="coerce").iloc[0])
+              for name, column in param_columns(protocol).items()}
     bad = [name for name, v in params.items() if not math.isfinite(v)]
     if bad:
         raise RecordingError(path, "expected a finite number", row=1, column=param_columns(protocol)[bad[0]])
