@@ -196,8 +196,10 @@ def load(path: str | Path, link: str | None = None, columns: list[str] | None = 
         raise
     except FileNotFoundError:
         raise RecordingError(path, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordingError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except UnicodeDecodeError:
+        raise RecordingError(path, "not a recording: neither Parquet nor UTF-8 CSV") from None
+    except OSError as exc:
+        raise RecordingError(path, f"cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # usecols naming absent columns, pandas' and pyarrow's parse errors
         raise RecordingError(path, f"not a recording: {_first_line(exc)}") from None
     except Exception as exc:  # whatever else a corrupt file makes a parser raise
@@ -219,8 +221,13 @@ def _check_version(path: str | Path, metadata: Mapping[bytes, bytes]) -> None:
         raise RecordingError(path, f"recording format version {version!r}; this qtelemetry reads {FORMAT_VERSION}")
 
 
+#: What a fault column may hold (CSV writes True/False; other tools may write lowercase)
+_BOOLEANS = {True: True, False: False, "true": True, "false": False}
+
+
 def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
-    """The protocols of the file's rows; RecordingError for missing, unknown or wrongly typed columns."""
+    """The protocols of the file's rows; RecordingError for missing, unknown or wrongly typed columns.
+    Fault columns are made booleans in place."""
     for column in ("link", "protocol"):
         if column not in frame:
             raise RecordingError(path, "missing column", column=column)
@@ -246,9 +253,10 @@ def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
             continue
         values = frame[column]
         if column in FAULT_COLUMNS.values():
-            if not (pd.api.types.is_bool_dtype(values) or values.isin([True, False]).all()):
-                raise RecordingError(path, "expected true or false", row=_first_row(~values.isin([True, False])),
-                                     column=column)
+            flags = values.map(lambda v: _BOOLEANS.get(v.lower() if isinstance(v, str) else v, None))
+            if flags.isna().any():
+                raise RecordingError(path, "expected true or false", row=_first_row(flags.isna()), column=column)
+            frame[column] = flags.astype(bool)
         elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             numbers = pd.to_numeric(values, errors="coerce")
             raise RecordingError(path, "expected a number", row=_first_row(numbers.isna() & values.notna()) or 1,
@@ -265,7 +273,8 @@ def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
     """Per row of ``protocol`` (a frame of its rows, in file order): None, or "column: what is wrong"
     for the first problem: non-finite times, a window ending before it starts, a length that does not
     match its times, a window not after the link's previous one (duplicate or out of order), counts
-    that are negative, non-integer or missing, amounts or levels negative, parameters missing."""
+    that are negative, non-integer or missing, amounts or levels negative, parameters missing, a value
+    in another protocol's column."""
     n = len(frame)
     problem = np.full(n, None, dtype=object)
 
@@ -296,6 +305,10 @@ def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
                      "must be a non-negative finite number (empty: not reported)")
         for column in param_columns(protocol).values():
             flag(~np.isfinite(frame[column].to_numpy(float, na_value=np.nan)), column, "expected a finite number")
+        mine = set(protocol_columns(protocol))
+        for column in frame.columns:
+            if column not in mine:
+                flag(frame[column].notna().to_numpy(), column, f"a value in a column {protocol} links do not have")
     return problem
 
 
