@@ -93,8 +93,10 @@ def protocol_columns(protocol: str) -> tuple[str, ...]:
 
 
 def columns_for(protocols: list[str] | tuple[str, ...]) -> list[str]:
-    """The columns of a file holding links of ``protocols`` (each protocol's in turn, no repeats)."""
-    return list(dict.fromkeys(c for p in protocols for c in protocol_columns(p)))
+    """The columns of a file holding links of ``protocols``: times, each protocol's counts and
+    parameters in turn (no repeats), plan and faults."""
+    own = (c for p in protocols for c in (*(c.column for c in count_columns(p)), *param_columns(p).values()))
+    return list(dict.fromkeys((*ID_COLUMNS, *own, *PLAN_COLUMNS, *FAULT_COLUMNS.values())))
 
 
 def kind_of(protocol: str, count: str) -> str:
