@@ -255,20 +255,40 @@ def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
             continue
         values = frame[column]
         if column in FAULT_COLUMNS.values():
+            if pd.api.types.is_bool_dtype(values):
+                continue
             flags = values.map(lambda v: _BOOLEANS.get(v.lower() if isinstance(v, str) else v, None))
             if flags.isna().any():
                 raise RecordingError(path, "expected true or false", row=_first_row(flags.isna()), column=column)
             frame[column] = flags.astype(bool)
         elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            numbers = pd.to_numeric(values, errors="coerce")
-            raise RecordingError(path, "expected a number", row=_first_row(numbers.isna() & values.notna()) or 1,
-                                 column=column)
+            # a column pandas could not type (text, integers beyond 64 bits, booleans): numbers or blanks only
+            numbers = pd.to_numeric(values.map(_number), errors="coerce")
+            bad = numbers.isna() & ~values.map(_blank)
+            if bad.any():
+                raise RecordingError(path, "expected a number", row=_first_row(bad), column=column)
+            frame[column] = numbers.astype(float)
     return protocols
+
+
+def _number(value: object) -> object:
+    """A cell as ``pd.to_numeric`` should see it: booleans are not numbers."""
+    return None if isinstance(value, (bool, np.bool_)) else value
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
 def _first_row(mask: pd.Series) -> int | None:
     where = np.flatnonzero(mask.to_numpy(bool))
     return int(where[0]) + 1 if where.size else None
+
+
+#: What is wrong with a cell, by the code ``row_problems`` gives it.
+CELL_PROBLEMS = ("", "missing count", "counts must be finite and non-negative", "counts must be whole numbers",
+                 "must be a non-negative finite number (empty: not reported)", "expected a finite number",
+                 "a value in a column {protocol} links do not have")
 
 
 def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
@@ -296,21 +316,25 @@ def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
         previous = previous.to_numpy(float, na_value=np.nan)
         flag(end == previous, "window_end", "duplicate window: the link's previous row ends at the same time")
         flag(end < previous, "window_end", "not after the link's previous window (rows must be in time order)")
-        for c in count_columns(protocol):
-            values = frame[c.column].to_numpy(float, na_value=np.nan)
-            if kind_of(protocol, c.count) == "count":
-                flag(np.isnan(values), c.column, "missing count")
-                flag(~np.isfinite(values) | (values < 0), c.column, "counts must be finite and non-negative")
-                flag(values != np.round(values), c.column, "counts must be whole numbers")
-            else:
-                flag(~(np.isnan(values) | (np.isfinite(values) & (values >= 0))), c.column,
-                     "must be a non-negative finite number (empty: not reported)")
-        for column in param_columns(protocol).values():
-            flag(~np.isfinite(frame[column].to_numpy(float, na_value=np.nan)), column, "expected a finite number")
-        mine = set(protocol_columns(protocol))
-        for column in frame.columns:
-            if column not in mine:
-                flag(frame[column].notna().to_numpy(), column, f"a value in a column {protocol} links do not have")
+    counts = count_columns(protocol)
+    params = list(param_columns(protocol).values())
+    others = [c for c in frame.columns if c not in set(protocol_columns(protocol))]
+    names = [*(c.column for c in counts), *params, *others]
+    values = frame[names].to_numpy(float, na_value=np.nan)
+    k, p = len(counts), len(params)
+    integer = np.array([kind_of(protocol, c.count) == "count" for c in counts], bool)
+    code = np.zeros(values.shape, np.int8)  # per cell: 0, or the index of its problem in CELL_PROBLEMS
+    with np.errstate(invalid="ignore"):
+        v = values[:, :k]
+        code[:, :k] = np.select(
+            [integer & np.isnan(v), integer & (~np.isfinite(v) | (v < 0)), integer & (v != np.round(v)),
+             ~integer & ~(np.isnan(v) | (np.isfinite(v) & (v >= 0)))], [1, 2, 3, 4], 0)
+        code[:, k:k + p] = np.where(np.isfinite(values[:, k:k + p]), 0, 5)
+        code[:, k + p:] = np.where(np.isnan(values[:, k + p:]), 0, 6)
+    first = np.argmax(code != 0, axis=1)
+    for row in np.flatnonzero(code.any(axis=1) & np.equal(problem, None)):
+        column = names[first[row]]
+        problem[row] = f"{column}: {CELL_PROBLEMS[code[row, first[row]]].format(protocol=protocol)}"
     return problem
 
 
