@@ -103,6 +103,19 @@ def kind_of(protocol: str, count: str) -> str:
     return PROTOCOLS[protocol].count_kinds.get(count, "count")
 
 
+def columns_markdown() -> str:
+    """The README's table of each protocol's columns, from the protocols' own axes."""
+    rows = ["| protocol | columns (in file order) | kind |", "|---|---|---|"]
+    for name, protocol in PROTOCOLS.items():
+        for count, axes in protocol.count_axes.items():
+            labels = "".join("_{" + ",".join(label.lower() for label in axis) + "}" for axis in axes)
+            rows.append(f"| `{name}` | `{count}{labels}` | {kind_of(name, count)} |")
+        if protocol.param_names:
+            params = ", ".join(f"`{c}`" for c in param_columns(name).values())
+            rows.append(f"| `{name}` | {params} | parameter |")
+    return "\n".join(rows)
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 def block_frame(protocol: str, links: list[str], counts: Mapping[str, NDArray[np.float64]],
