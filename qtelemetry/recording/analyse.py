@@ -55,7 +55,8 @@ def estimate_frame(frame: pd.DataFrame, windows: int = 1, confidence: float = 0.
         duration = sliding_sums(rows["window_seconds"].to_numpy(float), first, windows)
         with np.errstate(all="ignore"):
             estimates = protocol.estimate(window, duration, params_of(rows, protocol_name), confidence)
-        levels = {name: values for name, values in window.items() if protocol.count_kinds.get(name) == "level"}
+        levels = {name: values for name, values in window.items()  # scalar levels (a key store's fill); the
+                  if protocol.count_kinds.get(name) == "level" and values.ndim == 1}  # others are in the recording
         out = rows[["link", "protocol", "window_start", "window_end"]].copy()
         parts.append(pd.concat([out, pd.DataFrame(estimates | levels, index=rows.index)], axis=1))
     return pd.concat(parts).sort_index() if parts else pd.DataFrame(columns=["link", "protocol", "window_start", "window_end"])
