@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.catalogue import QBER_PROTOCOLS
+from qtelemetry.recording import number_between
 from qtelemetry.recording.format import RecordingError, counts_of, is_csv, params_of, read_recording
 
 #: What the summary reports, per link: estimate key -> column title.
@@ -112,16 +113,6 @@ def _windows(text: str) -> int:
     return int(text)
 
 
-def _level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.5 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a confidence level between 0.5 and 1, got {text!r}")
-    return value
-
-
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``analyse`` verb."""
     parser = subparsers.add_parser(
@@ -135,6 +126,6 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("--sliding-windows", metavar="N", type=_windows, default=1,
                         help="estimate from the sum of each link's last N windows, as the exporter's "
                              "sliding_windows does (default 1: each window alone)")
-    parser.add_argument("--confidence", metavar="LEVEL", type=_level, default=0.99,
+    parser.add_argument("--confidence", metavar="LEVEL", type=number_between(0.5, 1.0, "a confidence level between 0.5 and 1"), default=0.99,
                         help="one-sided level of the QBER upper bounds (default 0.99)")
     parser.set_defaults(handler=cmd_analyse)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 
 from qtelemetry.config import Config, ConfigError, default_config, load_config
 from qtelemetry.configfile import EXIT_CONFIG
+from qtelemetry.recording import number_between
 from qtelemetry.recording.format import RecordingWriter, block_frame
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
@@ -90,8 +92,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         config: Config = load_config(args.config) if args.config else default_config()
     except ConfigError as exc:
-        for field, reason in exc.problems:
-            log.error("invalid config", extra={"source": exc.source, "field": field, "reason": reason})
+        print(exc, file=sys.stderr)
         return EXIT_CONFIG
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,16 +109,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value < 1e9):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``record`` verb."""
     parser = subparsers.add_parser(
@@ -126,7 +117,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                     "link-window of raw counts to --out: Parquet, or CSV if the name ends in .csv. "
                     "Ctrl-C stops early and keeps what was recorded.")
     parser.add_argument("--config", metavar="FILE", help="YAML config; default: the embedded demo")
-    parser.add_argument("--duration", metavar="SECONDS", type=_positive_seconds, required=True,
+    parser.add_argument("--duration", metavar="SECONDS", type=number_between(0.0, 1e9, "a positive number of seconds"), required=True,
                         help="how long to record")
     parser.add_argument("--out", metavar="FILE", required=True, help="recording to write (.parquet or .csv)")
     parser.set_defaults(handler=cmd_record)
