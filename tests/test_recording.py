@@ -21,7 +21,7 @@ from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.recording.analyse import estimate_frame, sliding_sums, summary
 from qtelemetry.recording.format import (FAULT_COLUMNS, ID_COLUMNS, PLAN_COLUMNS, RecordingError, count_columns,
                                          param_columns, read_recording)
-from recordings import record_cycles, small_config
+from recordings import SMALL, record_cycles, small_config
 
 CYCLES, SLIDING = 9, 4
 
@@ -175,17 +175,23 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, content, words):
     assert str(error.value).startswith(str(path))
 
 
-def test_analyse_cli_writes_estimates_and_prints_the_summary(recorded, tmp_path):
-    out = tmp_path / "estimates.parquet"
-    done = subprocess.run([sys.executable, "-m", "qtelemetry", "analyse", str(recorded[3]), "--out", str(out),
-                           "--sliding-windows", "3"], capture_output=True, text=True, timeout=60)
+def test_record_then_analyse_on_the_command_line(tmp_path):
+    config, recording, out = tmp_path / "small.yaml", tmp_path / "small.csv", tmp_path / "estimates.parquet"
+    config.write_text(SMALL.format(sliding=60))
+    done = subprocess.run([sys.executable, "-m", "qtelemetry", "record", "--config", str(config), "--duration", "2.5",
+                           "--out", str(recording)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    frame = read_recording(recording)
+    assert set(frame["link"]) == {"cut-10km", "spdc-20km", "memories-5km"}
+    assert 2 <= len(frame) / 3 <= 3 and f"rows={len(frame)}" in done.stderr  # a window a second
+    done = subprocess.run([sys.executable, "-m", "qtelemetry", "analyse", str(recording), "--out", str(out),
+                           "--sliding-windows", "2"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert all(name in done.stdout for name in ("cut-10km", "spdc-20km", "memories-5km", "windows_without_key"))
-    written = pd.read_parquet(out)
-    pd.testing.assert_frame_equal(written, estimate_frame(read_recording(recorded[3]), 3).reset_index(drop=True),
+    pd.testing.assert_frame_equal(pd.read_parquet(out), estimate_frame(frame, 2).reset_index(drop=True),
                                   check_dtype=False)
     bad = tmp_path / "bad.csv"
-    _mutate(pd.read_csv(recorded[3], keep_default_na=False), 2, "successes", -1).to_csv(bad, index=False)
+    _mutate(pd.read_csv(recording, keep_default_na=False), 2, "successes", -1).to_csv(bad, index=False)
     done = subprocess.run([sys.executable, "-m", "qtelemetry", "analyse", str(bad)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and f"{bad}, row 3, column successes" in done.stderr
