@@ -8,8 +8,9 @@ t0 + (end_i − end_0)/speed, t0 being the first delivery, so ``speed: 20`` play
 order; without it the link stops delivering at the end and reads stalled, then down, as any
 link without data does.
 
-The driver reads windows through ``RecordingSource`` (``qtelemetry.recording.format``): any
-source yielding ``Window`` and ``BadRow`` in the protocol's count layout replays the same way.
+The driver reads windows through a ``WindowSource`` (``qtelemetry.recording.format``; a
+recording file is a ``RecordingSource``): any source giving ``Window`` and ``BadRow`` in the
+protocol's count layout replays the same way.
 A row that cannot be used counts one ``bad_row`` error and is skipped; a file that cannot be
 read counts ``bad_file`` (the link is down, retried with back-off), never stopping other links.
 """
@@ -96,9 +97,9 @@ class ReplayDriver:
         self._clock: tuple[float, float] | None = None  # (loop time, recorded end) of the first delivery
 
     async def _load(self) -> list[Window | BadRow]:
-        from qtelemetry.recording.format import RecordingError, RecordingSource, Window
+        from qtelemetry.recording.format import RecordingError, RecordingSource, Window, WindowSource
 
-        source = RecordingSource(self.config.path, self.config.link or "", self.config.protocol)
+        source: WindowSource = RecordingSource(self.config.path, self.config.link or "", self.config.protocol)
         try:
             rows = await asyncio.to_thread(source.read)
         except RecordingError as exc:

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -445,12 +445,17 @@ def link_info(path: str | Path, link: str | None) -> tuple[str, LinkInfo]:
     return link, LinkInfo(protocol, params, plan)  # type: ignore[arg-type]
 
 
-class RecordingSource:
-    """The windows of one link of a recording file, in order; bad rows come as ``BadRow``.
+class WindowSource(Protocol):
+    """What a replayed link reads its windows from: a recording file is one; any source giving
+    ``Window`` (and ``BadRow``) in the link protocol's count layout replays the same way."""
 
-    This is the seam a replayed link reads through: anything that yields ``Window`` (and
-    ``BadRow``) in the link protocol's count layout can be replayed the same way.
-    """
+    def read(self) -> list[Window | BadRow]:
+        """Every window of the link in time order; RecordingError if the source is unusable as a whole."""
+        ...
+
+
+class RecordingSource:
+    """The windows of one link of a recording file, in order; bad rows come as ``BadRow``."""
 
     def __init__(self, path: str | Path, link: str, protocol: str):
         self.path, self.link, self.protocol = path, link, protocol
@@ -476,6 +481,3 @@ class RecordingSource:
             else:
                 out.append(Window(times[i, 0], times[i, 1], {k: v[i] for k, v in counts.items()}, times[i, 2]))
         return out
-
-    def __iter__(self) -> Iterator[Window | BadRow]:
-        return iter(self.read())
