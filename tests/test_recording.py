@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from qtelemetry import __version__
+from qtelemetry.cli import main
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.recording.analyse import estimate_frame, sliding_sums, summary
@@ -174,7 +175,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, content, words):
     assert str(error.value).startswith(str(path))
 
 
-def test_record_then_analyse_on_the_command_line(tmp_path):
+def test_record_then_analyse_on_the_command_line(tmp_path, capsys):
     config, recording, out = tmp_path / "small.yaml", tmp_path / "small.csv", tmp_path / "estimates.parquet"
     config.write_text(SMALL.format(sliding=60))
     done = subprocess.run([sys.executable, "-m", "qtelemetry", "record", "--config", str(config), "--duration", "2.5",
@@ -183,14 +184,12 @@ def test_record_then_analyse_on_the_command_line(tmp_path):
     frame = read_recording(recording)
     assert set(frame["link"]) == {"cut-10km", "spdc-20km", "memories-5km"}
     assert 2 <= len(frame) / 3 <= 3 and f"rows={len(frame)}" in done.stderr  # a window a second
-    done = subprocess.run([sys.executable, "-m", "qtelemetry", "analyse", str(recording), "--out", str(out),
-                           "--sliding-windows", "2"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert all(name in done.stdout for name in ("cut-10km", "spdc-20km", "memories-5km", "windows_without_key"))
+    assert main(["analyse", str(recording), "--out", str(out), "--sliding-windows", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ("cut-10km", "spdc-20km", "memories-5km", "windows_without_key"))
     pd.testing.assert_frame_equal(pd.read_parquet(out), estimate_frame(frame, 2).reset_index(drop=True),
                                   check_dtype=False)
     bad = tmp_path / "bad.csv"
     _mutate(pd.read_csv(recording, keep_default_na=False), 2, "successes", -1).to_csv(bad, index=False)
-    done = subprocess.run([sys.executable, "-m", "qtelemetry", "analyse", str(bad)], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 2 and f"{bad}, row 3, column successes" in done.stderr
+    assert main(["analyse", str(bad)]) == 2
+    assert f"{bad}, row 3, column successes" in capsys.readouterr().err

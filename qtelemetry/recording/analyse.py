@@ -20,7 +20,6 @@ from numpy.typing import NDArray
 from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.catalogue import QBER_PROTOCOLS
-from qtelemetry.recording import number_between
 from qtelemetry.recording.format import RecordingError, counts_of, is_csv, params_of, read_recording
 
 #: What the summary reports, per link: estimate key -> column title.
@@ -105,27 +104,3 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(summary(estimates).to_string(float_format=lambda v: f"{v:.4g}"))
     return 0
-
-
-def _windows(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10**7:
-        raise argparse.ArgumentTypeError(f"expected a whole number of windows from 1, got {text!r}")
-    return int(text)
-
-
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``analyse`` verb."""
-    parser = subparsers.add_parser(
-        "analyse", help="run the estimators over a recording; print a per-link summary",
-        description="Run the live estimators offline over a recording (qtelemetry record), window by window or "
-                    "over a sliding window of N windows; print per link the mean, 5th and 95th percentile of "
-                    "loss, QBER and secret key rate and the windows without key; --out writes every window's "
-                    "estimates (CSV if the name ends in .csv, else Parquet).")
-    parser.add_argument("file", metavar="FILE", help="recording (Parquet or CSV)")
-    parser.add_argument("--out", metavar="FILE", help="write the estimates of every link-window here")
-    parser.add_argument("--sliding-windows", metavar="N", type=_windows, default=1,
-                        help="estimate from the sum of each link's last N windows, as the exporter's "
-                             "sliding_windows does (default 1: each window alone)")
-    parser.add_argument("--confidence", metavar="LEVEL", type=number_between(0.5, 1.0, "a confidence level between 0.5 and 1"), default=0.99,
-                        help="one-sided level of the QBER upper bounds (default 0.99)")
-    parser.set_defaults(handler=cmd_analyse)

@@ -22,7 +22,6 @@ import pandas as pd
 
 from qtelemetry.config import Config, ConfigError, default_config, load_config
 from qtelemetry.configfile import EXIT_CONFIG
-from qtelemetry.recording import number_between
 from qtelemetry.recording.format import RecordingWriter, block_frame
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
@@ -107,17 +106,3 @@ def cmd_record(args: argparse.Namespace) -> int:
     log.info("recorded", extra={"rows": rows, "out": args.out,
                                 "links": int(np.count_nonzero(runtime.snapshot.batches))})
     return 0
-
-
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``record`` verb."""
-    parser = subparsers.add_parser(
-        "record", help="run the configured links and write every window's raw counts to Parquet or CSV",
-        description="Run the configured links (no /metrics) for --duration seconds and write one row per "
-                    "link-window of raw counts to --out: Parquet, or CSV if the name ends in .csv. "
-                    "Ctrl-C stops early and keeps what was recorded.")
-    parser.add_argument("--config", metavar="FILE", help="YAML config; default: the embedded demo")
-    parser.add_argument("--duration", metavar="SECONDS", type=number_between(0.0, 1e9, "a positive number of seconds"), required=True,
-                        help="how long to record")
-    parser.add_argument("--out", metavar="FILE", required=True, help="recording to write (.parquet or .csv)")
-    parser.set_defaults(handler=cmd_record)
