@@ -27,6 +27,7 @@ from qtelemetry.config import Config, default_config, parse_config
 from qtelemetry.recording.analyse import estimate_frame
 from qtelemetry.recording.format import read_recording
 from qtelemetry.recording.record import record
+from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.runtime import Runtime
 
 SECONDS, SPEED = 60.0, 20.0
@@ -100,6 +101,9 @@ def test_replay_at_20x_gives_the_live_estimates_window_by_window(live):
             time.sleep(0.05)
     finally:
         runtime.stop()
+    live_table = LinkTable.build(config)  # the plan dashboards and alerts compare with, as recorded
+    np.testing.assert_array_equal(runtime.table.loss_budget_db, live_table.loss_budget_db)
+    np.testing.assert_array_equal(runtime.table.expected_key_rate_bps, live_table.expected_key_rate_bps)
     snapshot = runtime.snapshot
     assert not snapshot.errors.any(), dict(zip(snapshot.table.reasons, snapshot.errors.sum(axis=0)))
     for link, live_windows in live_seen.items():

@@ -122,6 +122,11 @@ class BaseDriverConfig(StrictModel):
         """Per-link numbers the protocol's estimator needs from the config."""
         return {}
 
+    def plan(self) -> tuple[float, float]:
+        """(loss budget dB, expected secret key rate bit/s) the driver knows of, e.g. from a
+        recording; NaN: none (fleets compute theirs from their model)."""
+        return (float("nan"), float("nan"))
+
 
 class FleetConfig(BaseDriverConfig):
     """A driver config whose links run together as one fleet driver."""

@@ -81,6 +81,10 @@ class ReplayConfig(IODriverConfig):
         """The parameters the link was estimated with, as recorded in its first row."""
         return dict(self._info.params)
 
+    def plan(self) -> tuple[float, float]:
+        """The recorded link's loss budget and expected key rate (its first row's)."""
+        return self._info.plan
+
     def build(self) -> "ReplayDriver":
         return ReplayDriver(self)
 
