@@ -189,9 +189,9 @@ class RecordingWriter:
 
 # --- reading ---------------------------------------------------------------------------------
 
-def load(path: str | Path, link: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-    """The raw table of a Parquet or CSV recording (Parquet by its magic bytes), unchecked;
-    only ``link``'s rows and ``columns`` when given (Parquet reads no more than those).
+def load(path: str | Path, link: str | None = None) -> pd.DataFrame:
+    """The raw table of a Parquet or CSV recording (Parquet by its magic bytes), unchecked; only
+    ``link``'s rows when given (Parquet reads no more than those).
 
     RecordingError for a file that cannot be read as a table at all.
     """
@@ -199,12 +199,12 @@ def load(path: str | Path, link: str | None = None, columns: list[str] | None = 
         with open(path, "rb") as f:
             parquet = f.read(4) == PARQUET_MAGIC
         if parquet:
-            table = pq.read_table(path, columns=columns, filters=None if link is None else [("link", "==", link)])
+            table = pq.read_table(path, filters=None if link is None else [("link", "==", link)])
             _check_version(path, table.schema.metadata or {})
             frame = table.to_pandas()
         else:
-            frame = pd.read_csv(path, dtype={"link": str, "protocol": str}, usecols=columns,
-                                keep_default_na=False, na_values=[""], encoding="utf-8")
+            frame = pd.read_csv(path, dtype={"link": str, "protocol": str}, keep_default_na=False, na_values=[""],
+                                encoding="utf-8")
             if link is not None and "link" in frame:
                 frame = frame[frame["link"] == link]
     except RecordingError:
@@ -215,9 +215,7 @@ def load(path: str | Path, link: str | None = None, columns: list[str] | None = 
         raise RecordingError(path, "not a recording: neither Parquet nor UTF-8 CSV") from None
     except OSError as exc:
         raise RecordingError(path, f"cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # usecols naming absent columns, pandas' and pyarrow's parse errors
-        raise RecordingError(path, f"not a recording: {_first_line(exc)}") from None
-    except Exception as exc:  # whatever else a corrupt file makes a parser raise
+    except Exception as exc:  # whatever a corrupt file makes pandas' or pyarrow's parser raise
         raise RecordingError(path, f"not a recording: {type(exc).__name__}: {_first_line(exc)}") from None
     return frame.reset_index(drop=True)
 
@@ -246,9 +244,9 @@ def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
     for column in ("link", "protocol"):
         if column not in frame:
             raise RecordingError(path, "missing column", column=column)
-        if not frame[column].map(lambda v: isinstance(v, str) and v != "").all():
-            row = int(np.flatnonzero(~frame[column].map(lambda v: isinstance(v, str) and v != "").to_numpy())[0])
-            raise RecordingError(path, "expected a non-empty name", row=row + 1, column=column)
+        named = frame[column].map(lambda v: isinstance(v, str) and v != "")
+        if not named.all():
+            raise RecordingError(path, "expected a non-empty name", row=_first_row(~named), column=column)
     protocols = list(dict.fromkeys(frame["protocol"]))
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
