@@ -41,7 +41,7 @@ def sliding_sums(values: NDArray[np.float64], first: NDArray[np.intp], windows: 
 def estimate_frame(frame: pd.DataFrame, windows: int = 1, confidence: float = 0.99) -> pd.DataFrame:
     """Estimates after each window of a checked recording, one row per link-window, in file order."""
     parts = []
-    for protocol_name in dict.fromkeys(frame["protocol"]):
+    for protocol_name in pd.unique(frame["protocol"]):
         protocol = PROTOCOLS[protocol_name]
         rows = frame[frame["protocol"] == protocol_name]
         order = np.argsort(pd.factorize(rows["link"])[0], kind="stable")  # by link, each in file (time) order

@@ -244,10 +244,14 @@ def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
     for column in ("link", "protocol"):
         if column not in frame:
             raise RecordingError(path, "missing column", column=column)
-        named = frame[column].map(lambda v: isinstance(v, str) and v != "")
+        values = frame[column]
+        if pd.api.types.is_string_dtype(values) and not isinstance(values.dtype, np.dtype):  # a string array
+            named = values.notna() & (values.str.len() > 0)
+        else:  # anything else (objects of a hand-made file) one by one
+            named = values.map(lambda v: isinstance(v, str) and v != "")
         if not named.all():
             raise RecordingError(path, "expected a non-empty name", row=_first_row(~named), column=column)
-    protocols = list(dict.fromkeys(frame["protocol"]))
+    protocols = [str(p) for p in pd.unique(frame["protocol"])]
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         row = int(np.flatnonzero(frame["protocol"].isin(unknown).to_numpy())[0])
