@@ -48,11 +48,17 @@ class FleetBatch:
     faults: NDArray[np.bool_] | None = None
 
 
+class SourceEnded(Exception):
+    """A finite source (a replayed recording) has delivered everything: its link's poll task ends
+    without counting an error, and the link then reads stalled, as any link without data does."""
+
+
 class IODriver(Protocol):
     """One networked source of one link, polled on the runtime's event loop."""
 
     async def acquire(self) -> CountBatch:
-        """One reading of the device; raise ``DriverError`` with a reason for a known failure."""
+        """One reading of the device; raise ``DriverError`` with a reason for a known failure,
+        ``SourceEnded`` when a finite source has nothing more."""
         ...
 
     async def aclose(self) -> None:
@@ -115,6 +121,11 @@ class BaseDriverConfig(StrictModel):
     def estimation_params(self) -> dict[str, float]:
         """Per-link numbers the protocol's estimator needs from the config."""
         return {}
+
+    def plan(self) -> tuple[float, float]:
+        """(loss budget dB, expected secret key rate bit/s) the driver knows of, e.g. from a
+        recording; NaN: none (fleets compute theirs from their model)."""
+        return (float("nan"), float("nan"))
 
 
 class FleetConfig(BaseDriverConfig):

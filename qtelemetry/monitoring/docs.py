@@ -13,6 +13,7 @@ from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.monitoring.rules import build
 from qtelemetry.monitoring.runbooks import alert_table
+from qtelemetry.recording.format import columns_markdown
 
 
 def metrics_markdown() -> str:
@@ -28,7 +29,7 @@ def alerts_markdown() -> str:
 
 
 #: marker name -> generator of the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
-TABLES = {"metrics": metrics_markdown, "alerts": alerts_markdown}
+TABLES = {"metrics": metrics_markdown, "alerts": alerts_markdown, "recording": columns_markdown}
 
 
 def markers(name: str) -> tuple[str, str]:

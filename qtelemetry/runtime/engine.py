@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +26,20 @@ from qtelemetry.runtime.ingest import INCONSISTENT, INVALID, MALFORMED, Malforme
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.snapshot import GroupSnapshot, Snapshot
 from qtelemetry.runtime.window import SlidingWindow
+
+
+@dataclass(frozen=True)
+class Folded:
+    """Windows folded in one go for links of one protocol (what a recorder keeps)."""
+
+    protocol: str
+    table: LinkTable  #: the links of the engine that folded them
+    links: NDArray[np.intp]  #: config indices
+    params: Mapping[str, NDArray[np.float64]]  #: (links,) the estimator's parameters
+    counts: Mapping[str, NDArray[np.float64]]  #: (links, *count shape)
+    duration: NDArray[np.float64]  #: (links,) seconds
+    end: NDArray[np.float64]  #: (links,) Unix time the window ended (arrived, for polled links)
+    faults: NDArray[np.bool_]  #: (links, fault kinds) simulated faults acting in the window
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,8 @@ class Engine:
         self._skipped = np.zeros((n, len(table.skip_reasons)), np.int64)
         self._faults = np.zeros((n, len(FAULT_KINDS)), bool)
         self._log = FailureLog(table.names)
+        #: called on the estimation thread with every window folded; empty (no cost) unless recording
+        self.observers: list[Callable[[Folded], None]] = []
 
     def _build_fleets(self) -> list[Fleet]:
         by_type: dict[type[FleetConfig], list[int]] = {}
@@ -178,6 +194,15 @@ class Engine:
         self._log.recovered(links)
         if batch.faults is not None and np.shape(batch.faults) == (len(fleet.links), len(FAULT_KINDS)):
             self._faults[fleet.links] = batch.faults
+        if self.observers:
+            self._observe(fleet.protocol, links, fleet.rows[good], {k: v[good] for k, v in counts.items()},
+                          np.full(links.size, batch.duration_s), np.full(links.size, now))
+
+    def _observe(self, protocol: str, links: NDArray[np.intp], rows: NDArray[np.intp], counts: Mapping[str, NDArray],
+                 duration: NDArray[np.float64], end: NDArray[np.float64]) -> None:
+        params = {k: v[rows] for k, v in self.windows[protocol].params.items()}
+        for observe in self.observers:
+            observe(Folded(protocol, self.table, links, params, counts, duration, end, self._faults[links]))
 
     def _fail_rows(self, links: NDArray[np.intp], reason: str, what: str) -> None:
         """Count one failure on each of ``links``."""
@@ -192,6 +217,8 @@ class Engine:
             links = self.table.groups[protocol][rows]
             self._received[links] = taken.received_at[links]
             self._stalled[links] = False
+            if self.observers:
+                self._observe(protocol, links, rows, counts, duration, taken.received_at[links])
         self._batches += taken.batches
         self._errors += taken.errors
         events = taken.last_ok != 0
@@ -239,6 +266,7 @@ class Engine:
         """
         old.slots.close()
         old._take(old.slots.take())
+        self.observers = old.observers
         mine, theirs = _common(self.table.names, old.table.names)
         if not mine.size:
             return

@@ -116,8 +116,10 @@ def _plans(links: tuple[LinkConfig, ...]) -> tuple[NDArray[np.float64], NDArray[
         configs = [links[i].driver for i in rows]
         nominal[rows] = config_type.nominal_loss_db(configs)
         expected[rows] = config_type.expected_key_rate_bps(configs)
-    configured_budget = np.array([np.nan if l.loss_budget_db is None else l.loss_budget_db for l in links])
-    configured_rate = np.array([np.nan if l.expected_secret_key_rate_bps is None else l.expected_secret_key_rate_bps
-                                for l in links])
+    known = np.array([link.driver.plan() for link in links], float).reshape(n, 2)
+    configured_budget = np.array([known[i, 0] if l.loss_budget_db is None else l.loss_budget_db
+                                  for i, l in enumerate(links)])
+    configured_rate = np.array([known[i, 1] if l.expected_secret_key_rate_bps is None else l.expected_secret_key_rate_bps
+                                for i, l in enumerate(links)])
     return (np.where(np.isnan(configured_budget), nominal + LOSS_MARGIN_DB, configured_budget),
             np.where(np.isnan(configured_rate), expected, configured_rate))

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from qtelemetry.drivers.base import DriverError, IODriver, IODriverConfig
+from qtelemetry.drivers.base import DriverError, IODriver, IODriverConfig, SourceEnded
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ class PollLoop:
                     driver = driver or config.build()
                     async with asyncio.timeout(guard_timeout(config)):
                         reading = await driver.acquire()
+                except SourceEnded as exc:
+                    log.info("link=%s gets no more data: %s", link, exc)
+                    return
                 except TimeoutError:
                     ok = self._fail(link, "timeout", f"no answer within {guard_timeout(config):g} s")
                 except DriverError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 
 from qtelemetry.config import Config
 from qtelemetry.drivers.base import FaultControl, FleetDriver
-from qtelemetry.runtime.engine import Engine
+from qtelemetry.runtime.engine import Engine, Folded
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.polling import PollLoop
 from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
@@ -61,6 +61,11 @@ class Runtime:
     def windows(self) -> dict[str, SlidingWindow]:
         """The current engine's sliding windows, by protocol."""
         return self._engine.windows
+
+    @property
+    def observers(self) -> list[Callable[[Folded], None]]:
+        """Called on the estimation thread with every window folded (they stay across reloads)."""
+        return self._engine.observers
 
     @property
     def snapshot(self) -> Snapshot:
