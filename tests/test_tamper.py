@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
+from web import TOKEN
 
 from qtelemetry.drivers import tamper_scenarios as ts
 from qtelemetry.drivers.simulated_bb84 import expected_counts
@@ -120,3 +123,48 @@ def test_fiber_bend_and_source_drift_do_not_alarm_as_tampering(km, kind):
     run = ts.simulate(p, ts.with_fault(p, kind), warm, warm + 900, 1.0, ts.settings(n, warmup_seconds=warm),
                       np.random.default_rng(4))
     assert np.isnan(run.first_alarm).all()
+
+
+def _tamper_samples(served: object) -> dict[tuple[str, str], float]:
+    status, _, text = served.request("GET", "/metrics")  # type: ignore[attr-defined]
+    assert status == 200
+    return {(s.name, s.labels.get("detector", "")): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name.startswith("qkd_tamper") and s.labels.get("link") == "target"}
+
+
+def _wait_for(served: object, predicate, timeout: float = 20.0) -> dict[tuple[str, str], float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = _tamper_samples(served)
+        if predicate(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.1)
+
+
+def test_exporter_shows_an_injected_eavesdropper_and_rearms_on_the_control_plane(endpoint, tmp_path):
+    """A real exporter (0.1 s windows, 1 s warm-up): warm-up exported, then intercept-resend on 5 % of
+    the pulses injected through /-/faults sets qkd_tamper_alarm 1 on /metrics; a reload keeps it;
+    POST /-/tamper re-arms once the attack has ended."""
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    served = endpoint(f"exporter:\n  admin_token_file: {token}\n  window_seconds: 0.1\n  stall_timeout_seconds: 5\n"
+                      "  tamper: {warmup_seconds: 1}\n"
+                      "links:\n  - name: target\n    driver: {type: simulated-bb84, fiber_length_km: 25, seed: 3}\n")
+    assert _wait_for(served, lambda s: ("qkd_tamper_warmup", "") in s).get(("qkd_tamper_warmup", "")) == 1.0
+    armed = _wait_for(served, lambda s: s.get(("qkd_tamper_warmup", "")) == 0.0)
+    assert armed[("qkd_tamper_alarm", "qber_z")] == 0.0 and armed[("qkd_tamper_statistic", "qber_z")] < 1.0
+    fault = json.dumps({"link": "target", "kind": "intercept-resend", "magnitude": 0.05})
+    assert served.control("POST", "/-/faults", fault)[0] == 200
+    alarmed = _wait_for(served, lambda s: s.get(("qkd_tamper_alarm", "qber_z")) == 1.0)
+    assert alarmed[("qkd_tamper_alarm", "qber_z")] == 1.0 and alarmed[("qkd_tamper_statistic", "qber_z")] >= 1.0
+    assert alarmed[("qkd_tamper_alarm", "vacuum_gain")] == 0.0
+    assert served.reloader.reload() == []
+    assert _tamper_samples(served)[("qkd_tamper_alarm", "qber_z")] == 1.0, "a reload keeps the alarm"
+    assert served.control("DELETE", "/-/faults", json.dumps({"link": "target"}))[0] == 200
+    assert served.control("POST", "/-/tamper", json.dumps({"link": "nope"}))[0] == 400
+    assert served.request("POST", "/-/tamper", json.dumps({"link": "target"}))[0] == 401
+    status, _, body = served.control("POST", "/-/tamper", json.dumps({"link": "target"}))
+    assert status == 200 and json.loads(body) == {"rearmed": "target", "relearn": False}
+    rearmed = _wait_for(served, lambda s: s.get(("qkd_tamper_alarm", "qber_z")) == 0.0)
+    assert rearmed[("qkd_tamper_alarm", "qber_z")] == 0.0
