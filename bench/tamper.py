@@ -43,7 +43,7 @@ SCENARIOS = (
     ("fiber bend +3 dB", "fiber-bend", 3.0),
 )
 DISTANCES = (25, 100)
-WARMUP_S, BEFORE_S, SCRAPE_S, SLIDING = 600, 900, 15, 60
+SCRAPE_S, SLIDING = 15, 60
 
 
 class Rules:
@@ -94,14 +94,14 @@ def smoothed(series: np.ndarray, seconds: str) -> np.ndarray:
     return out / np.minimum(np.arange(1, len(series) + 1), width)[:, None]
 
 
-def threshold_alerts(rules: Rules, onset_sample: int) -> dict[str, np.ndarray]:
+def threshold_alerts(rules: Rules, warmup: int, onset_sample: int) -> dict[str, np.ndarray]:
     """Fire sample of each threshold alert per link (NaN: never), with the baselines before the onset."""
     c = MonitoringConfig()
     t, smooth = c.thresholds, c.baseline.smoothing
     vac = smoothed(rules.vacuum_gain, smooth)
     loss = smoothed(rules.loss, smooth)
-    base_vac = np.nanmedian(vac[WARMUP_S // SCRAPE_S:onset_sample], axis=0)
-    base_loss = np.nanmedian(loss[WARMUP_S // SCRAPE_S:onset_sample], axis=0)
+    base_vac = np.nanmedian(vac[warmup // SCRAPE_S:onset_sample], axis=0)
+    base_loss = np.nanmedian(loss[warmup // SCRAPE_S:onset_sample], axis=0)
     return {
         "QberHigh": fires(rules.qber_upper > t.qber_warning, 600),
         "QberCritical": fires(rules.qber_upper > t.qber_critical, 300),
@@ -119,7 +119,7 @@ def quantiles(delays: np.ndarray, horizon: float) -> str:
     return " / ".join(f"{v:.0f}" if np.isfinite(v) else f">{horizon:.0f}" for v in (median, p95))
 
 
-def delay_table(links: int, horizon: int, seed: int, qber_shift: float,
+def delay_table(links: int, horizon: int, warmup: int, before: int, seed: int, qber_shift: float,
                 scenarios: tuple[tuple[str, str, float], ...] = SCENARIOS) -> None:
     print(f"Detection delay with qber_shift {qber_shift:g}, seconds after the onset (median / p95 of {links} links; '-': no alarm within "
           f"{horizon} s; threshold alerts without the up to 1 m of rule evaluation)")
@@ -127,17 +127,17 @@ def delay_table(links: int, horizon: int, seed: int, qber_shift: float,
     header = ["scenario", "km", *detectors, "first tamper alarm", "QBER alerts", "dark-count alerts", "loss step"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     rng = np.random.default_rng(seed)
-    onset = WARMUP_S + BEFORE_S
+    onset = warmup + before
     windows = onset + horizon
     for name, kind, magnitude in scenarios:
         for km in DISTANCES:
             p = ts.links(links, fiber_length_km=km)
             rules = Rules(links, windows)
-            run = ts.simulate(p, ts.with_fault(p, kind, magnitude), onset, windows, 1.0, ts.settings(links, qber_shift=qber_shift),
+            run = ts.simulate(p, ts.with_fault(p, kind, magnitude), onset, windows, 1.0, ts.settings(links, qber_shift=qber_shift, warmup_seconds=warmup),
                               rng, observe=rules.observe)
             delay = run.first_alarm - onset + 1
             delay[delay <= 0] = 0  # alarmed before the onset: a false alarm, shown as 0
-            alerts = threshold_alerts(rules, onset // SCRAPE_S)
+            alerts = threshold_alerts(rules, warmup, onset // SCRAPE_S)
             after = {k: (v - onset // SCRAPE_S) * SCRAPE_S for k, v in alerts.items()}
             cells = [quantiles(delay[:, j], horizon) for j in range(len(detectors))]
             cells.append(quantiles(np.fmin.reduce(delay, axis=1), horizon))
@@ -146,25 +146,25 @@ def delay_table(links: int, horizon: int, seed: int, qber_shift: float,
             print(f"| {name} | {km} | " + " | ".join(cells) + " |")
 
 
-def false_alarm_table(links: int, hours: float, seed: int) -> None:
+def false_alarm_table(links: int, hours: float, warmup: int, seed: int) -> None:
     """No attack: tamper alarms (each re-arms the link) and threshold-alert firings over links × hours."""
     print(f"\nFalse alarms without an attack: {links} links x {hours:g} h = {links * hours:,.0f} link-hours per row")
     print("| link | configured: mean time | allowed (expected at the configured rate) | tamper alarms "
           "| 99 % Poisson bound | QBER / dark-count / loss alerts |\n|---|---|---|---|---|---|")
     rng = np.random.default_rng(seed)
-    windows = WARMUP_S + int(hours * 3600)
+    windows = warmup + int(hours * 3600)
     cases = [(f"{km} km, 1e8 pulses/s", dict(fiber_length_km=km), {}) for km in DISTANCES]
     cases.append(("25 km, 1e5 pulses/s (small counts)", dict(fiber_length_km=25, clock_rate_hz=1e5,
                                                            dark_count_probability=1e-4),
                   dict(mean_time_between_false_alarms_seconds=3600)))
     for label, fields, overrides in cases:
         p = ts.links(links, **fields)
-        config = ts.settings(links, **overrides)
+        config = ts.settings(links, warmup_seconds=warmup, **overrides)
         rules = Rules(links, windows)
         run = ts.simulate(p, None, 0, windows, 1.0, config, rng, rearm=True, observe=rules.observe)
         mean_time = float(config.mean_time_between_false_alarms_s[0])
-        expected = links * (windows - WARMUP_S) / mean_time
-        alerts = threshold_alerts(rules, len(rules.qber_upper))
+        expected = links * (windows - warmup) / mean_time
+        alerts = threshold_alerts(rules, warmup, len(rules.qber_upper))
         fired = sum(int((~np.isnan(v)).sum()) for v in alerts.values())
         shown = f"{mean_time / 86400:g} d" if mean_time >= 86400 else f"{mean_time / 3600:g} h"
         print(f"| {label} | {shown} | {expected:.1f} | {int(run.events.sum())} "
@@ -206,16 +206,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", type=int, default=100, help="links per scenario and distance")
     parser.add_argument("--horizon", type=int, default=1800, help="seconds watched after the onset")
+    parser.add_argument("--warmup", type=int, default=600, help="warm-up seconds (the exporter's default)")
+    parser.add_argument("--before", type=int, default=900, help="seconds without attack between warm-up and onset")
     parser.add_argument("--fa-links", type=int, default=5000, help="links of the false-alarm runs")
     parser.add_argument("--fa-hours", type=float, default=2.0, help="hours of each false-alarm run")
     parser.add_argument("--cost-links", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    delay_table(args.links, args.horizon, args.seed, TamperConfig().qber_shift)
+    delay_table(args.links, args.horizon, args.warmup, args.before, args.seed, TamperConfig().qber_shift)
     print()  # a detector tuned to a smaller shift: what catching 2 % intercept-resend costs
-    delay_table(args.links, args.horizon, args.seed, 0.005, SCENARIOS[:2] + SCENARIOS[-2:])
-    false_alarm_table(args.fa_links, args.fa_hours, args.seed)
+    delay_table(args.links, args.horizon, args.warmup, args.before, args.seed, 0.005, SCENARIOS[:2] + SCENARIOS[-2:])
+    false_alarm_table(args.fa_links, args.fa_hours, args.warmup, args.seed)
     cost_table(args.cost_links, args.repeats, args.seed)
 
 

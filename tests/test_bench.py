@@ -23,3 +23,9 @@ def test_estimation_benchmark_prints_its_table():
 def test_fleet_benchmark_measures_both_exporters():
     out = run("fleet.py", "--links", "20", "--seconds", "1")
     assert "20 links" in out and "p50, 4 scrapers" in out and "data age worst (s)" in out
+
+
+def test_tamper_benchmark_prints_its_tables():
+    out = run("tamper.py", "--links", "3", "--horizon", "20", "--warmup", "30", "--before", "30", "--fa-links", "3",
+              "--fa-hours", "0.01", "--cost-links", "50", "--repeats", "1")
+    assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
