@@ -113,14 +113,24 @@ def test_detector_blinding_alarms_on_the_decoy_statistics_not_the_qber(fraction)
     assert np.all(np.isnan(run.first_alarm[:, [DETECTOR["qber_z"], DETECTOR["qber_x"]]]))
 
 
+def test_a_fiber_cut_is_no_signal_not_tampering():
+    """No light: QKDNoSignal's case. The QBER and gain-ratio statistics skip windows without signal
+    (their counts are dark counts: 50 % QBER, decoy share = vacuum share), the vacuum gain is unmoved."""
+    n, warm = 20, 120
+    p = ts.links(n, fiber_length_km=25)
+    run = ts.simulate(p, ts.with_fault(p, "fiber-cut"), warm, warm + 120, 1.0, ts.settings(n, warmup_seconds=warm),
+                      np.random.default_rng(6))
+    assert np.isnan(run.first_alarm).all()
+
+
 @pytest.mark.parametrize("km", [25, 100])
 @pytest.mark.parametrize("kind", ["fiber-bend", "source-power-drift"])
 def test_fiber_bend_and_source_drift_do_not_alarm_as_tampering(km, kind):
-    """A 3 dB bend (the fault's default) and a source 1.5x brighter, for 15 minutes of 100 links each
-    at production settings: no detector alarms, while the signal gain shows the change."""
-    n, warm = 100, 120
+    """A 3 dB bend (the fault's default) and a source 1.5x brighter, for 10 minutes of 50 links each
+    at production settings: no detector alarms."""
+    n, warm = 50, 120
     p = ts.links(n, fiber_length_km=km)
-    run = ts.simulate(p, ts.with_fault(p, kind), warm, warm + 900, 1.0, ts.settings(n, warmup_seconds=warm),
+    run = ts.simulate(p, ts.with_fault(p, kind), warm, warm + 600, 1.0, ts.settings(n, warmup_seconds=warm),
                       np.random.default_rng(4))
     assert np.isnan(run.first_alarm).all()
 
@@ -168,3 +178,22 @@ def test_exporter_shows_an_injected_eavesdropper_and_rearms_on_the_control_plane
     assert status == 200 and json.loads(body) == {"rearmed": "target", "relearn": False}
     rearmed = _wait_for(served, lambda s: s.get(("qkd_tamper_alarm", "qber_z")) == 0.0)
     assert rearmed[("qkd_tamper_alarm", "qber_z")] == 0.0
+
+
+def test_config_errors_name_the_field_and_links_override_the_exporter_defaults():
+    from qtelemetry.config import parse_config
+    from qtelemetry.configfile import ConfigError
+    from qtelemetry.runtime.tamper import TamperDetectors
+
+    link = "  - name: {}\n    driver: {{type: simulated-bb84, fiber_length_km: 25}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("exporter: {tamper: {qber_shift: 0.7}}\nlinks:\n" + link.format("a"))
+    assert "exporter.tamper.qber_shift" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config("links:\n" + link.format("a") + "    tamper: {warmup: 5}\n")
+    assert "links[0].tamper.warmup" in str(caught.value)
+    config = parse_config("exporter: {tamper: {warmup_seconds: 60, qber_shift: 0.02}}\nlinks:\n" + link.format("a")
+                          + link.format("b") + "    tamper: {qber_shift: 0.005}\n")
+    detectors = TamperDetectors(config.links, config.exporter.tamper)
+    assert detectors.settings.qber_shift.tolist() == [0.02, 0.005]
+    assert detectors.settings.warmup_s.tolist() == [60.0, 60.0]

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from qtelemetry.estimation.bb84 import DECOY, SIGNAL, VACUUM
+from qtelemetry.estimation.bb84 import DECOY, SIGNAL, SIGNAL_SIGMAS, VACUUM
 
 #: The exported detectors and the one-sided statistics (columns) each one is the maximum of.
 DETECTORS: dict[str, tuple[int, ...]] = {"qber_z": (0,), "qber_x": (1,), "decoy_gain": (2, 3), "vacuum_gain": (4, 5)}
@@ -228,6 +228,12 @@ def update(state: DetectorState, rows: NDArray[np.intp], counts: dict[str, NDArr
         k, n, p0, p1 = _trials(w[armed], *_alternatives(state.baseline[running], settings, running))
         with np.errstate(invalid="ignore", divide="ignore"):
             llr = np.nan_to_num(binomial_llr(k, n, p0, p1))
+        # a window without light above the dark counts (a cut) says nothing about QBER or gain ratio:
+        # QKDNoSignal reports it. Dark counts expected from the baseline Y0, which is known far better
+        # than one window's few vacuum clicks tell it. The vacuum gain does not need the light.
+        expected_dark = w[armed, 7] * state.baseline[running, 3]
+        dark = w[armed, 4] - expected_dark <= SIGNAL_SIGMAS * np.sqrt(expected_dark + 1.0)
+        llr[dark, :4] = 0.0
         s = np.clip(state.statistic[running] + llr, 0.0, CAP * state.threshold[running])
         state.statistic[running] = s
         over = s >= state.threshold[running]
