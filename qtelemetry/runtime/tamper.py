@@ -48,9 +48,11 @@ class TamperDetectors:
     def estimates(self, current: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray[np.float64]]:
         """The detectors' exported state: statistic/threshold and alarm per detector, warm-up, baseline ratios."""
         state = self.state
-        level = changedetect.level(state)
-        alarm = np.where(state.armed[:, None], state.alarm, np.nan)
-        ratios = changedetect.baseline_ratio(state, np.column_stack([current[CURRENT[q]] for q in changedetect.QUANTITIES]))
+        running = (state.armed & self.enabled)[:, None]  # a link disabled by a reload keeps its state, unexported
+        level = np.where(running, changedetect.level(state), np.nan)
+        alarm = np.where(running, state.alarm, np.nan)
+        ratios = np.where(running, changedetect.baseline_ratio(
+            state, np.column_stack([current[CURRENT[q]] for q in changedetect.QUANTITIES])), np.nan)
         out = {"tamper_warmup": np.where(self.enabled, (~state.armed).astype(float), np.nan)}
         for j, detector in enumerate(changedetect.DETECTORS):
             out[f"tamper_statistic_{detector}"] = level[:, j]
