@@ -83,7 +83,7 @@ def test_intercept_resend_on_5_percent_at_25_km_alarms_in_the_first_window():
 def test_detection_delay_follows_siegmunds_formula_where_windows_are_small():
     """5 % intercept-resend at 25 km with 1e5 pulses per window (~300 sifted Z bits): the expected delay
     from S = 0 is (h' + e^(−h') − 1)/K1 with h' = h + 1.166 δ1 (Siegmund 1985, corrected diffusion),
-    ~9 windows. The mean over 400 links must be within 25 % of it (the approximation's error at
+    ~10 windows. The mean over 400 links must be within 25 % of it (the approximation's error at
     δ ≈ 1.5 and the rounding up to whole windows are each ~10 %)."""
     n, warm = 400, 300
     p = ts.links(n, fiber_length_km=25, clock_rate_hz=1e5)
