@@ -43,6 +43,10 @@ DETECTORS: dict[str, tuple[int, ...]] = {"qber_z": (0,), "qber_x": (1,), "decoy_
 STATISTICS = ("qber_z", "qber_x", "decoy_up", "decoy_down", "vacuum_up", "vacuum_down")
 #: Quantities compared with their baseline in ``qkd_tamper_baseline_ratio``.
 QUANTITIES = ("qber_z", "qber_x", "signal_gain", "decoy_gain", "vacuum_gain")
+#: Thresholds aim at this many times the configured mean time between false alarms: the
+#: approximation and a baseline learned from a finite warm-up gave up to 1.07x the configured rate
+#: with a few counts per window (bench/tamper.py); the margin costs ln 1.25 = 0.22 of llr in delay.
+MARGIN = 1.25
 #: A statistic stops growing at this many thresholds: past the alarm (which latches) more evidence
 #: changes nothing, and a capped statistic falls back below 1 soon after the change ends.
 CAP = 10.0
@@ -195,7 +199,7 @@ def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> 
     """End the warm-up of ``rows``: baseline from its sums, thresholds from the false-alarm rate.
 
     The link's mean time between false alarms covers all its statistics: each of the six gets
-    six times as long (their alarm rates add up at most to the link's).
+    six times as long (their alarm rates add up at most to the link's), times ``MARGIN``.
     """
     w = state.warm[rows]
     q_s, q_d = _jeffreys(w[:, 4], w[:, 7]), _jeffreys(w[:, 5], w[:, 8])
@@ -205,7 +209,7 @@ def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> 
     mean_window = w / windows[:, None]
     k, n, p0, p1 = _trials(mean_window, *_alternatives(state.baseline[rows], settings, rows))
     kl, delta = llr_moments(n, p0, p1)
-    arl0 = len(STATISTICS) * settings.mean_time_between_false_alarms_s[rows] / (state.warm_seconds[rows] / windows)
+    arl0 = MARGIN * len(STATISTICS) * settings.mean_time_between_false_alarms_s[rows] / (state.warm_seconds[rows] / windows)
     state.threshold[rows] = cusum_threshold(arl0[:, None], np.maximum(kl, 1e-12), delta)
     state.statistic[rows] = 0.0
     state.armed[rows] = True
