@@ -158,7 +158,7 @@ def false_alarm_table(links: int, hours: float, warmup: int, seed: int) -> None:
                                                            dark_count_probability=1e-4),
                   dict(mean_time_between_false_alarms_seconds=3600)))
     for label, fields, overrides in cases:
-        n = links // 5 if overrides else links
+        n = max(1, links // 5) if overrides else links
         p = ts.links(n, **fields)
         config = ts.settings(n, warmup_seconds=warmup, **overrides)
         rules = Rules(n, windows)
