@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reloader = Reloader(source, runtime, settings)
     try:
         server = MetricsServer(exposition, host, port, settings.protection, runtime.faults, reloader.reload,
-                               lambda now: runtime.snapshot.ready(now))
+                               lambda now: runtime.snapshot.ready(now), runtime.rearm)
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)

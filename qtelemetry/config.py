@@ -23,6 +23,7 @@ from qtelemetry.configfile import ConfigError, load_yaml, printable, read_text
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.tamperconfig import TamperConfig
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -159,6 +160,7 @@ class ExporterConfig(StrictModel):
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
     admin_token_file: ReadableFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
+    tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 links")
 
     def admin_token(self) -> str | None:
         """The admin token as the file holds it now; ConfigError if the file became unusable."""
@@ -206,6 +208,7 @@ class LinkConfig(StrictModel):
         None, ge=0.0, description="channel loss the link is engineered for; default: the model's + 3 dB")
     expected_secret_key_rate_bps: float | None = Field(
         None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
+    tamper: TamperConfig | None = Field(None, description="overrides of exporter.tamper for this link")
 
 
 def floats_per_window(protocol: str) -> int:

@@ -30,3 +30,9 @@ def test_events_benchmark_prints_its_ratios():
     assert out.count("x\n") == 3
     found = int(out.split("delay found: ")[1].split(" ps")[0].replace(",", ""))
     assert abs(found - 1_234_567) <= 100  # the pairs' jitter
+
+
+def test_tamper_benchmark_prints_its_tables():
+    out = run("tamper.py", "--links", "3", "--horizon", "20", "--warmup", "30", "--before", "30", "--fa-links", "3",
+              "--fa-hours", "0.01", "--cost-links", "50", "--repeats", "1")
+    assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out

@@ -79,7 +79,7 @@ def serve(directory: Path, config_text: str, web_config_text: str | None = None,
     runtime.reload_hooks.append(exposition.families)
     reloader = Reloader(source, runtime, settings)
     server = MetricsServer(exposition, "127.0.0.1", 0, settings.protection, runtime.faults, reloader.reload,
-                           lambda now: runtime.snapshot.ready(now))
+                           lambda now: runtime.snapshot.ready(now), runtime.rearm)
     reloader.hooks.append(server.protect)
     endpoint = Endpoint(server, runtime, reloader, context)
     if run:

@@ -58,7 +58,7 @@ RENDER_WORKERS = 2
 TEXT = "text/plain; charset=utf-8"
 LANDING = b"""<html><head><title>qtelemetry</title></head><body><h1>qtelemetry</h1>
 <p><a href="/metrics">Metrics</a></p></body></html>"""
-CONTROL_PATHS = ("/-/faults", "/-/reload")
+CONTROL_PATHS = ("/-/faults", "/-/reload", "/-/tamper")
 HEALTH_PATHS = ("/-/healthy", "/-/ready")
 
 #: The problems of a rejected reload as (field, reason) pairs; empty: reloaded.
@@ -174,18 +174,20 @@ class MetricsServer:
     """Serves ``exposition`` on ``host:port`` from a background thread until ``close``.
 
     ``faults(link)`` gives a simulated link's fault control (LookupError otherwise), ``reload``
-    re-reads the config, ``ready(now)`` says whether the exporter is ready and why not.
+    re-reads the config, ``ready(now)`` says whether the exporter is ready and why not, ``rearm(link,
+    relearn)`` clears a link's tamper alarms (LookupError for a link without tamper detectors).
     """
 
     http: _HTTP  #: aiohttp's protocol factory, made on the server's loop
 
     def __init__(self, exposition: Exposition, host: str, port: int, protection: Protection,
                  faults: Callable[[str], FaultControl], reload: Reload,
-                 ready: Callable[[float], tuple[bool, str]]):
+                 ready: Callable[[float], tuple[bool, str]], rearm: Callable[[str, bool], None]):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         self._sock.setblocking(False)
         self._exposition, self._faults, self._reload, self._ready = exposition, faults, reload, ready
+        self._rearm = rearm
         self._protection = protection
         self._auth = BasicAuth(protection.web.basic_auth_users)
         self.connections = Connections(MAX_CONNECTIONS, WAIT_TIMEOUT_S)
@@ -332,6 +334,9 @@ class MetricsServer:
                 text = "".join(f"{field}: {reason}\n" for field, reason in problems)
                 raise _Refusal(500, "config not reloaded, the previous one keeps running:\n" + text.rstrip("\n"))
             return 200, b"config reloaded\n", {"Content-Type": TEXT}
+        if request.path == "/-/tamper":
+            _allow(request.method, "POST")
+            return await self._rearm_link(await _json_object(request))
         _allow(request.method, "POST", "DELETE")
         body = await _json_object(request)
         link = body.pop("link", None)
@@ -340,6 +345,22 @@ class MetricsServer:
         if request.method == "POST":
             return await self._inject(link, body)
         return await self._clear(link, body)
+
+    async def _rearm_link(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        """POST /-/tamper {"link", "relearn": optional bool} clears a link's tamper alarms after an investigation."""
+        link, relearn = body.pop("link", None), body.pop("relearn", False)
+        if body:
+            raise _Refusal(400, f"unknown keys: {', '.join(sorted(map(repr, body)))[:200]} (expected link, relearn)")
+        if not isinstance(link, str):
+            raise _Refusal(400, "link: expected the name of a decoy-BB84 link")
+        if not isinstance(relearn, bool):
+            raise _Refusal(400, "relearn: expected true or false")
+        try:
+            await asyncio.to_thread(self._rearm, link, relearn)
+        except LookupError as exc:
+            raise _Refusal(400, str(exc)) from None
+        log.warning("tamper detectors re-armed", extra={"link": link, "relearn": relearn})
+        return 200, json.dumps({"rearmed": link, "relearn": relearn}).encode(), {"Content-Type": "application/json"}
 
     async def _inject(self, link: str, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         """POST /-/faults {"link", "kind", ...FaultConfig fields} starts a fault now."""

@@ -386,6 +386,18 @@ def bb84_link(c: MonitoringConfig) -> Board:
             ts("Pulses sent per second", "cps", "Transmitter pulses per second by intensity class.",
                Q(f"sum by (intensity) (rate(qkd_pulses_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
         )),
+        Row("Tamper detection", (
+            ts("Tamper detectors: statistic over threshold", "none",
+               "Each sequential detector's CUSUM statistic divided by its alarm threshold: at 1 (red) the detector "
+               "alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal "
+               "gain ratio (PNS, blinding); vacuum_gain: dark counts. Empty during the warm-up.",
+               Q(f"qkd_tamper_statistic{L}", "{{detector}}"), steps=((1, RED),), lines=True, min=0),
+            ts("Against the learned baseline", "none",
+               "Sliding-window QBERs and gains over the baseline the detectors learned (1 = as learned): a bend or "
+               "a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain "
+               "up and QBER down.",
+               Q(f"qkd_tamper_baseline_ratio{L}", "{{quantity}}"), symlog=1),
+        )),
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BB84,)), tags=("qkd",))

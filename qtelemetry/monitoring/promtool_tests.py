@@ -143,6 +143,16 @@ def cases(cluster: str = "cluster") -> list[Case]:
         Case("QKDDarkCountsSuppressed", "too few vacuum pulses for the drop to mean anything", {
             sel("qkd_gain_ratio", **VAC): "0.000001x60 0.0000001x40",
             sel("qkd_pulses_total", **VAC): "0+1000x100"}, "95m"),
+        # --- tamper detectors -----------------------------------------------------------------
+        Case("QKDTamperSuspected", "the decoy-gain detector alarms (blinding)", {
+            sel("qkd_tamper_alarm", detector="decoy_gain"): "0x5 1x10",
+            sel("qkd_tamper_alarm", detector="qber_z"): "0x15"}, "8m",
+            (Fires(link(detector="decoy_gain"), 1),)),
+        Case("QKDTamperSuspected", "every detector below its threshold", {
+            sel("qkd_tamper_alarm", detector="qber_z"): "0x15",
+            sel("qkd_tamper_statistic", detector="qber_z"): "0.9x15"}, "10m"),
+        Case("QKDTamperSuspected", "still warming up: no alarm series yet", {
+            sel("qkd_tamper_warmup"): "1x15"}, "10m"),
         # --- key store ------------------------------------------------------------------------
         Case("QKDKeyBufferExhaustionForecast", "store at 40% and draining 20 kbit/min", {
             sel("qkd_key_buffer_bits"): "4000000-20000x60", sel("qkd_key_buffer_capacity_bits"): "10000000x60"},

@@ -370,6 +370,18 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
                   f"stop clicking on empty pulses are the signature of a blinding attack (bright light "
                   f"forcing the detectors into linear mode), or of a detector that lost its bias. Treat the "
                   f"link's key as suspect.")),
+        Alert("QKDTamperSuspected", "qkd_tamper_alarm == 1", "0s", "critical",
+              summary="Tamper detector [[detector]] of QKD link [[link]] alarmed: possible eavesdropping.",
+              description=(
+                  "The [[detector]] sequential detector (CUSUM) of link [[link]] crossed its threshold against the "
+                  "baseline it learned at start: qber_z/qber_x a QBER rise (intercept-resend on a fraction f of the "
+                  "pulses adds f/4), decoy_gain a shift of the decoy/signal gain ratio (photon-number splitting, "
+                  "faked clicks after blinding), vacuum_gain dark counts far from their baseline (blinding, "
+                  "detector control, or detector noise). Its threshold is set for the configured mean time "
+                  "between false alarms of the link (exporter.tamper), so a page is rare by construction and "
+                  "needs no for: delay; the alarm latches until an operator re-arms the link (POST /-/tamper). "
+                  "Treat key distilled since the statistic began to rise as compromised."),
+              labels={"notify": "security"}),
         Alert("QKDKeyBufferExhaustionForecast",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(forecast.fill_ratio)}\n"
               f"and on ({raw})\n"

@@ -179,6 +179,44 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 "Ageing detectors: plan a replacement."),
             escalate="Vendor ticket; page if QBER alerts fire too.",
         ),
+        "QKDTamperSuspected": Runbook(
+            meaning=("A sequential change detector (CUSUM on each window's counts, against the baseline the link "
+                     "learned in its warm-up) crossed its threshold; the `detector` label says which. Thresholds "
+                     "follow the configured mean time between false alarms (exporter.tamper, 30 days per link by "
+                     "default), so this alarm is rare without a change. What each detector saw, and how to tell "
+                     "an attack from a fault with `qkd_tamper_baseline_ratio` (1 = as learned): "
+                     "qber_z/qber_x - the QBER rose (intercept-resend on a fraction f of the pulses adds f/4; "
+                     "misalignment drift looks the same); decoy_gain - the decoy/signal gain ratio moved: up with "
+                     "vacuum_gain up and QBER down is detector blinding (Eve's faked clicks ignore the intensity), "
+                     "down is photon-number splitting (Eve keeps multi-photon pulses); vacuum_gain - dark counts "
+                     "moved: down is a blinded detector, up with QBER up is detector noise (QKDDarkCountsHigh), up "
+                     "with QBER down is blinding. A fibre bend lowers signal_gain and decoy_gain alike (loss step, "
+                     "QKDChannelLossStep) and leaves the ratio and the vacuum gain alone: it alarms no detector "
+                     "unless the dark counts' share of a long link's clicks raises its QBER by the configured "
+                     "shift, and then signal_gain is well below 1 too. A source drift scales signal and decoy "
+                     "gains alike and alarms nothing; signal_gain shows it."),
+            impact=("Security: an eavesdropper may know part of the key. Treat key distilled since the detector's "
+                    "statistic began to rise (the panel shows when it left 0) as compromised, and key from the whole "
+                    "window if that time is unclear."),
+            confirm=(f"qkd_tamper_statistic{L}", f"qkd_tamper_baseline_ratio{L}",
+                     f"sum by (basis) (increase(qkd_errors_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))\n"
+                     f"/ sum by (basis) (increase(qkd_sifted_detections_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))",
+                     f"rate(qkd_detections_total{L}[5m]) / rate(qkd_pulses_total{L}[5m])",
+                     f"qkd_channel_loss_db{L}"),
+            mitigation=(
+                "Stop handing out key from this link and switch its consumers to the fallback key exchange "
+                "(classical or post-quantum) before diagnosing.",
+                "Have consumers discard key delivered since the statistic began to rise and rekey from a trusted "
+                "source; record the window in the incident.",
+                "Confirm with the raw counters above (QBER per basis from errors/sifted, gains per intensity from "
+                "detections/pulses): the detector's baseline ratio should show the same move.",
+                "Inspect the fibre path and the receiver (photocurrent monitors for blinding, taps, patch changes); "
+                "a loss step at the same time points at the fibre, not at the detectors.",
+                "Once cleared, re-arm: `curl -X POST -H \"Authorization: Bearer $(cat admin.token)\" -d "
+                "'{\"link\": \"<link>\"}' https://<exporter>/-/tamper`; add `\"relearn\": true` to learn a new "
+                "baseline after a planned change (realignment, new source). The alarm stays latched until then."),
+            escalate="Page security at once (the alert is routed to them); do not resume key delivery until they agree.",
+        ),
         "QKDDarkCountsSuppressed": Runbook(
             meaning=(f"The vacuum-pulse gain fell below 1/{num(t.dark_count_factor)} of its {b.window} median while "
                      f"the baseline predicts over {num(t.dark_count_min_expected)} vacuum detections per "

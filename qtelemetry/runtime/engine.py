@@ -25,6 +25,7 @@ from qtelemetry.runtime.failures import FailureLog
 from qtelemetry.runtime.ingest import INCONSISTENT, INVALID, MALFORMED, MalformedBatch, Slots, Taken, check_rows, coerce
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.snapshot import GroupSnapshot, Snapshot
+from qtelemetry.runtime.tamper import TamperDetectors
 from qtelemetry.runtime.window import SlidingWindow
 
 
@@ -85,6 +86,7 @@ class Engine:
         self._log = FailureLog(table.names)
         #: called on the estimation thread with every window folded; empty (no cost) unless recording
         self.observers: list[Callable[[Folded], None]] = []
+        self.tamper = TamperDetectors([links[i] for i in table.groups.get(TamperDetectors.protocol, ())], exporter.tamper)
 
     def _build_fleets(self) -> list[Fleet]:
         by_type: dict[type[FleetConfig], list[int]] = {}
@@ -115,6 +117,13 @@ class Engine:
         except LookupError as exc:
             raise LookupError(f"{exc}: faults can only be injected into simulated links") from None
         return fleet.faults(row)
+
+    def rearm(self, link: str, relearn: bool) -> None:
+        """Re-arm a link's tamper detectors; LookupError for an unknown link or one without them."""
+        index = self.table.index.get(link)
+        if index is None or self.table.links[index].driver.protocol != self.tamper.protocol:
+            raise LookupError(f"link {link!r} has no tamper detectors (decoy-BB84 links only)")
+        self.tamper.rearm(int(self._row[index]), relearn)
 
     def accept(self, link: str, reading: object, received_at: float) -> bool | None:
         """A polled reading (event-loop thread): coerce, check, coalesce into the link's slot.
@@ -184,9 +193,9 @@ class Engine:
         self._fail_rows(fleet.links[invalid], INVALID, f"{fleet.protocol} fleet")
         self._fail_rows(fleet.links[inconsistent], INCONSISTENT, f"{fleet.protocol} fleet")
         good = ~(invalid | inconsistent)
-        links = fleet.links[good]
-        self.windows[fleet.protocol].fold(fleet.rows[good], {k: v[good] for k, v in counts.items()},
-                                          np.full(links.size, batch.duration_s))
+        links, counts = fleet.links[good], {k: v[good] for k, v in counts.items()}
+        duration = np.full(links.size, batch.duration_s)
+        self._fold(fleet.protocol, fleet.rows[good], counts, duration)
         self._received[links] = now
         self._ok[links] = True
         self._stalled[links] = False
@@ -195,14 +204,20 @@ class Engine:
         if batch.faults is not None and np.shape(batch.faults) == (len(fleet.links), len(FAULT_KINDS)):
             self._faults[fleet.links] = batch.faults
         if self.observers:
-            self._observe(fleet.protocol, links, fleet.rows[good], {k: v[good] for k, v in counts.items()},
-                          np.full(links.size, batch.duration_s), np.full(links.size, now))
+            self._observe(fleet.protocol, links, fleet.rows[good], counts, duration, np.full(links.size, now))
 
     def _observe(self, protocol: str, links: NDArray[np.intp], rows: NDArray[np.intp], counts: Mapping[str, NDArray],
                  duration: NDArray[np.float64], end: NDArray[np.float64]) -> None:
         params = {k: v[rows] for k, v in self.windows[protocol].params.items()}
         for observe in self.observers:
             observe(Folded(protocol, self.table, links, params, counts, duration, end, self._faults[links]))
+
+    def _fold(self, protocol: str, rows: NDArray[np.intp], counts: Mapping[str, NDArray[np.float64]],
+              duration: NDArray[np.float64]) -> None:
+        """New windows into the sliding sums and, window by window, into the tamper detectors."""
+        self.windows[protocol].fold(rows, counts, duration)
+        if protocol == self.tamper.protocol:
+            self.tamper.fold(rows, counts, duration)
 
     def _fail_rows(self, links: NDArray[np.intp], reason: str, what: str) -> None:
         """Count one failure on each of ``links``."""
@@ -213,7 +228,7 @@ class Engine:
 
     def _take(self, taken: Taken) -> None:
         for protocol, (rows, counts, duration) in taken.windows.items():
-            self.windows[protocol].fold(rows, counts, duration)
+            self._fold(protocol, rows, counts, duration)
             links = self.table.groups[protocol][rows]
             self._received[links] = taken.received_at[links]
             self._stalled[links] = False
@@ -229,6 +244,8 @@ class Engine:
             estimates = PROTOCOLS[protocol].estimate(window.window(), window.duration, window.params,
                                                      self.config.exporter.confidence_level)
         estimates.update({k: v.copy() for k, v in window.latest.items()})
+        if protocol == self.tamper.protocol:
+            estimates.update(self.tamper.estimates(estimates))
         return GroupSnapshot(MappingProxyType(estimates), MappingProxyType({k: v.copy() for k, v in window.totals.items()}))
 
     def _count_skipped(self) -> None:
@@ -280,6 +297,8 @@ class Engine:
             rows, old_rows = _common([self.table.names[i] for i in self.table.groups[protocol]],
                                      [old.table.names[i] for i in old.table.groups[protocol]])
             window.adopt(rows, old.windows[protocol], old_rows)
+            if protocol == self.tamper.protocol:
+                self.tamper.adopt(rows, old.tamper, old_rows)
         now = time.time()
         for fleet in self._fleets:
             same = [f for f in old._fleets if type(f.driver) is type(fleet.driver)]

@@ -75,6 +75,12 @@ class Runtime:
     def faults(self, link: str) -> FaultControl:
         return self._engine.faults(link)
 
+    def rearm(self, link: str, relearn: bool = False) -> None:
+        """Clear a link's tamper statistics and alarms (``relearn``: and learn a new baseline) between
+        two cycles; LookupError for a link without tamper detectors."""
+        with self._lock:
+            self._engine.rearm(link, relearn)
+
     def fleet_of(self, link: str) -> tuple[FleetDriver, int]:
         """The fleet that simulates ``link`` and its row there (a device process reads its key store)."""
         return self._engine.fleet_of(link)
