@@ -109,8 +109,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
            ("link", "basis"), (*KEY_PROTOCOLS, SIFTED), series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
-
-           ("link", "basis"), KEY_PROTOCOLS, series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
     # --- decoy-state BB84: tamper detection (sequential CUSUMs on each window's counts) ------
     Metric("qkd_tamper_statistic", "gauge", "",
            "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level), by detector: qber_z, qber_x "
