@@ -4,6 +4,7 @@
   prometheusRules+:: { groups+: (import 'rules.json').groups },
   grafanaDashboards+:: {
     "qtelemetry-bb84-decoy.json": (import 'dashboards/qtelemetry-bb84-decoy.json'),
+    "qtelemetry-bb84-sifted.json": (import 'dashboards/qtelemetry-bb84-sifted.json'),
     "qtelemetry-bbm92-spdc.json": (import 'dashboards/qtelemetry-bbm92-spdc.json'),
     "qtelemetry-etsi-qkd-014.json": (import 'dashboards/qtelemetry-etsi-qkd-014.json'),
     "qtelemetry-etsi-qkd-015.json": (import 'dashboards/qtelemetry-etsi-qkd-015.json'),

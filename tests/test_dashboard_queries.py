@@ -68,6 +68,9 @@ from devices import device_tls, kme_link, node_link
 from qtelemetry.cli import main
 from qtelemetry.config import default_config_text
 from qtelemetry.monitoring.config import DEFAULT
+
+#: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in the README's SeQUeNCe section)
+SEQUENCE_RECORDING = Path(__file__).parent / "data" / "sequence-bb84-cascade.parquet"
 from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
 from realstack import (
     PROMETHEUS_BIN,
@@ -394,7 +397,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 
 def demo_with_devices(tmp: Path) -> tuple[DeviceProcess, Path]:
     """A ``qtelemetry simulate`` process, and an exporter config: the embedded demo plus an etsi014
-    and an etsi015 link watching it (every link kind the drill-downs show)."""
+    and an etsi015 link watching it, and a SeQUeNCe BB84 + Cascade link replayed from a recording
+    (every link kind the drill-downs show)."""
     pki = tmp / "pki"
     assert main(["simulate", "--make-pki", str(pki), "--client", "sae-a", "--client", "exporter"]) == 0
     link = {"name": "ab", "site_a": "a", "site_b": "b", "driver": {"type": "simulated-bb84", "fiber_length_km": 10}}
@@ -405,7 +409,9 @@ def demo_with_devices(tmp: Path) -> tuple[DeviceProcess, Path]:
     urls = devices.urls["a"]
     config = yaml.safe_load(default_config_text())
     config["links"] += [kme_link("kme-a-b", urls["kme"], "sae-b", pki, "sae-a", poll_interval_seconds=1, probe_interval_seconds=1),
-                        node_link("node-a-b", urls["restconf"], "ab", pki, "exporter", poll_interval_seconds=1)]
+                        node_link("node-a-b", urls["restconf"], "ab", pki, "exporter", poll_interval_seconds=1),
+                        {"name": "sequence-bb84", "site_a": "lab-a", "site_b": "lab-b",
+                         "driver": {"type": "replay", "path": str(SEQUENCE_RECORDING), "loop": True}}]
     (tmp / "exporter.yaml").write_text(yaml.safe_dump(config))
     return devices, tmp / "exporter.yaml"
 

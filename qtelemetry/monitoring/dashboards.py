@@ -38,7 +38,7 @@ from grafana_foundation_sdk.models import dashboard as dm  # noqa: E402
 from grafana_foundation_sdk.models import prometheus as pm  # noqa: E402
 
 from qtelemetry.estimation.reported import ETSI014, ETSI015
-from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
+from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED, SIFTED
 from qtelemetry.monitoring.config import MonitoringConfig
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
 from qtelemetry.monitoring.rules import (
@@ -371,11 +371,7 @@ def bb84_link(c: MonitoringConfig) -> Board:
         Row("Detectors", (
             ts("Detections per second", "cps", "Receiver clicks per second by intensity class (before sifting).",
                Q(f"sum by (intensity) (rate(qkd_detections_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
-            ts("Sifted bits and errors per second", "cps", "Signal-pulse sifted bits and bit errors per second, by basis.",
-               Q('sum by (basis) (rate(qkd_sifted_detections_total{link="$link", intensity="signal"}[$__rate_interval]))',
-                 "{{basis}} sifted"),
-               Q('sum by (basis) (rate(qkd_errors_total{link="$link", intensity="signal"}[$__rate_interval]))',
-                 "{{basis}} errors"), symlog=1),
+            sifted_errors_panel(),
             ts("Dark counts: vacuum gain vs baseline", "percentunit",
                f"Clicks on empty pulses ({b.smoothing} average) against the band of x{k} around the {b.window} "
                "median. Far above: hot detector or stray light. Far below: a detector-blinding signature.",
@@ -401,6 +397,36 @@ def bb84_link(c: MonitoringConfig) -> Board:
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BB84,)), tags=("qkd",))
+
+
+def sifted_errors_panel(**kw: Any) -> Panel:
+    return ts("Sifted bits and errors per second", "cps", "Signal-pulse sifted bits and bit errors per second, by basis.",
+              Q('sum by (basis) (rate(qkd_sifted_detections_total{link="$link", intensity="signal"}[$__rate_interval]))',
+                "{{basis}} sifted"),
+              Q('sum by (basis) (rate(qkd_errors_total{link="$link", intensity="signal"}[$__rate_interval]))',
+                "{{basis}} errors"), symlog=1, **kw)
+
+
+def sifted_link(c: MonitoringConfig) -> Board:
+    """SeQUeNCe's BB84 + Cascade: no decoy states and no privacy amplification, so no loss or secret key."""
+    return Board(SIFTED, "qtelemetry / BB84 link without decoy states (SeQUeNCe)",
+                 "Drill-down of one simulated BB84 + Cascade link: sifted and error-corrected key, QBER.", (
+        status_row(c,
+                   st("QBER upper bound", "percentunit", "Worst basis, upper confidence bound.",
+                      Q(f"max(qkd_qber_upper_bound_ratio{L})"), steps=qber_steps(c)),
+                   st("Corrected key rate", "bps", "Key released by error correction: reconciled, not secret.",
+                      Q(f"qkd_corrected_key_rate_bits_per_second{L}"))),
+        Row("Key rate", (
+            ts("Sifted and error-corrected key rate", "bps",
+               "Bits left after sifting, and bits Cascade released after error correction (no privacy "
+               "amplification follows, so neither is secret key).",
+               Q(f"qkd_sifted_key_rate_bits_per_second{L}", "sifted"),
+               Q(f"qkd_corrected_key_rate_bits_per_second{L}", "error-corrected"), w=12, symlog=1),
+            sifted_errors_panel(w=12),
+        )),
+        qber_row(c),
+        driver_row(simulated=False),
+    ), link=LinkVariable((SIFTED,)), tags=("qkd",))
 
 
 def bbm92_link(c: MonitoringConfig) -> Board:
@@ -715,7 +741,7 @@ def exporter(c: MonitoringConfig) -> Board:
 
 
 #: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
-BOARDS = (fleet, bb84_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter)
+BOARDS = (fleet, bb84_link, sifted_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter)
 
 
 # -------------------------------------------------------------------------------------------
