@@ -125,8 +125,8 @@ def run_history(args: argparse.Namespace) -> int:
         return _usage(f"history needs simulated links only; polled: {', '.join(polled)}")
     with open(args.out, "w", encoding="utf-8") as out:
         history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
-    if args.ledger:
-        history.ledger.to_csv(args.ledger)
+    if args.ledger:  # one row per time and link: the amounts a report's key figures must match
+        history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(args.ledger, index=False)
     print(f"{args.out}: {history.samples} samples, {history.times.size} steps; next: "
           f"promtool tsdb create-blocks-from openmetrics {args.out} DATA_DIR")
     return 0

@@ -29,7 +29,7 @@ def _png(fig: plt.Figure) -> bytes:
 
 
 def _dates(series: Series) -> np.ndarray:
-    return pd.to_datetime(series.times, unit="s", utc=True).to_numpy()
+    return pd.to_datetime(series.ends, unit="s", utc=True).to_numpy()
 
 
 def _axes(rows: int, title: str) -> tuple[plt.Figure, np.ndarray]:

@@ -148,7 +148,8 @@ def evaluate(prom: Prometheus, rules: list[Rule], start: float, end: float, step
         try:
             # start early enough that an alert pending at the start of the period fires on time
             every = max(rule.interval_s, step)
-            matrix = prom.range(inline(rule.expr, missing, every), start - rule.for_s, end, every, rule.name)
+            lead = math.ceil(rule.for_s / every - 1e-9) * every  # on the period's grid
+            matrix = prom.range(inline(rule.expr, missing, every), start - lead, end, every, rule.name)
         except Exception as exc:  # noqa: BLE001 - a rule Prometheus refuses is reported, not fatal
             failed.append((rule.name, str(exc)[:300]))
             continue

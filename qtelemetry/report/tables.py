@@ -1,5 +1,7 @@
 """The report's numbers: per link and for the network, from the period's series on one time grid.
 
+Each point of the grid stands for the step that ends there (a sample covers the window before
+it), so the point at the start of the period only anchors the counters' first difference.
 A link is *available* at a step when ``qlink_up`` is 1 and it produces what it exists for: a
 positive secret key rate (QKD links) or heralded pairs (memory links); a link with neither metric
 counts as available while up. A step without ``qlink_up`` is *no data*: it is left out of every
@@ -57,8 +59,17 @@ class Series:
     def links(self) -> list[str]:
         return sorted(self.protocols)
 
+    @property
+    def ends(self) -> np.ndarray:
+        """End times of the period's steps (the grid without its start)."""
+        return self.times[1:]
+
     def get(self, name: str, link: str) -> np.ndarray:
-        """Values of ``name`` for ``link``; all NaN (missing) if Prometheus has none."""
+        """Values of ``name`` for ``link`` at the ends of the steps; all NaN (missing) if Prometheus has none."""
+        return self.grid(name, link)[1:]
+
+    def grid(self, name: str, link: str) -> np.ndarray:
+        """Values of ``name`` for ``link`` on the whole grid, start included."""
         return self.data.get(name, {}).get(link, np.full(self.times.size, np.nan))
 
     def has(self, name: str, link: str) -> bool:
@@ -90,10 +101,11 @@ def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float
     return Series(times, step, data, protocols)
 
 
-def increments(counter: np.ndarray) -> np.ndarray:
-    """Per-step increase of a counter (NaN where either end is missing); a fall is a reset to 0."""
-    delta = np.diff(counter, prepend=np.nan)
-    return np.where(delta < 0, counter, delta)
+def increments(series: Series, name: str, link: str) -> np.ndarray:
+    """Increase of a counter over each step (NaN where either end is missing); a fall is a reset to 0."""
+    counter = series.grid(name, link)
+    delta = np.diff(counter)
+    return np.where(delta < 0, counter[1:], delta)
 
 
 def availability_states(series: Series, link: str) -> np.ndarray:
@@ -124,7 +136,7 @@ def _total(values: np.ndarray) -> float:
 def link_table(series: Series, objective: float) -> pd.DataFrame:
     """One row per link: availability, outages, key supply, distributions, trends."""
     rows = []
-    step, hours = series.step, series.times
+    step, hours = series.step, series.ends
     for link in series.links:
         state = availability_states(series, link)
         with_data = state > 0
@@ -132,8 +144,8 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
         starts, ends = runs(unavailable)
         lengths = (ends - starts) * step
         up_s = float((state == 1).sum() * step)
-        requested = increments(series.get("requested", link))
-        delivered = increments(series.get("delivered", link))
+        requested = increments(series, "requested", link)
+        delivered = increments(series, "delivered", link)
         unmet = requested - delivered
         buffer = series.get("buffer", link)
         req, dlv = _total(requested), _total(delivered)
@@ -156,7 +168,7 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
             "outage_s_max": float(lengths.max()) if lengths.size else np.nan,
             "mttr_s": float(lengths.mean()) if lengths.size else np.nan,
             "mtbf_s": up_s / starts.size if starts.size else np.nan,
-            "key_requested_bits": req, "key_delivered_bits": dlv, "key_generated_bits": _total(increments(series.get("generated", link))),
+            "key_requested_bits": req, "key_delivered_bits": dlv, "key_generated_bits": _total(increments(series, "generated", link)),
             "key_supply_ratio": ratio,
             "error_budget_spent": (1 - ratio) / (1 - objective) if np.isfinite(ratio) else np.nan,
             "unmet_demand_s": float((unmet > 0).sum() * step) if series.has("requested", link) else np.nan,
@@ -201,13 +213,14 @@ def network_row(links: pd.DataFrame, objective: float) -> dict[str, float]:
 
 def daily_key(series: Series) -> pd.DataFrame:
     """Key requested and delivered per link and UTC day, in bits."""
-    day = pd.to_datetime(series.times, unit="s", utc=True).floor("D")
+    # a step belongs to the day it started in
+    day = pd.to_datetime(series.ends - series.step, unit="s", utc=True).floor("D")
     frames = []
     for link in series.links:
         if not series.has("requested", link):
             continue
-        frame = pd.DataFrame({"day": day, "requested_bits": increments(series.get("requested", link)),
-                              "delivered_bits": increments(series.get("delivered", link))})
+        frame = pd.DataFrame({"day": day, "requested_bits": increments(series, "requested", link),
+                              "delivered_bits": increments(series, "delivered", link)})
         daily = frame.groupby("day").sum(min_count=1).reset_index()
         daily.insert(1, "link", link)
         frames.append(daily)
@@ -226,7 +239,8 @@ def outages(series: Series) -> pd.DataFrame:
         state = availability_states(series, link)
         starts, ends = runs((state == 2) | (state == 3))
         for s, e in zip(starts.tolist(), ends.tolist()):
-            rows.append({"link": link, "start": series.times[s], "end": series.times[e] if e < state.size else np.nan,
+            rows.append({"link": link, "start": series.ends[s] - series.step,
+                         "end": series.ends[e - 1] if e < state.size else np.nan,
                          "length_s": (e - s) * series.step,
                          "kind": "down" if (state[s:e] == 2).any() else "no key"})
     return pd.DataFrame(rows, columns=["link", "start", "end", "length_s", "kind"])
