@@ -37,8 +37,10 @@ from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # start of the history
 DAY = 86400.0
-#: The report covers days 2-7: the first day gives the alerts' one-day baselines their history.
-START, END = T0 + DAY, T0 + 7 * DAY
+#: The report starts half a day before the history (that half day must read "no data", never zero)
+#: and ends with it; the faults come after the first day, which gives the alerts' baselines history.
+START, END = T0 - DAY / 2, T0 + 7 * DAY
+FIRST = T0 + 300  # the history's first sample: the end of its first window
 
 
 def script() -> dict:
@@ -67,7 +69,7 @@ def rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The week's history in a real Prometheus, and the report of days 2-7 (built once)."""
+    """The week's history in a real Prometheus, and its report (built once)."""
     require_binaries("prometheus", PROMTOOL_BIN)
     work = tmp_path_factory.mktemp("report")
     history, ledger, tsdb = work / "week.om", work / "ledger.csv", work / "tsdb"
@@ -84,25 +86,21 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             extra_args=["--storage.tsdb.retention.time=100y", "--query.lookback-delta=4m"])
     try:
         out = work / "out"
-        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-03T00:00:00Z",
+        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-01T12:00:00Z",
                             "--end", str(END), "--out", str(out))
         assert report.returncode == 0, report.stderr
-        gap = work / "gap"  # a period that starts half a day before the history does
-        partial = qtelemetry("report", "--prometheus", prometheus.url, "--start", str(T0 - DAY / 2),
-                             "--end", str(T0 + DAY / 2), "--out", str(gap), "--alerts-source", "evaluate")
-        assert partial.returncode == 0, partial.stderr
     finally:
         prometheus.stop()
     ledger_at: dict[float, dict[tuple[str, str], float]] = {}
     for r in rows(ledger):
         ledger_at.setdefault(float(r["time"]), {})[(r["link"], "key_delivered_bits")] = float(r["key_delivered_bits"])
-    return {"out": out, "gap": gap, "ledger": ledger_at, "log": report.stderr,
+    return {"out": out, "ledger": ledger_at, "log": report.stderr,
             "links": {r["link"]: r for r in rows(out / "links.csv")}}
 
 
 def test_availability_and_outages_match_the_scripted_faults(week: dict) -> None:
     step, links = script()["step"], week["links"]
-    period = END - START
+    period = END - T0  # the time with data
     cut = windows(fault("metro-10km", "fiber-cut")["duration_s"]) * step
     # Eve intercepts half the pulses: +12.5% QBER over the link's 1-2%, past the 11% above which
     # BB84 distils no key at all (Shor-Preskill), so the attack is an outage of the key service
@@ -113,7 +111,7 @@ def test_availability_and_outages_match_the_scripted_faults(week: dict) -> None:
         assert abs(float(row["outage_s_total"]) - lost) <= step, (link, row["outage_s_total"], lost)
         assert float(row["mttr_s"]) == float(row["outage_s_total"])
         assert abs(float(row["availability"]) - (1 - lost / period)) <= step / period
-        assert float(row["no_data_s"]) == 0
+        assert float(row["no_data_s"]) == T0 - START  # before the history: no data, not down
     for link in ("longhaul-100km", "entangled-20km"):
         assert int(links[link]["outages"]) == 0 and float(links[link]["availability"]) == 1.0
         assert links[link]["mttr_s"] == ""  # no outage: no MTTR, not a zero
@@ -127,7 +125,7 @@ def test_availability_and_outages_match_the_scripted_faults(week: dict) -> None:
 
 def test_key_requested_and_delivered_match_the_script_and_the_simulator(week: dict) -> None:
     step, links = script()["step"], week["links"]
-    period = END - START
+    period = END - FIRST  # counters are differenced from their first sample on
     for name, driver in script()["links"].items():
         extra = 0.0
         for f in driver.get("faults", []):
@@ -136,16 +134,17 @@ def test_key_requested_and_delivered_match_the_script_and_the_simulator(week: di
         requested = driver["key_consumption_bps"] * period + extra
         assert math.isclose(float(links[name]["key_requested_bits"]), requested, rel_tol=1e-9), name
         ledger = week["ledger"]
-        delivered = ledger[END][(name, "key_delivered_bits")] - ledger[START][(name, "key_delivered_bits")]
+        delivered = ledger[END][(name, "key_delivered_bits")] - ledger[FIRST][(name, "key_delivered_bits")]
         assert math.isclose(float(links[name]["key_delivered_bits"]), delivered, rel_tol=1e-9), name
     # the store of the long-haul link runs dry within the first window of tenfold demand
     burst = windows(fault("longhaul-100km", "key-overconsumption")["duration_s"]) * step
     assert abs(float(links["longhaul-100km"]["key_store_empty_s"]) - burst) <= step
     assert float(links["longhaul-100km"]["key_supply_ratio"]) < 1
     assert float(links["entangled-20km"]["key_supply_ratio"]) == 1.0
-    daily = rows(week["out"] / "key_per_day.csv")
-    metro = [d for d in daily if d["link"] == "metro-10km"]
-    assert len(metro) == 6 and all(math.isclose(float(d["requested_bits"]), 20000 * DAY, rel_tol=1e-9) for d in metro)
+    daily = {d["day"]: d for d in rows(week["out"] / "key_per_day.csv") if d["link"] == "metro-10km"}
+    assert daily["2026-11-01"]["requested_bits"] == ""  # before the history: missing, not 0
+    full = [daily[f"2026-11-{day:02d}"] for day in range(3, 9)]
+    assert all(math.isclose(float(d["requested_bits"]), 20000 * DAY, rel_tol=1e-9) for d in full)
 
 
 def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> None:
@@ -168,7 +167,11 @@ def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> Non
             expected = (windows(lasting) - math.ceil(for_s / step)) * step
             assert abs(float(found[0]["firing_s"]) - expected) <= step, (alert, found[0], expected)
     assert not [i for i in incidents if i["link"] == "entangled-20km"]
-    assert not [i for i in incidents if i["alertname"] in ("QLinkDown", "QTelemetryExporterAbsent")]
+    assert not [i for i in incidents if i["alertname"] == "QLinkDown"]
+    # before the history there was no exporter to scrape: absent until its first sample
+    absent = [i for i in incidents if i["alertname"] == "QTelemetryExporterAbsent"]
+    assert len(absent) == 1
+    assert T0 - step <= datetime.fromisoformat(absent[0]["resolved_at"]).timestamp() <= FIRST + step
     by_alert = rows(week["out"] / "incidents_by_alert.csv")
     assert sum(int(r["incidents"]) for r in by_alert) == len(incidents)
 
@@ -176,24 +179,11 @@ def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> Non
 def test_verdicts_follow_the_targets(week: dict) -> None:
     verdicts = {(r["scope"], r["target"]): r["verdict"] for r in rows(week["out"] / "verdicts.csv")}
     # default targets: availability >= 99%, key supplied >= 99.9%, MTTR <= 4 h
-    assert verdicts[("metro-10km", "availability")] == "not met"  # 3 h 05 of 6 days: 97.9%
+    assert verdicts[("metro-10km", "availability")] == "not met"  # 3 h 05 of 7 days: 98.2%
     assert verdicts[("longhaul-100km", "availability")] == "met"
     assert verdicts[("longhaul-100km", "key supplied / requested")] == "not met"
     assert verdicts[("entangled-20km", "key supplied / requested")] == "met"
     assert verdicts[("metro-10km", "mean time to restore (s)")] == "met"
-
-
-def test_time_before_the_history_is_no_data_not_zero(week: dict) -> None:
-    links = {r["link"]: r for r in rows(week["gap"] / "links.csv")}
-    half = DAY / 2
-    for name, driver in script()["links"].items():
-        row = links[name]
-        # the first sample is one step after the history starts
-        assert abs(float(row["no_data_s"]) - half) <= script()["step"], row
-        assert float(row["availability"]) == 1.0  # the missing half day is not counted as down
-        assert math.isclose(float(row["key_requested_bits"]), driver["key_consumption_bps"] * (half - script()["step"]),
-                            rel_tol=1e-9)
-    assert "no data" in (week["gap"] / "report.html").read_text()
 
 
 class _Page(HTMLParser):
@@ -217,6 +207,7 @@ def test_html_is_self_contained_with_every_section(week: dict) -> None:
     assert {"summary", "key", "availability", "performance", "entanglement", "incidents"} <= page.ids
     images = [s for s in page.sources if s.startswith("data:image/png;base64,")]
     assert len(images) >= 5 and len(images) == len(page.sources)  # nothing loaded from elsewhere
+    assert "no data for 12.0 h" in (week["out"] / "report.html").read_text()  # the half day before the history
 
 
 def test_bad_pilot_target_is_a_config_error_naming_the_field(tmp_path: Path) -> None:

@@ -61,13 +61,7 @@ def _secret(path: str | None, flag: str) -> str | None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    try:
-        extras.require("matplotlib", "report")
-    except extras.MissingExtra as exc:
-        return _usage(f"qtelemetry report: {exc}")
     from qtelemetry.monitoring.config import duration_seconds, load_monitoring_config
-    from qtelemetry.report.build import ReportRequest, build_report
-    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
@@ -85,6 +79,14 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        extras.require("matplotlib", "report")
+        extras.require("requests", "report")
+    except extras.MissingExtra as exc:
+        return _usage(f"qtelemetry report: {exc}")
+    from qtelemetry.report.build import ReportRequest, build_report
+    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
+
     http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
                       bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
                       insecure_skip_verify=args.insecure_skip_verify)
