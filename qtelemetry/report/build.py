@@ -106,7 +106,7 @@ def _verdict_class(value: str) -> str:
 
 def _value(row: dict) -> str:
     value, target = row["value"], row["target"]
-    if "time" in target:
+    if "time to restore" in target:
         return html.fmt_duration(value)
     if target in ("availability", "key supplied / requested"):
         return html.fmt_ratio(value, 3)
@@ -168,7 +168,7 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
     avail_cols = {"link": ("link", n), "availability": ("availability", lambda v: r(v, 3)), "up_s": ("available", d),
                   "down_s": ("down", d), "no_key_s": ("up, no key", d), "no_data_s": ("no data", d),
                   "outages": ("outages", n), "outage_s_total": ("outage time", d), "outage_s_max": ("longest", d),
-                  "mttr_s": ("MTTR", d), "mtbf_s": ("MTBF", d)}
+                  "mttr_s": ("MTTR", since_outage), "mtbf_s": ("MTBF", since_outage)}
     perf_cols = {"link": ("link", n), "key_rate_p5_bps": ("key rate p5", f), "key_rate_median_bps": ("median", f),
                  "key_rate_p95_bps": ("p95 bit/s", f), "plan_key_rate_bps": ("plan bit/s", f),
                  "key_rate_vs_plan": ("median / plan", lambda v: r(v, 0)),
@@ -203,7 +203,6 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
                      'fell back to classical or post-quantum key exchange.</p>',
                      html.figure(figures.daily_key(daily), "key per day")),
         html.section("Availability", "availability",
-                     html.figure(figures.availability_strip(series), "availability strip"),
                      html.table(summary, avail_cols),
                      '<p class="note">MTTR: mean outage length. MTBF: available time / number of outages. An outage '
                      'still open at the end of the period counts with its length so far.</p>',
@@ -230,7 +229,13 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
     return html.page(title=html.html.escape(request.title), period=period,
                      prometheus=html.html.escape(_redacted(request.prometheus)), step=d(request.step),
                      incident_source=html.html.escape(found.source), cards=cards,
+                     strip=html.figure(figures.availability_strip(series), "availability strip"),
                      verdicts=_verdict_matrix(verdict_table), missing=missing_html, sections="".join(sections))
+
+
+def since_outage(value: float) -> str:
+    """MTTR and MTBF: undefined without an outage, which is not missing data."""
+    return html.fmt_duration(value) if value is not None and np.isfinite(value) else "no outage"
 
 
 def html_time(value: float) -> str:

@@ -38,18 +38,28 @@ def _axes(rows: int, title: str) -> tuple[plt.Figure, np.ndarray]:
     return fig, axes[:, 0]
 
 
+def _per_link(series: Series, name: str, title: str) -> tuple[plt.Figure, list, np.ndarray] | None:
+    """One date-axis panel per link that has ``name``: (figure, [(axes, link)], dates); None if none has."""
+    links = [link for link in series.links if series.has(name, link)]
+    if not links:
+        return None
+    fig, axes = _axes(len(links), title)
+    for ax in axes:
+        _date_axis(ax)
+    return fig, list(zip(axes, links)), _dates(series)
+
+
 def _date_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
 
 
 def key_rate(series: Series) -> bytes | None:
     """Secret key rate of each key link against its plan and the repeaterless bound (log scale)."""
-    links = [l for l in series.links if series.has("key_rate", l)]
-    if not links:
+    panels = _per_link(series, "key_rate", "Secret key rate vs plan and the repeaterless (PLOB) bound, bit/s")
+    if panels is None:
         return None
-    fig, axes = _axes(len(links), "Secret key rate vs plan and the repeaterless (PLOB) bound, bit/s")
-    dates = _dates(series)
-    for ax, link in zip(axes, links):
+    fig, axes, dates = panels
+    for ax, link in axes:
         rate = series.get("key_rate", link)
         ax.plot(dates, np.where(rate > 0, rate, np.nan), lw=0.8, label="secret key rate")
         ax.plot(dates, series.get("plan_rate", link), "--", color="black", lw=1, label="plan")
@@ -57,19 +67,17 @@ def key_rate(series: Series) -> bytes | None:
             ax.plot(dates, series.get("plob", link), ":", color="grey", lw=1, label="PLOB bound")
         ax.set_yscale("log")
         ax.set_ylabel(link, fontsize=8)
-        _date_axis(ax)
-    axes[0].legend(loc="lower left", fontsize=7, ncol=3)
+    axes[0][0].legend(loc="lower left", fontsize=7, ncol=3)
     return _png(fig)
 
 
 def qber(series: Series, thresholds: Thresholds) -> bytes | None:
     """Z-basis QBER and its upper confidence bound with the alert thresholds."""
-    links = [l for l in series.links if series.has("qber", l)]
-    if not links:
+    panels = _per_link(series, "qber", "QBER (Z basis) and its upper confidence bound, with the alert thresholds")
+    if panels is None:
         return None
-    fig, axes = _axes(len(links), "QBER (Z basis) and its upper confidence bound, with the alert thresholds")
-    dates = _dates(series)
-    for ax, link in zip(axes, links):
+    fig, axes, dates = panels
+    for ax, link in axes:
         ax.plot(dates, series.get("qber", link) * 100, lw=0.8, label="QBER")
         ax.plot(dates, series.get("qber_upper", link) * 100, lw=0.6, alpha=0.7, label="upper bound")
         for value, colour, name in ((thresholds.qber_warning, "#ff9f1c", "warning"),
@@ -77,8 +85,7 @@ def qber(series: Series, thresholds: Thresholds) -> bytes | None:
                                     (thresholds.qber_no_key, "black", "no key")):
             ax.axhline(value * 100, color=colour, lw=0.8, ls="--", label=name)
         ax.set_ylabel(f"{link}\n%", fontsize=8)
-        _date_axis(ax)
-    axes[0].legend(loc="upper left", fontsize=7, ncol=5)
+    axes[0][0].legend(loc="upper left", fontsize=7, ncol=5)
     return _png(fig)
 
 

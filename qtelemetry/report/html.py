@@ -25,7 +25,7 @@ td:first-child, th:first-child { text-align: left; }
 .headline { display: flex; gap: 14px; flex-wrap: wrap; margin: 10px 0 6px; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 150px; }
 .card b { display: block; font-size: 20px; } .card span { color: #555; font-size: 12px; }
-img { max-width: 100%; } #summary { min-height: 100vh; }
+img { max-width: 100%; } #summary { break-after: page; }
 </style></head><body>
 <section id="summary">
 <h1>$title</h1>
@@ -36,6 +36,7 @@ $verdicts
 <p class="note">Targets come from the monitoring config's <code>pilot</code> section. A figure without data is
 "no data", never met. Availability: share of the time with data that a link was up <em>and</em> distilling key
 (or heralding pairs). Pages: critical alerts.</p>
+$strip
 $missing
 </section>
 $sections

@@ -35,7 +35,7 @@ def verdicts(links: pd.DataFrame, network: dict, incidents: pd.DataFrame, target
             ("availability", row["availability"], targets.availability, True),
             ("key supplied / requested", row["key_supply_ratio"], targets.key_supply_ratio, True),
             # no outage: nothing to restore, the target holds
-            ("mean time to restore (s)", row["mttr_s"] if row["outages"] else 0.0, targets.mttr_seconds, False),
+            ("mean time to restore", row["mttr_s"] if row["outages"] else 0.0, targets.mttr_seconds, False),
             ("pages per link and week", paged / n_links / (period_s / WEEK_S), targets.pages_per_week, False),
         ]
         if not network_scope:
@@ -47,6 +47,7 @@ def verdicts(links: pd.DataFrame, network: dict, incidents: pd.DataFrame, target
             if name in ("median key rate / plan", "QBER p95 (Z)") and not np.isfinite(value):
                 continue  # links without key or QBER (entanglement memories)
             rows.append({"scope": link, "target": name, "value": value,
-                         "objective": (">= " if at_least else "<= ") + f"{target:g}",
+                         "objective": (">= " if at_least else "<= ") + (
+                             f"{target / 3600:g} h" if name == "mean time to restore" else f"{target:g}"),
                          "verdict": _verdict(value, target, at_least)})
     return pd.DataFrame(rows, columns=["scope", "target", "value", "objective", "verdict"])
