@@ -107,7 +107,7 @@ def _verdict_class(value: str) -> str:
 def _value(row: dict) -> str:
     value, target = row["value"], row["target"]
     if "time to restore" in target:
-        return html.fmt_duration(value)
+        return html.fmt_duration(value) if value else "no outage"
     if target in ("availability", "key supplied / requested"):
         return html.fmt_ratio(value, 3)
     if "QBER" in target:
