@@ -25,6 +25,7 @@ import csv
 import math
 import subprocess
 import sys
+import urllib.parse
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qtelemetry.report.cli import parse_time
 from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
 
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
@@ -217,5 +219,36 @@ def test_bad_pilot_target_is_a_config_error_naming_the_field(tmp_path: Path) -> 
                         "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "pilot.availability" in result.stderr
-    bad_time = qtelemetry("report", "--prometheus", "http://127.0.0.1:9", "--start", "yesterday", "--out", str(tmp_path))
-    assert bad_time.returncode == 2 and "not a time" in bad_time.stderr
+
+
+def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
+    assert parse_time("now-7d", now=1e9) == 1e9 - 7 * DAY
+    assert parse_time("2026-11-02T00:00:00Z") == T0 == parse_time(str(T0))
+    for bad in ("yesterday", "2026-11-02T00:00:00", "nan", "now-1y"):
+        with pytest.raises(ValueError):
+            parse_time(bad)
+
+
+def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path) -> None:
+    """Against a live exporter and Prometheus evaluating rules (as in the Compose stack), the
+    report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end."""
+    require_binaries("prometheus")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "smoke", "interval": "1s", "rules": [
+        {"alert": "MetroUp", "expr": 'qlink_up{job="qtelemetry", link="metro-10km"} == 1', "for": "2s",
+         "labels": {"severity": "info"}}]}]}))
+    exporter = start_exporter()
+    prometheus = Prometheus(tmp_path, [urllib.parse.urlsplit(exporter.url).netloc], [rules])
+    try:
+        prometheus.wait_for_query('ALERTS{alertname="MetroUp", alertstate="firing"}', timeout=60)
+        out = tmp_path / "out"
+        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "now-30s", "--step", "1s",
+                            "--rules", str(rules), "--link", "metro-10km", "--out", str(out))
+        assert report.returncode == 0, report.stderr
+    finally:
+        prometheus.stop()
+    incidents = rows(out / "incidents.csv")
+    assert [(i["alertname"], i["link"], i["resolved_at"]) for i in incidents] == [("MetroUp", "metro-10km", "")]
+    assert float(incidents[0]["firing_s"]) > 0
+    assert 'ALERTS{alertstate=&quot;firing&quot;}' in (out / "report.html").read_text()
+    assert [r["link"] for r in rows(out / "links.csv")] == ["(network)", "metro-10km"]
