@@ -4,8 +4,8 @@ A simulated week with scripted faults (``qtelemetry/defaults/pilot-week.yaml``: 
 a 2 h intercept-resend attack, 12 h of tenfold key demand) is written by ``qtelemetry history`` on
 a virtual clock, backfilled with ``promtool tsdb create-blocks-from openmetrics`` and served by a
 real Prometheus; ``qtelemetry report`` reads it over HTTP. The expected numbers come from the
-script (fault times, demand rates) and, for key delivered, from the simulator's own ledger,
-never from the report.
+script (fault times, demand rates) and, for key delivered, from the simulator's own ledger
+(``History.ledger``, which ``qtelemetry history --ledger`` writes), never from the report.
 
 Tolerances, from the 5-minute step (one window per sample) and the alerts' ``for:``:
 
@@ -25,6 +25,7 @@ import csv
 import math
 import subprocess
 import sys
+import time
 import urllib.parse
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -33,7 +34,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qtelemetry.config import load_config
+from qtelemetry.monitoring.config import DEFAULT
+from qtelemetry.report.build import ReportRequest, build_report
 from qtelemetry.report.cli import parse_time
+from qtelemetry.report.history import write_history
+from qtelemetry.report.prometheus import HttpConfig
 from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
 
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
@@ -74,9 +80,9 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The week's history in a real Prometheus, and its report (built once)."""
     require_binaries("prometheus", PROMTOOL_BIN)
     work = tmp_path_factory.mktemp("report")
-    history, ledger, tsdb = work / "week.om", work / "ledger.csv", work / "tsdb"
-    made = qtelemetry("history", "--start", str(T0), "--days", "7", "--out", str(history), "--ledger", str(ledger))
-    assert made.returncode == 0, made.stderr
+    history, tsdb = work / "week.om", work / "tsdb"
+    with history.open("w") as out:  # what `qtelemetry history` runs, without a second interpreter
+        ledger = write_history(load_config(CONFIG), T0, T0 + 7 * DAY, out).ledger
     blocks = subprocess.run([find_binary(PROMTOOL_BIN), "tsdb", "create-blocks-from", "openmetrics",
                              "--max-block-duration=768h", str(history), str(tsdb)], capture_output=True, text=True)
     assert blocks.returncode == 0, blocks.stderr
@@ -93,10 +99,7 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
         assert report.returncode == 0, report.stderr
     finally:
         prometheus.stop()
-    ledger_at: dict[float, dict[tuple[str, str], float]] = {}
-    for r in rows(ledger):
-        ledger_at.setdefault(float(r["time"]), {})[(r["link"], "key_delivered_bits")] = float(r["key_delivered_bits"])
-    return {"out": out, "ledger": ledger_at, "log": report.stderr,
+    return {"out": out, "ledger": ledger, "log": report.stderr,
             "links": {r["link"]: r for r in rows(out / "links.csv")}}
 
 
@@ -136,7 +139,7 @@ def test_key_requested_and_delivered_match_the_script_and_the_simulator(week: di
         requested = driver["key_consumption_bps"] * period + extra
         assert math.isclose(float(links[name]["key_requested_bits"]), requested, rel_tol=1e-9), name
         ledger = week["ledger"]
-        delivered = ledger[END][(name, "key_delivered_bits")] - ledger[FIRST][(name, "key_delivered_bits")]
+        delivered = ledger.loc[END, (name, "key_delivered_bits")] - ledger.loc[FIRST, (name, "key_delivered_bits")]
         assert math.isclose(float(links[name]["key_delivered_bits"]), delivered, rel_tol=1e-9), name
     # the store of the long-haul link runs dry within the first window of tenfold demand
     burst = windows(fault("longhaul-100km", "key-overconsumption")["duration_s"]) * step
@@ -240,11 +243,12 @@ def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, t
     exporter = start_exporter()
     prometheus = Prometheus(tmp_path, [urllib.parse.urlsplit(exporter.url).netloc], [rules])
     try:
-        prometheus.wait_for_query('ALERTS{alertname="MetroUp", alertstate="firing"}', timeout=60)
-        out = tmp_path / "out"
-        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "now-30s", "--step", "1s",
-                            "--rules", str(rules), "--link", "metro-10km", "--out", str(out))
-        assert report.returncode == 0, report.stderr
+        # firing for a few evaluations (1 s each), so that it lasts more than one step of the report
+        prometheus.wait_for_query('count_over_time(ALERTS{alertname="MetroUp", alertstate="firing"}[1m]) >= 3',
+                                  timeout=60)
+        out, now = tmp_path / "out", time.time()  # the report's code path without a second interpreter
+        build_report(ReportRequest(prometheus.url, HttpConfig(), now - 30, now, 1.0, ["metro-10km"], DEFAULT,
+                                   rules, "auto", out, "live"))
     finally:
         prometheus.stop()
     incidents = rows(out / "incidents.csv")

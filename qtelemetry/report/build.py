@@ -14,7 +14,7 @@ import yaml
 from qtelemetry.configfile import read_text, load_yaml
 from qtelemetry.monitoring.config import MonitoringConfig
 from qtelemetry.report import figures, html, incidents, tables
-from qtelemetry.report.prometheus import HttpConfig, Prometheus
+from qtelemetry.report.prometheus import HttpConfig, Prometheus, redacted_url
 from qtelemetry.report.verdicts import verdicts
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ def _verdict_matrix(table: pd.DataFrame) -> str:
 def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame, network: dict,
            daily: pd.DataFrame, outage_list: pd.DataFrame, incident_table: pd.DataFrame, by_alert: pd.DataFrame,
            verdict_table: pd.DataFrame, found: incidents.Incidents) -> str:
-    from qtelemetry.report.cli import _redacted
-
     thresholds = request.monitoring.thresholds
     f, d, b, r, n = html.fmt_number, html.fmt_duration, html.fmt_bits, html.fmt_ratio, str
     pages = int((incident_table["severity"] == "critical").sum()) if not incident_table.empty else 0
@@ -227,7 +225,7 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
         html.table(by_alert, grouped_cols), "<h3>Every alert that fired</h3>", html.table(incident_table, incident_cols)))
     period = f"{_iso(request.start)} – {_iso(request.end)} ({d(request.end - request.start)})"
     return html.page(title=html.html.escape(request.title), period=period,
-                     prometheus=html.html.escape(_redacted(request.prometheus)), step=d(request.step),
+                     prometheus=html.html.escape(redacted_url(request.prometheus)), step=d(request.step),
                      incident_source=html.html.escape(found.source), cards=cards,
                      strip=html.figure(figures.availability_strip(series), "availability strip"),
                      verdicts=_verdict_matrix(verdict_table), missing=missing_html, sections="".join(sections))

@@ -9,8 +9,7 @@ import math
 import re
 import sys
 import time
-import urllib.parse
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from qtelemetry import extras
@@ -138,14 +137,6 @@ def pilot_config_text() -> str:
     from importlib import resources
 
     return resources.files("qtelemetry.defaults").joinpath("pilot-week.yaml").read_text(encoding="utf-8")
-
-
-def _redacted(url: str) -> str:
-    """A URL without user info, for logs and the report."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import numpy as np

@@ -20,7 +20,7 @@ import pandas as pd
 
 from qtelemetry.monitoring import promql
 from qtelemetry.monitoring.config import duration_seconds
-from qtelemetry.report.prometheus import Matrix, Prometheus
+from qtelemetry.report.prometheus import Matrix, Prometheus, PrometheusError
 
 #: Labels that tell one incident from another besides the alert name (never the value-bearing ones).
 IDENTITY = ("alertname", "severity", "link")
@@ -150,7 +150,7 @@ def evaluate(prom: Prometheus, rules: list[Rule], start: float, end: float, step
             every = max(rule.interval_s, step)
             lead = math.ceil(rule.for_s / every - 1e-9) * every  # on the period's grid
             matrix = prom.range(inline(rule.expr, missing, every), start - lead, end, every, rule.name)
-        except Exception as exc:  # noqa: BLE001 - a rule Prometheus refuses is reported, not fatal
+        except PrometheusError as exc:  # a rule Prometheus refuses is reported, not fatal
             failed.append((rule.name, str(exc)[:300]))
             continue
         for labels in matrix.labels:

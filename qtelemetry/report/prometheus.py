@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,13 @@ log = logging.getLogger(__name__)
 
 #: Points per series and query; Prometheus' limit is 11,000 (api/v1: "exceeded maximum resolution").
 MAX_POINTS = 10_000
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what logs and the report may show."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class PrometheusError(Exception):
@@ -89,7 +97,8 @@ class Prometheus:
         try:
             response = self.session.post(f"{self.url}{path}", data=params, timeout=self.http.timeout_s)
         except requests.RequestException as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {type(exc).__name__}: {exc}") from None
+            # requests' messages repeat the URL: name the exception type only, never user info
+            raise PrometheusError(f"cannot reach Prometheus at {redacted_url(self.url)}: {type(exc).__name__}") from None
         try:
             body = response.json()
         except ValueError:

@@ -80,8 +80,8 @@ def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float
           links: list[str] | None = None) -> Series:
     """Every query of ``QUERIES`` over the period, restricted to ``links`` if given."""
     matchers = [selector] if selector else []
-    if links:
-        matchers.append(f'link=~"{"|".join(links)}"')
+    if links:  # link names are letters, digits and . _ - (config): only the dot is a regex character
+        matchers.append('link=~"' + "|".join(link.replace(".", "\\\\.") for link in links) + '"')
     sel = ", ".join(matchers)
 
     def query(template: str) -> str:
@@ -95,9 +95,8 @@ def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float
         data[name] = matrix.by("link")
     info = prom.range(query("max by (link, protocol) (qlink_info{sel})"), start, end, step, "qlink_info")
     protocols = {labels["link"]: labels.get("protocol", "") for labels in info.labels if "link" in labels}
-    for name in ("up",):
-        for link in data[name]:
-            protocols.setdefault(link, "")
+    for link in data["up"]:  # a link without qlink_info still counts
+        protocols.setdefault(link, "")
     return Series(times, step, data, protocols)
 
 
