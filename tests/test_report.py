@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -39,6 +40,7 @@ from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.report.build import ReportRequest, build_report
 from qtelemetry.report.cli import parse_time
 from qtelemetry.report.history import write_history
+from qtelemetry.report import prometheus as client
 from qtelemetry.report.prometheus import HttpConfig
 from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
 
@@ -232,7 +234,8 @@ def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
             parse_time(bad)
 
 
-def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path) -> None:
+def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Against a live exporter and Prometheus evaluating rules (as in the Compose stack), the
     report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end."""
     require_binaries("prometheus")
@@ -249,6 +252,12 @@ def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, t
         out, now = tmp_path / "out", time.time()  # the report's code path without a second interpreter
         build_report(ReportRequest(prometheus.url, HttpConfig(), now - 30, now, 1.0, ["metro-10km"], DEFAULT,
                                    rules, "auto", out, "live"))
+        # a range cut into chunks of 7 points is the same matrix as one query
+        whole = client.Prometheus(prometheus.url).range("qlink_up", now - 30, now, 1.0)
+        monkeypatch.setattr(client, "MAX_POINTS", 7)
+        chunked = client.Prometheus(prometheus.url).range("qlink_up", now - 30, now, 1.0)
+        assert chunked.labels == whole.labels and len(whole.labels) == 5
+        assert np.array_equal(chunked.values, whole.values, equal_nan=True) and np.isfinite(whole.values[:, -1]).all()
     finally:
         prometheus.stop()
     incidents = rows(out / "incidents.csv")
