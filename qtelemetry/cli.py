@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history``."""
 
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
     from qtelemetry import recording
+    from qtelemetry.report import cli as report
 
     parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qtelemetry {__version__}")
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     fault_client.register(verbs)
     simulate.register(verbs)
     recording.register(verbs)
+    report.register(verbs)
     for sub in _verb_parsers(parser):
         _add_log_options(sub, defaults=False)
     return parser

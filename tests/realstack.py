@@ -255,6 +255,8 @@ class Prometheus(ManagedProcess):
     (``{"targets": [...], "labels": {...}}``) to give targets labels such as a cluster.
     ``external_labels`` and ``remote_write`` (URLs) build a leaf of a global view;
     ``remote_write_receiver`` makes this server accept remote writes (the global one).
+    ``storage`` is the TSDB directory (default: a new one in ``workdir``), e.g. backfilled blocks;
+    ``extra_args`` go on the command line as they are.
     """
 
     name = "prometheus"
@@ -273,6 +275,8 @@ class Prometheus(ManagedProcess):
         external_labels: dict[str, str] | None = None,
         remote_write: Sequence[str] = (),
         remote_write_receiver: bool = False,
+        storage: Path | None = None,
+        extra_args: Sequence[str] = (),
     ):
         self.workdir = workdir
         self.job = job
@@ -294,7 +298,7 @@ class Prometheus(ManagedProcess):
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.check_config()
         binary = binary or find_binary(PROMETHEUS_BIN)
-        storage = workdir / "prometheus-data"
+        storage = storage or workdir / "prometheus-data"
 
         def argv(port: int) -> list[str]:
             return [
@@ -306,6 +310,7 @@ class Prometheus(ManagedProcess):
                 f"--rules.alert.resend-delay={resend_delay}",
                 "--log.level=info",
                 *(["--web.enable-remote-write-receiver"] if remote_write_receiver else []),
+                *extra_args,
             ]
 
         super().__init__(argv, workdir / "prometheus.log")

@@ -162,6 +162,20 @@ KEY_SUPPLY = SLO(
 )
 
 
+class PilotTargets(Strict):
+    """What a pilot promised, judged by ``qtelemetry report`` over the report's period (met / not met)."""
+
+    availability: float = Field(0.99, gt=0, le=1, description=(
+        "fraction of the time with data each link must be up and distilling key (or entanglement)"))
+    key_supply_ratio: float = Field(0.999, gt=0, le=1, description=(
+        "key delivered to applications / key they requested over the period, per link and network"))
+    mttr_seconds: float = Field(14400, gt=0, description="mean time to restore a link after an outage, at most")
+    key_rate_vs_plan_ratio: float = Field(0.8, gt=0, le=10, description=(
+        "median secret key rate / the plan's expected rate, at least (the link performs as modelled)"))
+    qber_p95: float = Field(0.05, gt=0, lt=0.5, description="95th percentile of the Z-basis QBER, at most")
+    pages_per_week: float = Field(2, ge=0, description="critical alerts (pages) per link and week, at most")
+
+
 class MonitoringConfig(Strict):
     selector: str = Field('job="qtelemetry"',
                           description="label matchers that select qtelemetry's series in your Prometheus")
@@ -184,6 +198,7 @@ class MonitoringConfig(Strict):
     thresholds: Thresholds = Thresholds()
     baseline: Baseline = Baseline()
     slos: tuple[SLO, ...] = (KEY_SUPPLY,)
+    pilot: PilotTargets = PilotTargets()
 
     @field_validator("runbook_base_url")
     @classmethod

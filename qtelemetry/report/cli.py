@@ -1,0 +1,184 @@
+"""``qtelemetry report`` (the pilot report from a Prometheus) and ``qtelemetry history`` (a simulated
+history as OpenMetrics, to backfill a Prometheus for a demo or a test)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from qtelemetry import extras
+from qtelemetry.config import ConfigError
+from qtelemetry.configfile import EXIT_CONFIG, read_text
+
+log = logging.getLogger("qtelemetry")
+
+#: ``now``, ``now-7d``, Unix seconds or RFC 3339 (``2026-11-01T00:00:00Z``).
+_RELATIVE = re.compile(r"^now(?:-([1-9][0-9]*)([smhdw]))?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Unix seconds from ``now[-N{s,m,h,d,w}]``, Unix seconds or an RFC 3339 time; ValueError if none."""
+    match = _RELATIVE.match(text)
+    if match:
+        now = time.time() if now is None else now
+        return now - (int(match.group(1)) * _UNITS[match.group(2)] if match.group(1) else 0)
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (use now-7d, Unix seconds or 2026-11-01T00:00:00Z)") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"{text!r} has no time zone: add Z or an offset") from None
+        return parsed.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"not a time: {text!r}")
+    return value
+
+
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _secret(path: str | None, flag: str) -> str | None:
+    """The first line of a secret file (credentials never go on the command line)."""
+    if path is None:
+        return None
+    try:
+        return read_text(path).strip()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from qtelemetry.monitoring.config import duration_seconds, load_monitoring_config
+
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+        step = duration_seconds(args.step)
+        if end <= start:
+            raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
+        password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
+        token = _secret(args.bearer_token_file, "--bearer-token-file")
+        if (password is None) != (args.basic_auth_user is None):
+            raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+    except ValueError as exc:
+        return _usage(str(exc))
+    try:
+        monitoring = load_monitoring_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        extras.require("matplotlib", "report")
+        extras.require("requests", "report")
+    except extras.MissingExtra as exc:
+        return _usage(f"qtelemetry report: {exc}")
+    from qtelemetry.report.build import ReportRequest, build_report
+    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
+
+    http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
+                      bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                      insecure_skip_verify=args.insecure_skip_verify)
+    request = ReportRequest(args.prometheus, http, start, end, step, args.link or [], monitoring,
+                            Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title)
+    started = time.monotonic()
+    try:
+        written = build_report(request)
+    except PrometheusError as exc:
+        log.error("report failed", extra={"reason": str(exc)})
+        return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    log.info("report written", extra={"html": str(written), "seconds": f"{time.monotonic() - started:.1f}"})
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from qtelemetry.config import load_config, parse_config
+    from qtelemetry.drivers.base import FleetConfig
+    from qtelemetry.report.history import write_history
+
+    try:
+        start = parse_time(args.start)
+        days = float(args.days)
+        if not 0 < days <= 366:
+            raise ValueError(f"--days: {args.days} is not in (0, 366]")
+    except ValueError as exc:
+        return _usage(str(exc))
+    try:
+        config = load_config(args.config) if args.config else parse_config(pilot_config_text(), "pilot-week.yaml")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    polled = [link.name for link in config.links if not isinstance(link.driver, FleetConfig)]
+    if polled:
+        return _usage(f"history needs simulated links only; polled: {', '.join(polled)}")
+    with open(args.out, "w", encoding="utf-8") as out:
+        history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
+    if args.ledger:  # one row per time and link: the amounts a report's key figures must match
+        history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(args.ledger, index=False)
+    print(f"{args.out}: {history.samples} samples, {history.times.size} steps; next: "
+          f"promtool tsdb create-blocks-from openmetrics {args.out} DATA_DIR")
+    return 0
+
+
+def pilot_config_text() -> str:
+    from importlib import resources
+
+    return resources.files("qtelemetry.defaults").joinpath("pilot-week.yaml").read_text(encoding="utf-8")
+
+
+def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``report`` and ``history`` verbs."""
+    report = verbs.add_parser(
+        "report", help="pilot report (HTML + CSV) from a Prometheus' history",
+        description="Query a Prometheus over a period and write a self-contained HTML pilot report "
+                    "(figures embedded) and its tables as CSV. Needs the report extra (matplotlib).")
+    report.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://localhost:9090")
+    report.add_argument("--start", required=True, metavar="T", help="now-7d, Unix seconds or RFC 3339 (2026-11-01T00:00:00Z)")
+    report.add_argument("--end", default="now", metavar="T", help="as --start (default: now)")
+    report.add_argument("--step", default="5m", metavar="DURATION",
+                        help="resolution of the report's series and of alert evaluation where ALERTS is missing "
+                             "(default 5m; at least the scrape interval)")
+    report.add_argument("--link", action="append", metavar="NAME", help="report only these links (repeatable)")
+    report.add_argument("--config", metavar="FILE", help="monitoring config (thresholds, SLOs, pilot targets)")
+    report.add_argument("--rules", metavar="FILE",
+                        help="alert rules to evaluate where ALERTS is missing (default: generated from --config)")
+    report.add_argument("--alerts-source", choices=("auto", "alerts", "evaluate"), default="auto",
+                        help="incidents from ALERTS, from evaluating the rules, or ALERTS if present (default)")
+    report.add_argument("--out", required=True, metavar="DIR", help="directory for report.html and the CSV tables")
+    report.add_argument("--title", default="Quantum network pilot report", help="the report's title")
+    http = report.add_argument_group("HTTP (as Prometheus' http_config)")
+    http.add_argument("--basic-auth-user", metavar="USER")
+    http.add_argument("--basic-auth-password-file", metavar="FILE")
+    http.add_argument("--bearer-token-file", metavar="FILE")
+    http.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Prometheus' certificate")
+    http.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    http.add_argument("--key-file", metavar="FILE", help="client key (mutual TLS)")
+    http.add_argument("--insecure-skip-verify", action="store_true", help="do not verify Prometheus' certificate")
+    report.set_defaults(handler=run_report)
+
+    history = verbs.add_parser(
+        "history", help="write a simulated history as OpenMetrics for promtool backfilling",
+        description="Run a config's simulated links on a virtual clock, one window per step, and write every "
+                    "step's metrics as OpenMetrics with timestamps (then: promtool tsdb create-blocks-from "
+                    "openmetrics FILE DIR). Default config: a pilot week with scripted faults.")
+    history.add_argument("--config", metavar="FILE", help="exporter config with simulated links only (default: pilot week)")
+    history.add_argument("--start", required=True, metavar="T", help="Unix seconds or RFC 3339")
+    history.add_argument("--days", default="7", metavar="N", help="length in days (default 7)")
+    history.add_argument("--out", required=True, metavar="FILE.om")
+    history.add_argument("--ledger", metavar="FILE.csv", help="also write the simulated key ledger (cumulative bits)")
+    history.add_argument("--job", default="qtelemetry", help="job label of the samples (default qtelemetry)")
+    history.add_argument("--instance", default="history", help="instance label of the samples")
+    history.set_defaults(handler=run_history)
