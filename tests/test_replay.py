@@ -202,9 +202,10 @@ def test_a_missing_or_unsorted_event_file_is_its_links_own_error(event_replay):
     (f"{{type: replay, path: REC, events: {{{BB84_EVENTS}, path: e.npy}}}}", "events"),
     (f"{{type: replay, link: spdc-20km, events: {{{BB84_EVENTS}, path: e.npy}}}}", "link"),
     (f"{{type: replay, events: {{{BB84_EVENTS.replace('nu: 0.1', 'nu: 0')}, path: e.npy}}}}", "events.bb84-decoy.nu"),
+    (f"{{type: replay, events: {{{BB84_EVENTS.replace('nu: 0.1', 'nu: 0.6')}, path: e.npy}}}}", "events.bb84-decoy.nu"),
     ("{type: replay, events: {protocol: bbm92-spdc, path_a: a.npy, path_b: b.npy, window_s: 1, "
      "coincidence_window_s: 1.0e-9, detector_efficiency_a: 2}}", "events.bbm92-spdc.detector_efficiency_a"),
-], ids=["neither", "both", "link", "nu", "efficiency"])
+], ids=["neither", "both", "link", "nu", "nu_mu", "efficiency"])
 def test_check_config_names_the_replay_source_field(recording, tmp_path, capsys, driver, field):
     config = tmp_path / "replay.yaml"
     config.write_text(f"links:\n  - {{name: a, driver: {driver.replace('REC', repr(str(recording)))}}}\n")

@@ -90,6 +90,8 @@ class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if abs(total - 1.0) > 1e-9:
             raise FieldError("p_vacuum", f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
+        if self.nu >= self.mu:  # the decoy bounds divide by mu - nu
+            raise FieldError("nu", f"must be smaller than mu ({self.mu:g})")
         return self
 
     def windows(self) -> Windows:
