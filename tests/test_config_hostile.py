@@ -203,7 +203,7 @@ def test_ring_memory_is_what_the_runtime_allocates():
     # decoy BB84 and BBM92: their counts plus the key store's three amounts
     assert {p: floats_per_window(p) for p in PROTOCOLS} == {"bb84-decoy": 21, "bbm92-spdc": 21,
                                                            "heralded-entanglement": 8, "etsi-qkd-014": 31,
-                                                           "etsi-qkd-015": 3}
+                                                           "etsi-qkd-015": 3, "bb84-sifted": 7}
     config = parse_config(document("sliding_windows: 7", link(name="a") + link(name="b", driver="simulated-spdc")
                                    + link(name="c", driver="simulated-heralded") + link(name="d")))
     allocated = 0

@@ -1,6 +1,7 @@
 """The replay driver in a real runtime: bad rows are counted and skipped, a file gone bad takes down
 its own link only, loop starts again, the end of a recording leaves the link stalled; and
-check-config catches a recording that is missing or ambiguous."""
+check-config catches a recording that is missing or ambiguous. Replayed event files deliver the
+counts the event readers give, window by window; a bad event file counts its own reason."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 
 from qtelemetry.cli import main
 from qtelemetry.config import parse_config
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.recording.events import PS, bb84_windows, bbm92_windows, event_table
+from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
+from eventfiles import bb84_columns, tag_streams, write
 from recordings import record_cycles, small_config
 
 ROWS = 6
@@ -88,4 +93,128 @@ def test_check_config_names_a_missing_or_ambiguous_recording(recording, tmp_path
     err = capsys.readouterr().err
     assert "links[0].driver.path" in err and "holds 3 links" in err and "`link`" in err
     config.write_text(f"links:\n  - {{name: a, driver: {{type: replay, path: '{recording}', link: spdc-20km, speed: 20}}}}\n")
+    assert main(["check-config", str(config)]) == 0
+
+
+# --- event files ----------------------------------------------------------------------------------------------
+
+BB84_EVENTS = ("protocol: bb84-decoy, window_s: 1.0, clock_rate_hz: 1.0e+6, p_signal: 0.5, p_decoy: 0.3, "
+               "p_vacuum: 0.2, mu: 0.6, nu: 0.1, detector_efficiency: 0.2")
+QBER = 0.03
+
+
+@pytest.fixture(scope="module")
+def event_replay(tmp_path_factory):
+    """One runtime replaying a BB84 event file, a BBM92 pair of tag files (delay searched for), a
+    missing event file and an unsorted one; returns (columns, tag streams, snapshot, folded windows by link)."""
+    tmp = tmp_path_factory.mktemp("events")
+    rng = np.random.default_rng(21)
+    bb84 = bb84_columns(rng, 40_000, 8 * PS, qber=QBER)  # 7 whole windows of 1 s, ~5,700 detections each
+    write(tmp / "bb84.npy", bb84)
+    sides = [(rng.integers(0, 4, 20_000), rng.integers(0, 2, 20_000)) for _ in "ab"]
+    tags = tag_streams(rng, rng.integers(0, 2 * PS, 20_000), *sides, 20_000, 2 * PS, 345_678, 200)
+    write(tmp / "a.parquet", tags[0])
+    write(tmp / "b.npy", tags[1])
+    unsorted = {k: v.copy() for k, v in bb84.items()}
+    unsorted["time_ps"][100] = unsorted["time_ps"][99] - 1
+    write(tmp / "unsorted.parquet", unsorted)
+    config = parse_config(f"""
+exporter: {{window_seconds: 0.05, stall_timeout_seconds: 0.5, sliding_windows: 100}}
+links:
+  - {{name: bb84, driver: {{type: replay, speed: 10, events: {{{BB84_EVENTS}, path: bb84.npy}}}}}}
+  - {{name: bbm92, driver: {{type: replay, speed: 2.5, events: {{protocol: bbm92-spdc, path_a: a.parquet,
+      path_b: b.npy, window_s: 0.25, coincidence_window_s: 1.0e-9, max_delay_s: 1.0e-5}}}}}}
+  - {{name: missing, driver: {{type: replay, events: {{{BB84_EVENTS}, path: absent.npy}}}}}}
+  - {{name: unsorted, driver: {{type: replay, events: {{{BB84_EVENTS}, path: unsorted.parquet}}}}}}
+""", config_dir=tmp)
+    runtime = Runtime(config)
+    folded: dict[str, list[tuple[float, dict]]] = {name: [] for name in runtime.table.index}
+
+    def observe(f: Folded) -> None:
+        for k, i in enumerate(f.links):
+            folded[runtime.table.names[i]].append((float(f.duration[k]), {n: v[k].copy() for n, v in f.counts.items()}))
+
+    runtime.observers.append(observe)
+    runtime.start()
+    index = runtime.table.index
+    reason = {r: i for i, r in enumerate(runtime.table.reasons)}
+    try:
+        _wait(lambda: runtime.snapshot.batches[index["bb84"]] == 7 and runtime.snapshot.batches[index["bbm92"]] == 7
+              and runtime.snapshot.errors[index["missing"], reason["file_missing"]] > 0
+              and runtime.snapshot.errors[index["unsorted"], reason["unsorted_time_tags"]] > 0)
+    finally:
+        runtime.stop()
+    return bb84, tags, runtime, folded
+
+
+def _delivered_window_by_window(folded: list[tuple[float, dict]], windows, window_s: float) -> None:
+    """Each fold is one or more consecutive windows (a cycle may catch two): its counts are their sums."""
+    i = 0
+    for duration, counts in folded:
+        k = round(duration / window_s)
+        assert k >= 1 and duration == pytest.approx(k * window_s, rel=1e-9)
+        for name, values in counts.items():
+            np.testing.assert_array_equal(values, windows.counts[name][i:i + k].sum(axis=0), err_msg=name)
+        i += k
+    assert i == len(windows.start)
+
+
+def test_replayed_bb84_events_give_their_windows_and_qber(event_replay):
+    columns, _, runtime, folded = event_replay
+    expected = bb84_windows(event_table(columns, "bb84"), 1.0, 1e6, [0.5, 0.3, 0.2])
+    assert len(expected.start) == 7
+    _delivered_window_by_window(folded["bb84"], expected, 1.0)
+    # the Z-basis QBER of the signal pulses in the whole windows, counted from the records themselves
+    t = columns["time_ps"]
+    z_signal = ((t < t[0] + 7 * PS) & (columns["basis_a"] == 0) & (columns["basis_b"] == 0)
+                & (columns["intensity"] == 0))
+    errors, sifted = np.count_nonzero(z_signal & (columns["bit_a"] != columns["bit_b"])), np.count_nonzero(z_signal)
+    row = np.flatnonzero(runtime.table.groups["bb84-decoy"] == runtime.table.index["bb84"])[0]
+    estimates = runtime.snapshot.groups["bb84-decoy"].estimates
+    assert estimates["qber_z"][row] == pytest.approx(errors / sifted, rel=1e-12)
+    assert abs(estimates["qber_z"][row] - QBER) < 5 * np.sqrt(QBER * (1 - QBER) / sifted)
+    # the link's estimator parameters are the config's, as a simulated-bb84 link takes them (defaults included)
+    params = runtime.table.links[runtime.table.index["bb84"]].driver.estimation_params()
+    simulated = SimulatedBB84Config(type="simulated-bb84", fiber_length_km=1, mu=0.6, nu=0.1, detector_efficiency=0.2)
+    assert params == simulated.estimation_params() and params["mu"] == 0.6
+
+
+def test_replayed_bbm92_tag_files_give_their_windows(event_replay):
+    _, (a, b), _, folded = event_replay
+    expected = bbm92_windows(event_table(a, "tags"), event_table(b, "tags"), 0.25, 1e-9, max_delay_s=1e-5)
+    assert len(expected.start) == 7 and abs(expected.delay_s * PS - 345_678) <= 200
+    _delivered_window_by_window(folded["bbm92"], expected, 0.25)
+
+
+def test_a_missing_or_unsorted_event_file_is_its_links_own_error(event_replay):
+    _, _, runtime, folded = event_replay
+    snapshot, index = runtime.snapshot, runtime.table.index
+    for name, reason in [("missing", "file_missing"), ("unsorted", "unsorted_time_tags")]:
+        errors = {r: int(snapshot.errors[index[name], j]) for j, r in enumerate(runtime.table.reasons)
+                  if snapshot.errors[index[name], j]}
+        assert errors.keys() <= {reason, "stalled"} and errors[reason] >= 1, errors
+        assert snapshot.batches[index[name]] == 0 and not snapshot.ok[index[name]] and not folded[name]
+    assert snapshot.batches[index["bb84"]] == snapshot.batches[index["bbm92"]] == 7  # the others went on
+
+
+@pytest.mark.parametrize("driver, field", [
+    ("{type: replay}", "path"),
+    (f"{{type: replay, path: REC, events: {{{BB84_EVENTS}, path: e.npy}}}}", "events"),
+    (f"{{type: replay, link: spdc-20km, events: {{{BB84_EVENTS}, path: e.npy}}}}", "link"),
+    (f"{{type: replay, events: {{{BB84_EVENTS.replace('nu: 0.1', 'nu: 0')}, path: e.npy}}}}", "events.bb84-decoy.nu"),
+    (f"{{type: replay, events: {{{BB84_EVENTS.replace('nu: 0.1', 'nu: 0.6')}, path: e.npy}}}}", "events.bb84-decoy.nu"),
+    ("{type: replay, events: {protocol: bbm92-spdc, path_a: a.npy, path_b: b.npy, window_s: 1, "
+     "coincidence_window_s: 1.0e-9, detector_efficiency_a: 2}}", "events.bbm92-spdc.detector_efficiency_a"),
+], ids=["neither", "both", "link", "nu", "nu_mu", "efficiency"])
+def test_check_config_names_the_replay_source_field(recording, tmp_path, capsys, driver, field):
+    config = tmp_path / "replay.yaml"
+    config.write_text(f"links:\n  - {{name: a, driver: {driver.replace('REC', repr(str(recording)))}}}\n")
+    assert main(["check-config", str(config)]) == 2
+    assert f"links[0].driver.{field}:" in capsys.readouterr().err
+
+
+def test_check_config_takes_event_files_it_does_not_read(tmp_path):
+    """A missing event file is the running link's error (counted), not a config error."""
+    config = tmp_path / "replay.yaml"
+    config.write_text(f"links:\n  - {{name: a, driver: {{type: replay, events: {{{BB84_EVENTS}, path: e.npy}}}}}}\n")
     assert main(["check-config", str(config)]) == 0

@@ -1,19 +1,30 @@
 """Config of a replayed link's event files: where they are and what the files do not say.
 
 The replay driver embeds ``EventFiles``; ``windows()`` reads the files and returns the link's
-counts per window (``qtelemetry.recording.events``). It lives in the drivers package so that the
-event path itself never imports the drivers (whose package imports every driver).
+counts per window (``qtelemetry.recording.events``), ``read()`` the same as the ``Window`` list a
+replayed link reads (a ``WindowSource``). It lives in the drivers package so that the event path
+itself never imports the drivers (whose package imports every driver).
+
+Event files hold detections, not the numbers the estimator reads from a link's config (μ, ν,
+detector efficiencies, ...): each model takes them as a simulated link of its protocol does,
+with the simulated config's own fields (bounds, defaults, descriptions).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, create_model, model_validator
 
 from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
+from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.recording.events import Windows, bb84_windows, bbm92_windows, read_events
+
+if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: imported where used
+    from qtelemetry.recording.format import BadRow, Window
 
 
 def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
@@ -27,7 +38,42 @@ def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
 EventPath = Annotated[Path, AfterValidator(_from_config_dir)]
 
 
-class BB84EventFiles(StrictModel):
+class _EventFiles(StrictModel):
+    """What every layout's files give a replayed link: its windows, and its estimator's parameters."""
+
+    protocol: str
+    window_s: float
+
+    def windows(self) -> Windows:
+        raise NotImplementedError
+
+    def read(self) -> list[Window | BadRow]:
+        """Every whole window of the files, as a replayed link reads them (``WindowSource``);
+        ``EventError`` for a bad file. Seconds of CPU at 10⁸ records: run it off the event loop."""
+        from qtelemetry.recording.format import Window
+
+        w = self.windows()
+        return [Window(float(start), float(end), {name: v[i] for name, v in w.counts.items()}, self.window_s)
+                for i, (start, end) in enumerate(zip(w.start, w.end))]
+
+    def estimation_params(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in PROTOCOLS[self.protocol].param_names}
+
+    @property
+    def paths(self) -> str:
+        """The files, for messages."""
+        return ", ".join(str(value) for value in self.__dict__.values() if isinstance(value, Path))
+
+
+def _params_of(simulated: type[StrictModel]) -> type[_EventFiles]:
+    """A base with the estimator parameters of ``simulated``'s protocol, its fields reused as they are."""
+    fields = simulated.model_fields
+    return create_model(f"{simulated.__name__}EstimationParams", __base__=_EventFiles,  # type: ignore[call-overload]
+                        **{name: (fields[name].annotation, fields[name])
+                           for name in PROTOCOLS[simulated.protocol].param_names})
+
+
+class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
     """Where a replayed decoy-BB84 link's detection records are, and what the file does not say."""
 
     protocol: Literal["bb84-decoy"]
@@ -44,6 +90,8 @@ class BB84EventFiles(StrictModel):
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if abs(total - 1.0) > 1e-9:
             raise FieldError("p_vacuum", f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
+        if self.nu >= self.mu:  # the decoy bounds divide by mu - nu
+            raise FieldError("nu", f"must be smaller than mu ({self.mu:g})")
         return self
 
     def windows(self) -> Windows:
@@ -51,7 +99,7 @@ class BB84EventFiles(StrictModel):
                             [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
 
 
-class BBM92EventFiles(StrictModel):
+class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
     """Where a replayed entangled-photon link's two tag streams are, and how to find coincidences."""
 
     protocol: Literal["bbm92-spdc"]

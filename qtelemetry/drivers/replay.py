@@ -8,11 +8,12 @@ t0 + (end_i − end_0)/speed, t0 being the first delivery, so ``speed: 20`` play
 order; without it the link stops delivering at the end and reads stalled, then down, as any
 link without data does.
 
-The driver reads windows through a ``WindowSource`` (``qtelemetry.recording.format``; a
-recording file is a ``RecordingSource``): any source giving ``Window`` and ``BadRow`` in the
-protocol's count layout replays the same way.
+The driver reads windows through a ``WindowSource`` (``qtelemetry.recording.format``): a
+recording file (``path``, ``link``: a ``RecordingSource``) or a link's raw detection-event files
+(``events``: ``qtelemetry.drivers.event_files``, counted into windows when the replay starts).
 A row that cannot be used counts one ``bad_row`` error and is skipped; a file that cannot be
-read counts ``bad_file`` (the link is down, retried with back-off), never stopping other links.
+read counts ``bad_file``, an event file its ``EventError`` reason (the link is down, retried
+with back-off), never stopping other links.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
 from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded
+from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.reported import ETSI014, ETSI015
+from qtelemetry.recording.events import ERROR_REASONS
 
 if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: imported where used
     from qtelemetry.recording.format import BadRow, LinkInfo, Window
@@ -41,15 +44,17 @@ def _readable(path: Path, info: ValidationInfo) -> Path:
 
 
 class ReplayConfig(IODriverConfig):
-    """One link of a recording (``qtelemetry record``) played back as if it were live."""
+    """One link of a recording (``qtelemetry record``), or of raw event files, played back as if it were live."""
 
-    error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row")
+    error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row", *ERROR_REASONS)
 
     type: Literal["replay"]
-    path: Annotated[Path, AfterValidator(_readable)] = Field(
-        description="recording (Parquet, or CSV); relative paths are taken from the config file's directory")
+    path: Annotated[Path, AfterValidator(_readable)] | None = Field(
+        None, description="recording (Parquet, or CSV); relative paths are taken from the config file's directory")
     link: str | None = Field(None, min_length=1, max_length=256,
                              description="the recorded link to play; omit when the recording holds one link")
+    events: EventFiles | None = Field(
+        None, description="instead of a recording: the link's time-tagged detection files, and what they do not say")
     speed: float = Field(1.0, gt=0.0, le=MAX_SPEED, description="1 = real time; N = N times faster")
     loop: bool = Field(False, description="start again at the end (times shifted, windows stay in order)")
     poll_interval_seconds: float = Field(
@@ -59,18 +64,32 @@ class ReplayConfig(IODriverConfig):
     _info: LinkInfo = PrivateAttr()
 
     @model_validator(mode="after")
-    def _recorded_link(self) -> "ReplayConfig":
-        from qtelemetry.recording.format import RecordingError, link_info
+    def _one_source(self) -> "ReplayConfig":
+        from qtelemetry.recording.format import LinkInfo, RecordingError, link_info
 
+        if self.events is not None:
+            if self.path is not None or self.link is not None:
+                raise FieldError("events" if self.path is not None else "link",
+                                 "a replay reads a recording (`path`, `link`) or event files (`events`), not both")
+            nan = float("nan")  # event files carry no plan
+            self._info = LinkInfo(self.events.protocol, self.events.estimation_params(), (nan, nan))
+            return self
+        if self.path is None:
+            raise FieldError("path", "missing: a recording (`path`), or event files (`events`)")
         try:
             self.link, self._info = link_info(self.path, self.link)
         except RecordingError as exc:
             raise FieldError("path", str(exc)) from None
         return self
 
+    @property
+    def source(self) -> str:
+        """What is replayed, for messages."""
+        return self.events.paths if self.events is not None else f"{self.path}, link {self.link!r}"
+
     @property  # type: ignore[override]
     def protocol(self) -> str:
-        """The recorded link's protocol."""
+        """The recorded link's protocol, or the event files'."""
         return self._info.protocol
 
     @property  # type: ignore[override]
@@ -78,11 +97,11 @@ class ReplayConfig(IODriverConfig):
         return "device" if self._info.protocol in (ETSI014, ETSI015) else "qtelemetry"
 
     def estimation_params(self) -> dict[str, float]:
-        """The parameters the link was estimated with, as recorded in its first row."""
+        """The parameters the link was estimated with, as recorded in its first row (event files: the config's)."""
         return dict(self._info.params)
 
     def plan(self) -> tuple[float, float]:
-        """The recorded link's loss budget and expected key rate (its first row's)."""
+        """The recorded link's loss budget and expected key rate (its first row's); event files have none."""
         return self._info.plan
 
     def build(self) -> "ReplayDriver":
@@ -103,14 +122,16 @@ class ReplayDriver:
     async def _load(self) -> list[Window | BadRow]:
         from qtelemetry.recording.format import RecordingError, RecordingSource, Window, WindowSource
 
-        source: WindowSource = RecordingSource(self.config.path, self.config.link or "", self.config.protocol)
+        config = self.config
+        source: WindowSource = (config.events if config.events is not None else
+                                RecordingSource(config.path or "", config.link or "", config.protocol))
         try:
-            rows = await asyncio.to_thread(source.read)
+            rows = await asyncio.to_thread(source.read)  # EventError: a DriverError with its own reason
         except RecordingError as exc:
             raise DriverError("bad_file", str(exc)) from None
         windows = [w for w in rows if isinstance(w, Window)]
         if not windows:
-            raise DriverError("bad_file", f"{self.config.path}: no usable window of link {self.config.link!r}")
+            raise DriverError("bad_file", f"{config.source}: no usable window")
         self._span = windows[-1].end - windows[0].start
         return rows
 
@@ -120,7 +141,7 @@ class ReplayDriver:
             self._rows = await self._load()
         if self._next == len(self._rows):
             if not self.config.loop:
-                raise SourceEnded(f"{self.config.path}: replay of link {self.config.link} finished")
+                raise SourceEnded(f"{self.config.source}: replay finished")
             self._next, self._shift = 0, self._shift + self._span
         row = self._rows[self._next]
         if not hasattr(row, "counts"):  # a BadRow

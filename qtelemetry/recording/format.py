@@ -448,11 +448,13 @@ def link_info(path: str | Path, link: str | None) -> tuple[str, LinkInfo]:
 
 
 class WindowSource(Protocol):
-    """What a replayed link reads its windows from: a recording file is one; any source giving
-    ``Window`` (and ``BadRow``) in the link protocol's count layout replays the same way."""
+    """What a replayed link reads its windows from: a recording file is one, a link's event files
+    (``qtelemetry.drivers.event_files``) another; any source giving ``Window`` (and ``BadRow``) in
+    the link protocol's count layout replays the same way."""
 
     def read(self) -> list[Window | BadRow]:
-        """Every window of the link in time order; RecordingError if the source is unusable as a whole."""
+        """Every window of the link in time order; RecordingError (or a DriverError with its own
+        reason) if the source is unusable as a whole."""
         ...
 
 
