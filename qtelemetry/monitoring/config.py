@@ -20,12 +20,16 @@ DURATION = r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$"
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
+#: Any PromQL duration, as rule files may write one: units in decreasing order, each at most once (1h30m, 0s).
+PROMQL_DURATION = re.compile("".join(rf"(?:(\d+){unit})?" for unit in ("y", "w", "d", "h", "m", "s", "ms")))
+
+
 def duration_seconds(duration: str) -> float:
-    """Seconds in a PromQL duration such as ``5m``."""
-    match = re.fullmatch(DURATION, duration)
-    if not match:
+    """Seconds in a PromQL duration such as ``5m``, ``1h30m`` or ``0s``."""
+    match = PROMQL_DURATION.fullmatch(duration)
+    if not duration or not match:
         raise ValueError(f"not a duration: {duration!r}")
-    return int(duration[: -len(match.group(1))]) * _SECONDS[match.group(1)]
+    return sum(int(n) * _SECONDS[unit] for n, unit in zip(match.groups(), ("y", "w", "d", "h", "m", "s", "ms")) if n)
 
 
 class Strict(BaseModel):

@@ -65,6 +65,8 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         start, end = parse_time(args.start), parse_time(args.end)
         step = duration_seconds(args.step)
+        if step < 1:
+            raise ValueError(f"--step ({args.step}) must be at least 1s")
         if end <= start:
             raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
         password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
