@@ -272,7 +272,8 @@ def test_replay_config_points_at_event_files(tmp_path):
     columns = good_columns(20_000)
     path = write(tmp_path / "link.parquet", columns)
     config = adapter.validate_python({"protocol": "bb84-decoy", "path": path, "window_s": 0.002,
-                                      "clock_rate_hz": 1e9, "p_signal": 0.5, "p_decoy": 0.3, "p_vacuum": 0.2})
+                                      "clock_rate_hz": 1e9, "p_signal": 0.5, "p_decoy": 0.3, "p_vacuum": 0.2,
+                                      "mu": 0.5, "nu": 0.1, "detector_efficiency": 0.1})
     expected = bb84_windows(event_table(columns, "bb84"), 0.002, 1e9, [0.5, 0.3, 0.2])
     for name, values in config.windows().counts.items():
         np.testing.assert_array_equal(values, expected.counts[name])
@@ -280,13 +281,16 @@ def test_replay_config_points_at_event_files(tmp_path):
         events: EventFiles
 
     relative = validate_yaml(Replay, "events: {protocol: bb84-decoy, path: link.parquet, window_s: 0.002, "
-                             "clock_rate_hz: 1e9, p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.2}", "replay.yaml",
+                             "clock_rate_hz: 1e9, p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.2, mu: 0.5, nu: 0.1, "
+                             "detector_efficiency: 0.1}", "replay.yaml",
                              config_dir=tmp_path)
     assert relative.events.path == tmp_path / "link.parquet"  # from the config file's directory
     for text, field in [(f"events: {{protocol: bb84-decoy, path: {path}, window_s: 1, clock_rate_hz: 1e9, "
-                         "p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.3}", "events.bb84-decoy.p_vacuum"),
+                         "p_signal: 0.5, p_decoy: 0.3, p_vacuum: 0.3, mu: 0.5, nu: 0.1, detector_efficiency: 0.1}",
+                         "events.bb84-decoy.p_vacuum"),
                         (f"events: {{protocol: bbm92-spdc, path_a: {path}, path_b: {path}, window_s: 5e-4, "
-                         "coincidence_window_s: 5e-4}", "events.bbm92-spdc.coincidence_window_s")]:
+                         "coincidence_window_s: 5e-4, detector_efficiency_a: 0.5, detector_efficiency_b: 0.5}",
+                         "events.bbm92-spdc.coincidence_window_s")]:
         with pytest.raises(ConfigError) as err:
             validate_yaml(Replay, text, "replay.yaml")
         assert [p[0] for p in err.value.problems] == [field]

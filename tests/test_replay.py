@@ -123,7 +123,8 @@ exporter: {{window_seconds: 0.05, stall_timeout_seconds: 0.5, sliding_windows: 1
 links:
   - {{name: bb84, driver: {{type: replay, speed: 10, events: {{{BB84_EVENTS}, path: bb84.npy}}}}}}
   - {{name: bbm92, driver: {{type: replay, speed: 2.5, events: {{protocol: bbm92-spdc, path_a: a.parquet,
-      path_b: b.npy, window_s: 0.25, coincidence_window_s: 1.0e-9, max_delay_s: 1.0e-5}}}}}}
+      path_b: b.npy, window_s: 0.25, coincidence_window_s: 1.0e-9, max_delay_s: 1.0e-5,
+      detector_efficiency_a: 0.5, detector_efficiency_b: 0.5}}}}}}
   - {{name: missing, driver: {{type: replay, events: {{{BB84_EVENTS}, path: absent.npy}}}}}}
   - {{name: unsorted, driver: {{type: replay, events: {{{BB84_EVENTS}, path: unsorted.parquet}}}}}}
 """, config_dir=tmp)
@@ -205,7 +206,8 @@ def test_a_missing_or_unsorted_event_file_is_its_links_own_error(event_replay):
     (f"{{type: replay, events: {{{BB84_EVENTS.replace('nu: 0.1', 'nu: 0.6')}, path: e.npy}}}}", "events.bb84-decoy.nu"),
     ("{type: replay, events: {protocol: bbm92-spdc, path_a: a.npy, path_b: b.npy, window_s: 1, "
      "coincidence_window_s: 1.0e-9, detector_efficiency_a: 2}}", "events.bbm92-spdc.detector_efficiency_a"),
-], ids=["neither", "both", "link", "nu", "nu_mu", "efficiency"])
+    (f"{{type: replay, events: {{{BB84_EVENTS.replace('mu: 0.6, ', '')}, path: e.npy}}}}", "events.bb84-decoy.mu"),
+], ids=["neither", "both", "link", "nu", "nu_mu", "efficiency", "mu_required"])
 def test_check_config_names_the_replay_source_field(recording, tmp_path, capsys, driver, field):
     config = tmp_path / "replay.yaml"
     config.write_text(f"links:\n  - {{name: a, driver: {driver.replace('REC', repr(str(recording)))}}}\n")

@@ -7,15 +7,19 @@ itself never imports the drivers (whose package imports every driver).
 
 Event files hold detections, not the numbers the estimator reads from a link's config (μ, ν,
 detector efficiencies, ...): each model takes them as a simulated link of its protocol does,
-with the simulated config's own fields (bounds, defaults, descriptions).
+with the simulated config's own fields (bounds, defaults, descriptions). What describes the
+devices themselves (intensities, detector efficiencies) has no default here: a simulator's
+assumption would silently skew a lab's key rate.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, ValidationInfo, create_model, model_validator
+from pydantic_core import PydanticUndefined
 
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
@@ -65,12 +69,23 @@ class _EventFiles(StrictModel):
         return ", ".join(str(value) for value in self.__dict__.values() if isinstance(value, Path))
 
 
+#: Parameters that describe the lab's source and detectors: required, where a simulated link has defaults.
+DEVICE_PARAMS = ("mu", "nu", "detector_efficiency", "detector_efficiency_a", "detector_efficiency_b")
+
+
+def _field(simulated: type[StrictModel], name: str) -> tuple[object, object]:
+    """``simulated``'s field ``name`` as it is, but required if it describes the devices."""
+    field = simulated.model_fields[name]
+    if name in DEVICE_PARAMS:
+        field = copy.copy(field)
+        field.default = PydanticUndefined
+    return field.annotation, field
+
+
 def _params_of(simulated: type[StrictModel]) -> type[_EventFiles]:
-    """A base with the estimator parameters of ``simulated``'s protocol, its fields reused as they are."""
-    fields = simulated.model_fields
+    """A base with the estimator parameters of ``simulated``'s protocol, its fields reused (see ``_field``)."""
     return create_model(f"{simulated.__name__}EstimationParams", __base__=_EventFiles,  # type: ignore[call-overload]
-                        **{name: (fields[name].annotation, fields[name])
-                           for name in PROTOCOLS[simulated.protocol].param_names})
+                        **{name: _field(simulated, name) for name in PROTOCOLS[simulated.protocol].param_names})
 
 
 class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
