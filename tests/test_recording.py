@@ -18,6 +18,7 @@ from qtelemetry import __version__
 from qtelemetry.cli import main
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.estimation.changedetect import ESTIMATE_PREFIX
 from qtelemetry.recording.analyse import estimate_frame, sliding_sums, summary
 from qtelemetry.recording.format import (FAULT_COLUMNS, ID_COLUMNS, PLAN_COLUMNS, RecordingError, count_columns,
                                          param_columns, read_recording)
@@ -95,9 +96,6 @@ def test_sliding_sums_are_each_rows_last_n_of_its_link():
     assert sliding_sums(values, first, 10).tolist() == [1, 3, 6, 10, 5, 11, 18]
 
 
-#: prefix of the tamper detectors' published state (``qtelemetry.runtime.tamper``)
-TAMPER = "tamper_"
-
 
 def test_analyse_gives_what_the_exporter_published_after_each_window(recorded):
     runtime, snapshots, parquet, _ = recorded
@@ -108,7 +106,7 @@ def test_analyse_gives_what_the_exporter_published_after_each_window(recorded):
             for row, link in enumerate(members):
                 mine = estimates[estimates["link"] == runtime.table.names[link]].iloc[k]
                 for key, values in snapshot.groups[protocol].estimates.items():
-                    if key.startswith(TAMPER):
+                    if key.startswith(ESTIMATE_PREFIX):
                         continue  # the tamper detectors' state: not an estimator's output, analyse does not run them
                     live, offline = float(values[row]), float(mine[key])
                     assert (math.isnan(live) and math.isnan(offline)) or math.isclose(live, offline, rel_tol=1e-9), \

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from qtelemetry.config import Config, default_config, parse_config
+from qtelemetry.estimation.changedetect import ESTIMATE_PREFIX
 from qtelemetry.recording.analyse import estimate_frame
 from qtelemetry.recording.format import read_recording
 from qtelemetry.recording.record import record
@@ -124,7 +125,7 @@ def test_analysis_of_the_recording_matches_the_live_run(live):
         assert len(mine) == max(live_windows)
         for k, expected in live_windows.items():
             row = mine.iloc[k - 1]
-            expected = {key: v for key, v in expected.items() if not key.startswith("tamper_")}  # not analysed offline
+            expected = {key: v for key, v in expected.items() if not key.startswith(ESTIMATE_PREFIX)}  # not analysed offline
             got = {key: float(row[key]) for key in expected}
             for key in expected:  # a cumulative sum adds the same integers in another order: 1e-9 relative
                 assert (math.isnan(got[key]) and math.isnan(expected[key])) or np.isclose(

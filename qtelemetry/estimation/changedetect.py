@@ -47,6 +47,16 @@ QUANTITIES = ("qber_z", "qber_x", "signal_gain", "decoy_gain", "vacuum_gain")
 #: approximation and a baseline learned from a finite warm-up gave up to 1.07x the configured rate
 #: with a few counts per window (bench/tamper.py); the margin costs ln 1.25 = 0.22 of llr in delay.
 MARGIN = 1.25
+#: Estimate keys of the detectors' published state start with this: not an estimator's output.
+ESTIMATE_PREFIX = "tamper_"
+
+
+def estimate_key(what: str, name: str = "") -> str:
+    """The estimate key of ``what`` (statistic, alarm, baseline_ratio, warmup) of detector or quantity ``name``,
+    which the runtime publishes and the metric catalogue reads."""
+    return ESTIMATE_PREFIX + "_".join(filter(None, (what, name)))
+
+
 #: A statistic stops growing at this many thresholds: past the alarm (which latches) more evidence
 #: changes nothing, and a capped statistic falls back below 1 soon after the change ends.
 CAP = 10.0

@@ -15,6 +15,7 @@ from typing import Literal
 
 from qtelemetry.estimation.changedetect import DETECTORS as TAMPER_DETECTORS
 from qtelemetry.estimation.changedetect import QUANTITIES as TAMPER_QUANTITIES
+from qtelemetry.estimation.changedetect import estimate_key as tamper_key
 from qtelemetry.estimation.reported import ETSI014, ETSI015, REQUEST_BUCKETS
 
 MetricType = Literal["gauge", "counter", "info", "histogram"]
@@ -114,18 +115,18 @@ METRICS: tuple[Metric, ...] = (
            "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level), by detector: qber_z, qber_x "
            "(QBER rise), decoy_gain (decoy/signal gain ratio either way: PNS, blinding), vacuum_gain (dark counts "
            "either way: blinding, detector control). Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), f"tamper_statistic_{d}") for d in TAMPER_DETECTORS)),
+           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_alarm", "gauge", "",
            "1 once the detector's statistic reached its threshold (latched until re-armed with POST /-/tamper), "
            "else 0, by detector. Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), f"tamper_alarm_{d}") for d in TAMPER_DETECTORS)),
+           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_warmup", "gauge", "",
            "1 while the tamper detectors learn the link's baseline (no statistic, no alarm yet), 0 once they run.",
-           protocol=BB84, source="tamper_warmup"),
+           protocol=BB84, source=tamper_key("warmup")),
     Metric("qkd_tamper_baseline_ratio", "gauge", "",
            "A quantity over the sliding window divided by its tamper baseline (1 = as learned), by quantity: qber_z, "
            "qber_x, signal_gain (falls with loss), decoy_gain, vacuum_gain.",
-           ("link", "quantity"), BB84, series=tuple(((q,), f"tamper_baseline_ratio_{q}") for q in TAMPER_QUANTITIES)),
+           ("link", "quantity"), BB84, series=tuple(((q,), tamper_key("baseline_ratio", q)) for q in TAMPER_QUANTITIES)),
     Metric("qkd_sifted_key_rate_bits_per_second", "gauge", "bits/s",
            "Sifted key rate of signal pulses in bits per second (key material counts in bits).",
            protocol=(BB84, SIFTED), source="sifted_key_rate_bps"),

@@ -53,12 +53,12 @@ class TamperDetectors:
         alarm = np.where(running, state.alarm, np.nan)
         ratios = np.where(running, changedetect.baseline_ratio(
             state, np.column_stack([current[CURRENT[q]] for q in changedetect.QUANTITIES])), np.nan)
-        out = {"tamper_warmup": np.where(self.enabled, (~state.armed).astype(float), np.nan)}
+        out = {changedetect.estimate_key("warmup"): np.where(self.enabled, (~state.armed).astype(float), np.nan)}
         for j, detector in enumerate(changedetect.DETECTORS):
-            out[f"tamper_statistic_{detector}"] = level[:, j]
-            out[f"tamper_alarm_{detector}"] = alarm[:, j]
+            out[changedetect.estimate_key("statistic", detector)] = level[:, j]
+            out[changedetect.estimate_key("alarm", detector)] = alarm[:, j]
         for j, quantity in enumerate(changedetect.QUANTITIES):
-            out[f"tamper_baseline_ratio_{quantity}"] = ratios[:, j]
+            out[changedetect.estimate_key("baseline_ratio", quantity)] = ratios[:, j]
         return out
 
     def rearm(self, row: int, relearn: bool) -> None:
