@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator,
+from pydantic import (AfterValidator, BaseModel, Field, ValidationError, field_validator,
                       model_validator)
 
-from qtelemetry.configfile import ConfigError, load_yaml, printable, read_text
+from qtelemetry.configfile import ConfigError, ReadableFile, load_yaml, printable, read_text
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.estimation import PROTOCOLS
@@ -40,26 +40,6 @@ CONFIDENCE_LEVEL_MAX = 1.0 - 1e-9
 RING_MEMORY_LIMIT_BYTES = 2 * 2**30
 #: Largest token file read; a token is a line of text.
 MAX_TOKEN_BYTES = 4096
-
-
-def _config_dir(info: ValidationInfo) -> Path:
-    return (info.context or {}).get("config_dir", Path.cwd())
-
-
-def _readable_file(path: Path, info: ValidationInfo) -> Path:
-    """An existing, readable regular file; relative paths are taken from the config file's directory."""
-    path = _config_dir(info) / path
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        with open(path, "rb"):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {str(path)[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return path
-
-
-ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 
 
 def read_token(path: Path) -> str:

@@ -9,17 +9,44 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, ValidationInfo
 
 #: Exit code of every command given a config it cannot use.
 EXIT_CONFIG = 2
 
 #: Largest config file read; a 10,000-link config is about 1 MB.
 MAX_CONFIG_BYTES = 64 * 2**20
+
+
+def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are taken from the config file's directory, as Prometheus does."""
+    return (info.context or {}).get("config_dir", Path.cwd()) / path
+
+
+def _readable_file(path: Path, info: ValidationInfo) -> Path:
+    """An existing, readable regular file (relative to the config file's directory)."""
+    path = _from_config_dir(path, info)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with open(path, "rb"):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {str(path)[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    return path
+
+
+#: A file path in a config, relative to the config file's directory; not checked (read while running).
+ConfigPath = Annotated[Path, AfterValidator(_from_config_dir)]
+#: A file the config needs at load: it must exist and be readable.
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 
 
 class ConfigError(Exception):

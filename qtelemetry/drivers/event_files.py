@@ -18,9 +18,10 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, ValidationInfo, create_model, model_validator
+from pydantic import Field, create_model, model_validator
 from pydantic_core import PydanticUndefined
 
+from qtelemetry.configfile import ConfigPath
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
@@ -31,15 +32,8 @@ if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: impo
     from qtelemetry.recording.format import BadRow, Window
 
 
-def _from_config_dir(path: Path, info: ValidationInfo) -> Path:
-    """Relative paths are taken from the config file's directory, as for the config's other files.
-
-    Not checked here: a file missing while running is a driver error, counted, not a config error.
-    """
-    return (info.context or {}).get("config_dir", Path.cwd()) / path
-
-
-EventPath = Annotated[Path, AfterValidator(_from_config_dir)]
+#: Not checked at load: a file missing while running is a driver error, counted, not a config error.
+EventPath = ConfigPath
 
 
 class _EventFiles(StrictModel):

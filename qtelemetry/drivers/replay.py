@@ -19,11 +19,11 @@ with back-off), never stopping other links.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
+from qtelemetry.configfile import ReadableFile
 from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.reported import ETSI014, ETSI015
@@ -36,20 +36,13 @@ if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: impo
 MAX_SPEED = 1e6
 
 
-def _readable(path: Path, info: ValidationInfo) -> Path:
-    """``qtelemetry.config.ReadableFile``'s check (imported here: the config module imports the drivers)."""
-    from qtelemetry.config import _readable_file
-
-    return _readable_file(path, info)
-
-
 class ReplayConfig(IODriverConfig):
     """One link of a recording (``qtelemetry record``), or of raw event files, played back as if it were live."""
 
     error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row", *ERROR_REASONS)
 
     type: Literal["replay"]
-    path: Annotated[Path, AfterValidator(_readable)] | None = Field(
+    path: ReadableFile | None = Field(
         None, description="recording (Parquet, or CSV); relative paths are taken from the config file's directory")
     link: str | None = Field(None, min_length=1, max_length=256,
                              description="the recorded link to play; omit when the recording holds one link")
