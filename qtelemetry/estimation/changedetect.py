@@ -201,7 +201,8 @@ def _trials(w: NDArray, p0: NDArray, p1: NDArray) -> tuple[NDArray, NDArray, NDA
     n = np.column_stack([w[:, 1], w[:, 3], w[:, 4] + w[:, 5], w[:, 4] + w[:, 5], w[:, 9], w[:, 9]])
     share = lambda r: w[:, 8, None] * r / (w[:, 8, None] * r + w[:, 7, None])  # noqa: E731
     p0, p1 = p0.copy(), p1.copy()
-    p0[:, 2:4], p1[:, 2:4] = share(p0[:, 2:4]), share(p1[:, 2:4])
+    with np.errstate(invalid="ignore", divide="ignore"):  # no signal or decoy pulses: NaN, no trials to weigh
+        p0[:, 2:4], p1[:, 2:4] = share(p0[:, 2:4]), share(p1[:, 2:4])
     return k, n, p0, p1
 
 
