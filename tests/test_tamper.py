@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -111,6 +112,28 @@ def test_detector_blinding_alarms_on_the_decoy_statistics_not_the_qber(fraction)
     decoy_stats = run.first_alarm[:, [DETECTOR["decoy_gain"], DETECTOR["vacuum_gain"]]]
     assert np.all(np.nanmin(decoy_stats, axis=1) <= warm + 2)
     assert np.all(np.isnan(run.first_alarm[:, [DETECTOR["qber_z"], DETECTOR["qber_x"]]]))
+
+
+@pytest.mark.parametrize("choice", [dict(p_signal=0.9, p_decoy=1e-13, p_vacuum=0.1 - 1e-13),
+                                    dict(p_signal=1e-13, p_decoy=0.9, p_vacuum=0.1 - 1e-13)],
+                         ids=["no decoy pulses", "no signal pulses"])
+def test_a_statistic_without_trials_in_the_warm_up_never_alarms_and_shows_nan(choice):
+    """A valid config whose warm-up has no decoy (or no signal) pulse gives the decoy statistics no
+    baseline: their level is NaN, never an alarm and never a RuntimeWarning (the config fuzzer found
+    0/0 here); the other detectors still run, and with decoys missing the QBER ones still see Eve."""
+    n, warm = 5, 60
+    p = ts.links(n, fiber_length_km=25, **choice)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = ts.simulate(p, ts.with_fault(p, "intercept-resend", 0.25), warm, warm + 5, 1.0,
+                          ts.settings(n, warmup_seconds=warm), np.random.default_rng(8))
+        level = cd.level(run.state)
+    assert np.isnan(run.first_alarm[:, DETECTOR["decoy_gain"]]).all()
+    assert np.isnan(level[:, DETECTOR["decoy_gain"]]).all()
+    assert np.isfinite(level[:, DETECTOR["vacuum_gain"]]).all()
+    if choice["p_decoy"] > 0.5:
+        return  # no signal pulses: no signal QBER either
+    assert np.all(run.first_alarm[:, DETECTOR["qber_z"]] == warm)
 
 
 def test_a_fiber_cut_is_no_signal_not_tampering():

@@ -42,7 +42,7 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
     visibility: float = Field(0.98, ge=0.0, le=1.0, description="two-photon visibility of the source itself")
     misalignment_error: float = Field(0.01, ge=0.0, le=0.5, description="polarisation misalignment error of the channel")
     dark_count_rate_hz: float = Field(100.0, ge=0.0, le=MAX_RATE_HZ, description="background click rate of each receiver, 1/s")
-    coincidence_window_s: float = Field(1e-9, gt=0.0, description="coincidence (gate) window, s")
+    coincidence_window_s: float = Field(1e-9, gt=0.0, le=1.0, description="coincidence (gate) window, s (at most 1 s)")
     clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="pump pulse rate")
     chsh_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pulses used for the CHSH test")
     ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")

@@ -210,7 +210,9 @@ def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> 
     """End the warm-up of ``rows``: baseline from its sums, thresholds from the false-alarm rate.
 
     The link's mean time between false alarms covers all its statistics: each of the six gets
-    six times as long (their alarm rates add up at most to the link's), times ``MARGIN``.
+    six times as long (their alarm rates add up at most to the link's), times ``MARGIN``. A
+    statistic that had no trials in the warm-up (a link with no decoy or no signal pulses) has no
+    baseline: its threshold is NaN, so it never alarms and its level is NaN, not 0.
     """
     w = state.warm[rows]
     q_s, q_d = _jeffreys(w[:, 4], w[:, 7]), _jeffreys(w[:, 5], w[:, 8])
@@ -219,7 +221,8 @@ def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> 
     windows = state.warm_windows[rows]
     mean_window = w / windows[:, None]
     k, n, p0, p1 = _trials(mean_window, *_alternatives(state.baseline[rows], settings, rows))
-    kl, delta = llr_moments(n, p0, p1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # decoy share 0 or 1 (no trials): NaN, as above
+        kl, delta = llr_moments(n, p0, p1)
     arl0 = MARGIN * len(STATISTICS) * settings.mean_time_between_false_alarms_s[rows] / (state.warm_seconds[rows] / windows)
     state.threshold[rows] = cusum_threshold(arl0[:, None], np.maximum(kl, 1e-12), delta)
     state.statistic[rows] = 0.0
