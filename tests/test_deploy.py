@@ -1,9 +1,12 @@
 """Deployment files (Dockerfile, docker-compose, Kubernetes, systemd) agree with each other and
-with the exporter, and the real tools accept them: `qtelemetry check-config`, promtool, amtool,
-kubernetes-validate (core kinds, offline schemas), the compose-spec schema (check-jsonschema),
-systemd-analyze, and kustomize (`kubectl kustomize`) where kubectl is installed.
+with the exporter, and the real tools accept them: `qtelemetry check-config`, promtool, amtool
+(`check-config`, and `config routes test` for who gets notified), kubernetes-validate (core kinds,
+offline schemas), the compose-spec schema (check-jsonschema), the Prometheus operator's published
+API (npm, cached after the first run), systemd-analyze, and kustomize (`kubectl kustomize`) where
+kubectl is installed.
 
-Offline and fast: nothing is pulled, built or started (there is no Docker engine here)."""
+Fast, and offline but for that one npm install: nothing is pulled, built or started (there is no
+Docker engine here)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 from tls import make_pki
+from typecheck import npm_toolchain, tsc_errors
 
 from qtelemetry.cli import main as qtelemetry_main
 from qtelemetry.config import load_config, parse_listen
@@ -42,7 +46,7 @@ DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 SYSTEMD_UNIT = DEPLOY / "systemd" / "qtelemetry.service"
 
 #: Kinds kubernetes-validate has schemas for; the Prometheus operator's are checked otherwise.
-OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
 #: Oldest Kubernetes minor we claim (still common in long-lived clusters) and the newest schema shipped.
 K8S_OLDEST = "1.29.0"
 #: `kubectl apply` (client side) stores the object in an annotation; annotations are capped at 256 KiB.
@@ -390,21 +394,54 @@ def test_compose_prometheus_config_passes_promtool_with_the_generated_rules(comp
     assert re.search(r"SUCCESS: \d+ rules found", result.stdout + result.stderr), result.stdout
 
 
-def test_compose_alertmanager_config_passes_amtool_and_has_the_generated_inhibit_rules(compose):
-    amtool = debian_tool("amtool", "prometheus-alertmanager")
+INHIBIT_RULES = ROOT / "alerts" / "alertmanager-inhibit-rules.yaml"
+#: who must be notified: alert labels -> receivers, in Alertmanager's order (deploy/README.md, Alertmanager)
+ROUTING = {
+    "tamper alert: security and on-call": (
+        {"alertname": "QKDTamperSuspected", "severity": "critical", "notify": "security", "link": "x"},
+        ["security-webhook", "oncall-webhook"]),
+    "critical alert: on-call only": ({"alertname": "QKDQberCritical", "severity": "critical", "link": "x"},
+                                     ["oncall-webhook"]),
+    "warning: e-mail (ticket) only": ({"alertname": "QKDQberHigh", "severity": "warning", "link": "x"},
+                                      ["team-email"]),
+}
+
+
+def compose_alertmanager_config(compose: dict) -> Path:
+    """The Alertmanager config file the compose service runs with."""
     service = compose["services"]["alertmanager"]
     config_arg = next(a for a in service["command"] if a.startswith("--config.file="))
-    path = local_path(service, config_arg.split("=", 1)[1])
+    return local_path(service, config_arg.split("=", 1)[1])
+
+
+def routed_receivers(amtool: str, config: Path, labels: dict[str, str]) -> list[str]:
+    """The receivers Alertmanager notifies for an alert with ``labels`` (`amtool config routes test`)."""
+    result = run([amtool, "config", "routes", "test", f"--config.file={config}",
+                  *(f'{name}="{value}"' for name, value in labels.items())])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().split(",")
+
+
+def test_compose_alertmanager_config_passes_amtool_and_has_the_generated_inhibit_rules(compose):
+    amtool = debian_tool("amtool", "prometheus-alertmanager")
+    path = compose_alertmanager_config(compose)
     result = run([amtool, "check-config", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(path.read_text())
-    generated = yaml.safe_load((ROOT / "alerts" / "alertmanager-inhibit-rules.yaml").read_text())
+    generated = yaml.safe_load(INHIBIT_RULES.read_text())
     assert config["inhibit_rules"] == generated["inhibit_rules"], "copy alerts/alertmanager-inhibit-rules.yaml"
     assert MONITORING.cluster_label in config["route"]["group_by"]
     assert any('severity="critical"' in r.get("matchers", []) for r in config["route"]["routes"]), "criticals page"
     receivers = {r["name"]: r for r in config["receivers"]}
     assert any("webhook_configs" in r for r in receivers.values())
     assert any("email_configs" in r for r in receivers.values())
+
+
+def test_compose_alertmanager_routes_tamper_alerts_to_security_and_on_call(compose):
+    amtool = debian_tool("amtool", "prometheus-alertmanager")
+    path = compose_alertmanager_config(compose)
+    for case, (labels, receivers) in ROUTING.items():
+        assert routed_receivers(amtool, path, labels) == receivers, case
 
 
 def test_compose_grafana_provisions_the_prometheus_datasource_and_the_dashboards(compose):
@@ -463,6 +500,176 @@ def test_dashboard_configmaps_carry_each_dashboard_for_grafanas_sidecar(build_mo
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert config_map["data"] == {board.name: board.read_text()}
         assert len(json.dumps(config_map)) < ANNOTATION_LIMIT, f"{board.name}: too big for kubectl apply"
+
+
+# --- Kubernetes: Alertmanager routing (AlertmanagerConfig) ----------------------------------------
+
+#: The Prometheus operator's API as published on npm (TypeScript types and JSON schemas generated
+#: from its Go types), and the compiler that checks objects against the types.
+OPERATOR_MODELS = {"@kubernetes-models/prometheus-operator": "6.0.0", "typescript": "5.9.3"}
+V1ALPHA1 = "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1alpha1"
+#: Runs each (name, kind, object) of stdin through the package's own schema validation (ajv);
+#: prints {name: [errors]}.
+SCHEMA_VALIDATE_JS = f"""
+import {{ readFileSync }} from 'node:fs';
+import {{ AlertmanagerConfig }} from '{V1ALPHA1}/AlertmanagerConfig';
+import {{ Route }} from '{V1ALPHA1}/Route';
+const models = {{ AlertmanagerConfig, Route }}, found = {{}};
+for (const [name, kind, doc] of JSON.parse(readFileSync(0, 'utf8'))) {{
+  try {{ new models[kind](doc).validate(); }}
+  catch (e) {{ found[name] = (e.errors ?? [e]).map(x => `${{x.instancePath ?? ''}} ${{x.message}}`); }}
+}}
+console.log(JSON.stringify(found));
+"""
+
+
+def child_routes(route: dict, path: str = "route") -> list[tuple[str, dict]]:
+    """Every route below ``route``: the CRD keeps child routes as free JSON, the operator decodes
+    them as Routes with unknown fields disallowed, so each is checked as a Route of its own."""
+    found = []
+    for i, child in enumerate(route.get("routes", [])):
+        found += [(f"{path}.routes[{i}]", child), *child_routes(child, f"{path}.routes[{i}]")]
+    return found
+
+
+def operator_api_errors(work: Path, objects: dict[str, dict]) -> dict[str, list[str]]:
+    """Errors of each AlertmanagerConfig against the operator's published API: tsc on typed
+    literals (stray or misspelt fields, missing required ones) and the package's JSON-schema
+    validation (enums, duration patterns)."""
+    sources: dict[str, tuple[str, list[str]]] = {}
+    checks = []
+    for stem, amcfg in objects.items():
+        lines = [f"import type {{ IAlertmanagerConfig }} from '{V1ALPHA1}/AlertmanagerConfig';",
+                 f"import type {{ IRoute }} from '{V1ALPHA1}/Route';",
+                 f"export const amcfg: IAlertmanagerConfig = {json.dumps(amcfg)};"]
+        where = ["import", "import", "AlertmanagerConfig"]
+        checks.append((stem, "AlertmanagerConfig", amcfg))
+        for path, route in child_routes(amcfg["spec"]["route"]):
+            lines.append(f"export const r{len(lines)}: IRoute = {json.dumps(route)};")
+            where.append(path)
+            checks.append((f"{stem} {path}", "Route", route))
+        sources[stem] = ("\n".join(lines) + "\n", where)
+    errors = tsc_errors(work, sources)
+    done = subprocess.run(["node", "--input-type=module", "-e", SCHEMA_VALIDATE_JS], cwd=work,
+                          input=json.dumps(checks), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, found in json.loads(done.stdout).items():
+        errors[name.split()[0]] += [f"{name} (schema): {error}" for error in found]
+    return errors
+
+
+def test_alertmanager_config_matches_the_operators_published_api(build_module, request):
+    """The generated AlertmanagerConfig against the operator's API, and a copy with five faults
+    that the check must catch, each where it is."""
+    amcfg = load_all(build_module.AMCFG_OUT)[0]
+    hostile = copy.deepcopy(amcfg)
+    spec = hostile["spec"]
+    oncall, security = (next(r for r in spec["receivers"] if r["name"] == n) for n in ("oncall-webhook", "security-webhook"))
+    oncall["webhookConfigs"][0]["urlsecret"] = oncall["webhookConfigs"][0].pop("urlSecret")
+    del security["webhookConfigs"][0]["urlSecret"]["key"]
+    spec["route"]["routes"][0]["repeat_interval"] = spec["route"]["routes"][0].pop("repeatInterval")
+    spec["route"]["groupWait"] = "soon"
+    spec["inhibitRules"][0]["sourceMatch"][0]["matchType"] = "=="
+    work = npm_toolchain(request.config.cache.mkdir("prometheus-operator-api"), OPERATOR_MODELS,
+                         "the Prometheus operator's API (@kubernetes-models/prometheus-operator)")
+    errors = operator_api_errors(work, {"generated": amcfg, "hostile": hostile})
+    assert not errors["generated"], "\n".join(errors["generated"])
+    caught = "\n".join(errors["hostile"])
+    for fault in ("'\"urlsecret\"' does not exist in type 'IWebhookConfig'",
+                  "Property '\"key\"' is missing in type '{ name: string; }' but required in type 'ISecretKeySelector'",
+                  "route.routes[0]: TS2353: Object literal may only specify known properties, and "
+                  "'\"repeat_interval\"' does not exist in type 'IRoute'",
+                  "/spec/route/groupWait must match pattern", "/spec/inhibitRules/0/sourceMatch/0/matchType must be"):
+        assert fault in caught, f"the API check missed {fault!r}:\n{caught}"
+
+
+#: AlertmanagerConfig field -> Alertmanager config key (the operator's translation back)
+ALERTMANAGER_KEYS = {"groupBy": "group_by", "groupWait": "group_wait", "groupInterval": "group_interval",
+                     "repeatInterval": "repeat_interval", "continue": "continue", "sendResolved": "send_resolved",
+                     "to": "to", "from": "from", "smarthost": "smarthost", "requireTLS": "require_tls"}
+
+
+def as_the_operator_renders_it(amcfg: dict, namespace: str, secrets: dict[str, dict[str, str]]) -> dict:
+    """The Alertmanager config the operator makes of ``amcfg`` in ``namespace`` (pkg/alertmanager/
+    amcfg.go, default matcher strategy OnNamespace): receivers named <namespace>/<name>/<receiver>;
+    the route, with a namespace matcher and continue: true, first under the Alertmanager's own root
+    route (here the operator's default: receiver "null"); a namespace matcher on both sides of every
+    inhibit rule; webhook URLs read from the Secrets (``secrets``: name -> data)."""
+    prefix = f"{namespace}/{amcfg['metadata']['name']}/"
+    in_namespace = f'namespace="{namespace}"'
+
+    def matchers(crd: list[dict]) -> list[str]:
+        escape = lambda v: v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')  # noqa: E731
+        return [f'{m["name"]}{m["matchType"]}"{escape(m["value"])}"' for m in crd]
+
+    def route(crd: dict) -> dict:
+        out = {ALERTMANAGER_KEYS[k]: v for k, v in crd.items() if k not in ("matchers", "routes", "receiver")}
+        out["receiver"] = prefix + crd["receiver"]
+        if "matchers" in crd:
+            out["matchers"] = matchers(crd["matchers"])
+        if "routes" in crd:
+            out["routes"] = [route(child) for child in crd["routes"]]
+        return out
+
+    def receiver(crd: dict) -> dict:
+        out: dict = {"name": prefix + crd["name"]}
+        for webhook in crd.get("webhookConfigs", []):
+            ref = webhook["urlSecret"]
+            out.setdefault("webhook_configs", []).append(
+                {"url": secrets[ref["name"]][ref["key"]], "send_resolved": webhook.get("sendResolved", True)})
+        for email in crd.get("emailConfigs", []):
+            out.setdefault("email_configs", []).append({ALERTMANAGER_KEYS[k]: v for k, v in email.items()})
+        assert set(crd) <= {"name", "webhookConfigs", "emailConfigs"}, f"translate {sorted(crd)} too"
+        return out
+
+    spec = amcfg["spec"]
+    top = route(spec["route"])
+    top["matchers"] = top.get("matchers", []) + [in_namespace]
+    top["continue"] = True
+    inhibit = [{"source_matchers": matchers(rule["sourceMatch"]) + [in_namespace],
+                "target_matchers": matchers(rule["targetMatch"]) + [in_namespace], "equal": rule["equal"]}
+               for rule in spec["inhibitRules"]]
+    return {"route": {"receiver": "null", "routes": [top]},
+            "receivers": [{"name": "null"}, *(receiver(r) for r in spec["receivers"])], "inhibit_rules": inhibit}
+
+
+def test_alertmanager_config_routes_tamper_alerts_to_security_and_on_call(build_module, tmp_path):
+    """The AlertmanagerConfig, as the operator puts it into the Alertmanager's config, notifies who
+    the Compose config notifies (`amtool config routes test`), with the generated inhibit rules and
+    the webhook URLs from the Secret; and only for alerts of its namespace."""
+    amtool = debian_tool("amtool", "prometheus-alertmanager")
+    monitoring = yaml.safe_load((build_module.AMCFG_OUT.parent / "kustomization.yaml").read_text())
+    assert build_module.AMCFG_OUT.name in monitoring["resources"], "deployed with the monitoring objects"
+    amcfg = load_all(build_module.AMCFG_OUT)[0]
+    webhooks = [w for r in amcfg["spec"]["receivers"] for w in r.get("webhookConfigs", [])]
+    assert webhooks and all("url" not in w and "urlSecret" in w for w in webhooks), "webhook URLs come from a Secret"
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in load_all(build_module.WEBHOOK_SECRET_OUT)}
+    namespace = build_module.NAMESPACE
+    rendered = as_the_operator_renders_it(amcfg, namespace, secrets)
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+    result = run([amtool, "check-config", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = f"{namespace}/{amcfg['metadata']['name']}/"
+    for case, (labels, receivers) in ROUTING.items():
+        assert routed_receivers(amtool, path, {**labels, "namespace": namespace}) == [prefix + r for r in receivers], case
+        # an alert without the namespace label passes this object by (deploy/README.md: enforcedNamespaceLabel)
+        assert routed_receivers(amtool, path, labels) == ["null"], case
+    in_namespace = f'namespace="{namespace}"'
+    inhibit = [{k: [m for m in v if m != in_namespace] if k.endswith("_matchers") else v for k, v in rule.items()}
+               for rule in rendered["inhibit_rules"]]
+    assert inhibit == yaml.safe_load(INHIBIT_RULES.read_text())["inhibit_rules"]
+
+
+def test_build_refuses_a_compose_setting_it_cannot_carry_to_kubernetes(build_module, tmp_path, monkeypatch):
+    """A route setting without a translation stops the build rather than vanish from the cluster's routing."""
+    config = yaml.safe_load(build_module.ALERTMANAGER.read_text())
+    config["route"]["routes"][0]["mute_time_intervals"] = ["weekends"]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(build_module, "ALERTMANAGER", path)
+    with pytest.raises(ValueError, match=r"route\.routes\[0\]: \['mute_time_intervals'\] have no AlertmanagerConfig"):
+        build_module.alertmanager_objects()
 
 
 # --- Kubernetes: manifests ----------------------------------------------------------------------
@@ -606,13 +813,21 @@ def test_kubernetes_objects_fit_together():
     assert len(suffixes) == len(SITES)
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """kustomize writes YAML 1.2, where a plain ``=`` (an AlertmanagerConfig matchType) is the
+    string "=", not YAML 1.1's value key that PyYAML cannot construct."""
+
+
+Yaml12Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
 def kustomize(directory: Path) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if not kubectl:  # not in Debian's or PyPI's packages, so CI may lack it: skip, never fail
         pytest.skip("kubectl not found: `kubectl kustomize` renders the overlays where it is installed")
     result = run([kubectl, "kustomize", str(directory)])
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=Yaml12Loader) if doc]
 
 
 def test_kustomize_renders_one_exporter_per_site():
@@ -624,6 +839,8 @@ def test_kustomize_renders_one_exporter_per_site():
     assert sorted(d["metadata"]["labels"]["site"] for d in deployments) == [s.name for s in SITES]
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    (amcfg,) = [d for d in docs if d["kind"] == "AlertmanagerConfig"]
+    assert amcfg["spec"] == load_all(K8S / "monitoring" / "alertmanagerconfig.yaml")[0]["spec"]
 
 
 def test_kustomize_renders_the_tls_and_basic_auth_component(tmp_path):

@@ -3,8 +3,7 @@
 Grafana publishes its dashboard model as TypeScript types in the ``@grafana/schema`` npm package:
 the dashboard, rows, template variables, and each panel plugin's options and field config
 (``raw/composable/<plugin>/panelcfg``). The test installs the package (pinned to the Grafana
-release the Compose stack runs) and TypeScript with npm into a folder under pytest's cache
-(``.pytest_cache/d/``, reused while the versions match; never committed), writes each dashboard
+release the Compose stack runs) and TypeScript with npm (``typecheck.py``), writes each dashboard
 as typed object literals (excess-property checks catch stray fields, missing required ones and
 wrong enum values) and runs ``tsc --noEmit``. JSON strings are accepted where the types say
 enum (``Json<T>`` maps an enum to its values); targets are checked as Grafana's ``DataQuery``
@@ -19,13 +18,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from typecheck import npm_toolchain, tsc_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
@@ -47,24 +43,6 @@ PRELUDE = [
     "type Target = DataQuery & Record<string, unknown>;",
     "type Typed<O, F = Record<string, unknown>> = Omit<Panel<O, F>, 'options' | 'targets'> & { options: O; targets: Target[] };",
 ]
-
-
-def toolchain(cache: Path) -> Path:
-    """node_modules with the pinned packages, installed by npm on first use."""
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        reason = "node and npm are needed for Grafana's schema (@grafana/schema): install nodejs and npm"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}", pytrace=False)
-        pytest.skip(reason)
-    stamp = cache / "installed.json"
-    if not stamp.exists() or json.loads(stamp.read_text()) != PACKAGES:
-        (cache / "package.json").write_text(json.dumps({"private": True, "dependencies": PACKAGES}))
-        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
-                              cwd=cache, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"npm install failed:\n{done.stdout}{done.stderr}"
-        stamp.write_text(json.dumps(PACKAGES))
-    return cache
 
 
 def typescript(dashboards: dict[str, dict]) -> tuple[str, list[str]]:
@@ -98,27 +76,12 @@ def hostile(board: dict) -> dict:
     return board
 
 
-TS_ERROR = re.compile(r"^(\w+)\.ts\((\d+),\d+\): error (TS\d+: .*)$", re.M)
-
-
 def test_dashboards_match_grafanas_published_schema(request: pytest.FixtureRequest) -> None:
     assert DASHBOARDS
-    work = toolchain(request.config.cache.mkdir("grafana-schema"))
+    work = npm_toolchain(request.config.cache.mkdir("grafana-schema"), PACKAGES, "Grafana's schema (@grafana/schema)")
     boards = {p.name: json.loads(p.read_text()) for p in DASHBOARDS}
     sources = {"generated": typescript(boards), "hostile": typescript({"hostile": hostile(boards["qtelemetry-fleet.json"])})}
-    for stem, (text, _) in sources.items():
-        (work / f"{stem}.ts").write_text(text)
-    (work / "tsconfig.json").write_text(json.dumps({
-        "compilerOptions": {"strict": True, "noEmit": True, "module": "nodenext", "moduleResolution": "nodenext",
-                            "target": "es2022", "types": [], "skipLibCheck": True},
-        "files": [f"{stem}.ts" for stem in sources]}))
-    done = subprocess.run(["node", "node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], cwd=work,
-                          capture_output=True, text=True, timeout=300)
-    errors: dict[str, list[str]] = {stem: [] for stem in sources}
-    for stem, line, message in TS_ERROR.findall(done.stdout):
-        errors[stem].append(f"{sources[stem][1][int(line) - 1]}: {message[:300]}")
-    unparsed = [l for l in done.stdout.splitlines() if l.strip() and not TS_ERROR.match(l) and not l.startswith(" ")]
-    assert not unparsed and not done.stderr.strip(), done.stdout + done.stderr
+    errors = tsc_errors(work, sources)
     assert not errors["generated"], "\n".join(errors["generated"])
     caught = "\n".join(errors["hostile"])
     for fault in ("'\"auto_count\"' does not exist", "'\"footer\"' does not exist",
