@@ -36,3 +36,5 @@ def test_tamper_benchmark_prints_its_tables():
     out = run("tamper.py", "--links", "3", "--horizon", "20", "--warmup", "30", "--before", "30", "--fa-links", "3",
               "--fa-hours", "0.01", "--cost-links", "50", "--repeats", "1")
     assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
+    assert "| photon-number splitting 25 % | 100 |" in out
+    assert out.count("| fiber bend +3 dB | 25 |") == out.count("| intercept-resend 2 % | 25 |") == 2  # both tunings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from conftest import value
 
 from qtelemetry.config import ConfigError, parse_config
 from qtelemetry.drivers.faults import FAULT_KINDS, FaultConfig
+from qtelemetry.drivers.simulated import parameter_table
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config, click_model
+from qtelemetry.estimation import decoy
 from qtelemetry.estimation.bb84 import BB84_DECOY
 
 BASE = dict(type="simulated-bb84", fiber_length_km=25, attenuation_db_per_km=0.2, detector_efficiency=0.1,
@@ -68,6 +71,63 @@ def test_dark_count_rise_and_blinding_move_the_vacuum_gain_opposite_ways_of_qber
     # vacuum-gain (dark-count) anomaly alert exists.
     assert blinded["gain_vacuum"] > 1000 * clean["gain_vacuum"]
     assert blinded["qber_z"] == 0 < blinded["secret_key_rate_bps"]
+
+
+def _pns_photon_clicks(k: float, efficiency: float) -> float:
+    """Σₙ≥₂ P(n|k)·(1 − (1 − η_B)^(n−1)), P(n|k) = e^(−k) kⁿ/n!: Bob's photon clicks when Eve keeps one
+    photon of every multi-photon pulse and blocks the rest, summed term by term (Brassard et al. 2000)."""
+    return math.fsum(math.exp(-k + n * math.log(k) - math.lgamma(n + 1)) * (1 - (1 - efficiency) ** (n - 1))
+                     for n in range(2, 150)) if k > 0 else 0.0
+
+
+@pytest.mark.parametrize("mu,nu,efficiency", [(0.5, 0.1, 0.1), (0.5, 1e-3, 1.0), (3.0, 0.05, 0.5),
+                                              (0.8, 0.2, 0.45), (8.0, 2.0, 1e-3)])
+def test_photon_number_splitting_gain_is_the_photon_number_sum(mu, nu, efficiency):
+    """PNS on every pulse: Q = Y0 + Σₙ P(n)(1 − (1 − η_B)^(n−1)) per intensity, whatever the fibre (Eve's
+    channel is lossless), errors only from misalignment and dark counts (1/2); vacuum pulses: Y0 alone.
+    η_B = 1 and ν = 0.001 test the a = 1 − η_B → 0 and small-k ends of the closed form."""
+    cfg = SimulatedBB84Config(**{**BASE, "mu": mu, "nu": nu, "detector_efficiency": efficiency, "pns_fraction": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q, error = click_model(cfg)
+    y0, e_det = 1e-6, 0.01
+    photons = np.array([_pns_photon_clicks(k, efficiency) for k in (mu, nu, 0.0)])
+    np.testing.assert_allclose(q, y0 + photons, rtol=1e-10)
+    np.testing.assert_allclose(error, (0.5 * y0 + e_det * photons) / (y0 + photons), rtol=1e-10)
+    assert q[2] == y0 and error[2] == 0.5
+
+
+def test_photon_number_splitting_limits_and_mixing_over_links():
+    """s = 0: the channel model exactly (MQZL: Q = Y0 + 1 − e^(−ημ), η = 10^(−0.5)·0.1 at 25 km); s = 1:
+    the decoy/signal gain ratio falls from ≈ ν/μ = 0.2 to at most (ν/μ)²·e^(μ−ν) = 0.06 (each term of the
+    sum, e^(−k)kⁿ/n!·cₙ with n ≥ 2, shrinks by at least (ν/μ)²·e^(μ−ν) from k = μ to ν), the vacuum gain
+    stays Y0; in between, each link mixes the two by its own fraction."""
+    links = [SimulatedBB84Config(**BASE, pns_fraction=s) for s in (0.0, 0.3, 1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q, error = click_model(parameter_table(links))
+    intensities, channel = np.array([0.5, 0.1, 0.0]), decoy.transmittance(25, 0.2) * 0.1
+    np.testing.assert_array_equal(q[0], decoy.gain(channel, intensities, 1e-6))  # bit for bit: s = 0 adds nothing
+    np.testing.assert_array_equal(error[0], decoy.error_gain(channel, intensities, 1e-6, 0.01) / q[0])
+    clean_q = 1e-6 + (1 - np.exp(-10**-0.5 * 0.1 * intensities))
+    np.testing.assert_allclose(q[0], clean_q, rtol=1e-12)
+    np.testing.assert_allclose(error[0], (0.5e-6 + 0.01 * (clean_q - 1e-6)) / clean_q, rtol=1e-12)
+    clean_ratio, attacked_ratio = q[0, 1] / q[0, 0], q[2, 1] / q[2, 0]
+    assert clean_ratio == pytest.approx(0.2, rel=0.01)
+    assert attacked_ratio < (0.1 / 0.5) ** 2 * math.exp(0.5 - 0.1) < 0.3 * clean_ratio
+    assert q[2, 2] == 1e-6
+    np.testing.assert_allclose(q[1], 0.7 * q[0] + 0.3 * q[2], rtol=1e-12)
+    np.testing.assert_allclose(error[1] * q[1], 0.7 * error[0] * q[0] + 0.3 * error[2] * q[2], rtol=1e-12)
+
+
+def test_photon_number_splitting_leaves_the_qber_and_the_decoy_bound_certifies_no_key():
+    """Eve measures her photons after basis reconciliation: no errors added. The vacuum + weak decoy
+    bound (MQZL §V.A) sees the missing single-photon yield: at s = 1 it certifies none, so no key."""
+    clean, quarter, full = (estimates_under(pns_fraction=s) for s in (0.0, 0.25, 1.0))
+    assert full["qber_z"] == pytest.approx(clean["qber_z"], abs=1e-4)
+    assert 0 < quarter["secret_key_rate_bps"] < clean["secret_key_rate_bps"]
+    assert full["secret_key_rate_bps"] == 0
+    assert full["gain_vacuum"] == clean["gain_vacuum"]
 
 
 def test_source_power_drift_biases_the_loss_estimate_by_the_drift_factor():

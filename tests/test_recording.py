@@ -8,6 +8,7 @@ import itertools
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,18 @@ def test_faults_are_recorded_per_window(recorded):
     assert cut["fault_fiber_cut"].tolist() == [4 <= round(s) <= 6 for s in starts]
     others = [c for kind, c in FAULT_COLUMNS.items() if kind != "fiber-cut"]
     assert not frame[others].to_numpy().any() and len(FAULT_COLUMNS) == len(FAULT_KINDS)
+
+
+def test_a_recording_from_before_a_fault_kind_existed_reads_that_kind_as_never_active(recorded, tmp_path):
+    """Fault kinds are added over time (``photon-number-splitting`` after tests/data's SeQUeNCe recording
+    was made): a file without a kind's column reads it as false, the rest as written."""
+    column = FAULT_COLUMNS["photon-number-splitting"]
+    older = tmp_path / "older.csv"
+    pd.read_csv(recorded[3], keep_default_na=False).drop(columns=[column]).to_csv(older, index=False)
+    frame, full = read_recording(older), read_recording(recorded[3])
+    assert frame[column].dtype == bool and not frame[column].any()
+    pd.testing.assert_frame_equal(frame[full.columns], full)
+    assert not read_recording(Path(__file__).parent / "data" / "sequence-bb84-cascade.parquet")[column].any()
 
 
 def test_sliding_sums_are_each_rows_last_n_of_its_link():

@@ -136,6 +136,35 @@ def test_a_statistic_without_trials_in_the_warm_up_never_alarms_and_shows_nan(ch
     assert np.all(run.first_alarm[:, DETECTOR["qber_z"]] == warm)
 
 
+def test_photon_number_splitting_alarms_the_decoy_gain_detector_downwards_not_the_qber():
+    """PNS on 25 % of the pulses at 25 km (production settings). The gains, written out (η = 10^(−0.5)·0.1,
+    Y0 = 1e-6; Eve's photon clicks Σₙ≥₂ P(n|k)(1 − 0.9^(n−1)) = 0.0104707 at μ = 0.5, 0.000482120 at
+    ν = 0.1): Q_μ = 0.75·(Y0 + 1 − e^(−0.5η)) + 0.25·(Y0 + 0.0104707) = 0.014384, Q_ν = 0.0024895, so the
+    decoy/signal gain ratio falls from 0.2013 to 0.1731 (−14 %), past half the detector's design
+    shift (÷1.2). One window's decoy share among ~1.2e6 clicks then has an expected llr of ~280
+    against a threshold of ~10.5: the first attacked window alarms. Eve adds no errors and leaves the
+    vacuum pulses alone: the QBER and vacuum-gain detectors stay quiet for 10 minutes."""
+    n, warm = 50, 120
+    p = ts.links(n, fiber_length_km=25)
+    attacked = {"pulses": np.zeros((n, 3)), "detections": np.zeros((n, 3))}
+
+    def observe(t: int, counts: dict, state: cd.DetectorState) -> None:
+        if t >= warm:
+            for k in attacked:
+                attacked[k] += counts[k]
+
+    run = ts.simulate(p, ts.with_fault(p, "photon-number-splitting", 0.25), warm, warm + 600, 1.0,
+                      ts.settings(n, warmup_seconds=warm), np.random.default_rng(7), observe=observe)
+    gain = attacked["detections"].sum(axis=0) / attacked["pulses"].sum(axis=0)
+    assert gain[1] / gain[0] == pytest.approx(0.1731, rel=0.005)
+    np.testing.assert_allclose(run.state.baseline[:, 2], 0.2013, rtol=0.005)  # learned before the attack
+    assert np.all(run.first_alarm[:, DETECTOR["decoy_gain"]] == warm)
+    down, up = cd.STATISTICS.index("decoy_down"), cd.STATISTICS.index("decoy_up")
+    assert np.all(run.state.statistic[:, down] >= run.state.threshold[:, down])
+    assert np.all(run.state.statistic[:, up] < run.state.threshold[:, up])
+    assert np.isnan(run.first_alarm[:, [DETECTOR["qber_z"], DETECTOR["qber_x"], DETECTOR["vacuum_gain"]]]).all()
+
+
 def test_a_fiber_cut_is_no_signal_not_tampering():
     """No light: QKDNoSignal's case. The QBER and gain-ratio statistics skip windows without signal
     (their counts are dark counts: 50 % QBER, decoy share = vacuum share), the vacuum gain is unmoved."""

@@ -41,6 +41,9 @@ EFFECTS: dict[str, Effect] = {
     "dark-count-rise": Effect("dark_count_probability", "scale", 20.0, "detector noise rises by this factor"),
     "detector-blinding": Effect("blinding_fraction", "set", 1.0,
                                 "Eve blinds the detectors and fakes clicks for this fraction of pulses"),
+    "photon-number-splitting": Effect("pns_fraction", "set", 1.0,
+                                      "Eve keeps a photon of each multi-photon pulse and blocks single photons, "
+                                      "on this fraction of pulses (decoy/signal gain ratio falls)"),
     "source-power-drift": Effect("source_power_factor", "scale", 1.5, "emitted intensities drift by this factor"),
     "key-overconsumption": Effect("key_consumption_bps", "scale", 10.0, "applications ask for this factor more key"),
     "visibility-drop": Effect("visibility", "set", 0.6, "entangled source visibility falls towards this value"),

@@ -96,7 +96,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    kinds = "\n".join(f"  {kind:<20} {effect.why} (default {effect.default_magnitude:g})"
+    width = max(map(len, EFFECTS)) + 1
+    kinds = "\n".join(f"  {kind:<{width}} {effect.why} (default {effect.default_magnitude:g})"
                       for kind, effect in EFFECTS.items())
     fault = verbs.add_parser(
         "fault", help="inject or clear faults on a running exporter's simulated links",

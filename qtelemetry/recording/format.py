@@ -240,7 +240,7 @@ _BOOLEANS = {True: True, False: False, "true": True, "false": False}
 
 def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
     """The protocols of the file's rows; RecordingError for missing, unknown or wrongly typed columns.
-    Fault columns are made booleans in place."""
+    Fault columns are made booleans in place, and a kind's column the file lacks is added as false."""
     for column in ("link", "protocol"):
         if column not in frame:
             raise RecordingError(path, "missing column", column=column)
@@ -258,6 +258,9 @@ def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
         raise RecordingError(path, f"unknown protocol {unknown[0][:80]!r} (known: {', '.join(PROTOCOLS)})",
                              row=row + 1, column="protocol")
     expected = columns_for(protocols)
+    for column in FAULT_COLUMNS.values():  # written before this fault kind existed: it never acted
+        if column not in frame:
+            frame[column] = False
     missing = [c for c in expected if c not in frame]
     if missing:
         raise RecordingError(path, f"missing column (and {len(missing) - 1} more)" if len(missing) > 1 else "missing column",
