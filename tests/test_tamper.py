@@ -165,6 +165,25 @@ def test_photon_number_splitting_alarms_the_decoy_gain_detector_downwards_not_th
     assert np.isnan(run.first_alarm[:, [DETECTOR["qber_z"], DETECTOR["qber_x"], DETECTOR["vacuum_gain"]]]).all()
 
 
+@pytest.mark.parametrize("factor, side", [(20.0, "vacuum_up"), (0.05, "vacuum_down")])
+def test_dark_counts_moving_alarm_the_vacuum_gain_detector_on_their_side(factor, side):
+    """Dark counts ×20 (detector noise; the runbook tells it from blinding by the QBER rising with it)
+    and ÷20 (a detector out of Geiger mode, as blinded ones are) at 25 km: ~10 vacuum clicks per
+    window against the baseline's Y0 = 1e-6 of 1e7 vacuum pulses. The vacuum-gain detector alarms on
+    that side (measured: in the first window up, the third down; asserted: within a minute); the
+    gain-ratio detector, blind to dark counts next to ~1e6 signal clicks, stays quiet."""
+    n, warm = 50, 120
+    p = ts.links(n, fiber_length_km=25)
+    run = ts.simulate(p, ts.with_fault(p, "dark-count-rise", factor), warm, warm + 60, 1.0,
+                      ts.settings(n, warmup_seconds=warm), np.random.default_rng(9))
+    j = cd.STATISTICS.index(side)
+    assert np.all(run.first_alarm[:, DETECTOR["vacuum_gain"]] < warm + 60)
+    assert np.all(run.state.statistic[:, j] >= run.state.threshold[:, j])
+    other = cd.STATISTICS.index("vacuum_down" if side == "vacuum_up" else "vacuum_up")
+    assert np.all(run.state.statistic[:, other] < run.state.threshold[:, other])
+    assert np.isnan(run.first_alarm[:, DETECTOR["decoy_gain"]]).all()
+
+
 def test_a_fiber_cut_is_no_signal_not_tampering():
     """No light: QKDNoSignal's case. The QBER and gain-ratio statistics skip windows without signal
     (their counts are dark counts: 50 % QBER, decoy share = vacuum share), the vacuum gain is unmoved."""
