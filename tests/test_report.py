@@ -26,6 +26,7 @@ routing; a real Alertmanager 0.25 fed the same alerts (time compressed) sends th
 from __future__ import annotations
 
 import csv
+import html as html_module
 import math
 import subprocess
 import sys
@@ -50,7 +51,8 @@ from qtelemetry.report.history import write_history
 from qtelemetry.report import prometheus as client
 from qtelemetry.report.prometheus import HttpConfig
 from alert_replay import replay
-from realstack import ALERTMANAGER_BIN, PROMTOOL_BIN, Prometheus, find_binary, register_log_plugin, require_binaries
+from realstack import (ALERTMANAGER_BIN, PROMTOOL_BIN, Alertmanager, Prometheus, find_binary, register_log_plugin,
+                       require_binaries)
 
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # start of the history
@@ -160,6 +162,26 @@ def test_key_requested_and_delivered_match_the_script_and_the_simulator(week: di
     assert daily["2026-11-01"]["requested_bits"] == ""  # before the history: missing, not 0
     full = [daily[f"2026-11-{day:02d}"] for day in range(3, 9)]
     assert all(math.isclose(float(d["requested_bits"]), 20000 * DAY, rel_tol=1e-9) for d in full)
+
+
+def test_error_budgets_are_prorated_to_the_period(week: dict) -> None:
+    """The key-supply SLO allows 0.1 % of the key requested in any 30 days to go unmet: over this
+    week, 0.1 % of what was requested in it. Spent: unmet / that; and in whole 30-day budgets, at
+    the week's demand: times 7 d (with data) / 30 d."""
+    objective, slo_period = DEFAULT.slos[0].objective, duration_seconds(DEFAULT.slos[0].period)
+    ledger, links = week["ledger"], week["links"]
+    for name in ("longhaul-100km", "metro-10km"):
+        requested = ledger.loc[END, (name, "key_requested_bits")] - ledger.loc[FIRST, (name, "key_requested_bits")]
+        unmet = requested - (ledger.loc[END, (name, "key_delivered_bits")] - ledger.loc[FIRST, (name, "key_delivered_bits")])
+        row = links[name]
+        assert math.isclose(float(row["error_budget_bits"]), (1 - objective) * requested, rel_tol=1e-9)
+        assert math.isclose(float(row["unmet_bits"]), unmet, rel_tol=1e-6)
+        assert math.isclose(float(row["error_budget_spent"]), unmet / ((1 - objective) * requested), rel_tol=1e-6)
+        assert math.isclose(float(row["slo_budgets_spent"]), float(row["error_budget_spent"]) * (END - T0) / slo_period,
+                            rel_tol=1e-9)
+    page = (week["out"] / "report.html").read_text()
+    spent = float(links["longhaul-100km"]["error_budget_spent"])
+    assert spent > 100 and f"{spent:.3g} ×" in page and f"{100 * spent:.0f} %" not in page  # a multiple, not 37213 %
 
 
 def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> None:
@@ -309,6 +331,47 @@ def test_verdicts_follow_the_targets(week: dict) -> None:
     assert verdicts[("metro-10km", "mean time to restore")] == "met"
 
 
+def test_the_summary_says_what_happened_in_plain_words(week: dict) -> None:
+    """The sponsor's paragraph, each figure from the script or the simulator's ledger."""
+    page = (week["out"] / "report.html").read_text()
+    plain = html_module.unescape(page.split('<p class="plain">', 1)[1].split("</p>", 1)[0])
+    ledger = week["ledger"]
+    delivered = sum(ledger.loc[END, (n, "key_delivered_bits")] - ledger.loc[FIRST, (n, "key_delivered_bits")]
+                    for n in script()["links"])
+    requested = sum(ledger.loc[END, (n, "key_requested_bits")] - ledger.loc[FIRST, (n, "key_requested_bits")]
+                    for n in script()["links"])
+    step = script()["step"]
+    cut = windows(fault("metro-10km", "fiber-cut")["duration_s"]) * step
+    burst = windows(fault("longhaul-100km", "key-overconsumption")["duration_s"]) * step
+    for said in (f"Key was delivered for {100 * delivered / requested:.1f} % of the",
+                 f"Two outages, the longest {cut / 3600:.1f} h: a fibre cut (no light reached the receiver) on "
+                 "metro-10km; a suspected attack on regional-50km.",
+                 "The tamper detectors of regional-50km raised the alarm 5 min after it began",
+                 f"longhaul-100km had no outage, but applications were refused key on it for {burst / 3600:.1f} h",
+                 "made four pages (oncall-webhook 3, security-webhook 1) and two other notifications (team-email 2)."):
+        assert said in plain, (said, plain)
+    assert page.index('class="plain"') < page.index('class="headline"')  # first thing on the page
+
+
+def test_key_rate_chart_is_linear_from_zero_with_outages_shaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a log axis a link without key is a gap; on a linear axis from 0 it is the drop it is."""
+    from qtelemetry.report import figures, tables
+
+    times = np.arange(0.0, 11 * 300, 300)
+    rate = np.array([np.nan, 900, 900, 0, 0, 0, 900, 900, 900, 900, 900])
+    series = tables.Series(times, 300.0, {"up": {"l": np.ones(11)}, "key_rate": {"l": rate},
+                                          "plan_rate": {"l": np.full(11, 1000.0)}}, {"l": "bb84-decoy"})
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"png")
+    assert figures.key_rate(series) == b"png"
+    ax = drawn[0].axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    key = next(line for line in ax.get_lines() if line.get_label() == "secret key rate")
+    assert list(np.asarray(key.get_ydata(), float)[2:5]) == [0, 0, 0]  # drawn at 0, not left out
+    shaded = [c for c in ax.collections if c.get_label() == "outage"]
+    assert len(shaded) == 1 and len(shaded[0].get_paths()) == 1  # one outage, one band
+
+
 class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -353,21 +416,23 @@ def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
 def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Against a live exporter and Prometheus evaluating rules (as in the Compose stack), the
-    report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end."""
-    require_binaries("prometheus")
+    report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end;
+    given a live Alertmanager, it replays that Alertmanager's own routing."""
+    require_binaries("prometheus", ALERTMANAGER_BIN)
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "smoke", "interval": "1s", "rules": [
         {"alert": "MetroUp", "expr": 'qlink_up{job="qtelemetry", link="metro-10km"} == 1', "for": "2s",
          "labels": {"severity": "info"}}]}]}))
     exporter = start_exporter()
     prometheus = Prometheus(tmp_path, [urllib.parse.urlsplit(exporter.url).netloc], [rules])
+    manager = Alertmanager(tmp_path, "http://127.0.0.1:9/")  # its routing: everything to receiver "webhook"
     try:
         # firing for a few evaluations (1 s each), so that it lasts more than one step of the report
         prometheus.wait_for_query('count_over_time(ALERTS{alertname="MetroUp", alertstate="firing"}[1m]) >= 3',
                                   timeout=60)
         out, now = tmp_path / "out", time.time()  # the report's code path without a second interpreter
         build_report(ReportRequest(prometheus.url, HttpConfig(), now - 30, now, 1.0, ["metro-10km"], DEFAULT,
-                                   rules, "auto", out, "live"))
+                                   rules, "auto", out, "live", alertmanager_url=manager.url))
         # a range cut into chunks of 7 points is the same matrix as one query
         whole = client.Prometheus(prometheus.url).range("qlink_up", now - 30, now, 1.0)
         monkeypatch.setattr(client, "MAX_POINTS", 7)
@@ -376,8 +441,12 @@ def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, t
         assert np.array_equal(chunked.values, whole.values, equal_nan=True) and np.isfinite(whole.values[:, -1]).all()
     finally:
         prometheus.stop()
+        manager.stop()
     incidents = rows(out / "incidents.csv")
     assert [(i["alertname"], i["link"], i["resolved_at"]) for i in incidents] == [("MetroUp", "metro-10km", "")]
     assert float(incidents[0]["firing_s"]) > 0
     assert 'ALERTS{alertstate=&quot;firing&quot;}' in (out / "report.html").read_text()
     assert [r["link"] for r in rows(out / "links.csv")] == ["(network)", "metro-10km"]
+    notes = rows(out / "notifications.csv")
+    assert [(n["receiver"], n["kind"], n["page"], n["new_alerts"]) for n in notes] == [("webhook", "new", "False", "MetroUp")]
+    assert f"Alertmanager at {manager.url}" in (out / "report.html").read_text()

@@ -11,7 +11,8 @@ inhibit/inhibit.go):
   alerts have all resolved and been flushed is gone, and the next alert starts a new one.
 - Inhibition, at every flush: an alert is muted while a firing alert matching an inhibit rule's
   source carries the same ``equal`` labels (a label it lacks counts as empty); an alert matching
-  both sides is not muted by sources that do too. Muted alerts are left out of notifications.
+  both sides is not muted by sources that do too. Muted alerts are left out of notifications, and
+  a flush whose alerts are all muted stops there (no notification, nothing logged).
 - Notifications (the dedup stage): a flush notifies when the firing alerts include one not in
   the group's last notification (**new**: the first of an incident, or an alert joining it; a
   *page* when a new alert is critical), when all alerts have resolved after a notified firing
@@ -31,9 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import requests
-import yaml
 
-from qtelemetry.config import ConfigError
+from qtelemetry.configfile import ConfigError, load_yaml
 from qtelemetry.monitoring.config import duration_seconds
 from qtelemetry.report.prometheus import redacted_url
 
@@ -51,17 +51,32 @@ KINDS = ("new", "repeat", "resolved")
 COLUMNS = ["time", "receiver", "group", "kind", "page", "firing", "new_alerts", "links", "alerts"]
 
 
+class Refused(ValueError):
+    """A setting the replay cannot use: which field, and why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
 @dataclass(frozen=True)
 class Matcher:
     name: str
     op: str
     value: str
 
-    def __call__(self, labels: dict[str, str]) -> bool:
-        have = labels.get(self.name, "")
-        if self.op in ("=", "!="):
-            return (have == self.value) == (self.op == "=")
-        return (re.fullmatch(self.value, have) is not None) == (self.op == "=~")
+    def mask(self, labels: pd.DataFrame) -> np.ndarray:
+        """Which alerts (rows of ``labels``, one column per label name, "" where absent) it matches."""
+        have = labels[self.name] if self.name in labels else pd.Series("", index=labels.index)
+        hit = have.eq(self.value) if self.op in ("=", "!=") else have.str.fullmatch(self.value)
+        return hit.to_numpy(bool) == (self.op in ("=", "=~"))
+
+
+def matching(matchers: tuple[Matcher, ...], labels: pd.DataFrame) -> np.ndarray:
+    out = np.ones(len(labels), bool)
+    for m in matchers:
+        out &= m.mask(labels)
+    return out
 
 
 def parse_matchers(texts: list[str], where: str) -> tuple[Matcher, ...]:
@@ -70,12 +85,12 @@ def parse_matchers(texts: list[str], where: str) -> tuple[Matcher, ...]:
     out = []
     for text in texts:
         if not isinstance(text, str):
-            raise ConfigError(f"{where}: matcher {text!r} is not a string")
+            raise Refused(where, f"matcher {text!r} is not a string")
         body, pos = text.strip().removeprefix("{").removesuffix("}"), 0
         while pos < len(body):
             match = _MATCHER.match(body, pos)
             if match is None or match.end() == pos:
-                raise ConfigError(f"{where}: cannot read matcher {text!r}")
+                raise Refused(where, f"cannot read matcher {text!r}")
             name, op, value = match.groups()
             if value.startswith('"'):
                 value = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1), value[1:-1])
@@ -83,7 +98,7 @@ def parse_matchers(texts: list[str], where: str) -> tuple[Matcher, ...]:
                 try:
                     re.compile(value)
                 except re.error as exc:
-                    raise ConfigError(f"{where}: matcher {text!r}: bad regular expression: {exc}") from None
+                    raise Refused(where, f"matcher {text!r}: bad regular expression: {exc}") from None
             out.append(Matcher(name, op, value))
             pos = match.end()
     return tuple(out)
@@ -96,7 +111,7 @@ def _legacy(equal: object, regex: object, where: str) -> tuple[Matcher, ...]:
         if mapping is None:
             continue
         if not isinstance(mapping, dict):
-            raise ConfigError(f"{where}: expected a map of label to value")
+            raise Refused(where, "expected a map of label to value")
         out += [Matcher(str(k), op, str(v)) for k, v in mapping.items()]
     return tuple(out)
 
@@ -113,43 +128,42 @@ class Route:
     routes: tuple["Route", ...] = ()
     path: str = "route"
 
-    def match(self, labels: dict[str, str]) -> list["Route"]:
-        """The routes that take an alert with ``labels`` (Route.Match in dispatch/route.go)."""
-        if not all(m(labels) for m in self.matchers):
-            return []
-        taken: list[Route] = []
+    def take(self, labels: pd.DataFrame, offered: np.ndarray) -> list[tuple["Route", np.ndarray]]:
+        """The routes that take each offered alert, with the alerts each takes (Route.Match in
+        dispatch/route.go: the first matching child, every one while ``continue`` is set, else this one)."""
+        mine = offered & matching(self.matchers, labels)
+        left, taken, out = mine.copy(), np.zeros(len(labels), bool), []
         for child in self.routes:
-            found = child.match(labels)
-            taken += found
-            if found and not child.continue_:
-                break
-        return taken or [self]
-
-    def key(self, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        names = sorted(labels) if self.group_by is None else self.group_by
-        return tuple((n, labels.get(n, "")) for n in names)
+            found = child.take(labels, left)
+            out += found
+            hit = np.logical_or.reduce([m for _, m in found]) if found else np.zeros(len(labels), bool)
+            taken |= hit
+            if not child.continue_:
+                left &= ~hit
+        own = mine & ~taken
+        return out + ([(self, own)] if own.any() else [])
 
 
 def _seconds(value: object, where: str) -> float:
     try:
         return duration_seconds(str(value))
     except ValueError:
-        raise ConfigError(f"{where}: {value!r} is not a duration") from None
+        raise Refused(where, f"{value!r} is not a duration") from None
 
 
 def parse_route(doc: object, parent: Route | None = None, path: str = "route") -> Route:
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a map")
+        raise Refused(path, "expected a map")
     unknown = sorted(set(doc) - ROUTE_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: {', '.join(unknown)} cannot be replayed by the report (only routing, grouping, "
+        raise Refused(path, f"{', '.join(unknown)} cannot be replayed by the report (only routing, grouping, "
                           "timers and matchers)")
     receiver = doc.get("receiver", parent.receiver if parent else None)
     if not receiver:
-        raise ConfigError(f"{path}.receiver: the root route needs a receiver")
+        raise Refused(f"{path}.receiver", "the root route needs a receiver")
     group_by = doc.get("group_by", ROOT_DEFAULTS["group_by"] if parent is None else parent.group_by)
     if group_by is not None and not isinstance(group_by, (list, tuple)):
-        raise ConfigError(f"{path}.group_by: expected a list of label names")
+        raise Refused(f"{path}.group_by", "expected a list of label names")
     group_by = None if group_by is None or "..." in group_by else tuple(str(g) for g in group_by)
     timers = {k: _seconds(doc[k], f"{path}.{k}") if k in doc else
               getattr(parent, k) if parent else _seconds(ROOT_DEFAULTS[k], k)
@@ -160,7 +174,7 @@ def parse_route(doc: object, parent: Route | None = None, path: str = "route") -
                   **timers)
     children = doc.get("routes") or []
     if not isinstance(children, list):
-        raise ConfigError(f"{path}.routes: expected a list")
+        raise Refused(f"{path}.routes", "expected a list")
     return Route(**{**route.__dict__, "routes": tuple(parse_route(child, route, f"{path}.routes[{i}]")
                                                      for i, child in enumerate(children))})
 
@@ -185,16 +199,23 @@ class AlertmanagerConfig:
 
 def parse_config(doc: object, source: str) -> AlertmanagerConfig:
     """An Alertmanager config document (YAML already parsed); ConfigError names the field."""
+    try:
+        return _parse(doc, source)
+    except Refused as exc:
+        raise ConfigError(source, [(exc.field, exc.reason)]) from None
+
+
+def _parse(doc: object, source: str) -> AlertmanagerConfig:
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: an Alertmanager config is a map")
+        raise Refused("(top level)", "an Alertmanager config is a map")
     if "route" not in doc:
-        raise ConfigError(f"{source}: route: missing")
+        raise Refused("route", "missing")
     route = parse_route(doc["route"])
     send: dict[str, bool] = {}
     names = []
     for i, receiver in enumerate(doc.get("receivers") or []):
         if not isinstance(receiver, dict) or "name" not in receiver:
-            raise ConfigError(f"{source}: receivers[{i}]: a receiver needs a name")
+            raise Refused(f"receivers[{i}]", "a receiver needs a name")
         names.append(str(receiver["name"]))
         for kind, configs in receiver.items():
             if kind.endswith("_configs") and configs:
@@ -204,7 +225,9 @@ def parse_config(doc: object, source: str) -> AlertmanagerConfig:
     for i, rule in enumerate(doc.get("inhibit_rules") or []):
         where = f"inhibit_rules[{i}]"
         if not isinstance(rule, dict):
-            raise ConfigError(f"{source}: {where}: expected a map")
+            raise Refused(where, "expected a map")
+        if not isinstance(rule.get("equal") or [], list):
+            raise Refused(f"{where}.equal", "expected a list of label names")
         rules.append(InhibitRule(
             parse_matchers(rule.get("source_matchers") or [], f"{where}.source_matchers")
             + _legacy(rule.get("source_match"), rule.get("source_match_re"), f"{where}.source_match"),
@@ -213,7 +236,7 @@ def parse_config(doc: object, source: str) -> AlertmanagerConfig:
             tuple(str(e) for e in rule.get("equal") or ())))
     missing = sorted({r.receiver for r in _routes(route)} - set(names)) if names else []
     if missing:
-        raise ConfigError(f"{source}: route: receiver {', '.join(missing)} is not defined in receivers")
+        raise Refused("route", f"receiver {', '.join(missing)} is not defined in receivers")
     return AlertmanagerConfig(route, tuple(rules), send, source, tuple(names))
 
 
@@ -222,11 +245,7 @@ def _routes(route: Route) -> list[Route]:
 
 
 def load(text: str, source: str) -> AlertmanagerConfig:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not YAML: {exc}") from None
-    return parse_config(doc, source)
+    return parse_config(load_yaml(text, source), source)
 
 
 def from_api(url: str, timeout_s: float = 30.0) -> AlertmanagerConfig:
@@ -237,9 +256,9 @@ def from_api(url: str, timeout_s: float = 30.0) -> AlertmanagerConfig:
         response.raise_for_status()
         text = response.json()["config"]["original"]
     except requests.RequestException as exc:
-        raise ConfigError(f"--alertmanager: cannot read the config of {where}: {type(exc).__name__}") from None
+        raise ConfigError("--alertmanager", [(where, f"cannot read its config: {type(exc).__name__}")]) from None
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"--alertmanager: {where}/api/v2/status has no config.original") from None
+        raise ConfigError("--alertmanager", [(where, "/api/v2/status has no config.original")]) from None
     return load(text, f"Alertmanager at {where}")
 
 
@@ -256,23 +275,22 @@ class _Log:
     sent: bool = False
 
 
-def _muted(alerts: pd.DataFrame, rules: tuple[InhibitRule, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _muted(labels: pd.DataFrame, fingerprints: np.ndarray,
+           rules: tuple[InhibitRule, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per inhibit rule, (target rows, source rows): the pairs where the source would mute the target."""
-    labels = alerts["alert_labels"].tolist()
     pairs = []
     for rule in rules:
-        src = np.array([all(m(l) for m in rule.source) for l in labels], bool)
-        tgt = np.array([all(m(l) for m in rule.target) for l in labels], bool)
+        src, tgt = matching(rule.source, labels), matching(rule.target, labels)
         if not (src.any() and tgt.any()):
             continue
-        key = [tuple(l.get(e, "") for e in rule.equal) for l in labels]
-        frame = pd.DataFrame({"key": key, "row": np.arange(len(labels)), "fp": alerts["fingerprint"].to_numpy()})
-        both = frame[src].merge(frame[tgt], on="key", suffixes=("_s", "_t"))
-        both = both[both["fp_s"] != both["fp_t"]]
+        equal = [e for e in rule.equal if e in labels]  # a label nobody has is equal (empty) everywhere
+        frame = labels[equal].assign(_row=np.arange(len(labels)), _fp=fingerprints, _key=0)
+        both = frame[src].merge(frame[tgt], on=[*equal, "_key"], suffixes=("_s", "_t"))
+        both = both[both["_fp_s"] != both["_fp_t"]]
         # an alert on both sides is not muted by sources that are on both sides too
         two_sided = src & tgt
-        both = both[~(two_sided[both["row_t"]] & two_sided[both["row_s"]])]
-        pairs.append((both["row_t"].to_numpy(), both["row_s"].to_numpy()))
+        both = both[~(two_sided[both["_row_t"]] & two_sided[both["_row_s"]])]
+        pairs.append((both["_row_t"].to_numpy(), both["_row_s"].to_numpy()))
     return pairs
 
 
@@ -284,53 +302,65 @@ def replay(alerts: pd.DataFrame, config: AlertmanagerConfig, end: float) -> pd.D
     if alerts.empty:
         return pd.DataFrame(columns=COLUMNS)
     alerts = alerts.reset_index(drop=True).copy()
-    keys = [tuple(sorted(l.items())) for l in alerts["alert_labels"]]
-    alerts["fingerprint"] = pd.factorize(pd.Series(keys, dtype=object))[0]
+    labels = pd.DataFrame.from_records(alerts["alert_labels"].tolist()).fillna("").astype(str)
+    names = sorted(labels.columns)
+    alerts["fingerprint"] = labels.groupby(names, sort=False).ngroup().to_numpy()  # one alert, several firings
     start = alerts["firing_at"].to_numpy(float)
     stop = alerts["resolved_at"].fillna(np.inf).to_numpy(float)
-    pairs = _muted(alerts, config.inhibit_rules)
-
-    def muted_at(t: float) -> np.ndarray:
-        muted = np.zeros(len(alerts), bool)
-        for targets, sources in pairs:
-            live = (start[sources] <= t) & (t < stop[sources])
-            muted[targets[live]] = True
-        return muted
-
-    groups: dict[tuple, list[int]] = {}
-    for row, labels in enumerate(alerts["alert_labels"]):
-        for route in config.route.match(labels):
-            groups.setdefault((route.path, route.key(labels)), []).append(row)
-    routes = {r.path: r for r in _routes(config.route)}
+    pairs = _muted(labels, alerts["fingerprint"].to_numpy(), config.inhibit_rules)
+    targets = np.concatenate([p[0] for p in pairs]) if pairs else np.zeros(0, np.intp)
+    sources = np.concatenate([p[1] for p in pairs]) if pairs else np.zeros(0, np.intp)
     out = []
-    for (path, key), rows in groups.items():
-        route = routes[path]
-        out += _group(alerts.iloc[rows], np.asarray(rows), route, key, muted_at, config, end)
+    for route, taken in config.route.take(labels, np.ones(len(labels), bool)):
+        by = names if route.group_by is None else list(route.group_by)
+        keys = labels.reindex(columns=by, fill_value="")[taken]
+        for key, part in keys.groupby(by, sort=True) if by else [((), keys)]:
+            rows = part.index.to_numpy()  # ascending
+            group = ",".join(f"{k}={v}" for k, v in zip(by, key if isinstance(key, tuple) else (key,)))
+            mine = np.isin(targets, rows)
+            mutes = Mutes(np.searchsorted(rows, targets[mine]), start[sources[mine]], stop[sources[mine]])
+            out += _group(alerts.iloc[rows], route, group, mutes, config, end)
     frame = pd.DataFrame(out, columns=COLUMNS)
     return frame.sort_values(["time", "receiver", "group"], ignore_index=True)
 
 
-def _group(alerts: pd.DataFrame, rows: np.ndarray, route: Route, key: tuple, muted_at, config: AlertmanagerConfig,
+@dataclass(frozen=True)
+class Mutes:
+    """What can mute a group's alerts: per (alert of the group, source alert) pair, when the source fires."""
+
+    targets: np.ndarray  #: positions in the group
+    start: np.ndarray
+    stop: np.ndarray
+
+    def at(self, t: float, n: int) -> np.ndarray:
+        muted = np.zeros(n, bool)
+        muted[self.targets[(self.start <= t) & (t < self.stop)]] = True
+        return muted
+
+
+def _group(alerts: pd.DataFrame, route: Route, group: str, mutes: Mutes, config: AlertmanagerConfig,
            end: float) -> list[tuple]:
-    """One group's notifications: flushes while it has alerts, a new group at the next arrival."""
+    """One group's notifications: flushes while it has alerts, a new group at the next arrival.
+    Flushes at which nothing can have changed (no alert arrived, resolved or changed its muting,
+    no repeat due) are skipped: they send nothing."""
     start = alerts["firing_at"].to_numpy(float)
     stop = alerts["resolved_at"].fillna(np.inf).to_numpy(float)
     fps = alerts["fingerprint"].to_numpy()
-    order = np.argsort(start, kind="stable")
+    events = np.unique(np.concatenate([start, stop, mutes.start, mutes.stop]))
+    events = events[np.isfinite(events)]
     log = _Log()
     deleted = np.zeros(len(alerts), bool)
     integrations = route.receiver in config.send_resolved
     send_resolved = config.send_resolved.get(route.receiver, False)
-    group = ",".join(f"{k}={v}" for k, v in key)
     out = []
-    t = start[order[0]] + route.group_wait
+    t = start.min() + route.group_wait
     while t <= end:
         present = (start <= t) & ~deleted
-        muted = muted_at(t)[rows]
+        muted = mutes.at(t, len(alerts))
         firing_rows = present & (t < stop)
         firing = frozenset(fps[firing_rows & ~muted].tolist())
         resolved = frozenset(fps[present & ~firing_rows & ~muted].tolist()) - firing
-        kind = _needs_update(log, firing, resolved, route.repeat_interval, send_resolved, t)
+        kind = _needs_update(log, firing, resolved, route.repeat_interval, send_resolved, t) if firing | resolved else None
         if kind is not None:
             new = firing_rows & ~muted & ~np.isin(fps, list(log.firing))
             if integrations and (firing or send_resolved):
@@ -344,12 +374,19 @@ def _group(alerts: pd.DataFrame, rows: np.ndarray, route: Route, key: tuple, mut
                             ",".join(every)))
             log = _Log(firing, resolved, t, True)
         deleted |= present & (stop <= t)
-        if (start <= t).all() and deleted.all():
+        if deleted.all():
             break
         if not (present & ~deleted).any():  # the group is gone; the next alert starts a new one
             t = start[~deleted].min() + route.group_wait
-        else:
-            t += route.group_interval
+            continue
+        # the next flush at or after the next event, or the first after a repeat falls due
+        upcoming = events[np.searchsorted(events, t, side="right"):]
+        steps = math.ceil((upcoming[0] - t) / route.group_interval) if upcoming.size else math.inf
+        if log.sent and firing:
+            steps = min(steps, math.floor((log.at + route.repeat_interval - t) / route.group_interval) + 1)
+        if not math.isfinite(steps):
+            break
+        t += route.group_interval * max(1, steps)
     return out
 
 
