@@ -105,7 +105,7 @@ def test_alertmanager_mutes_exactly_what_the_hierarchy_explains(tmp_path, reques
             seen[0] = {a["annotations"]["case"]: bool(a["status"]["inhibitedBy"]) for a in manager.alerts()}
             return seen[0] == expected
 
-        poll(settled, 30, "Alertmanager to mute exactly the explained alerts", interval=0.5,
+        poll(settled, 90, "Alertmanager to mute exactly the explained alerts", interval=1.0,
              describe=lambda: "; ".join(f"{k}: muted={v} (expected {expected[k]})" for k, v in seen[0].items()
                                         if v != expected[k])[:3000] or f"{len(seen[0])} of {len(expected)} alerts held")
     finally:

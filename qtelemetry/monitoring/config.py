@@ -178,7 +178,9 @@ class PilotTargets(Strict):
     key_rate_vs_plan_ratio: float = Field(0.8, gt=0, le=10, description=(
         "median secret key rate / the plan's expected rate, at least (the link performs as modelled)"))
     qber_p95: float = Field(0.05, gt=0, lt=0.5, description="95th percentile of the Z-basis QBER, at most")
-    pages_per_week: float = Field(2, ge=0, description="critical alerts (pages) per link and week, at most")
+    pages_per_week: float = Field(2, ge=0, description=(
+        "pages (notifications bringing a new critical alert, after Alertmanager's grouping and inhibition) "
+        "per link and week, at most"))
 
 
 class MonitoringConfig(Strict):
