@@ -69,7 +69,7 @@ from qtelemetry.cli import main
 from qtelemetry.config import default_config_text
 from qtelemetry.monitoring.config import DEFAULT
 
-#: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in the README's SeQUeNCe section)
+#: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in docs/sequence.md)
 SEQUENCE_RECORDING = Path(__file__).parent / "data" / "sequence-bb84-cascade.parquet"
 from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
 from realstack import (
