@@ -15,7 +15,7 @@ import pytest
 
 from qtelemetry.cli import main
 from qtelemetry.monitoring.docs import TABLES, markers, replace_tables
-from docblocks import blocks, run
+from docblocks import blocks, fresh_shell_env, run
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every Markdown file of the site and the front door (the included ones come with their pages)
@@ -94,6 +94,7 @@ def test_harness_stops_at_a_failing_block(tmp_path, capsys):
 
 
 def test_harness_runs_blocks_in_a_fresh_shell_with_the_venv_activated(tmp_path, capsys):
+    assert not shutil.which("qtelemetry", path=fresh_shell_env()["PATH"])  # only activating finds it
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- runnable -->\n```sh\nexport LEFT=over\ncommand -v qtelemetry\n```\n\n"
                    "<!-- runnable -->\n```sh\ntest -z \"${LEFT:-}\"\n```\n")
