@@ -19,8 +19,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, model_validator
 
+from qtelemetry.configfile import ReadableFile
 from qtelemetry.drivers.base import DriverError, StrictModel
 
 #: Reasons a request can fail for before any HTTP answer.
@@ -52,9 +53,9 @@ _CLIENT_ALERTS = {
 class TLSFiles(StrictModel):
     """PEM files for HTTPS to a device: the CA that signed its certificate, and ours."""
 
-    ca_file: FilePath = Field(description="CA certificate(s) that signed the device's server certificate")
-    cert_file: FilePath | None = Field(None, description="client certificate presented to the device (mutual TLS)")
-    key_file: FilePath | None = Field(None, description="private key of cert_file")
+    ca_file: ReadableFile = Field(description="CA certificate(s) that signed the device's server certificate")
+    cert_file: ReadableFile | None = Field(None, description="client certificate presented to the device (mutual TLS)")
+    key_file: ReadableFile | None = Field(None, description="private key of cert_file")
 
     @model_validator(mode="after")
     def _loadable(self) -> "TLSFiles":

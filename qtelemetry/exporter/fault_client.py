@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from qtelemetry.config import read_token
+from qtelemetry.configfile import read_token
 from qtelemetry.drivers.faults import EFFECTS
 
 EXIT_USAGE = 2
