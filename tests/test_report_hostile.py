@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from hostile_prometheus import HostilePrometheus, Reply, Shape, body, grid, matrix
+from hostile import HostileServer, Reply, Shape, body, grid, matrix
 from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
 
 from qtelemetry.cli import main
@@ -75,7 +75,7 @@ def report(url: str, out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("name", SHAPES)
 def test_a_bad_answer_is_a_clean_failure_naming_what_was_wrong(name: str, tmp_path: Path, capsys) -> None:
     shape, expected = SHAPES[name]
-    server = HostilePrometheus(shape)
+    server = HostileServer(shape)
     try:
         code = main(report(server.url, tmp_path / "out"))
     finally:
@@ -96,7 +96,7 @@ def test_weird_but_valid_answers_give_a_report(tmp_path: Path, capsys) -> None:
         values = "+Inf" if "key_rate" in form["query"] else "NaN" if "qber" in form["query"] else "1"
         return body(matrix(series(form, values, link="<b>x\x1b</b>", protocol="decoy-bb84")))
 
-    server = HostilePrometheus(answer)
+    server = HostileServer(answer)
     try:
         code = main(report(server.url, tmp_path / "out"))
     finally:
@@ -117,7 +117,7 @@ def test_a_huge_answer_is_cut_off_and_does_not_grow_the_process(tmp_path: Path) 
         head = b'{"status": "success", "data": {"resultType": "matrix", "result": ['
         return Reply(200, (head if i == 0 else one * 4096 for i in range(total // (len(one) * 4096))))
 
-    server = HostilePrometheus(answer)
+    server = HostileServer(answer)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "qtelemetry", *report(server.url, tmp_path / "out")],
                                 stderr=subprocess.PIPE, text=True)
@@ -135,7 +135,7 @@ def test_a_huge_answer_is_cut_off_and_does_not_grow_the_process(tmp_path: Path) 
 
 def failed_report(answer, tmp_path: Path, *options: str) -> str:
     """stderr of a report (its own process, bounded by a test timeout) that must fail cleanly."""
-    server = HostilePrometheus(answer)
+    server = HostileServer(answer)
     try:
         result = subprocess.run([sys.executable, "-m", "qtelemetry", *report(server.url, tmp_path / "out"), *options],
                                 capture_output=True, text=True, timeout=120)

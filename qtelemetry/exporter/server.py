@@ -359,9 +359,10 @@ class MetricsServer:
         return 200, json.dumps({"rearmed": link, "relearn": relearn}).encode(), {"Content-Type": "application/json"}
 
     async def _inject(self, link: str, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-        """POST /-/faults {"link", "kind", ...FaultConfig fields} starts a fault now."""
+        """POST /-/faults {"link", "kind", ...FaultConfig fields} starts a fault now; JSON types as they
+        are (strict: "3" or true is no number)."""
         try:
-            fault = FaultConfig.model_validate(body)
+            fault = FaultConfig.model_validate(body, strict=True)
             started = await asyncio.to_thread(lambda: self._faults(link).inject(fault))
         except ValidationError as exc:
             raise _Refusal(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None

@@ -1,9 +1,10 @@
-"""A Prometheus HTTP API that answers what a test tells it to: broken, hostile, huge or slow.
+"""An HTTP server that answers what a test tells it to: broken, hostile, huge or slow; with helpers
+for answers of the Prometheus HTTP API.
 
-``HostilePrometheus(answer)`` serves on a free loopback port; ``answer(path, form)`` gets the API
-path and the query's form fields and returns a ``Reply``: a status, the body as chunks, a pause
-between chunks (a server that drips) and an optional Content-Length that need not be the truth
-(a body that breaks off). Connections close after each answer, as HTTP/1.0.
+``HostileServer(answer)`` serves on a free loopback port; ``answer(path, form)`` gets the path and
+the request's form fields (or, for a JSON body, nothing) and returns a ``Reply``: a status, the
+body as chunks, a pause between chunks (a server that drips) and an optional Content-Length that
+need not be the truth (a body that breaks off). Connections close after each answer, as HTTP/1.0.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def matrix(*series: dict) -> dict:
 Answer = Callable[[str, dict[str, str]], Reply]
 
 
-class HostilePrometheus:
+class HostileServer:
     def __init__(self, answer: Answer):
         self.answer = answer
         self.requests: list[tuple[str, dict[str, str]]] = []
@@ -56,7 +57,7 @@ class HostilePrometheus:
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode(errors="replace")).items()}
                 path = urllib.parse.urlsplit(self.path).path
                 outer.requests.append((path, form))
                 reply = outer.answer(path, form)
@@ -73,6 +74,8 @@ class HostilePrometheus:
                         time.sleep(reply.pause_s)
                 except (BrokenPipeError, ConnectionResetError):  # the client hung up: what a cap does
                     pass
+
+            do_DELETE = do_POST  # noqa: N815 (the fault client's other method)
 
             def log_message(self, *args: Any) -> None:
                 pass
