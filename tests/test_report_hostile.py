@@ -72,15 +72,20 @@ def report(url: str, out: Path, *extra: str) -> list[str]:
             "--out", str(out), *extra]
 
 
+def report_from(answer, out: Path, capsys) -> tuple[int, str]:
+    """Exit code and stderr of a report (in this process) from a server giving ``answer``."""
+    server = HostileServer(answer)
+    try:
+        code = main(report(server.url, out))
+    finally:
+        server.stop()
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", SHAPES)
 def test_a_bad_answer_is_a_clean_failure_naming_what_was_wrong(name: str, tmp_path: Path, capsys) -> None:
     shape, expected = SHAPES[name]
-    server = HostileServer(shape)
-    try:
-        code = main(report(server.url, tmp_path / "out"))
-    finally:
-        server.stop()
-    err = capsys.readouterr().err
+    code, err = report_from(shape, tmp_path / "out", capsys)
     assert code == 1, err
     assert 'msg="report failed"' in err and expected in err, err
     assert "Traceback" not in err and "\x1b" not in err  # escapes are escaped (logfmt doubles the backslash)
@@ -96,12 +101,7 @@ def test_weird_but_valid_answers_give_a_report(tmp_path: Path, capsys) -> None:
         values = "+Inf" if "key_rate" in form["query"] else "NaN" if "qber" in form["query"] else "1"
         return body(matrix(series(form, values, link="<b>x\x1b</b>", protocol="decoy-bb84")))
 
-    server = HostileServer(answer)
-    try:
-        code = main(report(server.url, tmp_path / "out"))
-    finally:
-        server.stop()
-    err = capsys.readouterr().err
+    code, err = report_from(answer, tmp_path / "out", capsys)
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()
     assert "&lt;b&gt;x" in page and "<b>x" not in page
