@@ -68,7 +68,7 @@ def etsi015(token: str, tls: dict[str, str]) -> str:
 def test_bearer_tokens_the_run_cannot_send_are_refused(content, reason, pki, tmp_path, capsys):
     (tmp_path / "token").write_bytes(content)
     config = tmp_path / "c.yaml"
-    config.write_text(etsi015("token", {"ca_file": str(pki["ca"])}))
+    config.write_text(etsi015(str(tmp_path / "token"), {"ca_file": str(pki["ca"])}))
     code, err = check(config, capsys)
     assert code == 2 and "links[0].driver.bearer_token_file" in err and reason in err, err
 
@@ -78,7 +78,7 @@ def test_simulated_nodes_refuse_such_tokens_too(pki, tmp_path):
     config = tmp_path / "simulate.yaml"
     config.write_text(yaml.safe_dump({
         "links": [{"name": "ab", "site_a": "a", "site_b": "b", "driver": {"type": "simulated-bb84", "fiber_length_km": 10}}],
-        "sites": {"a": {"restconf": {"listen": "127.0.0.1:0", "bearer_token_file": "token", "tls": {
+        "sites": {"a": {"restconf": {"listen": "127.0.0.1:0", "bearer_token_file": str(tmp_path / "token"), "tls": {
             "cert_file": str(pki["server_cert"]), "key_file": str(pki["server_key"])}}}}}))
     with pytest.raises(ConfigError) as info:
         load_devices_config(config)
