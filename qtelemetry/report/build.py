@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from qtelemetry.configfile import read_text, load_yaml
 from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
-from qtelemetry.report import figures, html, incidents, notifications, summary, tables
+from qtelemetry.report import figures, html, incidents, nodata, notifications, summary, tables
 from qtelemetry.report.prometheus import HttpConfig, Prometheus, redacted_url
 from qtelemetry.report.verdicts import verdicts
 
@@ -33,6 +34,7 @@ class ReportRequest:
     alerts_source: str
     out: Path
     title: str
+    timeout_s: float | None = None  #: deadline of the whole report (each query has ``http.timeout_s``)
     alertmanager_config: Path | None = None  #: an Alertmanager config file to replay
     alertmanager_url: str | None = None  #: or a live Alertmanager whose config to read
 
@@ -76,15 +78,36 @@ def _with_times(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def build_report(request: ReportRequest) -> Path:
-    """Query Prometheus for the period and write ``report.html`` and the CSV tables to ``request.out``."""
+    """Query Prometheus for the period and write ``report.html`` and the CSV tables to ``request.out``;
+    ``nodata.NoData`` (report written) if no link has data in the period."""
     am = routing(request)  # a bad Alertmanager config fails before any query
-    prom = Prometheus(request.prometheus, request.http)
+    deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
+    with Prometheus(request.prometheus, request.http, deadline) as prom:
+        return _build(request, prom, am)
+
+
+def _meta(request: ReportRequest) -> dict[str, str]:
+    """The page's title and header fields."""
+    d = html.fmt_duration
+    return {"title": html.html.escape(request.title),
+            "period": f"{_iso(request.start)} – {_iso(request.end)} ({d(request.end - request.start)})",
+            "prometheus": html.html.escape(redacted_url(request.prometheus)), "step": d(request.step)}
+
+
+def _build(request: ReportRequest, prom: Prometheus, am: notifications.AlertmanagerConfig) -> Path:
     monitoring = request.monitoring
     objective = monitoring.slos[0].objective if monitoring.slos else 0.999
     slo_period_s = duration_seconds(monitoring.slos[0].period if monitoring.slos else "30d")
     log.info("reading the period's series", extra={"start": _iso(request.start), "end": _iso(request.end),
                                                     "step_s": request.step})
     series = tables.fetch(prom, monitoring.selector, request.start, request.end, request.step, request.links)
+    if not series.links:
+        meta = _meta(request)
+        reasons = nodata.diagnose(prom, monitoring.selector, request.start, request.end, request.links,
+                                  tables.missing(series), meta["period"])
+        path = nodata.write(request.out, html.page(**meta, incident_source="—", plain="", cards="", strip="",
+                                                   missing="", verdicts=nodata.section(reasons), sections=""))
+        raise nodata.NoData(path, reasons)
     rules = alert_rules(request)
     found = incidents.collect(prom, rules, request.start, request.end, request.step, request.alerts_source)
     incident_table = found.table
@@ -274,10 +297,7 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
         f'<p class="note">Source: {html.html.escape(found.source)}. Time to resolve: from firing to resolution. '
         'Every alert that fired, whether Alertmanager muted it or not.</p>',
         html.table(by_alert, grouped_cols), "<h3>Every alert that fired</h3>", html.table(incident_table, incident_cols)))
-    period = f"{_iso(request.start)} – {_iso(request.end)} ({d(request.end - request.start)})"
-    return html.page(title=html.html.escape(request.title), period=period,
-                     prometheus=html.html.escape(redacted_url(request.prometheus)), step=d(request.step),
-                     incident_source=html.html.escape(found.source), cards=cards,
+    return html.page(**_meta(request), incident_source=html.html.escape(found.source), cards=cards,
                      plain="".join(f"{html.html.escape(line)} " for line in plain).strip(),
                      strip=html.figure(figures.availability_strip(series), "availability strip"),
                      verdicts=_verdict_matrix(verdict_table), missing=missing_html, sections="".join(sections))

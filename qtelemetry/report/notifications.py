@@ -25,15 +25,18 @@ Silences and time intervals are not replayed: the config is refused if a route u
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass, field
 
+import aiohttp
 import numpy as np
 import pandas as pd
-import requests
+from pydantic import BaseModel, ValidationError
 
 from qtelemetry.configfile import ConfigError, load_yaml
+from qtelemetry.drivers.https import TooLarge, classify, read_body
 from qtelemetry.monitoring.config import duration_seconds
 from qtelemetry.report.prometheus import redacted_url
 
@@ -47,6 +50,8 @@ SEND_RESOLVED = {"email_configs": False, "slack_configs": False, "wechat_configs
                  "telegram_configs": True, "discord_configs": True, "webex_configs": True, "msteams_configs": True,
                  "webhook_configs": True}
 _MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|[^,"]*?)\s*(?:,|$)')
+#: Largest ``/api/v2/status`` answer read: an Alertmanager config is a few hundred kB at most.
+MAX_STATUS_BYTES = 4 * 2**20
 KINDS = ("new", "repeat", "resolved")
 COLUMNS = ["time", "receiver", "group", "kind", "page", "firing", "new_alerts", "links", "alerts"]
 
@@ -248,18 +253,43 @@ def load(text: str, source: str) -> AlertmanagerConfig:
     return parse_config(load_yaml(text, source), source)
 
 
+class _Original(BaseModel):
+    original: str
+
+
+class _Status(BaseModel):
+    """The part of ``/api/v2/status`` the replay reads."""
+
+    config: _Original
+
+
 def from_api(url: str, timeout_s: float = 30.0) -> AlertmanagerConfig:
-    """The config a live Alertmanager runs (``/api/v2/status``, ``config.original``)."""
+    """The config a live Alertmanager runs (``/api/v2/status``, ``config.original``), read within
+    ``timeout_s`` and ``MAX_STATUS_BYTES``; ConfigError if it cannot be read (the URL's user info
+    never in the message)."""
     where = redacted_url(url)
+
+    async def fetch() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession(trust_env=True) as session:
+            async with session.get(url.rstrip("/") + "/api/v2/status") as response:
+                return response.status, await read_body(response, MAX_STATUS_BYTES)
+
+    def refused(reason: str) -> ConfigError:
+        return ConfigError("--alertmanager", [(where, reason)])
+
     try:
-        response = requests.get(url.rstrip("/") + "/api/v2/status", timeout=timeout_s)
-        response.raise_for_status()
-        text = response.json()["config"]["original"]
-    except requests.RequestException as exc:
-        raise ConfigError("--alertmanager", [(where, f"cannot read its config: {type(exc).__name__}")]) from None
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError("--alertmanager", [(where, "/api/v2/status has no config.original")]) from None
-    return load(text, f"Alertmanager at {where}")
+        status, body = asyncio.run(asyncio.wait_for(fetch(), timeout_s))
+    except TimeoutError:
+        raise refused(f"cannot read its config: no answer within {timeout_s:g} s") from None
+    except TooLarge:
+        raise refused(f"cannot read its config: the answer is over {MAX_STATUS_BYTES // 2**20} MiB") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise refused(f"cannot read its config: {classify(exc, 'status').reason.replace('_', ' ')}") from None
+    try:
+        original = _Status.model_validate_json(body).config.original
+    except ValidationError:
+        raise refused(f"HTTP {status}: /api/v2/status has no config.original") from None
+    return load(original, f"Alertmanager at {where}")
 
 
 # --- the replay ---------------------------------------------------------------------------------
