@@ -7,11 +7,12 @@ symptoms): seven alert instances per link. Printed: the replay's wall time, the 
 counts, and the time as a ratio of reading the same alerts' labels into a table (the least any
 replay has to do), measured in the same run because the machine is noisy.
 
-    python bench/notifications.py
+    python bench/notifications.py [--links 1000,10000]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -49,11 +50,14 @@ def week_of_alerts(links: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--links", default="1000,10000", help="fleet sizes, comma-separated (multiples of 40)")
+    args = parser.parse_args()
     config = notifications.parse_config(
         alertmanager.recommended(causes.inhibit_rules(rules.build(DEFAULT), DEFAULT), DEFAULT), "recommended")
     rng = np.random.default_rng(1)
     print(f"{'links':>7} {'alerts':>7} {'replay s':>9} {'x labels':>9} {'pages':>6} {'notifications':>14}")
-    for links in (1_000, 10_000):
+    for links in (int(n) for n in args.links.split(",")):
         alerts = week_of_alerts(links, rng)
         t = time.perf_counter()
         pd.DataFrame.from_records(alerts["alert_labels"].tolist()).fillna("")
