@@ -4,6 +4,8 @@ it cannot replay, refused with the field named."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +23,19 @@ from qtelemetry.report import notifications
 MIN = 60.0
 
 
+@functools.cache
+def _inhibit_rules() -> tuple[dict, ...]:
+    return tuple(causes.inhibit_rules(rules.build(DEFAULT), DEFAULT))
+
+
+def recommended_doc() -> dict:
+    """The recommended Alertmanager config (a fresh copy)."""
+    return copy.deepcopy(alertmanager.recommended(list(_inhibit_rules()), DEFAULT))
+
+
 def recommended(**route: object) -> notifications.AlertmanagerConfig:
     """The recommended routing and inhibit rules, with route settings overridden."""
-    config = alertmanager.recommended(causes.inhibit_rules(rules.build(DEFAULT), DEFAULT), DEFAULT)
+    config = recommended_doc()
     config["route"].update(route)
     return notifications.parse_config(config, "test")
 
@@ -125,7 +137,7 @@ def test_repeats_resolved_and_receivers_without_integrations():
     (lambda c: c["inhibit_rules"].append("mute everything"), r"inhibit_rules\[\d+\]: expected a map"),
 ])
 def test_configs_it_cannot_replay_are_refused_naming_the_field(change, message):
-    config = alertmanager.recommended(causes.inhibit_rules(rules.build(DEFAULT), DEFAULT), DEFAULT)
+    config = recommended_doc()
     change(config)
     with pytest.raises(ConfigError, match=message):
         notifications.parse_config(config, "am.yml")
