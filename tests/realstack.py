@@ -467,7 +467,8 @@ class Alertmanager(ManagedProcess):
     """Alertmanager 0.25, clustering off, every alert routed to one webhook.
 
     ``group_wait`` 0 s, ``group_interval`` 1 s, ``repeat_interval`` 4 h: notifications (and the
-    resolved one) arrive within about a second of the alert change, with no repeats.
+    resolved one) arrive within about a second of the alert change, with no repeats. ``config``
+    replaces all of that with a whole Alertmanager config of the test's own.
     """
 
     name = "alertmanager"
@@ -482,9 +483,10 @@ class Alertmanager(ManagedProcess):
         repeat_interval: str = "4h",
         binary: str | None = None,
         inhibit_rules: Sequence[dict] = (),
+        config: dict | None = None,
     ):
         self.config_path = workdir / "alertmanager.yml"
-        self.config = {
+        self.config = config or {
             "route": {
                 "receiver": "webhook",
                 "group_by": list(group_by),
@@ -494,7 +496,7 @@ class Alertmanager(ManagedProcess):
             },
             "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
         }
-        if inhibit_rules:
+        if inhibit_rules and config is None:
             self.config["inhibit_rules"] = list(inhibit_rules)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         binary = binary or find_binary(ALERTMANAGER_BIN)
@@ -643,8 +645,9 @@ def fast_rule_copies(rule_files: Iterable[Path | str], dest: Path, hold: str | N
 
     Generated groups evaluate every 1m or 5m, and Prometheus first evaluates a group at an
     offset of up to one interval after start: a test would wait minutes. Expressions, labels
-    and annotations are untouched. ``hold`` replaces every alert's ``for:`` (the durations
-    themselves are proven by the promtool unit tests, which run on simulated time).
+    and annotations are untouched. ``hold`` replaces every alert's ``for:`` and drops its
+    ``keep_firing_for:`` (the durations themselves are proven by the promtool unit tests, which
+    run on simulated time).
     """
     dest.mkdir(parents=True, exist_ok=True)
     copies = []
@@ -656,6 +659,7 @@ def fast_rule_copies(rule_files: Iterable[Path | str], dest: Path, hold: str | N
             for rule in group["rules"]:
                 if hold is not None and "alert" in rule:
                     rule["for"] = hold
+                    rule.pop("keep_firing_for", None)
         copy = dest / f"{i:02d}-{path.name}"
         copy.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         copies.append(copy)

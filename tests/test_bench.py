@@ -43,3 +43,10 @@ def test_tamper_benchmark_prints_its_tables():
 def test_finite_key_benchmark_prints_its_ratios():
     out = run("finite_key.py", "--blocks", "1e8", "--step-km", "100", "--repeats", "1")
     assert "| 1e+08 | rate every 100 km |" in out and "| 1e+08 | reach |" in out and out.count("x |") == 2
+
+
+def test_notifications_benchmark_prints_its_table():
+    out = run("notifications.py", "--links", "80")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    # two sites: each its own alert and two per link; four cut links each, five alerts per cut
+    assert out.startswith("  links  alerts") and rows[0][:2] == ["80", str(2 * (1 + 2 * 40) + 2 * 4 * 5)]

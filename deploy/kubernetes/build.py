@@ -263,7 +263,9 @@ def alertmanager_config() -> str:
     comment = (
         "# Routing for qtelemetry's alerts on an operator-managed Alertmanager, as in the Compose demo:\n"
         "# QKDTamperSuspected (notify=security) goes to the security team and, through `continue`, also\n"
-        "# pages on-call with every other critical alert; the rest goes to e-mail (tickets).\n"
+        "# pages on-call with every other critical alert; warnings go to e-mail (tickets) and info alerts\n"
+        "# to a receiver without integrations (nobody notified). Grouped by cluster and site: one\n"
+        "# notification per incident and site, the generated inhibit rules muting its symptoms.\n"
         "# - The Alertmanager must select this object (alertmanagerConfigSelector, and\n"
         f"#   alertmanagerConfigNamespaceSelector when it runs outside namespace {NAMESPACE}).\n"
         "# - The operator adds a namespace=\"<this object's namespace>\" matcher to this route (so to every\n"

@@ -104,7 +104,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     request = ReportRequest(args.prometheus, http, start, end, step, args.link or [], monitoring,
                             Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title,
-                            timeout)
+                            timeout, Path(args.alertmanager_config) if args.alertmanager_config else None,
+                            args.alertmanager)
     started = time.monotonic()
     try:
         written = build_report(request)
@@ -179,6 +180,13 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         help="alert rules to evaluate where ALERTS is missing (default: generated from --config)")
     report.add_argument("--alerts-source", choices=("auto", "alerts", "evaluate"), default="auto",
                         help="incidents from ALERTS, from evaluating the rules, or ALERTS if present (default)")
+    routing = report.add_mutually_exclusive_group()
+    routing.add_argument("--alertmanager-config", metavar="FILE",
+                         help="Alertmanager config whose routing, grouping and inhibit rules the alerts are replayed "
+                              "through to count what people received (default: the routing qtelemetry recommends, "
+                              "deploy/compose/alertmanager/alertmanager.yml, with the generated inhibit rules)")
+    routing.add_argument("--alertmanager", metavar="URL",
+                         help="read that config from a live Alertmanager's API instead (/api/v2/status)")
     report.add_argument("--out", required=True, metavar="DIR", help="directory for report.html and the CSV tables")
     report.add_argument("--title", default="Quantum network pilot report", help="the report's title")
     report.add_argument("--query-timeout", default="2m", metavar="DURATION",
