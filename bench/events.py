@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from qtelemetry.recording.events import PS, bb84_windows, bbm92_windows, event_table
+from qtelemetry.drivers.formats.events import PS, bb84_windows, bbm92_windows, event_table
 
 
 def bb84_columns(rng: np.random.Generator, n: int, mean_gap_ps: int) -> dict[str, np.ndarray]:

@@ -17,8 +17,8 @@ from qtelemetry.drivers.base import StrictModel
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.bb84 import BB84_DECOY
 from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
-from qtelemetry.recording import events as ev
-from qtelemetry.recording.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
+from qtelemetry.drivers.formats import events as ev
+from qtelemetry.drivers.formats.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
 from eventfiles import bb84_columns, tag_streams, write
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.recording.format import (ID_COLUMNS, PARQUET_MAGIC, BadRow, RecordingError, RecordingSource,
+from qtelemetry.drivers.formats.recording import (ID_COLUMNS, PARQUET_MAGIC, BadRow, RecordingError, RecordingSource,
                                          count_columns, link_info, read_recording)
 from recordings import record_cycles, small_config
 

@@ -15,7 +15,7 @@ import pytest
 from qtelemetry.cli import main
 from qtelemetry.config import parse_config
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
-from qtelemetry.recording.events import PS, bb84_windows, bbm92_windows, event_table
+from qtelemetry.drivers.formats.events import PS, bb84_windows, bbm92_windows, event_table
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
 from eventfiles import bb84_columns, tag_streams, write

@@ -26,7 +26,7 @@ import pytest
 from qtelemetry.config import Config, default_config, parse_config
 from qtelemetry.estimation.changedetect import ESTIMATE_PREFIX
 from qtelemetry.recording.analyse import estimate_frame
-from qtelemetry.recording.format import read_recording
+from qtelemetry.drivers.formats.recording import read_recording
 from qtelemetry.recording.record import record
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.runtime import Runtime

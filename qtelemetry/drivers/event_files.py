@@ -1,7 +1,7 @@
 """Config of a replayed link's event files: where they are and what the files do not say.
 
 The replay driver embeds ``EventFiles``; ``windows()`` reads the files and returns the link's
-counts per window (``qtelemetry.recording.events``), ``read()`` the same as the ``Window`` list a
+counts per window (``qtelemetry.drivers.formats.events``), ``read()`` the same as the ``Window`` list a
 replayed link reads (a ``WindowSource``). It lives in the drivers package so that the event path
 itself never imports the drivers (whose package imports every driver).
 
@@ -26,10 +26,10 @@ from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.recording.events import Windows, bb84_windows, bbm92_windows, read_events
+from qtelemetry.drivers.formats.events import Windows, bb84_windows, bbm92_windows, read_events
 
-if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: imported where used
-    from qtelemetry.recording.format import BadRow, Window
+if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
+    from qtelemetry.drivers.formats.recording import BadRow, Window
 
 
 #: Not checked at load: a file missing while running is a driver error, counted, not a config error.
@@ -48,7 +48,7 @@ class _EventFiles(StrictModel):
     def read(self) -> list[Window | BadRow]:
         """Every whole window of the files, as a replayed link reads them (``WindowSource``);
         ``EventError`` for a bad file. Seconds of CPU at 10⁸ records: run it off the event loop."""
-        from qtelemetry.recording.format import Window
+        from qtelemetry.drivers.formats.recording import Window
 
         w = self.windows()
         return [Window(float(start), float(end), {name: v[i] for name, v in w.counts.items()}, self.window_s)

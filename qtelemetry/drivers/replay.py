@@ -8,7 +8,7 @@ t0 + (end_i − end_0)/speed, t0 being the first delivery, so ``speed: 20`` play
 order; without it the link stops delivering at the end and reads stalled, then down, as any
 link without data does.
 
-The driver reads windows through a ``WindowSource`` (``qtelemetry.recording.format``): a
+The driver reads windows through a ``WindowSource`` (``qtelemetry.drivers.formats.recording``): a
 recording file (``path``, ``link``: a ``RecordingSource``) or a link's raw detection-event files
 (``events``: ``qtelemetry.drivers.event_files``, counted into windows when the replay starts).
 A row that cannot be used counts one ``bad_row`` error and is skipped; a file that cannot be
@@ -27,10 +27,10 @@ from qtelemetry.configfile import ReadableFile
 from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.reported import ETSI014, ETSI015
-from qtelemetry.recording.events import ERROR_REASONS
+from qtelemetry.drivers.formats.events import ERROR_REASONS
 
-if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: imported where used
-    from qtelemetry.recording.format import BadRow, LinkInfo, Window
+if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
+    from qtelemetry.drivers.formats.recording import BadRow, LinkInfo, Window
 
 #: Fastest replay: a week of 1 s windows in about a second.
 MAX_SPEED = 1e6
@@ -58,7 +58,7 @@ class ReplayConfig(IODriverConfig):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ReplayConfig":
-        from qtelemetry.recording.format import LinkInfo, RecordingError, link_info
+        from qtelemetry.drivers.formats.recording import LinkInfo, RecordingError, link_info
 
         if self.events is not None:
             if self.path is not None or self.link is not None:
@@ -113,7 +113,7 @@ class ReplayDriver:
         self._clock: tuple[float, float] | None = None  # (loop time, recorded end) of the first delivery
 
     async def _load(self) -> list[Window | BadRow]:
-        from qtelemetry.recording.format import RecordingError, RecordingSource, Window, WindowSource
+        from qtelemetry.drivers.formats.recording import RecordingError, RecordingSource, Window, WindowSource
 
         config = self.config
         source: WindowSource = (config.events if config.events is not None else
