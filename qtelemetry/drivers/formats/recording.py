@@ -16,17 +16,22 @@ one link, so the estimators can be run again offline (``analyse``) or fed back l
 
 Columns are mapped back to counts through the protocol's axes, never by parsing their names.
 Parquet files carry the format version and the qtelemetry version in their key-value metadata.
+
+Files are read in batches of rows (``RecordingReader``), each checked as it comes, so that memory
+holds one batch whatever the file's size; ``check-config``, a replayed link and ``analyse`` read
+through the same checks and see the same problems.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +41,7 @@ from numpy.typing import NDArray
 
 from qtelemetry import __version__
 from qtelemetry.drivers.faults import FAULT_KINDS
+from qtelemetry.drivers.params import param_problems
 from qtelemetry.estimation import PROTOCOLS
 
 FORMAT_VERSION = 1
@@ -189,24 +195,17 @@ class RecordingWriter:
 
 # --- reading ---------------------------------------------------------------------------------
 
-def load(path: str | Path, link: str | None = None) -> pd.DataFrame:
-    """The raw table of a Parquet or CSV recording (Parquet by its magic bytes), unchecked; only
-    ``link``'s rows when given (Parquet reads no more than those).
+#: Rows read at a time: one batch's arrays stay a few MB, whatever the size of the file.
+BATCH_ROWS = 8192
+#: Link names a file is surveyed for when the replayed link is not named (more: "more than").
+MAX_NAMES = 100
 
-    RecordingError for a file that cannot be read as a table at all.
-    """
+
+@contextlib.contextmanager
+def _readable(path: str | Path) -> Iterator[None]:
+    """RecordingError for whatever a file that is not a readable table makes the OS, pandas or pyarrow raise."""
     try:
-        with open(path, "rb") as f:
-            parquet = f.read(4) == PARQUET_MAGIC
-        if parquet:
-            table = pq.read_table(path, filters=None if link is None else [("link", "==", link)])
-            _check_version(path, table.schema.metadata or {})
-            frame = table.to_pandas()
-        else:
-            frame = pd.read_csv(path, dtype={"link": str, "protocol": str}, keep_default_na=False, na_values=[""],
-                                encoding="utf-8")
-            if link is not None and "link" in frame:
-                frame = frame[frame["link"] == link]
+        yield
     except RecordingError:
         raise
     except FileNotFoundError:
@@ -217,7 +216,6 @@ def load(path: str | Path, link: str | None = None) -> pd.DataFrame:
         raise RecordingError(path, f"cannot read: {exc.strerror or exc}") from None
     except Exception as exc:  # whatever a corrupt file makes pandas' or pyarrow's parser raise
         raise RecordingError(path, f"not a recording: {type(exc).__name__}: {_first_line(exc)}") from None
-    return frame.reset_index(drop=True)
 
 
 def _first_line(exc: Exception) -> str:
@@ -234,59 +232,198 @@ def _check_version(path: str | Path, metadata: Mapping[bytes, bytes]) -> None:
         raise RecordingError(path, f"recording format version {version!r}; this qtelemetry reads {FORMAT_VERSION}")
 
 
+class RecordingFile:
+    """A recording's table (Parquet by its magic bytes, else CSV), read in batches of rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        with _readable(path):
+            with open(path, "rb") as f:
+                self.parquet = f.read(4) == PARQUET_MAGIC
+            if self.parquet:
+                schema = pq.read_schema(path)  # the footer only
+                _check_version(path, schema.metadata or {})
+                self.columns = [str(name) for name in schema.names]
+            else:
+                self.columns = [str(name) for name in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The rows (only ``columns`` of them, if given) in batches, indexed by position in the file from 0."""
+        with _readable(self.path):
+            if self.parquet:
+                with pq.ParquetFile(self.path) as file:
+                    start = 0
+                    for batch in file.iter_batches(BATCH_ROWS, columns=columns):
+                        frame = batch.to_pandas()
+                        frame.index = pd.RangeIndex(start, start + len(frame))
+                        start += len(frame)
+                        yield frame
+            else:
+                names = {column: str for column in ("link", "protocol") if columns is None or column in columns}
+                with pd.read_csv(self.path, usecols=columns, dtype=names, keep_default_na=False, na_values=[""],
+                                 encoding="utf-8", chunksize=BATCH_ROWS) as reader:
+                    yield from reader
+
+
 #: What a fault column may hold (CSV writes True/False; other tools may write lowercase)
 _BOOLEANS = {True: True, False: False, "true": True, "false": False}
+FAULT_COLUMN_SET = frozenset(FAULT_COLUMNS.values())
+#: What is wrong with a cell, by the code ``_check_cells`` gives it.
+CELL_PROBLEMS = ("", "missing count", "counts must be finite and non-negative", "counts must be whole numbers",
+                 "must be a non-negative finite number (empty: not reported)", "expected a finite number",
+                 "a value in a column {protocol} links do not have")
 
 
-def check_columns(path: str | Path, frame: pd.DataFrame) -> list[str]:
-    """The protocols of the file's rows; RecordingError for missing, unknown or wrongly typed columns.
-    Fault columns are made booleans in place, and a kind's column the file lacks is added as false."""
-    for column in ("link", "protocol"):
-        if column not in frame:
-            raise RecordingError(path, "missing column", column=column)
-        values = frame[column]
-        if pd.api.types.is_string_dtype(values) and not isinstance(values.dtype, np.dtype):  # a string array
-            named = values.notna() & (values.str.len() > 0)
-        else:  # anything else (objects of a hand-made file) one by one
-            named = values.map(lambda v: isinstance(v, str) and v != "")
-        if not named.all():
-            raise RecordingError(path, "expected a non-empty name", row=_first_row(~named), column=column)
-    protocols = [str(p) for p in pd.unique(frame["protocol"])]
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        row = int(np.flatnonzero(frame["protocol"].isin(unknown).to_numpy())[0])
-        raise RecordingError(path, f"unknown protocol {unknown[0][:80]!r} (known: {', '.join(PROTOCOLS)})",
-                             row=row + 1, column="protocol")
-    expected = columns_for(protocols)
-    for column in FAULT_COLUMNS.values():  # written before this fault kind existed: it never acted
-        if column not in frame:
-            frame[column] = False
-    missing = [c for c in expected if c not in frame]
-    if missing:
-        raise RecordingError(path, f"missing column (and {len(missing) - 1} more)" if len(missing) > 1 else "missing column",
-                             column=missing[0])
-    extra = [c for c in frame.columns if c not in expected]
-    if extra:
-        raise RecordingError(path, "unknown column for the file's protocols", column=str(extra[0])[:80])
-    for column in expected:
-        if column in ("link", "protocol"):
-            continue
-        values = frame[column]
-        if column in FAULT_COLUMNS.values():
-            if pd.api.types.is_bool_dtype(values):
-                continue
+@dataclass(frozen=True)
+class BadRow:
+    """A row a source could not turn into a window (skipped, counted as the link's driver error)."""
+
+    row: int
+    column: str
+    message: str
+
+    def describe(self, path: str | Path) -> str:
+        return str(RecordingError(path, self.message, self.row, self.column))
+
+
+class Problems:
+    """The first problem of each row of a batch: an index into the distinct (column, message) pairs."""
+
+    def __init__(self, rows: int):
+        self.code = np.full(rows, -1, np.int32)
+        self.kinds: list[tuple[str, str]] = []
+
+    def flag(self, mask: NDArray[np.bool_], column: str, message: str) -> None:
+        """Rows of ``mask`` without a problem yet get this one."""
+        new = mask & (self.code < 0)
+        if new.any():
+            self.code[new] = len(self.kinds)
+            self.kinds.append((column, message))
+
+    @property
+    def ok(self) -> NDArray[np.bool_]:
+        return self.code < 0
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One batch of a recording's rows, checked: numbers typed (counts and parameters float,
+    faults bool), and each row's first problem."""
+
+    frame: pd.DataFrame
+    problems: Problems
+
+    def bad_row(self, i: int) -> BadRow | None:
+        code = self.problems.code[i]
+        return None if code < 0 else BadRow(int(self.frame.index[i]) + 1, *self.problems.kinds[code])
+
+    def first_bad(self) -> BadRow | None:
+        bad = np.flatnonzero(~self.problems.ok)
+        return self.bad_row(int(bad[0])) if bad.size else None
+
+
+class RecordingReader:
+    """One pass over a recording in batches, checked: the rows of ``link`` (None: of the file's only
+    link, found by a first pass over the names), or of every link with ``every_link``.
+
+    Whole-file problems (unreadable, names missing or unknown protocols, missing or extra columns,
+    the link not there) raise RecordingError as they are found; a row's problem (a cell that is
+    not a number, a count that is negative, a window out of order, a parameter out of bounds, ...)
+    is that row's, in its batch's ``Problems``. Each ``next()`` reads one batch: while the first
+    pass surveys the names, the batches it yields are empty.
+    """
+
+    def __init__(self, path: str | Path, link: str | None = None, every_link: bool = False):
+        self.path, self.link, self.every_link = path, link, every_link
+        self.protocols: list[str] = []
+
+    def __iter__(self) -> Iterator[Checked]:
+        file = RecordingFile(self.path)
+        for column in ("link", "protocol"):
+            if column not in file.columns:
+                raise RecordingError(self.path, "missing column", column=column)
+        protocols: dict[str, None] = {}
+        names: dict[str, None] = {}
+        for batch in file.batches(["link", "protocol"]):
+            self._survey(batch, protocols, names)
+            yield Checked(batch.iloc[:0], Problems(0))
+        self._choose_link(names)
+        self.protocols = list(protocols)
+        expected = columns_for(self.protocols)
+        missing = [c for c in expected if c not in file.columns and c not in FAULT_COLUMN_SET]
+        if missing:
+            raise RecordingError(self.path, f"missing column (and {len(missing) - 1} more)" if len(missing) > 1
+                                 else "missing column", column=missing[0])
+        extra = [c for c in file.columns if c not in expected]
+        if extra:
+            raise RecordingError(self.path, "unknown column for the file's protocols", column=extra[0][:80])
+        order = _Order()
+        for batch in file.batches():
+            if not self.every_link:
+                batch = batch[(batch["link"] == self.link).to_numpy(bool)]
+            yield self._check(batch.reindex(columns=expected, fill_value=False), order)
+
+    def _survey(self, batch: pd.DataFrame, protocols: dict[str, None], names: dict[str, None]) -> None:
+        """Names present and not empty, protocols known; the protocols seen, and the link names
+        (the first MAX_NAMES + 1) when the link is to be found."""
+        for column in ("link", "protocol"):
+            values = batch[column]
+            if pd.api.types.is_string_dtype(values) and not isinstance(values.dtype, np.dtype):  # a string array
+                named = (values.notna() & (values.str.len() > 0)).to_numpy(bool)
+            else:  # anything else (objects of a hand-made file) one by one
+                named = values.map(lambda v: isinstance(v, str) and v != "").to_numpy(bool)
+            if not named.all():
+                raise RecordingError(self.path, "expected a non-empty name", row=int(batch.index[~named][0]) + 1,
+                                     column=column)
+        for protocol in pd.unique(batch["protocol"]):
+            if protocol not in PROTOCOLS:
+                row = int(batch.index[(batch["protocol"] == protocol).to_numpy(bool)][0]) + 1
+                raise RecordingError(self.path, f"unknown protocol {protocol[:80]!r} (known: {', '.join(PROTOCOLS)})",
+                                     row=row, column="protocol")
+            protocols[protocol] = None
+        if self.link is None and not self.every_link:
+            for name in pd.unique(batch["link"]):
+                if len(names) > MAX_NAMES:
+                    break
+                names[name] = None
+        elif self.link is not None and self.link not in names and (batch["link"] == self.link).any():
+            names[self.link] = None
+
+    def _choose_link(self, names: dict[str, None]) -> None:
+        if self.every_link:
+            return
+        if self.link is None:
+            if len(names) != 1:
+                shown = ", ".join(list(names)[:10]) + (", ..." if len(names) > 10 else "")
+                count = f"more than {MAX_NAMES}" if len(names) > MAX_NAMES else len(names)
+                raise RecordingError(self.path, f"holds {count} links ({shown}): say which one with `link`")
+            self.link = next(iter(names))
+        elif self.link not in names:
+            raise RecordingError(self.path, f"no rows of link {self.link!r}")
+
+    def _check(self, frame: pd.DataFrame, order: "_Order") -> Checked:
+        problems = Problems(len(frame))
+        for column in frame.columns[2:]:  # after link and protocol: numbers and fault flags
+            _check_type(frame, column, problems)
+        order.check(frame, problems)
+        for protocol in pd.unique(frame["protocol"]):
+            _check_cells(frame, (frame["protocol"] == protocol).to_numpy(bool), protocol, problems)
+        return Checked(frame, problems)
+
+
+def _check_type(frame: pd.DataFrame, column: str, problems: Problems) -> None:
+    """Make ``column`` booleans (fault flags) or floats, in place; a cell that is neither is its row's problem."""
+    values = frame[column]
+    if column in FAULT_COLUMN_SET:
+        if values.dtype != np.bool_:
             flags = values.map(lambda v: _BOOLEANS.get(v.lower() if isinstance(v, str) else v, None))
-            if flags.isna().any():
-                raise RecordingError(path, "expected true or false", row=_first_row(flags.isna()), column=column)
-            frame[column] = flags.astype(bool)
-        elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            # a column pandas could not type (text, integers beyond 64 bits, booleans): numbers or blanks only
-            numbers = pd.to_numeric(values.map(_number), errors="coerce")
-            bad = numbers.isna() & ~values.map(_blank)
-            if bad.any():
-                raise RecordingError(path, "expected a number", row=_first_row(bad), column=column)
-            frame[column] = numbers.astype(float)
-    return protocols
+            problems.flag(flags.isna().to_numpy(bool), column, "expected true or false")
+            frame[column] = flags.fillna(False).astype(bool)
+    elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        # a column pandas could not type (text, integers beyond 64 bits, booleans): numbers or blanks only
+        numbers = pd.to_numeric(values.map(_number), errors="coerce")
+        problems.flag((numbers.isna() & ~values.map(_blank)).to_numpy(bool), column, "expected a number")
+        frame[column] = numbers.astype(float)
 
 
 def _number(value: object) -> object:
@@ -298,47 +435,51 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
-def _first_row(mask: pd.Series) -> int | None:
-    where = np.flatnonzero(mask.to_numpy(bool))
-    return int(where[0]) + 1 if where.size else None
+class _Order:
+    """What each link's earlier rows say about its next ones: its protocol, and its latest window end."""
+
+    def __init__(self) -> None:
+        self.protocol = pd.Series(dtype=object)
+        self.end = pd.Series(dtype=float)
+
+    def check(self, frame: pd.DataFrame, problems: Problems) -> None:
+        """A link's rows keep its protocol; times finite, each window starting before it ends, of
+        its recorded length and after the link's previous one (no duplicate, none out of order)."""
+        links = frame["link"].to_numpy(object)
+        first = frame.groupby("link", sort=False)["protocol"].first()
+        self.protocol = pd.concat([self.protocol, first[~first.index.isin(self.protocol.index)]])
+        expected = self.protocol.reindex(links).to_numpy(object)
+        changed = frame["protocol"].to_numpy(object) != expected
+        for protocol in pd.unique(expected[changed]):
+            problems.flag(changed & (expected == protocol), "protocol", f"the link's earlier rows are {protocol}")
+        start, end, seconds = (frame[c].to_numpy(float, na_value=np.nan)
+                               for c in ("window_start", "window_end", "window_seconds"))
+        ends = pd.Series(end)
+        previous = ends.groupby(links).cummax().groupby(links).shift().to_numpy(float, na_value=np.nan)
+        previous = np.fmax(previous, self.end.reindex(links).to_numpy(float, na_value=np.nan))
+        latest = ends.groupby(links).max()
+        self.end = pd.concat([self.end, latest]).groupby(level=0).max()
+        with np.errstate(invalid="ignore"):
+            problems.flag(~np.isfinite(end), "window_end", "expected a finite time")
+            problems.flag(~np.isfinite(start), "window_start", "expected a finite time")
+            problems.flag(~(np.isfinite(seconds) & (seconds > 0)), "window_seconds", "expected a positive length")
+            problems.flag(~(start < end), "window_start", "the window must start before it ends")
+            problems.flag(~(np.abs(end - start - seconds) <= TIME_TOLERANCE_S + 1e-9 * np.abs(end)), "window_seconds",
+                          "does not match window_end - window_start")
+            problems.flag(end == previous, "window_end", "duplicate window: the link's previous row ends at the same time")
+            problems.flag(end < previous, "window_end", "not after the link's previous window (rows must be in time order)")
 
 
-#: What is wrong with a cell, by the code ``row_problems`` gives it.
-CELL_PROBLEMS = ("", "missing count", "counts must be finite and non-negative", "counts must be whole numbers",
-                 "must be a non-negative finite number (empty: not reported)", "expected a finite number",
-                 "a value in a column {protocol} links do not have")
-
-
-def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
-    """Per row of ``protocol`` (a frame of its rows, in file order): None, or "column: what is wrong"
-    for the first problem: non-finite times, a window ending before it starts, a length that does not
-    match its times, a window not after the link's previous one (duplicate or out of order), counts
-    that are negative, non-integer or missing, amounts or levels negative, parameters missing, a value
+def _check_cells(frame: pd.DataFrame, mine: NDArray[np.bool_], protocol: str, problems: Problems) -> None:
+    """Of the rows ``mine`` of ``protocol``: counts present, non-negative whole numbers; amounts and
+    levels non-negative or empty; parameters finite and within a simulated link's bounds; nothing
     in another protocol's column."""
-    n = len(frame)
-    problem = np.full(n, None, dtype=object)
-
-    def flag(mask: NDArray[np.bool_], column: str, message: str) -> None:
-        new = mask & np.equal(problem, None)
-        problem[new] = f"{column}: {message}"
-
-    start, end, seconds = (frame[c].to_numpy(float, na_value=np.nan) for c in ("window_start", "window_end", "window_seconds"))
-    with np.errstate(invalid="ignore"):
-        flag(~np.isfinite(end), "window_end", "expected a finite time")
-        flag(~np.isfinite(start), "window_start", "expected a finite time")
-        flag(~(np.isfinite(seconds) & (seconds > 0)), "window_seconds", "expected a positive length")
-        flag(~(start < end), "window_start", "the window must start before it ends")
-        flag(~(np.abs(end - start - seconds) <= TIME_TOLERANCE_S + 1e-9 * np.abs(end)), "window_seconds",
-             "does not match window_end - window_start")
-        previous = pd.Series(end).groupby(frame["link"].to_numpy()).cummax().groupby(frame["link"].to_numpy()).shift()
-        previous = previous.to_numpy(float, na_value=np.nan)
-        flag(end == previous, "window_end", "duplicate window: the link's previous row ends at the same time")
-        flag(end < previous, "window_end", "not after the link's previous window (rows must be in time order)")
     counts = count_columns(protocol)
     params = list(param_columns(protocol).values())
     others = [c for c in frame.columns if c not in set(protocol_columns(protocol))]
     names = [*(c.column for c in counts), *params, *others]
-    values = frame[names].to_numpy(float, na_value=np.nan)
+    rows = np.flatnonzero(mine)
+    values = frame[names].to_numpy(float, na_value=np.nan)[rows]
     k, p = len(counts), len(params)
     integer = np.array([kind_of(protocol, c.count) == "count" for c in counts], bool)
     code = np.zeros(values.shape, np.int8)  # per cell: 0, or the index of its problem in CELL_PROBLEMS
@@ -350,23 +491,27 @@ def row_problems(frame: pd.DataFrame, protocol: str) -> NDArray[np.object_]:
         code[:, k:k + p] = np.where(np.isfinite(values[:, k:k + p]), 0, 5)
         code[:, k + p:] = np.where(np.isnan(values[:, k + p:]), 0, 6)
     first = np.argmax(code != 0, axis=1)
-    for row in np.flatnonzero(code.any(axis=1) & np.equal(problem, None)):
-        column = names[first[row]]
-        problem[row] = f"{column}: {CELL_PROBLEMS[code[row, first[row]]].format(protocol=protocol)}"
-    return problem
+    which = code[np.arange(len(rows)), first].astype(np.int64) * len(names) + first  # (problem, column) of each row
+    for key in np.unique(which[which >= len(names)]):
+        column, problem = names[key % len(names)], CELL_PROBLEMS[key // len(names)].format(protocol=protocol)
+        problems.flag(np.isin(np.arange(len(frame)), rows[which == key]), column, problem)
+    finite = rows[~code[:, k:k + p].any(axis=1)]
+    distinct, which = param_problems(protocol, values[np.isin(rows, finite), k:k + p])
+    for d, problem in enumerate(distinct):
+        if problem is not None:
+            problems.flag(np.isin(np.arange(len(frame)), finite[which == d]), f"param_{problem[0]}", problem[1])
 
 
 def read_recording(path: str | Path) -> pd.DataFrame:
     """A whole recording, checked; RecordingError naming the file, row and column of the first problem."""
-    frame = load(path)
-    for protocol in check_columns(path, frame):
-        rows = np.flatnonzero((frame["protocol"] == protocol).to_numpy())
-        problems = row_problems(frame.iloc[rows], protocol)
-        bad = np.flatnonzero(np.not_equal(problems, None))
-        if bad.size:
-            column, message = problems[bad[0]].split(": ", 1)
-            raise RecordingError(path, message, row=int(rows[bad[0]]) + 1, column=column)
-    return frame
+    frames = []
+    for checked in RecordingReader(path, every_link=True):
+        bad = checked.first_bad()
+        if bad is not None:
+            raise RecordingError(path, bad.message, bad.row, bad.column)
+        if len(checked.frame):
+            frames.append(checked.frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ID_COLUMNS))
 
 
 def counts_of(frame: pd.DataFrame, protocol: str) -> dict[str, NDArray[np.float64]]:
@@ -400,15 +545,22 @@ class Window:
 
 
 @dataclass(frozen=True)
-class BadRow:
-    """A row a source could not turn into a window (skipped, counted as the link's driver error)."""
+class WindowBatch(Sequence["Window | BadRow"]):
+    """Consecutive windows of one link as arrays, and the rows among them that are bad; a
+    ``Window`` is made when it is read, so a batch costs its arrays and no more."""
 
-    row: int
-    column: str
-    message: str
+    times: NDArray[np.float64]  #: (rows, 3): start, end, length
+    counts: Mapping[str, NDArray[np.float64]]  #: name -> (rows, *count shape)
+    bad: Sequence[BadRow | None] = ()  #: per row, if any row is bad
 
-    def describe(self, path: str | Path) -> str:
-        return str(RecordingError(path, self.message, self.row, self.column))
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if self.bad and self.bad[i] is not None:
+            return self.bad[i]
+        start, end, seconds = self.times[i]
+        return Window(float(start), float(end), {name: values[i] for name, values in self.counts.items()}, float(seconds))
 
 
 @dataclass(frozen=True)
@@ -420,34 +572,38 @@ class LinkInfo:
     plan: tuple[float, float]
 
 
-def link_info(path: str | Path, link: str | None) -> tuple[str, LinkInfo]:
-    """(link name, protocol and parameters) of ``link`` in a recording, from the first of its rows;
-    ``link`` None: the recording's only link. RecordingError if it is not there."""
-    frame = load(path, link)
-    if "link" not in frame or "protocol" not in frame:
-        raise RecordingError(path, "missing column", column="link" if "link" not in frame else "protocol")
-    names = list(dict.fromkeys(frame["link"].astype(str)))
-    if link is None:
-        if len(names) != 1:
-            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-            raise RecordingError(path, f"holds {len(names)} links ({shown}): say which one with `link`")
-        link = names[0]
-    if frame.empty:
-        raise RecordingError(path, f"no rows of link {link!r}")
-    first = frame.iloc[:1]
-    protocol = str(first["protocol"].iloc[0])
-    if protocol not in PROTOCOLS:
-        raise RecordingError(path, f"unknown protocol {protocol[:80]!r}", row=1, column="protocol")
-    missing = [c for c in (*param_columns(protocol).values(), *PLAN_COLUMNS) if c not in frame]
-    if missing:
-        raise RecordingError(path, "missing column", column=missing[0])
-    params = {name: float(pd.to_numeric(first[column], errors="coerce").iloc[0])
-              for name, column in param_columns(protocol).items()}
-    bad = [name for name, v in params.items() if not math.isfinite(v)]
-    if bad:
-        raise RecordingError(path, "expected a finite number", row=1, column=param_columns(protocol)[bad[0]])
-    plan = tuple(float(pd.to_numeric(first[c], errors="coerce").iloc[0]) for c in PLAN_COLUMNS)
-    return link, LinkInfo(protocol, params, plan)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class LinkSurvey:
+    """A replayed link's rows read once through the checks: what it needs, and its bad rows."""
+
+    link: str
+    info: LinkInfo
+    rows: int
+    bad: int
+    first_bad: BadRow | None
+
+
+def survey_link(path: str | Path, link: str | None) -> LinkSurvey:
+    """Read ``link``'s rows (None: the recording's only link) once, checked, in bounded memory.
+    RecordingError for a file the replay would refuse: unreadable, wrong columns, the link not
+    there, or not one usable window (its protocol and parameters come from the first usable one)."""
+    reader = RecordingReader(path, link)
+    info, rows, bad, first_bad = None, 0, 0, None
+    for checked in reader:
+        ok = checked.problems.ok
+        rows, bad = rows + len(ok), bad + int(np.count_nonzero(~ok))
+        first_bad = first_bad or checked.first_bad()
+        if info is None and ok.any():
+            first = checked.frame.iloc[[int(np.argmax(ok))]]
+            protocol = str(first["protocol"].iloc[0])
+            params = {name: float(v[0]) for name, v in params_of(first, protocol).items()}
+            info = LinkInfo(protocol, params, tuple(float(first[c].iloc[0]) for c in PLAN_COLUMNS))  # type: ignore[arg-type]
+    if info is None:
+        if first_bad is None:
+            raise RecordingError(path, f"no rows of link {reader.link!r}")
+        raise RecordingError(path, f"no usable window of link {reader.link!r}: each of its {rows:,} rows has a problem, "
+                             f"the first: {first_bad.message}", first_bad.row, first_bad.column)
+    return LinkSurvey(str(reader.link), info, rows, bad, first_bad)
 
 
 class WindowSource(Protocol):
@@ -455,9 +611,10 @@ class WindowSource(Protocol):
     (``qtelemetry.drivers.event_files``) another; any source giving ``Window`` (and ``BadRow``) in
     the link protocol's count layout replays the same way."""
 
-    def read(self) -> list[Window | BadRow]:
-        """Every window of the link in time order; RecordingError (or a DriverError with its own
-        reason) if the source is unusable as a whole."""
+    def batches(self) -> Iterator[Sequence[Window | BadRow]]:
+        """One pass over the link's windows in time order, a batch per ``next()`` (each a bounded
+        piece of work, run off the event loop; a batch may be empty); RecordingError (or a
+        DriverError with its own reason) if the source is unusable as a whole."""
         ...
 
 
@@ -467,24 +624,13 @@ class RecordingSource:
     def __init__(self, path: str | Path, link: str, protocol: str):
         self.path, self.link, self.protocol = path, link, protocol
 
-    def read(self) -> list[Window | BadRow]:
-        """Every row of the link; RecordingError if the file as a whole is unusable."""
-        frame = load(self.path)
-        check_columns(self.path, frame)
-        rows = np.flatnonzero((frame["link"] == self.link).to_numpy())
-        mine = frame.iloc[rows]
-        if not (mine["protocol"] == self.protocol).all():
-            raise RecordingError(self.path, f"link {self.link!r} changes protocol: expected {self.protocol}",
-                                 row=int(rows[np.flatnonzero((mine["protocol"] != self.protocol).to_numpy())[0]]) + 1,
-                                 column="protocol")
-        problems = row_problems(mine, self.protocol)
-        counts = counts_of(mine, self.protocol)
-        times = mine[["window_start", "window_end", "window_seconds"]].to_numpy(float, na_value=np.nan)
-        out: list[Window | BadRow] = []
-        for i, problem in enumerate(problems):
-            if problem is not None:
-                column, message = problem.split(": ", 1)
-                out.append(BadRow(int(rows[i]) + 1, column, message))
-            else:
-                out.append(Window(times[i, 0], times[i, 1], {k: v[i] for k, v in counts.items()}, times[i, 2]))
-        return out
+    def batches(self) -> Iterator[WindowBatch]:
+        for checked in RecordingReader(self.path, self.link):
+            frame, problems = checked.frame, checked.problems
+            if frame.empty:  # a batch of the survey of names, or of other links
+                yield WindowBatch(np.empty((0, 3)), {})
+                continue
+            problems.flag(frame["protocol"].to_numpy(object) != self.protocol, "protocol", f"expected {self.protocol}")
+            bad = [checked.bad_row(i) for i in range(len(frame))] if not problems.ok.all() else []
+            times = frame[["window_start", "window_end", "window_seconds"]].to_numpy(float, na_value=np.nan)
+            yield WindowBatch(times, counts_of(frame, self.protocol) if problems.ok.any() else {}, bad)
