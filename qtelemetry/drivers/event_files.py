@@ -26,7 +26,7 @@ from qtelemetry.drivers.params import params_model
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.drivers.formats.events import Windows, bb84_windows, bbm92_windows, read_events
+from qtelemetry.drivers.formats.events import Windows, iter_bb84_windows, iter_bbm92_windows, read_events
 
 if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
     from qtelemetry.drivers.formats.recording import WindowBatch
@@ -92,8 +92,8 @@ class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
         return self
 
     def windows(self) -> Iterator[Windows]:
-        yield bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
-                            [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
+        return iter_bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
+                                 [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
 
 
 class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
@@ -118,10 +118,10 @@ class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
         return self
 
     def windows(self) -> Iterator[Windows]:
-        yield bbm92_windows(read_events(self.path_a, "tags"), read_events(self.path_b, "tags"), self.window_s,
-                             self.coincidence_window_s, delay_s=self.delay_s, max_delay_s=self.max_delay_s,
-                             accidental_offset_s=self.accidental_offset_s, gate_rate_hz=self.gate_rate_hz,
-                             epoch_s=self.epoch_s)
+        return iter_bbm92_windows(read_events(self.path_a, "tags"), read_events(self.path_b, "tags"), self.window_s,
+                                  self.coincidence_window_s, delay_s=self.delay_s, max_delay_s=self.max_delay_s,
+                                  accidental_offset_s=self.accidental_offset_s, gate_rate_hz=self.gate_rate_hz,
+                                  epoch_s=self.epoch_s)
 
 
 #: The event files of a replayed link, by the protocol whose counts they give.
