@@ -69,7 +69,10 @@ def param_problems(protocol: str, values: NDArray[np.float64]) -> tuple[list[tup
     mostly repeat one link's parameters)."""
     if protocol not in DOMAINS or not len(values):
         return [None], np.zeros(len(values), np.intp)
-    distinct, inverse = np.unique(values, axis=0, return_inverse=True)
+    if (values == values[0]).all():  # the usual batch: one link's parameters, as configured
+        distinct, inverse = values[:1], np.zeros(len(values), np.intp)
+    else:
+        distinct, inverse = np.unique(values, axis=0, return_inverse=True)
     return [_problem(protocol, tuple(map(float, row))) for row in distinct], inverse.reshape(-1)
 
 
