@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -296,3 +298,34 @@ def test_replay_config_points_at_event_files(tmp_path):
         with pytest.raises(ConfigError) as err:
             validate_yaml(Replay, text, "replay.yaml")
         assert [p[0] for p in err.value.problems] == [field]
+
+
+class _Touch:
+    """Unpickling this touches a file: the proof that something in an event file was executed."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_pickled_event_files_get_a_declared_reason_and_nothing_executes(tmp_path):
+    """F8: object (pickled) arrays, plain or in a zip archive named .npy, are refused with a reason
+    of their own (not the driver_exception catch-all), and never unpickled."""
+    marker = tmp_path / "executed"
+    payload = np.array([_Touch(marker)] * 3, dtype=object)
+    np.save(tmp_path / "objects.npy", payload, allow_pickle=True)
+    fields = np.empty(3, [("time_ps", object), ("setting", "u1"), ("outcome", "u1")])
+    fields["time_ps"] = payload
+    np.save(tmp_path / "object_field.npy", fields, allow_pickle=True)
+    np.savez(tmp_path / "archive.npz", time_ps=payload)
+    (tmp_path / "archive.npy").write_bytes((tmp_path / "archive.npz").read_bytes())
+    for name, reason in [("objects.npy", "wrong_type"), ("object_field.npy", "wrong_type"),
+                         ("archive.npy", "file_unreadable")]:
+        with pytest.raises(EventError) as err:
+            bbm92_windows(read_events(tmp_path / name, "tags"), read_events(tmp_path / name, "tags"), 1.0, 1e-9,
+                          delay_s=0.0)
+        assert err.value.reason == reason and str(err.value).startswith(str(tmp_path / name)), str(err.value)
+    assert "pickled" in str(err.value) or "not a readable .npy file" in str(err.value)
+    assert not marker.exists()
