@@ -322,17 +322,21 @@ class _Tally:
     def __init__(self, cells: int, source: str):
         self.first, self.counts, self.source = 0, np.zeros((0, cells), np.int64), source
 
-    def rows(self, w0: int, w1: int, row: int) -> NDArray[np.int64]:
-        """The rows of windows w0..w1 (≥ ``first``), grown as needed; ``row``: the file row that asks, for errors."""
-        if w1 >= MAX_WINDOWS:
-            raise EventError("invalid_value", self.source, f"time tags span more than {MAX_WINDOWS} windows",
-                             row=row, column=TIME)
+    def rows(self, w0: int, w1: int) -> NDArray[np.int64]:
+        """The rows of windows w0..w1 (≥ ``first``, < ``MAX_WINDOWS``: see ``check_span``), grown as needed."""
         need = w1 + 1 - self.first
         if need > len(self.counts):
             grown = np.zeros((max(need, 2 * len(self.counts)), self.counts.shape[1]), np.int64)
             grown[:len(self.counts)] = self.counts
             self.counts = grown
         return self.counts[w0 - self.first:w1 + 1 - self.first]
+
+    def check_span(self, times: NDArray[np.int64], origin: int, width: int, offset: int) -> None:
+        """EventError at the first tag (rows from file row ``offset``) beyond ``MAX_WINDOWS`` windows."""
+        if len(times) and (int(times[-1]) - origin) // width >= MAX_WINDOWS:
+            row = offset + int(np.searchsorted(times, origin + MAX_WINDOWS * width))
+            raise EventError("invalid_value", self.source, f"time tags span more than {MAX_WINDOWS} windows",
+                             row=row, column=TIME)
 
     def add(self, times: NDArray[np.int64], origin: int, width: int, cells: NDArray, offset: int) -> None:
         """A histogram of ``cells`` per window of ``times`` (sorted; rows from file row ``offset``);
@@ -343,23 +347,23 @@ class _Tally:
             times, cells, offset = times[keep:], cells[keep:], offset + keep
         if not len(times):
             return
+        self.check_span(times, origin, width, offset)
         k = self.counts.shape[1]
         w0, w1 = (int(times[0]) - origin) // width, (int(times[-1]) - origin) // width
         if w0 == w1:
-            self.rows(w0, w1, offset + len(times) - 1)[0] += np.bincount(cells, minlength=k)
+            self.rows(w0, w1)[0] += np.bincount(cells, minlength=k)
             return
-        if w1 >= MAX_WINDOWS:
-            self.rows(0, MAX_WINDOWS, offset + int(np.searchsorted(times, origin + MAX_WINDOWS * width)))
         index = times - (origin + w0 * width)
         index //= width
         index *= k
         index += cells
-        self.rows(w0, w1, offset)[:] += np.bincount(index, minlength=(w1 - w0 + 1) * k).reshape(-1, k)
+        self.rows(w0, w1)[:] += np.bincount(index, minlength=(w1 - w0 + 1) * k).reshape(-1, k)
 
     def take(self, upto: int) -> NDArray[np.int64]:
         """The counts of windows ``first``..``upto`` − 1, handed out (and forgotten)."""
         n = max(upto - self.first, 0)
-        self.rows(self.first, self.first + n - 1, 0) if n else None
+        if n:
+            self.rows(self.first, upto - 1)  # windows no tag reached are zeros
         out, self.counts = self.counts[:n].copy(), self.counts[n:]
         self.first += n
         return out
@@ -438,7 +442,8 @@ def iter_bb84_windows(
         time = chunk.columns[TIME]
         origin = int(time[0]) if origin is None else origin
         w0, w1 = (int(time[0]) - origin) // width, (int(time[-1]) - origin) // width
-        rows = tally.rows(w0, w1, chunk.offset + len(time) - 1)  # (an error names the chunk's last row)
+        tally.check_span(time, origin, width, chunk.offset)
+        rows = tally.rows(w0, w1)
         edges = np.searchsorted(time, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
         for w, (s, e) in enumerate(itertools.pairwise([0, *edges, len(time)])):
             for a, b in _chunks(s, e):
