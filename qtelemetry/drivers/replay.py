@@ -107,11 +107,11 @@ class ReplayConfig(IODriverConfig):
         return "device" if self._info.protocol in (ETSI014, ETSI015) else "qtelemetry"
 
     def estimation_params(self) -> dict[str, float]:
-        """The parameters the link was estimated with, as recorded in its first row (event files: the config's)."""
+        """The parameters the link was estimated with, as recorded in its first usable row (event files: the config's)."""
         return dict(self._info.params)
 
     def plan(self) -> tuple[float, float]:
-        """The recorded link's loss budget and expected key rate (its first row's); event files have none."""
+        """The recorded link's loss budget and expected key rate (its first usable row's); event files have none."""
         return self._info.plan
 
     def build(self) -> "ReplayDriver":
