@@ -179,15 +179,17 @@ class Config(StrictModel):
         return self.exporter.sliding_windows * floats * 8
 
     def warnings(self) -> list[tuple[str, str]]:
-        """(field path, message) of settings that work but are unsafe, logged at start and reload:
-        secrets (the admin token, private keys of /metrics and of mutual TLS to devices) that
-        other users may read."""
+        """(field path, message) of settings that work but are unsafe or lose data, logged at start
+        and reload: secrets (the admin token, private keys of /metrics and of mutual TLS to
+        devices) that other users may read; what a driver will skip (a recording's bad rows)."""
         secrets = self.exporter.secret_files()
         for i, link in enumerate(self.links):
             tls = getattr(link.driver, "tls", None)
             if getattr(tls, "key_file", None) is not None:
                 secrets.append((f"links[{i}].driver.tls.key_file", tls.key_file, f"the client key of link {link.name}"))
-        return secret_file_warnings(secrets)
+        drivers = [(f"links[{i}].driver.{field}", message) for i, link in enumerate(self.links)
+                   for field, message in link.driver.warnings()]
+        return secret_file_warnings(secrets) + drivers
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
