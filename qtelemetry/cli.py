@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
+    from qtelemetry.runtime.network import NetworkAnalyser
     from qtelemetry.runtime.runtime import Runtime
 
     # from the start, signals only queue what to do (SimpleQueue.put is reentrant); the main
@@ -65,7 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
+    network = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
     runtime.start()
+    network.start()
     exposition.start()
     server.start()
     otel = None
@@ -88,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         otel.shutdown()
     server.close()
     exposition.stop()
+    network.stop()
     runtime.stop()
     return 0
 

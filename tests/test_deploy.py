@@ -223,7 +223,7 @@ def test_container_config_is_the_demo_listening_on_all_interfaces(capsys):
     assert container["exporter"].pop("listen") == "0.0.0.0:9817"
     demo["exporter"].pop("listen")
     assert container == demo, f"{CONTAINER_CONFIG.relative_to(ROOT)} drifted from the demo config: update it"
-    assert "5 links" in check_config(CONTAINER_CONFIG, capsys)
+    assert "6 links" in check_config(CONTAINER_CONFIG, capsys)
 
 
 # --- every exporter config the deployments ship -------------------------------------------------

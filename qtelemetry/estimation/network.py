@@ -51,10 +51,13 @@ class Topology:
     sender: Ints  #: (sites,) vertex a flow leaves a site from
     receiver: Ints  #: (sites,) vertex a flow enters a site at (the same vertex for a trusted site)
     graph: igraph.Graph  #: directed: arc 2e is edge e from its first site to its second, 2e + 1 back
+    latitude: Floats  #: (sites,) degrees, NaN: not known (for maps only)
+    longitude: Floats
 
     @classmethod
     def build(cls, sites: Sequence[str], trusted: Sequence[bool], links: Sequence[str], link_ends: Sequence[Sequence[int]],
-              demands: Sequence[str], demand_ends: Sequence[Sequence[int]], demand_bps: Sequence[float]) -> "Topology":
+              demands: Sequence[str], demand_ends: Sequence[Sequence[int]], demand_bps: Sequence[float],
+              coordinates: Sequence[tuple[float, float]] | None = None) -> "Topology":
         trusted_ = np.asarray(trusted, bool)
         ends = np.sort(np.asarray(link_ends, np.intp).reshape(-1, 2), axis=1)
         edge_ends, link_edge = np.unique(ends, axis=0, return_inverse=True)
@@ -67,7 +70,8 @@ class Topology:
         graph = igraph.Graph(n=len(sites) + int((~trusted_).sum()), edges=arcs.tolist(), directed=True)
         return cls(tuple(sites), trusted_, tuple(links), np.asarray(link_ends, np.intp).reshape(-1, 2), tuple(demands),
                    np.asarray(demand_ends, np.intp).reshape(-1, 2), np.asarray(demand_bps, float), edge_ends,
-                   link_edge.reshape(-1), sender, receiver, graph)
+                   link_edge.reshape(-1), sender, receiver, graph, *np.array(
+                       coordinates if coordinates is not None else [(np.nan, np.nan)] * len(sites), float).reshape(-1, 2).T)
 
     def edge_sums(self, per_link: Floats) -> Floats:
         """Per-edge total of a per-link quantity (parallel links add)."""
