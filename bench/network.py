@@ -54,7 +54,7 @@ def metro_network(metros: int = 100, ring: int = 16, customers: int = 4, relays:
         nodes = [site(f"m{m}-n{i}", True) for i in range(ring)]
         rings.append(nodes)
         for i in range(ring):
-            spans.append((nodes[i], nodes[(i + 1) % ring], parallel + 1, float(rng.uniform(2e3, 8e3))))
+            spans.append((nodes[i], nodes[(i + 1) % ring], parallel, float(rng.uniform(2e3, 8e3))))
         for i in range(0, ring, ring // 4):  # chords across the ring
             spans.append((nodes[i], nodes[(i + ring // 2) % ring], parallel, float(rng.uniform(1e3, 4e3))))
         for c in range(customers):
@@ -72,7 +72,7 @@ def metro_network(metros: int = 100, ring: int = 16, customers: int = 4, relays:
         chain = [rings[ma][int(rng.integers(ring))]] + [site(f"r{len(sites)}", True) for _ in range(hops)]
         chain.append(rings[mb][int(rng.integers(ring))])
         for a, b in zip(chain, chain[1:]):
-            spans.append((a, b, parallel, float(rng.uniform(300, 1500))))
+            spans.append((a, b, parallel + 1, float(rng.uniform(300, 1500))))
     link_ends = [(a, b) for a, b, k, _ in spans for _ in range(k)]
     rates = np.array([r * rng.uniform(0.8, 1.2) for _, _, k, r in spans for _ in range(k)])
     chosen = [tuple(rng.choice(len(ends), 2, replace=False)) for _ in range(demands)]

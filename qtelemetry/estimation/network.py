@@ -17,9 +17,12 @@ A pure module: a ``Topology`` (sites, links, demands; built once per config) and
 arrays in, a ``NetworkAnalysis`` of arrays out; no I/O. The flows run in igraph's C core
 (push-relabel), chosen over networkx by measured speed (bench/network.py).
 
-Graph model: links between the same two sites add up to one edge. Each edge is two opposite
-arcs of its capacity. A site that is not trusted is split into a sending and a receiving
-vertex, so a flow may start or end there but never pass through.
+Graph model: links between the same two sites add up to one edge. A relay site with exactly two
+neighbours that no demand ends at only passes key along, so the edges through such sites form a
+chain that carries what its narrowest edge carries (series reduction); the flows run on one arc
+pair per chain, which shrinks the graph and makes failures along a chain one computation.
+A site that is not trusted is split into a sending and a receiving vertex, so a flow may start
+or end there but never pass through.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Sequence
 import igraph
 import numpy as np
 from numpy.typing import NDArray
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
@@ -50,7 +55,10 @@ class Topology:
     link_edge: Ints  #: (links,) the edge each link belongs to
     sender: Ints  #: (sites,) vertex a flow leaves a site from
     receiver: Ints  #: (sites,) vertex a flow enters a site at (the same vertex for a trusted site)
-    graph: igraph.Graph  #: directed: arc 2e is edge e from its first site to its second, 2e + 1 back
+    edge_chain: Ints  #: (edges,) the chain each edge is in
+    chain_ends: Ints  #: (chains, 2) the sites a chain joins (equal for a loop, which carries nothing)
+    site_chain: Ints  #: (sites,) the chain a pass-through site is inside, -1 for the others
+    graph: igraph.Graph  #: directed: arc 2k is chain k from its first end to its second, 2k + 1 back
     latitude: Floats  #: (sites,) degrees, NaN: not known (for maps only)
     longitude: Floats
 
@@ -61,21 +69,69 @@ class Topology:
         trusted_ = np.asarray(trusted, bool)
         ends = np.sort(np.asarray(link_ends, np.intp).reshape(-1, 2), axis=1)
         edge_ends, link_edge = np.unique(ends, axis=0, return_inverse=True)
+        edge_ends = edge_ends.reshape(-1, 2)
+        demand_ends_ = np.asarray(demand_ends, np.intp).reshape(-1, 2)
         sender = np.arange(len(sites))
         receiver = sender.copy()
         receiver[~trusted_] = len(sites) + np.arange(int((~trusted_).sum()))
-        arcs = np.empty((2 * len(edge_ends), 2), np.intp)
-        arcs[0::2] = np.column_stack([sender[edge_ends[:, 0]], receiver[edge_ends[:, 1]]])
-        arcs[1::2] = np.column_stack([sender[edge_ends[:, 1]], receiver[edge_ends[:, 0]]])
+        edge_chain, chain_ends, site_chain = _chains(len(sites), trusted_, edge_ends, demand_ends_)
+        arcs = np.empty((2 * len(chain_ends), 2), np.intp)
+        arcs[0::2] = np.column_stack([sender[chain_ends[:, 0]], receiver[chain_ends[:, 1]]])
+        arcs[1::2] = np.column_stack([sender[chain_ends[:, 1]], receiver[chain_ends[:, 0]]])
         graph = igraph.Graph(n=len(sites) + int((~trusted_).sum()), edges=arcs.tolist(), directed=True)
         return cls(tuple(sites), trusted_, tuple(links), np.asarray(link_ends, np.intp).reshape(-1, 2), tuple(demands),
-                   np.asarray(demand_ends, np.intp).reshape(-1, 2), np.asarray(demand_bps, float), edge_ends,
-                   link_edge.reshape(-1), sender, receiver, graph, *np.array(
+                   demand_ends_, np.asarray(demand_bps, float), edge_ends, link_edge.reshape(-1), sender, receiver,
+                   edge_chain, chain_ends, site_chain, graph, *np.array(
                        coordinates if coordinates is not None else [(np.nan, np.nan)] * len(sites), float).reshape(-1, 2).T)
 
     def edge_sums(self, per_link: Floats) -> Floats:
         """Per-edge total of a per-link quantity (parallel links add)."""
         return np.bincount(self.link_edge, weights=per_link, minlength=len(self.edge_ends))
+
+    def chain_capacity(self, per_edge: Floats) -> Floats:
+        """Per-chain capacity: its narrowest edge (edges in series); 0 for a loop."""
+        capacity = np.full(len(self.chain_ends), np.inf)
+        np.minimum.at(capacity, self.edge_chain, per_edge)
+        capacity[self.chain_ends[:, 0] == self.chain_ends[:, 1]] = 0.0
+        return capacity
+
+    def arcs(self, per_link: Floats) -> list[float]:
+        """Arc capacities of the chain graph for a per-link quantity."""
+        return np.repeat(self.chain_capacity(self.edge_sums(per_link)), 2).tolist()
+
+
+def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_ends: Ints) -> tuple[Ints, Ints, Ints]:
+    """Series reduction: (edge -> chain, chain ends, pass-through site -> chain or -1).
+
+    A pass-through site is a trusted site with two neighbours where no demand ends; the edges
+    meeting at one belong to the same chain.
+    """
+    flat = edge_ends.ravel()
+    degree = np.bincount(flat, minlength=n_sites)
+    through = trusted & (degree == 2)
+    through[demand_ends.ravel()] = False
+    order = np.argsort(flat, kind="stable")  # each pass-through site's two edges are adjacent here
+    first = np.searchsorted(flat[order], np.flatnonzero(through))
+    pairs = np.column_stack([order[first], order[first + 1]]) // 2
+    n_edges = len(edge_ends)
+    joined = coo_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_edges, n_edges))
+    _, edge_chain = connected_components(joined, directed=False)
+    # a chain's ends are its sites that are not pass-through: two per chain (none for a pure cycle)
+    ends_at = ~through[flat]
+    chain_of_end = np.repeat(edge_chain, 2)[ends_at]
+    sites_at = flat[ends_at]
+    by_chain = np.argsort(chain_of_end, kind="stable")
+    n_chains = int(edge_chain.max()) + 1 if n_edges else 0
+    chain_ends = np.full((n_chains, 2), -1, np.intp)
+    counts = np.bincount(chain_of_end, minlength=n_chains)
+    closed = counts == 2
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+    chain_ends[closed, 0] = sites_at[by_chain][start[closed]]
+    chain_ends[closed, 1] = sites_at[by_chain][start[closed] + 1]
+    chain_ends[~closed] = 0  # a cycle of pass-through sites only: joined to nothing, a loop
+    site_chain = np.full(n_sites, -1, np.intp)
+    site_chain[flat[~ends_at]] = np.repeat(edge_chain, 2)[~ends_at]
+    return edge_chain.astype(np.intp), chain_ends, site_chain
 
 
 @dataclass(frozen=True)
@@ -116,7 +172,8 @@ def analyse(topology: Topology, rate_bps: Floats, buffer_bits: Floats | None = N
     top = topology
     rate = usable(rate_bps)
     capacity = top.edge_sums(rate)
-    arcs = np.repeat(capacity, 2)
+    chains = top.chain_capacity(capacity)
+    arcs = np.repeat(chains, 2).tolist()
     n_demands = len(top.demands)
     single, routes = widest_paths(top, capacity)
     multipath = np.zeros(n_demands)
@@ -126,14 +183,15 @@ def analyse(topology: Topology, rate_bps: Floats, buffer_bits: Floats | None = N
     worst: list[tuple[str, str]] = []
     link_impact = np.zeros(len(top.links), np.intp)
     site_impact = np.zeros(len(top.sites), np.intp)
-    alive = top.graph.subgraph_edges(np.flatnonzero(arcs > 0).tolist(), delete_vertices=False)
+    failures = Failures.of(top, rate, capacity, chains)
+    alive = top.graph.subgraph_edges(np.flatnonzero(np.repeat(chains, 2) > 0).tolist(), delete_vertices=False)
     for d in range(n_demands):
         source, target = top.sender[top.demand_ends[d, 0]], top.receiver[top.demand_ends[d, 1]]
-        flow = top.graph.maxflow(source, target, arcs.tolist())
+        flow = top.graph.maxflow(source, target, arcs)
         multipath[d] = flow.value
-        cuts.append(np.flatnonzero(np.isin(top.link_edge, np.unique(np.asarray(flow.cut, np.intp) // 2))))
+        cuts.append(failures.cut_links(np.unique(np.asarray(flow.cut, np.intp) // 2)))
         disjoint[d] = disjoint_paths(alive, source, target)
-        after[d], failure = survive(top, d, rate, capacity, flow, link_impact, site_impact)
+        after[d], failure = failures.survive(d, flow, link_impact, site_impact)
         worst.append(failure)
     return NetworkAnalysis(
         single_path_bps=single, route=tuple(routes), multipath_bps=multipath, min_cut=tuple(cuts),
@@ -142,9 +200,9 @@ def analyse(topology: Topology, rate_bps: Floats, buffer_bits: Floats | None = N
         bound_bps=_bound(top, bound_bps), link_failure_impact=link_impact, site_failure_impact=site_impact)
 
 
-def max_flows(topology: Topology, capacity: Floats) -> Floats:
-    """Each demand's maximum flow over edge capacities ``capacity``."""
-    arcs = np.repeat(capacity, 2).tolist()
+def max_flows(topology: Topology, per_link: Floats) -> Floats:
+    """Each demand's maximum flow over per-link capacities ``per_link``."""
+    arcs = topology.arcs(per_link)
     return np.array([topology.graph.maxflow_value(topology.sender[s], topology.receiver[t], arcs)
                      for s, t in topology.demand_ends.tolist()])
 
@@ -155,7 +213,7 @@ def _stored_key_seconds(top: Topology, buffer_bits: Floats | None) -> Floats:
     over the demand. Links whose buffer is not known hold none; NaN when no link's is known."""
     if buffer_bits is None or np.isnan(np.asarray(buffer_bits, float)).all():
         return np.full(len(top.demands), np.nan)
-    return max_flows(top, top.edge_sums(usable(buffer_bits))) / top.demand_bps
+    return max_flows(top, usable(buffer_bits)) / top.demand_bps
 
 
 def _bound(top: Topology, bound_bps: Floats | None) -> Floats:
@@ -167,7 +225,7 @@ def _bound(top: Topology, bound_bps: Floats | None) -> Floats:
     known = usable(bounds)
     unbounded = np.isnan(bounds) | np.isposinf(bounds)
     big = 2.0 * known.sum() + 1.0  # more than any cut of known bounds
-    flows = max_flows(top, top.edge_sums(np.where(unbounded, big, known)))
+    flows = max_flows(top, np.where(unbounded, big, known))
     return np.where(flows < big / 2, flows, np.nan)
 
 
@@ -209,52 +267,103 @@ def widest_paths(top: Topology, capacity: Floats) -> tuple[Floats, list[Ints]]:
 
 
 def disjoint_paths(alive: igraph.Graph, source: int, target: int) -> int:
-    """Node-disjoint paths (Menger) over arcs with key; a direct link counts as one path."""
-    direct = alive.get_eid(source, target, error=False) >= 0
-    return int(alive.vertex_connectivity(source, target, neighbors="ignore")) + direct
+    """Node-disjoint paths (Menger) over chains with key; each chain that joins the two ends
+    directly is one path of its own."""
+    direct = alive.es.select(_source=source, _target=target).indices
+    if not direct:
+        return int(alive.vertex_connectivity(source, target, neighbors="error"))
+    rest = alive.copy()
+    rest.delete_edges(direct)
+    return int(rest.vertex_connectivity(source, target, neighbors="error")) + len(direct)
 
 
-def survive(top: Topology, d: int, rate: Floats, capacity: Floats, flow: igraph.Flow,
-            link_impact: Ints, site_impact: Ints) -> tuple[float, tuple[str, str]]:
-    """Demand ``d``'s maximum flow after its worst single failure, and that failure; counts the
-    failures that would leave the demand (met now) unmet into the impact arrays.
+@dataclass(frozen=True)
+class Failures:
+    """The single failures of one analysis, grouped by their effect on the chain graph.
 
-    Only an element that carries flow can lower the maximum flow, and removing it leaves at
-    least the flow minus what it carried. Candidates are tried from the lowest such floor; the
-    search stops once no floor is below both the worst found and the demand.
+    A link failure lowers its edge by the link's rate, so its chain to the narrowest of its
+    edges after that; a pass-through site failure empties its chain; any other relay site takes
+    every chain it ends. Failures with the same (chain, capacity left) are one computation.
     """
-    total = flow.value
-    arc_flow = np.asarray(flow.flow, float)
-    net = np.abs(arc_flow[0::2] - arc_flow[1::2])  # opposite flows cancel: a valid flow of the same value
-    s, t = top.demand_ends[d]
-    # a link: its edge loses its rate; the flow above what is left must reroute
-    link_floor = total - np.maximum(net[top.link_edge] - (capacity[top.link_edge] - rate), 0.0)
-    # a relay site: everything through it must reroute
-    through = np.bincount(top.edge_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
-    relay = top.trusted.copy()
-    relay[[s, t]] = False
-    site_floor = np.where(relay, total - through, total)
-    floors = np.concatenate([link_floor, site_floor])
-    order = np.argsort(floors, kind="stable")
-    demand = top.demand_bps[d]
-    met = total >= demand
-    worst, failure = total, ("none", "")
-    n_links = len(top.links)
-    source, target = top.sender[s], top.receiver[t]
-    for k in order[floors[order] < total].tolist():
-        if floors[k] >= worst and (not met or floors[k] >= demand):
-            break
-        reduced = capacity.copy()
-        if k < n_links:
-            reduced[top.link_edge[k]] -= rate[k]
-        else:
-            reduced[np.flatnonzero((top.edge_ends == k - n_links).any(axis=1))] = 0.0
-        value = top.graph.maxflow_value(source, target, np.repeat(np.maximum(reduced, 0.0), 2).tolist())
-        if value < worst:
-            worst, failure = value, ("link", top.links[k]) if k < n_links else ("site", top.sites[k - n_links])
-        if met and value < demand:
-            if k < n_links:
-                link_impact[k] += 1
+
+    top: Topology
+    chains: Floats  #: (chains,) capacity
+    kind_link: NDArray[np.bool_]  #: (candidates,) a link, else a site
+    element: Ints  #: (candidates,) link or site index
+    group: Ints  #: (candidates,) failures with the same effect
+    group_chain: Ints  #: (groups,) the chain a group changes, or -1 - site for a relay site's failure
+    group_left: Floats  #: (groups,) the capacity the chain keeps
+    narrowest: Ints  #: (chains,) the chain's narrowest edge
+
+    @classmethod
+    def of(cls, top: Topology, rate: Floats, capacity: Floats, chains: Floats) -> "Failures":
+        n_chains = len(chains)
+        order = np.lexsort((capacity, top.edge_chain))
+        first = np.flatnonzero(np.r_[True, np.diff(top.edge_chain[order]) != 0]) if len(order) else np.empty(0, np.intp)
+        narrowest = np.zeros(n_chains, np.intp)
+        narrowest[top.edge_chain[order[first]]] = order[first]
+        others = capacity.copy()
+        others[narrowest] = np.inf
+        second = np.full(n_chains, np.inf)
+        np.minimum.at(second, top.edge_chain, others)
+        edge = top.link_edge
+        chain = top.edge_chain[edge]
+        rest = np.where(narrowest[chain] == edge, second[chain], chains[chain])  # the chain without the link's edge
+        link_left = np.minimum(rest, np.maximum(capacity[edge] - rate, 0.0))
+        loop = top.chain_ends[:, 0] == top.chain_ends[:, 1]
+        link_left[loop[chain]] = 0.0
+        inside = np.flatnonzero(top.site_chain >= 0)
+        relays = np.flatnonzero(top.trusted & (top.site_chain < 0))
+        kind_link = np.r_[np.ones(len(top.links), bool), np.zeros(len(inside) + len(relays), bool)]
+        element = np.r_[np.arange(len(top.links)), inside, relays]
+        keys = np.column_stack([np.r_[chain, top.site_chain[inside], -1 - relays],
+                                np.r_[link_left, np.zeros(len(inside) + len(relays))]])
+        unique, group = np.unique(keys, axis=0, return_inverse=True)
+        return cls(top, chains, kind_link, element, group.reshape(-1), unique[:, 0].astype(np.intp), unique[:, 1], narrowest)
+
+    def cut_links(self, chains: Ints) -> Ints:
+        """The links of the narrowest edge of each chain in a cut."""
+        return np.flatnonzero(np.isin(self.top.link_edge, self.narrowest[chains]))
+
+    def survive(self, d: int, flow: igraph.Flow, link_impact: Ints, site_impact: Ints) -> tuple[float, tuple[str, str]]:
+        """Demand ``d``'s maximum flow after its worst single failure, and that failure; counts the
+        failures that would leave the demand (met now) unmet into the impact arrays.
+
+        Only a failure that takes capacity the flow uses can lower the maximum flow, and the flow
+        minus what it loses still flows after it. Groups are tried from the lowest such floor;
+        the search stops once no floor is below both the worst found and the demand.
+        """
+        top, total = self.top, flow.value
+        arc_flow = np.asarray(flow.flow, float)
+        net = np.abs(arc_flow[0::2] - arc_flow[1::2])  # opposite flows cancel: a valid flow of the same value
+        s, t = top.demand_ends[d]
+        through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
+        on_chain = self.group_chain >= 0
+        chain = np.where(on_chain, self.group_chain, 0)
+        relay = np.where(on_chain, 0, -1 - self.group_chain)
+        floor = np.where(on_chain, total - np.maximum(net[chain] - self.group_left, 0.0), total - through[relay])
+        floor[~on_chain & np.isin(relay, (s, t))] = np.inf  # the demand's own ends are not its failures
+        demand = top.demand_bps[d]
+        met = total >= demand
+        worst, failure = total, ("none", "")
+        source, target = top.sender[s], top.receiver[t]
+        order = np.argsort(floor, kind="stable")
+        for g in order[floor[order] < total].tolist():
+            if floor[g] >= worst and (not met or floor[g] >= demand):
+                break
+            left = self.chains.copy()
+            if on_chain[g]:
+                left[chain[g]] = self.group_left[g]
             else:
-                site_impact[k - n_links] += 1
-    return worst, failure
+                left[(top.chain_ends == relay[g]).any(axis=1)] = 0.0
+            value = top.graph.maxflow_value(source, target, np.repeat(left, 2).tolist())
+            members = np.flatnonzero(self.group == g)
+            if value < worst:
+                k = members[0]
+                worst = value
+                failure = ("link", top.links[self.element[k]]) if self.kind_link[k] else ("site", top.sites[self.element[k]])
+            if met and value < demand:
+                links = self.kind_link[members]
+                np.add.at(link_impact, self.element[members[links]], 1)
+                np.add.at(site_impact, self.element[members[~links]], 1)
+        return worst, failure
