@@ -27,7 +27,7 @@ RULES = ROOT / generate.RULE_FILE
 RUNBOOK = ROOT / generate.RUNBOOK_FILE
 TEST_FILES = sorted((ROOT / "alerts" / "tests").glob("*.test.yaml"))
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
-PREFIXES = ("QKD", "QLink", "QEnt", "QTelemetry")
+PREFIXES = ("QKD", "QLink", "QEnt", "QNet", "QTelemetry")
 
 
 def promtool() -> str:

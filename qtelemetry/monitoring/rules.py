@@ -31,6 +31,7 @@ from typing import Iterable, Literal
 from qtelemetry.estimation.reported import ETSI014
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.network_alerts import network_alerts
 from qtelemetry.monitoring.promql import (
     PROMETHEUS_SERIES,
     TARGET_SERIES,
@@ -47,9 +48,9 @@ from qtelemetry.monitoring.promql import (
 PENDING_METRICS: frozenset[str] = frozenset()
 
 SEVERITIES = ("critical", "warning", "info")
-PREFIXES = ("QKD", "QLink", "QEnt", "QTelemetry")
-#: What an alert is about: one link, one exporter (an instance), or a whole cluster.
-Scope = Literal["link", "exporter", "cluster"]
+PREFIXES = ("QKD", "QLink", "QEnt", "QNet", "QTelemetry")
+#: What an alert is about: one link, one exporter (an instance), a whole cluster, or a key demand between sites.
+Scope = Literal["link", "exporter", "cluster", "demand"]
 
 
 @dataclass(frozen=True)
@@ -626,6 +627,7 @@ def spec_groups(c: MonitoringConfig) -> list[Group]:
         Group("qtelemetry-kme", tuple(kme_alerts(c)), c.rule_interval),
         Group("qtelemetry-entanglement", tuple(entanglement_alerts(c)), c.rule_interval),
         Group("qtelemetry-exporter", tuple(exporter_alerts(c)), c.rule_interval),
+        Group("qtelemetry-network", tuple(network_alerts(c)), c.rule_interval),
     ]
     return groups
 
@@ -707,7 +709,8 @@ def recording_names(ruleset: RuleSet) -> set[str]:
 
 
 #: Labels that, with the identity labels, name what an alert of each scope is about.
-SCOPE_LABELS: dict[str, tuple[str, ...]] = {"link": ("link",), "exporter": ("instance",), "cluster": ()}
+SCOPE_LABELS: dict[str, tuple[str, ...]] = {"link": ("link",), "exporter": ("instance",), "cluster": (),
+                                             "demand": ("instance", "demand")}
 
 
 def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
@@ -727,6 +730,8 @@ def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
         slug = alert.dashboard or "exporter"
         if alert.scope == "exporter":
             params.append("var-instance={{ $labels.instance | urlquery }}")
+        if alert.scope == "demand":
+            params.append("var-demand={{ $labels.demand }}")
     return f"{c.grafana_url}/d/{c.dashboard_uid(slug)}?{'&'.join(params)}"
 
 
@@ -775,4 +780,9 @@ def inhibit_rules(ruleset: RuleSet, c: MonitoringConfig) -> list[dict]:
                 "target_matchers": [f'alertname=~"{"|".join(targets)}"'],
                 "equal": [*c.identity, *SCOPE_LABELS[alert.scope], *alert.inhibit_equal],
             })
+    network = [a.alert for a in ruleset.alerts if a.scope == "demand"]
+    if network and "QTelemetryExporterDown" in present:  # the exporter (or analyser) computing them is down
+        out.append({"source_matchers": ['alertname="QTelemetryExporterDown"'],
+                    "target_matchers": [f'alertname=~"{"|".join(network)}"'],
+                    "equal": [*c.identity, *SCOPE_LABELS["exporter"]]})
     return out
