@@ -18,7 +18,7 @@ RUN python -m venv /opt/qtelemetry
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY qtelemetry ./qtelemetry
-RUN /opt/qtelemetry/bin/pip install . \
+RUN /opt/qtelemetry/bin/pip install '.[network]' \
  && /opt/qtelemetry/bin/qtelemetry --version
 
 FROM ${PYTHON_IMAGE}

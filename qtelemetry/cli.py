@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history | network``."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from qtelemetry import planner
+    from qtelemetry import analyser, planner
     from qtelemetry.devices import simulate
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.register(verbs)
     recording.register(verbs)
     report.register(verbs)
+    analyser.register(verbs)
     for sub in _verb_parsers(parser):
         _add_log_options(sub, defaults=False)
     return parser

@@ -191,7 +191,7 @@ def test_dockerfile_builds_a_non_root_image_running_the_exporter():
     assert json.loads(final["ENTRYPOINT"][-1]) == ["qtelemetry"]
     assert json.loads(final["CMD"][-1]) == ["run", "--config", "/etc/qtelemetry/config.yaml"]
     runs = " ".join(rest for stage in stages for keyword, rest in stage if keyword == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "the image installs this package with `pip install .`"
+    assert re.search(r"pip install '?\.(\[[a-z,]+\])?'?(\s|$)", runs), "the image installs this package with `pip install .`"
     copies = [rest.split() for keyword, rest in stages[-1] if keyword == "COPY" and "--from" not in rest]
     assert ["deploy/container/config.yaml", container_config_path()] in copies
 

@@ -362,7 +362,8 @@ def test_dashboard_uids_ids_units_legends_and_grid(boards):
     assert {b["uid"] for b in boards.values()} == {
         "qtelemetry-fleet", "qtelemetry-bb84-decoy", "qtelemetry-bb84-sifted", "qtelemetry-bbm92-spdc",
             "qtelemetry-heralded-entanglement",
-        "qtelemetry-etsi-qkd-014", "qtelemetry-etsi-qkd-015", "qtelemetry-key-supply-slo", "qtelemetry-exporter"}
+        "qtelemetry-etsi-qkd-014", "qtelemetry-etsi-qkd-015", "qtelemetry-key-supply-slo", "qtelemetry-exporter",
+        "qtelemetry-network"}
     for name, board in boards.items():
         assert name == f"{board['uid']}.json"
         panels = list(dashboards.iter_panels(board))

@@ -1078,10 +1078,10 @@ def panel_queries(dashboard_json: dict, link: str = "", rate_interval: str = "1m
                   **variables: str) -> list[str]:
     """Every target's expr with template variables substituted: ``$link`` by ``link``, Grafana's
     ``$__rate_interval``/``$__interval`` by ``rate_interval``, ``$__range`` by 1h, ``$cluster``,
-    ``$job`` and ``$instance`` by ``.*`` (their "All"), others from ``variables``. A variable
+    ``$job``, ``$instance`` and ``$demand`` by ``.*`` (their "All"), others from ``variables``. A variable
     left unsubstituted raises ValueError."""
     values = {"link": link, "__rate_interval": rate_interval, "__interval": rate_interval,
-              "__range": "1h", "cluster": ".*", "job": ".*", "instance": ".*", **variables}
+              "__range": "1h", "cluster": ".*", "job": ".*", "instance": ".*", "demand": ".*", **variables}
 
     def sub(expr: str) -> str:
         def one(match: re.Match) -> str:
@@ -1089,6 +1089,7 @@ def panel_queries(dashboard_json: dict, link: str = "", rate_interval: str = "1m
             if name not in values:
                 raise ValueError(f"no value for template variable ${name} in: {expr}")
             return values[name]
-        return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", one, expr)
+        # $1 in label_replace's replacement is a regex group, not a variable
+        return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$([A-Za-z_]\w*)", one, expr)
 
     return [sub(expr) for _, _, expr in panel_targets(dashboard_json)]

@@ -59,6 +59,32 @@ def _secret(path: str | None, flag: str) -> str | None:
         raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
 
 
+def add_http_options(parser: argparse.ArgumentParser) -> None:
+    """How to reach Prometheus: the options of its ``http_config`` (``report`` and ``network``)."""
+    http = parser.add_argument_group("HTTP (as Prometheus' http_config)")
+    http.add_argument("--basic-auth-user", metavar="USER")
+    http.add_argument("--basic-auth-password-file", metavar="FILE")
+    http.add_argument("--bearer-token-file", metavar="FILE")
+    http.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Prometheus' certificate")
+    http.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    http.add_argument("--key-file", metavar="FILE", help="client key (mutual TLS)")
+    http.add_argument("--insecure-skip-verify", action="store_true", help="do not verify Prometheus' certificate")
+
+
+def http_config(args: argparse.Namespace, timeout_s: float | None = None) -> "HttpConfig":
+    """The HttpConfig of ``add_http_options``' options; ValueError naming the option that is wrong."""
+    from qtelemetry.report.prometheus import HttpConfig
+
+    password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
+    token = _secret(args.bearer_token_file, "--bearer-token-file")
+    if (password is None) != (args.basic_auth_user is None):
+        raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+    return HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
+                      bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                      insecure_skip_verify=args.insecure_skip_verify,
+                      **({} if timeout_s is None else {"timeout_s": timeout_s}))
+
+
 def run_report(args: argparse.Namespace) -> int:
     from qtelemetry.monitoring.config import duration_seconds, load_monitoring_config
 
@@ -69,10 +95,7 @@ def run_report(args: argparse.Namespace) -> int:
             raise ValueError(f"--step ({args.step}) must be at least 1s")
         if end <= start:
             raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
-        password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
-        token = _secret(args.bearer_token_file, "--bearer-token-file")
-        if (password is None) != (args.basic_auth_user is None):
-            raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+        http = http_config(args)
     except ValueError as exc:
         return _usage(str(exc))
     try:
@@ -86,11 +109,8 @@ def run_report(args: argparse.Namespace) -> int:
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
     from qtelemetry.report.build import ReportRequest, build_report
-    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
+    from qtelemetry.report.prometheus import PrometheusError
 
-    http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
-                      bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-                      insecure_skip_verify=args.insecure_skip_verify)
     request = ReportRequest(args.prometheus, http, start, end, step, args.link or [], monitoring,
                             Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title)
     started = time.monotonic()
@@ -161,14 +181,7 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         help="incidents from ALERTS, from evaluating the rules, or ALERTS if present (default)")
     report.add_argument("--out", required=True, metavar="DIR", help="directory for report.html and the CSV tables")
     report.add_argument("--title", default="Quantum network pilot report", help="the report's title")
-    http = report.add_argument_group("HTTP (as Prometheus' http_config)")
-    http.add_argument("--basic-auth-user", metavar="USER")
-    http.add_argument("--basic-auth-password-file", metavar="FILE")
-    http.add_argument("--bearer-token-file", metavar="FILE")
-    http.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Prometheus' certificate")
-    http.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
-    http.add_argument("--key-file", metavar="FILE", help="client key (mutual TLS)")
-    http.add_argument("--insecure-skip-verify", action="store_true", help="do not verify Prometheus' certificate")
+    add_http_options(report)
     report.set_defaults(handler=run_report)
 
     history = verbs.add_parser(

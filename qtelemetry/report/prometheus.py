@@ -104,9 +104,21 @@ class Prometheus:
         except ValueError:
             raise PrometheusError(f"{path}: HTTP {response.status_code} without a JSON body "
                                   f"({response.text[:200]!r})") from None
+        if not isinstance(body, dict):
+            raise PrometheusError(f"{path}: HTTP {response.status_code}: not a Prometheus API answer ({str(body)[:200]!r})")
         if response.status_code != 200 or body.get("status") != "success":
             raise PrometheusError(f"{path}: HTTP {response.status_code}: {body.get('errorType', '')}: {body.get('error', body)}")
         return body["data"]
+
+    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """``query`` now: (labels, value) of every series; PrometheusError if the answer is not a vector."""
+        data = self._call("/api/v1/query", {"query": query})
+        try:
+            if data["resultType"] != "vector":
+                raise TypeError(data["resultType"])
+            return [(dict(series["metric"]), float(series["value"][1])) for series in data["result"]]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise PrometheusError(f"query returned {str(data)[:200]!r} for {query!r}, not an instant vector") from None
 
     def range(self, query: str, start: float, end: float, step: float, name: str = "") -> Matrix:
         """``query`` at every ``step`` from ``start`` to ``end`` (inclusive), in chunks of at most
