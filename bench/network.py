@@ -14,19 +14,19 @@ demands and scaled to all, as a ratio.
 
     python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter]
 
-``--exporter`` also runs bench/fleet.py's measurement of a real ``qtelemetry run`` at
-``--links`` simulated links with and without a network section (analysis every 15 s).
+``--exporter`` also runs bench/fleet.py's measurement of a real ``qtelemetry run`` at ``--links``
+simulated links on this topology, with and without its network section (analysis every 15 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
+import igraph
 import networkx as nx
 import numpy as np
 
@@ -35,10 +35,11 @@ from qtelemetry.estimation.network import Topology, analyse
 HERE = Path(__file__).resolve().parent
 
 
-def metro_network(metros: int = 100, ring: int = 16, customers: int = 4, relays: int = 500, parallel: int = 3,
+def metro_network(metros: int = 100, ring: int = 16, customers: int = 4, relays_per_metro: int = 5, parallel: int = 3,
                   demands: int = 200, seed: int = 7) -> tuple[list[str], list[bool], list[tuple[int, int]], np.ndarray,
                                                               list[tuple[int, int]], np.ndarray]:
     """Sites, trusted flags, link ends, link key rates (bits/s), demand ends and demand sizes."""
+    relays = relays_per_metro * metros
     rng = np.random.default_rng(seed)
     sites: list[str] = []
     trusted: list[bool] = []
@@ -127,17 +128,22 @@ def naive_demand(top: Topology, rates: np.ndarray, d: int) -> float:
 
 
 def library_choice(top: Topology, rates: np.ndarray, repeats: int = 5) -> tuple[float, float]:
-    """Seconds of one max-flow (demand 0) in igraph and in networkx (preflow-push) on the same graph."""
-    arcs = np.repeat(top.edge_sums(rates), 2).tolist()
-    s, t = top.demand_ends[0]
-    start = cpu()
-    for _ in range(repeats):
-        top.graph.maxflow_value(int(top.sender[s]), int(top.receiver[t]), arcs)
-    igraph_s = (cpu() - start) / repeats
+    """Seconds of one max-flow (demand 0) on the same graph (every site pair an arc pair, no series
+    reduction) in igraph and in networkx (preflow-push, its default)."""
     graph = nx_graph(top, rates)
+    nodes = list(graph.nodes)
+    index = {v: i for i, v in enumerate(nodes)}
+    arcs = [(index[a], index[b]) for a, b in graph.edges]
+    full = igraph.Graph(n=len(nodes), edges=arcs, directed=True)
+    capacity = [graph.edges[nodes[a], nodes[b]]["capacity"] for a, b in arcs]
+    s, t = (int(v) for v in (top.sender[top.demand_ends[0, 0]], top.receiver[top.demand_ends[0, 1]]))
     start = cpu()
     for _ in range(repeats):
-        nx.maximum_flow_value(graph, int(top.sender[s]), int(top.receiver[t]))
+        full.maxflow_value(index[s], index[t], capacity)
+    igraph_s = (cpu() - start) / repeats
+    start = cpu()
+    for _ in range(repeats):
+        nx.maximum_flow_value(graph, s, t)
     return igraph_s, (cpu() - start) / repeats
 
 
@@ -176,13 +182,41 @@ def main() -> None:
         exporter(args.links, args.seconds)
 
 
+def fleet_config(metros: int, network: bool) -> tuple[str, int]:
+    """A config of ``metros`` metro rings' worth of simulated decoy-BB84 links (102 links per metro)
+    on the benchmark topology, with its network section (200 demands, analysed every 15 s) or
+    without; and its number of links."""
+    sites, trusted, link_ends, _, demand_ends, demand_bps = metro_network(metros=metros)
+    lines = ["exporter: {window_seconds: 1.0, sliding_windows: 60, tamper: {warmup_seconds: 5}}", "links:"]
+    lines += [f"  - {{name: link-{i:05d}, site_a: {sites[a]}, site_b: {sites[b]}, driver: "
+              f"{{type: simulated-bb84, fiber_length_km: {5 + i % 60}, seed: {i}}}}}" for i, (a, b) in enumerate(link_ends)]
+    if network:
+        lines += ["network:", "  analysis_interval_seconds: 15", "  sites:"]
+        lines += [f"    - {{name: {name}, trusted: {str(t).lower()}}}" for name, t in zip(sites, trusted)]
+        lines += ["  demands:"]
+        lines += [f"    - {{name: d{d}, from: {sites[a]}, to: {sites[b]}, bits_per_second: {need:g}}}"
+                  for d, ((a, b), need) in enumerate(zip(demand_ends, demand_bps))]
+    return "\n".join(lines) + "\n", len(link_ends)
+
+
 def exporter(links: int, seconds: float) -> None:
-    """bench/fleet.py's figures of qtelemetry run at ``links`` links, without and with the analysis."""
-    for network in ("", "--network"):
-        out = subprocess.run([sys.executable, str(HERE / "fleet.py"), "--links", str(links), "--seconds", str(seconds),
-                              "--only-qtelemetry", *([network] if network else [])],
-                             capture_output=True, text=True, check=True).stdout
-        print(f"\nqtelemetry run, {links} links, {'with' if network else 'without'} the network analysis:\n{out}")
+    """bench/fleet.py's measurement of qtelemetry run at ~``links`` links, without and with the analysis."""
+    sys.path.insert(0, str(HERE))
+    import fleet
+
+    metros = max(1, round(links / 102))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for network in (False, True):
+            tmp = Path(tmp_name) / ("with" if network else "without")
+            tmp.mkdir()
+            config = tmp / "fleet.yaml"
+            text, n_links = fleet_config(metros, network)
+            config.write_text(text)
+            rows.append(fleet.measure("qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config),
+                                                     "--listen", "127.0.0.1:0"], rb"url=(http\S+/metrics)",
+                                      n_links, seconds, tmp))
+    fleet.report(rows, ("without", "with"))
 
 
 if __name__ == "__main__":

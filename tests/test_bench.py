@@ -38,3 +38,9 @@ def test_tamper_benchmark_prints_its_tables():
     assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
     assert "| photon-number splitting 25 % | 100 |" in out
     assert out.count("| fiber bend +3 dB | 25 |") == out.count("| intercept-resend 2 % | 25 |") == 2  # both tunings
+
+
+def test_network_benchmark_prints_its_ratios():
+    out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--links", "300",
+              "--seconds", "1")
+    assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out
