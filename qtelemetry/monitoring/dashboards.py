@@ -152,10 +152,16 @@ ALERT_NAMES = "|".join(f"{prefix}.*" for prefix in PREFIXES)
 L = '{link="$link"}'  # the drill-downs' link
 
 
+def link_dashboard_url(c: MonitoringConfig) -> str:
+    """A table cell's link to the drill-down of the row's link (its protocol's dashboard)."""
+    cl = c.cluster_label
+    return (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
+            f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
+
+
 def fleet(c: MonitoringConfig) -> Board:
     cl = c.cluster_label
-    url = (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
-           f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
+    url = link_dashboard_url(c)
     per_link = f"max by ({cl}, link)"
     return Board("fleet", "qtelemetry / Fleet overview",
                  "Every quantum link at a glance: health, key, QBER, loss, key stores, entanglement.", (
@@ -757,8 +763,6 @@ def _edges(cl: str) -> str:
 
 def network(c: MonitoringConfig) -> Board:
     cl = c.cluster_label
-    link_url = (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
-                f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
     D = '{demand=~"$demand"}'
     multipath = f'max without (routing) (qnet_demand_capacity_bits_per_second{{demand=~"$demand", routing="multipath"}})'
     need = f"max by ({cl}, demand) (qnet_demand_bits_per_second{D})"
@@ -825,7 +829,7 @@ def network(c: MonitoringConfig) -> Board:
                         f"* on ({cl}, link) group_left (protocol) max by ({cl}, link, protocol) (qlink_info)"),),
                   kind="table", w=12, h=8,
                   table_columns=(("link", "Link"), ("protocol", "Protocol"), ("Value", "Demands left unmet")),
-                  table_link=link_url),
+                  table_link=link_dashboard_url(c)),
             Panel("Sites that matter most", "none", "Trusted sites whose failure alone would leave the most demands unmet.",
                   (Q(f"topk(10, max by ({cl}, site) (qnet_site_failure_impact_demands))"),),
                   kind="table", w=12, h=8, table_columns=(("site", "Site"), ("Value", "Demands left unmet"))),
