@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from qtelemetry.configfile import EXIT_CONFIG, ConfigError, load_yaml, read_text
+from qtelemetry.configfile import ConfigError, load_yaml, read_text
 from qtelemetry.drivers.base import StrictModel
 from qtelemetry.estimation.network import Topology
 from qtelemetry.networkconfig import NetworkConfig, SiteConfig

@@ -764,7 +764,7 @@ def _edges(cl: str) -> str:
 def network(c: MonitoringConfig) -> Board:
     cl = c.cluster_label
     D = '{demand=~"$demand"}'
-    multipath = f'max without (routing) (qnet_demand_capacity_bits_per_second{{demand=~"$demand", routing="multipath"}})'
+    multipath = 'max without (routing) (qnet_demand_capacity_bits_per_second{demand=~"$demand", routing="multipath"})'
     need = f"max by ({cl}, demand) (qnet_demand_bits_per_second{D})"
     nodes = 'label_replace(label_replace(qnet_site_failure_impact_demands, "id", "$1", "site", "(.*)"), "title", "$1", "site", "(.*)")'
     return Board("network", "qtelemetry / Network",

@@ -12,9 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
 from qtelemetry.configfile import EXIT_CONFIG, read_text
+
+if TYPE_CHECKING:  # requests (the report extra) is imported only when a report runs
+    from qtelemetry.report.prometheus import HttpConfig
 
 log = logging.getLogger("qtelemetry")
 
