@@ -904,7 +904,7 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     """Each pod's ordinal (the pod-index label) is its shard of `replicas`; the pod is the base one."""
     from qtelemetry.sharding import parse_shard
 
-    service, statefulset = load_all(build_module.SHARDED_OUT)
+    service, statefulset, analyser_service, analyser = load_all(build_module.SHARDED_OUT)
     assert statefulset["kind"] == "StatefulSet" and service["spec"]["clusterIP"] == "None"
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
     replicas = statefulset["spec"]["replicas"]
@@ -920,3 +920,10 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     assert container["args"][:len(base["args"])] == base["args"]
     monitor = load_all(K8S / "monitoring" / "servicemonitor.yaml")[0]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # beside the shards, the network view of all of them: `qtelemetry network`, scraped the same way
+    (network,) = analyser["spec"]["template"]["spec"]["containers"]
+    assert network["args"][0] == "network" and "--prometheus" in network["args"]
+    assert {k: v for k, v in network.items() if k not in ("args", "ports")} == {
+        k: v for k, v in base.items() if k not in ("args", "ports")}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= analyser_service["metadata"]["labels"].items()
+    assert analyser_service["spec"]["selector"] == analyser["spec"]["selector"]["matchLabels"]

@@ -211,3 +211,10 @@ def test_a_link_without_a_bound_bounds_nothing():
     top = build(3, [(0, 1), (1, 2)], [True] * 3, [(0, 2), (1, 2)], [1.0, 1.0])
     result = analyse(top, np.ones(2), bound_bps=np.array([5.0, np.nan]))
     assert result.bound_bps[0] == 5.0 and np.isnan(result.bound_bps[1])
+
+
+def test_a_ring_of_relays_hanging_off_an_end_point_is_in_no_cut():
+    # found by hypothesis: relays 2 and 3 form a loop through end point 0, which cannot relay
+    top = build(4, [(0, 1), (0, 1), (0, 2), (0, 3), (2, 3)], [False, False, True, True], [(1, 0)], [0.5])
+    result = analyse(top, np.array([0.0, 0.0, 1.0, 1.0, 1.0]))
+    assert result.multipath_bps.tolist() == [0.0] and result.min_cut[0].tolist() == [0, 1]

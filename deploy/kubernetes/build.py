@@ -30,7 +30,6 @@ tests/test_deploy.py fails when the committed outputs are stale.
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 from pathlib import Path
@@ -161,13 +160,13 @@ def sharded_statefulset() -> str:
                "# ConfigMap (create qtelemetry-config-sharded-site from the site's config). Changing the\n"
                "# number of shards moves most links to another pod: plan it (docs/operations.md).\n").format(n=SHARDS)
     return (HEADER.format(source="exporter/deployment.yaml") + comment + _dump(service) + "---\n" + _dump(statefulset)
-            + "---\n" + network_analyser(deployment))
+            + "---\n" + network_analyser())
 
 
-def network_analyser(deployment: dict) -> str:
+def network_analyser() -> str:
     """The sharded site's network view: `qtelemetry network` reading the links from the Prometheus
     that holds every shard, serving the qnet_ metrics (scraped by the same ServiceMonitor)."""
-    analyser = copy.deepcopy(deployment)
+    analyser = yaml.safe_load(DEPLOYMENT.read_text(encoding="utf-8"))
     analyser["metadata"]["name"] = "qtelemetry-sharded-site-network"
     for labels in (analyser["metadata"]["labels"], analyser["spec"]["selector"]["matchLabels"],
                    analyser["spec"]["template"]["metadata"]["labels"]):

@@ -322,7 +322,9 @@ class Failures:
         return cls(top, chains, kind_link, element, group.reshape(-1), unique[:, 0].astype(np.intp), unique[:, 1], narrowest)
 
     def cut_links(self, chains: Ints) -> Ints:
-        """The links of the narrowest edge of each chain in a cut."""
+        """The links of the narrowest edge of each chain in a cut; a loop (a ring of pass-through
+        sites hanging off one site) joins nothing, so it is in no cut."""
+        chains = chains[self.top.chain_ends[chains, 0] != self.top.chain_ends[chains, 1]]
         return np.flatnonzero(np.isin(self.top.link_edge, self.narrowest[chains]))
 
     def survive(self, d: int, flow: igraph.Flow, link_impact: Ints, site_impact: Ints) -> tuple[float, tuple[str, str]]:
