@@ -414,7 +414,7 @@ def demo_with_devices(tmp: Path) -> tuple[DeviceProcess, Path]:
                          "driver": {"type": "replay", "path": str(SEQUENCE_RECORDING), "loop": True}}]
     listed = {site["name"] for site in config["network"]["sites"]}
     config["network"]["sites"] += [{"name": name} for name in dict.fromkeys(
-        end for link in config["links"] for end in (link["site_a"], link["site_b"])) if name not in listed]
+        end for link in config["links"] for end in (link.get("site_a", "a"), link.get("site_b", "b"))) if name not in listed]
     (tmp / "exporter.yaml").write_text(yaml.safe_dump(config))
     return devices, tmp / "exporter.yaml"
 
