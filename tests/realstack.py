@@ -62,6 +62,7 @@ import yaml
 
 PROMETHEUS_BIN = "prometheus"
 ALERTMANAGER_BIN = "prometheus-alertmanager"  # Debian's name; upstream tarballs call it "alertmanager"
+VICTORIA_BIN = "victoria-metrics"  # Debian's victoria-metrics (single-node server)
 PROMTOOL_BIN = "promtool"
 
 LOG_TAIL_LINES = 60
@@ -85,8 +86,8 @@ def find_binary(name: str) -> str:
     if path:
         return path
     reason = (
-        f"{name} not found on PATH: install Debian's prometheus and prometheus-alertmanager "
-        "(`apt-get install -y --no-install-recommends prometheus prometheus-alertmanager`, "
+        f"{name} not found on PATH: install Debian's prometheus, prometheus-alertmanager and victoria-metrics "
+        "(`apt-get install -y --no-install-recommends prometheus prometheus-alertmanager victoria-metrics`, "
         "or run `bash .ci/run`)"
     )
     if os.environ.get("CI"):
@@ -461,6 +462,23 @@ def _rfc3339_after(stamp: str | None, after: float | None) -> bool:
     if not stamp or stamp.startswith("0001-01-01"):
         return False
     return after is None or rfc3339_seconds(stamp) > after
+
+
+class VictoriaMetrics(ManagedProcess):
+    """A single-node VictoriaMetrics: a Prometheus remote-write target (``/api/v1/write``) with a
+    Prometheus-compatible query API. Queries see samples up to 1 s old (its default holds the
+    newest 30 s back)."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, workdir: Path):
+        binary = find_binary(VICTORIA_BIN)
+        super().__init__(lambda port: [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir / 'vm-data'}",
+                                       "-search.latencyOffset=1s", "-retentionPeriod=1d"], workdir / "victoria-metrics.log")
+
+    @property
+    def write_url(self) -> str:
+        return self.url + "/api/v1/write"
 
 
 class Alertmanager(ManagedProcess):

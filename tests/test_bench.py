@@ -50,3 +50,9 @@ def test_notifications_benchmark_prints_its_table():
     rows = [line.split() for line in out.splitlines()[1:]]
     # two sites: each its own alert and two per link; four cut links each, five alerts per cut
     assert out.startswith("  links  alerts") and rows[0][:2] == ["80", str(2 * (1 + 2 * 40) + 2 * 4 * 5)]
+
+
+def test_network_benchmark_prints_its_ratios():
+    out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--links", "300",
+              "--seconds", "1")
+    assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out

@@ -192,7 +192,7 @@ def test_dockerfile_builds_a_non_root_image_running_the_exporter():
     assert json.loads(final["ENTRYPOINT"][-1]) == ["qtelemetry"]
     assert json.loads(final["CMD"][-1]) == ["run", "--config", "/etc/qtelemetry/config.yaml"]
     runs = " ".join(rest for stage in stages for keyword, rest in stage if keyword == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "the image installs this package with `pip install .`"
+    assert re.search(r"pip install '?\.(\[[a-z,]+\])?'?(\s|$)", runs), "the image installs this package with `pip install .`"
     copies = [rest.split() for keyword, rest in stages[-1] if keyword == "COPY" and "--from" not in rest]
     assert ["deploy/container/config.yaml", container_config_path()] in copies
 
@@ -224,7 +224,7 @@ def test_container_config_is_the_demo_listening_on_all_interfaces(capsys):
     assert container["exporter"].pop("listen") == "0.0.0.0:9817"
     demo["exporter"].pop("listen")
     assert container == demo, f"{CONTAINER_CONFIG.relative_to(ROOT)} drifted from the demo config: update it"
-    assert "5 links" in check_config(CONTAINER_CONFIG, capsys)
+    assert "6 links" in check_config(CONTAINER_CONFIG, capsys)
 
 
 # --- every exporter config the deployments ship -------------------------------------------------
@@ -905,7 +905,7 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     """Each pod's ordinal (the pod-index label) is its shard of `replicas`; the pod is the base one."""
     from qtelemetry.sharding import parse_shard
 
-    service, statefulset = load_all(build_module.SHARDED_OUT)
+    service, statefulset, analyser_service, analyser = load_all(build_module.SHARDED_OUT)
     assert statefulset["kind"] == "StatefulSet" and service["spec"]["clusterIP"] == "None"
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
     replicas = statefulset["spec"]["replicas"]
@@ -921,3 +921,10 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     assert container["args"][:len(base["args"])] == base["args"]
     monitor = load_all(K8S / "monitoring" / "servicemonitor.yaml")[0]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # beside the shards, the network view of all of them: `qtelemetry network`, scraped the same way
+    (network,) = analyser["spec"]["template"]["spec"]["containers"]
+    assert network["args"][0] == "network" and "--prometheus" in network["args"]
+    assert {k: v for k, v in network.items() if k not in ("args", "ports")} == {
+        k: v for k, v in base.items() if k not in ("args", "ports")}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= analyser_service["metadata"]["labels"].items()
+    assert analyser_service["spec"]["selector"] == analyser["spec"]["selector"]["matchLabels"]

@@ -1,6 +1,7 @@
 """The cause hierarchy: which alert explains which, so that one incident pages once.
 
-    exporter down, estimation stalled        the exporter that measures the links
+    exporter down, estimation stalled        the exporter that measures the links (and analyses
+                                             their network: the key demands between sites)
       site down (all of a site's links)      every link of one site
         link down, KME unavailable,          one link that produces nothing
         link inactive
@@ -60,12 +61,13 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "kme": ("qkd_kme_request_duration_seconds", "qkd_kme_key_probes"),
     "tamper": ("qkd_tamper_alarm", "qkd_tamper_statistic", "qkd_tamper_warmup", "qkd_tamper_baseline_ratio"),
     "entanglement": tuple(m.name for m in METRICS if m.name.startswith("qent_")),
+    "network": tuple(m.name for m in METRICS if m.name.startswith("qnet_")),
 }
 EXPORTER = "exporter"
 #: Link metadata joined into every link alert (its protocol and site): what the alert is about is the rest.
 METADATA = frozenset({"qlink_info"})
-LINK_PREFIXES = ("qlink_", "qkd_", "qent_")
-LINK_CONCERNS = tuple(CONCERNS)
+LINK_PREFIXES = ("qlink_", "qkd_", "qent_", "qnet_")
+LINK_CONCERNS = tuple(c for c in CONCERNS if c != "network")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ class Level:
 
 
 LEVELS: tuple[Level, ...] = (
-    Level("exporter", ("QTelemetryExporterDown", "QTelemetryEstimationStalled"), LINK_CONCERNS,
-          "the exporter that measures the link is down or frozen"),
+    Level("exporter", ("QTelemetryExporterDown", "QTelemetryEstimationStalled"), (*LINK_CONCERNS, "network"),
+          "the exporter that measures the links (or analyses their network) is down or frozen"),
     Level("site", ("QLinkSiteDown",), LINK_CONCERNS, "every link of the site is down"),
     Level("link", ("QLinkDown", "QKDKmeUnavailable", "QKDLinkInactive"),
           tuple(c for c in LINK_CONCERNS if c != "tamper"),
@@ -95,9 +97,10 @@ LEVELS: tuple[Level, ...] = (
 )
 CAUSES = frozenset(c for level in LEVELS for c in level.causes)
 #: Labels an alert of each scope carries that tie it to a cause (the site label stands for the config's).
-CARRIES = {"link": ("link", "instance", "site"), "site": ("site",), "exporter": ("instance", "site"), "cluster": ()}
+CARRIES = {"link": ("link", "instance", "site"), "site": ("site",), "exporter": ("instance", "site"), "cluster": (),
+           "demand": ("demand", "instance")}
 #: Labels a cause of each scope is tied by, finest first: the first one its target also carries.
-TIES = {"link": ("link",), "site": ("site",), "exporter": ("instance", "site"), "cluster": ()}
+TIES = {"link": ("link",), "site": ("site",), "exporter": ("instance", "site"), "cluster": (), "demand": ("demand",)}
 
 
 def hold(c: MonitoringConfig) -> str:

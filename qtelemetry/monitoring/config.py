@@ -87,6 +87,8 @@ class Thresholds(Strict):
                                          description="heralded-pair fidelity whose upper bound is below this warns")
     rate_drop_ratio: float = Field(0.5, gt=0, lt=1,
                                    description="coincidence and heralding rates below this fraction of their baseline warn")
+    stored_key_floor_seconds: float = Field(3600, gt=0, description=(
+        "a demand whose stored key would last less than this if every link stopped warns (QNetStoredKeyLow)"))
 
     @model_validator(mode="after")
     def _ordered(self) -> "Thresholds":

@@ -30,6 +30,7 @@ from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
 from qtelemetry.monitoring.config import DEFAULT, MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError, selector_labels
+from qtelemetry.monitoring.network_alerts import network_cases
 from qtelemetry.monitoring.rules import Alert, RuleSet, rule_dict
 
 INSTANCE = "qtelemetry:9817"  # the instance label of the test series
@@ -328,6 +329,7 @@ def cases(c: MonitoringConfig = DEFAULT) -> list[Case]:
         Case("QKDKeySupplyErrorBudgetBurnSlow", "everything delivered", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+60000x180"}, "180m"),
+        *network_cases(),
     ]
 
 

@@ -32,6 +32,7 @@ from qtelemetry.estimation.reported import ETSI014
 from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.network_alerts import network_alerts
 from qtelemetry.monitoring.promql import (
     PROMETHEUS_SERIES,
     TARGET_SERIES,
@@ -48,9 +49,10 @@ from qtelemetry.monitoring.promql import (
 PENDING_METRICS: frozenset[str] = frozenset()
 
 SEVERITIES = ("critical", "warning", "info")
-PREFIXES = ("QKD", "QLink", "QEnt", "QTelemetry")
-#: What an alert is about: one link, one site (all its links), one exporter (an instance), or a whole cluster.
-Scope = Literal["link", "site", "exporter", "cluster"]
+PREFIXES = ("QKD", "QLink", "QEnt", "QNet", "QTelemetry")
+#: What an alert is about: one link, one site (all its links), one exporter (an instance), a whole
+#: cluster, or a key demand between two sites.
+Scope = Literal["link", "site", "exporter", "cluster", "demand"]
 
 
 @dataclass(frozen=True)
@@ -656,6 +658,7 @@ def spec_groups(c: MonitoringConfig) -> list[Group]:
         Group("qtelemetry-kme", tuple(kme_alerts(c)), c.rule_interval),
         Group("qtelemetry-entanglement", tuple(entanglement_alerts(c)), c.rule_interval),
         Group("qtelemetry-exporter", tuple(exporter_alerts(c)), c.rule_interval),
+        Group("qtelemetry-network", tuple(network_alerts(c)), c.rule_interval),
     ]
     return groups
 
@@ -759,6 +762,8 @@ def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
         slug = alert.dashboard or "exporter"
         if alert.scope == "exporter":
             params.append("var-instance={{ $labels.instance | urlquery }}")
+        if alert.scope == "demand":
+            params.append("var-demand={{ $labels.demand }}")
     return f"{c.grafana_url}/d/{c.dashboard_uid(slug)}?{'&'.join(params)}"
 
 

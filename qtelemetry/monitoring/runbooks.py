@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.network_alerts import network_runbooks
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
 from qtelemetry.monitoring.rules import (
     PENDING_METRICS,
@@ -548,6 +549,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
     }
     for slo in c.slos:
         books.update(slo_runbooks(slo))
+    books.update(network_runbooks(c))
     return books
 
 
