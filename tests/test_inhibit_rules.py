@@ -71,7 +71,7 @@ def cases() -> dict[str, tuple[dict[str, str], bool]]:
     out = {}
     for i, r in enumerate(causes.relations(ruleset, DEFAULT)):
         here = {"cluster": "east", "job": "qtelemetry", "link": f"l{i}", "instance": f"i{i}", DEFAULT.site_label: f"s{i}",
-                **EXTRA}
+                "demand": f"d{i}", **EXTRA}
         out[f"{i} {r.cause} (cause)"] = ({**here, "alertname": r.cause, "severity": severity[r.cause]}, False)
         effect = {**here, "alertname": r.effect, "severity": severity[r.effect]}
         out[f"{i} {r.effect} (explained by {r.cause})"] = (effect, True)
