@@ -1,7 +1,8 @@
 """The two documented installs measured on a fresh copy of the checkout: wall time, venv size on
 disk, packages, and the largest of them.
 
-- ``demo``: ``pip install -e .`` (the README's quick start);
+- ``demo``: the pip commands of the README's quick start; then the venv again after the demo
+  exporter's first start (Python writes the bytecode of what it imports);
 - ``test``: the pip commands of ``.ci/run``'s test line (the README's test command), pytest left out.
 
 Each install gets a new venv made by ``--python`` and a ``git archive`` of ``--ref`` (what a fresh
@@ -17,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ class Install:
     disk_bytes: int
     packages: int
     largest: list[tuple[str, int]]
+    after_run_bytes: int | None  #: demo: the venv once the exporter has started and been scraped
 
 
 def disk_usage(path: Path) -> int:
@@ -52,9 +56,8 @@ def disk_usage(path: Path) -> int:
 
 def pip_commands(kind: str, source: Path) -> list[list[str]]:
     """The pip invocations of an install, as the checkout at ``source`` documents them."""
-    if kind == "demo":
-        return [["pip", "install", "-e", "."]]
-    line = next(l for l in (source / ".ci" / "run").read_text().splitlines() if l.startswith("python3 -m venv"))
+    document = source / ("README.md" if kind == "demo" else ".ci/run")
+    line = next(l for l in document.read_text().splitlines() if l.startswith("python3 -m venv"))
     steps = [shlex.split(step) for step in line.split(" && ")]
     return [[Path(step[0]).name, *step[1:]] for step in steps if Path(step[0]).name == "pip"]
 
@@ -76,7 +79,26 @@ def measure(kind: str, ref: str, python: str, work: Path) -> Install:
     sizes = sorted(((entry.name, disk_usage(entry)) for entry in site.iterdir()
                     if entry.is_dir() and not entry.name.endswith((".dist-info", "__pycache__"))),
                    key=lambda item: -item[1])
-    return Install(ref, seconds, disk_usage(venv), len(json.loads(listed)), sizes[:6])
+    size = disk_usage(venv)
+    return Install(ref, seconds, size, len(json.loads(listed)), sizes[:6],
+                   first_run(venv) if kind == "demo" else None)
+
+
+def first_run(venv: Path) -> int:
+    """Start the demo exporter, scrape it once, stop it: the venv's size then."""
+    proc = subprocess.Popen([str(venv / "bin" / "qtelemetry"), "run", "--listen", "127.0.0.1:0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if match := re.search(r"url=(\S+)", line):
+                urllib.request.urlopen(match.group(1), timeout=30).read()
+                break
+        else:
+            raise RuntimeError(f"the demo exporter exited with {proc.wait()} before serving")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return disk_usage(venv)
 
 
 def main() -> None:
@@ -90,10 +112,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qtelemetry-install-") as tmp:
         results = [measure(args.kind, ref, args.python, Path(tmp)) for ref in filter(None, (args.ref, args.baseline))]
     print(f"{args.kind} install, {version}")
-    print(f"{'ref':>10}  {'time':>8}  {'venv':>8}  {'packages':>8}  largest")
+    print(f"{'ref':>10}  {'time':>8}  {'venv':>8}  {'after run':>9}  {'packages':>8}  largest")
     for r in results:
         largest = ", ".join(f"{name} {size / MB:.0f}" for name, size in r.largest)
-        print(f"{r.ref:>10}  {r.seconds:7.0f}s  {r.disk_bytes / MB:6.0f}MB  {r.packages:8d}  {largest} (MB)")
+        after = "-" if r.after_run_bytes is None else f"{r.after_run_bytes / MB:.0f}MB"
+        print(f"{r.ref:>10}  {r.seconds:7.0f}s  {r.disk_bytes / MB:6.0f}MB  {after:>9}  {r.packages:8d}  {largest} (MB)")
     if len(results) == 2:
         new, old = results
         print(f"{new.ref} / {old.ref}: time ×{new.seconds / old.seconds:.2f}, disk ×{new.disk_bytes / old.disk_bytes:.2f}")

@@ -40,7 +40,7 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 
 from qtelemetry import extras
-from qtelemetry.config import ConfigError, load_config
+from qtelemetry.config import ConfigError, load_link
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import Array
 from qtelemetry.estimation.finite_key import DEFAULT_BLOCK_SIZE, DEFAULT_EPS_COR, DEFAULT_EPS_SEC
@@ -395,13 +395,11 @@ def _link_model(args: argparse.Namespace) -> LinkModel:
         if args.config is None or args.link is None:
             raise _Usage("--config" if args.config is None else "--link", "--config and --link go together")
         try:
-            config = load_config(args.config)
+            driver = load_link(args.config, args.link).driver
         except ConfigError as exc:
             raise _Usage("--config", str(exc)) from None
-        links = {link.name: link for link in config.links}
-        if args.link not in links:
-            raise _Usage("--link", f"no link {args.link!r} in {args.config} (links: {', '.join(links)})")
-        driver = links[args.link].driver
+        except LookupError as exc:
+            raise _Usage("--link", str(exc)) from None
         if driver.type != "simulated-bb84":
             raise _Usage("--link", f"{args.link!r} is a {driver.type} link; plan models decoy-state BB84 links")
         values.update({name: getattr(driver, name) for name in values})

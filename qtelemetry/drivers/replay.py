@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
 
 from qtelemetry.configfile import ReadableFile
-from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded
+from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded, check
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.reported import ETSI014, ETSI015
 from qtelemetry.recording.events import ERROR_REASONS
@@ -40,6 +40,7 @@ class ReplayConfig(IODriverConfig):
     """One link of a recording (``qtelemetry record``), or of raw event files, played back as if it were live."""
 
     error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row", *ERROR_REASONS)
+    requires = ("recording", ("pandas", "pyarrow"))
 
     type: Literal["replay"]
     path: ReadableFile | None = Field(
@@ -56,7 +57,7 @@ class ReplayConfig(IODriverConfig):
         4.0, gt=0.0, le=60.0, description="a wait for the next window longer than 2×this+1 s counts a timeout")
     _info: LinkInfo = PrivateAttr()
 
-    @model_validator(mode="after")
+    @check
     def _one_source(self) -> "ReplayConfig":
         from qtelemetry.recording.format import LinkInfo, RecordingError, link_info
 

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from qtelemetry.drivers.base import FieldError, check
 from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
                                           MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
                                           parameter_table)
@@ -54,16 +55,18 @@ class SimulatedBB84Config(KeyDistillingConfig):
     pns_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses Eve splits by photon number (PNS)")
     source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="emitted / nominal intensity (source drift)")
 
-    @model_validator(mode="after")
-    def _physical(self) -> "SimulatedBB84Config":
+    @check
+    def _intensities(self) -> None:
         if self.nu >= self.mu:
             raise ValueError(f"nu ({self.nu}) must be smaller than mu ({self.mu})")
+
+    @check
+    def _probabilities(self) -> None:
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if not math.isclose(total, 1.0, rel_tol=1e-5, abs_tol=1e-8):
             raise ValueError(f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
         if self.p_signal + self.p_decoy >= 1.0:  # NumPy's multinomial refuses it: no vacuum pulses left
             raise ValueError(f"p_signal + p_decoy must be below 1, not {self.p_signal + self.p_decoy:g}")
-        return self
 
     def estimation_params(self) -> dict[str, float]:
         return {
