@@ -164,3 +164,19 @@ def test_argparse_rejects_malformed_values_with_exit_2(capsys, args, flag):
     with pytest.raises(SystemExit) as exit_info:
         plan(capsys, *args)
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_plan_reads_only_the_link_it_plans(capsys, tmp_path):
+    """The exporter's admin token file, TLS keys and other links' devices need not be readable by the
+    one planning: plan validates its link alone (and still names that link's errors by field)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(default_config_text().replace("exporter:\n", "exporter:\n  admin_token_file: /nonexistent/admin.token\n")
+                      + "  - {name: kme-link, driver: {type: etsi014, kme_url: 'https://kme', slave_sae_id: b, "
+                        "tls: {ca_file: /nonexistent/ca.pem}}}\n")
+    assert main(["check-config", str(config)]) == 2
+    capsys.readouterr()
+    code, from_config, _ = plan(capsys, "--config", str(config), "--link", "metro-10km", "--format", "json")
+    assert code == 0 and json.loads(from_config)["points"]
+    config.write_text(config.read_text().replace("fiber_length_km: 10\n", "fiber_length_km: 10\n      mu: -1\n", 1))
+    code, _, err = plan(capsys, "--config", str(config), "--link", "metro-10km")
+    assert code == 2 and err.startswith(f"error: --config: {config}: links[0].driver.mu: Input should be greater than 0")

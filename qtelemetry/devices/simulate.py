@@ -39,7 +39,7 @@ CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     simulate = verbs.add_parser(
-        "simulate", help="run simulated QKD devices: ETSI 014 KMEs and ETSI 015 nodes per site",
+        "simulate", help="serve simulated ETSI 014 KMEs and ETSI 015 nodes",
         description="Run simulated QKD links and serve, per site, an ETSI GS QKD 014 KME (mutual TLS) and an "
                     "ETSI GS QKD 015 RESTCONF node, for an exporter's etsi014/etsi015 links to watch. "
                     "--make-pki writes demo certificates instead.")
@@ -115,24 +115,25 @@ async def run_devices(config: DevicesConfig) -> int:
     runners: list[web.AppRunner] = []
     try:
         for site, devices in config.sites.items():
-            urls = []
+            urls = {}
             if devices.kme is not None:
                 tls = devices.kme.tls
                 runner, url = await _serve(Kme(site, links, saes, relay).app(), devices.kme.listen,
                                            server_context(tls.cert_file, tls.key_file, tls.client_ca_file))
                 runners.append(runner)
-                urls.append(f"kme={url}")
+                urls["kme"] = url
             if devices.restconf is not None:
                 tls = devices.restconf.tls
                 context = server_context(tls.cert_file, tls.key_file, tls.client_ca_file, require_client=True)
                 app = RestconfNode(site, links, devices.restconf.bearer_token()).app()
                 runner, url = await _serve(app, devices.restconf.listen, context)
                 runners.append(runner)
-                urls.append(f"restconf={url}{NODE_PATH}")
+                urls["restconf"] = f"{url}{NODE_PATH}"
             served = ",".join(link.name for link in links_of(site, links))
-            log.info("serving site=%s %s links=%s", site, " ".join(urls), served)
+            log.info("serving site", extra={"site": site, **urls, "links": served})
         for link in links:
-            log.info("link=%s qkdl_id=%s sites=%s,%s", link.name, qkdl_id(link.name), link.site_a, link.site_b)
+            log.info("simulated link", extra={"link": link.name, "qkdl_id": qkdl_id(link.name),
+                                              "sites": f"{link.site_a},{link.site_b}"})
     except OSError as exc:
         print(f"error: listen: {exc.strerror or exc}", file=sys.stderr)
         await _cleanup(runners)
