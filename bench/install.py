@@ -86,8 +86,9 @@ def measure(kind: str, ref: str, python: str, work: Path) -> Install:
 
 def first_run(venv: Path) -> int:
     """Start the demo exporter, scrape it once, stop it: the venv's size then."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as in a user's shell
     proc = subprocess.Popen([str(venv / "bin" / "qtelemetry"), "run", "--listen", "127.0.0.1:0"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         for line in proc.stderr:  # type: ignore[union-attr]
             if match := re.search(r"url=(\S+)", line):
