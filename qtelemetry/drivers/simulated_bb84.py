@@ -90,7 +90,7 @@ class SimulatedBB84Config(KeyDistillingConfig):
 
     @classmethod
     def expected_key_rate_bps(cls, configs: Sequence["SimulatedBB84Config"]) -> NDArray[np.float64]:
-        return expected_secret_key_rate_bps(parameter_table(configs))
+        return planned_secret_key_rate_bps(parameter_table(configs))
 
 
 def nominal_loss_db(p: Any) -> NDArray[np.float64]:
@@ -187,6 +187,17 @@ def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
     with np.errstate(all="ignore"):
         rate = BB84_DECOY.finite_key_rate_per_pulse(expected_counts(p), params) * np.asarray(p.clock_rate_hz)
     return np.nan_to_num(rate, nan=0.0)
+
+
+#: What a plan assumes of a link: nobody attacks it and its source sends the nominal intensities.
+AS_BUILT = {"eavesdrop_fraction": 0.0, "blinding_fraction": 0.0, "pns_fraction": 0.0, "source_power_factor": 1.0}
+
+
+def planned_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
+    """The key rate a link's plan promises: ``expected_secret_key_rate_bps`` of the link as built
+    (``AS_BUILT``), whatever attack or drift its config simulates. The one model behind both
+    ``qtelemetry plan``'s finite bound and the exporter's qkd_expected_secret_key_rate_bits_per_second."""
+    return expected_secret_key_rate_bps(SimpleNamespace(**{**vars(p), **AS_BUILT}))
 
 
 class BB84Fleet(KeyDistillingFleet[SimulatedBB84Config]):
