@@ -7,7 +7,6 @@ directory, as Prometheus does, so a config works whatever directory the exporter
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 import os
@@ -228,8 +227,8 @@ class Config(StrictModel):
     def _unique_names(self) -> "Config":
         where: defaultdict[str, list[int]] = defaultdict(list)
         for i, link in enumerate(self.links):
-            with contextlib.suppress(AttributeError):  # its name failed validation, and says so
-                where[link.name].append(i)
+            if (name := getattr(link, "name", None)) is not None:  # None: the name failed validation, and says so
+                where[name].append(i)
         duplicates = [f"{name} ({', '.join(f'links[{i}]' for i in at)})" for name, at in where.items() if len(at) > 1]
         if duplicates:
             raise FieldError("links", f"duplicate link names: {', '.join(duplicates)}")

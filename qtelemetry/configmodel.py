@@ -75,8 +75,8 @@ class StrictModel(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _every_problem(cls, data: Any, handler: Callable[[Any], Any], info: ValidationInfo) -> Any:
-        if isinstance(data, cls):  # already validated, or one field assigned (validate_assignment)
-            return handler(data)
+        if isinstance(data, cls) or not (cls._checks or cls.requires):  # nothing of its own to check (a
+            return handler(data)  # parent builds a partial one if it needs it), or already validated
         if cls.requires is not None:
             extra, modules = cls.requires
             try:
