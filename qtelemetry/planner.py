@@ -326,7 +326,7 @@ def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
     ax.semilogy(plans[0].distance_km[keep], plans[0].plob_per_pulse[keep], "k--",
                 label="PLOB bound (repeaterless)")
     ax.set_xlabel("fibre length (km)")
-    ax.set_ylabel("secret key rate (bits per pulse)")
+    ax.set_ylabel("secret key rate (bits per pulse sent)")
     ax.set_title(
         f"α={link.attenuation_db_per_km} dB/km, η_det={link.detector_efficiency}, "
         f"Y0={link.dark_count_probability:g}, e_det={link.misalignment_error}, f={link.ec_efficiency}, "

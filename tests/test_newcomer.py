@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -69,6 +70,12 @@ def test_quick_start_install_shows_progress():
     for page in (README.split("## Quick start", 1)[1], INSTALL):
         first = next(line for line in page.splitlines() if line.startswith("python3 -m venv"))
         assert "pip install" in first and " -q" not in first
+
+
+def test_ci_installs_the_sequence_release_the_extra_pins():
+    """The test install takes SeQUeNCe without its dependencies: the same release as the sequence extra."""
+    pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sequence"]
+    assert pinned == [re.search(r"--no-deps (sequence==\S+)", (ROOT / ".ci" / "run").read_text()).group(1)]
 
 
 def test_quick_start_curl_shows_every_link_metric():
