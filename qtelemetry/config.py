@@ -19,10 +19,11 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
-from qtelemetry.configfile import ConfigError, ReadableFile, load_yaml, printable, read_text
+from qtelemetry.configfile import ConfigError, ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel, check
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.networkconfig import NetworkConfig
 from qtelemetry.tamperconfig import TamperConfig
 from qtelemetry.text import count
 
@@ -39,30 +40,6 @@ WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX = 0.05, 3600.0
 CONFIDENCE_LEVEL_MAX = 1.0 - 1e-9
 #: Memory the sliding windows of all links may take (float64 count arrays, one per window).
 RING_MEMORY_LIMIT_BYTES = 2 * 2**30
-#: Largest token file read; a token is a line of text.
-MAX_TOKEN_BYTES = 4096
-
-
-def read_token(path: Path) -> str:
-    """The bearer token in ``path``: one line of visible ASCII; ValueError saying what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_TOKEN_BYTES:
-        raise ValueError(f"longer than {MAX_TOKEN_BYTES} bytes: not a token file")
-    try:
-        token = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text (a binary file?)") from None
-    if not token:
-        raise ValueError("the file is empty: an empty token would switch authentication off")
-    if not all("!" <= c <= "~" for c in token):
-        raise ValueError("the token must be printable ASCII without spaces (it travels in an HTTP header)")
-    return token
-
-
 def loose_mode(path: Path) -> str | None:
     """The file's mode as ``0644`` if it lets more than its owner at a secret, else None.
 
@@ -141,7 +118,7 @@ class ExporterConfig(StrictModel):
     stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
     web: WebConfig = WebConfig()
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
-    admin_token_file: ReadableFile | None = Field(
+    admin_token_file: TokenFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
     tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 links")
 
@@ -166,13 +143,6 @@ class ExporterConfig(StrictModel):
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
-
-    @field_validator("admin_token_file")
-    @classmethod
-    def _token_usable(cls, path: Path | None) -> Path | None:
-        if path is not None:
-            read_token(path)
-        return path
 
     @check
     def _stall_after_window(self) -> "ExporterConfig":
@@ -205,6 +175,7 @@ def floats_per_window(protocol: str) -> int:
 class Config(StrictModel):
     exporter: ExporterConfig = ExporterConfig()
     links: list[LinkConfig] = Field(min_length=1)
+    network: NetworkConfig | None = Field(None, description="sites and key demands: the network view; omit for none")
 
     def ring_memory_bytes(self) -> int:
         """Memory of every link's sliding windows: one float64 copy of its counts per window."""
@@ -213,15 +184,17 @@ class Config(StrictModel):
         return self.exporter.sliding_windows * floats * 8
 
     def warnings(self) -> list[tuple[str, str]]:
-        """(field path, message) of settings that work but are unsafe, logged at start and reload:
-        secrets (the admin token, private keys of /metrics and of mutual TLS to devices) that
-        other users may read."""
+        """(field path, message) of settings that work but are unsafe or lose data, logged at start
+        and reload: secrets (the admin token, private keys of /metrics and of mutual TLS to
+        devices) that other users may read; what a driver will skip (a recording's bad rows)."""
         secrets = self.exporter.secret_files()
         for i, link in enumerate(self.links):
             tls = getattr(link.driver, "tls", None)
             if getattr(tls, "key_file", None) is not None:
                 secrets.append((f"links[{i}].driver.tls.key_file", tls.key_file, f"the client key of link {link.name}"))
-        return secret_file_warnings(secrets)
+        drivers = [(f"links[{i}].driver.{field}", message) for i, link in enumerate(self.links)
+                   for field, message in link.driver.warnings()]
+        return secret_file_warnings(secrets) + drivers
 
     @check
     def _unique_names(self) -> "Config":
@@ -232,6 +205,12 @@ class Config(StrictModel):
         duplicates = [f"{name} ({', '.join(f'links[{i}]' for i in at)})" for name, at in where.items() if len(at) > 1]
         if duplicates:
             raise FieldError("links", f"duplicate link names: {', '.join(duplicates)}")
+        return self
+
+    @check
+    def _network_fits_links(self) -> "Config":
+        if self.network is not None:
+            self.network.check_against(self.links)
         return self
 
     @check
@@ -279,7 +258,7 @@ def _problem(error: Any) -> tuple[str, str]:
     loc = tuple(error["loc"])
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        loc += tuple(cause.field.split("."))
+        loc += tuple(int(part) if part.isdigit() else part for part in cause.field.split("."))
     return _field_path(loc), printable(error["msg"].removeprefix("Value error, "))
 
 

@@ -115,16 +115,17 @@ class StrictModel(BaseModel):
         model = cls.model_construct()
         vars(model).clear()
         for name, field in cls.model_fields.items():
-            if name not in data:
+            key = field.alias or name  # as the document spells it, and pydantic's errors
+            if key not in data:
                 if not field.is_required():
                     vars(model)[name] = field.get_default(call_default_factory=True)
-            elif name not in failed:
+            elif key not in failed:
                 with contextlib.suppress(ValidationError):  # not validated before: the model stopped first
-                    cls.__pydantic_validator__.validate_assignment(model, name, data[name], context=context)
-            elif get_origin(field.annotation) is list and isinstance(data[name], list):
+                    cls.__pydantic_validator__.validate_assignment(model, name, data[key], context=context)
+            elif get_origin(field.annotation) is list and isinstance(data[key], list):
                 [item] = get_args(field.annotation)
-                vars(model)[name] = [_partial_value(item, value, context) for value in data[name]]
-            elif (partial := _partial_value(field.annotation, data[name], context)) is not _NOTHING:
+                vars(model)[name] = [_partial_value(item, value, context) for value in data[key]]
+            elif (partial := _partial_value(field.annotation, data[key], context)) is not _NOTHING:
                 vars(model)[name] = partial
         return model
 
