@@ -175,9 +175,10 @@ def test_plan_reads_only_the_link_it_plans(capsys, tmp_path):
     """The exporter's admin token file, TLS keys and other links' devices need not be readable by the
     one planning: plan validates its link alone (and still names that link's errors by field)."""
     config = tmp_path / "config.yaml"
+    kme_link = ("  - {name: kme-link, driver: {type: etsi014, kme_url: 'https://kme', slave_sae_id: b, "
+                "tls: {ca_file: /nonexistent/ca.pem}}}\n")
     config.write_text(default_config_text().replace("exporter:\n", "exporter:\n  admin_token_file: /nonexistent/admin.token\n")
-                      + "  - {name: kme-link, driver: {type: etsi014, kme_url: 'https://kme', slave_sae_id: b, "
-                        "tls: {ca_file: /nonexistent/ca.pem}}}\n")
+                      .replace("\nnetwork:", f"\n{kme_link}network:"))
     assert main(["check-config", str(config)]) == 2
     capsys.readouterr()
     code, from_config, _ = plan(capsys, "--config", str(config), "--link", "metro-10km", "--format", "json")
