@@ -52,5 +52,5 @@ def select(config: Config, shard: Shard) -> Config:
     """The config with only the links of ``shard`` (possibly none: the exporter then serves its
     own metrics and no link)."""
     links = [link for link in config.links if shard_of(link.name, shard.count) == shard.index]
-    log.info("shard %s serves %d of %d links", shard, len(links), len(config.links))
+    log.info("shard selected", extra={"shard": str(shard), "links": len(links), "of_links": len(config.links)})
     return config.model_copy(update={"links": links, "network": None})  # a shard sees part of the graph

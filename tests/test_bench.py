@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,14 @@ def test_tamper_benchmark_prints_its_tables():
     assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
     assert "| photon-number splitting 25 % | 100 |" in out
     assert out.count("| fiber bend +3 dB | 25 |") == out.count("| intercept-resend 2 % | 25 |") == 2  # both tunings
+
+
+def test_install_benchmark_measures_the_documented_installs():
+    """bench/install.py runs the pip commands of the README's quick start and of .ci/run, whatever they become."""
+    pip_commands = runpy.run_path(str(BENCH / "install.py"))["pip_commands"]
+    assert pip_commands("demo", BENCH.parent) == [["pip", "install", "--no-compile", "-e", "."]]
+    assert pip_commands("test", BENCH.parent) == [["pip", "install", "-e", ".[test]"],
+                                                  ["pip", "install", "--no-deps", "sequence==0.8.5"]]
 
 
 def test_finite_key_benchmark_prints_its_ratios():

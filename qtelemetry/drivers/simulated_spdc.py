@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from qtelemetry.drivers.base import check
 from qtelemetry.drivers.simulated import (MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
                                           MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
                                           parameter_table)
@@ -47,7 +48,7 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
     chsh_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pulses used for the CHSH test")
     ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
 
-    @model_validator(mode="after")
+    @check
     def _window_fits_clock(self) -> "SimulatedSPDCConfig":
         if self.coincidence_window_s * self.clock_rate_hz > 1.0:
             raise ValueError(

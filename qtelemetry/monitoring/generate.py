@@ -30,6 +30,7 @@ from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.monitoring import causes, mixin, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import MonitoringConfig, load_monitoring_config
 from qtelemetry.monitoring.promql import GenerationError
+from qtelemetry.text import count
 
 RULE_FILE = "alerts/qtelemetry.rules.yaml"
 RUNBOOK_FILE = "alerts/runbooks.md"
@@ -162,18 +163,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if problems:
             print(f"generated files are out of date: run `{_command(args, out_arg)}`", file=sys.stderr)
             return EXIT_DIFFERS
-        print(f"{len(output.files)} generated files up to date in {out}")
+        print(f"{count(len(output.files), 'generated file')} up to date in {out}")
         return 0
     changed = write(out, output, config)
     for line in changed:
         print(line)
-    print(f"{len(output.files)} files in {out} ({len(changed)} changed)")
+    print(f"{count(len(output.files), 'file')} in {out} ({len(changed)} changed)")
     return 0
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "generate", help="generate Grafana dashboards, alert rules, promtool tests, runbooks and the mixin",
+        "generate", help="write dashboards, alert rules, tests, runbooks, mixin",
         description="Generate dashboards/*.json, alerts/qtelemetry.rules.yaml, alerts/tests/*.test.yaml, "
                     "alerts/runbooks.md, alerts/alertmanager-inhibit-rules.yaml and mixin/ from the metric "
                     "catalogue and the monitoring config.")

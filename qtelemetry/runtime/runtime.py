@@ -185,8 +185,9 @@ class Runtime:
             self._network = None  # of the old topology; the next analysis is of the new one
             self._snapshot = self._publish(engine.estimates(), self._snapshot.published_at)
         self._poll_loop.update(engine.polled)
-        log.info("config reloaded links=%d added=%d removed=%d", len(engine.table),
-                 len(set(engine.table.names) - set(old.table.names)), len(set(old.table.names) - set(engine.table.names)))
+        log.info("config reloaded", extra={"links": len(engine.table),
+                                           "added": len(set(engine.table.names) - set(old.table.names)),
+                                           "removed": len(set(old.table.names) - set(engine.table.names))})
 
     def reload_failed(self) -> None:
         """A reload was rejected: the running config stays, and the snapshot says so."""

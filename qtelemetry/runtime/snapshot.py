@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.network import NetworkSnapshot
+from qtelemetry.text import count
 
 #: The exporter is not ready while its last cycle is older than this many windows.
 LAGGING_WINDOWS = 3
@@ -72,5 +73,5 @@ class Snapshot:
             return False, f"estimation lags by {self.lag(now):.1f} s (the window is {self.window_seconds:g} s)"
         waiting = ~(self.batches > 0) & ~(self.errors.sum(axis=1) > 0)
         if waiting.any():
-            return False, f"{int(waiting.sum())} links have not delivered a first window or error yet"
+            return False, f"waiting for the first window or error of {count(int(waiting.sum()), 'link')}"
         return True, "ready"
