@@ -1,0 +1,175 @@
+"""Trusted-node placement: the cheapest fibre spans (and relay sites) that give every demand its key,
+also after any single failure (N-1).
+
+Capacity is the network view's (``qtelemetry.estimation.network``): relay spends a key bit per hop,
+so a demand's capacity is its maximum flow over the spans' key rates, each demand on its own (the
+live view analyses every demand against the whole network; demands do not share a span's rate).
+By max-flow = min-cut (Ford & Fulkerson, Can. J. Math. 8, 399 (1956)) that is a covering problem,
+the cut formulation of network design (Magnanti & Wong, Transp. Sci. 18, 1 (1984)):
+
+    minimise  Σ_e cost_e x_e + Σ_v cost_v y_v
+    subject to, for each demand d, each failure f it must survive, each site set S with s_d ∈ S ∌ t_d:
+              Σ_{e crossing S, e not failed, e usable by d} min(rate_e / need_d, 1) x_e ≥ 1
+              x_e ≤ y_v for each span e at a site v whose relay cost is paid;   x, y ∈ {0, 1}
+
+A span alone carrying the whole demand already covers the cut, so its coefficient is capped at 1
+(coefficient strengthening: the same integer points, a tighter relaxation). The failures are none
+and, with ``survive`` = 1, each span and each relay site that is not an end of the demand; a span
+is usable by d unless it touches an end point (not trusted) other than d's ends.
+
+There are exponentially many cuts, so they are added lazily (row generation): HiGHS (scipy's
+``milp``) solves the master problem with the cuts found so far; for its choice, every demand's
+minimum cut in every failure scenario is found (igraph); the violated ones join the master, until
+none is. Every master is a relaxation of the whole problem, so the last one's dual bound bounds
+the optimum from below, and its solution, once no cut is violated, is feasible: the gap reported
+is the last master's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import igraph
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array
+
+Floats = NDArray[np.float64]
+Ints = NDArray[np.intp]
+Bools = NDArray[np.bool_]
+
+#: A cut short of the demand by more than this (relative) is violated: HiGHS's own feasibility tolerance.
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A placement problem as arrays; site indices are positions in the site list."""
+
+    n_sites: int
+    span_ends: Ints  #: (spans, 2)
+    span_rate_bps: Floats  #: (spans,) key rate of each span, lit
+    span_cost: Floats  #: (spans,)
+    site_cost: Floats  #: (sites,) paid when a chosen span touches a site that is the end of no demand
+    trusted: Bools  #: (sites,) may relay key
+    demand_ends: Ints  #: (demands, 2) from, to
+    demand_bps: Floats  #: (demands,)
+    survive: int  #: 0: demands met; 1: met after any single span or relay-site failure
+
+    @property
+    def paid_sites(self) -> Ints:
+        """Sites whose relay cost counts: a cost, and the end of no demand."""
+        paid = self.site_cost > 0
+        paid[self.demand_ends.ravel()] = False
+        return np.flatnonzero(paid)
+
+    def usable(self, d: int) -> Bools:
+        """(spans,) the spans demand ``d``'s key may cross: none at an end point other than its ends."""
+        relays = self.trusted.copy()
+        relays[self.demand_ends[d]] = True
+        return relays[self.span_ends].all(axis=1)
+
+    def scenarios(self, d: int, lit: Bools) -> list[tuple[str, int]]:
+        """The failures demand ``d`` must survive that can matter for the spans ``lit``."""
+        found = [("none", -1)]
+        if self.survive:
+            found += [("span", e) for e in np.flatnonzero(lit).tolist()]
+            touched = np.zeros(self.n_sites, bool)
+            touched[self.span_ends[lit].ravel()] = True
+            touched[self.demand_ends[d]] = False
+            found += [("site", v) for v in np.flatnonzero(touched & self.trusted).tolist()]
+        return found
+
+    def failed(self, kind: str, element: int) -> Bools:
+        """(spans,) the spans a failure takes."""
+        out = np.zeros(len(self.span_ends), bool)
+        if kind == "span":
+            out[element] = True
+        elif kind == "site":
+            out = (self.span_ends == element).any(axis=1)
+        return out
+
+    def cost(self, chosen: Bools) -> float:
+        """Spans' costs plus the relay costs of the paid sites they touch."""
+        touched = np.zeros(self.n_sites, bool)
+        touched[self.span_ends[chosen].ravel()] = True
+        return float(self.span_cost[chosen].sum() + self.site_cost[self.paid_sites][touched[self.paid_sites]].sum())
+
+
+@dataclass(frozen=True)
+class Placement:
+    status: str  #: "optimal" | "feasible" (time ran out; ``gap`` says how far from proven)
+    chosen: Bools  #: (spans,)
+    cost: float
+    lower_bound: float
+    gap: float  #: (cost − lower bound) / cost; 0 when proven optimal
+    rounds: int  #: master problems solved
+    cuts: int  #: cut constraints generated
+
+
+def violated_cuts(instance: Instance, chosen: Bools) -> list[Floats]:
+    """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that ``chosen`` leaves short."""
+    graph = igraph.Graph(n=instance.n_sites, edges=instance.span_ends.tolist())
+    rows: list[Floats] = []
+    for d, ((s, t), need) in enumerate(zip(instance.demand_ends.tolist(), instance.demand_bps.tolist())):
+        usable = instance.usable(d)
+        capacity = instance.span_rate_bps * (chosen & usable)
+        for kind, element in instance.scenarios(d, chosen & usable):
+            failed = instance.failed(kind, element)
+            cut = graph.mincut(s, t, capacity=np.where(failed, 0.0, capacity).tolist())
+            if cut.value < need * (1 - TOLERANCE):
+                side = np.zeros(instance.n_sites, bool)
+                side[cut.partition[0] if s in cut.partition[0] else cut.partition[1]] = True
+                crossing = (side[instance.span_ends[:, 0]] != side[instance.span_ends[:, 1]]) & usable & ~failed
+                rows.append(np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0))
+    return rows
+
+
+def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) -> Placement:
+    """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit)."""
+    n_spans = len(instance.span_ends)
+    paid = instance.paid_sites
+    n = n_spans + len(paid)
+    objective = np.r_[instance.span_cost, instance.site_cost[paid]]
+    upper = np.r_[(instance.span_rate_bps > 0).astype(float), np.ones(len(paid))]
+    # x_e − y_v ≤ 0 for each span at a paid site
+    at = [(e, k) for k, v in enumerate(paid.tolist()) for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist()]
+    links = csr_array((np.r_[np.ones(len(at)), -np.ones(len(at))],
+                       (np.r_[np.arange(len(at)), np.arange(len(at))],
+                        np.r_[[e for e, _ in at], [n_spans + k for _, k in at]].astype(np.intp))), shape=(len(at), n))
+    cuts: list[Floats] = []
+    seen: set[bytes] = set()
+    chosen = np.zeros(n_spans, bool)
+    deadline = time.monotonic() + time_limit_s
+    rounds, bound, result_gap = 0, 0.0, 0.0
+    while True:
+        new = [row for row in violated_cuts(instance, chosen) if row.tobytes() not in seen]
+        if not new:
+            status = "optimal" if result_gap <= gap else "feasible"
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:  # out of time with a choice that falls short: light every usable span
+            chosen = instance.span_rate_bps > 0
+            status = "feasible"
+            break
+        seen.update(row.tobytes() for row in new)
+        cuts += new
+        rows = csr_array(np.array(cuts))
+        constraints = [LinearConstraint(csr_array((rows.data, rows.indices, rows.indptr), shape=(len(cuts), n)), 1.0, np.inf)]
+        if len(at):
+            constraints.append(LinearConstraint(links, -np.inf, 0.0))
+        result = milp(objective, integrality=np.ones(n), bounds=Bounds(np.zeros(n), upper), constraints=constraints,
+                      options={"time_limit": remaining, "mip_rel_gap": gap})
+        rounds += 1
+        if result.x is None:  # no incumbent within the time left
+            chosen = instance.span_rate_bps > 0
+            status = "feasible"
+            break
+        chosen = result.x[:n_spans] > 0.5
+        bound = max(bound, float(getattr(result, "mip_dual_bound", result.fun)))
+        result_gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+    cost = instance.cost(chosen)
+    bound = min(bound, cost)
+    return Placement(status, chosen, cost, bound, (cost - bound) / cost if cost > 0 else 0.0, rounds, len(cuts))
