@@ -252,3 +252,18 @@ def test_not_a_plan(tmp_path, capsys):
     path.write_text("sites: [\n")
     assert main(["plan-network", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "invalid YAML" in capsys.readouterr().err
+
+
+def test_network_yaml_runs_and_its_live_capacity_is_the_plans(tmp_path, capsys, start_exporter):
+    """plan → run → monitor: `qtelemetry run --config network.yaml` (as written) serves the demand's
+    multipath capacity within 5 % of plan.json's once the sampled estimates settle."""
+    assert plan_network(tmp_path, EXAMPLE, capsys)[0] == 0
+    planned = json.loads((tmp_path / "out" / "plan.json").read_text())["demands"][0]["capacity_bps"]
+    exporter = start_exporter(None, "--config", str(tmp_path / "out" / "network.yaml"))
+
+    def settled(samples: dict) -> bool:
+        live = [s.value for s in samples.get("qnet_demand_capacity_bits_per_second", [])
+                if s.labels == {"demand": "a-b", "routing": "multipath"}]
+        return bool(live) and abs(live[0] - planned) <= 0.05 * planned
+
+    exporter.wait_for(settled, timeout=120)

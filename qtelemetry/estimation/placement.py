@@ -109,14 +109,15 @@ class Placement:
     cuts: int  #: cut constraints generated
 
 
-def violated_cuts(instance: Instance, chosen: Bools) -> list[Floats]:
-    """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that ``chosen`` leaves short."""
+def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
+    """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that spans lit to the extent
+    ``x`` (0-1, fractional in the relaxation) leave short."""
     graph = igraph.Graph(n=instance.n_sites, edges=instance.span_ends.tolist())
     rows: list[Floats] = []
     for d, ((s, t), need) in enumerate(zip(instance.demand_ends.tolist(), instance.demand_bps.tolist())):
         usable = instance.usable(d)
-        capacity = instance.span_rate_bps * (chosen & usable)
-        for kind, element in instance.scenarios(d, chosen & usable):
+        capacity = instance.span_rate_bps * x * usable
+        for kind, element in instance.scenarios(d, capacity > 0):
             failed = instance.failed(kind, element)
             cut = graph.mincut(s, t, capacity=np.where(failed, 0.0, capacity).tolist())
             if cut.value < need * (1 - TOLERANCE):
@@ -127,49 +128,73 @@ def violated_cuts(instance: Instance, chosen: Bools) -> list[Floats]:
     return rows
 
 
+class _Master:
+    """The master problem: costs, the relay-site links x_e ≤ y_v, and the cuts found so far."""
+
+    def __init__(self, instance: Instance, gap: float):
+        n_spans, paid = len(instance.span_ends), instance.paid_sites
+        self.n_spans, self.n = n_spans, n_spans + len(paid)
+        self.objective = np.r_[instance.span_cost, instance.site_cost[paid]]
+        self.bounds = Bounds(np.zeros(self.n), np.r_[(instance.span_rate_bps > 0).astype(float), np.ones(len(paid))])
+        at = [(e, n_spans + k) for k, v in enumerate(paid.tolist())
+              for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist()]
+        rows = np.r_[np.arange(len(at)), np.arange(len(at))]
+        columns = np.array([e for e, _ in at] + [y for _, y in at], np.intp)
+        self.links = [LinearConstraint(csr_array((np.r_[np.ones(len(at)), -np.ones(len(at))], (rows, columns)),
+                                                 shape=(len(at), self.n)), -np.inf, 0.0)] if at else []
+        self.gap = gap
+        self.cuts: list[Floats] = []
+        self._seen: set[bytes] = set()
+
+    def add(self, rows: list[Floats]) -> int:
+        """Add the cuts not already in; how many were new."""
+        fresh = [row for row in rows if row.tobytes() not in self._seen]
+        self._seen.update(row.tobytes() for row in fresh)
+        self.cuts += fresh
+        return len(fresh)
+
+    def solve(self, integral: bool, time_limit_s: float):
+        cuts = np.zeros((len(self.cuts), self.n))
+        cuts[:, : self.n_spans] = np.reshape(self.cuts, (-1, self.n_spans))
+        return milp(self.objective, integrality=np.full(self.n, int(integral)), bounds=self.bounds,
+                    constraints=[LinearConstraint(csr_array(cuts), 1.0, np.inf), *self.links],
+                    options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": self.gap})
+
+
 def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) -> Placement:
-    """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit)."""
-    n_spans = len(instance.span_ends)
-    paid = instance.paid_sites
-    n = n_spans + len(paid)
-    objective = np.r_[instance.span_cost, instance.site_cost[paid]]
-    upper = np.r_[(instance.span_rate_bps > 0).astype(float), np.ones(len(paid))]
-    # x_e − y_v ≤ 0 for each span at a paid site
-    at = [(e, k) for k, v in enumerate(paid.tolist()) for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist()]
-    links = csr_array((np.r_[np.ones(len(at)), -np.ones(len(at))],
-                       (np.r_[np.arange(len(at)), np.arange(len(at))],
-                        np.r_[[e for e, _ in at], [n_spans + k for _, k in at]].astype(np.intp))), shape=(len(at), n))
-    cuts: list[Floats] = []
-    seen: set[bytes] = set()
-    chosen = np.zeros(n_spans, bool)
+    """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit).
+
+    The cuts are generated on the linear relaxation first, whose masters solve fast and find most
+    of the cuts the integer optimum needs; then on integer masters until none is violated. Out of
+    time with a choice that still falls short, every span with key is lit (status "feasible").
+    """
     deadline = time.monotonic() + time_limit_s
-    rounds, bound, result_gap = 0, 0.0, 0.0
-    while True:
-        new = [row for row in violated_cuts(instance, chosen) if row.tobytes() not in seen]
-        if not new:
-            status = "optimal" if result_gap <= gap else "feasible"
-            break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:  # out of time with a choice that falls short: light every usable span
-            chosen = instance.span_rate_bps > 0
-            status = "feasible"
-            break
-        seen.update(row.tobytes() for row in new)
-        cuts += new
-        rows = csr_array(np.array(cuts))
-        constraints = [LinearConstraint(csr_array((rows.data, rows.indices, rows.indptr), shape=(len(cuts), n)), 1.0, np.inf)]
-        if len(at):
-            constraints.append(LinearConstraint(links, -np.inf, 0.0))
-        result = milp(objective, integrality=np.ones(n), bounds=Bounds(np.zeros(n), upper), constraints=constraints,
-                      options={"time_limit": remaining, "mip_rel_gap": gap})
+    master = _Master(instance, gap)
+    x = np.zeros(len(instance.span_ends))
+    rounds, bound = 0, 0.0
+    lit_all = (instance.span_rate_bps > 0).astype(float)
+    while master.add(violated_cuts(instance, x)) and time.monotonic() < deadline:  # the relaxation
+        result = master.solve(False, deadline - time.monotonic())
         rounds += 1
-        if result.x is None:  # no incumbent within the time left
-            chosen = instance.span_rate_bps > 0
-            status = "feasible"
+        if result.x is None:
             break
-        chosen = result.x[:n_spans] > 0.5
-        bound = max(bound, float(getattr(result, "mip_dual_bound", result.fun)))
-        result_gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+        x, bound = result.x[: len(x)], float(result.fun)
+    while True:
+        result = master.solve(True, deadline - time.monotonic())
+        rounds += 1
+        if result.x is None:
+            x = lit_all
+            break
+        x = np.round(result.x[: len(x)])
+        bound = max(bound, float(getattr(result, "mip_dual_bound", None) or result.fun))
+        if not master.add(violated_cuts(instance, x)):
+            break
+        if time.monotonic() >= deadline:
+            x = lit_all
+            break
+    chosen = x > 0.5
     cost = instance.cost(chosen)
     bound = min(bound, cost)
-    return Placement(status, chosen, cost, bound, (cost - bound) / cost if cost > 0 else 0.0, rounds, len(cuts))
+    gap_found = (cost - bound) / cost if cost > 0 else 0.0
+    status = "optimal" if gap_found <= gap + 1e-9 else "feasible"
+    return Placement(status, chosen, cost, bound, gap_found, rounds, len(master.cuts))
