@@ -124,7 +124,11 @@ def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
                 side = np.zeros(instance.n_sites, bool)
                 side[cut.partition[0] if s in cut.partition[0] else cut.partition[1]] = True
                 crossing = (side[instance.span_ends[:, 0]] != side[instance.span_ends[:, 1]]) & usable & ~failed
-                rows.append(np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0))
+                share = np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0)
+                rows.append(share)
+                needed = int(np.searchsorted(np.cumsum(np.sort(share)[::-1]), 1.0 - TOLERANCE)) + 1
+                if needed > 1:  # at least that many of the cut's spans: Σ x_e ≥ k, tighter for the relaxation
+                    rows.append(crossing / needed)
     return rows
 
 
@@ -164,37 +168,35 @@ class _Master:
 def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) -> Placement:
     """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit).
 
-    The cuts are generated on the linear relaxation first, whose masters solve fast and find most
-    of the cuts the integer optimum needs; then on integer masters until none is violated. Out of
-    time with a choice that still falls short, every span with key is lit (status "feasible").
+    Cuts are generated on the linear relaxation, whose masters solve in milliseconds, until it
+    violates none; only then is the integer master solved, and the cuts its choice violates
+    send the loop back to the relaxation. Out of time with a choice that still falls short, every
+    span with key is lit (status "feasible").
     """
     deadline = time.monotonic() + time_limit_s
     master = _Master(instance, gap)
     x = np.zeros(len(instance.span_ends))
     rounds, bound = 0, 0.0
-    lit_all = (instance.span_rate_bps > 0).astype(float)
-    while master.add(violated_cuts(instance, x)) and time.monotonic() < deadline:  # the relaxation
-        result = master.solve(False, deadline - time.monotonic())
+    chosen = instance.span_rate_bps > 0  # what is left when time runs out
+    fresh = master.add(violated_cuts(instance, x))
+    while time.monotonic() < deadline:
+        result = master.solve(not fresh, deadline - time.monotonic())  # integral once the relaxation holds
         rounds += 1
         if result.x is None:
             break
-        x, bound = result.x[: len(x)], float(result.fun)
-    while True:
-        result = master.solve(True, deadline - time.monotonic())
-        rounds += 1
-        if result.x is None:
-            x = lit_all
-            break
-        x = np.round(result.x[: len(x)])
+        x = result.x[: len(x)]
+        if fresh:
+            bound = max(bound, float(result.fun))
+            fresh = master.add(violated_cuts(instance, x))
+            continue
         bound = max(bound, float(getattr(result, "mip_dual_bound", None) or result.fun))
-        if not master.add(violated_cuts(instance, x)):
+        x = np.round(x)
+        fresh = master.add(violated_cuts(instance, x))
+        if not fresh:
+            chosen = x > 0.5
             break
-        if time.monotonic() >= deadline:
-            x = lit_all
-            break
-    chosen = x > 0.5
     cost = instance.cost(chosen)
     bound = min(bound, cost)
     gap_found = (cost - bound) / cost if cost > 0 else 0.0
-    status = "optimal" if gap_found <= gap + 1e-9 else "feasible"
-    return Placement(status, chosen, cost, bound, gap_found, rounds, len(master.cuts))
+    return Placement("optimal" if gap_found <= gap + 1e-9 else "feasible", chosen, cost, bound, gap_found, rounds,
+                     len(master.cuts))
