@@ -363,7 +363,7 @@ def figure(result: NetworkPlan, all_ends: np.ndarray, title: str):
             continue
         color = "tab:red" if i in bottleneck else "tab:blue"
         ax.plot([x0, x1], [y0, y1], color=color, linewidth=1.5 + 5 * rate[i] / top_rate, zorder=2)
-        label = f"{rate[i] / 1e3:.3g} kb/s"
+        label = f"{rate[i] / 1e6:.3g} Mb/s" if rate[i] >= 1e6 else f"{rate[i] / 1e3:.3g} kb/s"
         if i in bottleneck:
             label += "\nbottleneck: " + ", ".join(bottleneck[i][:3]) + ("…" if len(bottleneck[i]) > 3 else "")
         ax.annotate(label, ((x0 + x1) / 2, (y0 + y1) / 2), fontsize=7, ha="center", color=color, zorder=4,

@@ -42,6 +42,8 @@ Bools = NDArray[np.bool_]
 
 #: A cut short of the demand by more than this (relative) is violated: HiGHS's own feasibility tolerance.
 TOLERANCE = 1e-6
+#: Integer masters whose choice still falls short are solved only to this gap: their job is cuts.
+LOOSE_GAP = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class Placement:
 
 def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
     """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that spans lit to the extent
-    ``x`` (0-1, fractional in the relaxation) leave short."""
+    ``x`` (0-1, fractional in the relaxation) leave short: for each short demand and failure, the
+    cut nearest the source and the one nearest the target (back cuts: more cuts per round, fewer rounds)."""
     graph = igraph.Graph(n=instance.n_sites, edges=instance.span_ends.tolist())
     rows: list[Floats] = []
     for d, ((s, t), need) in enumerate(zip(instance.demand_ends.tolist(), instance.demand_bps.tolist())):
@@ -119,23 +122,31 @@ def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
         capacity = instance.span_rate_bps * x * usable
         for kind, element in instance.scenarios(d, capacity > 0):
             failed = instance.failed(kind, element)
-            cut = graph.mincut(s, t, capacity=np.where(failed, 0.0, capacity).tolist())
-            if cut.value < need * (1 - TOLERANCE):
+            left = np.where(failed, 0.0, capacity).tolist()
+            cut = graph.mincut(s, t, capacity=left)
+            if cut.value >= need * (1 - TOLERANCE):
+                continue
+            back = graph.mincut(t, s, capacity=left)
+            for found, end in ((cut, s), (back, t)):
                 side = np.zeros(instance.n_sites, bool)
-                side[cut.partition[0] if s in cut.partition[0] else cut.partition[1]] = True
-                crossing = (side[instance.span_ends[:, 0]] != side[instance.span_ends[:, 1]]) & usable & ~failed
-                share = np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0)
-                rows.append(share)
-                needed = int(np.searchsorted(np.cumsum(np.sort(share)[::-1]), 1.0 - TOLERANCE)) + 1
-                if needed > 1:  # at least that many of the cut's spans: Σ x_e ≥ k, tighter for the relaxation
-                    rows.append(crossing / needed)
+                side[found.partition[0] if end in found.partition[0] else found.partition[1]] = True
+                rows += _cut_rows(instance, side[instance.span_ends[:, 0]] != side[instance.span_ends[:, 1]],
+                                  usable & ~failed, need)
     return rows
+
+
+def _cut_rows(instance: Instance, crossing: Bools, usable: Bools, need: float) -> list[Floats]:
+    """The cut's row, and when it needs k > 1 of its spans also Σ x_e ≥ k (tighter for the relaxation)."""
+    crossing = crossing & usable
+    share = np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0)
+    needed = int(np.searchsorted(np.cumsum(np.sort(share)[::-1]), 1.0 - TOLERANCE)) + 1
+    return [share, crossing / needed] if needed > 1 else [share]
 
 
 class _Master:
     """The master problem: costs, the relay-site links x_e ≤ y_v, and the cuts found so far."""
 
-    def __init__(self, instance: Instance, gap: float):
+    def __init__(self, instance: Instance):
         n_spans, paid = len(instance.span_ends), instance.paid_sites
         self.n_spans, self.n = n_spans, n_spans + len(paid)
         self.objective = np.r_[instance.span_cost, instance.site_cost[paid]]
@@ -146,7 +157,6 @@ class _Master:
         columns = np.array([e for e, _ in at] + [y for _, y in at], np.intp)
         self.links = [LinearConstraint(csr_array((np.r_[np.ones(len(at)), -np.ones(len(at))], (rows, columns)),
                                                  shape=(len(at), self.n)), -np.inf, 0.0)] if at else []
-        self.gap = gap
         self.cuts: list[Floats] = []
         self._seen: set[bytes] = set()
 
@@ -157,12 +167,12 @@ class _Master:
         self.cuts += fresh
         return len(fresh)
 
-    def solve(self, integral: bool, time_limit_s: float):
+    def solve(self, integral: bool, time_limit_s: float, gap: float):
         cuts = np.zeros((len(self.cuts), self.n))
         cuts[:, : self.n_spans] = np.reshape(self.cuts, (-1, self.n_spans))
         return milp(self.objective, integrality=np.full(self.n, int(integral)), bounds=self.bounds,
                     constraints=[LinearConstraint(csr_array(cuts), 1.0, np.inf), *self.links],
-                    options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": self.gap})
+                    options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": gap})
 
 
 def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) -> Placement:
@@ -170,17 +180,19 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) ->
 
     Cuts are generated on the linear relaxation, whose masters solve in milliseconds, until it
     violates none; only then is the integer master solved, and the cuts its choice violates
-    send the loop back to the relaxation. Out of time with a choice that still falls short, every
-    span with key is lit (status "feasible").
+    send the loop back to the relaxation. Out of time with a choice that still falls short,
+    its choice is repaired (``repair``) and the gap says how far that is from the bound.
     """
     deadline = time.monotonic() + time_limit_s
-    master = _Master(instance, gap)
+    master = _Master(instance)
     x = np.zeros(len(instance.span_ends))
     rounds, bound = 0, 0.0
-    chosen = instance.span_rate_bps > 0  # what is left when time runs out
+    best_guess = np.zeros(len(x))  # the latest integer choice, repaired if time runs out
     fresh = master.add(violated_cuts(instance, x))
+    loose = max(gap, LOOSE_GAP)
     while time.monotonic() < deadline:
-        result = master.solve(not fresh, deadline - time.monotonic())  # integral once the relaxation holds
+        # integral once the relaxation holds; to a loose gap while its choices still fall short
+        result = master.solve(not fresh, deadline - time.monotonic(), loose)
         rounds += 1
         if result.x is None:
             break
@@ -190,13 +202,31 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) ->
             fresh = master.add(violated_cuts(instance, x))
             continue
         bound = max(bound, float(getattr(result, "mip_dual_bound", None) or result.fun))
-        x = np.round(x)
+        x = best_guess = np.round(x)
         fresh = master.add(violated_cuts(instance, x))
+        if not fresh and loose > gap:  # feasible: now solve it to the gap asked
+            loose = gap
+            continue
         if not fresh:
-            chosen = x > 0.5
             break
+    chosen = repair(instance, best_guess)
     cost = instance.cost(chosen)
     bound = min(bound, cost)
     gap_found = (cost - bound) / cost if cost > 0 else 0.0
     return Placement("optimal" if gap_found <= gap + 1e-9 else "feasible", chosen, cost, bound, gap_found, rounds,
                      len(master.cuts))
+
+
+def repair(instance: Instance, x: Floats) -> Bools:
+    """``x`` with spans added until no demand falls short in any scenario: for each short cut, its
+    unlit span that covers most of it per unit of cost (greedy; only when the search ran out of time)."""
+    chosen = x > 0.5
+    while rows := violated_cuts(instance, chosen.astype(float)):
+        before = chosen.sum()
+        for row in rows:
+            value = np.where((row > 0) & ~chosen, row / np.maximum(instance.span_cost, 1e-9), -1.0)
+            if row @ chosen < 1.0 - TOLERANCE and value.max() > 0:
+                chosen[np.argmax(value)] = True
+        if chosen.sum() == before:  # nothing left to light (the instance is infeasible)
+            break
+    return chosen
