@@ -65,3 +65,8 @@ def test_network_benchmark_prints_its_ratios():
     out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--links", "300",
               "--seconds", "1")
     assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out
+
+
+def test_plan_network_benchmark_prints_its_table():
+    out = run("plan_network.py", "--sizes", "8:14:3", "--time-limit", "60")
+    assert "| 8 | 14 | 3 |" in out and "x |" in out
