@@ -450,16 +450,17 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qtelemetry plan-network``."""
-    if not (args.time_limit > 0 and 0 <= args.gap < 1):
-        print("error: --time-limit must be > 0 and --gap in [0, 1)", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out: {args.out} is not a directory", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        plan = load_plan(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    problems = [f"error: {problem}" for wrong, problem in (
+        (not args.time_limit > 0, "--time-limit: must be > 0 seconds"), (not 0 <= args.gap < 1, "--gap: must be in [0, 1)"),
+        (args.out.exists() and not args.out.is_dir(), f"--out: {args.out} is not a directory")) if wrong]
+    plan = None
+    if not problems:
+        try:
+            plan = load_plan(args.file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if plan is None:
+        print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
     result = make_plan(plan, args.time_limit, args.gap)
     content = write_outputs(result, args.out, args.file)
