@@ -76,6 +76,12 @@ class Thresholds(Strict):
         "fraction of estimation cycles skipped for overload above which the exporter falls behind"))
     estimation_stall_seconds: float = Field(60, gt=0, description=(
         "no estimation cycle completed for this long: every link of the exporter is frozen (page)"))
+    connections_ratio: float = Field(0.8, gt=0, le=1, description=(
+        "open connections above this fraction of the endpoint's cap (ticket): at the cap each new client "
+        "closes the one that waited longest"))
+    memory_limit_ratio: float = Field(0.9, gt=0, le=1, description=(
+        "resident memory above this fraction of the exporter's cgroup memory limit (ticket): at the limit "
+        "the kernel kills it"))
     kme_latency_seconds: float = Field(0.5, gt=0, description=(
         "90th percentile of the requests a KME answered (ETSI 014 status, key probes) above this opens a ticket"))
     key_refusal_ratio: float = Field(0.1, gt=0, lt=1, description=(
