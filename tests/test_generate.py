@@ -80,12 +80,12 @@ def test_generate_verb_is_deterministic_and_check_detects_drift(tmp_path, capsys
         assert (ROOT / rel).read_bytes() == data, rel
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == 0
     (tmp_path / "a" / "dashboards" / "qtelemetry-fleet.json").write_text("{}")
-    (tmp_path / "a" / "mixin" / "dashboards" / "qtelemetry-old.json").write_text("{}")
+    (tmp_path / "a" / "mixin" / "lib" / "old.libsonnet").write_text("{}")
     (tmp_path / "a" / "alerts" / "tests" / "qtelemetry-old.test.yaml").write_text("stale")
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == generate.EXIT_DIFFERS
     err = capsys.readouterr().err
     assert "differs: dashboards/qtelemetry-fleet.json" in err and "stale: alerts/tests/qtelemetry-old.test.yaml" in err
-    assert "stale: mixin/dashboards/qtelemetry-old.json" in err
+    assert "stale: mixin/lib/old.libsonnet" in err
     assert main(["generate", "--out", str(tmp_path / "a")]) == 0  # repairs and removes the stale file
     assert not (tmp_path / "a" / "alerts" / "tests" / "qtelemetry-old.test.yaml").exists()
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == 0
@@ -191,7 +191,7 @@ def test_alert_names_labels_annotations_and_runbook_anchors(alert_rules):
         assert set(notes) == {"summary", "description", "runbook_url", "dashboard_url"}, name
         assert notes["summary"].endswith(".") and "$value" not in notes["summary"], f"{name}: {notes['summary']}"
         assert "$labels." in notes["description"] or "$value" in notes["description"], name
-        assert notes["runbook_url"] == f"{DEFAULT.runbook_base_url}#{name.lower()}"
+        assert notes["runbook_url"] == f"alerts/runbooks.md#{name.lower()}" == DEFAULT.runbook_url(name)
         assert f'<a id="{name.lower()}"></a>' in book and f"\n## {name}\n" in book, f"{name}: no runbook section"
     sections = re.findall(r"^## (\S+)$", book, re.M)
     assert sorted(sections) == sorted(names), "one runbook section per alert, no orphans"

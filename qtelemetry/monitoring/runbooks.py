@@ -1,6 +1,6 @@
 """Runbooks (``alerts/runbooks.md``): one section per generated alert, anchored by its lower-cased name.
 
-Each alert's ``runbook_url`` is ``config.runbook_base_url + '#' + alert.lower()``; the section
+Each alert's ``runbook_url`` is ``config.runbook_url_pattern % alert.lower()``; the section
 below that anchor says what the alert means, what breaks, how to confirm it with PromQL (the
 queries are checked against the catalogue like every other query), what to do and when to
 escalate. The rule, its thresholds and its ``for:`` are printed from the generated rule, so
