@@ -116,6 +116,37 @@ def test_bad_monitoring_config_names_the_field(tmp_path):
     assert main(["generate", "--out", str(tmp_path), "--config", str(path)]) == 2
 
 
+@pytest.mark.parametrize("line, problem", [
+    ("runbook_base_url: https://x/runbooks.md", "runbook_base_url is now runbook_url_pattern"),
+    ("runbook_url_pattern: https://wiki.example.org/qkd", "runbook_url_pattern: .*needs exactly one %s"),
+    ("runbook_url_pattern: https://wiki.example.org/%s%20%s", "runbook_url_pattern: .*needs exactly one %s"),
+    ("grafana_url: https://grafana.example.org/", "grafana_url: String should match pattern"),
+    ("selector: ''", "selector: String should have at least 1 character"),
+])
+def test_links_and_selector_are_checked(tmp_path, line, problem):
+    path = tmp_path / "monitoring.yaml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_monitoring_config(path)
+
+
+def test_no_shipped_file_links_to_a_host_nobody_configured(alert_rules):
+    """By default the alerts point at their runbook by its path in the generated tree and at their
+    dashboard by its path on the user's Grafana; nothing shipped names localhost or our host."""
+    shipped = [RULES, *TEST_FILES, *DASHBOARDS, *(ROOT / "mixin").rglob("*.*sonnet"),
+               *(ROOT / "deploy" / "kubernetes" / "monitoring").glob("*.yaml")]
+    for path in shipped:
+        assert not re.search(r"://|localhost|127\.0\.0\.1", path.read_text()), path
+    for rule in alert_rules:
+        assert rule["annotations"]["runbook_url"] == f"alerts/runbooks.md#{rule['alert'].lower()}"
+        assert rule["annotations"]["dashboard_url"].startswith("/d/qtelemetry-")
+    configured = load_monitoring_config(None).model_copy(update={
+        "grafana_url": "https://grafana.example.org", "runbook_url_pattern": "https://wiki.example.org/qkd/%s"})
+    rule = rules.rule_dict(rules.build(configured).alert("QLinkDown"), configured)
+    assert rule["annotations"]["runbook_url"] == "https://wiki.example.org/qkd/qlinkdown"
+    assert rule["annotations"]["dashboard_url"].startswith("https://grafana.example.org/d/qtelemetry-{{ $labels.protocol }}?")
+
+
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
 def test_no_threshold_is_infinite_or_nan(value, tmp_path):
     """An infinite loss step would pass ``gt=0`` and compile to an alert that can never fire."""

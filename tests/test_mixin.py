@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from qtelemetry.monitoring import dashboards, generate, mixin
-from qtelemetry.monitoring.config import MonitoringConfig
-from qtelemetry.monitoring.promql import names, sample_names
+from qtelemetry.monitoring.config import DEFAULT, MonitoringConfig
+from qtelemetry.monitoring.promql import GenerationError, names, sample_names
 from qtelemetry.monitoring.rules import num, pct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +163,18 @@ def test_a_bad_override_names_the_field():
     with pytest.raises(RuntimeError, match="runbookURLPattern: needs exactly one %s"):
         evaluate("((import 'mixin.libsonnet') + {_config+:: {runbookURLPattern: 'https://x/'}})._config.selector")
     assert evaluate("(import 'mixin.libsonnet')._config.thresholds.qberWarning") == 0.05
+
+
+def test_a_setting_the_mixin_cannot_express_is_a_generation_error(monkeypatch):
+    """The fidelity threshold also shows as the QBER it allows, (1 - F)/2. Without that rendering
+    the mixin would freeze the text at today's value; generation refuses instead, naming where."""
+    monkeypatch.setattr(mixin, "DERIVED", {})
+    mixin.settings.cache_clear()
+    try:
+        with pytest.raises(GenerationError, match=r"QEntFidelityLow.*depends on a setting in a way the mixin cannot"):
+            generate.render(DEFAULT)
+    finally:
+        mixin.settings.cache_clear()  # the renderings come back when monkeypatch restores DERIVED
 
 
 def test_mixin_fields_are_hidden_and_compose_with_overrides():

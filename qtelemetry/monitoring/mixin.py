@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Callable, Iterator
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from qtelemetry.monitoring import dashboards as dashboards_module
 from qtelemetry.monitoring import rules
-from qtelemetry.monitoring.config import DURATION, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.config import DURATION, MonitoringConfig, Thresholds, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError
 from qtelemetry.monitoring.rules import num, pct
 
@@ -62,7 +63,7 @@ DERIVED = {("thresholds", "fidelity_min"): (Rendering("QberPct", lambda v: pct((
 class Setting:
     path: tuple[str, ...]  #: attribute path in MonitoringConfig
     name: str  #: field of _config (dotted) and, without "thresholds.", of lib/params.libsonnet
-    kind: str  #: text, label, url pattern (runbook), number or window
+    kind: str  #: text, pattern (the runbook URL's), number or window
     renderings: tuple[Rendering, ...] = ()
 
     @property
@@ -93,36 +94,46 @@ def _threshold_settings(model: type[BaseModel], path: tuple[str, ...]) -> Iterat
             raise GenerationError(f"{'.'.join(where)}: the mixin cannot configure a {info.annotation} threshold yet")
 
 
+@cache
 def settings() -> tuple[Setting, ...]:
-    from qtelemetry.monitoring.config import Thresholds
+    """Every setting of _config, in its order."""
     return (Setting(("selector",), "selector", "text", TEXT),
-            Setting(("cluster_label",), "clusterLabel", "label", LABEL),
+            Setting(("cluster_label",), "clusterLabel", "text", LABEL),
             Setting(("grafana_url",), "grafanaURL", "text", TEXT),
             Setting(("runbook_url_pattern",), "runbookURLPattern", "pattern"),
             *_threshold_settings(Thresholds, ("thresholds",)))
 
 
+#: Text settings' markers ({tag}: a or b): valid values nobody would choose.
+TEXT_MARKERS = {"selector": 'qtmixin_{tag}="selector"', "clusterLabel": "qtmixincluster{tag}",
+                "grafanaURL": "https://qtmixin-grafana-{tag}.invalid",
+                "runbookURLPattern": "https://qtmixin-runbook-{tag}.invalid/%s"}
+
+
 def _markers(config: MonitoringConfig, which: int) -> MonitoringConfig:
-    """``config`` with every setting at a marker value of marker set ``which`` (0 or 1)."""
-    tag = "ab"[which]
+    """``config`` with every setting at a marker value of marker set ``which`` (0 or 1): numbers
+    moved by a few parts in 10^6 (visible in ten significant digits, distinct for every setting,
+    within the bounds of any value not that close to one), windows in odd seconds."""
     data = config.model_dump(by_alias=True)
     for i, setting in enumerate(settings()):
         value = setting.value(config)
         if setting.kind == "number":
             if not value:
                 raise GenerationError(f"{setting.name}: a zero threshold cannot be told apart in the mixin")
-            marker: Any = value * (1 - 0.001 * (7 + 2 * i + 100 * which))
+            marker: Any = value * (1 - 1e-7 * (7 + 2 * i + 100 * which))
         elif setting.kind == "window":
             marker = f"{4099 + 10 * i + 1000 * which}s"
         else:
-            marker = {"selector": f'qtmixin_{tag}="selector"', "clusterLabel": f"qtmixincluster{tag}",
-                      "grafanaURL": f"https://qtmixin-grafana-{tag}.invalid",
-                      "runbookURLPattern": f"https://qtmixin-runbook-{tag}.invalid/%s"}[setting.name]
+            marker = TEXT_MARKERS[setting.name].format(tag="ab"[which])
         parent = data
         for attribute in setting.path[:-1]:
             parent = parent[attribute]
         parent[setting.path[-1]] = marker
-    return MonitoringConfig.model_validate(data)
+    try:
+        return MonitoringConfig.model_validate(data)
+    except ValidationError as exc:
+        raise GenerationError(f"the mixin's markers of this config are not valid (a threshold a few parts in "
+                              f"10^6 from a bound?): {exc}") from None
 
 
 # --- templates: documents whose strings and numbers may refer to settings -----------------------
@@ -161,6 +172,10 @@ class Template:
     """A string with settings in it: literal parts and Refs."""
 
     parts: tuple[str | Ref, ...]
+
+    def __str__(self) -> str:
+        return "".join(p if isinstance(p, str) else f"{{{p.setting.name}{p.rendering.suffix if p.rendering else ''}}}"
+                       for p in self.parts)
 
 
 class _Matcher:
@@ -249,17 +264,19 @@ def templates(config: MonitoringConfig, rendered: dict[str, Any]) -> dict[str, A
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """Where two documents first differ (rules and panels by name), and the two values."""
     if isinstance(a, dict) and isinstance(b, dict) and len(a) == len(b):
+        named = next((f"{where}[{a[k]}]" for k in ("alert", "record", "title") if isinstance(a.get(k), str)), where)
         for (ka, va), (kb, vb) in zip(a.items(), b.items()):
             if ka != kb:
-                return f"{where}: key {ka!r} / {kb!r}"
+                return f"{named}: key {str(ka)!r} / {str(kb)!r}"
             if va != vb:
-                return _first_difference(va, vb, f"{where}.{ka}")
+                return _first_difference(va, vb, f"{named}.{ka}")
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (va, vb) in enumerate(zip(a, b)):
             if va != vb:
                 return _first_difference(va, vb, f"{where}[{i}]")
-    return f"{where or 'the document'}: {a!r:.300} / {b!r:.300}"
+    return f"{where or 'the document'}: {str(a)!r} / {str(b)!r}"
 
 
 # --- Jsonnet text --------------------------------------------------------------------------------
