@@ -10,9 +10,10 @@ and ``grafanaDashboards`` from ``$._config``; ``mixin.libsonnet`` adds them up. 
 The Jsonnet is derived from the Python generator, never written beside it. The rules and
 dashboards are rendered twice more, with every setting set to a marker (a selector, a cluster
 label, URLs, thresholds and windows no one would choose). Wherever a marker's rendering (the
-threshold as the rules print it, ``0.04965`` or ``4.965%``; a window in seconds) appears in a
-string, the Jsonnet concatenates that rendering of the user's setting (``lib/params.libsonnet``
-computes them with the generators' formatting); a number equal to a marker becomes the setting.
+threshold as the rules print it, ``0.049999965`` or ``4.9999965%``; a window in seconds)
+appears in a string, the Jsonnet concatenates that rendering of the user's setting
+(``lib/params.libsonnet`` computes them with the generators' formatting); a number equal to a
+marker becomes the setting.
 Both marker renders must give the same template, and the template filled in with this config
 must give exactly the rendered files: a string that depends on a setting in a way no rendering
 covers is a GenerationError, never a value silently frozen into the mixin.
