@@ -245,7 +245,8 @@ def own_metrics_cost(links: int, scrapes: int) -> None:
         own_text = variants["with"]._own(openmetrics=False)  # noqa: SLF001 - the own registry alone
         alone.append(time.thread_time() - started)
     with_ms, without_ms = (1e3 * statistics.median(seconds[n]) for n in ("with", "without"))
-    print(f"\nown metrics, {links} links, {scrapes} alternated gzip scrapes of one snapshot (median CPU ms per scrape):\n"
+    print(f"\nown metrics, {links} links, {scrapes} alternated gzip scrapes of one snapshot "
+          "(median CPU ms per scrape):\n"
           f"  without the own registry {without_ms:8.2f}\n  with it                  {with_ms:8.2f}"
           f"   ratio {with_ms / without_ms:.3f}, +{with_ms - without_ms:.2f} ms\n"
           f"  the own registry alone   {1e3 * statistics.median(alone):8.2f}"

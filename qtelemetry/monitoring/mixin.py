@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
-from qtelemetry.monitoring import dashboards as dashboards_module
+from qtelemetry import extras
 from qtelemetry.monitoring import rules
 from qtelemetry.monitoring.config import DURATION, MonitoringConfig, Thresholds, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError
@@ -245,8 +245,9 @@ def documents(rules_document: dict, boards: dict[str, dict]) -> dict[str, Any]:
 
 def render(config: MonitoringConfig) -> dict[str, Any]:
     """The mixin's documents as the Python generator renders them for ``config``."""
+    dashboards = extras.require("qtelemetry.monitoring.dashboards", "generate")
     ruleset = rules.build(config)
-    boards = {f"{b.uid}.json": b.json for b in dashboards_module.build_all(config, ruleset)}
+    boards = {f"{b.uid}.json": b.json for b in dashboards.build_all(config, ruleset)}
     return documents(rules.rules_document(ruleset, config), boards)
 
 
