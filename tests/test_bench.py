@@ -39,3 +39,8 @@ def test_tamper_benchmark_prints_its_tables():
     assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
     assert "| photon-number splitting 25 % | 100 |" in out
     assert out.count("| fiber bend +3 dB | 25 |") == out.count("| intercept-resend 2 % | 25 |") == 2  # both tunings
+
+
+def test_finite_key_benchmark_prints_its_ratios():
+    out = run("finite_key.py", "--blocks", "1e8", "--step-km", "100", "--repeats", "1")
+    assert "| 1e+08 | rate every 100 km |" in out and "| 1e+08 | reach |" in out and out.count("x |") == 2
