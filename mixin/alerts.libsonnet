@@ -7,6 +7,7 @@ local params = import 'lib/params.libsonnet';
     local p = params(c);
     local selector = p.selector;
     local clusterLabel = p.clusterLabel;
+    local siteLabel = p.siteLabel;
     local grafanaURL = p.grafanaURL;
     local runbook = p.runbook;
     local qberWarning = p.qberWarning;
@@ -53,6 +54,7 @@ local params = import 'lib/params.libsonnet';
     local heraldedFidelityMinPct = p.heraldedFidelityMinPct;
     local rateDropRatio = p.rateDropRatio;
     local rateDropRatioPct = p.rateDropRatioPct;
+    local storedKeyFloorSeconds = p.storedKeyFloorSeconds;
     {
       groups+: [
         {
@@ -61,7 +63,7 @@ local params = import 'lib/params.libsonnet';
           "rules": [
             {
               "alert": "QKDKeySupplyErrorBudgetBurnFast",
-              "expr": "(\n  (\n    link:qkd_key_supply_errors:ratio_rate1h > (14.4 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate5m > (14.4 * (1 - 0.999))\n  )\n  or\n  (\n    link:qkd_key_supply_errors:ratio_rate6h > (6 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate30m > (6 * (1 - 0.999))\n  )\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  (\n    link:qkd_key_supply_errors:ratio_rate1h > (14.4 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate5m > (14.4 * (1 - 0.999))\n  )\n  or\n  (\n    link:qkd_key_supply_errors:ratio_rate6h > (6 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate30m > (6 * (1 - 0.999))\n  )\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "2m",
               "labels": {
                 "severity": "critical",
@@ -76,7 +78,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDKeySupplyErrorBudgetBurnSlow",
-              "expr": "(\n  (\n    link:qkd_key_supply_errors:ratio_rate1d > (3 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate2h > (3 * (1 - 0.999))\n  )\n  or\n  (\n    link:qkd_key_supply_errors:ratio_rate3d > (1 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate6h > (1 * (1 - 0.999))\n  )\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  (\n    link:qkd_key_supply_errors:ratio_rate1d > (3 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate2h > (3 * (1 - 0.999))\n  )\n  or\n  (\n    link:qkd_key_supply_errors:ratio_rate3d > (1 * (1 - 0.999))\n    and\n    link:qkd_key_supply_errors:ratio_rate6h > (1 * (1 - 0.999))\n  )\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -96,9 +98,25 @@ local params = import 'lib/params.libsonnet';
           "interval": "1m",
           "rules": [
             {
-              "alert": "QLinkDown",
-              "expr": "(\n  qlink_up{" + selector + "} == 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "alert": "QLinkSiteDown",
+              "expr": "count by (" + clusterLabel + ", job, " + siteLabel + ") (qlink_up{" + selector + "}) > 1\nand on (" + clusterLabel + ", job, " + siteLabel + ")\nmax by (" + clusterLabel + ", job, " + siteLabel + ") (qlink_up{" + selector + "}) == 0",
               "for": "5m",
+              "keep_firing_for": "30m",
+              "labels": {
+                "severity": "critical",
+              },
+              "annotations": {
+                "summary": "Every link of site {{ $labels." + siteLabel + " }} is down.",
+                "description": "All {{ $value | humanize }} links of site \"{{ $labels." + siteLabel + " }}\" (the " + siteLabel + " label of their exporters; empty: the whole " + clusterLabel + ") have been down for 5 minutes: a site-wide cause (power, the site's network, its exporter host) rather than {{ $value | humanize }} separate faults. This alert mutes those links' own alerts: one page for the site.",
+                "runbook_url": runbook("qlinksitedown"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-fleet?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}",
+              },
+            },
+            {
+              "alert": "QLinkDown",
+              "expr": "(\n  qlink_up{" + selector + "} == 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
+              "for": "5m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
@@ -111,7 +129,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QLinkStale",
-              "expr": "(\n  qlink_data_age_seconds{" + selector + "} > " + staleAfterSeconds + "\n  and on (" + clusterLabel + ", job, instance, link) qlink_up{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qlink_data_age_seconds{" + selector + "} > " + staleAfterSeconds + "\n  and on (" + clusterLabel + ", job, instance, link) qlink_up{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "2m",
               "labels": {
                 "severity": "warning",
@@ -125,7 +143,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QLinkDriverErrors",
-              "expr": "(\n  link_reason:qlink_driver_errors:ratio_rate10m > " + driverErrorRatio + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link_reason:qlink_driver_errors:ratio_rate10m > " + driverErrorRatio + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -145,7 +163,7 @@ local params = import 'lib/params.libsonnet';
           "rules": [
             {
               "alert": "QKDQberHigh",
-              "expr": "(\n  qkd_qber_upper_bound_ratio{" + selector + "} > " + qberWarning + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_qber_upper_bound_ratio{" + selector + "} > " + qberWarning + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "10m",
               "labels": {
                 "severity": "warning",
@@ -159,7 +177,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDQberCritical",
-              "expr": "(\n  qkd_qber_upper_bound_ratio{" + selector + "} > " + qberCritical + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_qber_upper_bound_ratio{" + selector + "} > " + qberCritical + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "5m",
               "labels": {
                 "severity": "critical",
@@ -173,7 +191,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDSecretKeyRateDrop",
-              "expr": "(\n  link:qkd_secret_key_rate_bits_per_second:avg10m < " + keyRateDropRatio + " * link:qkd_secret_key_rate_bits_per_second:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link:qkd_secret_key_rate_bits_per_second:avg10m < " + keyRateDropRatio + " * link:qkd_secret_key_rate_bits_per_second:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -187,7 +205,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDSecretKeyRateZero",
-              "expr": "(\n  (\n    qkd_secret_key_rate_bits_per_second{" + selector + "}\n    or on (" + clusterLabel + ", job, link)\n    0 * link:qkd_secret_key_rate_bits_per_second:median1d\n  ) == 0\n  and on (" + clusterLabel + ", job, link) link:qkd_secret_key_rate_bits_per_second:median1d > 0\n  and on (" + clusterLabel + ", job, link) qlink_up{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  (\n    qkd_secret_key_rate_bits_per_second{" + selector + "}\n    or on (" + clusterLabel + ", job, link)\n    0 * link:qkd_secret_key_rate_bits_per_second:median1d\n  ) == 0\n  and on (" + clusterLabel + ", job, link) link:qkd_secret_key_rate_bits_per_second:median1d > 0\n  and on (" + clusterLabel + ", job, link) qlink_up{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "10m",
               "labels": {
                 "severity": "critical",
@@ -201,21 +219,21 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDSecretKeyRateBelowPlan",
-              "expr": "(\n  qkd_asymptotic_secret_key_rate_bits_per_second{" + selector + "}\n  < on (" + clusterLabel + ", job, instance, link) " + keyRateBelowExpectedRatio + " * qkd_expected_secret_key_rate_bits_per_second{" + selector + "}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link:qkd_secret_key_rate_bits_per_second:avg10m\n  < on (" + clusterLabel + ", job, link) " + keyRateBelowExpectedRatio + "\n  * max by (" + clusterLabel + ", job, link) (qkd_expected_secret_key_rate_bits_per_second{" + selector + "})\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "1h",
               "labels": {
                 "severity": "info",
               },
               "annotations": {
                 "summary": "Key rate of {{ $labels.link }} is below " + keyRateBelowExpectedRatioPct + " of its plan.",
-                "description": "The asymptotic key rate of link {{ $labels.link }} ({{ $value | humanize }}bit/s) has stayed below " + keyRateBelowExpectedRatioPct + " of what its plan (channel model) promises for an hour. Not an outage: the link under-performs its design (extra loss, misalignment, detector ageing, wrong model inputs).",
+                "description": "The secret key rate of link {{ $labels.link }} ({{ $value | humanize }}bit/s, 10m average) has stayed below " + keyRateBelowExpectedRatioPct + " of what its plan (channel model) promises for an hour. Both are finite-key rates (the plan is what the link's own distillation, with its block size, achieves on the modelled channel), so the gap is the link's, not the asymptotic limit's. Not an outage: the link under-performs its design (extra loss, misalignment, detector ageing, wrong model inputs).",
                 "runbook_url": runbook("qkdsecretkeyratebelowplan"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-{{ $labels.protocol }}?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-link={{ $labels.link }}",
               },
             },
             {
               "alert": "QKDKeyRateAboveRepeaterlessBound",
-              "expr": "(\n  qkd_repeaterless_bound_ratio{" + selector + "} > 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_repeaterless_bound_ratio{" + selector + "} > 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -229,7 +247,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDChannelLossOverBudget",
-              "expr": "(\n  qkd_channel_loss_db{" + selector + "} > on (" + clusterLabel + ", job, instance, link) qkd_channel_loss_budget_db{" + selector + "}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_channel_loss_db{" + selector + "} > on (" + clusterLabel + ", job, instance, link) qkd_channel_loss_budget_db{" + selector + "}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -243,7 +261,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDChannelLossStep",
-              "expr": "(\n  link:qkd_channel_loss_db:avg10m - link:qkd_channel_loss_db:median1d > " + lossStepDb + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link:qkd_channel_loss_db:avg10m - link:qkd_channel_loss_db:median1d > " + lossStepDb + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "5m",
               "labels": {
                 "severity": "warning",
@@ -257,21 +275,37 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDNoSignal",
-              "expr": "(\n  qkd_channel_loss_db{" + selector + "} == Inf\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_channel_loss_db{" + selector + "} == Inf\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "2m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
               "annotations": {
                 "summary": "No signal reaches the receiver of QKD link {{ $labels.link }}.",
-                "description": "The signal gain of link {{ $labels.link }} is no higher than the dark-count background, so the inferred loss is infinite: fibre cut, disconnected patch, source off, or shutter closed. The link distils no key.",
+                "description": "The signal gain of link {{ $labels.link }} is no higher than the dark-count background, so the inferred loss is infinite: fibre cut, disconnected patch, source off, or shutter closed. The link distils no key. It reads as ~50% QBER (dark counts only): a cut, not an attack; this alert mutes the link's QBER, key-rate, key-store, SLO and tamper alerts.",
                 "runbook_url": runbook("qkdnosignal"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-{{ $labels.protocol }}?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-link={{ $labels.link }}",
               },
             },
             {
+              "alert": "QKDLinkInactive",
+              "expr": "(\n  (qkd_link_active{" + selector + "} == 0)\n  * on (" + clusterLabel + ", job, instance, link) group_left (status)\n  (qkd_link_status{" + selector + "} == 1)\n  or on (" + clusterLabel + ", job, instance, link)\n  label_replace(qkd_link_active{" + selector + "} == 0, \"status\", \"unknown\", \"\", \"\")\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
+              "for": "5m",
+              "keep_firing_for": "30m",
+              "labels": {
+                "severity": "critical",
+              },
+              "annotations": {
+                "summary": "The SD-QKD node reports link {{ $labels.link }} not ACTIVE: it generates no key.",
+                "description": "For 5 minutes the ETSI GS QKD 015 node of link {{ $labels.link }} has reported the key association link {{ $labels.status }} instead of ACTIVE (PASSIVE: not generating, keys left; PENDING: awaiting activation; OFF; unknown: a status outside the model). The node answers (the link is up), but no key is made: applications live on the key store until it runs dry. This alert mutes the link's key-rate, key-store and SLO alerts. A planned standby link: silence it.",
+                "runbook_url": runbook("qkdlinkinactive"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-{{ $labels.protocol }}?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-link={{ $labels.link }}",
+              },
+            },
+            {
               "alert": "QKDDarkCountsHigh",
-              "expr": "(\n  link_intensity:qkd_gain_ratio:avg10m{intensity=\"vacuum\"} > " + darkCountFactor + " * link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link_intensity:qkd_gain_ratio:avg10m{intensity=\"vacuum\"} > " + darkCountFactor + " * link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -285,7 +319,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDDarkCountsSuppressed",
-              "expr": "(\n  link_intensity:qkd_gain_ratio:avg10m{intensity=\"vacuum\"} < link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"} / " + darkCountFactor + "\n  and on (" + clusterLabel + ", job, link, intensity)\n  sum by (" + clusterLabel + ", job, link, intensity) (increase(qkd_pulses_total{" + selector + ", intensity=\"vacuum\"}[10m]))\n  * link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"} > " + darkCountMinExpected + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link_intensity:qkd_gain_ratio:avg10m{intensity=\"vacuum\"} < link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"} / " + darkCountFactor + "\n  and on (" + clusterLabel + ", job, link, intensity)\n  sum by (" + clusterLabel + ", job, link, intensity) (increase(qkd_pulses_total{" + selector + ", intensity=\"vacuum\"}[10m]))\n  * link_intensity:qkd_gain_ratio:median1d{intensity=\"vacuum\"} > " + darkCountMinExpected + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "10m",
               "labels": {
                 "severity": "critical",
@@ -299,8 +333,9 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDTamperSuspected",
-              "expr": "(\n  qkd_tamper_alarm{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_tamper_alarm{" + selector + "} == 1\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "0s",
+              "keep_firing_for": "30m",
               "labels": {
                 "notify": "security",
                 "severity": "critical",
@@ -314,7 +349,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDKeyBufferExhaustionForecast",
-              "expr": "(\n  qkd_key_buffer_bits{" + selector + "} / qkd_key_buffer_capacity_bits{" + selector + "} < " + keyBufferForecastFillRatio + "\n  and on (" + clusterLabel + ", job, instance, link)\n  predict_linear(qkd_key_buffer_bits{" + selector + "}[" + keyBufferForecastLookback + "], " + keyBufferForecastHorizonSeconds + ") < 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qkd_key_buffer_bits{" + selector + "} / qkd_key_buffer_capacity_bits{" + selector + "} < " + keyBufferForecastFillRatio + "\n  and on (" + clusterLabel + ", job, instance, link)\n  predict_linear(qkd_key_buffer_bits{" + selector + "}[" + keyBufferForecastLookback + "], " + keyBufferForecastHorizonSeconds + ") < 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -328,14 +363,15 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDKeyBufferExhaustionImminent",
-              "expr": "(\n  qkd_key_buffer_bits{" + selector + "} / qkd_key_buffer_capacity_bits{" + selector + "} < " + keyBufferImminentFillRatio + "\n  and on (" + clusterLabel + ", job, instance, link)\n  predict_linear(qkd_key_buffer_bits{" + selector + "}[" + keyBufferImminentLookback + "], " + keyBufferImminentHorizonSeconds + ") < 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
-              "for": "5m",
+              "expr": "(\n  qkd_key_buffer_bits{" + selector + "} / qkd_key_buffer_capacity_bits{" + selector + "} < " + keyBufferImminentFillRatio + "\n  and on (" + clusterLabel + ", job, instance, link)\n  predict_linear(qkd_key_buffer_bits{" + selector + "}[" + keyBufferImminentLookback + "], " + keyBufferImminentHorizonSeconds + ") <= 0\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
+              "for": "2m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
               "annotations": {
                 "summary": "Key store of {{ $labels.link }} runs dry within " + keyBufferImminentHorizon + ".",
-                "description": "The key store of link {{ $labels.link }} is down to {{ $value | humanizePercentage }} and still falling: within " + keyBufferImminentHorizon + " applications will be refused key. Prepare the fallback (classical or post-quantum key exchange) now.",
+                "description": "The key store of link {{ $labels.link }} is down to {{ $value | humanizePercentage }} and still falling (or empty and not refilling): within " + keyBufferImminentHorizon + " applications will be refused key, if they are not already. Prepare the fallback (classical or post-quantum key exchange) now. This alert mutes the link's key-supply SLO alerts: the empty store is why requests fail (its for: is no longer than theirs, so it fires first).",
                 "runbook_url": runbook("qkdkeybufferexhaustionimminent"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-{{ $labels.protocol }}?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-link={{ $labels.link }}",
               },
@@ -348,8 +384,9 @@ local params = import 'lib/params.libsonnet';
           "rules": [
             {
               "alert": "QKDKmeUnavailable",
-              "expr": "(\n  max by (" + clusterLabel + ", job, instance, link, reason) (increase(qlink_driver_errors_total{" + selector + "}[5m]) > 0)\n  and on (" + clusterLabel + ", job, instance, link) qlink_up{" + selector + "} == 0\n  and on (" + clusterLabel + ", job, link) qlink_info{" + selector + ", protocol=\"etsi-qkd-014\"}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  max by (" + clusterLabel + ", job, instance, link, reason) (increase(qlink_driver_errors_total{" + selector + "}[5m]) > 0)\n  and on (" + clusterLabel + ", job, instance, link) qlink_up{" + selector + "} == 0\n  and on (" + clusterLabel + ", job, link) qlink_info{" + selector + ", protocol=\"etsi-qkd-014\"}\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "5m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
@@ -362,7 +399,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDKmeSlow",
-              "expr": "(\n  histogram_quantile(0.9,\n    sum by (" + clusterLabel + ", job, instance, link, endpoint, le) (rate(qkd_kme_request_duration_seconds_bucket{" + selector + "}[10m]))\n  ) > " + kmeLatencySeconds + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  histogram_quantile(0.9,\n    sum by (" + clusterLabel + ", job, instance, link, endpoint, le) (rate(qkd_kme_request_duration_seconds_bucket{" + selector + "}[10m]))\n  ) > " + kmeLatencySeconds + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -376,7 +413,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QKDKeyRequestsRefused",
-              "expr": "(\n  sum by (" + clusterLabel + ", job, instance, link) (rate(qkd_kme_key_probes_total{" + selector + ", result=\"refused\"}[10m]))\n  / sum by (" + clusterLabel + ", job, instance, link) (rate(qkd_kme_key_probes_total{" + selector + "}[10m]))\n  > " + keyRefusalRatio + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  sum by (" + clusterLabel + ", job, instance, link) (rate(qkd_kme_key_probes_total{" + selector + ", result=\"refused\"}[10m]))\n  / sum by (" + clusterLabel + ", job, instance, link) (rate(qkd_kme_key_probes_total{" + selector + "}[10m]))\n  > " + keyRefusalRatio + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "5m",
               "labels": {
                 "severity": "critical",
@@ -396,7 +433,7 @@ local params = import 'lib/params.libsonnet';
           "rules": [
             {
               "alert": "QEntCHSHNoViolation",
-              "expr": "(\n  qent_chsh_value{" + selector + "} <= 2\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qent_chsh_value{" + selector + "} <= 2\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "5m",
               "labels": {
                 "severity": "critical",
@@ -410,7 +447,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QEntCHSHViolationWeak",
-              "expr": "(\n  qent_chsh_value{" + selector + "} - " + chshSigmas + " * qent_chsh_value_stddev{" + selector + "} <= 2\n  unless on (" + clusterLabel + ", job, instance, link) qent_chsh_value{" + selector + "} <= 2\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qent_chsh_value{" + selector + "} - " + chshSigmas + " * qent_chsh_value_stddev{" + selector + "} <= 2\n  unless on (" + clusterLabel + ", job, instance, link) qent_chsh_value{" + selector + "} <= 2\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -424,7 +461,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QEntFidelityLow",
-              "expr": "(\n  qent_fidelity_lower_bound_ratio{" + selector + "} < " + fidelityMin + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qent_fidelity_lower_bound_ratio{" + selector + "} < " + fidelityMin + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -438,7 +475,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QEntHeraldedFidelityLow",
-              "expr": "(\n  qent_heralded_fidelity_upper_bound_ratio{" + selector + "} < " + heraldedFidelityMin + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qent_heralded_fidelity_upper_bound_ratio{" + selector + "} < " + heraldedFidelityMin + "\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -452,7 +489,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QEntHeraldingRateDrop",
-              "expr": "(\n  qent_heralding_success_probability_upper_bound_ratio{" + selector + "}\n  < on (" + clusterLabel + ", job, link) " + rateDropRatio + " * link:qent_heralding_success_probability_ratio:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  qent_heralding_success_probability_upper_bound_ratio{" + selector + "}\n  < on (" + clusterLabel + ", job, link) " + rateDropRatio + " * link:qent_heralding_success_probability_ratio:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -466,7 +503,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QEntCoincidenceRateDrop",
-              "expr": "(\n  link:qent_coincidence_rate_per_second:avg10m < " + rateDropRatio + " * link:qent_coincidence_rate_per_second:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol)\ngroup by (" + clusterLabel + ", job, link, protocol) (qlink_info{" + selector + "})",
+              "expr": "(\n  link:qent_coincidence_rate_per_second:avg10m < " + rateDropRatio + " * link:qent_coincidence_rate_per_second:median1d\n)\n* on (" + clusterLabel + ", job, link) group_left (protocol, " + siteLabel + ")\ntopk by (" + clusterLabel + ", job, link) (1, group by (" + clusterLabel + ", job, link, protocol, " + siteLabel + ") (qlink_info{" + selector + "}))",
               "for": "15m",
               "labels": {
                 "severity": "warning",
@@ -488,6 +525,7 @@ local params = import 'lib/params.libsonnet';
               "alert": "QTelemetryExporterDown",
               "expr": "up{" + selector + "} == 0",
               "for": "5m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
@@ -500,14 +538,14 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QTelemetryExporterAbsent",
-              "expr": "group by (" + clusterLabel + ", job) (max_over_time(up{" + selector + "}[1d]))\nunless\ngroup by (" + clusterLabel + ", job) (up{" + selector + "})\nor\nabsent_over_time(up{" + selector + "}[1d])",
+              "expr": "group by (" + clusterLabel + ", job) (max_over_time(up{" + selector + "}[1d]))\nunless\ngroup by (" + clusterLabel + ", job) (up{" + selector + "})",
               "for": "15m",
               "labels": {
                 "severity": "warning",
               },
               "annotations": {
                 "summary": "No qtelemetry exporter is being scraped.",
-                "description": "Prometheus has no scrape target matching {" + selector + "} in " + clusterLabel + " \"{{ $labels." + clusterLabel + " }}\" (empty: the whole Prometheus), although it had some within a day or has never had one: service discovery or the scrape config lost the exporters, so the quantum links there are unmonitored.",
+                "description": "Prometheus has no scrape target matching {" + selector + "} in " + clusterLabel + " \"{{ $labels." + clusterLabel + " }}\" (empty: the whole Prometheus), although it had some within a day: service discovery or the scrape config lost the exporters, so the quantum links there are unmonitored.",
                 "runbook_url": runbook("qtelemetryexporterabsent"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-exporter?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}",
               },
@@ -516,12 +554,13 @@ local params = import 'lib/params.libsonnet';
               "alert": "QTelemetryEstimationStalled",
               "expr": "qtelemetry_estimation_lag_seconds{" + selector + "} > " + estimationStallSeconds,
               "for": "2m",
+              "keep_firing_for": "30m",
               "labels": {
                 "severity": "critical",
               },
               "annotations": {
                 "summary": "qtelemetry exporter {{ $labels.instance }} has stopped estimating.",
-                "description": "No estimation cycle of exporter {{ $labels.instance }} has completed for {{ $value | humanizeDuration }} (above " + estimationStallSeconds + " s): every link it serves is frozen and will report down. This alert mutes those links' QLinkDown and QLinkStale: one page for one cause.",
+                "description": "No estimation cycle of exporter {{ $labels.instance }} has completed for {{ $value | humanizeDuration }} (above " + estimationStallSeconds + " s): every link it serves is frozen and will report down. This alert mutes those links' alerts: one page for one cause.",
                 "runbook_url": runbook("qtelemetryestimationstalled"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-exporter?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-instance={{ $labels.instance | urlquery }}",
               },
@@ -570,7 +609,7 @@ local params = import 'lib/params.libsonnet';
             },
             {
               "alert": "QTelemetryEstimationSlow",
-              "expr": "histogram_quantile(0.9, sum by (" + clusterLabel + ", job, instance, le) (rate(qtelemetry_estimation_duration_seconds_bucket{" + selector + "}[10m])))\n> on (" + clusterLabel + ", job, instance) " + estimationSlowRatio + " * qtelemetry_estimation_interval_seconds{" + selector + "}",
+              "expr": "histogram_quantile(0.9, sum by (" + clusterLabel + ", job, instance, " + siteLabel + ", le) (rate(qtelemetry_estimation_duration_seconds_bucket{" + selector + "}[10m])))\n> on (" + clusterLabel + ", job, instance, " + siteLabel + ") " + estimationSlowRatio + " * qtelemetry_estimation_interval_seconds{" + selector + "}",
               "for": "30m",
               "labels": {
                 "severity": "warning",
@@ -608,6 +647,68 @@ local params = import 'lib/params.libsonnet';
                 "description": "Exporter {{ $labels.instance }} uses {{ $value | humanizePercentage }} of its memory limit (its cgroup's: the container limit or systemd MemoryMax=; threshold " + memoryLimitRatioPct + "). At the limit the kernel kills it and every link it serves goes unmonitored until it restarts. Memory grows with the links and the sliding windows configured.",
                 "runbook_url": runbook("qtelemetrymemorynearlimit"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-exporter?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-instance={{ $labels.instance | urlquery }}",
+              },
+            },
+          ],
+        },
+        {
+          "name": "qtelemetry-network",
+          "interval": "1m",
+          "rules": [
+            {
+              "alert": "QNetDemandDisconnected",
+              "expr": "max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", routing=\"multipath\"}) == 0",
+              "for": "2m",
+              "labels": {
+                "severity": "critical",
+              },
+              "annotations": {
+                "summary": "Sites {{ $labels.src }} and {{ $labels.dst }} cannot exchange QKD key (demand {{ $labels.demand }}).",
+                "description": "No chain of links producing key joins {{ $labels.src }} and {{ $labels.dst }} over trusted nodes: demand {{ $labels.demand }} gets no key at all. Its applications run on their fallback key exchange.",
+                "runbook_url": runbook("qnetdemanddisconnected"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
+              },
+            },
+            {
+              "alert": "QNetDemandUnmet",
+              "expr": "max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", routing=\"multipath\"})\n< on (" + clusterLabel + ", job, instance, demand) group_left (src, dst) qnet_demand_bits_per_second{" + selector + "}",
+              "for": "5m",
+              "labels": {
+                "severity": "critical",
+              },
+              "annotations": {
+                "summary": "The network cannot relay the key demand {{ $labels.demand }} needs.",
+                "description": "The multipath capacity between {{ $labels.src }} and {{ $labels.dst }} over trusted nodes is {{ $value | humanize }} bits/s, below what demand {{ $labels.demand }} needs (qnet_demand_bits_per_second): its applications are drawing down stored key or waiting for it.",
+                "runbook_url": runbook("qnetdemandunmet"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
+              },
+            },
+            {
+              "alert": "QNetRedundancyLost",
+              "expr": "qnet_demand_capacity_after_worst_failure_bits_per_second{" + selector + "}\n< on (" + clusterLabel + ", job, instance, demand) group_left (src, dst) qnet_demand_bits_per_second{" + selector + "}\nunless on (" + clusterLabel + ", job, instance, demand)\nmax without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", routing=\"multipath\"})\n< on (" + clusterLabel + ", job, instance, demand) group_left (src, dst) qnet_demand_bits_per_second{" + selector + "}",
+              "for": "10m",
+              "labels": {
+                "severity": "warning",
+              },
+              "annotations": {
+                "summary": "Key demand {{ $labels.demand }} is one failure away from going unmet.",
+                "description": "If {{ $labels.failure_kind }} {{ $labels.failure }} failed, the capacity between {{ $labels.src }} and {{ $labels.dst }} would fall to {{ $value | humanize }} bits/s, below what demand {{ $labels.demand }} needs: that single failure is an outage.",
+                "runbook_url": runbook("qnetredundancylost"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
+              },
+            },
+            {
+              "alert": "QNetStoredKeyLow",
+              "expr": "qnet_demand_stored_key_seconds{" + selector + "} < " + storedKeyFloorSeconds,
+              "for": "10m",
+              "labels": {
+                "severity": "warning",
+              },
+              "annotations": {
+                "summary": "Key stored for demand {{ $labels.demand }} would not last long without the links.",
+                "description": "If every link stopped producing now, the key already in the links' stores would serve demand {{ $labels.demand }} for {{ $value | humanizeDuration }} (floor " + storedKeyFloorSeconds + " s): an outage would reach its applications quickly.",
+                "runbook_url": runbook("qnetstoredkeylow"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
               },
             },
           ],

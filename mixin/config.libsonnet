@@ -6,6 +6,8 @@
     selector: "job=\"qtelemetry\"",
     // label that tells Prometheus servers / sites apart in a global view (an external label or a target label); every rule keeps it and every dashboard filters on it. Series without it (one Prometheus) work unchanged
     clusterLabel: "cluster",
+    // target label naming the site an exporter watches (one exporter per site): every link alert carries it, Alertmanager's paging route groups by it, and a site whose links are all down pages once (QLinkSiteDown). Series without it count as one site per cluster
+    siteLabel: "site",
     // your Grafana's base URL, for the alerts' dashboard_url annotation; empty: a path (/d/<uid>?...) to open on your Grafana
     grafanaURL: "",
     // the alerts' runbook_url: %s is the alert name in lower case (the anchor of its section in the generated alerts/runbooks.md); the default is that file's path, relative to where it is generated
@@ -65,6 +67,8 @@
       heraldedFidelityMin: 0.75,
       // coincidence and heralding rates below this fraction of their baseline warn
       rateDropRatio: 0.5,
+      // a demand whose stored key would last less than this if every link stopped warns (QNetStoredKeyLow)
+      storedKeyFloorSeconds: 3600,
     },
     assert std.length(self.selector) > 0 : "selector: must not be empty",
     assert std.length(std.findSubstr("%", std.strReplace(self.runbookURLPattern, "%%", ""))) == 1
@@ -118,5 +122,7 @@
            : "thresholds.heraldedFidelityMin: must be a number > 0.5 and <= 1",
     assert (local v = self.thresholds.rateDropRatio; std.isNumber(v) && v > 0 && v < 1)
            : "thresholds.rateDropRatio: must be a number > 0 and < 1",
+    assert (local v = self.thresholds.storedKeyFloorSeconds; std.isNumber(v) && v > 0)
+           : "thresholds.storedKeyFloorSeconds: must be a number > 0",
   },
 }

@@ -244,7 +244,7 @@ local params = import 'lib/params.libsonnet';
                   "type": "prometheus",
                   "uid": "${datasource}",
                 },
-                "expr": "count(ALERTS{" + clusterLabel + "=~\"$" + clusterLabel + "\", alertstate=\"firing\", alertname=~\"QKD.*|QLink.*|QEnt.*|QTelemetry.*\"}) or vector(0)",
+                "expr": "count(ALERTS{" + clusterLabel + "=~\"$" + clusterLabel + "\", alertstate=\"firing\", alertname=~\"QKD.*|QLink.*|QEnt.*|QNet.*|QTelemetry.*\"}) or vector(0)",
                 "instant": true,
                 "legendFormat": "__auto",
                 "range": false,
@@ -13196,6 +13196,1232 @@ local params = import 'lib/params.libsonnet';
         "timezone": "browser",
         "title": "qtelemetry / Exporter health",
         "uid": "qtelemetry-exporter",
+      },
+      "qtelemetry-network.json": {
+        "annotations": {},
+        "description": "Key between sites over trusted-node relay: capacity per demand (single route and multipath), redundancy, survivable capacity after the worst single failure, stored-key autonomy, and which links and sites matter most.",
+        "editable": false,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "links": [
+          {
+            "asDropdown": true,
+            "icon": "",
+            "includeVars": true,
+            "keepTime": true,
+            "placement": "inControlsMenu",
+            "tags": [
+              "qtelemetry",
+            ],
+            "targetBlank": false,
+            "title": "qtelemetry dashboards",
+            "tooltip": "",
+            "type": "dashboards",
+          },
+        ],
+        "panels": [
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 0,
+            },
+            "id": 1,
+            "panels": [],
+            "title": "Demands",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Demands whose multipath capacity is below what they need.",
+            "fieldConfig": {
+              "defaults": {
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                    {
+                      "color": "red",
+                      "value": 1.0,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 4,
+              "w": 4,
+              "x": 0,
+              "y": 1,
+            },
+            "id": 2,
+            "options": {
+              "colorMode": "value",
+              "graphMode": "none",
+              "justifyMode": "auto",
+              "orientation": "auto",
+              "percentChangeColorMode": "standard",
+              "reduceOptions": {
+                "calcs": [
+                  "lastNotNull",
+                ],
+                "values": false,
+              },
+              "showPercentChange": false,
+              "textMode": "auto",
+              "wideLayout": true,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "count(max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\", routing=\"multipath\"}) < on (" + clusterLabel + ", demand) max by (" + clusterLabel + ", demand) (qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})) or vector(0)",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+            ],
+            "title": "Demands unmet",
+            "transparent": false,
+            "type": "stat",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Demands met now that the worst single failure of a link or site would leave unmet.",
+            "fieldConfig": {
+              "defaults": {
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                    {
+                      "color": "orange",
+                      "value": 1.0,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 4,
+              "w": 4,
+              "x": 4,
+              "y": 1,
+            },
+            "id": 3,
+            "options": {
+              "colorMode": "value",
+              "graphMode": "none",
+              "justifyMode": "auto",
+              "orientation": "auto",
+              "percentChangeColorMode": "standard",
+              "reduceOptions": {
+                "calcs": [
+                  "lastNotNull",
+                ],
+                "values": false,
+              },
+              "showPercentChange": false,
+              "textMode": "auto",
+              "wideLayout": true,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "count(max by (" + clusterLabel + ", demand) (qnet_demand_capacity_after_worst_failure_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}) < on (" + clusterLabel + ", demand) max by (" + clusterLabel + ", demand) (qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})) or vector(0)",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+            ],
+            "title": "One failure from unmet",
+            "transparent": false,
+            "type": "stat",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Age of the data of the latest network analysis (computed when scraped).",
+            "fieldConfig": {
+              "defaults": {
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                    {
+                      "color": "orange",
+                      "value": 60.0,
+                    },
+                  ],
+                },
+                "unit": "s",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 4,
+              "w": 4,
+              "x": 8,
+              "y": 1,
+            },
+            "id": 4,
+            "options": {
+              "colorMode": "value",
+              "graphMode": "none",
+              "justifyMode": "auto",
+              "orientation": "auto",
+              "percentChangeColorMode": "standard",
+              "reduceOptions": {
+                "calcs": [
+                  "lastNotNull",
+                ],
+                "values": false,
+              },
+              "showPercentChange": false,
+              "textMode": "auto",
+              "wideLayout": true,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max(qnet_analysis_age_seconds{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+            ],
+            "title": "Analysis age",
+            "transparent": false,
+            "type": "stat",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "One row per demand: what it needs, what a single route and all routes give, what is left after the worst single failure (and which), node-disjoint paths, and how long stored key would last.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "align": "auto",
+                  "cellOptions": {
+                    "type": "auto",
+                  },
+                  "inspect": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #A",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "bps",
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #B",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "bps",
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #C",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "bps",
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #D",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "bps",
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #F",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "s",
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value #G",
+                  },
+                  "properties": [
+                    {
+                      "id": "unit",
+                      "value": "bps",
+                    },
+                  ],
+                },
+              ],
+            },
+            "gridPos": {
+              "h": 7,
+              "w": 24,
+              "x": 0,
+              "y": 5,
+            },
+            "id": 5,
+            "options": {
+              "cellHeight": "sm",
+              "frameIndex": 0,
+              "showHeader": true,
+              "showTypeIcons": false,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand, src, dst) (qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_capacity_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\", routing=\"single_path\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "B",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\", routing=\"multipath\"}))",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "C",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand, failure_kind, failure) (qnet_demand_capacity_after_worst_failure_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "D",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_disjoint_paths{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "E",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_stored_key_seconds{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "F",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\", routing=\"multipath\"})) - on (" + clusterLabel + ", demand) max by (" + clusterLabel + ", demand) (qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "G",
+              },
+            ],
+            "title": "Demands",
+            "transformations": [
+              {
+                "id": "merge",
+                "options": {},
+              },
+              {
+                "id": "organize",
+                "options": {
+                  "excludeByName": {
+                    "Time": true,
+                  },
+                  "includeByName": {
+                    "Value #A": true,
+                    "Value #B": true,
+                    "Value #C": true,
+                    "Value #D": true,
+                    "Value #E": true,
+                    "Value #F": true,
+                    "Value #G": true,
+                    "demand": true,
+                    "dst": true,
+                    "failure": true,
+                    "src": true,
+                  },
+                  "indexByName": {
+                    "Value #A": 3,
+                    "Value #B": 4,
+                    "Value #C": 5,
+                    "Value #D": 6,
+                    "Value #E": 8,
+                    "Value #F": 9,
+                    "Value #G": 10,
+                    "demand": 0,
+                    "dst": 2,
+                    "failure": 7,
+                    "src": 1,
+                  },
+                  "renameByName": {
+                    "Value #A": "Needs (bit/s)",
+                    "Value #B": "Single route (bit/s)",
+                    "Value #C": "Multipath (bit/s)",
+                    "Value #D": "After worst failure (bit/s)",
+                    "Value #E": "Disjoint paths",
+                    "Value #F": "Stored key (s)",
+                    "Value #G": "Headroom (bit/s)",
+                    "demand": "Demand",
+                    "dst": "To",
+                    "failure": "Worst failure",
+                    "src": "From",
+                  },
+                },
+              },
+            ],
+            "transparent": false,
+            "type": "table",
+          },
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 12,
+            },
+            "id": 6,
+            "panels": [],
+            "title": "Graph",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Sites (main stat: demands a failure of the site would leave unmet) and links (main stat: usable key rate; red: no key). Highlighted: the links of the selected demands' minimum cuts.",
+            "fieldConfig": {
+              "defaults": {
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "bps",
+              },
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "Value",
+                  },
+                  "properties": [
+                    {
+                      "id": "displayName",
+                      "value": "mainstat",
+                    },
+                  ],
+                },
+              ],
+            },
+            "gridPos": {
+              "h": 12,
+              "w": 16,
+              "x": 0,
+              "y": 13,
+            },
+            "id": 7,
+            "options": {
+              "edges": {
+                "mainStatUnit": "bps",
+              },
+              "nodes": {
+                "mainStatUnit": "none",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "label_replace(label_replace(qnet_site_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}, \"id\", \"$1\", \"site\", \"(.*)\"), \"title\", \"$1\", \"site\", \"(.*)\")",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "label_replace((label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0, \"color\", \"green\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0, \"color\", \"red\", \"\", \"\"))\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"highlighted\", \"true\", \"\", \"\")\nor label_replace((label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0, \"color\", \"green\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0, \"color\", \"red\", \"\", \"\"))\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"highlighted\", \"false\", \"\", \"\")",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "B",
+              },
+            ],
+            "title": "Sites and links",
+            "transparent": false,
+            "type": "nodeGraph",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Sites at their configured coordinates; size: failure impact.",
+            "fieldConfig": {
+              "defaults": {
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 12,
+              "w": 8,
+              "x": 16,
+              "y": 13,
+            },
+            "id": 8,
+            "options": {
+              "basemap": {
+                "name": "",
+                "type": "",
+              },
+              "controls": {},
+              "layers": [
+                {
+                  "config": {
+                    "showLegend": true,
+                    "style": {
+                      "size": {
+                        "field": "Value #C",
+                        "fixed": 5,
+                        "max": 15,
+                        "min": 4,
+                      },
+                      "text": {
+                        "field": "site",
+                        "mode": "field",
+                      },
+                    },
+                  },
+                  "location": {
+                    "latitude": "Value #A",
+                    "longitude": "Value #B",
+                    "mode": "coords",
+                  },
+                  "name": "Sites",
+                  "type": "markers",
+                },
+              ],
+              "tooltip": {
+                "mode": "none",
+              },
+              "view": {
+                "allLayers": true,
+                "id": "fit",
+                "lat": 0,
+                "lon": 0,
+                "zoom": 1,
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (site) (qnet_site_latitude_degrees{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (site) (qnet_site_longitude_degrees{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "B",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (site) (qnet_site_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "C",
+              },
+            ],
+            "title": "Map",
+            "transformations": [
+              {
+                "id": "merge",
+                "options": {},
+              },
+            ],
+            "transparent": false,
+            "type": "geomap",
+          },
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 25,
+            },
+            "id": 9,
+            "panels": [],
+            "title": "Capacity",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Multipath capacity of each demand (solid) against what it needs (dashed) and its repeaterless bound (dotted: no relay over these links can beat it).",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "scaleDistribution": {
+                    "linearThreshold": 1,
+                    "log": 10,
+                    "type": "symlog",
+                  },
+                  "spanNulls": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "bps",
+              },
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byRegexp",
+                    "options": ".*needs",
+                  },
+                  "properties": [
+                    {
+                      "id": "custom.lineStyle",
+                      "value": {
+                        "dash": [
+                          10,
+                          10,
+                        ],
+                        "fill": "dash",
+                      },
+                    },
+                  ],
+                },
+                {
+                  "matcher": {
+                    "id": "byRegexp",
+                    "options": ".*bound",
+                  },
+                  "properties": [
+                    {
+                      "id": "custom.lineStyle",
+                      "value": {
+                        "dash": [
+                          0,
+                          10,
+                        ],
+                        "fill": "dot",
+                      },
+                    },
+                  ],
+                },
+              ],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 0,
+              "y": 26,
+            },
+            "id": 10,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max without (routing) (qnet_demand_capacity_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\", routing=\"multipath\"})",
+                "instant": false,
+                "legendFormat": "{{demand}} capacity",
+                "range": true,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}",
+                "instant": false,
+                "legendFormat": "{{demand}} needs",
+                "range": true,
+                "refId": "B",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "qnet_demand_repeaterless_bound_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}",
+                "instant": false,
+                "legendFormat": "{{demand}} bound",
+                "range": true,
+                "refId": "C",
+              },
+            ],
+            "title": "Capacity vs demand",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "What is left for each demand if its worst single link or site failure happened now (N-1).",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "scaleDistribution": {
+                    "linearThreshold": 1,
+                    "log": 10,
+                    "type": "symlog",
+                  },
+                  "spanNulls": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "bps",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 12,
+              "y": 26,
+            },
+            "id": 11,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_capacity_after_worst_failure_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "instant": false,
+                "legendFormat": "{{demand}}",
+                "range": true,
+                "refId": "A",
+              },
+            ],
+            "title": "Capacity after the worst single failure",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 34,
+            },
+            "id": 12,
+            "panels": [],
+            "title": "Failure impact",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Links whose failure alone would leave the most demands unmet; click one to open its dashboard.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "align": "auto",
+                  "cellOptions": {
+                    "type": "auto",
+                  },
+                  "inspect": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "link",
+                  },
+                  "properties": [
+                    {
+                      "id": "links",
+                      "value": [
+                        {
+                          "title": "Open link dashboard",
+                          "url": "/d/qtelemetry-${__data.fields.protocol}?var-link=${__value.raw}&var-" + clusterLabel + "=${__data.fields." + clusterLabel + "}&${datasource:queryparam}",
+                        },
+                      ],
+                    },
+                  ],
+                },
+              ],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 0,
+              "y": 35,
+            },
+            "id": 13,
+            "options": {
+              "cellHeight": "sm",
+              "frameIndex": 0,
+              "showHeader": true,
+              "showTypeIcons": false,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "topk(10, max by (" + clusterLabel + ", link) (qnet_link_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}))\n* on (" + clusterLabel + ", link) group_left (protocol) max by (" + clusterLabel + ", link, protocol) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+            ],
+            "title": "Links that matter most",
+            "transformations": [
+              {
+                "id": "merge",
+                "options": {},
+              },
+              {
+                "id": "organize",
+                "options": {
+                  "excludeByName": {
+                    "Time": true,
+                    "Value #A": true,
+                  },
+                  "includeByName": {
+                    "Value": true,
+                    "link": true,
+                    "protocol": true,
+                  },
+                  "indexByName": {
+                    "Value": 2,
+                    "link": 0,
+                    "protocol": 1,
+                  },
+                  "renameByName": {
+                    "Value": "Demands left unmet",
+                    "link": "Link",
+                    "protocol": "Protocol",
+                  },
+                },
+              },
+            ],
+            "transparent": false,
+            "type": "table",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Trusted sites whose failure alone would leave the most demands unmet.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "align": "auto",
+                  "cellOptions": {
+                    "type": "auto",
+                  },
+                  "inspect": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 12,
+              "y": 35,
+            },
+            "id": 14,
+            "options": {
+              "cellHeight": "sm",
+              "frameIndex": 0,
+              "showHeader": true,
+              "showTypeIcons": false,
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "topk(10, max by (" + clusterLabel + ", site) (qnet_site_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}))",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "A",
+              },
+            ],
+            "title": "Sites that matter most",
+            "transformations": [
+              {
+                "id": "merge",
+                "options": {},
+              },
+              {
+                "id": "organize",
+                "options": {
+                  "excludeByName": {
+                    "Time": true,
+                    "Value #A": true,
+                  },
+                  "includeByName": {
+                    "Value": true,
+                    "site": true,
+                  },
+                  "indexByName": {
+                    "Value": 1,
+                    "site": 0,
+                  },
+                  "renameByName": {
+                    "Value": "Demands left unmet",
+                    "site": "Site",
+                  },
+                },
+              },
+            ],
+            "transparent": false,
+            "type": "table",
+          },
+        ],
+        "refresh": "30s",
+        "schemaVersion": 42,
+        "tags": [
+          "network",
+          "qtelemetry",
+        ],
+        "templating": {
+          "list": [
+            {
+              "allowCustomValue": true,
+              "includeAll": false,
+              "label": "Data source",
+              "multi": false,
+              "name": "datasource",
+              "query": "prometheus",
+              "skipUrlSync": false,
+              "type": "datasource",
+            },
+            {
+              "allValue": ".*",
+              "allowCustomValue": true,
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+              "includeAll": true,
+              "label": clusterLabelTitle,
+              "multi": true,
+              "name": clusterLabel,
+              "query": "label_values(up{" + selector + "}, " + clusterLabel + ")",
+              "refresh": 2,
+              "skipUrlSync": false,
+              "sort": 1,
+              "type": "query",
+            },
+            {
+              "allValue": ".*",
+              "allowCustomValue": true,
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+              "includeAll": true,
+              "label": "Job",
+              "multi": true,
+              "name": "job",
+              "query": "label_values(up{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\"}, job)",
+              "refresh": 2,
+              "skipUrlSync": false,
+              "sort": 1,
+              "type": "query",
+            },
+            {
+              "allValue": ".*",
+              "allowCustomValue": true,
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+              "includeAll": true,
+              "label": "Instance",
+              "multi": true,
+              "name": "instance",
+              "query": "label_values(up{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\"}, instance)",
+              "refresh": 2,
+              "skipUrlSync": false,
+              "sort": 1,
+              "type": "query",
+            },
+            {
+              "allValue": ".*",
+              "allowCustomValue": true,
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+              "includeAll": true,
+              "label": "Demand",
+              "multi": true,
+              "name": "demand",
+              "query": "label_values(qnet_demand_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}, demand)",
+              "refresh": 2,
+              "skipUrlSync": false,
+              "sort": 1,
+              "type": "query",
+            },
+          ],
+        },
+        "time": {
+          "from": "now-6h",
+          "to": "now",
+        },
+        "timezone": "browser",
+        "title": "qtelemetry / Network",
+        "uid": "qtelemetry-network",
       },
     },
 }

@@ -53,4 +53,4 @@ def select(config: Config, shard: Shard) -> Config:
     own metrics and no link)."""
     links = [link for link in config.links if shard_of(link.name, shard.count) == shard.index]
     log.info("shard %s serves %d of %d links", shard, len(links), len(config.links))
-    return config.model_copy(update={"links": links})
+    return config.model_copy(update={"links": links, "network": None})  # a shard sees part of the graph

@@ -24,7 +24,8 @@ EVERYTHING = "{alerts: m.prometheusAlerts, rules: m.prometheusRules, dashboards:
 #: The same settings, once as a monitoring config (YAML path) and once as a Jsonnet _config override.
 OVERRIDES = {
     "selector": 'job="quantum", env="prod"',
-    "cluster_label": "site",
+    "cluster_label": "region",
+    "site_label": "pop",
     "runbook_url_pattern": "https://runbooks.example.org/qkd/%s.html",
     "grafana_url": "https://grafana.example.org",
     "thresholds": {"qber_warning": 0.0412345, "qber_critical": 0.0712, "fidelity_min": 0.875,
@@ -32,7 +33,8 @@ OVERRIDES = {
                    "key_buffer_imminent": {"lookback": "45m", "horizon": "90s", "fill_ratio": 0.125}},
 }
 JSONNET_OVERRIDES = """_config+:: {
-  selector: 'job="quantum", env="prod"', clusterLabel: 'site', grafanaURL: 'https://grafana.example.org',
+  selector: 'job="quantum", env="prod"', clusterLabel: 'region', siteLabel: 'pop',
+  grafanaURL: 'https://grafana.example.org',
   runbookURLPattern: 'https://runbooks.example.org/qkd/%s.html',
   thresholds+: { qberWarning: 0.0412345, qberCritical: 0.0712, fidelityMin: 0.875, connectionsRatio: 0.75,
                  staleAfterSeconds: 90.5, keyBufferImminent: { lookback: '45m', horizon: '90s', fillRatio: 0.125 } },
@@ -127,9 +129,9 @@ def test_overriding_the_selector_and_runbook_pattern_moves_every_selector_and_li
             notes = rule["annotations"]
             assert notes["runbook_url"] == f"https://runbooks.example.org/qkd/{rule['alert'].lower()}.html"
             assert notes["dashboard_url"].startswith("https://grafana.example.org/d/qtelemetry-")
-            assert "var-site=" in notes["dashboard_url"]
+            assert "var-region=" in notes["dashboard_url"]
     for board in evaluated["dashboards"].values():
-        assert [v["name"] for v in board["templating"]["list"]][1:3] == ["site", "job"]
+        assert [v["name"] for v in board["templating"]["list"]][1:3] == ["region", "job"]
 
 
 def test_thresholds_move_in_expressions_texts_and_threshold_lines(overridden):

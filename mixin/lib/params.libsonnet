@@ -27,6 +27,7 @@ function(c) {
   selector: c.selector,
   clusterLabel: c.clusterLabel,
   clusterLabelTitle: title(c.clusterLabel),
+  siteLabel: c.siteLabel,
   grafanaURL: c.grafanaURL,
   runbook(alert): std.join('%', [std.strReplace(part, '%s', alert) for part in std.split(c.runbookURLPattern, '%%')]),
   qberWarning: num(c.thresholds.qberWarning),
@@ -74,4 +75,5 @@ function(c) {
   heraldedFidelityMinPct: pct(c.thresholds.heraldedFidelityMin),
   rateDropRatio: num(c.thresholds.rateDropRatio),
   rateDropRatioPct: pct(c.thresholds.rateDropRatio),
+  storedKeyFloorSeconds: num(c.thresholds.storedKeyFloorSeconds),
 }

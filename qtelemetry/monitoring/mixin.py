@@ -1,11 +1,11 @@
 """The generated rules and dashboards as a configurable monitoring mixin (``mixin/``).
 
 The monitoring-mixins layout: ``config.libsonnet`` holds ``_config`` (``selector``,
-``clusterLabel``, ``runbookURLPattern``, ``grafanaURL``, ``thresholds``: the settings of the
-monitoring config, with its values as defaults), and ``alerts.libsonnet``, ``rules.libsonnet``
-and ``dashboards.libsonnet`` build the hidden fields ``prometheusAlerts``, ``prometheusRules``
-and ``grafanaDashboards`` from ``$._config``; ``mixin.libsonnet`` adds them up. Users override
-``_config+::`` (or any field with ``+::``) where they import it.
+``clusterLabel``, ``siteLabel``, ``runbookURLPattern``, ``grafanaURL``, ``thresholds``: the
+settings of the monitoring config, with its values as defaults), and ``alerts.libsonnet``,
+``rules.libsonnet`` and ``dashboards.libsonnet`` build the hidden fields ``prometheusAlerts``,
+``prometheusRules`` and ``grafanaDashboards`` from ``$._config``; ``mixin.libsonnet`` adds them
+up. Users override ``_config+::`` (or any field with ``+::``) where they import it.
 
 The Jsonnet is derived from the Python generator, never written beside it. The rules and
 dashboards are rendered twice more, with every setting set to a marker (a selector, a cluster
@@ -100,6 +100,7 @@ def settings() -> tuple[Setting, ...]:
     """Every setting of _config, in its order."""
     return (Setting(("selector",), "selector", "text", TEXT),
             Setting(("cluster_label",), "clusterLabel", "text", LABEL),
+            Setting(("site_label",), "siteLabel", "text", LABEL),
             Setting(("grafana_url",), "grafanaURL", "text", TEXT),
             Setting(("runbook_url_pattern",), "runbookURLPattern", "pattern"),
             *_threshold_settings(Thresholds, ("thresholds",)))
@@ -107,6 +108,7 @@ def settings() -> tuple[Setting, ...]:
 
 #: Text settings' markers ({tag}: a or b): valid values nobody would choose.
 TEXT_MARKERS = {"selector": 'qtmixin_{tag}="selector"', "clusterLabel": "qtmixincluster{tag}",
+                "siteLabel": "qtmixinsite{tag}",
                 "grafanaURL": "https://qtmixin-grafana-{tag}.invalid",
                 "runbookURLPattern": "https://qtmixin-runbook-{tag}.invalid/%s"}
 
