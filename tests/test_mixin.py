@@ -141,7 +141,7 @@ def test_thresholds_move_in_expressions_texts_and_threshold_lines(overridden):
     assert "above the 4.12345% warning threshold" in alerts["QKDQberHigh"]["annotations"]["description"]
     assert "about 6.25% QBER per basis" in alerts["QEntFidelityLow"]["annotations"]["description"]
     assert "predict_linear(qkd_key_buffer_bits{" in alerts["QKDKeyBufferExhaustionImminent"]["expr"]
-    assert "[45m], 90) < 0" in alerts["QKDKeyBufferExhaustionImminent"]["expr"]
+    assert "[45m], 90) <= 0" in alerts["QKDKeyBufferExhaustionImminent"]["expr"]
     assert "runs dry within 90s" in alerts["QKDKeyBufferExhaustionImminent"]["annotations"]["summary"]
     link = evaluated["dashboards"]["qtelemetry-bb84-decoy.json"]
     qber = next(p for p in dashboards.iter_panels(link) if p["title"] == "QBER with its upper confidence bound")
