@@ -34,6 +34,7 @@ def _log_config_error(exc: ConfigError) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from qtelemetry import selfmetrics
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
@@ -57,15 +58,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _refuse("invalid --listen", reason=str(exc))
     for field, warning in settings.warnings():
         log.warning("config warning", extra={"field": field, "reason": warning})
-    runtime = Runtime(settings.config)
-    exposition = Exposition(lambda: runtime.snapshot)
+    own = selfmetrics.registry()
+    runtime = Runtime(settings.config, own)
+    exposition = Exposition(lambda: runtime.snapshot, own)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
     exposition.families(runtime.table)  # lay out the links before the first scrape asks
     reloader = Reloader(source, runtime, settings)
     try:
         server = MetricsServer(exposition, host, port, settings.protection, runtime.faults, reloader.reload,
-                               lambda now: runtime.snapshot.ready(now), runtime.rearm)
+                               lambda now: runtime.snapshot.ready(now), runtime.rearm, own)
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)

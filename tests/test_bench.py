@@ -22,8 +22,9 @@ def test_estimation_benchmark_prints_its_table():
 
 
 def test_fleet_benchmark_measures_both_exporters():
-    out = run("fleet.py", "--links", "20", "--seconds", "1")
+    out = run("fleet.py", "--links", "20", "--seconds", "1", "--own-scrapes", "5")
     assert "20 links" in out and "p50, 4 scrapers" in out and "data age worst (s)" in out
+    assert "own metrics, 20 links" in out and "the own registry alone" in out
 
 
 def test_events_benchmark_prints_its_ratios():

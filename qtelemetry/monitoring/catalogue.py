@@ -5,8 +5,9 @@ renamed metric cannot silently break a panel or an alert. Prefixes: ``qlink_`` f
 any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts, ``qent_``
 for entanglement links (entangled-photon BBM92 and heralded memory pairs),
 ``qnet_`` for the network view (key between sites over trusted-node relay), ``qtelemetry_`` for the
-exporter itself. Units follow Prometheus base units except where the
-domain habit differs (loss in dB, key material in bits), which the help text says.
+exporter itself, ``process_`` for its process (prometheus_client's standard collector). Units
+follow Prometheus base units except where the domain habit differs (loss in dB, key material in
+bits), which the help text says.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class Metric:
     estimate keys for gauges split by a label (e.g. basis). A link histogram reads per-bucket
     counts from ``source`` (last axis: the ``buckets`` upper bounds, then +Inf) and the sum of
     observations from the amount ``sum_source``.
+
+    ``own`` metrics describe the exporter process itself (memory, CPU, its HTTP endpoint, cycle and
+    render durations): prometheus_client instruments in the exporter's own registry
+    (``qtelemetry.selfmetrics``), read fresh at every scrape instead of from the Snapshot.
     """
 
     name: str
@@ -47,6 +52,7 @@ class Metric:
     series: tuple[tuple[tuple[str, ...], str], ...] = ()
     buckets: tuple[float, ...] = ()
     sum_source: str | None = None
+    own: bool = False
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -63,6 +69,11 @@ BB84 = "bb84-decoy"
 BBM92 = "bbm92-spdc"
 HERALDED = "heralded-entanglement"
 SIFTED = "bb84-sifted"
+#: Upper bounds (s) of the estimation-cycle and render histograms: a cycle of 10,000 links takes tens of ms.
+CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds (s) of the HTTP request histogram: probes answer in a millisecond, a 10,000-link scrape in ~0.5 s.
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
 #: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
@@ -326,7 +337,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("qtelemetry_build", "info", "", "qtelemetry version.", ("version",)),
     Metric("qtelemetry_estimation_duration_seconds", "histogram", "seconds",
            "Wall time of whole estimation cycles over all links: sampling, drain, validation, estimation, publication.",
-           ()),
+           (), buckets=CYCLE_BUCKETS, own=True),
     Metric("qtelemetry_estimation_lag_seconds", "gauge", "seconds",
            "Time since the last completed estimation cycle, computed when scraped; above a few windows the "
            "exporter is falling behind.", ()),
@@ -340,4 +351,34 @@ METRICS: tuple[Metric, ...] = (
            "and the previous config keeps running.", ()),
     Metric("qtelemetry_config_last_reload_success_timestamp_seconds", "gauge", "seconds",
            "Unix time the running config was loaded (at start or by the last successful reload).", ()),
+    Metric("qtelemetry_exposition_render_duration_seconds", "histogram", "seconds",
+           "Wall time of rendering the scrape-independent part of the exposition for one snapshot and format "
+           "(and deflating it for gzip scrapes); the scrape-time families are rendered per scrape on top.",
+           (), buckets=CYCLE_BUCKETS, own=True),
+    # --- the exporter process and its HTTP endpoint (prometheus_client, fresh at every scrape) ------
+    Metric("process_resident_memory_bytes", "gauge", "bytes", "Resident memory size in bytes.", (), own=True),
+    Metric("process_virtual_memory_bytes", "gauge", "bytes", "Virtual memory size in bytes.", (), own=True),
+    Metric("process_cpu_seconds", "counter", "seconds", "Total user and system CPU time spent in seconds.", (),
+           own=True),
+    Metric("process_open_fds", "gauge", "", "Number of open file descriptors.", (), own=True),
+    Metric("process_max_fds", "gauge", "", "Maximum number of open file descriptors.", (), own=True),
+    Metric("process_start_time_seconds", "gauge", "seconds", "Start time of the process since unix epoch in seconds.",
+           (), own=True),
+    Metric("qtelemetry_memory_limit_bytes", "gauge", "bytes",
+           "Memory limit of the exporter's cgroup (container limit, systemd MemoryMax=), the lowest on its path; "
+           "no sample when unlimited.", (), own=True),
+    Metric("qtelemetry_http_requests", "counter", "",
+           "HTTP requests answered, by handler (the path, or other) and status code.", ("handler", "code"), own=True),
+    Metric("qtelemetry_http_request_duration_seconds", "histogram", "seconds",
+           "Wall time from a request's head to its answer written, by handler (/metrics includes rendering).",
+           ("handler",), buckets=REQUEST_SECONDS_BUCKETS, own=True),
+    Metric("qtelemetry_http_rejections", "counter", "",
+           "Clients the endpoint refused or disconnected, by reason: unauthorized (401), auth_queue_full (429), "
+           "control_plane_disabled (403), body_too_large (413), body_timeout (408), connection_limit (closed to make "
+           "room, or refused, at the connection cap), idle_timeout, tls_handshake, client_certificate (no allowed "
+           "SAN), slow_reader (answer not taken within the write timeout).", ("reason",), own=True),
+    Metric("qtelemetry_http_connections", "gauge", "", "Client connections open now (TLS handshakes included).", (),
+           own=True),
+    Metric("qtelemetry_http_connections_limit", "gauge", "",
+           "Connections the endpoint holds at most; at the cap a new one closes the longest-waiting.", (), own=True),
 )

@@ -48,6 +48,7 @@ from qtelemetry.monitoring.rules import (
     baseline_names,
     check_names,
     num,
+    pct,
     recording_names,
     slo_budget_record,
     slo_record,
@@ -678,7 +679,8 @@ def exporter(c: MonitoringConfig) -> Board:
     inst = ", ".join((*c.identity, "instance"))
     legend = "{{instance}}"
     return Board("exporter", "qtelemetry / Exporter health",
-                 "Is monitoring itself healthy: scrape targets, estimation lag and cycle time, data age, drivers.", (
+                 "Is monitoring itself healthy: scrape targets, the exporter process and its endpoint, estimation "
+                 "lag and cycle time, data age, drivers.", (
         Row("Scrape", (
             ts("Exporters up", "none", "1 when Prometheus scrapes the exporter successfully.",
                Q("up", legend), min=0, max=1),
@@ -694,6 +696,45 @@ def exporter(c: MonitoringConfig) -> Board:
                "previous one still runs.",
                Q("qtelemetry_config_last_reload_successful", legend), min=0, max=1,
                steps=((0, RED), (1, GREEN))),
+        )),
+        Row("Process and endpoint", (
+            ts("Resident memory and limit", "bytes",
+               "Resident memory of each exporter and the memory limit of its cgroup (container limit, systemd "
+               f"MemoryMax=; absent when unlimited). A ticket above {pct(t.memory_limit_ratio)} of the limit: at the "
+               "limit the kernel kills the exporter.",
+               Q("process_resident_memory_bytes", f"{legend} RSS"), Q("qtelemetry_memory_limit_bytes", f"{legend} limit"),
+               w=8, min=0, styles=((".* limit", DASHED),)),
+            ts("CPU", "percentunit", "CPU time of each exporter process per second (100% = one core).",
+               Q("rate(process_cpu_seconds_total[$__rate_interval])", legend), w=8, min=0),
+            ts("Connections against the cap", "none",
+               "Client connections each endpoint holds, and its cap; at the cap a new client closes the connection "
+               f"that waited longest. A ticket above {pct(t.connections_ratio)} of the cap.",
+               Q("qtelemetry_http_connections", f"{legend} open"),
+               Q("qtelemetry_http_connections_limit", f"{legend} cap"), w=8, min=0, styles=((".* cap", DASHED),)),
+            ts("Rejections per second by reason", "cps",
+               "Clients refused or disconnected: wrong credentials (unauthorized), password checks queued full "
+               "(auth_queue_full), oversized or late bodies, the connection cap, idle clients, failed TLS handshakes "
+               "and client certificates, readers too slow to take their answer.",
+               Q(f"sum by ({inst}, reason) (rate(qtelemetry_http_rejections_total[$__rate_interval]))",
+                 f"{legend} {{{{reason}}}}"), w=8, min=0),
+            ts("Requests per second by handler and code", "reqps",
+               "Requests each endpoint answered, by path (other: any path it does not serve) and status code.",
+               Q(f"sum by ({inst}, handler, code) (rate(qtelemetry_http_requests_total[$__rate_interval]))",
+                 f"{legend} {{{{handler}}}} {{{{code}}}}"), w=8, min=0),
+            ts("Scrape answer and render time p90", "s",
+               "90th percentile of the time from a /metrics request to its answer written, and of rendering a "
+               "snapshot's link series (once per cycle and format, ahead of the scrapes).",
+               Q(f'histogram_quantile(0.9, sum by ({inst}, le) '
+                 f'(rate(qtelemetry_http_request_duration_seconds_bucket{{handler="/metrics"}}[$__rate_interval])))',
+                 f"{legend} /metrics"),
+               Q(f"histogram_quantile(0.9, sum by ({inst}, le) "
+                 "(rate(qtelemetry_exposition_render_duration_seconds_bucket[$__rate_interval])))", f"{legend} render"),
+               w=8, min=0),
+            ts("Open file descriptors", "none", "File descriptors each exporter holds (sockets included) and its limit.",
+               Q("process_open_fds", f"{legend} open"), Q("process_max_fds", f"{legend} limit"), w=12, min=0,
+               styles=((".* limit", DASHED),)),
+            ts("Uptime", "s", "Time since each exporter process started: a drop is a restart.",
+               Q("time() - process_start_time_seconds", legend), w=12, min=0),
         )),
         Row("Estimation", (
             ts("Estimation lag", "s",

@@ -583,6 +583,26 @@ def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
                   f"than {pct(t.estimation_slow_ratio)} of its acquisition window: a little more load (links, "
                   "host CPU) and it starts skipping cycles."),
               scope="exporter"),
+        Alert("QTelemetryConnectionsNearLimit",
+              f"qtelemetry_http_connections / qtelemetry_http_connections_limit > {num(t.connections_ratio)}",
+              "10m", "warning",
+              summary="qtelemetry exporter [[instance]] is near its connection cap.",
+              description=(
+                  f"Exporter [[instance]] holds [[value%]] of the connections it accepts at most (threshold "
+                  f"{pct(t.connections_ratio)}). At the cap every new client closes the connection that has waited "
+                  "longest, so idle or hostile clients can cost a scraper its connection; "
+                  "qtelemetry_http_rejections_total by reason says who is being turned away."),
+              scope="exporter"),
+        Alert("QTelemetryMemoryNearLimit",
+              f"process_resident_memory_bytes / qtelemetry_memory_limit_bytes > {num(t.memory_limit_ratio)}",
+              "15m", "warning",
+              summary="qtelemetry exporter [[instance]] is near its memory limit.",
+              description=(
+                  f"Exporter [[instance]] uses [[value%]] of its memory limit (its cgroup's: the container limit "
+                  f"or systemd MemoryMax=; threshold {pct(t.memory_limit_ratio)}). At the limit the kernel kills "
+                  "it and every link it serves goes unmonitored until it restarts. Memory grows with the links "
+                  "and the sliding windows configured."),
+              scope="exporter"),
     ]
 
 

@@ -1,6 +1,6 @@
 """Runbooks (``alerts/runbooks.md``): one section per generated alert, anchored by its lower-cased name.
 
-Each alert's ``runbook_url`` is ``config.runbook_base_url + '#' + alert.lower()``; the section
+Each alert's ``runbook_url`` is ``config.runbook_url_pattern % alert.lower()``; the section
 below that anchor says what the alert means, what breaks, how to confirm it with PromQL (the
 queries are checked against the catalogue like every other query), what to do and when to
 escalate. The rule, its thresholds and its ``for:`` are printed from the generated rule, so
@@ -487,6 +487,38 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      "qtelemetry_estimation_interval_seconds", "qtelemetry_links"),
             mitigation=SPLIT,
             escalate="Capacity planning ticket (docs/operations.md, sizing).",
+        ),
+        "QTelemetryConnectionsNearLimit": Runbook(
+            meaning=(f"The exporter's endpoint holds more than {pct(t.connections_ratio)} of the connections it "
+                     "accepts at most (qtelemetry_http_connections_limit). At the cap, each new client closes the "
+                     "connection that has waited longest."),
+            impact=("None while scrapers get through; at the cap a scraper's keep-alive connection can be closed "
+                    "by newcomers, and a flood of clients that all hold requests in progress is refused."),
+            confirm=("qtelemetry_http_connections", "qtelemetry_http_connections_limit",
+                     "sum by (instance, reason) (rate(qtelemetry_http_rejections_total[10m]))",
+                     "sum by (instance, handler, code) (rate(qtelemetry_http_requests_total[10m]))"),
+            mitigation=("Find the clients: `ss -tn state established '( sport = :9817 )'` on the host, or the load "
+                        "balancer's logs. Rejections by reason tell idle clients (idle_timeout), password "
+                        "guessing (unauthorized, auth_queue_full) and a flood (connection_limit) apart.",
+                        "Block or rate-limit a hostile source in front of the exporter (network policy, firewall); "
+                        "legitimate scrapers need one connection each.",
+                        "Many Prometheus replicas or federation scraping one exporter: scrape it from fewer places, "
+                        "or split its links over shards (`qtelemetry run --shard I/N`)."),
+            escalate="Security team if the clients are not yours.",
+        ),
+        "QTelemetryMemoryNearLimit": Runbook(
+            meaning=(f"The exporter's resident memory is above {pct(t.memory_limit_ratio)} of the memory limit of "
+                     "its cgroup (qtelemetry_memory_limit_bytes: the container limit, or systemd MemoryMax=)."),
+            impact=("At the limit the kernel's OOM killer stops the exporter: every link it serves goes "
+                    "unmonitored (QTelemetryExporterDown) until it restarts, and restarts reset its sliding windows."),
+            confirm=("process_resident_memory_bytes / qtelemetry_memory_limit_bytes",
+                     "deriv(process_resident_memory_bytes[1h])", "qtelemetry_links"),
+            mitigation=("Steady growth over hours with the same links: a leak - keep the exporter's log and a heap "
+                        "profile before restarting it.",
+                        "A step at a reload or a deployment: more links or longer sliding windows than the limit "
+                        "was sized for - raise the limit (docs/operations.md, sizing) or split the links over "
+                        "shards (`qtelemetry run --shard I/N`)."),
+            escalate="qtelemetry maintainers with the RSS history and the link count, if it grows without a change.",
         ),
         "QEntCHSHNoViolation": Runbook(
             meaning=("The CHSH value S is at or below 2, the bound of any local-realistic model (2.83 for a "
