@@ -504,7 +504,9 @@ def test_exporter_shows_an_injected_eavesdropper_and_rearms_on_the_control_plane
     exported, each link's share of the 90-day fleet budget (2 × 90 days) exported, then intercept-resend on
     5 % of the pulses injected through /-/faults sets qkd_tamper_alarm 1 on /metrics; a reload keeps it;
     POST /-/tamper re-arms once the attack has ended. The same fault on the entangled link alarms its QBER
-    detector."""
+    detector. The vacuum-gain detector does not run here: ten 0.1 s windows hold about one vacuum click,
+    too little to resolve a 3x change of the dark counts, so its series are absent rather than a quiet 0
+    (nor does the CHSH one, on ~16,000 test rounds)."""
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
@@ -516,11 +518,12 @@ def test_exporter_shows_an_injected_eavesdropper_and_rearms_on_the_control_plane
     armed = _wait_for(served, lambda s: s.get(("qkd_tamper_warmup", "")) == 0.0)
     assert armed[("qkd_tamper_alarm", "qber_z")] == 0.0 and armed[("qkd_tamper_statistic", "qber_z")] < 1.0
     assert armed[("qkd_tamper_mean_time_between_false_alarms_seconds", "")] == 2 * 90 * DAY
+    assert ("qkd_tamper_alarm", "vacuum_gain") not in armed and ("qkd_tamper_statistic", "vacuum_gain") not in armed
     fault = json.dumps({"link": "target", "kind": "intercept-resend", "magnitude": 0.05})
     assert served.control("POST", "/-/faults", fault)[0] == 200
     alarmed = _wait_for(served, lambda s: s.get(("qkd_tamper_alarm", "qber_z")) == 1.0)
     assert alarmed[("qkd_tamper_alarm", "qber_z")] == 1.0 and alarmed[("qkd_tamper_statistic", "qber_z")] >= 1.0
-    assert alarmed[("qkd_tamper_alarm", "vacuum_gain")] == 0.0
+    assert alarmed[("qkd_tamper_alarm", "decoy_gain")] == 0.0
     assert served.reloader.reload() == []
     assert _tamper_samples(served)[("qkd_tamper_alarm", "qber_z")] == 1.0, "a reload keeps the alarm"
     assert served.control("DELETE", "/-/faults", json.dumps({"link": "target"}))[0] == 200
@@ -532,7 +535,7 @@ def test_exporter_shows_an_injected_eavesdropper_and_rearms_on_the_control_plane
     assert rearmed[("qkd_tamper_alarm", "qber_z")] == 0.0
 
     pairs = _wait_for(served, lambda s: s.get(("qkd_tamper_warmup", "")) == 0.0, "pairs")
-    assert pairs[("qkd_tamper_alarm", "chsh")] == 0.0 and ("qkd_tamper_alarm", "decoy_gain") not in pairs
+    assert pairs[("qkd_tamper_alarm", "qber_x")] == 0.0 and ("qkd_tamper_alarm", "decoy_gain") not in pairs
     fault = json.dumps({"link": "pairs", "kind": "intercept-resend", "magnitude": 0.25})
     assert served.control("POST", "/-/faults", fault)[0] == 200
     assert _wait_for(served, lambda s: s.get(("qkd_tamper_alarm", "qber_z")) == 1.0, "pairs")[("qkd_tamper_alarm", "qber_z")] == 1.0

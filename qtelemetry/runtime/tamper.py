@@ -57,7 +57,7 @@ class TamperDetectors:
         state, stats = self.state, self.state.statistics
         running = (state.armed & self.enabled)[:, None]  # a link disabled by a reload keeps its state, unexported
         level = np.where(running, changedetect.level(state), np.nan)
-        alarm = np.where(running, state.alarm, np.nan)
+        alarm = np.where(np.isnan(level), np.nan, state.alarm)  # a detector none of whose statistics runs: absent
         ratios = np.where(running, changedetect.baseline_ratio(
             state, np.column_stack([current[key] for key in stats.quantities.values()])), np.nan)
         out = {changedetect.estimate_key("warmup"): np.where(self.enabled, (~state.armed).astype(float), np.nan),
