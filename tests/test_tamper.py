@@ -157,7 +157,7 @@ def test_exact_arl0_of_every_statistic_is_at_least_its_target_and_within_25_time
     each get 12 × 1,000 × 90 days), after the default 600 s warm-up. The achieved ARL₀, exact and averaged
     over warm-ups (``fleet_arl0``), is at least the target for every statistic; where a window carries less
     evidence against the baseline than the threshold (K < h), where false alarms happen at all, it is at
-    most 25× the target (measured 1.5-24×). Where one window decides (K ≥ h) it is astronomically longer,
+    most 25× the target (measured 4.6-19.5×). Where one window decides (K ≥ h) it is astronomically longer,
     and there no threshold could alarm before the first attacked window anyway. A statistic the warm-up
     cannot resolve (margin over 10 % of its shift) does not run: the 0.25 % QBER shift with a few counts."""
     for name, (achieved, target, k, h) in fleet_arl0(regime, 1000, 600).items():

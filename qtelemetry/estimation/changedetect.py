@@ -46,8 +46,9 @@ def estimate_key(what: str, name: str = "") -> str:
 
 
 def binomial_llr(k: NDArray, n: NDArray, p0: NDArray, p1: NDArray) -> NDArray[np.float64]:
-    """log P1/P0 of k successes in n trials: k ln(p1/p0) + (n − k) ln((1 − p1)/(1 − p0)); 0 when n = 0."""
-    return k * (np.log(p1) - np.log(p0)) + (n - k) * (np.log1p(-p1) - np.log1p(-p0))
+    """log P1/P0 of k successes in n trials: k ln(p1/p0) + (n − k) ln((1 − p1)/(1 − p0)); 0 when n = 0.
+    Two logarithms, not four: the second as log1p((p0 − p1)/(1 − p0)), exact for p0 near 0."""
+    return k * np.log(p1 / p0) + (n - k) * np.log1p((p0 - p1) / (1 - p0))
 
 
 def kl_divergence(p: NDArray, q: NDArray) -> NDArray[np.float64]:
@@ -73,7 +74,10 @@ class Settings:
     chsh_shift: NDArray[np.float64]
 
 
+#: (k, n, p0, p1) of each window's binomial trials: successes, trials, baseline, alternative.
 Trials = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+#: Links of a group: their rows, or all of them in order.
+Rows = NDArray[np.intp] | slice
 
 
 class Statistics(Protocol):
@@ -93,8 +97,7 @@ class Statistics(Protocol):
     def baseline(self, warm: NDArray[np.float64]) -> NDArray[np.float64]:
         """Baseline proportions from (links, warm) sums."""
 
-    def trials(self, w: NDArray[np.float64], baseline: NDArray[np.float64], settings: Settings,
-               rows: NDArray[np.intp]) -> Trials:
+    def trials(self, w: NDArray[np.float64], baseline: NDArray[np.float64], settings: Settings, rows: Rows) -> Trials:
         """(k, n, p0, p1) of every trial, (links, trials), for windows ``w`` of links ``rows``."""
 
     def quiet(self, w: NDArray[np.float64], baseline: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -163,10 +166,13 @@ def window_llr(statistics: Statistics, trials: Trials, margin: NDArray[np.float6
     """(links, statistics): each statistic's llr in one window, the sum of its trials', against the baseline
     moved by ``margin``."""
     k, n, p0, p1 = trials
-    p0 = p0 + margin[:, statistics.owner] * (p1 - p0)
+    owner = statistics.owner
+    identity = owner.size == margin.shape[1]  # one trial per statistic, in order
+    p0 = p0 + (margin if identity else margin[:, owner]) * (p1 - p0)
     with np.errstate(invalid="ignore", divide="ignore"):  # no trials (n = 0, or p undefined): no evidence
-        per_trial = np.nan_to_num(binomial_llr(k, n, p0, p1), nan=0.0, posinf=0.0, neginf=0.0)
-    return per_trial @ membership(statistics)
+        per_trial = binomial_llr(k, n, p0, p1)
+    per_trial[~np.isfinite(per_trial)] = 0.0
+    return per_trial if identity else per_trial @ membership(statistics)
 
 
 def membership(statistics: Statistics) -> NDArray[np.float64]:
@@ -226,6 +232,8 @@ def update(state: DetectorState, rows: NDArray[np.intp], counts: dict[str, NDArr
         if done.size:
             freeze(state, done, settings)
     if running.size:
+        if running.size == state.n and np.array_equal(running, np.arange(state.n)):
+            running, armed = slice(None), slice(None)  # every link, in order: views, not copies (the usual cycle)
         baseline = state.baseline[running]
         llr = window_llr(stats, stats.trials(w[armed], baseline, settings, running), state.margin[running])
         llr[stats.quiet(w[armed], baseline)] = 0.0

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qtelemetry.estimation.bb84 import DECOY, SIGNAL, SIGNAL_SIGMAS, VACUUM
-from qtelemetry.estimation.changedetect import Settings, Statistics, Trials
+from qtelemetry.estimation.changedetect import Rows, Settings, Statistics, Trials
 from qtelemetry.estimation.entanglement import CHSH_SETTINGS, CHSH_SIGNS
 
 Array = NDArray[np.float64]
@@ -50,13 +50,18 @@ def jeffreys(k: Array, n: Array) -> Array:
     return (k + 0.5) / (n + 1.0)
 
 
-def qber_bank(errors: Array, sifted: Array, p0: Array, shifts: Array) -> Trials:
-    """Trials of one basis's bank, (links, members): p0 → p0 + shift (at most ½); a baseline at ½ or above
-    (no correlation left to lose) has no alternative (NaN)."""
-    members = shifts.shape[1]
-    p1 = np.where(p0[:, None] < 0.5, np.minimum(p0[:, None] + shifts, 0.5), np.nan)
-    return (np.repeat(errors[:, None], members, axis=1), np.repeat(sifted[:, None], members, axis=1),
-            np.repeat(p0[:, None], members, axis=1), p1)
+def qber_bank(trials: Trials, first: int, errors: Array, sifted: Array, p0: Array, shifts: Array) -> None:
+    """Fill the trials of one basis's bank, columns ``first`` on: p0 → p0 + shift (at most ½); a baseline at ½
+    or above (no correlation left to lose) has no alternative (NaN)."""
+    k, n, base, alt = (t[:, first:first + shifts.shape[1]] for t in trials)
+    k[:], n[:], base[:] = errors[:, None], sifted[:, None], p0[:, None]
+    alt[:] = np.where(p0[:, None] < 0.5, np.minimum(p0[:, None] + shifts, 0.5), np.nan)
+
+
+def empty_trials(links: int, trials: int) -> Trials:
+    """(k, n, p0, p1) arrays of ``trials`` columns to fill."""
+    k, n, p0, p1 = np.empty((4, links, trials))
+    return k, n, p0, p1
 
 
 def in_light(qber: Array, dark0: Array, dark: Array) -> Array:
@@ -64,11 +69,6 @@ def in_light(qber: Array, dark0: Array, dark: Array) -> Array:
     photons' own error e_d = (qber − dark0/2)/(1 − dark0) stays (MQZL §II)."""
     photons = (qber - dark0 / 2) / (1 - dark0)
     return photons + (0.5 - photons) * dark
-
-
-def _stack(*trials: Trials) -> Trials:
-    """Trials side by side: k, n, p0, p1 each concatenated along the trial axis."""
-    return tuple(np.column_stack([t[i] for t in trials]) for i in range(4))  # type: ignore[return-value]
 
 
 def _bank_names(bank: int) -> tuple[str, ...]:
@@ -114,21 +114,25 @@ class DecoyBB84Statistics:
         return np.column_stack([jeffreys(w[:, 0], w[:, 1]), jeffreys(w[:, 2], w[:, 3]), q_d / q_s,
                                 jeffreys(w[:, 6], w[:, 9]), q_s])
 
-    def trials(self, w: Array, baseline: Array, settings: Settings, rows: NDArray[np.intp]) -> Trials:
+    def trials(self, w: Array, baseline: Array, settings: Settings, rows: Rows) -> Trials:
         shifts = settings.qber_shifts[rows]
         r, y0 = baseline[:, 2], baseline[:, 3]
         with np.errstate(invalid="ignore", divide="ignore"):  # no signal clicks: all dark, QBER ½
             dark = np.minimum(y0 * w[:, 7] / w[:, 4], 1.0)  # share of the window's signal clicks that are dark counts
         qber = [in_light(baseline[:, b], y0 / baseline[:, 4], dark) for b in (0, 1)]
-        s, k = settings.decoy_gain_shift[rows], settings.vacuum_gain_factor[rows]
+        s, factor = settings.decoy_gain_shift[rows], settings.vacuum_gain_factor[rows]
+        trials = k, n, p0, p1 = empty_trials(w.shape[0], len(self.names))
+        b = self.bank
+        qber_bank(trials, 0, w[:, 0], w[:, 1], qber[0], shifts)
+        qber_bank(trials, b, w[:, 2], w[:, 3], qber[1], shifts)
+        decoy, vacuum = slice(2 * b, 2 * b + 2), slice(2 * b + 2, 2 * b + 4)
         with np.errstate(invalid="ignore", divide="ignore"):  # no signal or decoy pulses: NaN, no trials to weigh
             share = lambda ratio: w[:, 8] * ratio / (w[:, 8] * ratio + w[:, 7])  # noqa: E731
-            decoy = (np.column_stack([w[:, 5]] * 2), np.column_stack([w[:, 4] + w[:, 5]] * 2),
-                     np.column_stack([share(r)] * 2), np.column_stack([share(r * (1 + s)), share(r / (1 + s))]))
-        vacuum = (np.column_stack([w[:, 6]] * 2), np.column_stack([w[:, 9]] * 2), np.column_stack([y0] * 2),
-                  np.column_stack([np.minimum(y0 * k, 0.5), y0 / k]))
-        return _stack(qber_bank(w[:, 0], w[:, 1], qber[0], shifts), qber_bank(w[:, 2], w[:, 3], qber[1], shifts),
-                      decoy, vacuum)
+            k[:, decoy], n[:, decoy], p0[:, decoy] = w[:, 5, None], (w[:, 4] + w[:, 5])[:, None], share(r)[:, None]
+            p1[:, 2 * b], p1[:, 2 * b + 1] = share(r * (1 + s)), share(r / (1 + s))
+        k[:, vacuum], n[:, vacuum], p0[:, vacuum] = w[:, 6, None], w[:, 9, None], y0[:, None]
+        p1[:, 2 * b + 2], p1[:, 2 * b + 3] = np.minimum(y0 * factor, 0.5), y0 / factor
+        return trials
 
     def quiet(self, w: Array, baseline: Array) -> NDArray[np.bool_]:
         """A window without light above the dark counts (a cut) says nothing about QBER or gain ratio:
@@ -184,13 +188,16 @@ class BBM92Statistics:
     def baseline(self, w: Array) -> Array:
         return np.column_stack([jeffreys(w[:, 0], w[:, 1]), jeffreys(w[:, 2], w[:, 3]), jeffreys(w[:, 4:8], w[:, 8:12])])
 
-    def trials(self, w: Array, baseline: Array, settings: Settings, rows: NDArray[np.intp]) -> Trials:
+    def trials(self, w: Array, baseline: Array, settings: Settings, rows: Rows) -> Trials:
         shifts = settings.qber_shifts[rows]
-        agree0 = baseline[:, 2:6]
-        agree1 = agree0 - settings.chsh_shift[rows, None] / 8.0
-        chsh = (w[:, 4:8], w[:, 8:12], agree0, np.where(agree1 > 0, agree1, np.nan))
-        return _stack(qber_bank(w[:, 0], w[:, 1], baseline[:, 0], shifts),
-                      qber_bank(w[:, 2], w[:, 3], baseline[:, 1], shifts), chsh)
+        trials = k, n, p0, p1 = empty_trials(w.shape[0], 2 * self.bank + len(CHSH_SETTINGS))
+        qber_bank(trials, 0, w[:, 0], w[:, 1], baseline[:, 0], shifts)
+        qber_bank(trials, self.bank, w[:, 2], w[:, 3], baseline[:, 1], shifts)
+        chsh = slice(2 * self.bank, None)
+        agree1 = baseline[:, 2:6] - settings.chsh_shift[rows, None] / 8.0
+        k[:, chsh], n[:, chsh], p0[:, chsh] = w[:, 4:8], w[:, 8:12], baseline[:, 2:6]
+        p1[:, chsh] = np.where(agree1 > 0, agree1, np.nan)
+        return trials
 
     def quiet(self, w: Array, baseline: Array) -> NDArray[np.bool_]:
         """Coincidences no more than the window's accidentals (a cut arm, a source off): no pairs to
