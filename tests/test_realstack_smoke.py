@@ -124,5 +124,3 @@ def test_alert_fires_and_resolves_through_real_prometheus_and_alertmanager(start
         assert reloaded_at - 0.5 < ends < reloaded_at + 3, (alert["endsAt"], reloaded_at)
         assert alert["annotations"]["runbook_url"] == RUNBOOK
     assert not prom.alerts(), prom.alerts()
-
-    assert time.monotonic() - started < 40, "smoke test must stay fast"
