@@ -117,11 +117,11 @@ METRICS: tuple[Metric, ...] = (
            "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level; the largest of a bank), by "
            "detector: qber_z, qber_x (QBER rise: a bank of shifts), decoy_gain (decoy/signal gain ratio either way: "
            "PNS, blinding), vacuum_gain (dark counts either way: blinding, detector control), chsh (CHSH value falls; "
-           "entangled photons). Absent during the warm-up.",
+           "entangled photons). Absent during the warm-up, and for a detector whose warm-up could not resolve its shift.",
            ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_alarm", "gauge", "",
            "1 once the detector's statistic reached its threshold (latched until re-armed with POST /-/tamper), "
-           "else 0, by detector. Absent during the warm-up.",
+           "else 0, by detector. Absent when the statistic is.",
            ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_warmup", "gauge", "",
            "1 while the tamper detectors learn the link's baseline (no statistic, no alarm yet), 0 once they run.",
