@@ -13,13 +13,16 @@ every window, so by Ville's inequality a sequential test started in any window e
 probability at most e^−h; a CUSUM that restarts after each alarm therefore raises at most e^−h
 false alarms per window on average, ARL₀ ≥ e^h. h = ln ARL₀ needs no approximation and no
 stationarity: it holds for the lattice of a few dark counts as for a million sifted bits, and for
-windows of any length. The price is that false alarms are rarer than the target: 4–14× where a
+windows of any length. The price is that false alarms are rarer than the target: 4.6–20× where a
 window carries little evidence (tests/test_tamper.py computes the exact ARL₀), far more where one
 window decides on its own, and there no threshold could alarm before the first attacked window.
+The bound needs the baseline, which a warm-up only estimates: ``freeze`` moves each statistic's
+reference towards its alternative by a margin that keeps the average over the links' warm-ups within
+the bound, and does not run a statistic whose warm-up cannot resolve its shift.
 
 A link's budget is split equally among its M running statistics: each gets ARL₀ = M × the link's
 mean time between false alarms (in mean warm-up windows), so their alarm rates add up to at most
-the link's. It assumes the baseline learned in the warm-up is the link's.
+the link's.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def estimate_key(what: str, name: str = "") -> str:
 
 def binomial_llr(k: NDArray, n: NDArray, p0: NDArray, p1: NDArray) -> NDArray[np.float64]:
     """log P1/P0 of k successes in n trials: k ln(p1/p0) + (n − k) ln((1 − p1)/(1 − p0)); 0 when n = 0.
-    Two logarithms, not four: the second as log1p((p0 − p1)/(1 − p0)), exact for p0 near 0."""
+    Two logarithms, not four: the second as log1p((p0 − p1)/(1 − p0)), accurate for small proportions."""
     return k * np.log(p1 / p0) + (n - k) * np.log1p((p0 - p1) / (1 - p0))
 
 
