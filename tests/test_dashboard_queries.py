@@ -69,7 +69,7 @@ from qtelemetry.cli import main
 from qtelemetry.config import default_config_text
 from qtelemetry.monitoring.config import DEFAULT
 
-#: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in the README's SeQUeNCe section)
+#: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in docs/sequence.md)
 SEQUENCE_RECORDING = Path(__file__).parent / "data" / "sequence-bb84-cascade.parquet"
 from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
 from realstack import (
@@ -519,6 +519,39 @@ def test_recorded_series_keep_cluster_job_and_their_level_labels(env: Env) -> No
         assert set(per_link) <= links, name
         problems += [f"{name}: link {link} in clusters {sorted(c)}" for link, c in per_link.items() if c != set(CLUSTERS)]
     assert not problems, "\n".join(problems)
+
+
+def documented_series_per_link() -> dict[str, tuple[range, int]]:
+    """The sizing table of docs/operations.md: protocol -> (exported series, recorded series) per link."""
+    rows = re.findall(r"^\| [^|]*\(`([a-z0-9-]+)`\) \| (\d+)(?:–(\d+))?[^|]* \| (\d+) \|",
+                      (ROOT / "docs" / "operations.md").read_text(), re.M)
+    return {protocol: (range(int(low), int(high or low) + 1), int(recorded)) for protocol, low, high, recorded in rows}
+
+
+def test_documented_series_per_link_are_what_prometheus_holds(env: Env) -> None:
+    """docs/operations.md sizes Prometheus by the series of each kind of link: the exporter's (before
+    the tamper detectors' warm-up ends) and the recording rules', counted as Prometheus holds them."""
+    prom = env.stack.prometheus
+    documented = documented_series_per_link()
+    protocols = {s["metric"]["link"]: s["metric"]["protocol"] for s in prom.query('qlink_info{job="qtelemetry"}')}
+    assert set(documented) <= set(protocols.values()) and len(documented) == 3, documented
+
+    def per_link(selector: str) -> dict[tuple[str, str], int]:
+        return {(s["metric"][CLUSTER], s["metric"]["link"]): int(float(s["value"][1]))
+                for s in prom.query(f"count by ({CLUSTER}, link) ({selector})")}
+
+    def measured() -> dict[tuple[str, str, str], tuple[int, int]]:
+        exported = per_link('{job="qtelemetry", link!="", __name__!~".+:.+"}')
+        recorded = per_link('{link!="", __name__=~".+:.+", __name__!~"shortwin:.+"}')
+        return {(protocols[link], cluster, link): (n, recorded.get((cluster, link), 0))
+                for (cluster, link), n in exported.items() if protocols[link] in documented}
+
+    def agrees() -> bool:
+        return all(n in documented[protocol][0] and r == documented[protocol][1]
+                   for (protocol, _, _), (n, r) in measured().items())
+
+    poll(agrees, max(1.0, env.data_deadline - time.monotonic()), "series per link as docs/operations.md says",
+         interval=0.5, describe=lambda: f"documented {documented}, held {measured()}")
 
 
 def test_shadow_rules_follow_time_shifted_recording_rules(tmp_path: Path) -> None:

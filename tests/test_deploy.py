@@ -327,7 +327,7 @@ def compose_copy(example: str, service: dict, container_path: str) -> tuple[str,
 
 
 def test_compose_simulator_runs_the_example_devices_and_the_devices_exporter_watches_them(compose):
-    """The compose copies are the README demo's examples with container addresses and the PKI volume."""
+    """The compose copies are the simulated-devices demo's examples with container addresses and the PKI volume."""
     services = compose["services"]
     simulator, exporter = services["simulator"], services["qtelemetry-devices"]
     command = simulator["command"]

@@ -241,9 +241,9 @@ def test_config_requires_mutual_tls_and_an_https_url(pki):
     assert set(PROBE_RESULTS) == {"delivered", "refused", "failed"}
 
 
-def test_readme_example_of_both_drivers_is_a_valid_config(pki, tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = next(block.split("```", 1)[0] for block in readme.split("```yaml\n") if "type: etsi014" in block)
+def test_documented_example_of_both_drivers_is_a_valid_config(pki, tmp_path):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "devices.md").read_text()
+    example = next(block.split("```", 1)[0] for block in page.split("```yaml\n") if "type: etsi014" in block)
     cert, key = pki.client("sae-alpha")
     files = {"kme-ca.crt": pki.ca.cert_path, "sdn-ca.crt": pki.ca.cert_path, "sae-alpha.crt": cert, "sae-alpha.key": key}
     (tmp_path / "sdn-token").write_text("token\n")

@@ -1,5 +1,5 @@
 """`promtool check metrics` on a real scrape of the demo exporter finds nothing but the documented
-choice: key material is counted in bits, the field's unit (README, "Metrics")."""
+choice: key material is counted in bits, the field's unit (docs/metrics.md)."""
 
 from __future__ import annotations
 

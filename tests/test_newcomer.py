@@ -1,5 +1,5 @@
 """What a new user runs into (issue 10, after the table): the quick start, the optional extras,
-the shipped fault-injection example and the README commands against it, `generate` without
+the shipped fault-injection example and the documented commands against it, `generate` without
 `--out`, and what `fault` prints."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from qtelemetry.monitoring.catalogue import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+INSTALL = (ROOT / "docs" / "install.md").read_text()
+FAULTS = (ROOT / "docs" / "faults.md").read_text()
 #: Modules of the optional extras: the exporter must run without them.
 EXTRA_MODULES = ("matplotlib", "grafana_foundation_sdk", "pandas")
 
@@ -51,13 +53,14 @@ def wait_for_url(log: Path, proc: subprocess.Popen) -> str:
 # -- quick start ---------------------------------------------------------------------------------
 
 def test_quick_start_install_shows_progress():
-    first = next(line for line in README.split("## Quick start", 1)[1].splitlines() if line.startswith("python3 -m venv"))
-    assert "pip install" in first and " -q" not in first
+    for page in (README.split("## Quick start", 1)[1], INSTALL):
+        first = next(line for line in page.splitlines() if line.startswith("python3 -m venv"))
+        assert "pip install" in first and " -q" not in first
 
 
 def test_quick_start_curl_shows_every_link_metric():
     """The demo's grep hid every qent_ metric, so two demo links looked empty."""
-    pattern = re.search(r"grep -E '([^']+)'", README.split("## Quick start", 1)[1]).group(1)
+    pattern = re.search(r"grep -E '([^']+)'", INSTALL).group(1)
     link_metrics = [m.name + {"info": "_info", "counter": "_total"}.get(m.type, "") for m in METRICS
                     if not m.name.startswith("qtelemetry")]
     assert link_metrics and all(re.match(pattern, name) for name in link_metrics)
@@ -128,22 +131,21 @@ def test_a_pyproject_of_another_project_is_not_a_checkout(tmp_path):
 
 # -- the fault example and the fault command -------------------------------------------------------
 
-def readme_commands(prefix: str) -> list[str]:
-    """The README's shell lines that start with ``prefix``, from its fault-injection part."""
-    section = README.split("### Fault scenarios", 1)[1].split("\n## ", 1)[0]
-    return [line for line in section.splitlines() if line.startswith(prefix)]
+def documented_commands(prefix: str) -> list[str]:
+    """The shell lines of the fault-injection page that start with ``prefix``."""
+    return [line for line in FAULTS.splitlines() if line.startswith(prefix)]
 
 
-def test_readme_fault_example_works_against_the_shipped_config(tmp_path):
-    """The README's steps, run as written from a copy of the checkout's examples/ (the exporter on a
+def test_documented_fault_example_works_against_the_shipped_config(tmp_path):
+    """The documented steps, run as written from a copy of the checkout's examples/ (the exporter on a
     free port: `--listen` and `--url` are the only things added)."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.token"))
-    [make_token] = readme_commands("(umask 077")
+    [make_token] = documented_commands("(umask 077")
     subprocess.run(["bash", "-c", make_token], cwd=tmp_path, check=True, timeout=30)
     token = tmp_path / "examples" / "admin.token"
     assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
 
-    [run] = readme_commands(".venv/bin/qtelemetry run")
+    [run] = documented_commands("qtelemetry run")
     log = tmp_path / "run.log"
     other = tmp_path / "elsewhere"  # relative paths come from the config file, not the working directory
     other.mkdir()
@@ -153,7 +155,7 @@ def test_readme_fault_example_works_against_the_shipped_config(tmp_path):
                           stdout=out, stderr=subprocess.STDOUT)
         try:
             url = wait_for_url(log, proc)
-            inject, clear = readme_commands(".venv/bin/qtelemetry fault")
+            inject, clear = documented_commands("qtelemetry fault")
             for command, expected in ((inject, "injected intercept-resend on link metro-10km: magnitude 0.3, "
                                                "at full strength now, until cleared\n"),
                                       (clear, "ended 1 fault on link metro-10km\n")):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ import yaml
 from qtelemetry.config import load_config
 from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.report.build import ReportRequest, build_report
-from qtelemetry.report.cli import parse_time
+from qtelemetry.report.cli import BACKFILL_BLOCK, parse_time
 from qtelemetry.report.history import write_history
 from qtelemetry.report import prometheus as client
 from qtelemetry.report.prometheus import HttpConfig
@@ -86,7 +87,7 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with history.open("w") as out:  # what `qtelemetry history` runs, without a second interpreter
         ledger = write_history(load_config(CONFIG), T0, T0 + 7 * DAY, out).ledger
     blocks = subprocess.run([find_binary(PROMTOOL_BIN), "tsdb", "create-blocks-from", "openmetrics",
-                             "--max-block-duration=768h", str(history), str(tsdb)], capture_output=True, text=True)
+                             f"--max-block-duration={BACKFILL_BLOCK}", str(history), str(tsdb)], capture_output=True, text=True)
     assert blocks.returncode == 0, blocks.stderr
     history.unlink()
     # samples come every 5 minutes and a backfill has no staleness markers: a lookback just under
@@ -215,6 +216,16 @@ def test_html_is_self_contained_with_every_section(week: dict) -> None:
     images = [s for s in page.sources if s.startswith("data:image/png;base64,")]
     assert len(images) >= 5 and len(images) == len(page.sources)  # nothing loaded from elsewhere
     assert "no data for 12.0 h" in (week["out"] / "report.html").read_text()  # the half day before the history
+
+
+def test_the_screenshot_in_the_docs_shows_this_report(week: dict) -> None:
+    """docs/report-summary.png is this week's summary page (docs/report.md says how it is taken); its
+    alt text lists the cards it shows, so a report whose figures change fails here until the
+    screenshot is taken again."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
+    alt = re.search(r"!\[Summary page of the pilot report: (.*?)\]\(report-summary.png\)", page, re.S).group(1)
+    cards = re.findall(r'<div class="card"><b>(.*?)</b><span>(.*?)</span>', (week["out"] / "report.html").read_text())
+    assert " ".join(alt.split()) == "; ".join(f"{value} {label}" for value, label in cards)
 
 
 def test_bad_pilot_target_is_a_config_error_naming_the_field(tmp_path: Path) -> None:

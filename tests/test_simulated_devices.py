@@ -133,7 +133,7 @@ def devices_config(pki: Path) -> dict:
 
 
 def test_example_configs_are_valid_and_agree(pki, tmp_path):
-    """The README demo's pair: the exporter watches every simulated link through both drivers."""
+    """The simulated-devices demo's pair: the exporter watches every simulated link through both drivers."""
     local = lambda text: text.replace("demo-pki/", f"{pki}/").replace("sae-bob.", "sae-a.").replace(
         "sae-alice.", "sae-a.").replace("qtelemetry.crt", "sae-a.crt").replace("qtelemetry.key", "sae-a.key")
     devices = parse_devices_config(local((ROOT / "examples" / "simulate.yaml").read_text()), "simulate.yaml")
@@ -225,9 +225,9 @@ def test_make_pki_keeps_a_complete_pki_and_refuses_to_mix(pki, tmp_path, capsys)
     assert not (tmp_path / "new").exists()
 
 
-def test_readme_example_of_the_simulate_config_is_valid(pki):
-    readme = (ROOT / "README.md").read_text()
-    example = next(block.split("```", 1)[0] for block in readme.split("```yaml\n") if "sae_ids:" in block)
-    config = parse_devices_config(example.replace("demo-pki/", f"{pki}/"), "README")
+def test_documented_example_of_the_simulate_config_is_valid(pki):
+    page = (ROOT / "docs" / "devices.md").read_text()
+    example = next(block.split("```", 1)[0] for block in page.split("```yaml\n") if "sae_ids:" in block)
+    config = parse_devices_config(example.replace("demo-pki/", f"{pki}/"), "docs/devices.md")
     assert [link.name for link in config.links] == ["metro-alice-bob"] and set(config.sites) == {"alice", "bob"}
     assert config.sites["alice"].restconf.tls.client_ca_file == pki / "ca.crt"

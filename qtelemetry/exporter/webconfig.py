@@ -65,7 +65,7 @@ REFUSED = {
     "cert": "inline server certificates; use cert_file",
     "key": "inline private keys; use key_file",
     "curve_preferences": "Python's ssl module cannot set a curve list; OpenSSL's defaults apply",
-    "rate_limit": "the server bounds connections and password checks itself (README: security)",
+    "rate_limit": "the server bounds connections and password checks itself (docs/security.md)",
 }
 
 

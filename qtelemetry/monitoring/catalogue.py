@@ -1,6 +1,6 @@
 """The metric catalogue: the one place that names every exported metric.
 
-The collector, the README's metric table, dashboards and alert rules all read this list, so a
+The collector, the docs' metric table (docs/metrics.md), dashboards and alert rules all read this list, so a
 renamed metric cannot silently break a panel or an alert. Prefixes: ``qlink_`` for health of
 any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts, ``qent_``
 for entanglement links (entangled-photon BBM92 and heralded memory pairs),

@@ -1,6 +1,7 @@
-"""The README's metric and alert tables, rendered from the catalogue and rules so they cannot drift.
+"""The documentation's generated tables (metrics, alerts, recording columns), rendered from the
+catalogue, the rules and the recording format so they cannot drift.
 
-    python -m qtelemetry.monitoring.docs README.md   # rewrite the tables in place
+    python -m qtelemetry.monitoring.docs docs/*.md   # rewrite the tables in place
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def metrics_markdown() -> str:
 
 
 def alerts_markdown() -> str:
-    return "\n".join(alert_table(build(DEFAULT).alerts, "alerts/runbooks.md"))
+    return "\n".join(alert_table(build(DEFAULT).alerts, "runbooks.md"))  # the page next to docs/alerts.md
 
 
 #: marker name -> generator of the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
@@ -45,5 +46,5 @@ def replace_tables(text: str) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
-    path.write_text(replace_tables(path.read_text()))
+    for path in map(Path, sys.argv[1:]):
+        path.write_text(replace_tables(path.read_text()))

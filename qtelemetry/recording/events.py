@@ -1,7 +1,6 @@
 """Raw time-tagged detection events → the window counts the estimators use, in one vectorised pass.
 
-Labs record detections, not tidy counts. Two layouts, one row per time tag (see the README's
-*Event files*):
+Labs record detections, not tidy counts. Two layouts, one row per time tag (see docs/event-files.md):
 
 - ``bb84``: one row per detection of a prepare-and-measure (decoy BB84) link, as the sifting
   software joins Bob's time tagger with Alice's transmitter log: ``time_ps``, Alice's

@@ -104,7 +104,7 @@ def kind_of(protocol: str, count: str) -> str:
 
 
 def columns_markdown() -> str:
-    """The README's table of each protocol's columns, from the protocols' own axes."""
+    """The docs' table of each protocol's columns (docs/recording.md), from the protocols' own axes."""
     rows = ["| protocol | columns (in file order) | kind |", "|---|---|---|"]
     for name, protocol in PROTOCOLS.items():
         for count, axes in protocol.count_axes.items():

@@ -21,6 +21,8 @@ log = logging.getLogger("qtelemetry")
 #: ``now``, ``now-7d``, Unix seconds or RFC 3339 (``2026-11-01T00:00:00Z``).
 _RELATIVE = re.compile(r"^now(?:-([1-9][0-9]*)([smhdw]))?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: promtool backfill block length: a month of history in one block
+BACKFILL_BLOCK = "768h"
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -130,8 +132,9 @@ def run_history(args: argparse.Namespace) -> int:
         history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
     if args.ledger:  # one row per time and link: the amounts a report's key figures must match
         history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(args.ledger, index=False)
+    # one block for the whole file: promtool's default 2 h blocks each re-read all of it
     print(f"{args.out}: {history.samples} samples, {history.times.size} steps; next: "
-          f"promtool tsdb create-blocks-from openmetrics {args.out} DATA_DIR")
+          f"promtool tsdb create-blocks-from openmetrics --max-block-duration={BACKFILL_BLOCK} {args.out} DATA_DIR")
     return 0
 
 
