@@ -2,10 +2,13 @@
 
 Prints the median reply time of a wrong password for the configured user and for an unknown
 user (equal times: user names cannot be found by timing), and the p50 of a legitimate scrape
-alone and while ``--attackers`` clients send wrong passwords as fast as they are answered (the
-ratio shows whether failed checks starve scrapes). bcrypt cost 12 is the library's default.
+alone and while ``--attackers`` connections send wrong passwords as fast as they are answered
+(the ratio shows whether failed checks starve scrapes). Then, with the guessing going on, the
+share of scrapes answered 200 before and after a SIGHUP (the scraper from 127.0.0.2, the
+guessers from 127.0.0.1), and of ten tries of a user never checked before, from 127.0.0.3
+(as every user right after a restart). bcrypt cost 12 is the library's default.
 
-    python bench/web_auth.py [--attackers 8] [--scrapes 20] [--cost 12]
+    python bench/web_auth.py [--attackers 16] [--scrapes 20] [--cost 12]
 
 Run it against another checkout with ``PYTHONPATH=/path/to/checkout``.
 """
@@ -14,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 import bcrypt
@@ -31,18 +35,21 @@ LINKS = "links: [{name: metro, driver: {type: simulated-bb84, fiber_length_km: 1
 URL = re.compile(r"url=(http\S+/metrics)")
 
 
-def get(url: str, user: str, password: str) -> tuple[float, int]:
-    """(seconds, HTTP status) of one GET with basic credentials."""
+def get(url: str, user: str, password: str, source: str = "127.0.0.1") -> tuple[float, int]:
+    """(seconds, HTTP status) of one GET with basic credentials, from the loopback address ``source``."""
+    parts = urllib.parse.urlsplit(url)
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}", "Accept-Encoding": "gzip"})
     started = time.perf_counter()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60, source_address=(source, 0))
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        exc.read()
-        status = exc.code
+        conn.request("GET", parts.path, headers={"Authorization": f"Basic {token}", "Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
+    finally:
+        conn.close()
     return time.perf_counter() - started, status
 
 
@@ -50,10 +57,17 @@ def median_time(url: str, user: str, password: str, n: int) -> float:
     return statistics.median(get(url, user, password)[0] for _ in range(n))
 
 
+def success(url: str, user: str, password: str, source: str, n: int) -> str:
+    statuses = [get(url, user, password, source)[1] for _ in range(n)]
+    return f"{statuses.count(200)}/{n} answered 200 (" + ", ".join(
+        f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))) + ")"
+
+
 def start(directory: Path, cost: int) -> tuple[subprocess.Popen, str]:
-    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=cost)).decode()
+    hashed = {user: bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=cost)).decode() for user in ("prometheus", "grafana")}
     config = directory / "config.yaml"
-    config.write_text(f"exporter: {{web: {{basic_auth_users: {{prometheus: '{hashed}'}}}}}}\n" + LINKS)
+    config.write_text(f"exporter: {{web: {{basic_auth_users: {{prometheus: '{hashed['prometheus']}', "
+                      f"grafana: '{hashed['grafana']}'}}}}}}\n" + LINKS)
     log = directory / "exporter.log"
     proc = subprocess.Popen([sys.executable, "-m", "qtelemetry", "run", "--config", str(config),
                              "--listen", "127.0.0.1:0"], stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -70,7 +84,7 @@ def start(directory: Path, cost: int) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--attackers", type=int, default=8)
+    parser.add_argument("--attackers", type=int, default=16)
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--cost", type=int, default=12)
     args = parser.parse_args()
@@ -95,13 +109,18 @@ def main() -> None:
                 thread.start()
             time.sleep(1.0)
             attacked = median_time(url, "prometheus", "right", args.scrapes)
+            print(f"legitimate scrape p50 alone:  {alone * 1000:8.1f} ms")
+            print(f"  with {args.attackers} wrong-password clients: {attacked * 1000:8.1f} ms ({attacked / alone:.1f}x)")
+            get(url, "prometheus", "right", "127.0.0.2")
+            print(f"scraper (127.0.0.2) before SIGHUP: {success(url, 'prometheus', 'right', '127.0.0.2', args.scrapes)}")
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)  # the reload is done within this, even on a loaded machine
+            print(f"scraper (127.0.0.2) after SIGHUP:  {success(url, 'prometheus', 'right', '127.0.0.2', args.scrapes)}")
+            print(f"new user (127.0.0.3):               {success(url, 'grafana', 'right', '127.0.0.3', 10)}")
             stop.set()
             for thread in attackers:
                 thread.join()
-            print(f"legitimate scrape p50 alone:  {alone * 1000:8.1f} ms")
-            print(f"  with {args.attackers} wrong-password clients: {attacked * 1000:8.1f} ms "
-                  f"({attacked / alone:.1f}x); their answers: "
-                  + ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))))
+            print("the guessers' answers: " + ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))))
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from pydantic import (AfterValidator, BaseModel, Field, ValidationError, field_validator,
                       model_validator)
 
-from qtelemetry.configfile import ConfigError, ReadableFile, load_yaml, printable, read_text
+from qtelemetry.configfile import ConfigError, ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.estimation import PROTOCOLS
@@ -42,30 +42,6 @@ WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX = 0.05, 3600.0
 CONFIDENCE_LEVEL_MAX = 1.0 - 1e-9
 #: Memory the sliding windows of all links may take (float64 count arrays, one per window).
 RING_MEMORY_LIMIT_BYTES = 2 * 2**30
-#: Largest token file read; a token is a line of text.
-MAX_TOKEN_BYTES = 4096
-
-
-def read_token(path: Path) -> str:
-    """The bearer token in ``path``: one line of visible ASCII; ValueError saying what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_TOKEN_BYTES:
-        raise ValueError(f"longer than {MAX_TOKEN_BYTES} bytes: not a token file")
-    try:
-        token = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text (a binary file?)") from None
-    if not token:
-        raise ValueError("the file is empty: an empty token would switch authentication off")
-    if not all("!" <= c <= "~" for c in token):
-        raise ValueError("the token must be printable ASCII without spaces (it travels in an HTTP header)")
-    return token
-
-
 def loose_mode(path: Path) -> str | None:
     """The file's mode as ``0644`` if it lets more than its owner at a secret, else None.
 
@@ -142,7 +118,7 @@ class ExporterConfig(StrictModel):
     stall_timeout_seconds: float = Field(10.0, gt=0.0, description="a link with no batch for this long is down")
     web: WebConfig = WebConfig()
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
-    admin_token_file: ReadableFile | None = Field(
+    admin_token_file: TokenFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
     tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 and entangled-photon links")
 
@@ -167,13 +143,6 @@ class ExporterConfig(StrictModel):
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
-
-    @field_validator("admin_token_file")
-    @classmethod
-    def _token_usable(cls, path: Path | None) -> Path | None:
-        if path is not None:
-            read_token(path)
-        return path
 
     @model_validator(mode="after")
     def _stall_after_window(self) -> "ExporterConfig":

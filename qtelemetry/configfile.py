@@ -43,10 +43,41 @@ def _readable_file(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
+#: Largest token file read; a token is a line of text.
+MAX_TOKEN_BYTES = 4096
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``: one line of visible ASCII; ValueError saying what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise ValueError(f"longer than {MAX_TOKEN_BYTES} bytes: not a token file")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text (a binary file?)") from None
+    if not token:
+        raise ValueError("the file is empty: an empty token would switch authentication off")
+    if not all("!" <= c <= "~" for c in token):
+        raise ValueError("the token must be printable ASCII without spaces (it travels in an HTTP header)")
+    return token
+
+
+def _token_file(path: Path) -> Path:
+    read_token(path)
+    return path
+
+
 #: A file path in a config, relative to the config file's directory; not checked (read while running).
 ConfigPath = Annotated[Path, AfterValidator(_from_config_dir)]
 #: A file the config needs at load: it must exist and be readable.
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+#: A file holding a bearer token (``read_token``), checked at load: what the run would refuse, check-config refuses.
+TokenFile = Annotated[Path, AfterValidator(_readable_file), AfterValidator(_token_file)]
 
 
 class ConfigError(Exception):

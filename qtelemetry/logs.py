@@ -4,6 +4,9 @@
 
 Every value is quoted and escaped by the formatter (logfmter, python-json-logger), so a newline
 or a ``level=ERROR`` inside a message, a field or a library's message stays inside its value.
+Control characters and the Unicode line and paragraph separators (U+0085, U+2028, U+2029: line
+breaks to a consumer that splits as ``str.splitlines`` does; a terminal's escapes) are escaped as
+``\\uXXXX``, which logfmt and JSON parsers read back as the character (JSON escapes all but ASCII).
 Pass fields as ``extra``, not inside the message:
 ``log.warning("batch dropped", extra={"link": name, "reason": reason})``; they become keys of
 their own (``link=…`` in logfmt, ``"link": …`` in JSON). Field names must not be LogRecord
@@ -13,6 +16,7 @@ attributes (``name``, ``msg``, ``args``, ``message``, ``module``, …): logging 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import TextIO
@@ -23,6 +27,10 @@ from pythonjsonlogger.json import JsonFormatter
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("logfmt", "json")
 _HANDLER_NAME = "qtelemetry"
+
+
+#: Characters no log line may hold raw: C0 and C1 controls, DEL, line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class _Rfc3339:
@@ -36,6 +44,15 @@ class LogfmtFormatter(_Rfc3339, Logfmter):
     def __init__(self) -> None:
         super().__init__(keys=["ts", "level", "logger"],
                          mapping={"ts": "asctime", "level": "levelname", "logger": "name"})
+
+    @classmethod
+    def format_string(cls, value: str) -> str:
+        """As logfmter, but a value holding a character of ``_UNSAFE`` is quoted with it escaped as
+        ``\\uXXXX`` (logfmter leaves all but newlines raw, and unquoted)."""
+        if not _UNSAFE.search(value):
+            return super().format_string(value)
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) + '"'
 
 
 class JsonLineFormatter(_Rfc3339, JsonFormatter):

@@ -333,10 +333,10 @@ def test_compose_simulator_runs_the_example_devices_and_the_devices_exporter_wat
     command = simulator["command"]
     assert command[:2] == ["simulate", "--config"]
     example, copy_ = compose_copy("simulate.yaml", simulator, command[2])
-    assert copy_ == example.replace('listen: "127.0.0.1:', 'listen: "0.0.0.0:').replace("demo-pki/", f"{DEMO_PKI}/")
+    assert copy_ == example.replace('listen: "127.0.0.1:', 'listen: "0.0.0.0:').replace("../demo-pki/", f"{DEMO_PKI}/")
     example, copy_ = compose_copy("exporter-devices.yaml", exporter, container_config_path())
     assert copy_ == example.replace('"127.0.0.1:9817"', '"0.0.0.0:9817"').replace(
-        "https://127.0.0.1:", "https://simulator:").replace("demo-pki/", f"{DEMO_PKI}/")
+        "https://127.0.0.1:", "https://simulator:").replace("../demo-pki/", f"{DEMO_PKI}/")
     for service in (simulator, exporter, services["pki"]):
         assert f"demo-pki:{DEMO_PKI}" in " ".join(service["volumes"]) and service["read_only"] is True
         assert service["image"] == services["qtelemetry"]["image"]

@@ -153,8 +153,9 @@ def test_silent_node_times_out(servers, pki):
 
 def test_config_errors(tmp_path, pki):
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "token").write_text("t0ken\n")
     with pytest.raises(ValueError, match="need an https"):
-        config("http://node/restconf/data/x", bearer_token_file=str(tmp_path / "empty"))
+        config("http://node/restconf/data/x", bearer_token_file=str(tmp_path / "token"))
     with pytest.raises(ValueError, match="empty"):
         config("https://node/restconf/data/x", bearer_token_file=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="qkdl_id"):

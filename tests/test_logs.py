@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import warnings
 
 import logfmtkv
@@ -109,13 +110,33 @@ def format_line(message: str, **fields: object) -> str:
 TEXT = st.text(st.characters(exclude_categories=["Cs"]))  # any code point but lone surrogates
 
 
+def unsafe(line: str) -> list[str]:
+    """Control characters and line or paragraph separators in ``line``."""
+    return [c for c in line if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+
+
 @settings(max_examples=300, deadline=None)
 @given(message=TEXT, value=TEXT, number=st.integers() | st.floats(allow_nan=False))
 def test_any_text_round_trips_through_one_logfmt_line(message, value, number):
     line = format_line(message, value=value, number=number)
-    assert "\n" not in line and "\r" not in line
+    assert len(line.splitlines()) <= 1 and not unsafe(line)  # no break for any splitter, no terminal escape
     parsed = logfmtkv.parse(line, strict=True, duplicates="error")
     assert (parsed["msg"], parsed["value"], parsed["number"]) == (message, value, str(number))
+
+
+UNICODE_BREAKS = "metro\u2028ts=2026-11-28T12:00:00.000Z level=ERROR msg=forged\x85\u2029\x1c\x1b[2J\x9b"
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_device_text_with_unicode_line_breaks_and_escapes_stays_one_printable_line(captured, fmt):
+    """U+2028 and U+0085 in a device's text reached the log raw: a consumer splitting on Unicode
+    line boundaries saw a forged level=ERROR line, a terminal ran the escapes."""
+    stream = captured(fmt)
+    logging.getLogger("qtelemetry.drivers").warning("device says", extra={"detail": UNICODE_BREAKS})
+    line = stream.getvalue()[:-1]
+    assert len(line.splitlines()) == 1 and not unsafe(line)
+    parsed = json.loads(line) if fmt == "json" else logfmtkv.parse(line, strict=True, duplicates="error")
+    assert parsed["detail"] == UNICODE_BREAKS and parsed["level"] == "WARNING"
 
 
 def test_lone_surrogates_still_give_one_parseable_line():

@@ -61,6 +61,57 @@ def test_wrong_passwords_cannot_starve_a_scraper(endpoint):
     assert set(guesses) == {401, 429}
 
 
+def test_a_flood_of_guesses_locks_no_one_out_across_a_reload(endpoint):
+    """Sixteen connections guessing kept the bcrypt queue full; a reload dropped the passed checks,
+    so the scraper got 429 on every try after it, and a user not seen yet (as every user after a
+    restart) 10 of 10. Now passed checks of unchanged credentials survive the reload (the scraper
+    shares the guessers' address here: only its remembered check lets it in), and the queue is
+    shared by address: a newcomer's check waits behind at most one of the guessers'."""
+    hashes = {user: bcrypt.hashpw(password, bcrypt.gensalt(rounds=10)).decode()
+              for user, password in (("prometheus", b"scrape-pass"), ("grafana", b"dash-pass"))}
+    served = endpoint("exporter: {web: {basic_auth_users: {prometheus: '%(prometheus)s', grafana: '%(grafana)s'}}}\n"
+                      % hashes + LINKS)
+
+    def scrape(user: str, password: str, source: str | None = None) -> int:
+        return served.request("GET", "/metrics", headers=basic(user, password), timeout=60, source=source)[0]
+
+    assert scrape("prometheus", "scrape-pass") == 200
+    stop = threading.Event()
+    guesses: list[int] = []
+
+    def guess() -> None:
+        while not stop.is_set():
+            try:
+                guesses.append(served.request("GET", "/metrics", headers=basic("prometheus", "guess"), timeout=10)[0])
+            except OSError:  # a guess the server dropped: guess on
+                guesses.append(0)
+
+    def flooded() -> None:
+        """Until a guess is refused 429 from now on: the bcrypt queue is full."""
+        seen, deadline = len(guesses), time.monotonic() + 30
+        while 429 not in guesses[seen:]:
+            assert time.monotonic() < deadline, guesses[seen:]
+            time.sleep(0.05)
+
+    attackers = [threading.Thread(target=guess) for _ in range(16)]
+    for thread in attackers:
+        thread.start()
+    try:
+        flooded()
+        before = [scrape("prometheus", "scrape-pass") for _ in range(5)]
+        assert served.reloader.reload() == []  # what SIGHUP does; the credentials did not change
+        flooded()
+        after = [scrape("prometheus", "scrape-pass") for _ in range(5)]
+        flooded()
+        newcomer = [scrape("grafana", "dash-pass", "127.0.0.3") for _ in range(3)]
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join()
+    assert before == after == [200] * 5
+    assert newcomer == [200] * 3
+
+
 def test_unknown_users_cost_a_bcrypt_check_like_known_ones(endpoint, monkeypatch):
     """An unknown user's password is checked against a configured hash, so it takes the same
     time as a wrong password for a known user: both queue for bcrypt, and both are refused 429
@@ -72,7 +123,7 @@ def test_unknown_users_cost_a_bcrypt_check_like_known_ones(endpoint, monkeypatch
     slow.start()  # holds the one bcrypt worker for ~0.5-1 s
     try:
         deadline = time.monotonic() + 10
-        while served.server._auth._waiting == 0:  # until its check is on the worker
+        while served.server._auth._running == 0:  # until its check is on the worker
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert served.request("GET", "/metrics", headers=basic("nobody", "x"))[0] == 429

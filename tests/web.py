@@ -40,15 +40,19 @@ class Endpoint:
     def port(self) -> int:
         return self.server.address[1]
 
-    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+    def connection(self, timeout: float = 10.0, source: str | None = None) -> http.client.HTTPConnection:
+        """A connection to the endpoint, from the loopback address ``source`` if given (127.0.0.2, ...)."""
+        bind = None if source is None else (source, 0)
         if self.context is None:
-            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.context)
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout, source_address=bind)
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.context,
+                                           source_address=bind)
 
     def request(self, method: str, path: str, body: bytes | str | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], str]:
-        """(status, headers, body text) of one request on a fresh connection."""
-        conn = self.connection(timeout)
+                headers: dict[str, str] | None = None, timeout: float = 10.0,
+                source: str | None = None) -> tuple[int, dict[str, str], str]:
+        """(status, headers, body text) of one request on a fresh connection (from ``source``)."""
+        conn = self.connection(timeout, source)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()

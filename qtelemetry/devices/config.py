@@ -14,9 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, FilePath, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qtelemetry.config import LABEL_VALUE, Config, ConfigError, ExporterConfig, LinkConfig, parse_listen, read_text, validate_yaml
+from qtelemetry.configfile import ReadableFile, TokenFile, read_token
 from qtelemetry.devices.serving import server_context
 from qtelemetry.drivers.base import StrictModel
 from qtelemetry.drivers.simulated import KeyDistillingConfig
@@ -25,9 +26,9 @@ from qtelemetry.drivers.simulated import KeyDistillingConfig
 class ServerTLS(StrictModel):
     """TLS of a device's server: its certificate, and the CA its clients' certificates are checked against."""
 
-    cert_file: FilePath = Field(description="server certificate (PEM)")
-    key_file: FilePath = Field(description="private key of cert_file (PEM)")
-    client_ca_file: FilePath | None = Field(None, description="CA that signs client certificates")
+    cert_file: ReadableFile = Field(description="server certificate (PEM)")
+    key_file: ReadableFile = Field(description="private key of cert_file (PEM)")
+    client_ca_file: ReadableFile | None = Field(None, description="CA that signs client certificates")
 
     @model_validator(mode="after")
     def _loadable(self) -> "ServerTLS":
@@ -73,16 +74,10 @@ class RestconfConfig(Listening):
     """The site's ETSI GS QKD 015 SD-QKD node over RESTCONF (HTTPS)."""
 
     tls: ServerTLS = Field(description="server certificate; with client_ca_file, clients must present a certificate")
-    bearer_token_file: FilePath | None = Field(None, description="file holding a bearer token every request must carry")
+    bearer_token_file: TokenFile | None = Field(None, description="file holding a bearer token every request must carry")
 
     def bearer_token(self) -> str | None:
-        return None if self.bearer_token_file is None else self.bearer_token_file.read_text(encoding="utf-8").strip()
-
-    @model_validator(mode="after")
-    def _token(self) -> "RestconfConfig":
-        if self.bearer_token_file is not None and not self.bearer_token():
-            raise ValueError("bearer_token_file is empty")
-        return self
+        return None if self.bearer_token_file is None else read_token(self.bearer_token_file)
 
 
 class SiteDevices(StrictModel):
@@ -151,8 +146,9 @@ def problems(config: DevicesConfig) -> list[tuple[str, str]]:
     return found
 
 
-def parse_devices_config(text: str, source: str = "<config>") -> DevicesConfig:
-    config = validate_yaml(DevicesConfig, text, source)
+def parse_devices_config(text: str, source: str = "<config>", config_dir: Path | None = None) -> DevicesConfig:
+    """Validate a ``qtelemetry simulate`` config; relative paths are from ``config_dir`` (default: here)."""
+    config = validate_yaml(DevicesConfig, text, source, config_dir=config_dir)
     found = problems(config)
     if found:
         raise ConfigError(source, found)
@@ -160,5 +156,5 @@ def parse_devices_config(text: str, source: str = "<config>") -> DevicesConfig:
 
 
 def load_devices_config(path: str | Path) -> DevicesConfig:
-    """Read and validate a ``qtelemetry simulate`` config file."""
-    return parse_devices_config(read_text(path), str(path))
+    """Read and validate a ``qtelemetry simulate`` config file; relative paths in it are from its directory."""
+    return parse_devices_config(read_text(path), str(path), Path(path).absolute().parent)

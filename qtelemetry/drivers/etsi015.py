@@ -18,8 +18,9 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import numpy as np
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, model_validator
 
+from qtelemetry.configfile import TokenFile, read_token
 from qtelemetry.drivers.base import CountBatch, DriverError, IODriverConfig
 from qtelemetry.drivers.https import (
     HTTP_REASONS, MAX_BODY_BYTES, TRANSPORT_REASONS, Answer, HttpsClient, TLSFiles, http_error, origin)
@@ -50,7 +51,7 @@ class Etsi015Config(IODriverConfig):
                                  "or file:///path of a JSON document")
     qkdl_id: UUID = Field(description="qkdl_id of the key association link of that node this link is")
     tls: TLSFiles | None = Field(None, description="CA of the node, and a client certificate if it asks for one")
-    bearer_token_file: FilePath | None = Field(None, description="file holding a bearer token sent to the node")
+    bearer_token_file: TokenFile | None = Field(None, description="file holding a bearer token sent to the node")
     poll_interval_seconds: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="period of polls")
     timeout_seconds: float = Field(2.0, gt=0.0, allow_inf_nan=False, description="timeout of each poll")
 
@@ -59,12 +60,10 @@ class Etsi015Config(IODriverConfig):
         scheme = urlsplit(self.url).scheme
         if scheme != "https" and (self.tls is not None or self.bearer_token_file is not None):
             raise ValueError("tls and bearer_token_file need an https:// url")
-        if self.bearer_token_file is not None and not self.bearer_token():
-            raise ValueError("bearer_token_file is empty")
         return self
 
     def bearer_token(self) -> str | None:
-        return None if self.bearer_token_file is None else self.bearer_token_file.read_text(encoding="utf-8").strip()
+        return None if self.bearer_token_file is None else read_token(self.bearer_token_file)
 
     def build(self) -> "Etsi015Driver":
         return Etsi015Driver(self)

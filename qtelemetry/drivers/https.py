@@ -19,8 +19,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, model_validator
 
+from qtelemetry.configfile import ReadableFile
 from qtelemetry.drivers.base import DriverError, StrictModel
 
 #: Reasons a request can fail for before any HTTP answer.
@@ -52,9 +53,9 @@ _CLIENT_ALERTS = {
 class TLSFiles(StrictModel):
     """PEM files for HTTPS to a device: the CA that signed its certificate, and ours."""
 
-    ca_file: FilePath = Field(description="CA certificate(s) that signed the device's server certificate")
-    cert_file: FilePath | None = Field(None, description="client certificate presented to the device (mutual TLS)")
-    key_file: FilePath | None = Field(None, description="private key of cert_file")
+    ca_file: ReadableFile = Field(description="CA certificate(s) that signed the device's server certificate")
+    cert_file: ReadableFile | None = Field(None, description="client certificate presented to the device (mutual TLS)")
+    key_file: ReadableFile | None = Field(None, description="private key of cert_file")
 
     @model_validator(mode="after")
     def _loadable(self) -> "TLSFiles":
@@ -151,10 +152,10 @@ class HttpsClient:
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._session.request(method, url, json=json, ssl=self._ssl, allow_redirects=False) as response:
-                    body = await _read(response, what)
+                    body = await read_body(response, MAX_BODY_BYTES)
                     return Answer(response.status, body, time.perf_counter() - started)
-        except DriverError:
-            raise
+        except TooLarge:
+            raise DriverError("response_too_large", f"{what}: answer larger than {MAX_BODY_BYTES} bytes") from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify(exc, what) from None
 
@@ -164,10 +165,15 @@ class HttpsClient:
             self._session = None
 
 
-async def _read(response: aiohttp.ClientResponse, what: str) -> bytes:
+class TooLarge(Exception):
+    """An answer grew past the size its reader allows."""
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body as it arrives; TooLarge as soon as it passes ``limit`` bytes (nothing more is read)."""
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise DriverError("response_too_large", f"{what}: answer larger than {MAX_BODY_BYTES} bytes")
+        if len(body) > limit:
+            raise TooLarge
     return bytes(body)

@@ -10,17 +10,37 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from qtelemetry.config import read_token
-from qtelemetry.drivers.faults import EFFECTS
+from pydantic import BaseModel, Field, ValidationError
+
+from qtelemetry.configfile import printable, read_token
+from qtelemetry.drivers.faults import EFFECTS, FaultConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 1
+#: Largest answer read: the exporter's are a few hundred bytes.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
-def _request(args: argparse.Namespace, method: str, body: dict[str, Any]) -> dict[str, Any] | int:
-    """The exporter's JSON answer, or the exit code after printing why there is none."""
+def _refused(message: str) -> int:
+    """Print why the exporter did not do it, one line, control characters escaped."""
+    print(f"error: {printable(message, 1000)}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _read(response: Any) -> bytes:
+    """At most ``MAX_ANSWER_BYTES`` of an answer; ValueError if it is longer."""
+    data = response.read(MAX_ANSWER_BYTES + 1)
+    if len(data) > MAX_ANSWER_BYTES:
+        raise ValueError(f"the answer is longer than {MAX_ANSWER_BYTES} bytes: not the exporter's")
+    return data
+
+
+def _request(args: argparse.Namespace, method: str, body: dict[str, Any], shape: type[M]) -> M | int:
+    """The exporter's JSON answer checked against ``shape``, or the exit code after printing why there is none."""
     try:
         token = read_token(Path(args.token_file))
     except ValueError as exc:
@@ -34,17 +54,27 @@ def _request(args: argparse.Namespace, method: str, body: dict[str, Any]) -> dic
     try:
         context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            answer = json.loads(response.read())
+            return shape.model_validate_json(_read(response), strict=True)
     except urllib.error.HTTPError as exc:
-        print(f"error: {method} {url}: {exc.code} {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
-        return EXIT_REFUSED
+        try:
+            said = _read(exc).decode(errors="replace").strip()
+        except (OSError, ValueError) as cause:
+            said = str(cause)
+        return _refused(f"{method} {url}: {exc.code} {said}")
     except urllib.error.URLError as exc:
-        print(f"error: cannot reach the exporter at {url}: {exc.reason}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (OSError, ValueError) as exc:  # a reset connection, a bad CA file, an answer that is not JSON
-        print(f"error: {method} {url}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    return answer if isinstance(answer, dict) else {}
+        return _refused(f"cannot reach the exporter at {url}: {exc.reason}")
+    except ValidationError as exc:  # a 200 that is not what the exporter answers
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(map(str, first["loc"])) or "the answer"
+        return _refused(f"{method} {url}: not the exporter's answer ({where}: {first['msg']})")
+    except (OSError, ValueError) as exc:  # a reset connection, a bad CA file, an answer too long
+        return _refused(f"{method} {url}: {exc}")
+
+
+class Cleared(BaseModel):
+    """The answer to DELETE /-/faults."""
+
+    ended: int = Field(ge=0)
 
 
 def describe_injected(link: str, fault: dict[str, Any]) -> str:
@@ -80,18 +110,18 @@ def finite(text: str) -> float:
 def cmd_inject(args: argparse.Namespace) -> int:
     body = {"link": args.link, "kind": args.kind, "start_s": 0.0, "ramp_s": args.ramp_s,
             "duration_s": args.duration_s, "magnitude": args.magnitude}
-    answer = _request(args, "POST", body)
+    answer = _request(args, "POST", body, FaultConfig)
     if isinstance(answer, int):
         return answer
-    print(describe_injected(args.link, answer))
+    print(describe_injected(args.link, answer.model_dump()))
     return 0
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    answer = _request(args, "DELETE", {"link": args.link, "kind": args.kind})
+    answer = _request(args, "DELETE", {"link": args.link, "kind": args.kind}, Cleared)
     if isinstance(answer, int):
         return answer
-    print(describe_cleared(args.link, args.kind, answer.get("ended")))
+    print(describe_cleared(args.link, args.kind, answer.ended))
     return 0
 
 

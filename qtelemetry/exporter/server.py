@@ -209,12 +209,8 @@ class MetricsServer:
     def protect(self, protection: Protection) -> None:
         """Use ``protection`` for the requests and handshakes that start from now on (a reload)."""
         before = self._protection
-        old, self._auth = self._auth, BasicAuth(protection.web.basic_auth_users)
+        self._auth.use(protection.web.basic_auth_users)  # passed checks of unchanged credentials stay
         self._protection = protection
-        if self._loop is None:
-            old.close()
-        else:  # on the loop, after any check that already holds the old one has handed its work over
-            self._loop.call_soon_threadsafe(old.close)
         if (before.tls is None) != (protection.tls is None):
             log.warning("the endpoint changed scheme: scrapers must follow", extra={"scheme": self.scheme})
         if (before.admin_token is None) != (protection.admin_token is None):
@@ -301,7 +297,7 @@ class MetricsServer:
             return (200, b"ready\n", {"Content-Type": TEXT}) if ready else (503, f"{why}\n".encode(), {"Content-Type": TEXT})
         if path in CONTROL_PATHS:
             return await self._control(request)
-        verdict = await self._auth.check(request.headers.get("Authorization"))
+        verdict = await self._auth.check(request.headers.get("Authorization"), request.remote)
         if verdict is Verdict.BUSY:
             raise _Refusal(429, "too many password checks waiting: try again", {"Retry-After": "1"})
         if verdict is Verdict.DENIED:
@@ -363,9 +359,10 @@ class MetricsServer:
         return 200, json.dumps({"rearmed": link, "relearn": relearn}).encode(), {"Content-Type": "application/json"}
 
     async def _inject(self, link: str, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-        """POST /-/faults {"link", "kind", ...FaultConfig fields} starts a fault now."""
+        """POST /-/faults {"link", "kind", ...FaultConfig fields} starts a fault now; JSON types as they
+        are (strict: "3" or true is no number)."""
         try:
-            fault = FaultConfig.model_validate(body)
+            fault = FaultConfig.model_validate(body, strict=True)
             started = await asyncio.to_thread(lambda: self._faults(link).inject(fault))
         except ValidationError as exc:
             raise _Refusal(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None

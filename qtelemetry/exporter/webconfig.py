@@ -5,6 +5,11 @@
 files; the inline ``exporter.web`` keys of the config are the older, smaller form of the same
 thing and become a ``WebConfigFile`` too. Relative paths are taken from the file's directory.
 
+A TLS set-up is tried before it is used: the server context completes a handshake in memory
+with a client that offers every version and suite, so settings OpenSSL will not serve (only
+TLS 1.0/1.1, which OpenSSL 3 refuses at its default security level; suites that do not fit the
+key) fail ``check-config`` and a reload instead of every later handshake.
+
 What Python's ``ssl`` module cannot do as Go's ``crypto/tls`` does is refused by name rather
 than ignored: client certificates that nobody verifies (``RequestClientCert``,
 ``RequireAnyClientCert``), curve lists, inline server keys. ``rate_limit`` is refused too: the
@@ -120,7 +125,14 @@ class TLSServerConfig(StrictModel):
         return tuple(p for p in (self.cert_file, self.key_file, self.client_ca_file) if p is not None)
 
     def context(self) -> ssl.SSLContext:
-        """A server context from the files as they are now; ssl.SSLError or OSError if they do not load."""
+        """A server context from the files as they are now, tried (``_serves``); ssl.SSLError or OSError
+        if they do not load, ValueError if OpenSSL cannot serve the settings."""
+        context = self._context()
+        _serves(context, self.max_version if TLS_VERSIONS[self.max_version] < ssl.TLSVersion.TLSv1_2
+                else "cipher_suites" if self.cipher_suites else None)
+        return context
+
+    def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = TLS_VERSIONS[self.min_version]
         context.maximum_version = TLS_VERSIONS[self.max_version]
@@ -145,6 +157,35 @@ class TLSServerConfig(StrictModel):
             return True
         allowed = {_normal_san(s) for s in self.client_allowed_sans}
         return any(_normal_san(value) in allowed for _, value in (peer or {}).get("subjectAltName", ()))
+
+
+def _serves(server: ssl.SSLContext, culprit: str | None) -> None:
+    """A handshake of ``server`` with a client offering everything, in memory; ValueError saying
+    why it fails (``culprit``: the setting most likely at fault). The client certificate, if one
+    is required, is not asked for: the handshake tests what the server can offer."""
+    required, server.verify_mode = server.verify_mode, ssl.CERT_NONE
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    client.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    pipes = [ssl.MemoryBIO() for _ in range(4)]
+    ends = [server.wrap_bio(pipes[0], pipes[1], server_side=True), client.wrap_bio(pipes[2], pipes[3])]
+    try:
+        for _ in range(8):  # TLS 1.2 needs two round trips
+            for end, out, into in ((ends[1], pipes[3], pipes[0]), (ends[0], pipes[1], pipes[2])):
+                try:
+                    end.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                into.write(out.read())
+            if all(end.version() for end in ends):
+                return
+        raise ssl.SSLError("the handshake did not finish")
+    except ssl.SSLError as exc:
+        advice = {None: "", "cipher_suites": ": cipher_suites has no suite for this key"}.get(
+            culprit, f": max_version {culprit}: OpenSSL {ssl.OPENSSL_VERSION.split()[1]} serves TLS 1.2 and 1.3 only")
+        raise ValueError(f"no client could complete a TLS handshake with these settings ({exc.reason or exc}){advice}") from None
+    finally:
+        server.verify_mode = required
 
 
 def _normal_san(value: str) -> str:

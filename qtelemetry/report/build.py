@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from qtelemetry.configfile import read_text, load_yaml
 from qtelemetry.monitoring.config import MonitoringConfig
-from qtelemetry.report import figures, html, incidents, tables
+from qtelemetry.report import figures, html, incidents, nodata, tables
 from qtelemetry.report.prometheus import HttpConfig, Prometheus, redacted_url
 from qtelemetry.report.verdicts import verdicts
 
@@ -33,6 +34,7 @@ class ReportRequest:
     alerts_source: str
     out: Path
     title: str
+    timeout_s: float | None = None  #: deadline of the whole report (each query has ``http.timeout_s``)
 
 
 def alert_rules(request: ReportRequest) -> list[incidents.Rule]:
@@ -60,13 +62,34 @@ def _with_times(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def build_report(request: ReportRequest) -> Path:
-    """Query Prometheus for the period and write ``report.html`` and the CSV tables to ``request.out``."""
-    prom = Prometheus(request.prometheus, request.http)
+    """Query Prometheus for the period and write ``report.html`` and the CSV tables to ``request.out``;
+    ``nodata.NoData`` (report written) if no link has data in the period."""
+    deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
+    with Prometheus(request.prometheus, request.http, deadline) as prom:
+        return _build(request, prom)
+
+
+def _meta(request: ReportRequest) -> dict[str, str]:
+    """The page's title and header fields."""
+    d = html.fmt_duration
+    return {"title": html.html.escape(request.title),
+            "period": f"{_iso(request.start)} – {_iso(request.end)} ({d(request.end - request.start)})",
+            "prometheus": html.html.escape(redacted_url(request.prometheus)), "step": d(request.step)}
+
+
+def _build(request: ReportRequest, prom: Prometheus) -> Path:
     monitoring = request.monitoring
     objective = monitoring.slos[0].objective if monitoring.slos else 0.999
     log.info("reading the period's series", extra={"start": _iso(request.start), "end": _iso(request.end),
                                                     "step_s": request.step})
     series = tables.fetch(prom, monitoring.selector, request.start, request.end, request.step, request.links)
+    if not series.links:
+        meta = _meta(request)
+        reasons = nodata.diagnose(prom, monitoring.selector, request.start, request.end, request.links,
+                                  tables.missing(series), meta["period"])
+        path = nodata.write(request.out, html.page(**meta, incident_source="—", cards="", strip="", missing="",
+                                                   verdicts=nodata.section(reasons), sections=""))
+        raise nodata.NoData(path, reasons)
     rules = alert_rules(request)
     found = incidents.collect(prom, rules, request.start, request.end, request.step, request.alerts_source)
     incident_table = found.table
@@ -223,10 +246,7 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
         "Incidents", "incidents",
         f'<p class="note">Source: {html.html.escape(found.source)}. Time to resolve: from firing to resolution.</p>',
         html.table(by_alert, grouped_cols), "<h3>Every alert that fired</h3>", html.table(incident_table, incident_cols)))
-    period = f"{_iso(request.start)} – {_iso(request.end)} ({d(request.end - request.start)})"
-    return html.page(title=html.html.escape(request.title), period=period,
-                     prometheus=html.html.escape(redacted_url(request.prometheus)), step=d(request.step),
-                     incident_source=html.html.escape(found.source), cards=cards,
+    return html.page(**_meta(request), incident_source=html.html.escape(found.source), cards=cards,
                      strip=html.figure(figures.availability_strip(series), "availability strip"),
                      verdicts=_verdict_matrix(verdict_table), missing=missing_html, sections="".join(sections))
 

@@ -18,6 +18,11 @@ from qtelemetry.configfile import EXIT_CONFIG, read_text
 
 log = logging.getLogger("qtelemetry")
 
+#: Exit codes of ``report`` besides 0 and EXIT_CONFIG: Prometheus failed or answered nonsense;
+#: no link has data in the period (a report saying so, and what to check, is written).
+EXIT_FAILED = 1
+EXIT_NO_DATA = 3
+
 #: ``now``, ``now-7d``, Unix seconds or RFC 3339 (``2026-11-01T00:00:00Z``).
 _RELATIVE = re.compile(r"^now(?:-([1-9][0-9]*)([smhdw]))?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,6 +68,7 @@ def _secret(path: str | None, flag: str) -> str | None:
 
 def run_report(args: argparse.Namespace) -> int:
     from qtelemetry.monitoring.config import duration_seconds, load_monitoring_config
+    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
@@ -75,6 +81,13 @@ def run_report(args: argparse.Namespace) -> int:
         token = _secret(args.bearer_token_file, "--bearer-token-file")
         if (password is None) != (args.basic_auth_user is None):
             raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+        query_timeout, timeout = duration_seconds(args.query_timeout), duration_seconds(args.timeout)
+        if query_timeout <= 0 or timeout <= 0:
+            raise ValueError("--query-timeout and --timeout must be positive")
+        http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
+                          bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                          insecure_skip_verify=args.insecure_skip_verify, timeout_s=query_timeout)
+        http.ssl_context()
     except ValueError as exc:
         return _usage(str(exc))
     try:
@@ -84,23 +97,24 @@ def run_report(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         extras.require("matplotlib", "report")
-        extras.require("requests", "report")
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
     from qtelemetry.report.build import ReportRequest, build_report
-    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
+    from qtelemetry.report.nodata import NoData
 
-    http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
-                      bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-                      insecure_skip_verify=args.insecure_skip_verify)
     request = ReportRequest(args.prometheus, http, start, end, step, args.link or [], monitoring,
-                            Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title)
+                            Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title,
+                            timeout)
     started = time.monotonic()
     try:
         written = build_report(request)
     except PrometheusError as exc:
         log.error("report failed", extra={"reason": str(exc)})
-        return 1
+        return EXIT_FAILED
+    except NoData as exc:
+        log.warning("no data in the period: report written without tables",
+                    extra={"html": str(exc.path), "reason": str(exc)})
+        return EXIT_NO_DATA
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -149,7 +163,10 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     report = verbs.add_parser(
         "report", help="pilot report (HTML + CSV) from a Prometheus' history",
         description="Query a Prometheus over a period and write a self-contained HTML pilot report "
-                    "(figures embedded) and its tables as CSV. Needs the report extra (matplotlib).")
+                    "(figures embedded) and its tables as CSV. Needs the report extra (matplotlib).",
+        epilog=f"exit codes: 0 report written; {EXIT_FAILED} Prometheus unreachable, refusing or answering "
+               f"nonsense (logged: report failed); {EXIT_CONFIG} bad options or config; {EXIT_NO_DATA} no link has "
+               "data in the period (report.html says what is missing and what to check, no CSV tables)")
     report.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://localhost:9090")
     report.add_argument("--start", required=True, metavar="T", help="now-7d, Unix seconds or RFC 3339 (2026-11-01T00:00:00Z)")
     report.add_argument("--end", default="now", metavar="T", help="as --start (default: now)")
@@ -164,6 +181,9 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         help="incidents from ALERTS, from evaluating the rules, or ALERTS if present (default)")
     report.add_argument("--out", required=True, metavar="DIR", help="directory for report.html and the CSV tables")
     report.add_argument("--title", default="Quantum network pilot report", help="the report's title")
+    report.add_argument("--query-timeout", default="2m", metavar="DURATION",
+                        help="deadline of each query, answer read in full (default 2m)")
+    report.add_argument("--timeout", default="1h", metavar="DURATION", help="deadline of the whole report (default 1h)")
     http = report.add_argument_group("HTTP (as Prometheus' http_config)")
     http.add_argument("--basic-auth-user", metavar="USER")
     http.add_argument("--basic-auth-password-file", metavar="FILE")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from qtelemetry.monitoring import promql
 from qtelemetry.report.incidents import runs
 from qtelemetry.report.prometheus import Matrix, Prometheus
 
@@ -98,6 +99,12 @@ def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float
     for link in data["up"]:  # a link without qlink_info still counts
         protocols.setdefault(link, "")
     return Series(times, step, data, protocols)
+
+
+def missing(series: Series) -> list[str]:
+    """The metrics of ``QUERIES`` of which the period has no series at all."""
+    return [metric for name, template in QUERIES.items() if not series.data.get(name)
+            for metric in sorted(promql.metric_names(template.replace("{sel}", "").replace(", sel}", "}")))]
 
 
 def increments(series: Series, name: str, link: str) -> np.ndarray:
