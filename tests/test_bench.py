@@ -38,3 +38,8 @@ def test_tamper_benchmark_prints_its_tables():
     assert "| decoy BB84 | intercept-resend 5 % | 25 |" in out and "| entangled | intercept-resend 5 % | 100 |" in out
     assert "| decoy BB84 | photon-number splitting 25 % | 100 |" in out and "tamper alarms" in out
     assert "| entangled | 100 | 25% |" in out and "10,000 links" in out and "x the estimate call" in out
+
+
+def test_finite_key_benchmark_prints_its_ratios():
+    out = run("finite_key.py", "--blocks", "1e8", "--step-km", "100", "--repeats", "1")
+    assert "| 1e+08 | rate every 100 km |" in out and "| 1e+08 | reach |" in out and out.count("x |") == 2

@@ -14,11 +14,14 @@ under that rule whenever it yields ℓ ≥ L bits (that key is even κL ≤ κ�
 from __future__ import annotations
 
 import functools
+import json
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 from scipy.optimize import differential_evolution
 
+from qtelemetry.cli import main
 from qtelemetry.estimation import decoy
 from qtelemetry.estimation.decoy import binary_entropy
 from qtelemetry.estimation.finite_key import finite_key_from_counts, finite_key_from_model
@@ -33,6 +36,24 @@ def lim_channel(distance_km, intensity):
     clicks = 1 - (1 - 2 * 6e-7) * np.exp(-eta_sys * intensity)
     errors = 6e-7 + 5e-3 * (1 - np.exp(-eta_sys * intensity)) + 4e-2 * clicks / 2
     return clicks * (1 + 4e-2), errors
+
+
+def gys_channel(distance_km, intensity):
+    """The GYS link of MQZL §II (the planner's defaults): 0.21 dB/km, η_Bob 4.5 %, Y0 = 1.7e-6,
+    e_det = 3.3 %; Q = Y0 + 1 − e^(−ημ) and E·Q = Y0/2 + e_det·(1 − e^(−ημ))."""
+    detected = -np.expm1(-0.045 * 10 ** (-0.21 * distance_km / 10) * intensity)
+    return 1.7e-6 + detected, 1.7e-6 / 2 + 0.033 * detected
+
+
+class Fibre(NamedTuple):
+    """A modelled link for the equations written out below: click and error probabilities per pulse
+    of ``channel(distance_km, intensity)``, and the error-correction inefficiency f_EC."""
+
+    channel: Callable
+    ec_efficiency: float
+
+
+LIM, GYS = Fibre(lim_channel, F_EC), Fibre(gys_channel, 1.22)
 
 
 def lim_optimum(distance_km, block_sizes, eps_sec):
@@ -79,32 +100,32 @@ def test_block_1e4_reaches_about_135_km():
 
     Under their ε_sec = κℓ we find key at 129 km (ℓ ≥ 30 bits at ε_sec = 30κ) and none at 135 km
     even at ε_sec = κn; the reach is 129.8 km, 4 % short of the text. With a fixed ε_sec = 1e-10
-    (the planner's default) a block of 10^4 still gives key at 134 km (reach ≈ 135 km).
+    (the planner's default) a block of 10^4 gives key at 135 km (reach 135.2 km).
     """
     witness = np.array([10.0, 30.0, 100.0])
     at_129 = lim_optimum(129.0, 1e4, KAPPA * witness)
     assert np.any(at_129.length >= witness)
     assert lim_optimum(135.0, 1e4, KAPPA * 1e4).rate[0] == 0
-    assert lim_optimum(134.0, 1e4, 1e-10).rate[0] > 0
+    assert lim_optimum(135.0, 1e4, 1e-10).rate[0] > 0
 
 
 def test_blocks_1e5_and_1e6_reach_distinctly_further():
     """Lim et al. §IV, Fig. 1: "for block sizes 10^4, 10^5, and 10^6, there is a distinct advantage in
     terms of the secret key rate and fiber length for larger block sizes". We find reaches of 129.8,
-    160.4 and 172.5 km (10^7–10^9: 178.6, 180.7, 182.4 km); at 150 km, 15 km beyond the text's
+    160.4 and 172.5 km (10^7–10^9: 178.6, 182.05, 184.1 km); at 150 km, 15 km beyond the text's
     reach for 10^4, blocks of 10^5 and 10^6 still give key, 10^6 more."""
     rates = kappa_rate(150.0, np.array([1e4, 1e5, 1e6]))
     assert rates[0] == 0 and 0 < rates[1] < rates[2]
 
 
-def lim_key_length(distance_km, n_x, mu1, mu2, p1, p2, q_x, eps_sec):
+def lim_key_length(distance_km, n_x, mu1, mu2, p1, p2, q_x, eps_sec, fibre=LIM):
     """Eqs. 1–5 of Lim et al. in their own notation (key basis X chosen with q_x), written out
     without the library: the expected counts of §IV, n±/m± (after eqs. 2 and 4), s_X0 (2),
     s_X1 (3), s_Z0/s_Z1 from Z, v_Z1 (4), φ_X (5), ℓ (1). Returns ℓ (negative: no key), the pulses
     N of the block, and where the protocol is admissible and ℓ defined."""
     mu = np.stack(np.broadcast_arrays(mu1, mu2, MU3), axis=-1)
     p = np.stack(np.broadcast_arrays(p1, p2, 1 - p1 - p2), axis=-1)
-    gain, error = lim_channel(distance_km, mu)
+    gain, error = fibre.channel(distance_km, mu)
     pulses = n_x / (q_x**2 * np.sum(p * gain, axis=-1))
     n_xk = q_x[..., None] ** 2 * pulses[..., None] * p * gain
     n_zk = (1 - q_x[..., None]) ** 2 * pulses[..., None] * p * gain
@@ -136,7 +157,7 @@ def lim_key_length(distance_km, n_x, mu1, mu2, p1, p2, q_x, eps_sec):
     phi = np.minimum(np.where(b > 0, b + gamma, 0.5), 0.5)
     e_obs = m_x / n_x
     h = lambda x: -x * np.log2(x) - (1 - x) * np.log2(1 - x)  # noqa: E731
-    ell = np.floor(s_x0 + s_x1 * (1 - h(phi)) - n_x * F_EC * h(e_obs) - 6 * np.log2(21 / eps_sec)
+    ell = np.floor(s_x0 + s_x1 * (1 - h(phi)) - n_x * fibre.ec_efficiency * h(e_obs) - 6 * np.log2(21 / eps_sec)
                    - np.log2(2 / EPS_COR))
     ok = (mu[..., 0] > mu[..., 1] + MU3) & (mu[..., 1] > MU3) & np.all(p > 0, axis=-1) & np.isfinite(ell)
     return ell, pulses, ok
@@ -148,7 +169,7 @@ def lim_eqs_1_to_5(*protocol):
     return np.where(ok, np.maximum(np.where(ok, ell, 0), 0) / pulses, 0.0)
 
 
-def independent_longest_key(distance_km, n_x, eps_sec):
+def independent_longest_key(distance_km, n_x, eps_sec, fibre=LIM):
     """The largest ℓ of eqs. 1–5 (``lim_key_length``) over Lim et al.'s five free parameters, found by
     SciPy's differential evolution in its own parameterisation (q down to 1e-4): a search that
     shares nothing with the library's optimiser. ℓ, not ℓ/N: where the key ends, any ℓ > 0 counts,
@@ -156,7 +177,7 @@ def independent_longest_key(distance_km, n_x, eps_sec):
     def shortfall(x):  # x: (5, population)
         mu1, mu2, p1, share, q_x = x
         with np.errstate(all="ignore"):
-            ell, _, ok = lim_key_length(distance_km, n_x, mu1, mu2, p1, share * (1 - p1), q_x, eps_sec)
+            ell, _, ok = lim_key_length(distance_km, n_x, mu1, mu2, p1, share * (1 - p1), q_x, eps_sec, fibre)
         return np.where(ok, -ell, np.inf)
 
     bounds = [(0.01, 1.5), (2.5e-4, 0.7), (1e-3, 0.99), (0.01, 0.99), (1e-4, 0.99)]
@@ -165,20 +186,38 @@ def independent_longest_key(distance_km, n_x, eps_sec):
     return -found.fun
 
 
-@pytest.mark.parametrize("n_x, key_at_km, witness, none_at_km", [(1e4, 129.0, 30.0, 135.0), (1e5, 160.0, 100.0, 163.0)])
-def test_reach_of_blocks_1e4_and_1e5_is_bracketed_by_an_independent_search(n_x, key_at_km, witness, none_at_km):
+@pytest.mark.parametrize("n_x, key_at_km, witness, none_at_km", [
+    (1e4, 129.0, 30.0, 135.0), (1e5, 160.0, 100.0, 163.0), (1e8, 182.0, 3e4, 183.0), (1e9, 184.1, 2e5, 184.5),
+])
+def test_reach_is_bracketed_by_an_independent_search(n_x, key_at_km, witness, none_at_km):
     """Lim et al. §IV, Fig. 1 and its text ("a block size of 10^4 ... 135 km"). The stored copy of the
     figure is text only (axes 0–200 km and 1e-7–1e-2 per pulse; curves for n_X = 10^4 … 10^9 from left
-    to right), so where the 10^5 curve ends cannot be read off it. Both reaches are instead bracketed
+    to right), so where the curves end cannot be read off it. The reaches are instead bracketed
     by ``independent_longest_key``: key under ε_sec = κℓ at ``key_at_km`` (ℓ ≥ witness bits at
     ε_sec = κ·witness) and none at ``none_at_km`` even at ε_sec = κ·n_X. The library's optimiser
-    finds the same on both sides; its reaches, 129.8 km (10^4) and 160.4 km (10^5), lie between.
-    A protocol with q → 1e-4 stretches the reach by ~0.5 km at ~1e-16 key bits per pulse, far
+    finds the same on both sides. For 10^8 and 10^9 the key side lies within 0.1 km of the reach,
+    where the key is a sliver of the searched box (at 182 km, 4e-6 of it: q ≲ 0.1, p_μ1 ≈ 0.8)
+    that no sample of the optimiser's global stage hits: a search that ranked its starts by ℓ/N
+    there stopped at 180.8 and 182.4 km.
+    A protocol with q → 1e-4 stretches the 10^4 reach by ~0.5 km at ~1e-16 key bits per pulse, far
     below the figure's axis; the optimiser's q ≥ 0.0067 does not follow it there."""
     assert independent_longest_key(key_at_km, n_x, KAPPA * witness) >= witness
     assert independent_longest_key(none_at_km, n_x, KAPPA * n_x) < 0
     assert lim_optimum(key_at_km, n_x, KAPPA * witness).length[0] >= witness
     assert lim_optimum(none_at_km, n_x, KAPPA * n_x).rate[0] == 0
+
+
+def test_gys_plan_with_optimised_mu_reaches_as_far_as_an_independent_search(capsys):
+    """`qtelemetry plan --decoy finite --optimize-mu` on its GYS defaults (block 10^8, ε_sec 1e-10):
+    ``independent_longest_key`` on the same link finds key at 142.1 km and none at 142.5 km (its
+    reach is 142.25 km); the plan has key at 142.1 km, none at 142.5, and its reach between."""
+    assert independent_longest_key(142.1, 1e8, 1e-10, GYS) > 0
+    assert independent_longest_key(142.5, 1e8, 1e-10, GYS) < 0
+    code = main(["plan", "--decoy", "finite", "--optimize-mu", "--distances", "142.1:142.5:0.4", "--format", "json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [p["key_rate_per_pulse"] > 0 for p in result["points"]] == [True, False]
+    assert 142.1 <= result["max_distance_km"] < 142.5
 
 
 @pytest.mark.parametrize("distance_km, n_x", [(0.0, 1e6), (100.0, 1e4), (125.0, 1e4)])
