@@ -1,12 +1,15 @@
 """Raw detection events → window counts, against one NumPy pass over the same bytes.
 
 Decoy-BB84 detection records (10⁸ by default: int64 time tag + five uint8 flags, 13 bytes per
-event, in columns as a Parquet reader returns them) and two entangled-photon tag streams (10⁷
-per side, half of them pairs, with the delay searched for). Baseline, timed in the same run:
-summing the same bytes viewed as uint64 (one read of memory, the least any path can do).
-Times are CPU seconds of this process (``time.process_time``; NumPy runs on one thread here), so
-that other jobs on a shared machine do not count, and the median of ``--repeats``. Machines
-here are noisy, so compare the ratio.
+event) and two entangled-photon tag streams (10⁷ per side, half of them pairs, with the delay
+searched for and given), counted twice: from columns in memory (as a Parquet reader returns
+them) against summing those bytes viewed as uint64 (one read of memory, the least any path can
+do); and from ``.npy`` files on disk, read chunk by chunk as a replayed link reads them, against
+reading the same files the same way and summing their bytes (the least any path that reads the
+file can do). Times are CPU seconds of this process (``time.process_time``; NumPy runs on one
+thread here), so that other jobs on a shared machine do not count, and the median of
+``--repeats``. Machines here are noisy, so compare the ratio. Last, the peak RSS of a fresh
+process counting the decoy-BB84 file (the goal: under 500 MB at 10⁸ records, a 1.3 GB file).
 
     python bench/events.py [--events 100000000] [--tags 10000000] [--repeats 3]
 """
@@ -15,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from qtelemetry.recording.events import PS, bb84_windows, bbm92_windows, event_table
+from qtelemetry.drivers.formats.events import PS, READ_ROWS, bb84_windows, bbm92_windows, event_table, read_events
 
 
 def bb84_columns(rng: np.random.Generator, n: int, mean_gap_ps: int) -> dict[str, np.ndarray]:
@@ -49,6 +56,38 @@ def baseline(*column_sets: dict[str, np.ndarray]) -> int:
                for columns in column_sets for c in columns.values())
 
 
+def write_npy(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """``columns`` as a .npy structured array, written a chunk of records at a time."""
+    dtype = np.dtype([(name, values.dtype) for name, values in columns.items()])
+    n = len(next(iter(columns.values())))
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                                                 "shape": (n,)})
+        for start in range(0, n, READ_ROWS):
+            records = np.empty(min(READ_ROWS, n - start), dtype)
+            for name, values in columns.items():
+                records[name] = values[start:start + READ_ROWS]
+            f.write(records.tobytes())
+
+
+def file_pass(*paths: Path) -> int:
+    """One pass over the files' bytes as the event reader reads them (chunks into one buffer), summed as uint64."""
+    total = 0
+    for path in paths:
+        buffer = np.empty(READ_ROWS * 16 // 8, np.uint64)
+        with open(path, "rb") as f:
+            while got := f.readinto(memoryview(buffer).cast("B")):
+                total += int(buffer[:got // 8].sum())
+    return total
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def median_seconds(fn, repeats: int) -> float:
     """Median CPU time of ``fn`` over ``repeats`` calls."""
     return statistics.median(cpu_seconds(fn) for _ in range(repeats))
@@ -61,7 +100,7 @@ def cpu_seconds(fn) -> float:
 
 
 def row(name: str, events: int, nbytes: int, seconds: float, base: float) -> str:
-    return (f"{name:<26} {events:>12,} {seconds:>8.3f} {events / seconds / 1e6:>10.1f} {nbytes / seconds / 1e9:>7.2f} "
+    return (f"{name:<32} {events:>12,} {seconds:>8.3f} {events / seconds / 1e6:>10.1f} {nbytes / seconds / 1e9:>7.2f} "
             f"{base:>10.3f} {nbytes / base / 1e9:>8.2f} {seconds / base:>6.2f}x")
 
 
@@ -70,32 +109,54 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10**8, help="decoy-BB84 detection records")
     parser.add_argument("--tags", type=int, default=10**7, help="tags per side of the entangled-photon link")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--count", metavar="FILE", help="only count this decoy-BB84 .npy file and print the peak RSS")
     args = parser.parse_args()
+    if args.count:
+        windows = bb84_windows(read_events(args.count, "bb84"), 0.01, 1e9, [0.5, 0.3, 0.2])
+        print(f"{len(windows.start)} windows, peak RSS {peak_rss_mb():.0f} MB")
+        return
     rng = np.random.default_rng(1)
-    print(f"{'path':<26} {'events':>12} {'s':>8} {'Mevents/s':>10} {'GB/s':>7} {'baseline s':>10} "
+    print(f"{'path':<32} {'events':>12} {'s':>8} {'Mevents/s':>10} {'GB/s':>7} {'baseline s':>10} "
           f"{'base GB/s':>8} {'ratio':>7}")
+    with tempfile.TemporaryDirectory() as where:
+        tmp = Path(where)
+        columns = bb84_columns(rng, args.events, mean_gap_ps=10_000)  # 10⁸ events over 1 s, 100 windows
+        nbytes = sum(c.nbytes for c in columns.values())
+        table = event_table(columns, "bb84")
+        seconds = median_seconds(lambda: bb84_windows(table, 0.01, 1e9, [0.5, 0.3, 0.2]), args.repeats)
+        base = median_seconds(lambda: baseline(columns), args.repeats)
+        print(row("decoy BB84 records", args.events, nbytes, seconds, base))
+        write_npy(tmp / "bb84.npy", columns)
+        del columns, table
+        on_disk = read_events(tmp / "bb84.npy", "bb84")
+        seconds = median_seconds(lambda: bb84_windows(on_disk, 0.01, 1e9, [0.5, 0.3, 0.2]), args.repeats)
+        base = median_seconds(lambda: file_pass(tmp / "bb84.npy"), args.repeats)
+        print(row("decoy BB84 records, .npy file", args.events, nbytes, seconds, base))
 
-    columns = bb84_columns(rng, args.events, mean_gap_ps=10_000)  # 10⁸ events over 1 s, 100 windows
-    nbytes = sum(c.nbytes for c in columns.values())
-    table = event_table(columns, "bb84")
-    seconds = median_seconds(lambda: bb84_windows(table, 0.01, 1e9, [0.5, 0.3, 0.2]), args.repeats)
-    base = median_seconds(lambda: baseline(columns), args.repeats)
-    print(row("decoy BB84 records", args.events, nbytes, seconds, base))
-    del columns, table
-
-    a, b = tag_streams(rng, args.tags, mean_gap_ps=100_000, delay_ps=1_234_567)
-    nbytes = sum(c.nbytes for s in (a, b) for c in s.values())
-    ta, tb = event_table(a, "tags"), event_table(b, "tags")
-    window = 0.01 * args.tags / 10**7
-    found = bbm92_windows(ta, tb, window, 1e-9, max_delay_s=1e-5)
-    seconds = median_seconds(lambda: bbm92_windows(ta, tb, window, 1e-9, max_delay_s=1e-5), args.repeats)
-    given = median_seconds(lambda: bbm92_windows(ta, tb, window, 1e-9, delay_s=found.delay_s), args.repeats)
-    base = median_seconds(lambda: baseline(a, b), args.repeats)
-    print(row("BBM92 tags, delay searched", 2 * args.tags, nbytes, seconds, base))
-    print(row("BBM92 tags, delay given", 2 * args.tags, nbytes, given, base))
-    print(f"delay found: {found.delay_s * PS:,.0f} ps (built with 1,234,567 ps); "
-          f"{found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} coincidences from "
-          f"{args.tags // 2:,} pairs in {len(found.start)} windows")
+        a, b = tag_streams(rng, args.tags, mean_gap_ps=100_000, delay_ps=1_234_567)
+        nbytes = sum(c.nbytes for s in (a, b) for c in s.values())
+        ta, tb = event_table(a, "tags"), event_table(b, "tags")
+        window = 0.01 * args.tags / 10**7
+        found = bbm92_windows(ta, tb, window, 1e-9, max_delay_s=1e-5)
+        seconds = median_seconds(lambda: bbm92_windows(ta, tb, window, 1e-9, max_delay_s=1e-5), args.repeats)
+        given = median_seconds(lambda: bbm92_windows(ta, tb, window, 1e-9, delay_s=found.delay_s), args.repeats)
+        base = median_seconds(lambda: baseline(a, b), args.repeats)
+        print(row("BBM92 tags, delay searched", 2 * args.tags, nbytes, seconds, base))
+        print(row("BBM92 tags, delay given", 2 * args.tags, nbytes, given, base))
+        write_npy(tmp / "a.npy", a)
+        write_npy(tmp / "b.npy", b)
+        del a, b, ta, tb
+        fa, fb = read_events(tmp / "a.npy", "tags"), read_events(tmp / "b.npy", "tags")
+        given = median_seconds(lambda: bbm92_windows(fa, fb, window, 1e-9, delay_s=found.delay_s), args.repeats)
+        base = median_seconds(lambda: file_pass(tmp / "a.npy", tmp / "b.npy"), args.repeats)
+        print(row("BBM92 tags, delay given, files", 2 * args.tags, nbytes, given, base))
+        print(f"delay found: {found.delay_s * PS:,.0f} ps (built with 1,234,567 ps); "
+              f"{found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} coincidences from "
+              f"{args.tags // 2:,} pairs in {len(found.start)} windows")
+        counted = subprocess.run([sys.executable, __file__, "--count", str(tmp / "bb84.npy")], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        print(f"decoy BB84 .npy file of {args.events:,} records ({(tmp / 'bb84.npy').stat().st_size / 1e9:.2f} GB) "
+              f"counted by a fresh process: {counted}")
 
 
 if __name__ == "__main__":

@@ -236,9 +236,9 @@ def main() -> None:
             soak(sizes[-1], args.soak, tmp)
 
 
-def report(rows: list[dict]) -> None:
+def report(rows: list[dict], names: tuple[str, str] = ("qtelemetry", "naive")) -> None:
     ours, naive = rows
-    print(f"\n{ours['links']} links (gzip scrapes; p50/p99 in ms; ratio = naive / qtelemetry)")
+    print(f"\n{ours['links']} links (gzip scrapes; p50/p99 in ms; ratio = {names[1]} / {names[0]})")
     keys = [("serving_s", "serving after (s)", 1), ("ready_s", "all links up after (s)", 1),
             ("cold_scrape_s", "first scrape (ms)", 1e3), ("idle_cores", "CPU unscraped (cores)", 1),
             ("cores_1", "CPU, 1 scraper (cores)", 1), ("cores_4", "CPU, 4 scrapers (cores)", 1),
@@ -252,7 +252,7 @@ def report(rows: list[dict]) -> None:
             ("age_median_1", "data age median (s)", 1), ("age_worst_1", "data age worst (s)", 1),
             ("age_median_4", "data age median, 4 scrapers (s)", 1), ("age_worst_4", "data age worst, 4 scrapers (s)", 1),
             ("tamper_running", "links with tamper detectors running", 1)]
-    print(f"  {'':34} {'qtelemetry':>12} {'naive':>12} {'ratio':>7}")
+    print(f"  {'':34} {names[0]:>12} {names[1]:>12} {'ratio':>7}")
     for key, label, scale in keys:
         a, b = ours.get(key), naive.get(key)
         ratio = f"{b / a:7.2f}" if a and b else ""

@@ -12,5 +12,6 @@
     "qtelemetry-fleet.json": (import 'dashboards/qtelemetry-fleet.json'),
     "qtelemetry-heralded-entanglement.json": (import 'dashboards/qtelemetry-heralded-entanglement.json'),
     "qtelemetry-key-supply-slo.json": (import 'dashboards/qtelemetry-key-supply-slo.json'),
+    "qtelemetry-network.json": (import 'dashboards/qtelemetry-network.json'),
   },
 }

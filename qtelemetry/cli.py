@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history``."""
+"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history | network``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
+    from qtelemetry.runtime.network import NetworkAnalyser
     from qtelemetry.runtime.runtime import Runtime
 
     # from the start, signals only queue what to do (SimpleQueue.put is reentrant); the main
@@ -65,7 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
+    network = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
     runtime.start()
+    network.start()
     exposition.start()
     server.start()
     otel = None
@@ -88,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         otel.shutdown()
     server.close()
     exposition.stop()
+    network.stop()
     runtime.stop()
     return 0
 
@@ -134,7 +138,7 @@ def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from qtelemetry import planner
+    from qtelemetry import analyser, planner
     from qtelemetry.devices import simulate
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.register(verbs)
     recording.register(verbs)
     report.register(verbs)
+    analyser.register(verbs)
     for sub in _verb_parsers(parser):
         _add_log_options(sub, defaults=False)
     return parser

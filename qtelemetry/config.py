@@ -27,6 +27,7 @@ from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
+from qtelemetry.networkconfig import NetworkConfig
 from qtelemetry.tamperconfig import LinkTamperConfig, TamperConfig, link_mean_times, resolve
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
@@ -175,6 +176,7 @@ def floats_per_window(protocol: str) -> int:
 class Config(StrictModel):
     exporter: ExporterConfig = ExporterConfig()
     links: list[LinkConfig] = Field(min_length=1)
+    network: NetworkConfig | None = Field(None, description="sites and key demands: the network view; omit for none")
 
     def ring_memory_bytes(self) -> int:
         """Memory of every link's sliding windows: one float64 copy of its counts per window."""
@@ -183,15 +185,17 @@ class Config(StrictModel):
         return self.exporter.sliding_windows * floats * 8
 
     def warnings(self) -> list[tuple[str, str]]:
-        """(field path, message) of settings that work but are unsafe, logged at start and reload:
-        secrets (the admin token, private keys of /metrics and of mutual TLS to devices) that
-        other users may read."""
+        """(field path, message) of settings that work but are unsafe or lose data, logged at start
+        and reload: secrets (the admin token, private keys of /metrics and of mutual TLS to
+        devices) that other users may read; what a driver will skip (a recording's bad rows)."""
         secrets = self.exporter.secret_files()
         for i, link in enumerate(self.links):
             tls = getattr(link.driver, "tls", None)
             if getattr(tls, "key_file", None) is not None:
                 secrets.append((f"links[{i}].driver.tls.key_file", tls.key_file, f"the client key of link {link.name}"))
-        return secret_file_warnings(secrets)
+        drivers = [(f"links[{i}].driver.{field}", message) for i, link in enumerate(self.links)
+                   for field, message in link.driver.warnings()]
+        return secret_file_warnings(secrets) + drivers
 
     def tamper_mean_times(self) -> NDArray[np.float64]:
         """Each link's mean time between tamper false alarms, s: its own, or its share of the exporter's
@@ -220,6 +224,12 @@ class Config(StrictModel):
         duplicates = [f"{name} ({', '.join(f'links[{i}]' for i in at)})" for name, at in where.items() if len(at) > 1]
         if duplicates:
             raise FieldError("links", f"duplicate link names: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _network_fits_links(self) -> "Config":
+        if self.network is not None:
+            self.network.check_against(self.links)
         return self
 
     @model_validator(mode="after")
@@ -267,7 +277,7 @@ def _problem(error: Any) -> tuple[str, str]:
     loc = tuple(error["loc"])
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        loc += tuple(cause.field.split("."))
+        loc += tuple(int(part) if part.isdigit() else part for part in cause.field.split("."))
     return _field_path(loc), printable(error["msg"].removeprefix("Value error, "))
 
 

@@ -65,4 +65,4 @@ def select(config: Config, shard: Shard) -> Config:
     if np.nansum(rates) > 0:
         tamper = tamper.model_copy(update={"fleet_mean_time_between_false_alarms_seconds": 1.0 / np.nansum(rates)})
     exporter = config.exporter.model_copy(update={"tamper": tamper})
-    return config.model_copy(update={"links": links, "exporter": exporter})
+    return config.model_copy(update={"links": links, "exporter": exporter, "network": None})  # a shard sees part of the graph

@@ -62,6 +62,7 @@ import yaml
 
 PROMETHEUS_BIN = "prometheus"
 ALERTMANAGER_BIN = "prometheus-alertmanager"  # Debian's name; upstream tarballs call it "alertmanager"
+VICTORIA_BIN = "victoria-metrics"  # Debian's victoria-metrics (single-node server)
 PROMTOOL_BIN = "promtool"
 
 LOG_TAIL_LINES = 60
@@ -85,8 +86,8 @@ def find_binary(name: str) -> str:
     if path:
         return path
     reason = (
-        f"{name} not found on PATH: install Debian's prometheus and prometheus-alertmanager "
-        "(`apt-get install -y --no-install-recommends prometheus prometheus-alertmanager`, "
+        f"{name} not found on PATH: install Debian's prometheus, prometheus-alertmanager and victoria-metrics "
+        "(`apt-get install -y --no-install-recommends prometheus prometheus-alertmanager victoria-metrics`, "
         "or run `bash .ci/run`)"
     )
     if os.environ.get("CI"):
@@ -463,11 +464,29 @@ def _rfc3339_after(stamp: str | None, after: float | None) -> bool:
     return after is None or rfc3339_seconds(stamp) > after
 
 
+class VictoriaMetrics(ManagedProcess):
+    """A single-node VictoriaMetrics: a Prometheus remote-write target (``/api/v1/write``) with a
+    Prometheus-compatible query API. Queries see samples up to 1 s old (its default holds the
+    newest 30 s back)."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, workdir: Path):
+        binary = find_binary(VICTORIA_BIN)
+        super().__init__(lambda port: [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir / 'vm-data'}",
+                                       "-search.latencyOffset=1s", "-retentionPeriod=1d"], workdir / "victoria-metrics.log")
+
+    @property
+    def write_url(self) -> str:
+        return self.url + "/api/v1/write"
+
+
 class Alertmanager(ManagedProcess):
     """Alertmanager 0.25, clustering off, every alert routed to one webhook.
 
     ``group_wait`` 0 s, ``group_interval`` 1 s, ``repeat_interval`` 4 h: notifications (and the
-    resolved one) arrive within about a second of the alert change, with no repeats.
+    resolved one) arrive within about a second of the alert change, with no repeats. ``config``
+    replaces all of that with a whole Alertmanager config of the test's own.
     """
 
     name = "alertmanager"
@@ -482,9 +501,10 @@ class Alertmanager(ManagedProcess):
         repeat_interval: str = "4h",
         binary: str | None = None,
         inhibit_rules: Sequence[dict] = (),
+        config: dict | None = None,
     ):
         self.config_path = workdir / "alertmanager.yml"
-        self.config = {
+        self.config = config or {
             "route": {
                 "receiver": "webhook",
                 "group_by": list(group_by),
@@ -494,7 +514,7 @@ class Alertmanager(ManagedProcess):
             },
             "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
         }
-        if inhibit_rules:
+        if inhibit_rules and config is None:
             self.config["inhibit_rules"] = list(inhibit_rules)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         binary = binary or find_binary(ALERTMANAGER_BIN)
@@ -643,8 +663,9 @@ def fast_rule_copies(rule_files: Iterable[Path | str], dest: Path, hold: str | N
 
     Generated groups evaluate every 1m or 5m, and Prometheus first evaluates a group at an
     offset of up to one interval after start: a test would wait minutes. Expressions, labels
-    and annotations are untouched. ``hold`` replaces every alert's ``for:`` (the durations
-    themselves are proven by the promtool unit tests, which run on simulated time).
+    and annotations are untouched. ``hold`` replaces every alert's ``for:`` and drops its
+    ``keep_firing_for:`` (the durations themselves are proven by the promtool unit tests, which
+    run on simulated time).
     """
     dest.mkdir(parents=True, exist_ok=True)
     copies = []
@@ -656,6 +677,7 @@ def fast_rule_copies(rule_files: Iterable[Path | str], dest: Path, hold: str | N
             for rule in group["rules"]:
                 if hold is not None and "alert" in rule:
                     rule["for"] = hold
+                    rule.pop("keep_firing_for", None)
         copy = dest / f"{i:02d}-{path.name}"
         copy.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         copies.append(copy)

@@ -27,7 +27,7 @@ def test_fleet_benchmark_measures_both_exporters():
 
 def test_events_benchmark_prints_its_ratios():
     out = run("events.py", "--events", "200000", "--tags", "100000", "--repeats", "1")
-    assert out.count("x\n") == 3
+    assert out.count("x\n") == 5 and "counted by a fresh process" in out and "peak RSS" in out
     found = int(out.split("delay found: ")[1].split(" ps")[0].replace(",", ""))
     assert abs(found - 1_234_567) <= 100  # the pairs' jitter
 
@@ -43,3 +43,16 @@ def test_tamper_benchmark_prints_its_tables():
 def test_finite_key_benchmark_prints_its_ratios():
     out = run("finite_key.py", "--blocks", "1e8", "--step-km", "100", "--repeats", "1")
     assert "| 1e+08 | rate every 100 km |" in out and "| 1e+08 | reach |" in out and out.count("x |") == 2
+
+
+def test_notifications_benchmark_prints_its_table():
+    out = run("notifications.py", "--links", "80")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    # two sites: each its own alert and two per link; four cut links each, five alerts per cut
+    assert out.startswith("  links  alerts") and rows[0][:2] == ["80", str(2 * (1 + 2 * 40) + 2 * 4 * 5)]
+
+
+def test_network_benchmark_prints_its_ratios():
+    out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--links", "300",
+              "--seconds", "1")
+    assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out

@@ -412,6 +412,9 @@ def demo_with_devices(tmp: Path) -> tuple[DeviceProcess, Path]:
                         node_link("node-a-b", urls["restconf"], "ab", pki, "exporter", poll_interval_seconds=1),
                         {"name": "sequence-bb84", "site_a": "lab-a", "site_b": "lab-b",
                          "driver": {"type": "replay", "path": str(SEQUENCE_RECORDING), "loop": True}}]
+    listed = {site["name"] for site in config["network"]["sites"]}
+    config["network"]["sites"] += [{"name": name} for name in dict.fromkeys(
+        end for link in config["links"] for end in (link.get("site_a", "a"), link.get("site_b", "b"))) if name not in listed]
     (tmp / "exporter.yaml").write_text(yaml.safe_dump(config))
     return devices, tmp / "exporter.yaml"
 

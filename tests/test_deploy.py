@@ -28,6 +28,7 @@ from typecheck import npm_toolchain, tsc_errors
 from qtelemetry.cli import main as qtelemetry_main
 from qtelemetry.config import load_config, parse_listen
 from qtelemetry.devices.config import load_devices_config
+from qtelemetry.monitoring import alertmanager
 from qtelemetry.monitoring.config import DEFAULT as MONITORING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ def test_dockerfile_builds_a_non_root_image_running_the_exporter():
     assert json.loads(final["ENTRYPOINT"][-1]) == ["qtelemetry"]
     assert json.loads(final["CMD"][-1]) == ["run", "--config", "/etc/qtelemetry/config.yaml"]
     runs = " ".join(rest for stage in stages for keyword, rest in stage if keyword == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "the image installs this package with `pip install .`"
+    assert re.search(r"pip install '?\.(\[[a-z,]+\])?'?(\s|$)", runs), "the image installs this package with `pip install .`"
     copies = [rest.split() for keyword, rest in stages[-1] if keyword == "COPY" and "--from" not in rest]
     assert ["deploy/container/config.yaml", container_config_path()] in copies
 
@@ -223,7 +224,7 @@ def test_container_config_is_the_demo_listening_on_all_interfaces(capsys):
     assert container["exporter"].pop("listen") == "0.0.0.0:9817"
     demo["exporter"].pop("listen")
     assert container == demo, f"{CONTAINER_CONFIG.relative_to(ROOT)} drifted from the demo config: update it"
-    assert "5 links" in check_config(CONTAINER_CONFIG, capsys)
+    assert "6 links" in check_config(CONTAINER_CONFIG, capsys)
 
 
 # --- every exporter config the deployments ship -------------------------------------------------
@@ -404,6 +405,7 @@ ROUTING = {
                                      ["oncall-webhook"]),
     "warning: e-mail (ticket) only": ({"alertname": "QKDQberHigh", "severity": "warning", "link": "x"},
                                       ["team-email"]),
+    "info: nobody": ({"alertname": "QKDSecretKeyRateBelowPlan", "severity": "info", "link": "x"}, ["null"]),
 }
 
 
@@ -430,11 +432,10 @@ def test_compose_alertmanager_config_passes_amtool_and_has_the_generated_inhibit
     config = yaml.safe_load(path.read_text())
     generated = yaml.safe_load(INHIBIT_RULES.read_text())
     assert config["inhibit_rules"] == generated["inhibit_rules"], "copy alerts/alertmanager-inhibit-rules.yaml"
-    assert MONITORING.cluster_label in config["route"]["group_by"]
-    assert any('severity="critical"' in r.get("matchers", []) for r in config["route"]["routes"]), "criticals page"
-    receivers = {r["name"]: r for r in config["receivers"]}
-    assert any("webhook_configs" in r for r in receivers.values())
-    assert any("email_configs" in r for r in receivers.values())
+    # the routing qtelemetry recommends, which `qtelemetry report` replays: grouped by cluster and site
+    recommended = alertmanager.recommended(generated["inhibit_rules"], MONITORING)
+    assert {k: v for k, v in config.items() if k != "global"} == recommended
+    assert config["route"]["group_by"] == [MONITORING.cluster_label, MONITORING.site_label]
 
 
 def test_compose_alertmanager_routes_tamper_alerts_to_security_and_on_call(compose):
@@ -567,7 +568,7 @@ def test_alertmanager_config_matches_the_operators_published_api(build_module, r
     oncall, security = (next(r for r in spec["receivers"] if r["name"] == n) for n in ("oncall-webhook", "security-webhook"))
     oncall["webhookConfigs"][0]["urlsecret"] = oncall["webhookConfigs"][0].pop("urlSecret")
     del security["webhookConfigs"][0]["urlSecret"]["key"]
-    spec["route"]["routes"][0]["repeat_interval"] = spec["route"]["routes"][0].pop("repeatInterval")
+    spec["route"]["routes"][1]["repeat_interval"] = spec["route"]["routes"][1].pop("repeatInterval")
     spec["route"]["groupWait"] = "soon"
     spec["inhibitRules"][0]["sourceMatch"][0]["matchType"] = "=="
     work = npm_toolchain(request.config.cache.mkdir("prometheus-operator-api"), OPERATOR_MODELS,
@@ -577,7 +578,7 @@ def test_alertmanager_config_matches_the_operators_published_api(build_module, r
     caught = "\n".join(errors["hostile"])
     for fault in ("'\"urlsecret\"' does not exist in type 'IWebhookConfig'",
                   "Property '\"key\"' is missing in type '{ name: string; }' but required in type 'ISecretKeySelector'",
-                  "route.routes[0]: TS2353: Object literal may only specify known properties, and "
+                  "route.routes[1]: TS2353: Object literal may only specify known properties, and "
                   "'\"repeat_interval\"' does not exist in type 'IRoute'",
                   "/spec/route/groupWait must match pattern", "/spec/inhibitRules/0/sourceMatch/0/matchType must be"):
         assert fault in caught, f"the API check missed {fault!r}:\n{caught}"
@@ -904,7 +905,7 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     """Each pod's ordinal (the pod-index label) is its shard of `replicas`; the pod is the base one."""
     from qtelemetry.sharding import parse_shard
 
-    service, statefulset = load_all(build_module.SHARDED_OUT)
+    service, statefulset, analyser_service, analyser = load_all(build_module.SHARDED_OUT)
     assert statefulset["kind"] == "StatefulSet" and service["spec"]["clusterIP"] == "None"
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
     replicas = statefulset["spec"]["replicas"]
@@ -920,3 +921,10 @@ def test_sharded_statefulset_runs_one_shard_per_pod_with_the_exporters_pod(build
     assert container["args"][:len(base["args"])] == base["args"]
     monitor = load_all(K8S / "monitoring" / "servicemonitor.yaml")[0]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # beside the shards, the network view of all of them: `qtelemetry network`, scraped the same way
+    (network,) = analyser["spec"]["template"]["spec"]["containers"]
+    assert network["args"][0] == "network" and "--prometheus" in network["args"]
+    assert {k: v for k, v in network.items() if k not in ("args", "ports")} == {
+        k: v for k, v in base.items() if k not in ("args", "ports")}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= analyser_service["metadata"]["labels"].items()
+    assert analyser_service["spec"]["selector"] == analyser["spec"]["selector"]["matchLabels"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,15 +19,17 @@ from qtelemetry.drivers.base import StrictModel
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.estimation.bb84 import BB84_DECOY
 from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
-from qtelemetry.recording import events as ev
-from qtelemetry.recording.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
+from qtelemetry.drivers.formats import events as ev
+from qtelemetry.drivers.formats.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
 from eventfiles import bb84_columns, tag_streams, write
 
 
-@pytest.fixture(params=[7, 4096, ev.CHUNK], ids=["chunk7", "chunk4096", "chunk_default"])
+@pytest.fixture(params=[(7, 50), (4096, 10_000), (ev.CHUNK, ev.READ_ROWS)], ids=["chunk7", "chunk4096", "chunk_default"])
 def chunk(request, monkeypatch):
-    """Small chunks put window boundaries and sortedness checks across chunk edges."""
-    monkeypatch.setattr(ev, "CHUNK", request.param)
+    """Small chunks (steps of a pass, and rows read at a time) put window boundaries and sortedness
+    checks across chunk edges, and B's read-ahead across A's."""
+    monkeypatch.setattr(ev, "CHUNK", request.param[0])
+    monkeypatch.setattr(ev, "READ_ROWS", request.param[1])
     return request.param
 
 
@@ -212,11 +216,11 @@ def test_unreadable_and_missing_files(tmp_path):
     for name, content in [("a.parquet", b"PAR1 not really"), ("b.npy", b"\x93NUMPY garbage"), ("c.csv", b"t\n1\n")]:
         (tmp_path / name).write_bytes(content)
         with pytest.raises(EventError, match=name) as err:
-            read_events(tmp_path / name, "tags")
+            list(read_events(tmp_path / name, "tags").chunks())
         assert err.value.reason == "file_unreadable"
     np.save(tmp_path / "plain.npy", np.arange(10))
     with pytest.raises(EventError, match="structured array") as err:
-        read_events(tmp_path / "plain.npy", "tags")
+        list(read_events(tmp_path / "plain.npy", "tags").chunks())
     assert err.value.reason == "wrong_type"
     with pytest.raises(EventError) as err:
         read_events(tmp_path / "absent.parquet", "tags")
@@ -224,7 +228,7 @@ def test_unreadable_and_missing_files(tmp_path):
     pq.write_table(pa.table({"time_ps": pa.array([1, None, 3], pa.int64()), "setting": [0, 1, 2], "outcome": [0, 1, 0]}),
                    tmp_path / "null.parquet")
     with pytest.raises(EventError) as err:
-        read_events(tmp_path / "null.parquet", "tags")
+        list(read_events(tmp_path / "null.parquet", "tags").chunks())
     assert (err.value.reason, err.value.row, err.value.column) == ("invalid_value", 1, "time_ps")
 
 
@@ -275,7 +279,7 @@ def test_replay_config_points_at_event_files(tmp_path):
                                       "clock_rate_hz": 1e9, "p_signal": 0.5, "p_decoy": 0.3, "p_vacuum": 0.2,
                                       "mu": 0.5, "nu": 0.1, "detector_efficiency": 0.1})
     expected = bb84_windows(event_table(columns, "bb84"), 0.002, 1e9, [0.5, 0.3, 0.2])
-    for name, values in config.windows().counts.items():
+    for name, values in ev.concat(list(config.windows()), BB84_DECOY).counts.items():
         np.testing.assert_array_equal(values, expected.counts[name])
     class Replay(StrictModel):
         events: EventFiles
@@ -294,3 +298,34 @@ def test_replay_config_points_at_event_files(tmp_path):
         with pytest.raises(ConfigError) as err:
             validate_yaml(Replay, text, "replay.yaml")
         assert [p[0] for p in err.value.problems] == [field]
+
+
+class _Touch:
+    """Unpickling this touches a file: the proof that something in an event file was executed."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_pickled_event_files_get_a_declared_reason_and_nothing_executes(tmp_path):
+    """F8: object (pickled) arrays, plain or in a zip archive named .npy, are refused with a reason
+    of their own (not the driver_exception catch-all), and never unpickled."""
+    marker = tmp_path / "executed"
+    payload = np.array([_Touch(marker)] * 3, dtype=object)
+    np.save(tmp_path / "objects.npy", payload, allow_pickle=True)
+    fields = np.empty(3, [("time_ps", object), ("setting", "u1"), ("outcome", "u1")])
+    fields["time_ps"] = payload
+    np.save(tmp_path / "object_field.npy", fields, allow_pickle=True)
+    np.savez(tmp_path / "archive.npz", time_ps=payload)
+    (tmp_path / "archive.npy").write_bytes((tmp_path / "archive.npz").read_bytes())
+    for name, reason in [("objects.npy", "wrong_type"), ("object_field.npy", "wrong_type"),
+                         ("archive.npy", "file_unreadable")]:
+        with pytest.raises(EventError) as err:
+            bbm92_windows(read_events(tmp_path / name, "tags"), read_events(tmp_path / name, "tags"), 1.0, 1e-9,
+                          delay_s=0.0)
+        assert err.value.reason == reason and str(err.value).startswith(str(tmp_path / name)), str(err.value)
+    assert "pickled" in str(err.value) or "not a readable .npy file" in str(err.value)
+    assert not marker.exists()

@@ -32,6 +32,8 @@ PANEL_TYPES = {
     "timeseries": ("TimeSeries", "timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen.js", True),
     "table": ("Table", "table/panelcfg/x/TablePanelCfg_types.gen.js", True),
     "stat": ("Stat", "stat/panelcfg/x/StatPanelCfg_types.gen.js", False),
+    "nodeGraph": ("NodeGraph", "nodegraph/panelcfg/x/NodeGraphPanelCfg_types.gen.js", False),
+    "geomap": ("Geomap", "geomap/panelcfg/x/GeomapPanelCfg_types.gen.js", False),
 }
 PRELUDE = [
     "import type { Dashboard, Panel, RowPanel, DataQuery } from '@grafana/schema';",

@@ -21,7 +21,7 @@ from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.changedetect import ESTIMATE_PREFIX
 from qtelemetry.recording.analyse import estimate_frame, sliding_sums, summary
-from qtelemetry.recording.format import (FAULT_COLUMNS, ID_COLUMNS, PLAN_COLUMNS, RecordingError, count_columns,
+from qtelemetry.drivers.formats.recording import (FAULT_COLUMNS, ID_COLUMNS, PLAN_COLUMNS, RecordingError, count_columns,
                                          param_columns, read_recording)
 from recordings import SMALL, record_cycles, small_config
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.recording.format import (ID_COLUMNS, PARQUET_MAGIC, BadRow, RecordingError, RecordingSource,
-                                         count_columns, link_info, read_recording)
+from qtelemetry.drivers.formats.recording import (ID_COLUMNS, PARQUET_MAGIC, BadRow, RecordingError, RecordingSource,
+                                                 count_columns, read_recording, survey_link)
 from recordings import record_cycles, small_config
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -31,8 +31,8 @@ def valid(tmp_path_factory) -> pd.DataFrame:
 
 def _every_reader(path: Path) -> None:
     """Run every reader over ``path``: only RecordingError may come out."""
-    for read in (lambda: read_recording(path), lambda: link_info(path, None),
-                 lambda: RecordingSource(path, "spdc-20km", "bbm92-spdc").read()):
+    for read in (lambda: read_recording(path), lambda: survey_link(path, None),
+                 lambda: [list(batch) for batch in RecordingSource(path, "spdc-20km", "bbm92-spdc").batches()]):
         try:
             read()
         except RecordingError as exc:
@@ -81,7 +81,7 @@ def test_a_damaged_cell_is_refused_by_its_row_and_column_or_is_harmless(valid, d
                     else:
                         assert (np.isnan(values) | (values >= 0)).all()
         try:
-            windows = RecordingSource(path, "cut-10km", "bb84-decoy").read()
+            windows = [w for batch in RecordingSource(path, "cut-10km", "bb84-decoy").batches() for w in batch]
         except RecordingError:
             return
         for window in windows:

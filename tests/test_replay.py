@@ -5,6 +5,8 @@ counts the event readers give, window by window; a bad event file counts its own
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from qtelemetry.cli import main
 from qtelemetry.config import parse_config
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
-from qtelemetry.recording.events import PS, bb84_windows, bbm92_windows, event_table
+from qtelemetry.drivers.formats.events import PS, bb84_windows, bbm92_windows, event_table
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
 from eventfiles import bb84_columns, tag_streams, write
@@ -118,6 +120,7 @@ def event_replay(tmp_path_factory):
     unsorted = {k: v.copy() for k, v in bb84.items()}
     unsorted["time_ps"][100] = unsorted["time_ps"][99] - 1
     write(tmp / "unsorted.parquet", unsorted)
+    np.save(tmp / "pickled.npy", np.array([{"time_ps": 1}], dtype=object), allow_pickle=True)  # F8
     config = parse_config(f"""
 exporter: {{window_seconds: 0.05, stall_timeout_seconds: 0.5, sliding_windows: 100}}
 links:
@@ -127,6 +130,7 @@ links:
       detector_efficiency_a: 0.5, detector_efficiency_b: 0.5}}}}}}
   - {{name: missing, driver: {{type: replay, events: {{{BB84_EVENTS}, path: absent.npy}}}}}}
   - {{name: unsorted, driver: {{type: replay, events: {{{BB84_EVENTS}, path: unsorted.parquet}}}}}}
+  - {{name: pickled, driver: {{type: replay, events: {{{BB84_EVENTS}, path: pickled.npy}}}}}}
 """, config_dir=tmp)
     runtime = Runtime(config)
     folded: dict[str, list[tuple[float, dict]]] = {name: [] for name in runtime.table.index}
@@ -142,7 +146,8 @@ links:
     try:
         _wait(lambda: runtime.snapshot.batches[index["bb84"]] == 7 and runtime.snapshot.batches[index["bbm92"]] == 7
               and runtime.snapshot.errors[index["missing"], reason["file_missing"]] > 0
-              and runtime.snapshot.errors[index["unsorted"], reason["unsorted_time_tags"]] > 0)
+              and runtime.snapshot.errors[index["unsorted"], reason["unsorted_time_tags"]] > 0
+              and runtime.snapshot.errors[index["pickled"], reason["wrong_type"]] > 0)
     finally:
         runtime.stop()
     return bb84, tags, runtime, folded
@@ -187,10 +192,10 @@ def test_replayed_bbm92_tag_files_give_their_windows(event_replay):
     _delivered_window_by_window(folded["bbm92"], expected, 0.25)
 
 
-def test_a_missing_or_unsorted_event_file_is_its_links_own_error(event_replay):
+def test_a_missing_unsorted_or_pickled_event_file_is_its_links_own_declared_error(event_replay):
     _, _, runtime, folded = event_replay
     snapshot, index = runtime.snapshot, runtime.table.index
-    for name, reason in [("missing", "file_missing"), ("unsorted", "unsorted_time_tags")]:
+    for name, reason in [("missing", "file_missing"), ("unsorted", "unsorted_time_tags"), ("pickled", "wrong_type")]:
         errors = {r: int(snapshot.errors[index[name], j]) for j, r in enumerate(runtime.table.reasons)
                   if snapshot.errors[index[name], j]}
         assert errors.keys() <= {reason, "stalled"} and errors[reason] >= 1, errors
@@ -220,3 +225,38 @@ def test_check_config_takes_event_files_it_does_not_read(tmp_path):
     config = tmp_path / "replay.yaml"
     config.write_text(f"links:\n  - {{name: a, driver: {{type: replay, events: {{{BB84_EVENTS}, path: e.npy}}}}}}\n")
     assert main(["check-config", str(config)]) == 0
+
+
+def test_a_poll_timeout_shorter_than_the_load_keeps_one_load_in_flight(tmp_path):
+    """F1: the event file is a named pipe nobody writes to yet, so its read waits, and every poll
+    times out (after 2 × 0.05 + 1 s). One read waits on the file all along, not one more per poll;
+    once the file comes through, that same read delivers the windows."""
+    fifo = tmp_path / "late.npy"
+    os.mkfifo(fifo)
+    write(tmp_path / "file.npy", bb84_columns(np.random.default_rng(3), 20_000, 4 * PS))  # 3 whole windows
+    config = parse_config(f"""
+exporter: {{window_seconds: 0.05, stall_timeout_seconds: 60}}
+links:
+  - {{name: late, driver: {{type: replay, speed: 100, timeout_seconds: 0.05, events: {{{BB84_EVENTS}, path: late.npy}}}}}}
+""", config_dir=tmp_path)
+
+    def reads() -> int:  # threads reading a replayed file: ours, or asyncio's executor's
+        return sum(t.name == "replay-read" or t.name.startswith("asyncio_") for t in threading.enumerate())
+
+    runtime = Runtime(config)
+    link, timeout = runtime.table.index["late"], list(runtime.table.reasons).index("timeout")
+    most = 0
+    runtime.start()
+    try:
+        deadline = time.monotonic() + 30
+        while runtime.snapshot.errors[link, timeout] < 3 and time.monotonic() < deadline:
+            most = max(most, reads())
+            time.sleep(0.02)
+        timeouts = int(runtime.snapshot.errors[link, timeout])
+        with open(fifo, "wb") as pipe:
+            pipe.write((tmp_path / "file.npy").read_bytes())
+        _wait(lambda: runtime.snapshot.batches[link] == 3)
+    finally:
+        runtime.stop()
+    assert timeouts >= 3 and most == 1
+    assert runtime.snapshot.batches[link] == 3

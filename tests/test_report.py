@@ -17,11 +17,16 @@ Tolerances, from the 5-minute step (one window per sample) and the alerts' ``for
   within one step.
 - Counters are sampled at the ends of whole windows and differenced without extrapolation:
   amounts match to the exposition's 12 significant digits (relative 1e-9).
+- A cause of the alert hierarchy resolves ``keep_firing_for`` after its condition ends.
+
+What people received is the report's replay of those alerts through the recommended Alertmanager
+routing; a real Alertmanager 0.25 fed the same alerts (time compressed) sends the same.
 """
 
 from __future__ import annotations
 
 import csv
+import html as html_module
 import math
 import re
 import subprocess
@@ -33,17 +38,22 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
-from qtelemetry.config import load_config
-from qtelemetry.monitoring.config import DEFAULT
+from qtelemetry.config import default_config, load_config
+from qtelemetry.monitoring import causes
+from qtelemetry.monitoring.config import DEFAULT, duration_seconds
+from qtelemetry.report import notifications
 from qtelemetry.report.build import ReportRequest, build_report
 from qtelemetry.report.cli import BACKFILL_BLOCK, parse_time
 from qtelemetry.report.history import write_history
 from qtelemetry.report import prometheus as client
 from qtelemetry.report.prometheus import HttpConfig
-from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
+from alert_replay import replay
+from realstack import (ALERTMANAGER_BIN, PROMTOOL_BIN, Alertmanager, Prometheus, find_binary, register_log_plugin,
+                       require_binaries)
 
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # start of the history
@@ -155,6 +165,26 @@ def test_key_requested_and_delivered_match_the_script_and_the_simulator(week: di
     assert all(math.isclose(float(d["requested_bits"]), 20000 * DAY, rel_tol=1e-9) for d in full)
 
 
+def test_error_budgets_are_prorated_to_the_period(week: dict) -> None:
+    """The key-supply SLO allows 0.1 % of the key requested in any 30 days to go unmet: over this
+    week, 0.1 % of what was requested in it. Spent: unmet / that; and in whole 30-day budgets, at
+    the week's demand: times 7 d (with data) / 30 d."""
+    objective, slo_period = DEFAULT.slos[0].objective, duration_seconds(DEFAULT.slos[0].period)
+    ledger, links = week["ledger"], week["links"]
+    for name in ("longhaul-100km", "metro-10km"):
+        requested = ledger.loc[END, (name, "key_requested_bits")] - ledger.loc[FIRST, (name, "key_requested_bits")]
+        unmet = requested - (ledger.loc[END, (name, "key_delivered_bits")] - ledger.loc[FIRST, (name, "key_delivered_bits")])
+        row = links[name]
+        assert math.isclose(float(row["error_budget_bits"]), (1 - objective) * requested, rel_tol=1e-9)
+        assert math.isclose(float(row["unmet_bits"]), unmet, rel_tol=1e-6)
+        assert math.isclose(float(row["error_budget_spent"]), unmet / ((1 - objective) * requested), rel_tol=1e-6)
+        assert math.isclose(float(row["slo_budgets_spent"]), float(row["error_budget_spent"]) * (END - T0) / slo_period,
+                            rel_tol=1e-9)
+    page = (week["out"] / "report.html").read_text()
+    spent = float(links["longhaul-100km"]["error_budget_spent"])
+    assert spent > 100 and f"{spent:.3g} ×" in page and f"{100 * spent:.0f} %" not in page  # a multiple, not 37213 %
+
+
 def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> None:
     step = script()["step"]
     incidents = rows(week["out"] / "incidents.csv")
@@ -164,24 +194,132 @@ def test_incidents_from_evaluating_the_rules_match_the_faults(week: dict) -> Non
         return [i for i in incidents if i["alertname"] == alert and i["link"] == link
                 and all(f"{k}={v}" in i["labels"].split(",") for k, v in labels.items())]
 
-    for alert, link, lasting, for_s, labels in (
-        ("QKDNoSignal", "metro-10km", fault("metro-10km", "fiber-cut")["duration_s"], 120, {}),
-        ("QKDQberCritical", "regional-50km", fault("regional-50km", "intercept-resend")["duration_s"], 300, {"basis": "Z"}),
-        ("QKDKeySupplyErrorBudgetBurnFast", "longhaul-100km", None, 120, {}),
+    hold = duration_seconds(causes.hold(DEFAULT))  # a cause's keep_firing_for
+    for alert, link, lasting, for_s, keep_s, labels in (
+        ("QKDNoSignal", "metro-10km", fault("metro-10km", "fiber-cut")["duration_s"], 120, hold, {}),
+        ("QKDQberCritical", "regional-50km", fault("regional-50km", "intercept-resend")["duration_s"], 300, 0,
+         {"basis": "Z"}),
+        ("QKDKeySupplyErrorBudgetBurnFast", "longhaul-100km", None, 120, 0, {}),
     ):
         found = fired(alert, link, **labels)
         assert len(found) == 1, (alert, link, found)
         if lasting is not None:
-            expected = (windows(lasting) - math.ceil(for_s / step)) * step
+            expected = (windows(lasting) - math.ceil(for_s / step)) * step + keep_s
             assert abs(float(found[0]["firing_s"]) - expected) <= step, (alert, found[0], expected)
     assert not [i for i in incidents if i["link"] == "entangled-20km"]
     assert not [i for i in incidents if i["alertname"] == "QLinkDown"]
-    # before the history there was no exporter to scrape: absent until its first sample
-    absent = [i for i in incidents if i["alertname"] == "QTelemetryExporterAbsent"]
-    assert len(absent) == 1
-    assert T0 - step <= datetime.fromisoformat(absent[0]["resolved_at"]).timestamp() <= FIRST + step
+    # before the history this Prometheus had never scraped an exporter: QTelemetryExporterAbsent
+    # fires only for exporters it had and lost (monitoring config exporter_absent_alert: lost)
+    assert not [i for i in incidents if i["alertname"] == "QTelemetryExporterAbsent"]
     by_alert = rows(week["out"] / "incidents_by_alert.csv")
     assert sum(int(r["incidents"]) for r in by_alert) == len(incidents)
+
+
+COMPOSE_ALERTMANAGER = Path(__file__).resolve().parents[1] / "deploy" / "compose" / "alertmanager" / "alertmanager.yml"
+#: the scripted incidents: (link, fault kind, the alert that explains it and pages)
+INCIDENTS = (("metro-10km", "fiber-cut", "QKDNoSignal"),
+             ("regional-50km", "intercept-resend", "QKDTamperSuspected"),
+             ("longhaul-100km", "key-overconsumption", "QKDKeyBufferExhaustionImminent"))
+
+
+def incident_window(link: str, kind: str) -> tuple[float, float]:
+    """From the fault's start to an hour after its end and the cause's hold."""
+    f = fault(link, kind)
+    return T0 + f["start_s"], T0 + f["start_s"] + f["duration_s"] + duration_seconds(causes.hold(DEFAULT)) + 3600
+
+
+def when(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def alert_labels(incident: dict) -> dict[str, str]:
+    """Every label of an alert of incidents.csv."""
+    return {"alertname": incident["alertname"], "severity": incident["severity"], "link": incident["link"],
+            **dict(kv.split("=", 1) for kv in incident["labels"].split(",") if kv)}
+
+
+def amtool_receivers(config: Path, labels: dict[str, str]) -> list[str]:
+    """The receivers Alertmanager notifies for an alert with ``labels`` (`amtool config routes test`)."""
+    result = subprocess.run([find_binary("amtool"), "config", "routes", "test", f"--config.file={config}",
+                             *(f'{k}="{v}"' for k, v in labels.items())], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().split(",")
+
+
+def test_each_incident_pages_once_and_the_fibre_cut_sends_nothing_to_security(week: dict) -> None:
+    """After grouping and inhibition (the report's replay of the recommended routing), each scripted
+    incident is one page to on-call, by the alert that explains it; the attack one to security too,
+    the cut nothing at all; amtool on the Compose Alertmanager config routes those alerts the same way."""
+    notes = rows(week["out"] / "notifications.csv")
+    pages = [n for n in notes if n["kind"] == "new" and n["page"] == "True"]
+    incidents = rows(week["out"] / "incidents.csv")
+    for link, kind, cause in INCIDENTS:
+        start, end = incident_window(link, kind)
+        during = [n for n in notes if start <= when(n["time"]) <= end]
+        paged = [p for p in pages if start <= when(p["time"]) <= end]
+        expected = ["oncall-webhook", "security-webhook"] if cause == "QKDTamperSuspected" else ["oncall-webhook"]
+        assert sorted(p["receiver"] for p in paged) == expected, (link, kind, paged)
+        assert {(p["new_alerts"], p["links"]) for p in paged} == {(cause, link)}, paged
+        alerts = [alert_labels(i) for i in incidents if i["link"] == link and start <= when(i["firing_at"]) <= end]
+        # several alerts that page on their own fired: one page is the hierarchy's doing
+        assert len([a for a in alerts if a["severity"] == "critical"]) >= 2, alerts
+        if kind == "fiber-cut":
+            assert not [n for n in during if n["receiver"] == "security-webhook"], during
+            for labels in alerts:  # and no alert of the cut is even routed to security
+                assert "security-webhook" not in amtool_receivers(COMPOSE_ALERTMANAGER, labels), labels
+        for page in paged:
+            cause_labels = next(a for a in alerts if a["alertname"] == cause)
+            assert page["receiver"] in amtool_receivers(COMPOSE_ALERTMANAGER, cause_labels)
+    assert len(pages) == 4, pages  # nothing else paged all week
+    verdicts = {(r["scope"], r["target"]): r for r in rows(week["out"] / "verdicts.csv")}
+    assert math.isclose(float(verdicts[("(network)", "pages per link and week")]["value"]),
+                        4 / 4 / ((END - START) / (7 * DAY)))
+
+
+def test_a_real_alertmanager_sends_what_the_report_counts(week: dict, tmp_path: Path, request) -> None:
+    """The fibre cut's and the attack's alerts (each in its own cluster, the attack moved onto the
+    cut's hours) posted 600 times faster than real time into Alertmanager 0.25 running the Compose
+    config: per receiver, the webhook gets the notifications the report's replay computes for the
+    same alerts and config, at the same times. Timers are compressed alike. A group_wait of 2.5 min
+    puts the flushes midway between the 5-minute evaluation steps, and a 15-minute group_interval
+    keeps them there: Alertmanager re-arms a group's timer when it fires, so each flush adds the
+    machine's scheduling delay, and fewer flushes drift less. A 62-minute repeat interval keeps
+    repeats off the flushes a whole hour would land on, where Alertmanager's choice between two
+    flushes depends on that drift too."""
+    register_log_plugin(request.config)
+    require_binaries(ALERTMANAGER_BIN)
+    cut, attack = (incident_window(link, kind)[0] for link, kind, _ in INCIDENTS[:2])
+    start, end = cut - 600, cut - 600 + 240 * 60
+    alerts = []
+    for incident in rows(week["out"] / "incidents.csv"):
+        for cluster, shift in (("cut", 0.0), ("attack", attack - cut)):
+            firing = when(incident["firing_at"]) - shift
+            if start <= firing < end:
+                resolved = when(incident["resolved_at"]) - shift if incident["resolved_at"] else None
+                alerts.append({"labels": {**alert_labels(incident), "cluster": cluster}, "firing_at": firing,
+                               "resolved_at": resolved})
+    config = yaml.safe_load(COMPOSE_ALERTMANAGER.read_text())
+    config["route"].update(group_wait="2m30s", group_interval="15m")
+    for route in config["route"]["routes"]:
+        route["repeat_interval"] = "62m"
+    sent = replay(tmp_path, alerts, config, start, end, speedup=600)
+    frame = pd.DataFrame({"alertname": [a["labels"]["alertname"] for a in alerts],
+                          "severity": [a["labels"]["severity"] for a in alerts],
+                          "link": [a["labels"]["link"] for a in alerts], "alert_labels": [a["labels"] for a in alerts],
+                          "firing_at": [a["firing_at"] for a in alerts],
+                          "resolved_at": [np.nan if a["resolved_at"] is None else a["resolved_at"] for a in alerts]})
+    counted = notifications.replay(frame, notifications.parse_config(config, "test"), end)
+
+    def firing(note: dict) -> str:
+        return ",".join(sorted(f'{a["labels"]["alertname"]}@{a["labels"]["link"]}' for a in note["alerts"]
+                               if a["status"] == "firing"))
+
+    got = sorted((n["receiver"], n["groupLabels"].get("cluster"), n["at"], n["status"], firing(n)) for n in sent)
+    expected = sorted((r.receiver, r.group.split(",")[0].removeprefix("cluster="), r.time,
+                       "firing" if r.firing else "resolved", r.alerts) for r in counted.itertuples())
+    assert [g[:2] + g[3:] for g in got] == [e[:2] + e[3:] for e in expected], (got, expected)
+    assert all(abs(g[2] - e[2]) < 150 for g, e in zip(got, expected)), (got, expected)  # timer drift, < half a step
+    assert sum(1 for r in counted.itertuples() if r.kind == "new" and r.page) == 3  # cut: on-call; attack: both
 
 
 def test_verdicts_follow_the_targets(week: dict) -> None:
@@ -192,6 +330,47 @@ def test_verdicts_follow_the_targets(week: dict) -> None:
     assert verdicts[("longhaul-100km", "key supplied / requested")] == "not met"
     assert verdicts[("entangled-20km", "key supplied / requested")] == "met"
     assert verdicts[("metro-10km", "mean time to restore")] == "met"
+
+
+def test_the_summary_says_what_happened_in_plain_words(week: dict) -> None:
+    """The sponsor's paragraph, each figure from the script or the simulator's ledger."""
+    page = (week["out"] / "report.html").read_text()
+    plain = html_module.unescape(page.split('<p class="plain">', 1)[1].split("</p>", 1)[0])
+    ledger = week["ledger"]
+    delivered = sum(ledger.loc[END, (n, "key_delivered_bits")] - ledger.loc[FIRST, (n, "key_delivered_bits")]
+                    for n in script()["links"])
+    requested = sum(ledger.loc[END, (n, "key_requested_bits")] - ledger.loc[FIRST, (n, "key_requested_bits")]
+                    for n in script()["links"])
+    step = script()["step"]
+    cut = windows(fault("metro-10km", "fiber-cut")["duration_s"]) * step
+    burst = windows(fault("longhaul-100km", "key-overconsumption")["duration_s"]) * step
+    for said in (f"Key was delivered for {100 * delivered / requested:.1f} % of the",
+                 f"Two outages, the longest {cut / 3600:.1f} h: a fibre cut (no light reached the receiver) on "
+                 "metro-10km; a suspected attack on regional-50km.",
+                 "The tamper detectors of regional-50km raised the alarm 5 min after it began",
+                 f"longhaul-100km had no outage, but applications were refused key on it for {burst / 3600:.1f} h",
+                 "made four pages (oncall-webhook 3, security-webhook 1) and two other notifications (team-email 2)."):
+        assert said in plain, (said, plain)
+    assert page.index('class="plain"') < page.index('class="headline"')  # first thing on the page
+
+
+def test_key_rate_chart_is_linear_from_zero_with_outages_shaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a log axis a link without key is a gap; on a linear axis from 0 it is the drop it is."""
+    from qtelemetry.report import figures, tables
+
+    times = np.arange(0.0, 11 * 300, 300)
+    rate = np.array([np.nan, 900, 900, 0, 0, 0, 900, 900, 900, 900, 900])
+    series = tables.Series(times, 300.0, {"up": {"l": np.ones(11)}, "key_rate": {"l": rate},
+                                          "plan_rate": {"l": np.full(11, 1000.0)}}, {"l": "bb84-decoy"})
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"png")
+    assert figures.key_rate(series) == b"png"
+    ax = drawn[0].axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    key = next(line for line in ax.get_lines() if line.get_label() == "secret key rate")
+    assert list(np.asarray(key.get_ydata(), float)[2:5]) == [0, 0, 0]  # drawn at 0, not left out
+    shaded = [c for c in ax.collections if c.get_label() == "outage"]
+    assert len(shaded) == 1 and len(shaded[0].get_paths()) == 1  # one outage, one band
 
 
 class _Page(HTMLParser):
@@ -248,31 +427,37 @@ def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
 def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Against a live exporter and Prometheus evaluating rules (as in the Compose stack), the
-    report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end."""
-    require_binaries("prometheus")
+    report reads ALERTS, and an alert still firing at the end is unresolved, firing till the end;
+    given a live Alertmanager, it replays that Alertmanager's own routing."""
+    require_binaries("prometheus", ALERTMANAGER_BIN)
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "smoke", "interval": "1s", "rules": [
         {"alert": "MetroUp", "expr": 'qlink_up{job="qtelemetry", link="metro-10km"} == 1', "for": "2s",
          "labels": {"severity": "info"}}]}]}))
     exporter = start_exporter()
     prometheus = Prometheus(tmp_path, [urllib.parse.urlsplit(exporter.url).netloc], [rules])
+    manager = Alertmanager(tmp_path, "http://127.0.0.1:9/")  # its routing: everything to receiver "webhook"
     try:
         # firing for a few evaluations (1 s each), so that it lasts more than one step of the report
         prometheus.wait_for_query('count_over_time(ALERTS{alertname="MetroUp", alertstate="firing"}[1m]) >= 3',
                                   timeout=60)
         out, now = tmp_path / "out", time.time()  # the report's code path without a second interpreter
         build_report(ReportRequest(prometheus.url, HttpConfig(), now - 30, now, 1.0, ["metro-10km"], DEFAULT,
-                                   rules, "auto", out, "live"))
+                                   rules, "auto", out, "live", alertmanager_url=manager.url))
         # a range cut into chunks of 7 points is the same matrix as one query
         whole = client.Prometheus(prometheus.url).range("qlink_up", now - 30, now, 1.0)
         monkeypatch.setattr(client, "MAX_POINTS", 7)
         chunked = client.Prometheus(prometheus.url).range("qlink_up", now - 30, now, 1.0)
-        assert chunked.labels == whole.labels and len(whole.labels) == 5
+        assert chunked.labels == whole.labels and len(whole.labels) == len(default_config().links)
         assert np.array_equal(chunked.values, whole.values, equal_nan=True) and np.isfinite(whole.values[:, -1]).all()
     finally:
         prometheus.stop()
+        manager.stop()
     incidents = rows(out / "incidents.csv")
     assert [(i["alertname"], i["link"], i["resolved_at"]) for i in incidents] == [("MetroUp", "metro-10km", "")]
     assert float(incidents[0]["firing_s"]) > 0
     assert 'ALERTS{alertstate=&quot;firing&quot;}' in (out / "report.html").read_text()
     assert [r["link"] for r in rows(out / "links.csv")] == ["(network)", "metro-10km"]
+    notes = rows(out / "notifications.csv")
+    assert [(n["receiver"], n["kind"], n["page"], n["new_alerts"]) for n in notes] == [("webhook", "new", "False", "MetroUp")]
+    assert f"Alertmanager at {manager.url}" in (out / "report.html").read_text()

@@ -159,7 +159,36 @@ def sharded_statefulset() -> str:
                "# config (a stable hash of each link name, `qtelemetry run --shard`). Every pod reads the same\n"
                "# ConfigMap (create qtelemetry-config-sharded-site from the site's config). Changing the\n"
                "# number of shards moves most links to another pod: plan it (docs/operations.md).\n").format(n=SHARDS)
-    return HEADER.format(source="exporter/deployment.yaml") + comment + _dump(service) + "---\n" + _dump(statefulset)
+    return (HEADER.format(source="exporter/deployment.yaml") + comment + _dump(service) + "---\n" + _dump(statefulset)
+            + "---\n" + network_analyser())
+
+
+def network_analyser() -> str:
+    """The sharded site's network view: `qtelemetry network` reading the links from the Prometheus
+    that holds every shard, serving the qnet_ metrics (scraped by the same ServiceMonitor)."""
+    analyser = yaml.safe_load(DEPLOYMENT.read_text(encoding="utf-8"))
+    analyser["metadata"]["name"] = "qtelemetry-sharded-site-network"
+    for labels in (analyser["metadata"]["labels"], analyser["spec"]["selector"]["matchLabels"],
+                   analyser["spec"]["template"]["metadata"]["labels"]):
+        labels["app.kubernetes.io/instance"] = "sharded-site-network"
+    pod = analyser["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    container["args"] = ["network", "--prometheus", "http://prometheus-operated.monitoring.svc:9090",
+                         "--config", "/etc/qtelemetry/config.yaml", "--listen", "0.0.0.0:9818"]
+    container["ports"] = [{**container["ports"][0], "containerPort": 9818}]
+    pod["volumes"] = [v if v["name"] != "config" else {**v, "configMap": {"name": "qtelemetry-config-sharded-site"}}
+                      for v in pod["volumes"]]
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "qtelemetry-sharded-site-network",
+                     "labels": {**analyser["metadata"]["labels"], "site": "sharded-site"}},
+        "spec": {"selector": analyser["spec"]["selector"]["matchLabels"],
+                 "ports": [{"name": "http", "port": 9818, "targetPort": "http", "protocol": "TCP"}]},
+    }
+    comment = ("# The sharded site's network view: no shard sees every link, so `qtelemetry network` reads them\n"
+               "# from the Prometheus that holds all shards (set --prometheus to yours: Thanos Query, Mimir and\n"
+               "# VictoriaMetrics answer the same API) and serves the qnet_ metrics, with the same config.\n")
+    return comment + _dump(service) + "---\n" + _dump(analyser)
 
 
 # --- Alertmanager routing: the Compose config as a prometheus-operator AlertmanagerConfig ----------
@@ -263,7 +292,9 @@ def alertmanager_config() -> str:
     comment = (
         "# Routing for qtelemetry's alerts on an operator-managed Alertmanager, as in the Compose demo:\n"
         "# QKDTamperSuspected (notify=security) goes to the security team and, through `continue`, also\n"
-        "# pages on-call with every other critical alert; the rest goes to e-mail (tickets).\n"
+        "# pages on-call with every other critical alert; warnings go to e-mail (tickets) and info alerts\n"
+        "# to a receiver without integrations (nobody notified). Grouped by cluster and site: one\n"
+        "# notification per incident and site, the generated inhibit rules muting its symptoms.\n"
         "# - The Alertmanager must select this object (alertmanagerConfigSelector, and\n"
         f"#   alertmanagerConfigNamespaceSelector when it runs outside namespace {NAMESPACE}).\n"
         "# - The operator adds a namespace=\"<this object's namespace>\" matcher to this route (so to every\n"

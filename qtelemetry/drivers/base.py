@@ -127,6 +127,10 @@ class BaseDriverConfig(StrictModel):
         recording; NaN: none (fleets compute theirs from their model)."""
         return (float("nan"), float("nan"))
 
+    def warnings(self) -> list[tuple[str, str]]:
+        """(field, message) of what works but will be lost, e.g. a recording's rows that cannot be replayed."""
+        return []
+
 
 class FleetConfig(BaseDriverConfig):
     """A driver config whose links run together as one fleet driver."""

@@ -1,9 +1,8 @@
 """Config of a replayed link's event files: where they are and what the files do not say.
 
-The replay driver embeds ``EventFiles``; ``windows()`` reads the files and returns the link's
-counts per window (``qtelemetry.recording.events``), ``read()`` the same as the ``Window`` list a
-replayed link reads (a ``WindowSource``). It lives in the drivers package so that the event path
-itself never imports the drivers (whose package imports every driver).
+The replay driver embeds ``EventFiles``; ``windows()`` reads the files a chunk at a time and gives
+the link's counts per window as they complete (``qtelemetry.drivers.formats.events``), ``batches()``
+the same as a replayed link reads them (a ``WindowSource``).
 
 Event files hold detections, not the numbers the estimator reads from a link's config (μ, ν,
 detector efficiencies, ...): each model takes them as a simulated link of its protocol does,
@@ -14,22 +13,23 @@ assumption would silently skew a lab's key rate.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Iterator, Literal, Union
 
-from pydantic import Field, create_model, model_validator
-from pydantic_core import PydanticUndefined
+import numpy as np
+
+from pydantic import Field, model_validator
 
 from qtelemetry.configfile import ConfigPath
 from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.params import params_model
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 from qtelemetry.estimation import PROTOCOLS
-from qtelemetry.recording.events import Windows, bb84_windows, bbm92_windows, read_events
+from qtelemetry.drivers.formats.events import Windows, iter_bb84_windows, iter_bbm92_windows, read_events
 
-if TYPE_CHECKING:  # the recording format imports the drivers' fault kinds: imported where used
-    from qtelemetry.recording.format import BadRow, Window
+if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
+    from qtelemetry.drivers.formats.recording import WindowBatch
 
 
 #: Not checked at load: a file missing while running is a driver error, counted, not a config error.
@@ -42,17 +42,17 @@ class _EventFiles(StrictModel):
     protocol: str
     window_s: float
 
-    def windows(self) -> Windows:
+    def windows(self) -> Iterator[Windows]:
+        """The files' whole windows, counted a chunk at a time: each ``next()`` reads one chunk of
+        the files and gives the windows it completed (perhaps none). ``EventError`` for a bad file."""
         raise NotImplementedError
 
-    def read(self) -> list[Window | BadRow]:
-        """Every whole window of the files, as a replayed link reads them (``WindowSource``);
-        ``EventError`` for a bad file. Seconds of CPU at 10⁸ records: run it off the event loop."""
-        from qtelemetry.recording.format import Window
+    def batches(self) -> Iterator[WindowBatch]:
+        """The windows as a replayed link reads them (a ``WindowSource``)."""
+        from qtelemetry.drivers.formats.recording import WindowBatch
 
-        w = self.windows()
-        return [Window(float(start), float(end), {name: v[i] for name, v in w.counts.items()}, self.window_s)
-                for i, (start, end) in enumerate(zip(w.start, w.end))]
+        for w in self.windows():
+            yield WindowBatch(np.stack([w.start, w.end, np.full(len(w.start), self.window_s)], axis=1), w.counts)
 
     def estimation_params(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in PROTOCOLS[self.protocol].param_names}
@@ -67,19 +67,9 @@ class _EventFiles(StrictModel):
 DEVICE_PARAMS = ("mu", "nu", "detector_efficiency", "detector_efficiency_a", "detector_efficiency_b")
 
 
-def _field(simulated: type[StrictModel], name: str) -> tuple[object, object]:
-    """``simulated``'s field ``name`` as it is, but required if it describes the devices."""
-    field = simulated.model_fields[name]
-    if name in DEVICE_PARAMS:
-        field = copy.copy(field)
-        field.default = PydanticUndefined
-    return field.annotation, field
-
-
 def _params_of(simulated: type[StrictModel]) -> type[_EventFiles]:
-    """A base with the estimator parameters of ``simulated``'s protocol, its fields reused (see ``_field``)."""
-    return create_model(f"{simulated.__name__}EstimationParams", __base__=_EventFiles,  # type: ignore[call-overload]
-                        **{name: _field(simulated, name) for name in PROTOCOLS[simulated.protocol].param_names})
+    """A base with the estimator parameters of ``simulated``'s protocol, its fields and rules reused."""
+    return params_model(simulated.protocol, DEVICE_PARAMS, _EventFiles)  # type: ignore[attr-defined, return-value]
 
 
 class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
@@ -99,13 +89,11 @@ class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if abs(total - 1.0) > 1e-9:
             raise FieldError("p_vacuum", f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
-        if self.nu >= self.mu:  # the decoy bounds divide by mu - nu
-            raise FieldError("nu", f"must be smaller than mu ({self.mu:g})")
         return self
 
-    def windows(self) -> Windows:
-        return bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
-                            [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
+    def windows(self) -> Iterator[Windows]:
+        return iter_bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
+                                 [self.p_signal, self.p_decoy, self.p_vacuum], self.epoch_s)
 
 
 class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
@@ -129,11 +117,11 @@ class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
             raise FieldError("coincidence_window_s", "must be shorter than window_s")
         return self
 
-    def windows(self) -> Windows:
-        return bbm92_windows(read_events(self.path_a, "tags"), read_events(self.path_b, "tags"), self.window_s,
-                             self.coincidence_window_s, delay_s=self.delay_s, max_delay_s=self.max_delay_s,
-                             accidental_offset_s=self.accidental_offset_s, gate_rate_hz=self.gate_rate_hz,
-                             epoch_s=self.epoch_s)
+    def windows(self) -> Iterator[Windows]:
+        return iter_bbm92_windows(read_events(self.path_a, "tags"), read_events(self.path_b, "tags"), self.window_s,
+                                  self.coincidence_window_s, delay_s=self.delay_s, max_delay_s=self.max_delay_s,
+                                  accidental_offset_s=self.accidental_offset_s, gate_rate_hz=self.gate_rate_hz,
+                                  epoch_s=self.epoch_s)
 
 
 #: The event files of a replayed link, by the protocol whose counts they give.

@@ -29,6 +29,7 @@ from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.catalogue import METRICS, Metric
 from qtelemetry.runtime.links import LinkTable
+from qtelemetry.runtime.network import NetworkSnapshot
 from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -84,6 +85,11 @@ class Block:
         """Label values of every series, in the order of the values (for OpenTelemetry)."""
         rows = [head + tail for head, tail in itertools.product(self.head, itertools.product(*self.axes))]
         return rows if self.select is None else [rows[i] for i in self.select.tolist()]
+
+    def observations(self, snap: Snapshot, now: float) -> list[tuple[tuple[str, ...], float]]:
+        """(label values, value) of the series exported at ``now`` (for OpenTelemetry)."""
+        values, keep = self.values_at(snap, now)
+        return [(labels, value) for labels, value, kept in zip(self.label_rows(), values.tolist(), keep.tolist()) if kept]
 
     def values_at(self, snap: Snapshot, now: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Values of the block's series at ``now``, and which of them to export."""
@@ -283,14 +289,25 @@ def _link_blocks(metric: Metric, table: LinkTable) -> tuple[list[Block], bool]:
 
 def layout(table: LinkTable) -> tuple[Family, ...]:
     """Every catalogue family for these links; the scrape-time ones last."""
+    from qtelemetry.exporter.network_metrics import EXPORTER_NETWORK_METRICS, network_blocks  # they build on Block
+
     families = []
     for metric in METRICS:
-        if metric.protocols:
+        if metric.name.startswith("qnet_"):
+            if table.network is not None and metric.name in EXPORTER_NETWORK_METRICS:
+                blocks, dynamic = network_blocks(metric, table.network, _network_of(table))
+                families.append(Family(metric, tuple(blocks), dynamic))
+        elif metric.protocols:
             families.append(Family(metric, tuple(_protocol_blocks(metric, table))))
         else:
             blocks, dynamic = _link_blocks(metric, table)
             families.append(Family(metric, tuple(blocks), dynamic))
     return tuple(sorted(families, key=lambda f: f.dynamic))
+
+
+def _network_of(table: LinkTable) -> Callable[[Snapshot], NetworkSnapshot | None]:
+    """The snapshot's network analysis if it is of ``table``'s topology (a reload changes it)."""
+    return lambda snap: snap.network if snap.network is not None and snap.network.topology is table.network else None
 
 
 def gzip_member(deflated_head: bytes, crc: int, size: int, tail: bytes) -> bytes:

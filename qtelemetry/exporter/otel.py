@@ -26,19 +26,19 @@ from qtelemetry.monitoring.catalogue import METRICS, Metric
 from qtelemetry.runtime.snapshot import Snapshot
 
 #: Catalogue units → UCUM units, as OpenTelemetry expects.
-UCUM = {"": "1", "ratio": "1", "bits/s": "bit/s", "bits": "bit", "seconds": "s", "dB": "dB", "1/s": "1/s"}
+UCUM = {"": "1", "ratio": "1", "bits/s": "bit/s", "bits": "bit", "seconds": "s", "dB": "dB", "1/s": "1/s", "degrees": "deg"}
 
 
 def _callback(metric: Metric, exposition: Exposition, snapshot: Callable[[], Snapshot],
               ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         snap, now = snapshot(), time.time()
-        family = next(f for f in exposition.families(snap.table) if f.metric is metric)
+        family = next((f for f in exposition.families(snap.table) if f.metric is metric), None)
+        if family is None:  # served by another process (the network analyser's own metrics)
+            return
         for block in family.blocks:
-            values, keep = block.values_at(snap, now)
-            for labels, value, kept in zip(block.label_rows(), values.tolist(), keep.tolist()):
-                if kept:
-                    yield Observation(value, dict(zip(block.label_names, labels)))
+            for labels, value in block.observations(snap, now):
+                yield Observation(value, dict(zip(block.label_names, labels)))
     return observe
 
 

@@ -4,7 +4,8 @@ The collector, the docs' metric table (docs/metrics.md), dashboards and alert ru
 renamed metric cannot silently break a panel or an alert. Prefixes: ``qlink_`` for health of
 any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts, ``qent_``
 for entanglement links (entangled-photon BBM92 and heralded memory pairs),
-``qtelemetry_`` for the exporter itself. Units follow Prometheus base units except where the
+``qnet_`` for the network view (key between sites over trusted-node relay), ``qtelemetry_`` for the
+exporter itself. Units follow Prometheus base units except where the
 domain habit differs (loss in dB, key material in bits), which the help text says.
 """
 
@@ -17,6 +18,9 @@ from qtelemetry.estimation.changedetect import estimate_key as tamper_key
 from qtelemetry.estimation.tamper_statistics import DETECTORS as TAMPER_DETECTORS
 from qtelemetry.estimation.tamper_statistics import QUANTITIES as TAMPER_QUANTITIES
 from qtelemetry.estimation.reported import ETSI014, ETSI015, REQUEST_BUCKETS
+
+#: Upper bounds (s) of the network analysis' duration histogram.
+ANALYSIS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 MetricType = Literal["gauge", "counter", "info", "histogram"]
 
@@ -278,6 +282,54 @@ METRICS: tuple[Metric, ...] = (
     Metric("qent_heralded_fidelity_upper_bound_ratio", "gauge", "ratio",
            "Upper end of the fidelity confidence interval at the configured level (Clopper-Pearson per basis).",
            protocol=HERALDED, source="fidelity_upper"),
+    # --- the network view: key between sites over trusted-node relay -------------------------
+    Metric("qnet_demand_bits_per_second", "gauge", "bits/s",
+           "Key the applications between two sites need (network.demands), in bits per second.",
+           ("demand", "src", "dst")),
+    Metric("qnet_demand_capacity_bits_per_second", "gauge", "bits/s",
+           "Key the network can relay for the demand over trusted nodes, in bits per second: routing single_path is the "
+           "widest route, multipath the max-flow (= min cut) of the links' usable key rates.", ("demand", "routing")),
+    Metric("qnet_demand_capacity_after_worst_failure_bits_per_second", "gauge", "bits/s",
+           "Multipath capacity left after the worst single failure of a link or a trusted site other than the "
+           "demand's ends (N-1), in bits per second; failure_kind (link, site, none) and failure name it.",
+           ("demand", "failure_kind", "failure")),
+    Metric("qnet_demand_disjoint_paths", "gauge", "",
+           "Node-disjoint paths between the demand's sites over links producing key (Menger); 1 is a single point "
+           "of failure, 0 disconnected.", ("demand",)),
+    Metric("qnet_demand_stored_key_seconds", "gauge", "seconds",
+           "Seconds the key already in the links' stores could serve the demand if every link stopped now: max-flow "
+           "of the stored key over the demand. Absent when no link reports its store.", ("demand",)),
+    Metric("qnet_demand_repeaterless_bound_bits_per_second", "gauge", "bits/s",
+           "Minimum cut of the links' repeaterless (PLOB) bounds, in bits per second: no relay over these links can beat "
+           "it (Pirandola, Commun. Phys. 2, 51 (2019)). Absent when every cut crosses a link without a bound.",
+           ("demand",)),
+    Metric("qnet_demand_route_hops", "gauge", "", "Hops of the demand's widest route; absent while it has none.",
+           ("demand",)),
+    Metric("qnet_link_min_cut", "gauge", "",
+           "1 for each link of the demand's minimum cut: the links whose key rate limits its multipath capacity "
+           "(only those links are exported).", ("demand", "link")),
+    Metric("qnet_link_usable_key_rate_bits_per_second", "gauge", "bits/s",
+           "Key rate the network analysis counts on for the link, in bits per second: its effective (ETSI 015 eskr) "
+           "or secret key rate, 0 while it is down.", ("link",)),
+    Metric("qnet_link_failure_impact_demands", "gauge", "",
+           "Demands met now that a failure of this link alone would leave below their bits_per_second.", ("link",)),
+    Metric("qnet_site_failure_impact_demands", "gauge", "",
+           "Demands met now that a failure of this trusted site alone would leave below their bits_per_second "
+           "(0 for an end point, which relays nothing).", ("site",)),
+    Metric("qnet_site_latitude_degrees", "gauge", "degrees", "Latitude of the site from the config, for the map.",
+           ("site",)),
+    Metric("qnet_site_longitude_degrees", "gauge", "degrees", "Longitude of the site from the config, for the map.",
+           ("site",)),
+    Metric("qnet_analysis_duration_seconds", "histogram", "seconds", "Wall time of whole network analyses.", (),
+           buckets=ANALYSIS_BUCKETS),
+    Metric("qnet_analysis_age_seconds", "gauge", "seconds",
+           "Age of the data the latest network analysis used, computed when scraped; absent before the first.", ()),
+    Metric("qnet_analyser_up", "gauge", "",
+           "1 if the network analyser's last read of the Prometheus API gave usable data, else 0 "
+           "(qtelemetry network only).", ()),
+    Metric("qnet_analyser_errors", "counter", "",
+           "Failed reads of the Prometheus API by the network analyser, by reason (qtelemetry network only).",
+           ("reason",)),
     # --- the exporter itself ----------------------------------------------------------------
     Metric("qtelemetry_build", "info", "", "qtelemetry version.", ("version",)),
     Metric("qtelemetry_estimation_duration_seconds", "histogram", "seconds",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -86,6 +87,8 @@ class Thresholds(Strict):
                                          description="heralded-pair fidelity whose upper bound is below this warns")
     rate_drop_ratio: float = Field(0.5, gt=0, lt=1,
                                    description="coincidence and heralding rates below this fraction of their baseline warn")
+    stored_key_floor_seconds: float = Field(3600, gt=0, description=(
+        "a demand whose stored key would last less than this if every link stopped warns (QNetStoredKeyLow)"))
 
     @model_validator(mode="after")
     def _ordered(self) -> "Thresholds":
@@ -177,7 +180,9 @@ class PilotTargets(Strict):
     key_rate_vs_plan_ratio: float = Field(0.8, gt=0, le=10, description=(
         "median secret key rate / the plan's expected rate, at least (the link performs as modelled)"))
     qber_p95: float = Field(0.05, gt=0, lt=0.5, description="95th percentile of the Z-basis QBER, at most")
-    pages_per_week: float = Field(2, ge=0, description="critical alerts (pages) per link and week, at most")
+    pages_per_week: float = Field(2, ge=0, description=(
+        "pages (notifications bringing a new critical alert, after Alertmanager's grouping and inhibition) "
+        "per link and week, at most"))
 
 
 class MonitoringConfig(Strict):
@@ -187,6 +192,14 @@ class MonitoringConfig(Strict):
         "label that tells Prometheus servers / sites apart in a global view (an external label or a "
         "target label); every rule keeps it and every dashboard filters on it. Series without it "
         "(one Prometheus) work unchanged"))
+    site_label: str = Field("site", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description=(
+        "target label naming the site an exporter watches (one exporter per site): every link alert "
+        "carries it, Alertmanager's paging route groups by it, and a site whose links are all down pages "
+        "once (QLinkSiteDown). Series without it count as one site per cluster"))
+    exporter_absent_alert: Literal["lost", "always", "off"] = Field("lost", description=(
+        "QTelemetryExporterAbsent: 'lost' fires when the exporters Prometheus scraped within a day are all "
+        "gone; 'always' also when it never scraped one (a Prometheus whose job is to scrape qtelemetry); "
+        "'off' leaves the alert out (a Prometheus that loads the rules but scrapes no qtelemetry)"))
     grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://[^#?]+[^/#?]$",
                              description="Grafana base URL for the alerts' dashboard_url annotation")
     runbook_base_url: str = Field(

@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", message="Prefer using dashboardv2.Dashboard in
 
 from grafana_foundation_sdk.builders import common as cb  # noqa: E402
 from grafana_foundation_sdk.builders import dashboard as db  # noqa: E402
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries  # noqa: E402
+from grafana_foundation_sdk.builders import geomap, nodegraph, prometheus, stat, table, timeseries  # noqa: E402
 from grafana_foundation_sdk.cog.encoder import JSONEncoder  # noqa: E402
 from grafana_foundation_sdk.models import common as cm  # noqa: E402
 from grafana_foundation_sdk.models import dashboard as dm  # noqa: E402
@@ -117,6 +117,7 @@ class Board:
     rows: tuple[Row, ...]
     link: LinkVariable | None = None
     tags: tuple[str, ...] = ()
+    demand: bool = False  #: a ``demand`` variable (multi-select) over the network's key demands
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,16 @@ ALERT_NAMES = "|".join(f"{prefix}.*" for prefix in PREFIXES)
 L = '{link="$link"}'  # the drill-downs' link
 
 
+def link_dashboard_url(c: MonitoringConfig) -> str:
+    """A table cell's link to the drill-down of the row's link (its protocol's dashboard)."""
+    cl = c.cluster_label
+    return (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
+            f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
+
+
 def fleet(c: MonitoringConfig) -> Board:
     cl = c.cluster_label
-    url = (f"/d/{c.dashboard_uid('${__data.fields.protocol}')}?var-link=${{__value.raw}}"
-           f"&var-{cl}=${{__data.fields.{cl}}}&${{datasource:queryparam}}")
+    url = link_dashboard_url(c)
     per_link = f"max by ({cl}, link)"
     return Board("fleet", "qtelemetry / Fleet overview",
                  "Every quantum link at a glance: health, key, QBER, loss, key stores, entanglement.", (
@@ -748,7 +755,96 @@ def exporter(c: MonitoringConfig) -> Board:
 
 
 #: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
-BOARDS = (fleet, bb84_link, sifted_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter)
+def _edges(cl: str) -> str:
+    """Node Graph edges: one per link (id, source, target from qlink_info), coloured by whether it
+    has key, highlighted when in a selected demand's minimum cut; the value is the usable key rate."""
+    base = ("qnet_link_usable_key_rate_bits_per_second\n* on (link) group_left (site_a, site_b)\n"
+            "max by (link, site_a, site_b) (qlink_info)")
+    for label, source in (("id", "link"), ("source", "site_a"), ("target", "site_b")):
+        base = f'label_replace({base}, "{label}", "$1", "{source}", "(.*)")'
+    coloured = f'(label_replace({base} > 0, "color", "green", "", "")\nor label_replace({base} == 0, "color", "red", "", ""))'
+    cut = 'max by (link) (qnet_link_min_cut{demand=~"$demand"})'
+    return (f'label_replace({coloured}\nand on (link) {cut}, "highlighted", "true", "", "")\n'
+            f'or label_replace({coloured}\nunless on (link) {cut}, "highlighted", "false", "", "")')
+
+
+def network(c: MonitoringConfig) -> Board:
+    cl = c.cluster_label
+    D = '{demand=~"$demand"}'
+    multipath = 'max without (routing) (qnet_demand_capacity_bits_per_second{demand=~"$demand", routing="multipath"})'
+    need = f"max by ({cl}, demand) (qnet_demand_bits_per_second{D})"
+    nodes = 'label_replace(label_replace(qnet_site_failure_impact_demands, "id", "$1", "site", "(.*)"), "title", "$1", "site", "(.*)")'
+    return Board("network", "qtelemetry / Network",
+                 "Key between sites over trusted-node relay: capacity per demand (single route and multipath), "
+                 "redundancy, survivable capacity after the worst single failure, stored-key autonomy, and which "
+                 "links and sites matter most.", (
+        Row("Demands", (
+            st("Demands unmet", "none", "Demands whose multipath capacity is below what they need.",
+               Q(f"count({multipath} < on ({cl}, demand) {need}) or vector(0)"), steps=((1, RED),)),
+            st("One failure from unmet", "none",
+               "Demands met now that the worst single failure of a link or site would leave unmet.",
+               Q(f"count(max by ({cl}, demand) (qnet_demand_capacity_after_worst_failure_bits_per_second{D}) "
+                 f"< on ({cl}, demand) {need}) or vector(0)"), steps=((1, ORANGE),)),
+            st("Analysis age", "s", "Age of the data of the latest network analysis (computed when scraped).",
+               Q("max(qnet_analysis_age_seconds)"), steps=((60, ORANGE),)),
+            Panel("Demands", "none",
+                  "One row per demand: what it needs, what a single route and all routes give, what is left after "
+                  "the worst single failure (and which), node-disjoint paths, and how long stored key would last.", (
+                      Q(f"max by ({cl}, demand, src, dst) (qnet_demand_bits_per_second{D})"),
+                      Q(f'max by ({cl}, demand) (qnet_demand_capacity_bits_per_second{{demand=~"$demand", routing="single_path"}})'),
+                      Q(f"max by ({cl}, demand) ({multipath})"),
+                      Q(f"max by ({cl}, demand, failure_kind, failure) "
+                        f"(qnet_demand_capacity_after_worst_failure_bits_per_second{D})"),
+                      Q(f"max by ({cl}, demand) (qnet_demand_disjoint_paths{D})"),
+                      Q(f"max by ({cl}, demand) (qnet_demand_stored_key_seconds{D})"),
+                      Q(f"max by ({cl}, demand) ({multipath}) - on ({cl}, demand) {need}"),
+                  ), kind="table", w=24, h=7,
+                  table_columns=(("demand", "Demand"), ("src", "From"), ("dst", "To"), ("Value #A", "Needs (bit/s)"),
+                                 ("Value #B", "Single route (bit/s)"), ("Value #C", "Multipath (bit/s)"),
+                                 ("Value #D", "After worst failure (bit/s)"), ("failure", "Worst failure"),
+                                 ("Value #E", "Disjoint paths"), ("Value #F", "Stored key (s)"),
+                                 ("Value #G", "Headroom (bit/s)")),
+                  table_units=(("Value #A", "bps"), ("Value #B", "bps"), ("Value #C", "bps"), ("Value #D", "bps"),
+                               ("Value #F", "s"), ("Value #G", "bps"))),
+        )),
+        Row("Graph", (
+            Panel("Sites and links", "bps",
+                  "Sites (main stat: demands a failure of the site would leave unmet) and links (main stat: usable key "
+                  "rate; red: no key). Highlighted: the links of the selected demands' minimum cuts.",
+                  (Q(nodes), Q(_edges(cl))), kind="nodegraph", w=16, h=12),
+            Panel("Map", "none", "Sites at their configured coordinates; size: failure impact.", (
+                Q("max by (site) (qnet_site_latitude_degrees)"), Q("max by (site) (qnet_site_longitude_degrees)"),
+                Q("max by (site) (qnet_site_failure_impact_demands)")), kind="geomap", w=8, h=12),
+        )),
+        Row("Capacity", (
+            ts("Capacity vs demand", "bps",
+               "Multipath capacity of each demand (solid) against what it needs (dashed) and its repeaterless bound "
+               "(dotted: no relay over these links can beat it).",
+               Q(multipath, "{{demand}} capacity"),
+               Q(f"qnet_demand_bits_per_second{D}", "{{demand}} needs"),
+               Q(f"qnet_demand_repeaterless_bound_bits_per_second{D}", "{{demand}} bound"),
+               symlog=1, styles=((".*needs", DASHED), (".*bound", DOTTED))),
+            ts("Capacity after the worst single failure", "bps",
+               "What is left for each demand if its worst single link or site failure happened now (N-1).",
+               Q(f"max by ({cl}, demand) (qnet_demand_capacity_after_worst_failure_bits_per_second{D})",
+                 "{{demand}}"), symlog=1),
+        )),
+        Row("Failure impact", (
+            Panel("Links that matter most", "none",
+                  "Links whose failure alone would leave the most demands unmet; click one to open its dashboard.", (
+                      Q(f"topk(10, max by ({cl}, link) (qnet_link_failure_impact_demands))\n"
+                        f"* on ({cl}, link) group_left (protocol) max by ({cl}, link, protocol) (qlink_info)"),),
+                  kind="table", w=12, h=8,
+                  table_columns=(("link", "Link"), ("protocol", "Protocol"), ("Value", "Demands left unmet")),
+                  table_link=link_dashboard_url(c)),
+            Panel("Sites that matter most", "none", "Trusted sites whose failure alone would leave the most demands unmet.",
+                  (Q(f"topk(10, max by ({cl}, site) (qnet_site_failure_impact_demands))"),),
+                  kind="table", w=12, h=8, table_columns=(("site", "Site"), ("Value", "Demands left unmet"))),
+        )),
+    ), demand=True, tags=("network",))
+
+
+BOARDS = (fleet, bb84_link, sifted_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter, network)
 
 
 # -------------------------------------------------------------------------------------------
@@ -815,6 +911,21 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
         if spec.table_link:
             builder = builder.override_by_name(spec.table_columns[0][0], [dm.DynamicConfigValue("links", [
                 {"title": "Open link dashboard", "url": spec.table_link}])])
+    elif kind == "nodegraph":
+        # the panel finds its frames by field name (id; source, target), so the fields come from the
+        # queries' labels; the value field is the main stat
+        builder = (nodegraph.Panel().nodes(nodegraph.NodeOptions().main_stat_unit("none"))
+                   .edges(nodegraph.EdgeOptions().main_stat_unit(spec.unit))
+                   .override_by_name("Value", [dm.DynamicConfigValue("displayName", "mainstat")]))
+    elif kind == "geomap":
+        # three instant tables (latitude, longitude, impact) merged on the site label into one frame
+        builder = (geomap.Panel().view(geomap.MapViewConfig().id("fit"))
+                   .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+                   .layers([cb.MapLayerOptions().type("markers").name("Sites").location(
+                       cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.COORDS)
+                       .latitude("Value #A").longitude("Value #B")).config(
+                       {"showLegend": True, "style": {"size": {"field": "Value #C", "min": 4, "max": 15, "fixed": 5},
+                                                      "text": {"field": "site", "mode": "field"}}})]))
     else:
         raise GenerationError(f"panel {spec.title!r}: unknown kind {kind!r}")
     builder = (builder.id(pid).title(spec.title).description(spec.description).datasource(DS)
@@ -823,9 +934,9 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
         builder = builder.min(spec.min)
     if spec.max is not None:
         builder = builder.max(spec.max)
-    instant = kind in ("stat", "table")
+    instant = kind in ("stat", "table", "nodegraph", "geomap")
     for i, (expr, legend) in enumerate(exprs):
-        builder = builder.with_target(_target(expr, legend, chr(ord("A") + i), instant, kind == "table"))
+        builder = builder.with_target(_target(expr, legend, chr(ord("A") + i), instant, kind != "stat" and instant))
     return builder
 
 
@@ -881,6 +992,9 @@ def variables(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> list[Any]:
         query = inject_selector(metric, sel.exported, targets)
         check_names(query, known_names(ruleset), (), f"dashboard {board.slug} / variable link")
         out.append(_query_variable("link", "Link", query, multi=board.link.multi))
+    if board.demand:
+        query = inject_selector("qnet_demand_bits_per_second", sel.exported, targets)
+        out.append(_query_variable("demand", "Demand", query, multi=True))
     return out
 
 
@@ -975,10 +1089,10 @@ def panel_queries(dashboard_json: dict, link: str = "", rate_interval: str = "1m
                   **variables: str) -> list[str]:
     """Every target's expr with template variables substituted: ``$link`` by ``link``, Grafana's
     ``$__rate_interval``/``$__interval`` by ``rate_interval``, ``$__range`` by 1h, ``$cluster``,
-    ``$job`` and ``$instance`` by ``.*`` (their "All"), others from ``variables``. A variable
+    ``$job``, ``$instance`` and ``$demand`` by ``.*`` (their "All"), others from ``variables``. A variable
     left unsubstituted raises ValueError."""
     values = {"link": link, "__rate_interval": rate_interval, "__interval": rate_interval,
-              "__range": "1h", "cluster": ".*", "job": ".*", "instance": ".*", **variables}
+              "__range": "1h", "cluster": ".*", "job": ".*", "instance": ".*", "demand": ".*", **variables}
 
     def sub(expr: str) -> str:
         def one(match: re.Match) -> str:
@@ -986,6 +1100,7 @@ def panel_queries(dashboard_json: dict, link: str = "", rate_interval: str = "1m
             if name not in values:
                 raise ValueError(f"no value for template variable ${name} in: {expr}")
             return values[name]
-        return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", one, expr)
+        # $1 in label_replace's replacement is a regex group, not a variable
+        return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$([A-Za-z_]\w*)", one, expr)
 
     return [sub(expr) for _, _, expr in panel_targets(dashboard_json)]

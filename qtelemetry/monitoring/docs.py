@@ -14,7 +14,7 @@ from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import DEFAULT
 from qtelemetry.monitoring.rules import build
 from qtelemetry.monitoring.runbooks import alert_table
-from qtelemetry.recording.format import columns_markdown
+from qtelemetry.drivers.formats.recording import columns_markdown
 
 
 def metrics_markdown() -> str:

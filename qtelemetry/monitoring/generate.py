@@ -27,7 +27,7 @@ import yaml
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
 from qtelemetry.configfile import EXIT_CONFIG
-from qtelemetry.monitoring import mixin, promtool_tests, rules, runbooks
+from qtelemetry.monitoring import causes, mixin, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import MonitoringConfig, load_monitoring_config
 from qtelemetry.monitoring.promql import GenerationError
 
@@ -72,7 +72,7 @@ def render(config: MonitoringConfig) -> Output:
     for group, doc in promtool_tests.test_documents(ruleset, config, rule_ref).items():
         files[f"alerts/tests/{group}.test.yaml"] = dump_yaml(doc)
     files[RUNBOOK_FILE] = runbooks.markdown(ruleset, config)
-    files[INHIBIT_FILE] = dump_yaml({"inhibit_rules": rules.inhibit_rules(ruleset, config)})
+    files[INHIBIT_FILE] = dump_yaml({"inhibit_rules": causes.inhibit_rules(ruleset, config)})
     gated = [f"{g.kind} {g.name} waits for {', '.join(g.waits_for)}" for g in ruleset.gated]
     boards = {}
     for built in dashboards.build_all(config, ruleset):

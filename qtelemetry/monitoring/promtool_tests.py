@@ -25,17 +25,21 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
-from qtelemetry.estimation.reported import ETSI014
+from qtelemetry.estimation.reported import ETSI014, ETSI015
+from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.catalogue import BB84, BBM92, HERALDED
-from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.config import DEFAULT, MonitoringConfig, duration_seconds
 from qtelemetry.monitoring.promql import GenerationError, selector_labels
+from qtelemetry.monitoring.network_alerts import network_cases
 from qtelemetry.monitoring.rules import Alert, RuleSet, rule_dict
 
 INSTANCE = "qtelemetry:9817"  # the instance label of the test series
 CLUSTER = "eu-1"  # their cluster label
+SITE = "dc-north"  # their site label
 LINK = "metro-10km"
-#: target labels an alert on recorded per-link series keeps (recording rules drop instance)
-RECORDED = ("cluster", "job")
+#: target labels an alert on recorded per-link series keeps (recording rules drop instance; the
+#: site comes back with the link's qlink_info)
+RECORDED = ("cluster", "job", "site")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Fires:
 
     labels: dict[str, str] = field(default_factory=dict)
     value: float | None = None
-    keep: tuple[str, ...] = ("cluster", "job", "instance")  # selector/target labels the alert keeps
+    keep: tuple[str, ...] = ("cluster", "job", "instance", "site")  # selector/target labels the alert keeps
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,15 @@ def rep(value: str, n: int) -> str:
 VAC = {"intensity": "vacuum"}
 
 
-def cases(cluster: str = "cluster") -> list[Case]:
-    """Every case; ``cluster`` is the config's cluster label."""
+def cases(c: MonitoringConfig = DEFAULT) -> list[Case]:
+    """Every case of the alerts ``c`` generates (its cluster and site labels, its absent-exporter mode)."""
     skr = "qkd_secret_key_rate_bits_per_second"
+    cluster, site = c.cluster_label, c.site_label
+    held = causes.hold(c)
+    hold_m = int(duration_seconds(held) // 60)
+    cut = "10x10 " + rep("Inf", 10) + f" 10x{hold_m + 10}"  # no light from minute 10 to 19
+    never_scraped = "no target of the job at all" + ("" if c.exporter_absent_alert == "always" else
+                                                      " (never scraped: silent unless exporter_absent_alert is always)")
     return [
         # --- QBER (upper confidence bound) ---------------------------------------------------
         Case("QKDQberHigh", "QBER bound at 6% for 20 min fires (Z basis only)", {
@@ -107,12 +117,14 @@ def cases(cluster: str = "cluster") -> list[Case]:
             sel(skr): "1000x60 _x30", sel("qlink_up"): "1x90"}, "85m", (Fires(link(), keep=RECORDED),)),
         Case("QKDSecretKeyRateZero", "link down: QLinkDown owns it, no key-rate page", {
             sel(skr): "1000x60 0x30", sel("qlink_up"): "1x60 0x30"}, "85m"),
-        Case("QKDSecretKeyRateBelowPlan", "40% of the plan for over an hour", {
-            sel("qkd_asymptotic_secret_key_rate_bits_per_second"): "400x90",
-            sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "70m", (Fires(link(), 400),)),
+        Case("QKDSecretKeyRateBelowPlan", "a finite-key rate at 40% of the plan for over an hour", {
+            sel(skr): "400x90", sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "80m",
+            (Fires(link(), 400, keep=RECORDED),)),
         Case("QKDSecretKeyRateBelowPlan", "90% of the plan is fine", {
-            sel("qkd_asymptotic_secret_key_rate_bits_per_second"): "900x90",
-            sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "70m"),
+            sel(skr): "900x90", sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "80m"),
+        Case("QKDSecretKeyRateBelowPlan", "the asymptotic rate is not compared with the finite-key plan", {
+            sel(skr): "900x90", sel("qkd_asymptotic_secret_key_rate_bits_per_second"): "400x90",
+            sel("qkd_expected_secret_key_rate_bits_per_second"): "1000x90"}, "80m"),
         Case("QKDKeyRateAboveRepeaterlessBound", "1.2 x PLOB is impossible", {
             sel("qkd_repeaterless_bound_ratio"): "1.2x30"}, "20m", (Fires(link(), 1.2),)),
         Case("QKDKeyRateAboveRepeaterlessBound", "30% of the bound is plausible", {
@@ -131,7 +143,24 @@ def cases(cluster: str = "cluster") -> list[Case]:
             sel("qkd_channel_loss_db"): "10x60 12x40"}, "90m"),
         Case("QKDNoSignal", "no light above background", {
             sel("qkd_channel_loss_db"): "10x10 " + rep("Inf", 10)}, "15m", (Fires(link()),)),
+        Case("QKDNoSignal", f"held {held} after the light returns (keep_firing_for: its symptoms still average the cut)", {
+            sel("qkd_channel_loss_db"): cut}, f"{20 + hold_m - 1}m", (Fires(link()),)),
+        Case("QKDNoSignal", "resolved once the hold is over", {sel("qkd_channel_loss_db"): cut}, f"{20 + hold_m + 1}m"),
         Case("QKDNoSignal", "high but finite loss", {sel("qkd_channel_loss_db"): "40x20"}, "15m"),
+        # --- ETSI GS QKD 015 link state -------------------------------------------------------
+        Case("QKDLinkInactive", "the node reports the link PASSIVE for 7 minutes", {
+            sel("qkd_link_active"): "1x5 0x10", sel("qkd_link_status", status="ACTIVE"): "1x5 0x10",
+            sel("qkd_link_status", status="PASSIVE"): "0x5 1x10", sel("qkd_link_status", status="OFF"): "0x15"},
+            "12m", (Fires(link(status="PASSIVE"), 0),), protocol=ETSI015),
+        Case("QKDLinkInactive", "a status outside the model reads as unknown", {
+            sel("qkd_link_active"): "0x15", sel("qkd_link_status", status="ACTIVE"): "0x15",
+            sel("qkd_link_status", status="PASSIVE"): "0x15"}, "12m", (Fires(link(status="unknown"), 0),),
+            protocol=ETSI015),
+        Case("QKDLinkInactive", "a 3-minute PENDING while the controller re-activates the link", {
+            sel("qkd_link_active"): "1x5 0x3 1x10", sel("qkd_link_status", status="ACTIVE"): "1x5 0x3 1x10",
+            sel("qkd_link_status", status="PENDING"): "0x5 1x3 0x10"}, "12m", protocol=ETSI015),
+        Case("QKDLinkInactive", "ACTIVE", {
+            sel("qkd_link_active"): "1x15", sel("qkd_link_status", status="ACTIVE"): "1x15"}, "12m", protocol=ETSI015),
         # --- dark counts (vacuum gain) vs baseline --------------------------------------------
         Case("QKDDarkCountsHigh", "vacuum gain x4", {
             sel("qkd_gain_ratio", **VAC): "0.000001x60 0.000004x50"}, "100m", (Fires(link(**VAC), 4e-6, keep=RECORDED),)),
@@ -162,6 +191,9 @@ def cases(cluster: str = "cluster") -> list[Case]:
         Case("QKDKeyBufferExhaustionImminent", "store at 9% and draining 20 kbit/min", {
             sel("qkd_key_buffer_bits"): "900000-20000x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"},
             "25m", (Fires(link(), 0.04),)),
+        Case("QKDKeyBufferExhaustionImminent", "store empty and not refilling", {
+            sel("qkd_key_buffer_bits"): "0x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"},
+            "25m", (Fires(link(), 0),)),
         Case("QKDKeyBufferExhaustionImminent", "store at 9% but steady", {
             sel("qkd_key_buffer_bits"): "900000x40", sel("qkd_key_buffer_capacity_bits"): "10000000x40"}, "25m"),
         # --- key management entities (ETSI GS QKD 014) ------------------------------------------
@@ -193,6 +225,12 @@ def cases(cluster: str = "cluster") -> list[Case]:
             sel("qkd_kme_key_probes_total", result="refused"): "0+1x30",
             sel("qkd_kme_key_probes_total", result="failed"): "0x30"}, "25m", protocol=ETSI014),
         # --- link health ----------------------------------------------------------------------
+        Case("QLinkSiteDown", "both links of a site down for 7 minutes", {
+            f'qlink_up{{link="a", {site}="north"}}': "1x5 0x10", f'qlink_up{{link="b", {site}="north"}}': "1x5 0x10",
+            f'qlink_up{{link="c", {site}="south"}}': "1x15"}, "12m", (Fires({site: "north"}, 2, keep=("cluster", "job")),)),
+        Case("QLinkSiteDown", "one link of two down is that link's QLinkDown", {
+            f'qlink_up{{link="a", {site}="north"}}': "1x5 0x10", f'qlink_up{{link="b", {site}="north"}}': "1x15"}, "12m"),
+        Case("QLinkSiteDown", "a site with a single link", {f'qlink_up{{link="a", {site}="north"}}': "1x5 0x10"}, "12m"),
         Case("QLinkDown", "down for 7 minutes", {sel("qlink_up"): "1x5 0x10"}, "12m", (Fires(link()),)),
         Case("QLinkDown", "a 3-minute flap", {sel("qlink_up"): "1x5 0x3 1x10"}, "12m"),
         Case("QLinkStale", "data 10 minutes old on a link that reports up", {
@@ -209,8 +247,8 @@ def cases(cluster: str = "cluster") -> list[Case]:
         # --- exporter -------------------------------------------------------------------------
         Case("QTelemetryExporterDown", "scrapes fail for 7 minutes", {"up": "1x5 0x10"}, "12m", (Fires(),)),
         Case("QTelemetryExporterDown", "scrapes succeed", {"up": "1x15"}, "12m"),
-        Case("QTelemetryExporterAbsent", "no target of the job at all", {'up{job="other"}': "1x30"}, "20m",
-             (Fires(keep=("job",)),), target_labels=False),
+        Case("QTelemetryExporterAbsent", never_scraped, {'up{job="other"}': "1x30"}, "20m",
+             (Fires(keep=("job",)),) if c.exporter_absent_alert == "always" else (), target_labels=False),
         Case("QTelemetryExporterAbsent", "cluster west lost its exporters, east still has its own", {
             f'up{{{cluster}="east"}}': "1x60", f'up{{{cluster}="west"}}': "1x10"}, "40m",
              (Fires({cluster: "west"}, keep=("job",)),)),
@@ -291,6 +329,7 @@ def cases(cluster: str = "cluster") -> list[Case]:
         Case("QKDKeySupplyErrorBudgetBurnSlow", "everything delivered", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+60000x180"}, "180m"),
+        *network_cases(),
     ]
 
 
@@ -408,8 +447,8 @@ def _with_labels(series: str, labels: dict[str, str]) -> str:
     return f"{name}{{{extra}, {rest}"
 
 
-def _expected(alert: dict, fires: Fires, target: dict[str, str], cluster: str, where: str) -> dict:
-    keep = {cluster if k == "cluster" else k for k in fires.keep}
+def _expected(alert: dict, fires: Fires, target: dict[str, str], c: MonitoringConfig, where: str) -> dict:
+    keep = {{"cluster": c.cluster_label, "site": c.site_label}.get(k, k) for k in fires.keep}
     labels = {k: v for k, v in target.items() if k in keep}
     labels.update(fires.labels)
     labels.update(alert["labels"])
@@ -442,9 +481,10 @@ def _series(case: Case, alert: Alert, target: dict[str, str]) -> list[dict]:
 def test_documents(ruleset: RuleSet, config: MonitoringConfig, rule_file: str,
                    all_cases: list[Case] | None = None) -> dict[str, dict]:
     """promtool test files by rule-group name."""
-    all_cases = cases(config.cluster_label) if all_cases is None else all_cases
+    all_cases = cases(config) if all_cases is None else all_cases
     check_coverage(ruleset, all_cases)
-    target = {config.cluster_label: CLUSTER, **selector_labels(config.selector), "instance": INSTANCE}
+    target = {config.cluster_label: CLUSTER, config.site_label: SITE, **selector_labels(config.selector),
+              "instance": INSTANCE}
     docs: dict[str, dict] = {}
     for group in ruleset.groups:
         alerts = [r for r in group.rules if isinstance(r, Alert)]
@@ -462,7 +502,7 @@ def test_documents(ruleset: RuleSet, config: MonitoringConfig, rule_file: str,
                         "alertname": alert.alert,
                         "eval_time": case.at,
                         "exp_alerts": [_expected(rendered, replace(f, labels={**f.labels, **protocol}), target,
-                                                 config.cluster_label, where)
+                                                 config, where)
                                        for f in case.fires],
                     }],
                 })

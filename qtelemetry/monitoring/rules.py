@@ -29,8 +29,10 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal
 
 from qtelemetry.estimation.reported import ETSI014
+from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.network_alerts import network_alerts
 from qtelemetry.monitoring.promql import (
     PROMETHEUS_SERIES,
     TARGET_SERIES,
@@ -47,9 +49,10 @@ from qtelemetry.monitoring.promql import (
 PENDING_METRICS: frozenset[str] = frozenset()
 
 SEVERITIES = ("critical", "warning", "info")
-PREFIXES = ("QKD", "QLink", "QEnt", "QTelemetry")
-#: What an alert is about: one link, one exporter (an instance), or a whole cluster.
-Scope = Literal["link", "exporter", "cluster"]
+PREFIXES = ("QKD", "QLink", "QEnt", "QNet", "QTelemetry")
+#: What an alert is about: one link, one site (all its links), one exporter (an instance), a whole
+#: cluster, or a key demand between two sites.
+Scope = Literal["link", "site", "exporter", "cluster", "demand"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,13 @@ class Record:
 
 @dataclass(frozen=True)
 class Alert:
-    """One alerting rule. ``inhibits`` names the alerts this one explains: while it fires,
-    Alertmanager mutes them for the same link (or exporter, or cluster), and for the same
-    values of ``inhibit_equal`` labels too. ``dashboard`` overrides the dashboard slug of
-    ``dashboard_url`` (default: the link kind's dashboard, or the exporter dashboard)."""
+    """One alerting rule. ``inhibits`` names milder forms of the same condition (QKDQberHigh for
+    QKDQberCritical): while this one fires, Alertmanager mutes them for the same link (or
+    exporter, or cluster), and for the same values of ``inhibit_equal`` labels too; causes and
+    the symptoms they explain are the cause hierarchy's (``causes``). ``keep_firing_for`` holds
+    a cause a while after it clears (set by the hierarchy). ``dashboard`` overrides the
+    dashboard slug of ``dashboard_url`` (default: the link kind's dashboard, or the exporter
+    dashboard)."""
 
     alert: str
     expr: str
@@ -77,6 +83,7 @@ class Alert:
     inhibits: tuple[str, ...] = ()
     inhibit_equal: tuple[str, ...] = ()
     dashboard: str | None = None
+    keep_firing_for: str | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(rf"({'|'.join(PREFIXES)})[A-Z][A-Za-z0-9]*", self.alert):
@@ -311,14 +318,17 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
                   "decoy detections to bound the single-photon yield."),
               inhibits=("QKDSecretKeyRateDrop", "QKDSecretKeyRateBelowPlan")),
         Alert("QKDSecretKeyRateBelowPlan",
-              f"qkd_asymptotic_secret_key_rate_bits_per_second\n"
-              f"< on ({raw}) {num(t.key_rate_below_expected_ratio)} * qkd_expected_secret_key_rate_bits_per_second",
+              f"{skr_smooth}\n"
+              f"< on ({link}) {num(t.key_rate_below_expected_ratio)}\n"
+              f"* max by ({link}) (qkd_expected_secret_key_rate_bits_per_second)",
               "1h", "info",
               summary=f"Key rate of [[link]] is below {pct(t.key_rate_below_expected_ratio)} of its plan.",
               description=(
-                  f"The asymptotic key rate of link [[link]] ([[value]]bit/s) has stayed below "
+                  f"The secret key rate of link [[link]] ([[value]]bit/s, {b.smoothing} average) has stayed below "
                   f"{pct(t.key_rate_below_expected_ratio)} of what its plan (channel model) promises for an "
-                  f"hour. Not an outage: the link under-performs its design (extra loss, misalignment, "
+                  f"hour. Both are finite-key rates (the plan is what the link's own distillation, with its "
+                  f"block size, achieves on the modelled channel), so the gap is the link's, not the asymptotic "
+                  f"limit's. Not an outage: the link under-performs its design (extra loss, misalignment, "
                   f"detector ageing, wrong model inputs).")),
         Alert("QKDKeyRateAboveRepeaterlessBound", "qkd_repeaterless_bound_ratio > 1", "15m", "warning",
               summary="Key rate of [[link]] exceeds the repeaterless (PLOB) bound.",
@@ -346,9 +356,19 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
               description=(
                   "The signal gain of link [[link]] is no higher than the dark-count background, so the "
                   "inferred loss is infinite: fibre cut, disconnected patch, source off, or shutter "
-                  "closed. The link distils no key."),
-              inhibits=("QKDChannelLossStep", "QKDChannelLossOverBudget", "QKDSecretKeyRateDrop",
-                        "QKDSecretKeyRateZero", "QKDSecretKeyRateBelowPlan", "QEntCoincidenceRateDrop")),
+                  "closed. The link distils no key. It reads as ~50% QBER (dark counts only): a cut, not an "
+                  "attack; this alert mutes the link's QBER, key-rate, key-store, SLO and tamper alerts.")),
+        Alert("QKDLinkInactive",
+              f"(qkd_link_active == 0)\n* on ({raw}) group_left (status)\n(qkd_link_status == 1)\n"
+              f"or on ({raw})\nlabel_replace(qkd_link_active == 0, \"status\", \"unknown\", \"\", \"\")",
+              "5m", "critical",
+              summary="The SD-QKD node reports link [[link]] not ACTIVE: it generates no key.",
+              description=(
+                  "For 5 minutes the ETSI GS QKD 015 node of link [[link]] has reported the key association link "
+                  "[[status]] instead of ACTIVE (PASSIVE: not generating, keys left; PENDING: awaiting activation; "
+                  "OFF; unknown: a status outside the model). The node answers (the link is up), but no key is "
+                  "made: applications live on the key store until it runs dry. This alert mutes the link's "
+                  "key-rate, key-store and SLO alerts. A planned standby link: silence it.")),
         Alert("QKDDarkCountsHigh",
               f"{gain_smooth}{vac} > {num(t.dark_count_factor)} * {gain_base}{vac}", "15m", "warning",
               summary="Dark counts of [[link]] are far above their baseline.",
@@ -397,20 +417,32 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
         Alert("QKDKeyBufferExhaustionImminent",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(imminent.fill_ratio)}\n"
               f"and on ({raw})\n"
-              f"predict_linear(qkd_key_buffer_bits[{imminent.lookback}], {num(duration_seconds(imminent.horizon))}) < 0",
-              "5m", "critical",
+              f"predict_linear(qkd_key_buffer_bits[{imminent.lookback}], {num(duration_seconds(imminent.horizon))}) <= 0",
+              "2m", "critical",
               summary=f"Key store of [[link]] runs dry within {imminent.horizon}.",
               description=(
-                  f"The key store of link [[link]] is down to [[value%]] and still falling: within "
-                  f"{imminent.horizon} applications will be refused key. Prepare the fallback "
-                  f"(classical or post-quantum key exchange) now."),
+                  f"The key store of link [[link]] is down to [[value%]] and still falling (or empty and not "
+                  f"refilling): within {imminent.horizon} applications will be refused key, if they are not "
+                  f"already. Prepare the fallback (classical or post-quantum key exchange) now. This alert "
+                  f"mutes the link's key-supply SLO alerts: the empty store is why requests fail (its for: is "
+                  f"no longer than theirs, so it fires first)."),
               inhibits=("QKDKeyBufferExhaustionForecast",)),
     ]
 
 
 def link_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
+    site = by(c, c.site_label)
     return [
+        Alert("QLinkSiteDown",
+              f"count by ({site}) (qlink_up) > 1\nand on ({site})\nmax by ({site}) (qlink_up) == 0", "5m", "critical",
+              summary=f"Every link of site [[{c.site_label}]] is down.",
+              description=(
+                  f"All [[value]] links of site \"[[{c.site_label}]]\" (the {c.site_label} label of their exporters; "
+                  f"empty: the whole {c.cluster_label}) have been down for 5 minutes: a site-wide cause (power, "
+                  "the site's network, its exporter host) rather than [[value]] separate faults. This alert mutes "
+                  "those links' own alerts: one page for the site."),
+              scope="site", dashboard="fleet"),
         Alert("QLinkDown", "qlink_up == 0", "5m", "critical",
               summary="Quantum link [[link]] is down.",
               description=(
@@ -455,7 +487,7 @@ def kme_alerts(c: MonitoringConfig) -> list[Alert]:
                   "Applications that ask this KME for keys are most likely failing the same way and fall back "
                   "to classical or post-quantum key exchange. This alert mutes the link's QLinkDown and "
                   "driver-error alerts: one page, with the reason."),
-              inhibits=("QLinkDown", "QLinkDriverErrors", "QKDKmeSlow")),
+              inhibits=("QLinkDown",)),
         Alert("QKDKmeSlow",
               f"histogram_quantile(0.9,\n"
               f"  sum by ({by(c, 'instance', 'link', 'endpoint')}, le) (rate(qkd_kme_request_duration_seconds_bucket[10m]))\n"
@@ -481,8 +513,19 @@ def kme_alerts(c: MonitoringConfig) -> list[Alert]:
 
 def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
     t = c.thresholds
-    instance, identity = by(c, "instance"), by(c)
+    instance, identity = by(c, "instance", c.site_label), by(c)  # the site: for routing and the hierarchy
     cluster = c.cluster_label
+    lost = f"group by ({identity}) (max_over_time(up[1d]))\nunless\ngroup by ({identity}) (up)"
+    never = c.exporter_absent_alert == "always"
+    absent = Alert(
+        "QTelemetryExporterAbsent", lost + ("\nor\nabsent_over_time(up[1d])" if never else ""), "15m", "warning",
+        summary="No qtelemetry exporter is being scraped.",
+        description=(
+            f"Prometheus has no scrape target matching {{{c.selector}}} in {cluster} "
+            f"\"[[{cluster}]]\" (empty: the whole Prometheus), although it had some within a day"
+            + (" or has never had one" if never else "") + ": service discovery or the scrape config lost the "
+            "exporters, so the quantum links there are unmonitored."),
+        scope="cluster")
     return [
         Alert("QTelemetryExporterDown", "up == 0", "5m", "critical",
               summary="qtelemetry exporter [[instance]] is down.",
@@ -490,27 +533,16 @@ def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
                   "Prometheus cannot scrape the qtelemetry exporter [[instance]] (job [[job]]): every "
                   "link it serves is unmonitored, and link alerts cannot fire."),
               scope="exporter"),
-        Alert("QTelemetryExporterAbsent",
-              f"group by ({identity}) (max_over_time(up[1d]))\nunless\ngroup by ({identity}) (up)\n"
-              f"or\nabsent_over_time(up[1d])",
-              "15m", "warning",
-              summary="No qtelemetry exporter is being scraped.",
-              description=(
-                  f"Prometheus has no scrape target matching {{{c.selector}}} in {cluster} "
-                  f"\"[[{cluster}]]\" (empty: the whole Prometheus), although it had some within a day or "
-                  "has never had one: service discovery or the scrape config lost the exporters, so the "
-                  "quantum links there are unmonitored."),
-              scope="cluster"),
+        *([absent] if c.exporter_absent_alert != "off" else []),
         Alert("QTelemetryEstimationStalled",
               f"qtelemetry_estimation_lag_seconds > {num(t.estimation_stall_seconds)}", "2m", "critical",
               summary="qtelemetry exporter [[instance]] has stopped estimating.",
               description=(
                   f"No estimation cycle of exporter [[instance]] has completed for [[value_duration]] (above "
                   f"{num(t.estimation_stall_seconds)} s): every link it serves is frozen and will report down. "
-                  "This alert mutes those links' QLinkDown and QLinkStale: one page for one cause."),
+                  "This alert mutes those links' alerts: one page for one cause."),
               scope="exporter",
-              inhibits=("QLinkDown", "QLinkStale", "QTelemetryEstimationLagging", "QTelemetryFallingBehind",
-                        "QTelemetryEstimationSlow")),
+              inhibits=("QTelemetryEstimationLagging", "QTelemetryFallingBehind", "QTelemetryEstimationSlow")),
         Alert("QTelemetryEstimationLagging",
               f"avg_over_time(qtelemetry_estimation_lag_seconds[5m])\n"
               f"> {num(t.estimation_lag_windows)} * qtelemetry_estimation_interval_seconds",
@@ -628,6 +660,7 @@ def spec_groups(c: MonitoringConfig) -> list[Group]:
         Group("qtelemetry-kme", tuple(kme_alerts(c)), c.rule_interval),
         Group("qtelemetry-entanglement", tuple(entanglement_alerts(c)), c.rule_interval),
         Group("qtelemetry-exporter", tuple(exporter_alerts(c)), c.rule_interval),
+        Group("qtelemetry-network", tuple(network_alerts(c)), c.rule_interval),
     ]
     return groups
 
@@ -661,11 +694,14 @@ def check_names(expr: str, known: Iterable[str], pending: Iterable[str], where: 
 
 
 def with_protocol(expr: str, c: MonitoringConfig) -> str:
-    """``expr`` labelled with its link's protocol (``qlink_info``; ``group by`` keeps it one series
-    per link even while the link briefly shows under two instances)."""
+    """``expr`` labelled with its link's protocol and site (``qlink_info``), so that Alertmanager
+    routes it by link kind and groups it by site even where the expression aggregated the site
+    away; ``topk`` keeps one series per link even while the link briefly shows under two
+    instances or sites."""
     link = by(c, "link")
     body = "\n".join("  " + line for line in expr.splitlines())
-    return f"(\n{body}\n)\n* on ({link}) group_left (protocol)\ngroup by ({link}, protocol) (qlink_info)"
+    return (f"(\n{body}\n)\n* on ({link}) group_left (protocol, {c.site_label})\n"
+            f"topk by ({link}) (1, group by ({link}, protocol, {c.site_label}) (qlink_info))")
 
 
 def build(c: MonitoringConfig) -> RuleSet:
@@ -686,6 +722,8 @@ def build(c: MonitoringConfig) -> RuleSet:
             seen.add(name)
             if isinstance(rule, Alert) and rule.scope == "link":
                 rule = replace(rule, expr=with_protocol(rule.expr, c))
+            if isinstance(rule, Alert) and rule.alert in causes.CAUSES:
+                rule = replace(rule, keep_firing_for=causes.hold(c))
             waits = check_names(rule.expr, known, pending, f"{group.name}/{name}")
             if waits:
                 gated.append(Gated("record" if isinstance(rule, Record) else "alert", name, waits))
@@ -701,15 +739,12 @@ def build(c: MonitoringConfig) -> RuleSet:
     unknown = {t for a in ruleset.alerts for t in a.inhibits} - seen
     if unknown:
         raise GenerationError(f"inhibits names unknown alerts: {', '.join(sorted(unknown))}")
+    causes.check(ruleset, seen)
     return ruleset
 
 
 def recording_names(ruleset: RuleSet) -> set[str]:
     return {r.record for r in ruleset.records}
-
-
-#: Labels that, with the identity labels, name what an alert of each scope is about.
-SCOPE_LABELS: dict[str, tuple[str, ...]] = {"link": ("link",), "exporter": ("instance",), "cluster": ()}
 
 
 def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
@@ -729,6 +764,8 @@ def dashboard_url(alert: Alert, c: MonitoringConfig) -> str:
         slug = alert.dashboard or "exporter"
         if alert.scope == "exporter":
             params.append("var-instance={{ $labels.instance | urlquery }}")
+        if alert.scope == "demand":
+            params.append("var-demand={{ $labels.demand }}")
     return f"{c.grafana_url}/d/{c.dashboard_uid(slug)}?{'&'.join(params)}"
 
 
@@ -739,10 +776,11 @@ def rule_dict(rule: Record | Alert, c: MonitoringConfig) -> dict:
             out["labels"] = dict(sorted(rule.labels.items()))
         return out
     labels = dict(sorted({"severity": rule.severity, **rule.labels}.items()))
+    timing = {"for": rule.for_} | ({"keep_firing_for": rule.keep_firing_for} if rule.keep_firing_for else {})
     return {
         "alert": rule.alert,
         "expr": rule.expr,
-        "for": rule.for_,
+        **timing,
         "labels": labels,
         "annotations": {
             "summary": expand(rule.summary),
@@ -762,19 +800,3 @@ def rules_document(ruleset: RuleSet, c: MonitoringConfig) -> dict:
         g["rules"] = [rule_dict(r, c) for r in group.rules]
         groups.append(g)
     return {"groups": groups}
-
-
-def inhibit_rules(ruleset: RuleSet, c: MonitoringConfig) -> list[dict]:
-    """Alertmanager inhibit rules: each alert mutes only the alerts it explains, for the same
-    link (or exporter, or cluster) in the same cluster and job."""
-    present = {a.alert for a in ruleset.alerts}
-    out = []
-    for alert in ruleset.alerts:
-        targets = [t for t in alert.inhibits if t in present]
-        if targets:
-            out.append({
-                "source_matchers": [f'alertname="{alert.alert}"'],
-                "target_matchers": [f'alertname=~"{"|".join(targets)}"'],
-                "equal": [*c.identity, *SCOPE_LABELS[alert.scope], *alert.inhibit_equal],
-            })
-    return out

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.config import SLO, MonitoringConfig, duration_seconds
+from qtelemetry.monitoring.network_alerts import network_runbooks
 from qtelemetry.monitoring.promql import PROMETHEUS_SERIES, TARGET_SERIES, GenerationError, inject_selector, sample_names
 from qtelemetry.monitoring.rules import (
     PENDING_METRICS,
@@ -69,7 +71,9 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             "Both bases with rising vacuum gain: check detector cooling and for light leaking into the fibre "
             "(classical channels multiplexed on the same fibre, open patch panels).",
             "No physical explanation and a sudden step: treat as a possible attack; keep the link distilling "
-            "(the protocol discards compromised key) but inform security.",
+            "(the protocol discards compromised key) but inform security - unless QKDTamperSuspected fires for the "
+            "link (security has that page already) or QKDNoSignal does (a cut reads as ~50% QBER from dark "
+            "counts alone; Alertmanager mutes this alert then, but a dashboard still shows the QBER).",
             FALLBACK + " (only if the key rate reaches 0)."),
         escalate=("Page the vendor if realignment does not bring the QBER back within an hour, or immediately "
                   f"if it is above {pct(t.qber_no_key)}; inform security if no physical cause is found."),
@@ -108,11 +112,13 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             escalate="Page the vendor if the link does not produce key within 30 minutes.",
         ),
         "QKDSecretKeyRateBelowPlan": Runbook(
-            meaning=(f"The asymptotic key rate has stayed below {pct(t.key_rate_below_expected_ratio)} of the rate the "
-                     "link's plan (channel model, `qtelemetry plan`) promises for over an hour."),
+            meaning=(f"The secret key rate ({b.smoothing} average) has stayed below {pct(t.key_rate_below_expected_ratio)} "
+                     "of the rate the link's plan (channel model, `qtelemetry plan`) promises for over an hour. Both "
+                     "are finite-key rates: the plan is what the link's own distillation, with its block size, "
+                     "achieves on the modelled channel (Lim et al. 2014 for decoy BB84)."),
             impact=("None immediate: the link under-delivers on its design. It will hit its distance or demand "
                     "limits earlier than planned."),
-            confirm=(f"qkd_asymptotic_secret_key_rate_bits_per_second{L} / qkd_expected_secret_key_rate_bits_per_second{L}",
+            confirm=(f"{skr_smooth}{L} / on (link) qkd_expected_secret_key_rate_bits_per_second{L}",
                      f"qkd_channel_loss_db{L} - qkd_channel_loss_budget_db{L}", f"qkd_qber_ratio{L}"),
             mitigation=(
                 "Compare measured loss, QBER and detector figures with the plan's inputs; re-run `qtelemetry plan` "
@@ -166,6 +172,24 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 "disconnected patch, closed optical switch or shutter. Otherwise the source is off.",
                 "Switch to a spare fibre if one is provisioned."),
             escalate="Fibre provider for a cut; vendor for a source failure. Page both if not clear in 15 minutes.",
+        ),
+        "QKDLinkInactive": Runbook(
+            meaning=("The link's ETSI GS QKD 015 SD-QKD node answers, but has reported the key association link's "
+                     "`qkdl_status` other than ACTIVE for 5 minutes; the alert's `status` label says which: PASSIVE "
+                     "(not generating key, keys left), PENDING (awaiting activation), OFF, or unknown (a value "
+                     "outside the etsi-qkd-node-types model, counted in qkd_node_unknown_identities_total). "
+                     "`qlink_up` stays 1: it means the node is reachable and its reports valid, for every link kind; "
+                     "whether the link makes key is this alert's."),
+            impact=("No new key on this link: applications live on the key store until it runs dry, then fall "
+                    "back. The key-rate, key-store and SLO alerts of the link are muted while this one fires."),
+            confirm=(f"qkd_link_status{L} == 1", f"qkd_link_active{L}", f"qkd_secret_key_rate_bits_per_second{L}",
+                     f"qkd_interface_status{L} == 1"),
+            mitigation=(
+                "Planned (a standby link, maintenance, a link not yet activated): silence the alert for the window.",
+                "Otherwise ask the SDN controller why it deactivated the link (its log, the node's `qkdl_status` "
+                "history); an interface DOWN or FAILURE (qkd_interface_status) points at the QKD module.",
+                FALLBACK + " (if the store drains)."),
+            escalate="The SDN controller's owner, then the vendor of the QKD module; page if the store is forecast empty.",
         ),
         "QKDDarkCountsHigh": Runbook(
             meaning=(f"The gain of vacuum (empty) pulses, i.e. dark counts and background light, is more than "
@@ -263,12 +287,29 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
         ),
         "QKDKeyBufferExhaustionImminent": Runbook(
             meaning=(f"The key store is below {pct(t.key_buffer_imminent.fill_ratio)} and falling: empty within "
-                     f"{t.key_buffer_imminent.horizon}."),
+                     f"{t.key_buffer_imminent.horizon}; or it is empty and not refilling."),
             impact="Applications will be refused key; encrypted links that need fresh key will fail or degrade.",
             confirm=(f"qkd_key_buffer_bits{L}", f"rate(qkd_key_delivered_bits_total{L}[15m])",
                      f"rate(qkd_key_generated_bits_total{L}[15m])"),
             mitigation=(FALLBACK, "Then work on generation (key-rate alerts) or demand."),
             escalate="Page the service owners of the key consumers.",
+        ),
+        "QLinkSiteDown": Runbook(
+            meaning=(f"Every link of one site (the `{c.site_label}` target label of its exporters; without that "
+                     f"label, every link of the {c.cluster_label}) has been down for 5 minutes, and the site has "
+                     "more than one link. So many links failing at once have one cause at the site."),
+            impact=("No key and no telemetry from any link of the site. Its links' own alerts are muted: this is "
+                    "the one page."),
+            confirm=(f"count by ({c.site_label}) (qlink_up == 0)",
+                     f"sum by ({c.site_label}, reason) (increase(qlink_driver_errors_total[15m]))",
+                     "up", "qtelemetry_estimation_lag_seconds"),
+            mitigation=(
+                "Driver errors by reason say where: connection errors on every link point at the site's network "
+                "or power; stalled or impossible data at the devices' management plane.",
+                "The exporter itself answers (else QTelemetryExporterDown would fire): check its host's view of "
+                "the site network (routes, firewall, DNS).",
+                FALLBACK),
+            escalate="Site facilities and network team at once; the vendor if the devices are up but silent.",
         ),
         "QLinkDown": Runbook(
             meaning=("The link's driver has not delivered a valid batch within the exporter's stall timeout: the "
@@ -381,7 +422,11 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
             escalate="Platform team if the host or network is down.",
         ),
         "QTelemetryExporterAbsent": Runbook(
-            meaning=f"Prometheus has no target matching {{{c.selector}}} at all.",
+            meaning=(f"Prometheus has no target matching {{{c.selector}}} in a {c.cluster_label}, although it had "
+                     "some within a day" + (", or has never had one (monitoring config exporter_absent_alert: "
+                                            "always)" if c.exporter_absent_alert == "always" else
+                                            " (a Prometheus that never scraped qtelemetry stays quiet; "
+                                            "exporter_absent_alert: always makes it fire there too)") + "."),
             impact="All quantum links are unmonitored.",
             confirm=("up", f"count by ({', '.join(c.identity)}) (up)",
                      f"group by ({', '.join(c.identity)}) (max_over_time(up[1d]))"),
@@ -515,6 +560,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
     }
     for slo in c.slos:
         books.update(slo_runbooks(slo))
+    books.update(network_runbooks(c))
     return books
 
 
@@ -562,6 +608,7 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
     """The runbook page for the generated alerts (gated alerts have no section yet)."""
     books = runbooks(c)
     known = set(sample_names()) | PROMETHEUS_SERIES | recording_names(ruleset)
+    refs = cross_references(ruleset, c)
     alerts = ruleset.alerts
     missing = [a.alert for a in alerts if a.alert not in books]
     if missing:
@@ -594,6 +641,7 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
             "",
             f"**Impact.** {book.impact}",
             "",
+            *(line for paragraph in refs.get(a.alert, ()) for line in (paragraph, "")),
             "**Confirm.**",
             "",
             "```promql",
@@ -607,6 +655,40 @@ def markdown(ruleset: RuleSet, c: MonitoringConfig) -> str:
             f"**Escalate.** {book.escalate}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _same(equal: tuple[str, ...], c: MonitoringConfig) -> str:
+    """``equal`` labels as words: "the same link", "the same exporter (instance) and basis"."""
+    words = {"instance": "exporter (instance)", c.site_label: "site"}
+    return "the same " + " and ".join(words.get(x, x) for x in equal[len(c.identity):])
+
+
+def _links(names: list[str]) -> str:
+    return ", ".join(f"[{n}](#{n.lower()})" for n in names)
+
+
+def cross_references(ruleset: RuleSet, c: MonitoringConfig) -> dict[str, list[str]]:
+    """Per alert, the runbook paragraphs from the cause hierarchy: which alerts explain it (follow
+    theirs instead) and which it explains (muted while it fires)."""
+    explained: dict[str, dict[tuple[str, str], list[str]]] = {}
+    mutes: dict[str, dict[str, list[str]]] = {}
+    for r in causes.relations(ruleset, c):
+        explained.setdefault(r.effect, {}).setdefault((r.because, _same(r.equal, c)), []).append(r.cause)
+        mutes.setdefault(r.cause, {}).setdefault(_same(r.equal, c), []).append(r.effect)
+    out: dict[str, list[str]] = {}
+    for effect, by_reason in explained.items():
+        lines = [f"{_links(names)} for {same}: {because}" for (because, same), names in by_reason.items()]
+        out.setdefault(effect, []).append(
+            "**If another alert fires too, it is the cause.** Follow its runbook instead; Alertmanager mutes this "
+            "alert while it fires:\n" + "\n".join(f"- {line}." for line in lines))
+    for cause, by_tie in mutes.items():
+        held = next(a for a in ruleset.alerts if a.alert == cause).keep_firing_for
+        after = f" and for {held} after it clears (`keep_firing_for`, as its symptoms still average the incident)" if held else ""
+        lines = [f"for {same}: {_links(names)}" for same, names in by_tie.items()]
+        out.setdefault(cause, []).append(
+            f"**It mutes its symptoms.** While it fires{after}, Alertmanager mutes, "
+            + "; ".join(lines) + ".")
+    return out
 
 
 def alert_table(alerts: list, page: str = "") -> list[str]:

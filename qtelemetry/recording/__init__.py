@@ -1,8 +1,10 @@
-"""Recorded link data: raw time-tagged detection events (``events``); recordings of window counts
-(``qtelemetry record``), their file format, and analysing them (``qtelemetry analyse``).
+"""The verbs of recorded link data: ``qtelemetry record`` (run the links, keep every window's raw
+counts) and ``qtelemetry analyse`` (the estimators offline over a recording).
 
-The verbs are registered here, without importing pandas or the runtime: every other verb starts
-without paying for them.
+They drive the runtime and read the catalogue, so they sit above them, beside the other verbs;
+the file formats they write and read are below, with the drivers that replay them
+(``qtelemetry.drivers.formats``). The verbs are registered here without importing pandas or the
+runtime: every other verb starts without paying for them.
 """
 
 from __future__ import annotations

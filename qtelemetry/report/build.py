@@ -13,8 +13,8 @@ import pandas as pd
 import yaml
 
 from qtelemetry.configfile import read_text, load_yaml
-from qtelemetry.monitoring.config import MonitoringConfig
-from qtelemetry.report import figures, html, incidents, nodata, tables
+from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
+from qtelemetry.report import figures, html, incidents, nodata, notifications, summary, tables
 from qtelemetry.report.prometheus import HttpConfig, Prometheus, redacted_url
 from qtelemetry.report.verdicts import verdicts
 
@@ -35,6 +35,8 @@ class ReportRequest:
     out: Path
     title: str
     timeout_s: float | None = None  #: deadline of the whole report (each query has ``http.timeout_s``)
+    alertmanager_config: Path | None = None  #: an Alertmanager config file to replay
+    alertmanager_url: str | None = None  #: or a live Alertmanager whose config to read
 
 
 def alert_rules(request: ReportRequest) -> list[incidents.Rule]:
@@ -45,6 +47,20 @@ def alert_rules(request: ReportRequest) -> list[incidents.Rule]:
 
     document = rules.rules_document(rules.build(request.monitoring), request.monitoring)
     return incidents.parse_rules(yaml.safe_load(yaml.safe_dump(document)))
+
+
+def routing(request: ReportRequest) -> notifications.AlertmanagerConfig:
+    """The Alertmanager config to replay: a live one's, a file, or the routing qtelemetry recommends
+    with the inhibit rules generated from the monitoring config."""
+    if request.alertmanager_url:
+        return notifications.from_api(request.alertmanager_url)
+    if request.alertmanager_config is not None:
+        return notifications.load(read_text(request.alertmanager_config), str(request.alertmanager_config))
+    from qtelemetry.monitoring import alertmanager, causes, rules
+
+    inhibit = causes.inhibit_rules(rules.build(request.monitoring), request.monitoring)
+    return notifications.parse_config(alertmanager.recommended(inhibit, request.monitoring),
+                                      "the recommended Alertmanager routing (qtelemetry.monitoring.alertmanager)")
 
 
 def _iso(seconds: float) -> str:
@@ -64,9 +80,10 @@ def _with_times(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 def build_report(request: ReportRequest) -> Path:
     """Query Prometheus for the period and write ``report.html`` and the CSV tables to ``request.out``;
     ``nodata.NoData`` (report written) if no link has data in the period."""
+    am = routing(request)  # a bad Alertmanager config fails before any query
     deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
     with Prometheus(request.prometheus, request.http, deadline) as prom:
-        return _build(request, prom)
+        return _build(request, prom, am)
 
 
 def _meta(request: ReportRequest) -> dict[str, str]:
@@ -77,9 +94,10 @@ def _meta(request: ReportRequest) -> dict[str, str]:
             "prometheus": html.html.escape(redacted_url(request.prometheus)), "step": d(request.step)}
 
 
-def _build(request: ReportRequest, prom: Prometheus) -> Path:
+def _build(request: ReportRequest, prom: Prometheus, am: notifications.AlertmanagerConfig) -> Path:
     monitoring = request.monitoring
     objective = monitoring.slos[0].objective if monitoring.slos else 0.999
+    slo_period_s = duration_seconds(monitoring.slos[0].period if monitoring.slos else "30d")
     log.info("reading the period's series", extra={"start": _iso(request.start), "end": _iso(request.end),
                                                     "step_s": request.step})
     series = tables.fetch(prom, monitoring.selector, request.start, request.end, request.step, request.links)
@@ -87,35 +105,40 @@ def _build(request: ReportRequest, prom: Prometheus) -> Path:
         meta = _meta(request)
         reasons = nodata.diagnose(prom, monitoring.selector, request.start, request.end, request.links,
                                   tables.missing(series), meta["period"])
-        path = nodata.write(request.out, html.page(**meta, incident_source="—", cards="", strip="", missing="",
-                                                   verdicts=nodata.section(reasons), sections=""))
+        path = nodata.write(request.out, html.page(**meta, incident_source="—", plain="", cards="", strip="",
+                                                   missing="", verdicts=nodata.section(reasons), sections=""))
         raise nodata.NoData(path, reasons)
     rules = alert_rules(request)
     found = incidents.collect(prom, rules, request.start, request.end, request.step, request.alerts_source)
     incident_table = found.table
     if request.links:
         incident_table = incident_table[incident_table["link"].isin(request.links)].reset_index(drop=True)
-    links = tables.link_table(series, objective)
-    network = tables.network_row(links, objective) if not links.empty else {}
+    links = tables.link_table(series, objective, slo_period_s)
+    network = tables.network_row(links, objective, slo_period_s) if not links.empty else {}
     daily = tables.daily_key(series)
     outage_list = tables.outages(series)
+    outage_list["cause"] = summary.outage_causes(outage_list, incident_table)
     by_alert = incidents.summarise(incident_table)
+    notes = notifications.replay(incident_table, am, request.end)
     period_s = request.end - request.start
-    verdict_table = verdicts(links, network, incident_table, monitoring.pilot, period_s) if network else pd.DataFrame()
+    verdict_table = verdicts(links, network, notes, monitoring.pilot, period_s) if network else pd.DataFrame()
+    plain = summary.sentences(network, links, outage_list, incident_table, notes, request.step) if network else []
 
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
-    summary = pd.concat([pd.DataFrame([network]), links], ignore_index=True) if network else links
-    summary.to_csv(out / "links.csv", index=False)
+    table = pd.concat([pd.DataFrame([network]), links], ignore_index=True) if network else links
+    table.to_csv(out / "links.csv", index=False)
     daily.to_csv(out / "key_per_day.csv", index=False)
     _with_times(outage_list, "start", "end").to_csv(out / "outages.csv", index=False)
-    _with_times(incident_table, "firing_at", "resolved_at").to_csv(out / "incidents.csv", index=False)
+    _with_times(incident_table.drop(columns=incidents.ALERT_LABELS), "firing_at", "resolved_at").to_csv(
+        out / "incidents.csv", index=False)
     by_alert.to_csv(out / "incidents_by_alert.csv", index=False)
+    _with_times(notes, "time").to_csv(out / "notifications.csv", index=False)
     verdict_table.to_csv(out / "verdicts.csv", index=False)
 
     log.info("drawing figures", extra={"links": len(series.links)})
-    page = render(request, series, summary, network, daily, outage_list, incident_table, by_alert, verdict_table,
-                  found)
+    page = render(request, series, table, network, daily, outage_list, incident_table, by_alert, verdict_table,
+                  found, Received(notes, am.source), plain)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -160,19 +183,28 @@ def _verdict_matrix(table: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+@dataclass(frozen=True)
+class Received:
+    """The notifications people received, and the Alertmanager config they were replayed through."""
+
+    notes: pd.DataFrame
+    source: str
+
+
 def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame, network: dict,
            daily: pd.DataFrame, outage_list: pd.DataFrame, incident_table: pd.DataFrame, by_alert: pd.DataFrame,
-           verdict_table: pd.DataFrame, found: incidents.Incidents) -> str:
+           verdict_table: pd.DataFrame, found: incidents.Incidents, received: Received, plain: list[str]) -> str:
     thresholds = request.monitoring.thresholds
     f, d, b, r, n = html.fmt_number, html.fmt_duration, html.fmt_bits, html.fmt_ratio, str
-    pages = int((incident_table["severity"] == "critical").sum()) if not incident_table.empty else 0
+    notes = received.notes
+    pages = int((notes["kind"].eq("new") & notes["page"].astype(bool)).sum())
     cards = "".join([
         html.card(b(network.get("key_delivered_bits", np.nan)), "key delivered"),
         html.card(r(network.get("key_supply_ratio", np.nan), 3), "of the key requested"),
         html.card(r(network.get("availability", np.nan), 2), "network availability"),
         html.card(n(network.get("outages", 0)), "outages"),
         html.card(d(network.get("mttr_s", np.nan)), "mean time to restore"),
-        html.card(n(pages), "pages (critical alerts)"),
+        html.card(n(pages), "pages (after grouping and inhibition)"),
         html.card(n(len(incident_table)), "alerts fired"),
     ]) if network else ""
     missing = [f"{link}: no data for {d(row['no_data_s'])}" for row in summary.to_dict("records")
@@ -184,7 +216,9 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
     links_only = summary[summary["link"] != "(network)"]
     key_cols = {"link": ("link", n), "key_requested_bits": ("requested", b), "key_delivered_bits": ("delivered", b),
                 "key_generated_bits": ("generated", b), "key_supply_ratio": ("delivered / requested", lambda v: r(v, 3)),
-                "error_budget_spent": ("error budget spent", lambda v: r(v, 0)),
+                "error_budget_bits": ("error budget", b), "unmet_bits": ("unmet", b),
+                "error_budget_spent": ("of the budget", html.fmt_multiple),
+                "slo_budgets_spent": ("SLO-period budgets", html.fmt_multiple),
                 "unmet_demand_s": ("demand unmet for", d), "key_store_empty_s": ("key store empty for", d)}
     avail_cols = {"link": ("link", n), "availability": ("availability", lambda v: r(v, 3)), "up_s": ("available", d),
                   "down_s": ("down", d), "no_key_s": ("up, no key", d), "no_data_s": ("no data", d),
@@ -212,16 +246,24 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
                     "resolve_s_median": ("median time to resolve", d), "resolve_s_max": ("longest", d),
                     "unresolved": ("still firing at the end", n)}
     outage_cols = {"link": ("link", n), "start": ("from", html_time), "end": ("to", html_time),
-                   "length_s": ("length", d), "kind": ("kind", n)}
+                   "length_s": ("length", d), "kind": ("kind", n), "cause": ("cause (alert)", n)}
+    received_cols = {"receiver": ("receiver", n), "notifications": ("notifications", n), "pages": ("pages", n),
+                     "other new": ("other new", n), "repeat": ("repeats", n), "resolved": ("resolved", n)}
+    note_cols = {"time": ("sent", html_time), "receiver": ("receiver", n), "group": ("group", n),
+                 "new_alerts": ("new alerts", n), "links": ("links", n), "firing": ("firing in the group", n)}
+    objective = request.monitoring.slos[0].objective if request.monitoring.slos else 0.999
+    slo_period = request.monitoring.slos[0].period if request.monitoring.slos else "30d"
 
     sections = [
         html.section("Key supply", "key",
                      html.table(summary, key_cols),
                      '<p class="note">Key delivered to applications against what they requested (counters '
-                     'qkd_key_delivered_bits_total / qkd_key_requested_bits_total). Error budget spent: '
-                     f'(1 - delivered/requested) / (1 - {request.monitoring.slos[0].objective:g}), the key-supply '
-                     'SLO\'s objective. "Demand unmet": steps where applications got less than they asked for and '
-                     'fell back to classical or post-quantum key exchange.</p>',
+                     'qkd_key_delivered_bits_total / qkd_key_requested_bits_total). Error budget: the key-supply '
+                     f'SLO allows {html.fmt_ratio(1 - objective, 2)} of the key requested over {slo_period} to go '
+                     f'unmet; prorated to this period, that share of what was requested in it. "Of the budget": '
+                     f'unmet / that budget. "SLO-period budgets": how many whole {slo_period} budgets the unmet key '
+                     'is, at this period\'s demand. "Demand unmet": steps where applications got less than they '
+                     'asked for and fell back to classical or post-quantum key exchange.</p>',
                      html.figure(figures.daily_key(daily), "key per day")),
         html.section("Availability", "availability",
                      html.table(summary, avail_cols),
@@ -243,10 +285,20 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
     if not ent.empty:
         sections.append(html.section("Entanglement links", "entanglement", html.table(ent, ent_cols)))
     sections.append(html.section(
+        "What people received", "notifications",
+        '<p class="note">The alerts below replayed through Alertmanager\'s routing, grouping and inhibition '
+        f'({html.html.escape(received.source)}): what each receiver was sent. A page brings a new critical alert; '
+        '"other new": a new warning (a ticket); repeats: the same alerts again after repeat_interval; resolved: '
+        'the all-clear. One incident should be one page.</p>',
+        html.table(notifications.by_receiver(notes), received_cols), "<h3>Pages</h3>",
+        html.table(notes[notes["kind"].eq("new") & notes["page"].astype(bool)], note_cols)))
+    sections.append(html.section(
         "Incidents", "incidents",
-        f'<p class="note">Source: {html.html.escape(found.source)}. Time to resolve: from firing to resolution.</p>',
+        f'<p class="note">Source: {html.html.escape(found.source)}. Time to resolve: from firing to resolution. '
+        'Every alert that fired, whether Alertmanager muted it or not.</p>',
         html.table(by_alert, grouped_cols), "<h3>Every alert that fired</h3>", html.table(incident_table, incident_cols)))
     return html.page(**_meta(request), incident_source=html.html.escape(found.source), cards=cards,
+                     plain="".join(f"{html.html.escape(line)} " for line in plain).strip(),
                      strip=html.figure(figures.availability_strip(series), "availability strip"),
                      verdicts=_verdict_matrix(verdict_table), missing=missing_html, sections="".join(sections))
 

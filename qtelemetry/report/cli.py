@@ -12,9 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
 from qtelemetry.configfile import EXIT_CONFIG, read_text
+
+if TYPE_CHECKING:  # the client (aiohttp, pydantic) is imported only when a report or analyser runs
+    from qtelemetry.report.prometheus import HttpConfig
 
 log = logging.getLogger("qtelemetry")
 
@@ -66,9 +71,38 @@ def _secret(path: str | None, flag: str) -> str | None:
         raise ValueError(f"{flag}: cannot read {path}: {exc}") from None
 
 
+def add_http_options(parser: argparse.ArgumentParser) -> None:
+    """How to reach Prometheus: the options of its ``http_config`` (``report`` and ``network``)."""
+    http = parser.add_argument_group("HTTP (as Prometheus' http_config)")
+    http.add_argument("--basic-auth-user", metavar="USER")
+    http.add_argument("--basic-auth-password-file", metavar="FILE")
+    http.add_argument("--bearer-token-file", metavar="FILE")
+    http.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Prometheus' certificate")
+    http.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    http.add_argument("--key-file", metavar="FILE", help="client key (mutual TLS)")
+    http.add_argument("--insecure-skip-verify", action="store_true", help="do not verify Prometheus' certificate")
+
+
+def http_config(args: argparse.Namespace, timeout_s: float | None = None) -> "HttpConfig":
+    """The HttpConfig of ``add_http_options``' options, its TLS files loaded; ValueError naming the
+    option that is wrong."""
+    from qtelemetry.report.prometheus import HttpConfig
+
+    password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
+    token = _secret(args.bearer_token_file, "--bearer-token-file")
+    if (password is None) != (args.basic_auth_user is None):
+        raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+    http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
+                      bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                      insecure_skip_verify=args.insecure_skip_verify,
+                      **({} if timeout_s is None else {"timeout_s": timeout_s}))
+    http.ssl_context()
+    return http
+
+
 def run_report(args: argparse.Namespace) -> int:
     from qtelemetry.monitoring.config import duration_seconds, load_monitoring_config
-    from qtelemetry.report.prometheus import HttpConfig, PrometheusError
+    from qtelemetry.report.prometheus import PrometheusError
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
@@ -77,17 +111,10 @@ def run_report(args: argparse.Namespace) -> int:
             raise ValueError(f"--step ({args.step}) must be at least 1s")
         if end <= start:
             raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
-        password = _secret(args.basic_auth_password_file, "--basic-auth-password-file")
-        token = _secret(args.bearer_token_file, "--bearer-token-file")
-        if (password is None) != (args.basic_auth_user is None):
-            raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
         query_timeout, timeout = duration_seconds(args.query_timeout), duration_seconds(args.timeout)
         if query_timeout <= 0 or timeout <= 0:
             raise ValueError("--query-timeout and --timeout must be positive")
-        http = HttpConfig(basic_auth=(args.basic_auth_user, password) if password is not None else None,
-                          bearer_token=token, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-                          insecure_skip_verify=args.insecure_skip_verify, timeout_s=query_timeout)
-        http.ssl_context()
+        http = http_config(args, timeout_s=query_timeout)
     except ValueError as exc:
         return _usage(str(exc))
     try:
@@ -104,7 +131,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     request = ReportRequest(args.prometheus, http, start, end, step, args.link or [], monitoring,
                             Path(args.rules) if args.rules else None, args.alerts_source, Path(args.out), args.title,
-                            timeout)
+                            timeout, Path(args.alertmanager_config) if args.alertmanager_config else None,
+                            args.alertmanager)
     started = time.monotonic()
     try:
         written = build_report(request)
@@ -179,19 +207,19 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         help="alert rules to evaluate where ALERTS is missing (default: generated from --config)")
     report.add_argument("--alerts-source", choices=("auto", "alerts", "evaluate"), default="auto",
                         help="incidents from ALERTS, from evaluating the rules, or ALERTS if present (default)")
+    routing = report.add_mutually_exclusive_group()
+    routing.add_argument("--alertmanager-config", metavar="FILE",
+                         help="Alertmanager config whose routing, grouping and inhibit rules the alerts are replayed "
+                              "through to count what people received (default: the routing qtelemetry recommends, "
+                              "deploy/compose/alertmanager/alertmanager.yml, with the generated inhibit rules)")
+    routing.add_argument("--alertmanager", metavar="URL",
+                         help="read that config from a live Alertmanager's API instead (/api/v2/status)")
     report.add_argument("--out", required=True, metavar="DIR", help="directory for report.html and the CSV tables")
     report.add_argument("--title", default="Quantum network pilot report", help="the report's title")
     report.add_argument("--query-timeout", default="2m", metavar="DURATION",
                         help="deadline of each query, answer read in full (default 2m)")
     report.add_argument("--timeout", default="1h", metavar="DURATION", help="deadline of the whole report (default 1h)")
-    http = report.add_argument_group("HTTP (as Prometheus' http_config)")
-    http.add_argument("--basic-auth-user", metavar="USER")
-    http.add_argument("--basic-auth-password-file", metavar="FILE")
-    http.add_argument("--bearer-token-file", metavar="FILE")
-    http.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Prometheus' certificate")
-    http.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
-    http.add_argument("--key-file", metavar="FILE", help="client key (mutual TLS)")
-    http.add_argument("--insecure-skip-verify", action="store_true", help="do not verify Prometheus' certificate")
+    add_http_options(report)
     report.set_defaults(handler=run_report)
 
     history = verbs.add_parser(

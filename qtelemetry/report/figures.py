@@ -53,19 +53,26 @@ def _date_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
 
 
+def _outages(ax: plt.Axes, series: Series, link: str, dates: np.ndarray) -> None:
+    """Shade the steps at which ``link`` was down or distilled nothing."""
+    state = availability_states(series, link)
+    ax.fill_between(dates, 0, 1, where=(state == 2) | (state == 3), step="pre", color=STATE_COLOURS[2], alpha=0.15,
+                    lw=0, transform=ax.get_xaxis_transform(), label="outage")
+
+
 def key_rate(series: Series) -> bytes | None:
-    """Secret key rate of each key link against its plan and the repeaterless bound (log scale)."""
-    panels = _per_link(series, "key_rate", "Secret key rate vs plan and the repeaterless (PLOB) bound, bit/s")
+    """Secret key rate of each key link against its plan, on a linear scale from 0 so that an outage
+    (no key) shows as the drop it is, outages shaded. The repeaterless bound, orders of magnitude
+    higher, is in the performance table instead."""
+    panels = _per_link(series, "key_rate", "Secret key rate vs plan, bit/s (outages shaded)")
     if panels is None:
         return None
     fig, axes, dates = panels
     for ax, link in axes:
-        rate = series.get("key_rate", link)
-        ax.plot(dates, np.where(rate > 0, rate, np.nan), lw=0.8, label="secret key rate")
+        _outages(ax, series, link, dates)
+        ax.plot(dates, series.get("key_rate", link), lw=0.8, label="secret key rate")
         ax.plot(dates, series.get("plan_rate", link), "--", color="black", lw=1, label="plan")
-        if series.has("plob", link):
-            ax.plot(dates, series.get("plob", link), ":", color="grey", lw=1, label="PLOB bound")
-        ax.set_yscale("log")
+        ax.set_ylim(bottom=0)
         ax.set_ylabel(link, fontsize=8)
     axes[0][0].legend(loc="lower left", fontsize=7, ncol=3)
     return _png(fig)
@@ -78,6 +85,7 @@ def qber(series: Series, thresholds: Thresholds) -> bytes | None:
         return None
     fig, axes, dates = panels
     for ax, link in axes:
+        _outages(ax, series, link, dates)
         ax.plot(dates, series.get("qber", link) * 100, lw=0.8, label="QBER")
         ax.plot(dates, series.get("qber_upper", link) * 100, lw=0.6, alpha=0.7, label="upper bound")
         for value, colour, name in ((thresholds.qber_warning, "#ff9f1c", "warning"),

@@ -26,16 +26,19 @@ td:first-child, th:first-child { text-align: left; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 150px; }
 .card b { display: block; font-size: 20px; } .card span { color: #555; font-size: 12px; }
 img { max-width: 100%; } #summary { break-after: page; }
+.plain { font-size: 16px; line-height: 1.45; max-width: 900px; margin: 10px 0 14px; }
 </style></head><body>
 <section id="summary">
 <h1>$title</h1>
 <div class="meta">$period &middot; Prometheus $prometheus &middot; step $step &middot; incidents from $incident_source</div>
+<p class="plain">$plain</p>
 <div class="headline">$cards</div>
 <h2>Verdicts against the pilot's targets</h2>
 $verdicts
 <p class="note">Targets come from the monitoring config's <code>pilot</code> section. A figure without data is
 "no data", never met. Availability: share of the time with data that a link was up <em>and</em> distilling key
-(or heralding pairs). Pages: critical alerts.</p>
+(or heralding pairs). Pages: notifications that brought a new critical alert, after Alertmanager's grouping and
+inhibition (section "What people received").</p>
 $strip
 $missing
 </section>
@@ -65,6 +68,13 @@ def fmt_bits(bits: float) -> str:
 
 def fmt_ratio(value: float, digits: int = 2) -> str:
     return NO_DATA if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f} %"
+
+
+def fmt_multiple(value: float) -> str:
+    """A share of a budget: a percentage up to 100 %, a multiple beyond ("372 ×", not "37213 %")."""
+    if value is None or not math.isfinite(value):
+        return NO_DATA
+    return f"{100 * value:.0f} %" if value <= 1 else f"{value:.3g} ×"
 
 
 def fmt_number(value: float) -> str:

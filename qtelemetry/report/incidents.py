@@ -3,9 +3,11 @@
 The first source is Prometheus' own ``ALERTS{alertstate="firing"}`` series. Where that history
 is missing (a TSDB backfilled with promtool, rules loaded after the fact), the generated alert
 rules are evaluated over the period instead: each ``expr`` as a range query at its group's
-interval, with ``for:`` applied as Prometheus applies it (an alert fires at the first evaluation
-at which its expression has returned the series without a gap for ``for:``, and resolves at the
-first evaluation that does not return it). Recording rules whose series are missing too are
+interval, with ``for:`` and ``keep_firing_for:`` applied as Prometheus applies them (an alert
+fires at the first evaluation at which its expression has returned the series without a gap for
+``for:``, and resolves at the first evaluation that has not returned it for ``keep_firing_for:``).
+Each incident keeps the alert's labels (``alert_labels``) for replaying it through Alertmanager's
+routing (``notifications``). Recording rules whose series are missing too are
 inlined into the expressions (a range over a recorded series becomes a subquery at the rule's
 interval), so the evaluation needs nothing but the exporter's own series.
 """
@@ -25,6 +27,8 @@ from qtelemetry.report.prometheus import Matrix, Prometheus, PrometheusError
 #: Labels that tell one incident from another besides the alert name (never the value-bearing ones).
 IDENTITY = ("alertname", "severity", "link")
 INCIDENT_COLUMNS = ["alertname", "severity", "link", "labels", "firing_at", "resolved_at", "firing_s"]
+#: Not written to incidents.csv: every label of the alert, as Alertmanager receives it.
+ALERT_LABELS = "alert_labels"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Rule:
     for_s: float = 0.0
     labels: tuple[tuple[str, str], ...] = ()
     alert: bool = True
+    keep_s: float = 0.0
 
 
 def parse_rules(document: dict, default_interval: str = "1m") -> list[Rule]:
@@ -48,7 +53,8 @@ def parse_rules(document: dict, default_interval: str = "1m") -> list[Rule]:
             alert = "alert" in rule
             rules.append(Rule(rule["alert"] if alert else rule["record"], rule["expr"], interval,
                               duration_seconds(rule["for"]) if rule.get("for") else 0.0,
-                              tuple(sorted((rule.get("labels") or {}).items())), alert))
+                              tuple(sorted((rule.get("labels") or {}).items())), alert,
+                              duration_seconds(rule["keep_firing_for"]) if rule.get("keep_firing_for") else 0.0))
     return rules
 
 
@@ -93,18 +99,25 @@ def runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def firing_runs(matrix: Matrix, for_s: float, step: float) -> pd.DataFrame:
+def firing_runs(matrix: Matrix, for_s: float, step: float, keep_s: float = 0.0) -> pd.DataFrame:
     """Incidents in a matrix of an alert expression: each run of presence that lasted ``for_s``
-    fires at its start + ``for_s`` (rounded up to an evaluation) and resolves at its end; one
-    still present at the end of the matrix is unresolved (``resolved_at`` NaN)."""
-    wait = int(math.ceil(for_s / step - 1e-9))
+    fires at its start + ``for_s`` (rounded up to an evaluation) and resolves at the first
+    evaluation ``keep_s`` (rounded up) after its end, unless presence resumes before (the alert
+    fires on, without a new ``for:``); one still firing at the end of the matrix is unresolved
+    (``resolved_at`` NaN)."""
+    wait, keep = (int(math.ceil(s / step - 1e-9)) for s in (for_s, keep_s))
     rows = []
     for labels, values in zip(matrix.labels, matrix.values):
         starts, ends = runs(~np.isnan(values))
-        fires = starts + wait
-        for fire, end in zip(fires[fires < ends].tolist(), ends[fires < ends].tolist()):
-            resolved = matrix.times[end] if end < matrix.times.size else np.nan
-            rows.append((labels, matrix.times[fire], resolved))
+        fire = None  # index the current incident fired at
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+            if fire is None and start + wait < end:
+                fire = start + wait
+            if fire is None or (i + 1 < starts.size and starts[i + 1] <= end + keep):
+                continue  # not firing, or held across the gap to the next run
+            resolved = end + keep
+            rows.append((labels, matrix.times[fire], matrix.times[resolved] if resolved < matrix.times.size else np.nan))
+            fire = None
     return _incidents(rows, matrix.times[-1] if matrix.times.size else np.nan)
 
 
@@ -115,11 +128,12 @@ def _incidents(rows: list[tuple[dict[str, str], float, float]], end: float = np.
         "severity": [r[0].get("severity", "") for r in rows],
         "link": [r[0].get("link", "") for r in rows],
         "labels": [",".join(f"{k}={v}" for k, v in sorted(r[0].items())
-                            if k not in (*IDENTITY, "alertstate", "__name__", "job", "instance")) for r in rows],
+                            if k not in (*IDENTITY, "alertstate", "__name__")) for r in rows],
         "firing_at": [r[1] for r in rows],
         "resolved_at": [r[2] for r in rows],
     }, columns=INCIDENT_COLUMNS[:-1])
     frame["firing_s"] = frame["resolved_at"].fillna(end) - frame["firing_at"]
+    frame[ALERT_LABELS] = [{k: v for k, v in r[0].items() if k not in ("alertstate", "__name__")} for r in rows]
     return frame
 
 
@@ -155,7 +169,7 @@ def evaluate(prom: Prometheus, rules: list[Rule], start: float, end: float, step
             continue
         for labels in matrix.labels:
             labels.update({"alertname": rule.name, **dict(rule.labels)})
-        frames.append(firing_runs(matrix, rule.for_s, every))
+        frames.append(firing_runs(matrix, rule.for_s, every, rule.keep_s))
     table = pd.concat(frames, ignore_index=True) if frames else _incidents([])
     source = "evaluation of the alert rules" + (f" (recording rules inlined: {len(missing)})" if missing else "")
     return Incidents(_in_period(table, start, end), source, tuple(failed))

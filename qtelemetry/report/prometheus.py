@@ -62,6 +62,10 @@ class PrometheusError(Exception):
     """Prometheus could not be reached, refused a query or answered nonsense; the message says which."""
 
 
+class Unreachable(PrometheusError):
+    """No (complete) answer came: the connection failed or the deadline passed."""
+
+
 class AnswerTooLarge(PrometheusError):
     """An answer grew past ``MAX_RESPONSE_BYTES`` and was cut off."""
 
@@ -109,6 +113,16 @@ class _Series(_Strict):
 class _Matrix(_Strict):
     resultType: Literal["matrix"]  # noqa: N815 - the API's name
     result: list[_Series]
+
+
+class _Sample(_Strict):
+    metric: dict[str, str]
+    value: tuple[float, str]
+
+
+class _Vector(_Strict):
+    resultType: Literal["vector"]  # noqa: N815
+    result: list[_Sample]
 
 
 Data = TypeVar("Data")
@@ -207,14 +221,14 @@ class Prometheus:
         try:
             status, body = self._runner.run(asyncio.wait_for(self._request(path, params, post), budget))
         except TimeoutError:
-            raise PrometheusError(f"{what}: no complete answer from {redacted_url(self.url)} "
+            raise Unreachable(f"{what}: no complete answer from {redacted_url(self.url)} "
                                   f"before {whose} ({budget:.3g} s)") from None
         except TooLarge:
             raise AnswerTooLarge(f"{what}: the answer is over {MAX_RESPONSE_BYTES // 2**20} MiB") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # messages may repeat the URL with its user info: say only what kind of failure it was
             why = classify(exc, what).reason.replace("_", " ")
-            raise PrometheusError(f"{what}: no answer from Prometheus at {redacted_url(self.url)}: {why}") from None
+            raise Unreachable(f"{what}: no answer from Prometheus at {redacted_url(self.url)}: {why}") from None
         try:
             answer = _Answer[shape].model_validate_json(body)  # type: ignore[valid-type]
         except ValidationError as exc:
@@ -230,6 +244,18 @@ class Prometheus:
         if status != 200:
             raise PrometheusError(f"{what}: HTTP {status} with a successful answer")
         return answer.data
+
+    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """``query`` now: (labels, value) of every series; PrometheusError if the answer is not a
+        vector of numbers."""
+        what = f"query {printable(query, 80)!r}"
+        vector = self._call("/api/v1/query", {"query": query}, _Vector, what)
+        samples = []
+        for series in vector.result:
+            if not _is_number(series.value[1]):
+                raise PrometheusError(f"{what}: sample value {printable(series.value[1], 40)!r} is not a number")
+            samples.append((dict(series.metric), float(series.value[1])))
+        return samples
 
     def range(self, query: str, start: float, end: float, step: float, name: str = "") -> Matrix:
         """``query`` at every ``step`` from ``start`` to ``end`` (inclusive), in chunks of at most

@@ -139,7 +139,20 @@ def _total(values: np.ndarray) -> float:
     return float(finite.sum()) if finite.size else np.nan
 
 
-def link_table(series: Series, objective: float) -> pd.DataFrame:
+def error_budget(requested: float, delivered: float, objective: float, data_s: float,
+                 slo_period_s: float) -> dict[str, float]:
+    """The key-supply SLO's error budget prorated to the period: (1 - objective) of the key requested
+    in it (the period's share of the SLO period's budget, by demand), how much of it the unmet key
+    used, and how many whole SLO-period budgets that is (the period's demand held for a full SLO period)."""
+    ratio = delivered / requested if requested > 0 else np.nan
+    budget = (1 - objective) * requested if requested > 0 else np.nan
+    spent = (1 - ratio) / (1 - objective) if np.isfinite(ratio) else np.nan
+    return {"key_supply_ratio": ratio, "error_budget_bits": budget, "unmet_bits": requested - delivered,
+            "error_budget_spent": spent,
+            "slo_budgets_spent": spent * data_s / slo_period_s if data_s > 0 else np.nan}
+
+
+def link_table(series: Series, objective: float, slo_period_s: float) -> pd.DataFrame:
     """One row per link: availability, outages, key supply, distributions, trends."""
     rows = []
     step, hours = series.step, series.ends
@@ -155,7 +168,7 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
         unmet = requested - delivered
         buffer = series.get("buffer", link)
         req, dlv = _total(requested), _total(delivered)
-        ratio = dlv / req if req > 0 else np.nan
+        data_s = float(with_data.sum() * step)
         qber = _quantiles(series.get("qber", link))
         rate = _quantiles(series.get("key_rate", link))
         loss_values = series.get("loss", link)
@@ -167,7 +180,7 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
         plob = _quantiles(series.get("plob", link))[1]
         rows.append({
             "link": link, "protocol": series.protocols.get(link, ""),
-            "data_s": float(with_data.sum() * step), "no_data_s": float((~with_data).sum() * step),
+            "data_s": data_s, "no_data_s": float((~with_data).sum() * step),
             "up_s": up_s, "down_s": float((state == 2).sum() * step), "no_key_s": float((state == 3).sum() * step),
             "availability": up_s / (with_data.sum() * step) if with_data.any() else np.nan,
             "outages": int(starts.size), "outage_s_total": float(lengths.sum()),
@@ -175,8 +188,7 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
             "mttr_s": float(lengths.mean()) if lengths.size else np.nan,
             "mtbf_s": up_s / starts.size if starts.size else np.nan,
             "key_requested_bits": req, "key_delivered_bits": dlv, "key_generated_bits": _total(increments(series, "generated", link)),
-            "key_supply_ratio": ratio,
-            "error_budget_spent": (1 - ratio) / (1 - objective) if np.isfinite(ratio) else np.nan,
+            **error_budget(req, dlv, objective, data_s, slo_period_s),
             "unmet_demand_s": float((unmet > 0).sum() * step) if series.has("requested", link) else np.nan,
             "key_store_empty_s": float((buffer <= 0).sum() * step) if series.has("buffer", link) else np.nan,
             "qber_p5": qber[0], "qber_median": qber[1], "qber_p95": qber[2],
@@ -196,12 +208,11 @@ def link_table(series: Series, objective: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def network_row(links: pd.DataFrame, objective: float) -> dict[str, float]:
+def network_row(links: pd.DataFrame, objective: float, slo_period_s: float) -> dict[str, float]:
     """The whole network: link-time weighted availability, all outages, all key."""
     data_s, up_s = links["data_s"].sum(), links["up_s"].sum()
     outages = links["outages"].sum()
     req, dlv = links["key_requested_bits"].sum(min_count=1), links["key_delivered_bits"].sum(min_count=1)
-    ratio = dlv / req if req > 0 else np.nan
     return {
         "link": "(network)", "protocol": "", "data_s": data_s, "no_data_s": links["no_data_s"].sum(),
         "up_s": up_s, "down_s": links["down_s"].sum(), "no_key_s": links["no_key_s"].sum(),
@@ -210,8 +221,8 @@ def network_row(links: pd.DataFrame, objective: float) -> dict[str, float]:
         "mttr_s": links["outage_s_total"].sum() / outages if outages else np.nan,
         "mtbf_s": up_s / outages if outages else np.nan,
         "key_requested_bits": req, "key_delivered_bits": dlv,
-        "key_generated_bits": links["key_generated_bits"].sum(min_count=1), "key_supply_ratio": ratio,
-        "error_budget_spent": (1 - ratio) / (1 - objective) if np.isfinite(ratio) else np.nan,
+        "key_generated_bits": links["key_generated_bits"].sum(min_count=1),
+        **error_budget(req, dlv, objective, links["data_s"].max(), slo_period_s),
         "unmet_demand_s": links["unmet_demand_s"].sum(min_count=1),
         "key_store_empty_s": links["key_store_empty_s"].sum(min_count=1),
     }

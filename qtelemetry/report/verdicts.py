@@ -20,17 +20,26 @@ def _verdict(value: float, target: float, at_least: bool) -> str:
     return "met" if (value >= target if at_least else value <= target) else "not met"
 
 
-def verdicts(links: pd.DataFrame, network: dict, incidents: pd.DataFrame, targets: PilotTargets,
+def pages_per_link(notes: pd.DataFrame) -> pd.Series:
+    """Pages (notifications bringing a new critical alert, after grouping and inhibition) per link
+    among their new alerts; a page about several links counts for each."""
+    links = notes.loc[notes["kind"].eq("new") & notes["page"].astype(bool), "links"].str.split(",").explode()
+    return links[links.astype(bool)].value_counts()
+
+
+def verdicts(links: pd.DataFrame, network: dict, notes: pd.DataFrame, targets: PilotTargets,
              period_s: float) -> pd.DataFrame:
-    """One row per (scope, target): the figure, the target and the verdict."""
-    pages = incidents[incidents["severity"] == "critical"].groupby("link").size() if not incidents.empty else pd.Series()
+    """One row per (scope, target): the figure, the target and the verdict. Pages are what people
+    received (``notifications``), not alerts fired."""
+    pages = pages_per_link(notes)
+    total = int((notes["kind"].eq("new") & notes["page"].astype(bool)).sum())
     rows = []
     scopes = [network, *links.to_dict("records")]
     for row in scopes:
         link = row["link"]
         network_scope = link == "(network)"
         n_links = max(1, len(links)) if network_scope else 1
-        paged = float(pages.sum() if network_scope else pages.get(link, 0))
+        paged = float(total if network_scope else pages.get(link, 0))
         checks = [
             ("availability", row["availability"], targets.availability, True),
             ("key supplied / requested", row["key_supply_ratio"], targets.key_supply_ratio, True),

@@ -19,6 +19,8 @@ from qtelemetry.drivers.base import FleetConfig, IODriverConfig
 from qtelemetry.drivers.faults import EFFECTS, FAULT_KINDS
 from qtelemetry.drivers.simulated import SimulatedConfig
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.estimation.network import Topology
+from qtelemetry.runtime.network import build_topology
 
 #: Reasons the runtime itself drops a window for, on every link (overflow: the link's slot was
 #: full, which only a polled link's can be; exported for all so a fleet-wide rate always exists).
@@ -56,6 +58,7 @@ class LinkTable:
     stall_timeout: NDArray[np.float64]
     loss_budget_db: NDArray[np.float64]  #: NaN: none
     expected_key_rate_bps: NDArray[np.float64]  #: NaN: none
+    network: Topology | None = None  #: the sites and demands of the network view, if configured
 
     @classmethod
     def build(cls, config: Config) -> "LinkTable":
@@ -89,6 +92,7 @@ class LinkTable:
             reasons=tuple(reasons), reason_mask=reason_mask,
             skip_reasons=tuple(skip_reasons), skip_mask=skip_mask, fault_mask=fault_mask,
             stall_timeout=stall, loss_budget_db=budget, expected_key_rate_bps=expected,
+            network=None if config.network is None else build_topology(config.network, links),
         )
 
     def __len__(self) -> int:

@@ -20,7 +20,9 @@ import numpy as np
 from qtelemetry.config import Config
 from qtelemetry.drivers.base import FaultControl, FleetDriver
 from qtelemetry.runtime.engine import Engine, Folded
+from qtelemetry.estimation.network import Topology
 from qtelemetry.runtime.links import LinkTable
+from qtelemetry.runtime.network import LinkInputs, NetworkSnapshot, snapshot_inputs
 from qtelemetry.runtime.polling import PollLoop
 from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
 from qtelemetry.runtime.window import SlidingWindow
@@ -40,6 +42,7 @@ class Runtime:
         self._cycles_skipped = 0
         self._sequence = 0
         self._reloaded = (True, self.started)  # (last attempt applied, when the running config was loaded)
+        self._network: NetworkSnapshot | None = None  # the latest network analysis, published with each snapshot
         self._snapshot = self._publish({}, self.started)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,7 +135,26 @@ class Runtime:
             window_seconds=self._engine.config.exporter.window_seconds,
             duration_buckets=np.cumsum(self._buckets), duration_sum=self._duration_sum,
             cycles_skipped=self._cycles_skipped, reload_successful=self._reloaded[0],
-            reload_success_at=self._reloaded[1])
+            reload_success_at=self._reloaded[1], network=self._network)
+
+    # --- the network view ------------------------------------------------------------------
+
+    def network_inputs(self) -> tuple[Topology, LinkInputs, float] | None:
+        """The topology and per-link inputs of a network analysis now; None: nothing to analyse yet."""
+        snap, now = self._snapshot, time.time()
+        if snap.table.network is None or snap.sequence == 0:
+            return None
+        return snap.table.network, snapshot_inputs(snap, now), now
+
+    def publish_network(self, network: NetworkSnapshot) -> None:
+        """Publish ``network`` with the next snapshot (dropped if a reload changed the topology)."""
+        with self._lock:
+            if network.topology is self._engine.table.network:
+                self._network = network
+
+    def network_interval(self) -> float:
+        network = self.config.network
+        return 1.0 if network is None else network.analysis_interval_seconds
 
     def accept(self, link: str, reading: object, received_at: float) -> bool:
         """A polled reading, for whichever engine is current (retried once across a swap)."""
@@ -160,6 +182,7 @@ class Runtime:
             old, self._engine = self._engine, engine
             engine.adopt(old)
             self._reloaded = (True, time.time())
+            self._network = None  # of the old topology; the next analysis is of the new one
             self._snapshot = self._publish(engine.estimates(), self._snapshot.published_at)
         self._poll_loop.update(engine.polled)
         log.info("config reloaded links=%d added=%d removed=%d", len(engine.table),

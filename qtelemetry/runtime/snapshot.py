@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qtelemetry.runtime.links import LinkTable
+from qtelemetry.runtime.network import NetworkSnapshot
 
 #: The exporter is not ready while its last cycle is older than this many windows.
 LAGGING_WINDOWS = 3
@@ -52,6 +53,7 @@ class Snapshot:
     cycles_skipped: int = 0
     reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
     reload_success_at: float = 0.0  #: Unix time the running config was loaded
+    network: NetworkSnapshot | None = None  #: the latest network analysis (its own cadence)
 
     def up(self, now: float) -> NDArray[np.bool_]:
         """Links whose newest event was valid data received within their stall timeout."""

@@ -1,0 +1,650 @@
+"""The recording file: one row per link-window of raw counts, a pandas DataFrame in Parquet or CSV.
+
+A pilot's data must outlive the exporter: to re-run an incident, compare a link with its plan
+over weeks, hand a vendor evidence. A row holds what the estimator was given for one window of
+one link, so the estimators can be run again offline (``analyse``) or fed back live (``replay``):
+
+- ``link``, ``protocol``, ``window_start``, ``window_end`` (float64 Unix seconds) and
+  ``window_seconds`` (the window's length as the driver measured it: end − start up to the
+  rounding of Unix times, kept so replayed rates are bit-for-bit those of the live run);
+- one column per element of each count: the count's name, then each axis label lowercased,
+  joined by ``_`` (``pulses_signal``, ``sifted_z_decoy``, ``key_stored_bits``), from the
+  protocol's ``count_axes``; counts are integers, amounts and levels reals (empty: not reported);
+- ``param_<name>``: the per-link numbers the protocol's estimator reads from the config;
+- ``loss_budget_db``, ``expected_secret_key_rate_bps``: the link's plan (empty: none);
+- ``fault_<kind>``: whether each simulated fault kind acted during the window.
+
+Columns are mapped back to counts through the protocol's axes, never by parsing their names.
+Parquet files carry the format version and the qtelemetry version in their key-value metadata.
+
+Files are read in batches of rows (``RecordingReader``), each checked as it comes, so that memory
+holds one batch whatever the file's size; ``check-config``, a replayed link and ``analyse`` read
+through the same checks and see the same problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from qtelemetry import __version__
+from qtelemetry.drivers.faults import FAULT_KINDS
+from qtelemetry.drivers.params import param_problems
+from qtelemetry.estimation import PROTOCOLS
+
+FORMAT_VERSION = 1
+#: Parquet key-value metadata key of ``{"format_version": ..., "qtelemetry_version": ...}``.
+METADATA_KEY = b"qtelemetry"
+ID_COLUMNS = ("link", "protocol", "window_start", "window_end", "window_seconds")
+PLAN_COLUMNS = ("loss_budget_db", "expected_secret_key_rate_bps")
+#: fault kind -> its column (``fault-kind`` becomes ``fault_fault_kind``: a plain identifier)
+FAULT_COLUMNS = {kind: "fault_" + kind.replace("-", "_") for kind in FAULT_KINDS}
+#: A window's start, end and length may disagree by this much (s): Unix times are rounded to ~0.2 µs.
+TIME_TOLERANCE_S = 1e-3
+PARQUET_MAGIC = b"PAR1"
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be used, naming the file and, where it is one row's fault, the row and column."""
+
+    def __init__(self, path: str | Path, message: str, row: int | None = None, column: str | None = None):
+        where = "".join((f", row {row}" if row is not None else "", f", column {column}" if column else ""))
+        super().__init__(f"{path}{where}: {message}")
+        self.path, self.row, self.column = str(path), row, column
+
+
+@dataclass(frozen=True)
+class CountColumn:
+    """One column of a protocol's counts: which count, and the element's index along its axes."""
+
+    column: str
+    count: str
+    index: tuple[int, ...]
+
+
+@cache
+def count_columns(protocol: str) -> tuple[CountColumn, ...]:
+    """Every count element of ``protocol`` in C order of its axes (so a count's columns reshape to it)."""
+    columns = []
+    for name, axes in PROTOCOLS[protocol].count_axes.items():
+        for index in itertools.product(*(range(len(axis)) for axis in axes)):
+            labels = (axis[i].lower() for axis, i in zip(axes, index))
+            columns.append(CountColumn("_".join((name, *labels)), name, index))
+    return tuple(columns)
+
+
+@cache
+def param_columns(protocol: str) -> dict[str, str]:
+    """Estimator parameter -> its column."""
+    return {name: f"param_{name}" for name in PROTOCOLS[protocol].param_names}
+
+
+@cache
+def protocol_columns(protocol: str) -> tuple[str, ...]:
+    """The columns a row of ``protocol`` fills, in file order."""
+    return (*ID_COLUMNS, *(c.column for c in count_columns(protocol)), *param_columns(protocol).values(),
+            *PLAN_COLUMNS, *FAULT_COLUMNS.values())
+
+
+def columns_for(protocols: list[str] | tuple[str, ...]) -> list[str]:
+    """The columns of a file holding links of ``protocols``: times, each protocol's counts and
+    parameters in turn (no repeats), plan and faults."""
+    own = (c for p in protocols for c in (*(c.column for c in count_columns(p)), *param_columns(p).values()))
+    return list(dict.fromkeys((*ID_COLUMNS, *own, *PLAN_COLUMNS, *FAULT_COLUMNS.values())))
+
+
+def kind_of(protocol: str, count: str) -> str:
+    return PROTOCOLS[protocol].count_kinds.get(count, "count")
+
+
+def columns_markdown() -> str:
+    """The docs' table of each protocol's columns (docs/recording.md), from the protocols' own axes."""
+    rows = ["| protocol | columns (in file order) | kind |", "|---|---|---|"]
+    for name, protocol in PROTOCOLS.items():
+        for count, axes in protocol.count_axes.items():
+            labels = "".join("_{" + ",".join(label.lower() for label in axis) + "}" for axis in axes)
+            rows.append(f"| `{name}` | `{count}{labels}` | {kind_of(name, count)} |")
+        if protocol.param_names:
+            params = ", ".join(f"`{c}`" for c in param_columns(name).values())
+            rows.append(f"| `{name}` | {params} | parameter |")
+    return "\n".join(rows)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def block_frame(protocol: str, links: list[str], counts: Mapping[str, NDArray[np.float64]],
+                end: NDArray[np.float64], seconds: NDArray[np.float64], params: Mapping[str, NDArray[np.float64]],
+                plan: tuple[NDArray[np.float64], NDArray[np.float64]], faults: NDArray[np.bool_]) -> pd.DataFrame:
+    """Rows of one protocol's windows: ``counts[name]`` shaped (rows, *count shape), the rest (rows,)."""
+    rows = len(links)
+    data: dict[str, object] = {"link": links, "protocol": [protocol] * rows, "window_start": end - seconds,
+                               "window_end": end, "window_seconds": seconds}
+    for name in PROTOCOLS[protocol].count_axes:
+        flat = np.asarray(counts[name], float).reshape(rows, -1)
+        columns = [c.column for c in count_columns(protocol) if c.count == name]
+        integer = kind_of(protocol, name) == "count"
+        for j, column in enumerate(columns):
+            data[column] = pd.array(flat[:, j].astype(np.int64), dtype="Int64") if integer else flat[:, j]
+    for name, column in param_columns(protocol).items():
+        data[column] = params[name]
+    data.update(zip(PLAN_COLUMNS, plan))
+    for k, column in enumerate(FAULT_COLUMNS.values()):
+        data[column] = faults[:, k]
+    return pd.DataFrame(data)
+
+
+def schema(protocols: list[str] | tuple[str, ...]) -> pa.Schema:
+    """The Parquet schema of a file of ``protocols``, with the format's metadata."""
+    fields = []
+    for column in columns_for(protocols):
+        if column in ("link", "protocol"):
+            kind = pa.string()
+        elif column in FAULT_COLUMNS.values():
+            kind = pa.bool_()
+        elif any(c.column == column and kind_of(p, c.count) == "count" for p in protocols for c in count_columns(p)):
+            kind = pa.int64()
+        else:
+            kind = pa.float64()
+        fields.append(pa.field(column, kind))
+    meta = json.dumps({"format_version": FORMAT_VERSION, "qtelemetry_version": __version__})
+    return pa.schema(fields, metadata={METADATA_KEY: meta.encode()})
+
+
+def is_csv(path: str | Path) -> bool:
+    return str(path).lower().endswith(".csv")
+
+
+class RecordingWriter:
+    """Appends blocks of rows to a Parquet file (row groups) or a CSV file, keeping little in memory."""
+
+    def __init__(self, path: str | Path, protocols: list[str] | tuple[str, ...]):
+        self.path = Path(path)
+        self._columns = columns_for(protocols)
+        self._schema = schema(protocols)
+        self._parquet = None if is_csv(path) else pq.ParquetWriter(self.path, self._schema)
+        self._header = True
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame = frame.reindex(columns=self._columns)
+        if self._parquet is not None:
+            self._parquet.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
+        else:
+            frame.to_csv(self.path, mode="w" if self._header else "a", header=self._header, index=False)
+            self._header = False
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._header:  # nothing recorded: still a valid file with its header
+            pd.DataFrame(columns=self._columns).to_csv(self.path, index=False)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+#: Rows read at a time: one batch's arrays stay a few MB, whatever the size of the file.
+BATCH_ROWS = 8192
+#: Link names a file is surveyed for when the replayed link is not named (more: "more than").
+MAX_NAMES = 100
+
+
+@contextlib.contextmanager
+def _readable(path: str | Path) -> Iterator[None]:
+    """RecordingError for whatever a file that is not a readable table makes the OS, pandas or pyarrow raise."""
+    try:
+        yield
+    except RecordingError:
+        raise
+    except FileNotFoundError:
+        raise RecordingError(path, "no such file") from None
+    except UnicodeDecodeError:
+        raise RecordingError(path, "not a recording: neither Parquet nor UTF-8 CSV") from None
+    except OSError as exc:
+        raise RecordingError(path, f"cannot read: {exc.strerror or exc}") from None
+    except Exception as exc:  # whatever a corrupt file makes pandas' or pyarrow's parser raise
+        raise RecordingError(path, f"not a recording: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def _check_version(path: str | Path, metadata: Mapping[bytes, bytes]) -> None:
+    raw = metadata.get(METADATA_KEY)
+    try:
+        version = json.loads(raw)["format_version"] if raw is not None else FORMAT_VERSION
+    except (ValueError, TypeError, KeyError):
+        raise RecordingError(path, "unreadable qtelemetry metadata") from None
+    if version != FORMAT_VERSION:
+        raise RecordingError(path, f"recording format version {version!r}; this qtelemetry reads {FORMAT_VERSION}")
+
+
+class RecordingFile:
+    """A recording's table (Parquet by its magic bytes, else CSV), read in batches of rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        with _readable(path):
+            with open(path, "rb") as f:
+                self.parquet = f.read(4) == PARQUET_MAGIC
+            if self.parquet:
+                schema = pq.read_schema(path)  # the footer only
+                _check_version(path, schema.metadata or {})
+                self.columns = [str(name) for name in schema.names]
+            else:
+                self.columns = [str(name) for name in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The rows (only ``columns`` of them, if given) in batches, indexed by position in the file from 0."""
+        with _readable(self.path):
+            if self.parquet:
+                with pq.ParquetFile(self.path) as file:
+                    start = 0
+                    # one thread: as fast here, and a third less memory held by Arrow's allocator
+                    for batch in file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False):
+                        frame = batch.to_pandas(split_blocks=True, self_destruct=True)
+                        frame.index = pd.RangeIndex(start, start + len(frame))
+                        start += len(frame)
+                        yield frame
+                pa.default_memory_pool().release_unused()  # what the pass held goes back to the system
+            else:
+                names = {column: str for column in ("link", "protocol") if columns is None or column in columns}
+                with pd.read_csv(self.path, usecols=columns, dtype=names, keep_default_na=False, na_values=[""],
+                                 encoding="utf-8", chunksize=BATCH_ROWS) as reader:
+                    yield from reader
+
+
+#: What a fault column may hold (CSV writes True/False; other tools may write lowercase)
+_BOOLEANS = {True: True, False: False, "true": True, "false": False}
+FAULT_COLUMN_SET = frozenset(FAULT_COLUMNS.values())
+#: What is wrong with a cell, by the code ``_check_cells`` gives it.
+CELL_PROBLEMS = ("", "missing count", "counts must be finite and non-negative", "counts must be whole numbers",
+                 "must be a non-negative finite number (empty: not reported)", "expected a finite number",
+                 "a value in a column {protocol} links do not have")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row a source could not turn into a window (skipped, counted as the link's driver error)."""
+
+    row: int
+    column: str
+    message: str
+
+    def describe(self, path: str | Path) -> str:
+        return str(RecordingError(path, self.message, self.row, self.column))
+
+
+class Problems:
+    """The first problem of each row of a batch: an index into the distinct (column, message) pairs."""
+
+    def __init__(self, rows: int):
+        self.code = np.full(rows, -1, np.int32)
+        self.kinds: list[tuple[str, str]] = []
+
+    def flag(self, mask: NDArray[np.bool_], column: str, message: str) -> None:
+        """Rows of ``mask`` without a problem yet get this one."""
+        new = mask & (self.code < 0)
+        if new.any():
+            self.code[new] = len(self.kinds)
+            self.kinds.append((column, message))
+
+    @property
+    def ok(self) -> NDArray[np.bool_]:
+        return self.code < 0
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One batch of a recording's rows, checked: numbers typed (counts and parameters float,
+    faults bool), and each row's first problem."""
+
+    frame: pd.DataFrame
+    problems: Problems
+
+    def bad_row(self, i: int) -> BadRow | None:
+        code = self.problems.code[i]
+        return None if code < 0 else BadRow(int(self.frame.index[i]) + 1, *self.problems.kinds[code])
+
+    def first_bad(self) -> BadRow | None:
+        bad = np.flatnonzero(~self.problems.ok)
+        return self.bad_row(int(bad[0])) if bad.size else None
+
+
+class RecordingReader:
+    """One pass over a recording in batches, checked: the rows of ``link`` (None: of the file's only
+    link, found by a first pass over the names), or of every link with ``every_link``.
+
+    Whole-file problems (unreadable, names missing or unknown protocols, missing or extra columns,
+    the link not there) raise RecordingError as they are found; a row's problem (a cell that is
+    not a number, a count that is negative, a window out of order, a parameter out of bounds, ...)
+    is that row's, in its batch's ``Problems``. Each ``next()`` reads one batch: while the first
+    pass surveys the names, the batches it yields are empty.
+    """
+
+    def __init__(self, path: str | Path, link: str | None = None, every_link: bool = False):
+        self.path, self.link, self.every_link = path, link, every_link
+        self.protocols: list[str] = []
+
+    def __iter__(self) -> Iterator[Checked]:
+        file = RecordingFile(self.path)
+        for column in ("link", "protocol"):
+            if column not in file.columns:
+                raise RecordingError(self.path, "missing column", column=column)
+        protocols: dict[str, None] = {}
+        names: dict[str, None] = {}
+        for batch in file.batches(["link", "protocol"]):
+            self._survey(batch, protocols, names)
+            yield Checked(batch.iloc[:0], Problems(0))
+        self._choose_link(names)
+        self.protocols = list(protocols)
+        expected = columns_for(self.protocols)
+        missing = [c for c in expected if c not in file.columns and c not in FAULT_COLUMN_SET]
+        if missing:
+            raise RecordingError(self.path, f"missing column (and {len(missing) - 1} more)" if len(missing) > 1
+                                 else "missing column", column=missing[0])
+        extra = [c for c in file.columns if c not in expected]
+        if extra:
+            raise RecordingError(self.path, "unknown column for the file's protocols", column=extra[0][:80])
+        order = _Order()
+        for batch in file.batches():
+            if not self.every_link:
+                batch = batch[(batch["link"] == self.link).to_numpy(bool)]
+            if list(batch.columns) != expected:
+                batch = batch.reindex(columns=expected, fill_value=False)
+            yield self._check(batch, order)
+
+    def _survey(self, batch: pd.DataFrame, protocols: dict[str, None], names: dict[str, None]) -> None:
+        """Names present and not empty, protocols known; the protocols seen, and the link names
+        (the first MAX_NAMES + 1) when the link is to be found."""
+        for column in ("link", "protocol"):
+            values = batch[column]
+            if pd.api.types.is_string_dtype(values) and not isinstance(values.dtype, np.dtype):  # a string array
+                named = (values.notna() & (values.str.len() > 0)).to_numpy(bool)
+            else:  # anything else (objects of a hand-made file) one by one
+                named = values.map(lambda v: isinstance(v, str) and v != "").to_numpy(bool)
+            if not named.all():
+                raise RecordingError(self.path, "expected a non-empty name", row=int(batch.index[~named][0]) + 1,
+                                     column=column)
+        for protocol in pd.unique(batch["protocol"]):
+            if protocol not in PROTOCOLS:
+                row = int(batch.index[(batch["protocol"] == protocol).to_numpy(bool)][0]) + 1
+                raise RecordingError(self.path, f"unknown protocol {protocol[:80]!r} (known: {', '.join(PROTOCOLS)})",
+                                     row=row, column="protocol")
+            protocols[protocol] = None
+        if self.link is None and not self.every_link:
+            for name in pd.unique(batch["link"]):
+                if len(names) > MAX_NAMES:
+                    break
+                names[name] = None
+        elif self.link is not None and self.link not in names and (batch["link"] == self.link).any():
+            names[self.link] = None
+
+    def _choose_link(self, names: dict[str, None]) -> None:
+        if self.every_link:
+            return
+        if self.link is None:
+            if len(names) != 1:
+                shown = ", ".join(list(names)[:10]) + (", ..." if len(names) > 10 else "")
+                count = f"more than {MAX_NAMES}" if len(names) > MAX_NAMES else len(names)
+                raise RecordingError(self.path, f"holds {count} links ({shown}): say which one with `link`")
+            self.link = next(iter(names))
+        elif self.link not in names:
+            raise RecordingError(self.path, f"no rows of link {self.link!r}")
+
+    def _check(self, frame: pd.DataFrame, order: "_Order") -> Checked:
+        problems = Problems(len(frame))
+        for column in frame.columns[2:]:  # after link and protocol: numbers and fault flags
+            _check_type(frame, column, problems)
+        order.check(frame, problems)
+        for protocol in pd.unique(frame["protocol"]):
+            _check_cells(frame, (frame["protocol"] == protocol).to_numpy(bool), protocol, problems)
+        return Checked(frame, problems)
+
+
+def _check_type(frame: pd.DataFrame, column: str, problems: Problems) -> None:
+    """Make ``column`` booleans (fault flags) or floats, in place; a cell that is neither is its row's problem."""
+    values = frame[column]
+    if column in FAULT_COLUMN_SET:
+        if values.dtype != np.bool_:
+            flags = values.map(lambda v: _BOOLEANS.get(v.lower() if isinstance(v, str) else v, None))
+            problems.flag(flags.isna().to_numpy(bool), column, "expected true or false")
+            frame[column] = flags.fillna(False).astype(bool)
+    elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        # a column pandas could not type (text, integers beyond 64 bits, booleans): numbers or blanks only
+        numbers = pd.to_numeric(values.map(_number), errors="coerce")
+        problems.flag((numbers.isna() & ~values.map(_blank)).to_numpy(bool), column, "expected a number")
+        frame[column] = numbers.astype(float)
+
+
+def _number(value: object) -> object:
+    """A cell as ``pd.to_numeric`` should see it: booleans are not numbers."""
+    return None if isinstance(value, (bool, np.bool_)) else value
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+class _Order:
+    """What each link's earlier rows say about its next ones: its protocol, and its latest window end."""
+
+    def __init__(self) -> None:
+        self.protocol = pd.Series(dtype=object)
+        self.end = pd.Series(dtype=float)
+
+    def check(self, frame: pd.DataFrame, problems: Problems) -> None:
+        """A link's rows keep its protocol; times finite, each window starting before it ends, of
+        its recorded length and after the link's previous one (no duplicate, none out of order)."""
+        if frame.empty:
+            return
+        codes, names = pd.factorize(frame["link"])
+        first = frame.groupby(codes, sort=False)["protocol"].first()
+        first.index = names[first.index]
+        self.protocol = pd.concat([self.protocol, first[~first.index.isin(self.protocol.index)]])
+        expected = self.protocol.reindex(names).to_numpy(object)[codes]
+        changed = frame["protocol"].to_numpy(object) != expected
+        for protocol in pd.unique(expected[changed]):
+            problems.flag(changed & (expected == protocol), "protocol", f"the link's earlier rows are {protocol}")
+        start, end, seconds = (frame[c].to_numpy(float, na_value=np.nan)
+                               for c in ("window_start", "window_end", "window_seconds"))
+        carried = self.end.reindex(names).to_numpy(float, na_value=np.nan)
+        if len(names) == 1:  # one link's rows (a replayed link's): a running maximum, no grouping
+            previous = np.concatenate([carried, np.fmax.accumulate(end)[:-1]])
+            previous = np.fmax(previous, carried[0])
+            latest = pd.Series([np.nanmax(np.r_[carried, end]) if np.isfinite(np.r_[carried, end]).any() else np.nan],
+                               index=names)
+        else:
+            ends = pd.Series(end)
+            previous = ends.groupby(codes).cummax().groupby(codes).shift().to_numpy(float, na_value=np.nan)
+            previous = np.fmax(previous, carried[codes])
+            latest = pd.Series(ends.groupby(codes).max().reindex(range(len(names))).to_numpy(), index=names)
+        self.end = pd.concat([self.end, latest]).groupby(level=0).max()
+        with np.errstate(invalid="ignore"):
+            problems.flag(~np.isfinite(end), "window_end", "expected a finite time")
+            problems.flag(~np.isfinite(start), "window_start", "expected a finite time")
+            problems.flag(~(np.isfinite(seconds) & (seconds > 0)), "window_seconds", "expected a positive length")
+            problems.flag(~(start < end), "window_start", "the window must start before it ends")
+            problems.flag(~(np.abs(end - start - seconds) <= TIME_TOLERANCE_S + 1e-9 * np.abs(end)), "window_seconds",
+                          "does not match window_end - window_start")
+            problems.flag(end == previous, "window_end", "duplicate window: the link's previous row ends at the same time")
+            problems.flag(end < previous, "window_end", "not after the link's previous window (rows must be in time order)")
+
+
+def _check_cells(frame: pd.DataFrame, mine: NDArray[np.bool_], protocol: str, problems: Problems) -> None:
+    """Of the rows ``mine`` of ``protocol``: counts present, non-negative whole numbers; amounts and
+    levels non-negative or empty; parameters finite and within a simulated link's bounds; nothing
+    in another protocol's column."""
+    counts = count_columns(protocol)
+    params = list(param_columns(protocol).values())
+    others = [c for c in frame.columns if c not in set(protocol_columns(protocol))]
+    names = [*(c.column for c in counts), *params, *others]
+    rows = np.flatnonzero(mine)
+    values = frame[names].to_numpy(float, na_value=np.nan)[rows]
+    k, p = len(counts), len(params)
+    integer = np.array([kind_of(protocol, c.count) == "count" for c in counts], bool)
+    code = np.zeros(values.shape, np.int8)  # per cell: 0, or the index of its problem in CELL_PROBLEMS
+    with np.errstate(invalid="ignore"):
+        v = values[:, :k]
+        code[:, :k] = np.select(
+            [integer & np.isnan(v), integer & (~np.isfinite(v) | (v < 0)), integer & (v != np.round(v)),
+             ~integer & ~(np.isnan(v) | (np.isfinite(v) & (v >= 0)))], [1, 2, 3, 4], 0)
+        code[:, k:k + p] = np.where(np.isfinite(values[:, k:k + p]), 0, 5)
+        code[:, k + p:] = np.where(np.isnan(values[:, k + p:]), 0, 6)
+    first = np.argmax(code != 0, axis=1)
+    which = code[np.arange(len(rows)), first].astype(np.int64) * len(names) + first  # (problem, column) of each row
+    for key in np.unique(which[which >= len(names)]):
+        column, problem = names[key % len(names)], CELL_PROBLEMS[key // len(names)].format(protocol=protocol)
+        problems.flag(np.isin(np.arange(len(frame)), rows[which == key]), column, problem)
+    finite = rows[~code[:, k:k + p].any(axis=1)]
+    distinct, which = param_problems(protocol, values[np.isin(rows, finite), k:k + p])
+    for d, problem in enumerate(distinct):
+        if problem is not None:
+            problems.flag(np.isin(np.arange(len(frame)), finite[which == d]), f"param_{problem[0]}", problem[1])
+
+
+def read_recording(path: str | Path) -> pd.DataFrame:
+    """A whole recording, checked; RecordingError naming the file, row and column of the first problem."""
+    frames = []
+    for checked in RecordingReader(path, every_link=True):
+        bad = checked.first_bad()
+        if bad is not None:
+            raise RecordingError(path, bad.message, bad.row, bad.column)
+        if len(checked.frame):
+            frames.append(checked.frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ID_COLUMNS))
+
+
+def counts_of(frame: pd.DataFrame, protocol: str) -> dict[str, NDArray[np.float64]]:
+    """The counts of rows of ``protocol`` as float arrays of shape (rows, *count shape), through its axes."""
+    shapes = PROTOCOLS[protocol].count_shapes
+    counts = {name: np.empty((len(frame), *shape)) for name, shape in shapes.items()}
+    for c in count_columns(protocol):
+        counts[c.count][(slice(None), *c.index)] = frame[c.column].to_numpy(float, na_value=np.nan)
+    return counts
+
+
+def params_of(frame: pd.DataFrame, protocol: str) -> dict[str, NDArray[np.float64]]:
+    return {name: frame[column].to_numpy(float, na_value=np.nan) for name, column in param_columns(protocol).items()}
+
+
+# --- a source of windows -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """One window of one link, counts in its protocol's ``count_shapes`` layout (no link axis)."""
+
+    start: float
+    end: float
+    counts: Mapping[str, NDArray[np.float64]]
+    #: the window's length when the source knows it exactly; else ``end - start``
+    seconds: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start if self.seconds is None else self.seconds
+
+
+@dataclass(frozen=True)
+class WindowBatch(Sequence["Window | BadRow"]):
+    """Consecutive windows of one link as arrays, and the rows among them that are bad; a
+    ``Window`` is made when it is read, so a batch costs its arrays and no more."""
+
+    times: NDArray[np.float64]  #: (rows, 3): start, end, length
+    counts: Mapping[str, NDArray[np.float64]]  #: name -> (rows, *count shape)
+    bad: Sequence[BadRow | None] = ()  #: per row, if any row is bad
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if self.bad and self.bad[i] is not None:
+            return self.bad[i]
+        start, end, seconds = self.times[i]
+        return Window(float(start), float(end), {name: values[i] for name, values in self.counts.items()}, float(seconds))
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """What a replayed link needs before its first window: its protocol and estimator parameters."""
+
+    protocol: str
+    params: dict[str, float]
+    plan: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class LinkSurvey:
+    """A replayed link's rows read once through the checks: what it needs, and its bad rows."""
+
+    link: str
+    info: LinkInfo
+    rows: int
+    bad: int
+    first_bad: BadRow | None
+
+
+def survey_link(path: str | Path, link: str | None) -> LinkSurvey:
+    """Read ``link``'s rows (None: the recording's only link) once, checked, in bounded memory.
+    RecordingError for a file the replay would refuse: unreadable, wrong columns, the link not
+    there, or not one usable window (its protocol and parameters come from the first usable one)."""
+    reader = RecordingReader(path, link)
+    info, rows, bad, first_bad = None, 0, 0, None
+    for checked in reader:
+        ok = checked.problems.ok
+        rows, bad = rows + len(ok), bad + int(np.count_nonzero(~ok))
+        first_bad = first_bad or checked.first_bad()
+        if info is None and ok.any():
+            first = checked.frame.iloc[[int(np.argmax(ok))]]
+            protocol = str(first["protocol"].iloc[0])
+            params = {name: float(v[0]) for name, v in params_of(first, protocol).items()}
+            info = LinkInfo(protocol, params, tuple(float(first[c].iloc[0]) for c in PLAN_COLUMNS))  # type: ignore[arg-type]
+    if info is None:
+        if first_bad is None:
+            raise RecordingError(path, f"no rows of link {reader.link!r}")
+        raise RecordingError(path, f"no usable window of link {reader.link!r}: each of its {rows:,} rows has a problem, "
+                             f"the first: {first_bad.message}", first_bad.row, first_bad.column)
+    return LinkSurvey(str(reader.link), info, rows, bad, first_bad)
+
+
+class WindowSource(Protocol):
+    """What a replayed link reads its windows from: a recording file is one, a link's event files
+    (``qtelemetry.drivers.event_files``) another; any source giving ``Window`` (and ``BadRow``) in
+    the link protocol's count layout replays the same way."""
+
+    def batches(self) -> Iterator[Sequence[Window | BadRow]]:
+        """One pass over the link's windows in time order, a batch per ``next()`` (each a bounded
+        piece of work, run off the event loop; a batch may be empty); RecordingError (or a
+        DriverError with its own reason) if the source is unusable as a whole."""
+        ...
+
+
+class RecordingSource:
+    """The windows of one link of a recording file, in order; bad rows come as ``BadRow``."""
+
+    def __init__(self, path: str | Path, link: str, protocol: str):
+        self.path, self.link, self.protocol = path, link, protocol
+
+    def batches(self) -> Iterator[WindowBatch]:
+        for checked in RecordingReader(self.path, self.link):
+            frame, problems = checked.frame, checked.problems
+            if frame.empty:  # a batch of the survey of names, or of other links
+                yield WindowBatch(np.empty((0, 3)), {})
+                continue
+            problems.flag(frame["protocol"].to_numpy(object) != self.protocol, "protocol", f"expected {self.protocol}")
+            bad = [checked.bad_row(i) for i in range(len(frame))] if not problems.ok.all() else []
+            times = frame[["window_start", "window_end", "window_seconds"]].to_numpy(float, na_value=np.nan)
+            yield WindowBatch(times, counts_of(frame, self.protocol) if problems.ok.any() else {}, bad)

@@ -1,0 +1,142 @@
+"""Alerts of the network view (``qnet_``): key demands between sites, and their runbooks.
+
+One rule group of their own (``qtelemetry-network``). They are about a demand (scope
+``demand``): the worse one mutes the milder for the same demand (disconnected > unmet >
+redundancy lost), and the exporter or analyser that computes them being down mutes them all.
+"""
+
+from __future__ import annotations
+
+from qtelemetry.monitoring.config import MonitoringConfig
+
+FALLBACK = ("Protect the applications first: tell the owners of the demand's applications to switch to their "
+            "fallback key exchange (classical or post-quantum, e.g. an ML-KEM hybrid) until the demand is met "
+            "again, so that no session waits for QKD key.")
+ROUTE = ("Find what limits it: the links of the demand's minimum cut (`qnet_link_min_cut`) and the widest route's "
+         "hops; the Network dashboard highlights them. Fix first the link or site with the highest failure impact "
+         "(`qnet_link_failure_impact_demands`, `qnet_site_failure_impact_demands`): it serves the most demands.")
+
+
+def network_alerts(c: MonitoringConfig) -> list:
+    from qtelemetry.monitoring.rules import Alert, by, num
+
+    t = c.thresholds
+    demand = by(c, "instance", "demand")
+    multipath = 'max without (routing) (qnet_demand_capacity_bits_per_second{routing="multipath"})'
+    need = f"on ({demand}) group_left (src, dst) qnet_demand_bits_per_second"
+    return [
+        Alert("QNetDemandDisconnected", f"{multipath} == 0", "2m", "critical",
+              summary="Sites [[src]] and [[dst]] cannot exchange QKD key (demand [[demand]]).",
+              description=(
+                  "No chain of links producing key joins [[src]] and [[dst]] over trusted nodes: demand [[demand]] "
+                  "gets no key at all. Its applications run on their fallback key exchange."),
+              scope="demand", inhibits=("QNetDemandUnmet", "QNetRedundancyLost", "QNetStoredKeyLow"),
+              dashboard="network"),
+        Alert("QNetDemandUnmet", f"{multipath}\n< {need}", "5m", "critical",
+              summary="The network cannot relay the key demand [[demand]] needs.",
+              description=(
+                  "The multipath capacity between [[src]] and [[dst]] over trusted nodes is [[value]] bits/s, below "
+                  "what demand [[demand]] needs (qnet_demand_bits_per_second): its applications are drawing down "
+                  "stored key or waiting for it."),
+              scope="demand", inhibits=("QNetRedundancyLost",), dashboard="network"),
+        Alert("QNetRedundancyLost",
+              f"qnet_demand_capacity_after_worst_failure_bits_per_second\n< {need}\n"
+              f"unless on ({demand})\n{multipath}\n< {need}",
+              "10m", "warning",
+              summary="Key demand [[demand]] is one failure away from going unmet.",
+              description=(
+                  "If [[failure_kind]] [[failure]] failed, the capacity between [[src]] and [[dst]] would fall to "
+                  "[[value]] bits/s, below what demand [[demand]] needs: that single failure is an outage."),
+              scope="demand", dashboard="network"),
+        Alert("QNetStoredKeyLow", f"qnet_demand_stored_key_seconds < {num(t.stored_key_floor_seconds)}", "10m",
+              "warning",
+              summary="Key stored for demand [[demand]] would not last long without the links.",
+              description=(
+                  "If every link stopped producing now, the key already in the links' stores would serve demand "
+                  f"[[demand]] for [[value_duration]] (floor {num(t.stored_key_floor_seconds)} s): an outage would "
+                  "reach its applications quickly."),
+              scope="demand", dashboard="network"),
+    ]
+
+
+def network_runbooks(c: MonitoringConfig) -> dict:
+    from qtelemetry.monitoring.runbooks import Runbook
+
+    D = '{demand="<demand>"}'
+    confirm = (f"qnet_demand_capacity_bits_per_second{D}", f"qnet_demand_bits_per_second{D}",
+               f"qnet_link_min_cut{D}", f"qnet_demand_capacity_after_worst_failure_bits_per_second{D}")
+    return {
+        "QNetDemandDisconnected": Runbook(
+            meaning=("Every route between the demand's two sites crosses a link that produces no key (down, or no "
+                     "secret key) or a site that cannot relay: the multipath capacity is 0."),
+            impact="The demand's applications get no QKD key at all until a route comes back.",
+            confirm=(*confirm, "qlink_up == 0", "qnet_link_usable_key_rate_bits_per_second == 0"),
+            mitigation=(FALLBACK, "The links of the minimum cut are the down links that separate the two sites: "
+                        "restore any one of them and the demand is connected again. " + ROUTE),
+            escalate="Page the owners of the links in the minimum cut (their QLinkDown runbooks) and the application owners.",
+        ),
+        "QNetDemandUnmet": Runbook(
+            meaning=("The maximum key rate the network can relay between the demand's sites (max-flow over trusted "
+                     "nodes, all routes together) is below what its applications need."),
+            impact=("The applications consume key faster than it arrives: their stored key runs out in "
+                    "`qnet_demand_stored_key_seconds` at most, then requests are refused."),
+            confirm=(*confirm, f"qnet_demand_stored_key_seconds{D}"),
+            mitigation=(FALLBACK, ROUTE,
+                        "Raise capacity across the minimum cut (realign or repair its links, add a parallel link) or "
+                        "lower the demand (longer re-key intervals)."),
+            escalate="Page the owners of the minimum cut's links; capacity planning if the cut is healthy but too small.",
+        ),
+        "QNetRedundancyLost": Runbook(
+            meaning=("The demand is met now, but after the worst single failure of a link or of a trusted site "
+                     "(named in the alert: `failure_kind`, `failure`) it would not be: that element is a single point "
+                     "of failure for the demand."),
+            impact="No impact yet; one more failure (the named one) and the demand goes unmet.",
+            confirm=(*confirm, f"qnet_demand_disjoint_paths{D}",
+                     'qnet_link_failure_impact_demands > 0', 'qnet_site_failure_impact_demands > 0'),
+            mitigation=("Check whether a redundant route went down (QLinkDown on another route): restoring it "
+                        "restores the redundancy. " + ROUTE,
+                        "Warn the application owners that their fallback key exchange may be needed at short notice.",
+                        "For a permanent single point of failure, plan a second route (qtelemetry plan)."),
+            escalate="Ticket to the network owner; page only if the named element is itself degrading.",
+        ),
+        "QNetStoredKeyLow": Runbook(
+            meaning=("The key already in the links' stores, relayed over the network (max-flow of the stored bits), "
+                     "would serve the demand for less than the configured floor if every link stopped now."),
+            impact="An outage of the links would reach the demand's applications within that time.",
+            confirm=(f"qnet_demand_stored_key_seconds{D}", "qkd_key_buffer_bits", f"qnet_link_min_cut{D}"),
+            mitigation=("Let the stores refill: reduce consumption or raise generation on the minimum cut's links.",
+                        "Check the key-buffer alerts of those links (QKDKeyBufferExhaustionForecast, QKDKeyBufferExhaustionImminent)."),
+            escalate="Ticket to the network owner.",
+        ),
+    }
+
+
+def network_cases() -> list:
+    """promtool cases of the network alerts (a firing and a silent one at least, each)."""
+    from qtelemetry.monitoring.promtool_tests import Case, Fires
+
+    ends = {"demand": "gov-uplink", "src": "dc-north", "dst": "gov-facility"}
+    need = 'qnet_demand_bits_per_second{demand="gov-uplink", src="dc-north", dst="gov-facility"}'
+    multipath = 'qnet_demand_capacity_bits_per_second{demand="gov-uplink", routing="multipath"}'
+    single = 'qnet_demand_capacity_bits_per_second{demand="gov-uplink", routing="single_path"}'
+    after = ('qnet_demand_capacity_after_worst_failure_bits_per_second{demand="gov-uplink", failure_kind="link", '
+             'failure="longhaul-100km"}')
+    stored = 'qnet_demand_stored_key_seconds{demand="gov-uplink"}'
+    named = {**ends, "failure_kind": "link", "failure": "longhaul-100km"}
+    return [
+        Case("QNetDemandDisconnected", "capacity 0 for 10 minutes", {
+            need: "200x20", multipath: "500x5 0x15", single: "500x5 0x15"}, "12m", (Fires({"demand": "gov-uplink"}),)),
+        Case("QNetDemandDisconnected", "low but connected", {need: "200x20", multipath: "50x20"}, "12m"),
+        Case("QNetDemandUnmet", "capacity 100 of 200 bit/s for 10 minutes", {
+            need: "200x20", multipath: "500x5 100x15", single: "500x5 80x15"}, "12m", (Fires(ends, 100),)),
+        Case("QNetDemandUnmet", "a 3-minute dip", {need: "200x20", multipath: "500x5 100x3 500x12"}, "12m"),
+        Case("QNetRedundancyLost", "a single point of failure for 15 minutes", {
+            need: "200x20", multipath: "500x20", after: "0x20"}, "15m", (Fires(named, 0),)),
+        Case("QNetRedundancyLost", "survives the worst failure", {
+            need: "200x20", multipath: "500x20", after.replace("longhaul-100km", "regional-50km"): "300x20"}, "15m"),
+        Case("QNetRedundancyLost", "already unmet: QNetDemandUnmet's", {
+            need: "200x20", multipath: "100x20", after: "0x20"}, "15m"),
+        Case("QNetStoredKeyLow", "stored key for 100 s", {stored: "100x20"}, "15m",
+             (Fires({"demand": "gov-uplink"}, 100),)),
+        Case("QNetStoredKeyLow", "stored key for two hours", {stored: "7200x20"}, "15m"),
+    ]

@@ -1,0 +1,106 @@
+"""Config of the network view (``network:``): sites, the key demands between them, the cadence.
+
+A link is an undirected edge between its ``site_a`` and ``site_b``; links between the same two
+sites add up. A site that is not ``trusted`` is an end point: key flows from or to it, never
+through it. Cross-checks against the links (every site used, every demand reachable) are made
+by ``check_against``, which the exporter config calls with its links.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+
+from qtelemetry.drivers.base import FieldError, StrictModel
+
+#: Label values come from config only (the same rule as link names).
+LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class SiteConfig(StrictModel):
+    name: str = Field(pattern=LABEL_VALUE, description="site name, as links' site_a/site_b give it")
+    trusted: bool = Field(True, description="may relay key (a trusted node); false: an end point that never relays")
+    latitude: float | None = Field(None, ge=-90.0, le=90.0, description="degrees north, for the map")
+    longitude: float | None = Field(None, ge=-180.0, le=180.0, description="degrees east, for the map")
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> "SiteConfig":
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude go together")
+        return self
+
+
+class DemandConfig(StrictModel):
+    name: str = Field(pattern=LABEL_VALUE, description="demand name, the `demand` label")
+    source: str = Field(alias="from", description="site that needs the key")
+    target: str = Field(alias="to", description="site at the other end")
+    bits_per_second: float = Field(gt=0.0, description="key the applications between the two sites need, bits/s")
+    priority: int | None = Field(None, ge=0, le=1000, description="for the on-call's order of repair (lower first)")
+
+    @model_validator(mode="after")
+    def _two_sites(self) -> "DemandConfig":
+        if self.source == self.target:
+            raise FieldError("to", "the same site as from: a demand joins two sites")
+        return self
+
+
+class NetworkConfig(StrictModel):
+    sites: list[SiteConfig] | None = Field(None, description="default: every site of the links, trusted")
+    demands: list[DemandConfig] = Field(default_factory=list)
+    analysis_interval_seconds: float = Field(15.0, ge=0.1, le=3600.0, description="how often the network is analysed, s")
+
+    def site_list(self, links: Sequence) -> list[SiteConfig]:
+        """The sites: as listed, or those of the links in order of first use."""
+        if self.sites is not None:
+            return self.sites
+        names = dict.fromkeys(name for link in links for name in (link.site_a, link.site_b))
+        return [SiteConfig(name=name) for name in names]
+
+    @model_validator(mode="after")
+    def _unique(self) -> "NetworkConfig":
+        for what, items in (("sites", self.sites or []), ("demands", self.demands)):
+            first: dict[str, int] = {}
+            for i, item in enumerate(items):
+                if item.name in first:
+                    raise FieldError(f"{what}.{i}.name", f"duplicate {what[:-1]} {item.name!r} (also network.{what}[{first[item.name]}])")
+                first[item.name] = i
+        return self
+
+    def check_against(self, links: Sequence) -> None:
+        """FieldError (relative to the whole config) for sites and demands the links do not fit."""
+        sites = self.site_list(links)
+        index = {site.name: i for i, site in enumerate(sites)}
+        for i, link in enumerate(links):
+            for end in ("site_a", "site_b"):
+                if getattr(link, end) not in index:
+                    raise FieldError(f"links.{i}.{end}", f"site {getattr(link, end)!r} is not in network.sites")
+        used = {name for link in links for name in (link.site_a, link.site_b)}
+        for i, site in enumerate(sites):
+            if site.name not in used:
+                raise FieldError(f"network.sites.{i}.name", f"no link has site {site.name!r}: remove it or add its links")
+        ends = np.array([[index[link.site_a], index[link.site_b]] for link in links], np.intp).reshape(-1, 2)
+        trusted = np.array([site.trusted for site in sites])
+        for i, demand in enumerate(self.demands):
+            for end, name in (("from", demand.source), ("to", demand.target)):
+                if name not in index:
+                    raise FieldError(f"network.demands.{i}.{end}", f"unknown site {name!r}")
+            if not relay_connected(ends, trusted, index[demand.source], index[demand.target]):
+                over = "" if trusted.all() else " over trusted sites"
+                raise FieldError(f"network.demands.{i}",
+                                 f"no chain of links joins {demand.source!r} and {demand.target!r}{over}: key cannot flow")
+
+
+def relay_connected(ends: np.ndarray, trusted: np.ndarray, source: int, target: int) -> bool:
+    """Whether a path of links joins ``source`` and ``target`` with only trusted sites between
+    (a path ends the first time it reaches the target, so the two ends may be end points)."""
+    n = trusted.size
+    relays = trusted.copy()
+    relays[[source, target]] = True
+    pairs = ends[relays[ends].all(axis=1)]
+    graph = coo_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    return bool(component[source] == component[target])

@@ -1,0 +1,156 @@
+"""The network view inside the exporter: its own links analysed on their own cadence.
+
+A thread wakes every ``network.analysis_interval_seconds``, reads the latest estimation
+snapshot, turns it into each link's usable key rate, buffer and repeaterless bound, runs the
+analysis and hands the result to the runtime, which publishes it with the next snapshot. The
+analysis never runs on the scrape path nor in the estimation cycle, and a failed one leaves the
+previous result to age visibly (``qnet_analysis_age_seconds``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, usable
+from qtelemetry.monitoring.catalogue import ANALYSIS_BUCKETS
+from qtelemetry.networkconfig import NetworkConfig
+
+if TYPE_CHECKING:  # the snapshot carries the network's results: only its type is needed here
+    from qtelemetry.runtime.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+#: Estimate keys a link's usable key rate is read from, in order of preference: an ETSI 015
+#: node's effective rate (after its own consumption), else the secret key rate.
+RATE_KEYS = ("eskr_bps", "secret_key_rate_bps")
+
+
+def build_topology(network: NetworkConfig, links: Sequence) -> Topology:
+    """The analysis' topology of ``links`` (objects with name, site_a, site_b) and the demands."""
+    sites = network.site_list(links)
+    index = {site.name: i for i, site in enumerate(sites)}
+    return Topology.build(
+        [s.name for s in sites], [s.trusted for s in sites], [link.name for link in links],
+        [(index[link.site_a], index[link.site_b]) for link in links],
+        [d.name for d in network.demands], [(index[d.source], index[d.target]) for d in network.demands],
+        [d.bits_per_second for d in network.demands],
+        [(np.nan if s.latitude is None else s.latitude, np.nan if s.longitude is None else s.longitude) for s in sites])
+
+
+@dataclass(frozen=True)
+class LinkInputs:
+    """Per-link inputs of one analysis (NaN: not known)."""
+
+    rate_bps: NDArray[np.float64]
+    buffer_bits: NDArray[np.float64]
+    bound_bps: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class NetworkSnapshot:
+    """The latest analysis and the analyser's own figures, published as one immutable object."""
+
+    topology: Topology
+    analysis: NetworkAnalysis | None = None  #: None: no analysis yet (or no data to analyse)
+    rate_bps: NDArray[np.float64] | None = None  #: (links,) the usable key rates it analysed
+    analysed_at: float = float("nan")  #: Unix time of the data the analysis used
+    duration_buckets: NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(ANALYSIS_BUCKETS) + 1, np.int64))
+    duration_sum: float = 0.0
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.analysed_at)
+
+
+class Durations:
+    """The analysis-duration histogram: cumulative bucket counts and the sum."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(ANALYSIS_BUCKETS) + 1, np.int64)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[np.searchsorted(ANALYSIS_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def published(self, topology: Topology, analysis: NetworkAnalysis | None, rate_bps: NDArray[np.float64] | None,
+                  at: float) -> NetworkSnapshot:
+        return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
+
+
+def timed_analysis(topology: Topology, inputs: LinkInputs, durations: Durations, at: float) -> NetworkSnapshot:
+    """Analyse, observe the duration, and return the snapshot to publish."""
+    started = time.perf_counter()
+    analysis = analyse(topology, inputs.rate_bps, inputs.buffer_bits, inputs.bound_bps)
+    durations.observe(time.perf_counter() - started)
+    return durations.published(topology, analysis, usable(inputs.rate_bps), at)
+
+
+def snapshot_inputs(snap: "Snapshot", now: float) -> LinkInputs:
+    """Each link's usable key rate (0 while down), key in store (NaN while down or not known) and
+    repeaterless bound (NaN: none) from an estimation snapshot."""
+    n = len(snap.table)
+    rate, buffer, bound = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    for protocol, members in snap.table.groups.items():
+        group = snap.groups.get(protocol)
+        if group is None:
+            continue
+        estimates = group.estimates
+        for key in reversed(RATE_KEYS):  # the preferred key last, where it has a value
+            if key in estimates:
+                rate[members] = np.where(np.isnan(estimates[key]), rate[members], estimates[key])
+        if "key_stored_bits" in estimates:
+            buffer[members] = estimates["key_stored_bits"]
+        if "plob_bound_bps" in estimates:
+            bound[members] = estimates["plob_bound_bps"]
+    down = ~snap.up(now)
+    rate[down] = 0.0
+    buffer[down] = np.nan
+    return LinkInputs(rate, buffer, bound)
+
+
+class NetworkAnalyser:
+    """Analyses the exporter's own links every interval on its own thread.
+
+    ``inputs()`` gives the topology and link inputs as of now (None: nothing to analyse);
+    ``publish(snapshot)`` hands a result over.
+    """
+
+    def __init__(self, interval: Callable[[], float], inputs: Callable[[], tuple[Topology, LinkInputs, float] | None],
+                 publish: Callable[[NetworkSnapshot], None]):
+        self._interval, self._inputs, self._publish = interval, inputs, publish
+        self._durations = Durations()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="network", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def run_once(self) -> NetworkSnapshot | None:
+        got = self._inputs()
+        if got is None:
+            return None
+        topology, inputs, at = got
+        snapshot = timed_analysis(topology, inputs, self._durations, at)
+        self._publish(snapshot)
+        return snapshot
+
+    def _run(self) -> None:
+        wait = min(1.0, self._interval())  # the first analysis as soon as there are estimates
+        while not self._stop.wait(wait):
+            try:
+                done = self.run_once() is not None
+            except Exception:  # pragma: no cover - last line of defence, logged with its traceback
+                log.exception("network analysis failed")
+                done = True
+            wait = self._interval() if done else min(1.0, self._interval())

@@ -1,0 +1,85 @@
+"""The `network:` section: every bad topology is exit code 2 with an error naming its field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qtelemetry.cli import main
+from qtelemetry.config import parse_config
+
+LINKS = """links:
+  - {name: ab, site_a: a, site_b: b, driver: {type: simulated-bb84, fiber_length_km: 10}}
+  - {name: bc, site_a: b, site_b: c, driver: {type: simulated-bb84, fiber_length_km: 10}}
+  - {name: de, site_a: d, site_b: e, driver: {type: simulated-bb84, fiber_length_km: 10}}
+"""
+SITES = "  sites: [{name: a}, {name: b}, {name: c}, {name: d}, {name: e}]\n"
+
+
+def document(network: str) -> str:
+    return LINKS + "network:\n" + network
+
+
+BAD = {
+    "a link's site that is not a site": (
+        "  sites: [{name: a}, {name: b}, {name: c}, {name: d}]\n",
+        "links[2].site_b", "site 'e' is not in network.sites"),
+    "a site no link uses": (
+        SITES.replace("]", ", {name: lonely}]"), "network.sites[5].name", "no link has site 'lonely'"),
+    "a duplicate site": (
+        SITES.replace("]", ", {name: c, trusted: false}]"), "network.sites[5].name", "duplicate site 'c' (also network.sites[2])"),
+    "a duplicate demand": (
+        "  demands:\n  - {name: x, from: a, to: c, bits_per_second: 1}\n  - {name: x, from: c, to: a, bits_per_second: 1}\n",
+        "network.demands[1].name", "duplicate demand 'x' (also network.demands[0])"),
+    "a demand from an unknown site": (
+        "  demands: [{name: x, from: z, to: c, bits_per_second: 1}]\n", "network.demands[0].from", "unknown site 'z'"),
+    "a demand to an unknown site": (
+        "  demands: [{name: x, from: a, to: zz, bits_per_second: 1}]\n", "network.demands[0].to", "unknown site 'zz'"),
+    "a demand from a site to itself": (
+        "  demands: [{name: x, from: a, to: a, bits_per_second: 1}]\n", "network.demands[0].to", "the same site as from"),
+    "a demand between unconnected sites": (
+        "  demands: [{name: x, from: a, to: e, bits_per_second: 1}]\n", "network.demands[0]",
+        "no chain of links joins 'a' and 'e'"),
+    "a demand whose only path relays through an end point": (
+        "  sites: [{name: a}, {name: b, trusted: false}, {name: c}, {name: d}, {name: e}]\n"
+        "  demands: [{name: x, from: a, to: c, bits_per_second: 1}]\n", "network.demands[0]",
+        "no chain of links joins 'a' and 'c' over trusted sites"),
+    "a demand of no key": (
+        "  demands: [{name: x, from: a, to: c, bits_per_second: 0}]\n", "network.demands[0].bits_per_second",
+        "greater than 0"),
+    "a demand name that is not a label value": (
+        "  demands: [{name: 'X Y', from: a, to: c, bits_per_second: 1}]\n", "network.demands[0].name", "pattern"),
+    "a latitude without a longitude": (
+        "  sites: [{name: a, latitude: 48.1}, {name: b}, {name: c}, {name: d}, {name: e}]\n",
+        "network.sites[0]", "latitude and longitude go together"),
+    "a latitude off the globe": (
+        "  sites: [{name: a, latitude: 91, longitude: 2}, {name: b}, {name: c}, {name: d}, {name: e}]\n",
+        "network.sites[0].latitude", "less than or equal to 90"),
+    "an analysis interval of zero": ("  analysis_interval_seconds: 0\n", "network.analysis_interval_seconds", "greater than"),
+    "an unknown key": ("  sights: []\n", "network.sights", "Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_network_is_a_field_named_error(case, tmp_path: Path, capsys):
+    network, field, reason = BAD[case]
+    path = tmp_path / "c.yaml"
+    path.write_text(document(network))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{path}: {field}: " in err and reason in err, err
+
+
+def test_sites_come_from_the_links_when_not_listed():
+    config = parse_config(document("  demands: [{name: x, from: a, to: c, bits_per_second: 5}]\n"))
+    network = config.network
+    assert [s.name for s in network.site_list(config.links)] == ["a", "b", "c", "d", "e"]
+    assert all(s.trusted for s in network.site_list(config.links))
+    assert network.analysis_interval_seconds == 15
+    assert network.demands[0].source == "a" and network.demands[0].target == "c"
+
+
+def test_no_network_section_means_no_analysis():
+    assert parse_config(LINKS).network is None

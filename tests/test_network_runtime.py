@@ -1,0 +1,56 @@
+"""The network analysis in the runtime: published with the snapshot, dropped when a reload changes
+the topology, and its families follow the config (no network section, no qnet_ series)."""
+
+from __future__ import annotations
+
+from conftest import parse_exposition, value
+
+from qtelemetry.config import parse_config
+from qtelemetry.exporter.exposition import Exposition
+from qtelemetry.runtime.network import NetworkAnalyser
+from qtelemetry.runtime.runtime import Runtime
+
+# a window of an hour: the estimation thread never ticks, the test runs the cycles itself
+LINKS = """exporter: {window_seconds: 3600, stall_timeout_seconds: 7200}
+links:
+  - {name: ab, site_a: a, site_b: b, driver: {type: simulated-bb84, fiber_length_km: 10, seed: 1}}
+  - {name: bc, site_a: b, site_b: c, driver: {type: simulated-bb84, fiber_length_km: 20, seed: 2}}
+"""
+NETWORK = "network:\n  demands: [{name: ac, from: a, to: c, bits_per_second: 1}]\n"
+
+
+def test_analysis_is_published_with_the_snapshot_and_dropped_on_reload():
+    runtime = Runtime(parse_config(LINKS + NETWORK))
+    runtime.start()  # the poll loop a reload updates
+    exposition = Exposition(lambda: runtime.snapshot)
+    analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    assert analyser.run_once() is None  # no estimation cycle yet: nothing to analyse
+    start = runtime.started
+    for i in range(1, 6):
+        runtime.cycle(start + i)
+    published = analyser.run_once()
+    assert runtime.snapshot.network is None  # published with the next cycle, like the estimates
+    runtime.cycle(start + 6)
+    assert runtime.snapshot.network is published
+    samples = parse_exposition(exposition.render(now=start + 6).decode())
+    ab, bc = (value(samples, "qnet_link_usable_key_rate_bits_per_second", link=n) for n in ("ab", "bc"))
+    assert ab > bc > 0
+    assert value(samples, "qnet_demand_capacity_bits_per_second", demand="ac", routing="multipath") == bc
+    assert value(samples, "qnet_link_failure_impact_demands", link="bc") == 1
+    assert value(samples, "qnet_analysis_duration_seconds_count") == 1
+
+    runtime.reload(parse_config(LINKS + NETWORK.replace("bits_per_second: 1", "bits_per_second: 2")))
+    runtime.cycle(start + 7)
+    assert runtime.snapshot.network is None  # an analysis of the old topology is never shown
+    exposition.families(runtime.table)
+    assert "qnet_demand_capacity_bits_per_second" not in parse_exposition(exposition.render(now=start + 7).decode())
+    analyser.run_once()
+    runtime.cycle(start + 8)
+    assert value(parse_exposition(exposition.render(now=start + 8).decode()), "qnet_demand_bits_per_second",
+                 demand="ac") == 2
+
+    runtime.reload(parse_config(LINKS))
+    runtime.cycle(start + 9)
+    assert analyser.run_once() is None
+    assert not any(name.startswith("qnet_") for name in parse_exposition(exposition.render(now=start + 9).decode()))
+    runtime.stop()
