@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from qtelemetry.drivers.base import StrictModel
+from qtelemetry.estimation.changedetect import Settings
 
 #: Longest time a setting takes, s (about 30 years), as for simulator fields.
 MAX_SECONDS = 1e9
@@ -83,3 +84,15 @@ def link_mean_times(fleet_s: float, own: Sequence[float | None]) -> NDArray[np.f
             f"{np.sum(1.0 / own_s[~shared]) * fleet_s:.3g} times as often as the whole exporter may; raise it or "
             "lengthen the links' own"))
     return np.where(shared, shared.sum() / left if shared.any() else np.inf, own_s)
+
+
+def detector_settings(resolved: Sequence[LinkTamperConfig], mean_times: NDArray[np.float64]) -> Settings:
+    """Detector settings of links with ``resolved`` configs and these mean times between false alarms;
+    QBER banks of different sizes padded with NaN (members a link does not have)."""
+    column = lambda name: np.array([getattr(t, name) for t in resolved], float)  # noqa: E731
+    bank = max((len(t.qber_shifts) for t in resolved), default=1)
+    shifts = np.full((len(resolved), bank), np.nan)
+    for i, t in enumerate(resolved):
+        shifts[i, :len(t.qber_shifts)] = t.qber_shifts
+    return Settings(np.asarray(mean_times, float), column("warmup_seconds"), shifts, column("decoy_gain_shift"),
+                    column("vacuum_gain_factor"), column("chsh_shift"))

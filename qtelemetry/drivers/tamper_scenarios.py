@@ -22,8 +22,7 @@ from qtelemetry.drivers.faults import EFFECTS
 from qtelemetry.drivers.simulated import parameter_table
 from qtelemetry.estimation import changedetect
 from qtelemetry.estimation.tamper_statistics import STATISTICS
-from qtelemetry.runtime.tamper import settings as link_settings
-from qtelemetry.tamperconfig import TamperConfig, link_mean_times, resolve
+from qtelemetry.tamperconfig import TamperConfig, detector_settings, link_mean_times, resolve
 
 #: Called after every window with (window index, that window's counts, the detector state).
 Observer = Callable[[int, dict[str, NDArray[np.float64]], changedetect.DetectorState], None]
@@ -89,7 +88,7 @@ def settings(n: int, fleet_links: int | None = None, **fields: Any) -> changedet
     exporter = TamperConfig(**fields)
     fleet = exporter.fleet_mean_time_between_false_alarms_seconds
     mean_time = own if own is not None else link_mean_times(fleet, [None] * (fleet_links or n))[0]
-    return link_settings([resolve(exporter, None)] * n, np.full(n, mean_time))
+    return detector_settings([resolve(exporter, None)] * n, np.full(n, mean_time))
 
 
 @dataclass

@@ -15,19 +15,7 @@ from numpy.typing import NDArray
 from qtelemetry.config import LinkConfig
 from qtelemetry.estimation import changedetect
 from qtelemetry.estimation.tamper_statistics import STATISTICS
-from qtelemetry.tamperconfig import LinkTamperConfig, TamperConfig, resolve
-
-
-def settings(resolved: Sequence[LinkTamperConfig], mean_times: NDArray[np.float64]) -> changedetect.Settings:
-    """Detector settings of links with ``resolved`` configs and these mean times between false alarms;
-    QBER banks of different sizes padded with NaN (members a link does not have)."""
-    column = lambda name: np.array([getattr(t, name) for t in resolved], float)  # noqa: E731
-    bank = max((len(t.qber_shifts) for t in resolved), default=1)
-    shifts = np.full((len(resolved), bank), np.nan)
-    for i, t in enumerate(resolved):
-        shifts[i, :len(t.qber_shifts)] = t.qber_shifts
-    return changedetect.Settings(np.asarray(mean_times, float), column("warmup_seconds"), shifts,
-                                 column("decoy_gain_shift"), column("vacuum_gain_factor"), column("chsh_shift"))
+from qtelemetry.tamperconfig import TamperConfig, detector_settings, resolve
 
 
 class TamperDetectors:
@@ -38,7 +26,7 @@ class TamperDetectors:
         """``mean_times``: each link's mean time between false alarms (its share of the fleet budget)."""
         resolved = [resolve(default, link.tamper) for link in links]
         self.enabled = np.array([t.enabled for t in resolved], bool)
-        self.settings = settings(resolved, np.where(self.enabled, mean_times, np.nan))
+        self.settings = detector_settings(resolved, np.where(self.enabled, mean_times, np.nan))
         self.state = changedetect.DetectorState(STATISTICS[protocol](self.settings.qber_shifts.shape[1]), len(links))
 
     def fold(self, rows: NDArray[np.intp], counts: Mapping[str, NDArray[np.float64]],
