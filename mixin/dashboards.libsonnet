@@ -3242,7 +3242,7 @@ local params = import 'lib/params.libsonnet';
               "type": "prometheus",
               "uid": "${datasource}",
             },
-            "description": "Each sequential detector's CUSUM statistic divided by its alarm threshold: at 1 (red) the detector alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal gain ratio (PNS, blinding); vacuum_gain: dark counts. Empty during the warm-up.",
+            "description": "Each sequential detector's CUSUM statistic divided by its alarm threshold (the largest of a bank): at 1 (red) the detector alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal gain ratio (PNS, blinding); vacuum_gain: dark counts; chsh: CHSH value falls (entangled photons). Empty during the warm-up, and for a detector whose warm-up could not resolve its shift.",
             "fieldConfig": {
               "defaults": {
                 "custom": {
@@ -3317,7 +3317,7 @@ local params = import 'lib/params.libsonnet';
               "type": "prometheus",
               "uid": "${datasource}",
             },
-            "description": "Sliding-window QBERs and gains over the baseline the detectors learned (1 = as learned): a bend or a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain up and QBER down.",
+            "description": "Sliding-window QBERs, gains and CHSH value over the baseline the detectors learned (1 = as learned): a bend or a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain up and QBER down.",
             "fieldConfig": {
               "defaults": {
                 "custom": {
@@ -6460,6 +6460,166 @@ local params = import 'lib/params.libsonnet';
             },
             "id": 25,
             "panels": [],
+            "title": "Tamper detection",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Each sequential detector's CUSUM statistic divided by its alarm threshold (the largest of a bank): at 1 (red) the detector alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal gain ratio (PNS, blinding); vacuum_gain: dark counts; chsh: CHSH value falls (entangled photons). Empty during the warm-up, and for a detector whose warm-up could not resolve its shift.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "spanNulls": false,
+                  "thresholdsStyle": {
+                    "mode": "dashed",
+                  },
+                },
+                "min": 0,
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                    {
+                      "color": "red",
+                      "value": 1.0,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 0,
+              "y": 74,
+            },
+            "id": 26,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "qkd_tamper_statistic{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", link=\"$link\"}",
+                "instant": false,
+                "legendFormat": "{{detector}}",
+                "range": true,
+                "refId": "A",
+              },
+            ],
+            "title": "Tamper detectors: statistic over threshold",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Sliding-window QBERs, gains and CHSH value over the baseline the detectors learned (1 = as learned): a bend or a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain up and QBER down.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "scaleDistribution": {
+                    "linearThreshold": 1,
+                    "log": 10,
+                    "type": "symlog",
+                  },
+                  "spanNulls": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 12,
+              "y": 74,
+            },
+            "id": 27,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "qkd_tamper_baseline_ratio{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", link=\"$link\"}",
+                "instant": false,
+                "legendFormat": "{{quantity}}",
+                "range": true,
+                "refId": "A",
+              },
+            ],
+            "title": "Against the learned baseline",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 82,
+            },
+            "id": 28,
+            "panels": [],
             "title": "Key store",
             "type": "row",
           },
@@ -6513,9 +6673,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 0,
-              "y": 74,
+              "y": 83,
             },
-            "id": 26,
+            "id": 29,
             "options": {
               "legend": {
                 "calcs": [
@@ -6596,9 +6756,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 12,
-              "y": 74,
+              "y": 83,
             },
-            "id": 27,
+            "id": 30,
             "options": {
               "legend": {
                 "calcs": [
@@ -6688,9 +6848,9 @@ local params = import 'lib/params.libsonnet';
               "h": 4,
               "w": 24,
               "x": 0,
-              "y": 82,
+              "y": 91,
             },
-            "id": 28,
+            "id": 31,
             "options": {
               "colorMode": "value",
               "graphMode": "none",
@@ -6731,9 +6891,9 @@ local params = import 'lib/params.libsonnet';
               "h": 1,
               "w": 24,
               "x": 0,
-              "y": 86,
+              "y": 95,
             },
-            "id": 29,
+            "id": 32,
             "panels": [],
             "title": "Driver",
             "type": "row",
@@ -6773,9 +6933,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 0,
-              "y": 87,
+              "y": 96,
             },
-            "id": 30,
+            "id": 33,
             "options": {
               "legend": {
                 "calcs": [
@@ -6853,9 +7013,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 12,
-              "y": 87,
+              "y": 96,
             },
-            "id": 31,
+            "id": 34,
             "options": {
               "legend": {
                 "calcs": [

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qtelemetry.estimation.changedetect import DETECTORS as TAMPER_DETECTORS
-from qtelemetry.estimation.changedetect import QUANTITIES as TAMPER_QUANTITIES
 from qtelemetry.estimation.changedetect import estimate_key as tamper_key
+from qtelemetry.estimation.tamper_statistics import DETECTORS as TAMPER_DETECTORS
+from qtelemetry.estimation.tamper_statistics import QUANTITIES as TAMPER_QUANTITIES
 from qtelemetry.estimation.reported import ETSI014, ETSI015, REQUEST_BUCKETS
 
 #: Upper bounds (s) of the network analysis' duration histogram.
@@ -76,6 +76,8 @@ REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
+#: Protocols whose links run tamper detectors.
+TAMPER = (BB84, BBM92)
 #: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
 QBER_PROTOCOLS = (*KEY_PROTOCOLS, ETSI015)
 
@@ -125,23 +127,29 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
            ("link", "basis"), (*KEY_PROTOCOLS, SIFTED), series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
-    # --- decoy-state BB84: tamper detection (sequential CUSUMs on each window's counts) ------
+    # --- decoy-state BB84 and entangled photons: tamper detection (sequential CUSUMs on each window's counts) --
     Metric("qkd_tamper_statistic", "gauge", "",
-           "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level), by detector: qber_z, qber_x "
-           "(QBER rise), decoy_gain (decoy/signal gain ratio either way: PNS, blinding), vacuum_gain (dark counts "
-           "either way: blinding, detector control). Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
+           "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level; the largest of a bank), by "
+           "detector: qber_z, qber_x (QBER rise: a bank of shifts), decoy_gain (decoy/signal gain ratio either way: "
+           "PNS, blinding), vacuum_gain (dark counts either way: blinding, detector control), chsh (CHSH value falls; "
+           "entangled photons). Absent during the warm-up, and for a detector whose warm-up could not resolve its shift.",
+           ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_alarm", "gauge", "",
            "1 once the detector's statistic reached its threshold (latched until re-armed with POST /-/tamper), "
-           "else 0, by detector. Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
+           "else 0, by detector. Absent when the statistic is.",
+           ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_warmup", "gauge", "",
            "1 while the tamper detectors learn the link's baseline (no statistic, no alarm yet), 0 once they run.",
-           protocol=BB84, source=tamper_key("warmup")),
+           protocol=TAMPER, source=tamper_key("warmup")),
+    Metric("qkd_tamper_mean_time_between_false_alarms_seconds", "gauge", "seconds",
+           "Mean time between false tamper alarms the link's thresholds are set for, all its detectors together: its "
+           "share of exporter.tamper.fleet_mean_time_between_false_alarms_seconds (the links' 1/share add up to "
+           "1/fleet), or its own setting.",
+           protocol=TAMPER, source=tamper_key("mean_time")),
     Metric("qkd_tamper_baseline_ratio", "gauge", "",
            "A quantity over the sliding window divided by its tamper baseline (1 = as learned), by quantity: qber_z, "
-           "qber_x, signal_gain (falls with loss), decoy_gain, vacuum_gain.",
-           ("link", "quantity"), BB84, series=tuple(((q,), tamper_key("baseline_ratio", q)) for q in TAMPER_QUANTITIES)),
+           "qber_x, signal_gain (falls with loss), decoy_gain, vacuum_gain, chsh (entangled photons).",
+           ("link", "quantity"), TAMPER, series=tuple(((q,), tamper_key("baseline_ratio", q)) for q in TAMPER_QUANTITIES)),
     Metric("qkd_sifted_key_rate_bits_per_second", "gauge", "bits/s",
            "Sifted key rate of signal pulses in bits per second (key material counts in bits).",
            protocol=(BB84, SIFTED), source="sifted_key_rate_bps"),

@@ -390,21 +390,27 @@ def bb84_link(c: MonitoringConfig) -> Board:
             ts("Pulses sent per second", "cps", "Transmitter pulses per second by intensity class.",
                Q(f"sum by (intensity) (rate(qkd_pulses_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
         )),
-        Row("Tamper detection", (
-            ts("Tamper detectors: statistic over threshold", "none",
-               "Each sequential detector's CUSUM statistic divided by its alarm threshold: at 1 (red) the detector "
-               "alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal "
-               "gain ratio (PNS, blinding); vacuum_gain: dark counts. Empty during the warm-up.",
-               Q(f"qkd_tamper_statistic{L}", "{{detector}}"), steps=((1, RED),), lines=True, min=0),
-            ts("Against the learned baseline", "none",
-               "Sliding-window QBERs and gains over the baseline the detectors learned (1 = as learned): a bend or "
-               "a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain "
-               "up and QBER down.",
-               Q(f"qkd_tamper_baseline_ratio{L}", "{{quantity}}"), symlog=1),
-        )),
+        tamper_row(),
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BB84,)), tags=("qkd",))
+
+
+def tamper_row() -> Row:
+    """The tamper detectors of a decoy-BB84 or entangled-photon link."""
+    return Row("Tamper detection", (
+        ts("Tamper detectors: statistic over threshold", "none",
+           "Each sequential detector's CUSUM statistic divided by its alarm threshold (the largest of a bank): at 1 "
+           "(red) the detector alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: "
+           "decoy/signal gain ratio (PNS, blinding); vacuum_gain: dark counts; chsh: CHSH value falls (entangled "
+           "photons). Empty during the warm-up, and for a detector whose warm-up could not resolve its shift.",
+           Q(f"qkd_tamper_statistic{L}", "{{detector}}"), steps=((1, RED),), lines=True, min=0),
+        ts("Against the learned baseline", "none",
+           "Sliding-window QBERs, gains and CHSH value over the baseline the detectors learned (1 = as learned): a "
+           "bend or a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and "
+           "vacuum_gain up and QBER down.",
+           Q(f"qkd_tamper_baseline_ratio{L}", "{{quantity}}"), symlog=1),
+    ))
 
 
 def sifted_errors_panel(**kw: Any) -> Panel:
@@ -479,6 +485,7 @@ def bbm92_link(c: MonitoringConfig) -> Board:
                "Klyshko heralding efficiency of each arm (fiber x detector): falls with that arm's loss.",
                Q(f"qent_heralding_efficiency_ratio{L}", "arm {{side}}"), min=0, max=1),
         )),
+        tamper_row(),
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BBM92,)), tags=("entanglement", "qkd"))

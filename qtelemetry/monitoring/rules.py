@@ -394,13 +394,15 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
               summary="Tamper detector [[detector]] of QKD link [[link]] alarmed: possible eavesdropping.",
               description=(
                   "The [[detector]] sequential detector (CUSUM) of link [[link]] crossed its threshold against the "
-                  "baseline it learned at start: qber_z/qber_x a QBER rise (intercept-resend on a fraction f of the "
-                  "pulses adds f/4), decoy_gain a shift of the decoy/signal gain ratio (photon-number splitting, "
-                  "faked clicks after blinding), vacuum_gain dark counts far from their baseline (blinding, "
-                  "detector control, or detector noise). Its threshold is set for the configured mean time "
-                  "between false alarms of the link (exporter.tamper), so a page is rare by construction and "
-                  "needs no for: delay; the alarm latches until an operator re-arms the link (POST /-/tamper). "
-                  "Treat key distilled since the statistic began to rise as compromised."),
+                  "baseline it learned at start: qber_z/qber_x a QBER rise (a bank of detectors; intercept-resend on "
+                  "a fraction f of the pulses or pairs adds about f/4), decoy_gain a shift of the decoy/signal gain "
+                  "ratio (photon-number splitting, faked clicks after blinding), vacuum_gain dark counts far from "
+                  "their baseline (blinding, detector control, or detector noise), chsh a fall of the CHSH value "
+                  "(entangled photons). Thresholds hold the exporter's false-alarm budget by construction "
+                  "(exporter.tamper.fleet_mean_time_between_false_alarms_seconds, shared among the links: "
+                  "qkd_tamper_mean_time_between_false_alarms_seconds), so a page is rare and needs no for: delay; "
+                  "the alarm latches until an operator re-arms the link (POST /-/tamper). Treat key distilled since "
+                  "the statistic began to rise as compromised."),
               labels={"notify": "security"}),
         Alert("QKDKeyBufferExhaustionForecast",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(forecast.fill_ratio)}\n"

@@ -206,19 +206,26 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
         "QKDTamperSuspected": Runbook(
             meaning=("A sequential change detector (CUSUM on each window's counts, against the baseline the link "
                      "learned in its warm-up) crossed its threshold; the `detector` label says which. Thresholds "
-                     "follow the configured mean time between false alarms (exporter.tamper, 30 days per link by "
-                     "default), so this alarm is rare without a change. What each detector saw, and how to tell "
-                     "an attack from a fault with `qkd_tamper_baseline_ratio` (1 = as learned): "
-                     "qber_z/qber_x - the QBER rose (intercept-resend on a fraction f of the pulses adds f/4; "
-                     "misalignment drift looks the same); decoy_gain - the decoy/signal gain ratio moved: up with "
-                     "vacuum_gain up and QBER down is detector blinding (Eve's faked clicks ignore the intensity), "
-                     "down is photon-number splitting (Eve keeps multi-photon pulses); vacuum_gain - dark counts "
-                     "moved: down is a blinded detector, up with QBER up is detector noise (QKDDarkCountsHigh), up "
-                     "with QBER down is blinding. A fibre bend lowers signal_gain and decoy_gain alike (loss step, "
-                     "QKDChannelLossStep) and leaves the ratio and the vacuum gain alone: it alarms no detector "
-                     "unless the dark counts' share of a long link's clicks raises its QBER by the configured "
-                     "shift, and then signal_gain is well below 1 too. A source drift scales signal and decoy "
-                     "gains alike and alarms nothing; signal_gain shows it."),
+                     "hold the exporter's false-alarm budget (exporter.tamper.fleet_mean_time_between_false_alarms_"
+                     "seconds, 90 days for all links together by default; each link's share is "
+                     "`qkd_tamper_mean_time_between_false_alarms_seconds`), so this alarm is rare without a change. "
+                     "What each detector saw, and how to tell an attack from a fault with "
+                     "`qkd_tamper_baseline_ratio` (1 = as learned): qber_z/qber_x - the QBER rose beyond what the "
+                     "window's light explains (intercept-resend on a fraction f adds about f/4; misalignment drift "
+                     "looks the same); decoy_gain - the decoy/signal gain ratio moved: up with vacuum_gain up and QBER "
+                     "down is detector blinding (Eve's faked clicks ignore the intensity), down is photon-number "
+                     "splitting (Eve keeps multi-photon pulses); vacuum_gain - dark counts moved: down is a blinded "
+                     "detector, up with QBER up is detector noise (QKDDarkCountsHigh), up with QBER down is "
+                     "blinding; chsh - the CHSH value S fell (entangled photons; intercept-resend on a fraction f "
+                     "multiplies S by 1 - f/2). A fibre bend lowers signal_gain and decoy_gain alike (loss step, "
+                     "QKDChannelLossStep) and leaves the ratio, the vacuum gain and the QBER the light explains "
+                     "alone: it alarms no detector. A source drift scales signal and decoy gains alike and alarms "
+                     "nothing on decoy-BB84 links; on entangled-photon links a brighter pump adds multi-pair errors "
+                     "and alarms the QBER detectors, with the coincidence rate up and "
+                     "`qent_coincidence_to_accidental` down at the same time. A fall of an entangled source's own "
+                     "visibility and intercept-resend change the link's counts in exactly the same way (a "
+                     "visibility V(1 - f/2) either way): no detector can tell them apart, the source's own monitor "
+                     "and realignment can (below)."),
             impact=("Security: an eavesdropper may know part of the key. Treat key distilled since the detector's "
                     "statistic began to rise (the panel shows when it left 0) as compromised, and key from the whole "
                     "window if that time is unclear."),
@@ -226,7 +233,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      f"sum by (basis) (increase(qkd_errors_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))\n"
                      f"/ sum by (basis) (increase(qkd_sifted_detections_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))",
                      f"rate(qkd_detections_total{L}[5m]) / rate(qkd_pulses_total{L}[5m])",
-                     f"qkd_channel_loss_db{L}"),
+                     f"qkd_channel_loss_db{L}", f"qent_chsh_value{L}", f"qent_coincidence_to_accidental{L}"),
             mitigation=(
                 "Stop handing out key from this link and switch its consumers to the fallback key exchange "
                 "(classical or post-quantum) before diagnosing.",
@@ -236,6 +243,10 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 "detections/pulses): the detector's baseline ratio should show the same move.",
                 "Inspect the fibre path and the receiver (photocurrent monitors for blinding, taps, patch changes); "
                 "a loss step at the same time points at the fibre, not at the detectors.",
+                "QBER or CHSH alarms: realign (polarisation or phase compensation) and, on an entangled-photon link, "
+                "check the source's own visibility monitor and its pump and temperature logs. Misalignment and a "
+                "source fault go away with realignment or a source fix - qkd_tamper_baseline_ratio{quantity="
+                "\"qber_z\"} returns to 1 - an eavesdropper's errors do not.",
                 "Once cleared, re-arm: `curl -X POST -H \"Authorization: Bearer $(cat admin.token)\" -d "
                 "'{\"link\": \"<link>\"}' https://<exporter>/-/tamper`; add `\"relearn\": true` to learn a new "
                 "baseline after a planned change (realignment, new source). The alarm stays latched until then."),
