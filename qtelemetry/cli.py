@@ -34,6 +34,7 @@ def _log_config_error(exc: ConfigError) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from qtelemetry import selfmetrics
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
@@ -57,15 +58,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _refuse("invalid --listen", reason=str(exc))
     for field, warning in settings.warnings():
         log.warning("config warning", extra={"field": field, "reason": warning})
-    runtime = Runtime(settings.config)
-    exposition = Exposition(lambda: runtime.snapshot)
+    own = selfmetrics.registry()
+    runtime = Runtime(settings.config, own)
+    exposition = Exposition(lambda: runtime.snapshot, own)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
     exposition.families(runtime.table)  # lay out the links before the first scrape asks
     reloader = Reloader(source, runtime, settings)
     try:
         server = MetricsServer(exposition, host, port, settings.protection, runtime.faults, reloader.reload,
-                               lambda now: runtime.snapshot.ready(now), runtime.rearm)
+                               lambda now: runtime.snapshot.ready(now), runtime.rearm, own)
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
@@ -86,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "url": f"{server.scheme}://{bound_host}:{bound_port}/metrics", "links": len(settings.config.links),
         "source": args.config or "embedded-demo", "web_config": args.web_config_file or "exporter.web",
         "control_plane": "off" if settings.protection.admin_token is None else "on"})
-    while commands.get() == "reload":
+    while _next_command(commands) == "reload":
         log.info("SIGHUP: reloading the config")
         reloader.reload()
     log.info("shutting down")
@@ -97,6 +99,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     network.stop()
     runtime.stop()
     return 0
+
+
+def _next_command(commands: "queue.SimpleQueue[str]") -> str:
+    """The next command a signal queued. The kernel may hand a signal to any thread, and Python runs
+    its handler only when the main thread runs bytecode again: a main thread blocked in ``get()``
+    left a SIGHUP unhandled until the next signal, so it wakes every quarter second to let it run."""
+    while True:
+        try:
+            return commands.get(timeout=0.25)
+        except queue.Empty:
+            continue
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

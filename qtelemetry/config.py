@@ -17,14 +17,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from qtelemetry.configfile import ConfigError, ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel, check
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
 from qtelemetry.networkconfig import NetworkConfig
-from qtelemetry.tamperconfig import TamperConfig
+from qtelemetry.tamperconfig import LinkTamperConfig, TamperConfig, link_mean_times, resolve
 from qtelemetry.text import count
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
@@ -120,7 +123,7 @@ class ExporterConfig(StrictModel):
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
     admin_token_file: TokenFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
-    tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 links")
+    tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 and entangled-photon links")
 
     def admin_token(self) -> str | None:
         """The admin token as the file holds it now; ConfigError if the file became unusable."""
@@ -161,7 +164,7 @@ class LinkConfig(StrictModel):
         None, ge=0.0, description="channel loss the link is engineered for; default: the model's + 3 dB")
     expected_secret_key_rate_bps: float | None = Field(
         None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
-    tamper: TamperConfig | None = Field(None, description="overrides of exporter.tamper for this link")
+    tamper: LinkTamperConfig | None = Field(None, description="overrides of exporter.tamper for this link")
 
 
 def floats_per_window(protocol: str) -> int:
@@ -195,6 +198,25 @@ class Config(StrictModel):
         drivers = [(f"links[{i}].driver.{field}", message) for i, link in enumerate(self.links)
                    for field, message in link.driver.warnings()]
         return secret_file_warnings(secrets) + drivers
+
+    def tamper_mean_times(self) -> NDArray[np.float64]:
+        """Each link's mean time between tamper false alarms, s: its own, or its share of the exporter's
+        budget; NaN for a link without detectors. ValueError if the links' own use up the budget."""
+        out = np.full(len(self.links), np.nan)
+        resolved = [resolve(self.exporter.tamper, link.tamper) for link in self.links]
+        watched = [i for i, (link, t) in enumerate(zip(self.links, resolved))
+                   if t.enabled and link.driver.protocol in TAMPER_STATISTICS]
+        out[watched] = link_mean_times(self.exporter.tamper.fleet_mean_time_between_false_alarms_seconds,
+                                       [resolved[i].mean_time_between_false_alarms_seconds for i in watched])
+        return out
+
+    @check
+    def _tamper_budget(self) -> "Config":
+        try:
+            self.tamper_mean_times()
+        except ValueError as exc:
+            raise FieldError("exporter.tamper.fleet_mean_time_between_false_alarms_seconds", str(exc)) from None
+        return self
 
     @check
     def _unique_names(self) -> "Config":

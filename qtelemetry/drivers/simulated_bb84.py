@@ -153,9 +153,11 @@ def click_model(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
 
 
-def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike) -> dict[str, NDArray[np.float64]]:
-    """One window of counts for ``pulses_total`` pulses per link under ``click_model``."""
-    q, error_prob = click_model(p)
+def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike,
+                  model: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None) -> dict[str, NDArray[np.float64]]:
+    """One window of counts for ``pulses_total`` pulses per link under ``click_model`` (``model``: its
+    result, if the caller has it already)."""
+    q, error_prob = click_model(p) if model is None else model
     choice = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1)
     pulses = rng.multinomial(np.asarray(pulses_total, np.int64), choice)
     detections = rng.binomial(pulses, q)

@@ -77,16 +77,16 @@ def render(config: MonitoringConfig) -> Output:
     gated = [f"{g.kind} {g.name} waits for {', '.join(g.waits_for)}" for g in ruleset.gated]
     boards = {}
     for built in dashboards.build_all(config, ruleset):
-        boards[f"{built.uid}.json"] = dashboards.dashboard_text(built.json)
+        boards[f"{built.uid}.json"] = built.json
+        files[f"dashboards/{built.uid}.json"] = dashboards.dashboard_text(built.json)
         gated += [f"dashboard {built.uid}: {g}" for g in built.gated]
-    files.update({f"dashboards/{name}": text for name, text in boards.items()})
-    files.update(mixin.files(rules_doc, boards))
+    files.update(mixin.files(config, mixin.documents(rules_doc, boards)))
     return Output(dict(sorted(files.items())), tuple(gated))
 
 
 def _generated_globs(config: MonitoringConfig) -> list[str]:
     return [f"dashboards/{config.dashboard_uid_prefix}-*.json", "alerts/*.rules.yaml", "alerts/tests/*.test.yaml",
-            f"{mixin.DIR}/dashboards/*.json"]
+            f"{mixin.DIR}/**/*.json", f"{mixin.DIR}/**/*.libsonnet"]
 
 
 def stale_files(out: Path, output: Output, config: MonitoringConfig) -> list[str]:

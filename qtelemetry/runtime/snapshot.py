@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -14,12 +14,6 @@ from qtelemetry.text import count
 
 #: The exporter is not ready while its last cycle is older than this many windows.
 LAGGING_WINDOWS = 3
-#: Upper bounds (s) of the estimation-duration histogram buckets.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _empty(*shape: int, dtype: type = np.float64) -> NDArray:
-    return np.zeros(shape, dtype)
 
 
 @dataclass(frozen=True)
@@ -49,8 +43,6 @@ class Snapshot:
     sequence: int = 0  #: cycle number: 0 before the first cycle
     published_at: float = 0.0  #: Unix time the cycle finished (the start time before the first)
     window_seconds: float = 1.0  #: the cycle's period
-    duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
-    duration_sum: float = 0.0
     cycles_skipped: int = 0
     reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
     reload_success_at: float = 0.0  #: Unix time the running config was loaded
