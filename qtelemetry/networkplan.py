@@ -36,7 +36,7 @@ from qtelemetry.configfile import EXIT_CONFIG, ConfigError, read_text
 from qtelemetry.configmodel import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import MAX_BITS, MAX_LENGTH_KM, MAX_LOSS_DB
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
-from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, widest_paths
+from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
 from qtelemetry.estimation.placement import Instance, Placement, place
 from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected
 
@@ -250,6 +250,18 @@ def what_if(top: Topology, rate_bps: np.ndarray) -> list[dict]:
     return rows
 
 
+def given_network(path: Path) -> tuple[Topology, np.ndarray]:
+    """The topology and planned link rates (``qkd_expected_secret_key_rate_bits_per_second``; none: 0)
+    of a ``qtelemetry run`` config with a network section; ConfigError if it has none."""
+    from qtelemetry.config import load_config
+    from qtelemetry.runtime.links import LinkTable
+
+    table = LinkTable.build(load_config(path))
+    if table.network is None:
+        raise ConfigError(str(path), [("network", "no network section: --network needs the sites and demands")])
+    return table.network, usable(table.expected_key_rate_bps)
+
+
 def single_points_of_failure(rows: list[dict]) -> list[dict]:
     """The failures that would leave a met demand unmet, with those demands."""
     found: dict[tuple[str, str], list[str]] = {}
@@ -441,6 +453,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", metavar="FILE", help="network plan (YAML: sites, spans, link, demands, survive)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the outputs")
+    parser.add_argument("--network", type=Path, metavar="FILE",
+                        help="also the what-if table (what-if-network.csv) of a given network: a qtelemetry run config "
+                             "with a network section, e.g. an edited network.yaml, its links at their planned rates")
     parser.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
                         help="stop the search after this long with the best plan found and its gap (default 300)")
     parser.add_argument("--gap", type=float, default=1e-4, metavar="RATIO",
@@ -453,17 +468,20 @@ def run(args: argparse.Namespace) -> int:
     problems = [f"error: {problem}" for wrong, problem in (
         (not args.time_limit > 0, "--time-limit: must be > 0 seconds"), (not 0 <= args.gap < 1, "--gap: must be in [0, 1)"),
         (args.out.exists() and not args.out.is_dir(), f"--out: {args.out} is not a directory")) if wrong]
-    plan = None
+    plan, given = None, None
     if not problems:
         try:
             plan = load_plan(args.file)
+            given = None if args.network is None else given_network(args.network)
         except ConfigError as exc:
             problems.append(str(exc))
-    if plan is None:
+    if plan is None or (args.network is not None and given is None):
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
     result = make_plan(plan, args.time_limit, args.gap)
     content = write_outputs(result, args.out, args.file)
+    if given is not None:
+        (args.out / "what-if-network.csv").write_text(csv_text(what_if(*given), WHAT_IF_COLUMNS))
     for d in content["demands"]:
         if not d["met"]:
             log.error("demand cannot be met", extra={"demand": d["name"], "bits_per_second": d["bits_per_second"],

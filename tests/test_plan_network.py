@@ -279,3 +279,19 @@ def test_out_of_time_the_choice_is_repaired_and_the_gap_says_so():
     assert found.gap == pytest.approx((found.cost - found.lower_bound) / found.cost)
     only = Instance(**{**vars(inst), "span_cost": np.where(found.chosen, 0.0, 1e6)})
     assert brute_cheapest(only) == 0.0
+
+
+def test_what_if_of_a_given_network(tmp_path, capsys):
+    """--network FILE: the what-if table of a run config's network at its links' planned rates; given
+    the network.yaml a plan wrote, it is that plan's own what-if table. A file without a network
+    section, or not a run config, is exit 2."""
+    assert plan_network(tmp_path, EXAMPLE, capsys)[0] == 0
+    out = tmp_path / "out"
+    (tmp_path / "given.yaml").write_text((out / "network.yaml").read_text())
+    assert main(["plan-network", str(tmp_path / "plan.yaml"), "--out", str(out), "--network", str(tmp_path / "given.yaml")]) == 0
+    assert (out / "what-if-network.csv").read_text() == (out / "what-if.csv").read_text()
+    (tmp_path / "given.yaml").write_text("links: [{name: x, driver: {type: simulated-bb84, fiber_length_km: 1}}]\n")
+    assert main(["plan-network", str(tmp_path / "plan.yaml"), "--out", str(out), "--network", str(tmp_path / "given.yaml")]) == 2
+    assert "given.yaml: network: no network section" in capsys.readouterr().err
+    assert main(["plan-network", str(tmp_path / "plan.yaml"), "--out", str(out), "--network", str(tmp_path / "plan.yaml")]) == 2
+    assert "this is a network plan" in capsys.readouterr().err
