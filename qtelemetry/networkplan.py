@@ -213,7 +213,8 @@ def make_plan(plan: NetworkPlanFile, time_limit_s: float = 300.0, gap: float = 1
                         np.array([s.trusted_node_cost for s in plan.sites]), np.array([s.trusted for s in plan.sites]),
                         np.array([[index[d.source], index[d.target]] for d in plan.demands], np.intp)[keep], goal[keep],
                         plan.survive)
-    placement = place(instance, time_limit_s, gap)
+    placement = place(instance, time_limit_s, gap, lambda rounds, cuts, bound: log.info(
+        "placement: integer master solved", extra={"masters": rounds, "cuts": cuts, "lower_bound": round(bound, 6)}))
     chosen = np.flatnonzero(placement.chosen)
     top = topology(plan, [names[i] for i in chosen], ends[chosen])
     return NetworkPlan(plan, names, drivers, rate, placement, unmet, best, top, analyse(top, rate[chosen]),
@@ -288,7 +289,7 @@ def plan_json(result: NetworkPlan, whatif: list[dict]) -> dict:
                   for span, rate, c, name in zip(result.plan.spans, result.rate_bps, chosen, result.names)],
         "demands": [{"name": d.name, "capacity_bps": float(m), "capacity_after_worst_failure_bps": float(a),
                      "bits_per_second": d.bits_per_second, "met": bool(not u), "best_possible_bps": float(b),
-                     "single_path_bps": float(s), "worst_failure": {"kind": w[0], "name": w[1]},
+                     "single_path_bps": float(s), "worst_failure": {"kind": "span" if w[0] == "link" else w[0], "name": w[1]},
                      "bottleneck": [result.topology.links[k] for k in cut.tolist()]}
                     for d, m, a, u, b, s, w, cut in zip(result.plan.demands, analysis.multipath_bps,
                                                         analysis.after_worst_failure_bps, result.unmet, result.best_bps,

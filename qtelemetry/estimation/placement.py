@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import igraph
 import numpy as np
@@ -175,13 +176,15 @@ class _Master:
                     options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": gap})
 
 
-def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) -> Placement:
+def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
+          progress: Callable[[int, int, float], None] = lambda rounds, cuts, bound: None) -> Placement:
     """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit).
 
     Cuts are generated on the linear relaxation, whose masters solve in milliseconds, until it
     violates none; only then is the integer master solved, and the cuts its choice violates
     send the loop back to the relaxation. Out of time with a choice that still falls short,
     its choice is repaired (``repair``) and the gap says how far that is from the bound.
+    ``progress(masters solved, cuts, lower bound)`` is called after each integer master.
     """
     deadline = time.monotonic() + time_limit_s
     master = _Master(instance)
@@ -202,6 +205,7 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4) ->
             fresh = master.add(violated_cuts(instance, x))
             continue
         bound = max(bound, float(getattr(result, "mip_dual_bound", None) or result.fun))
+        progress(rounds, len(master.cuts), bound)
         x = best_guess = np.round(x)
         fresh = master.add(violated_cuts(instance, x))
         if not fresh and loose > gap:  # feasible: now solve it to the gap asked
