@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import yaml
@@ -37,8 +37,10 @@ from qtelemetry.configmodel import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import MAX_BITS, MAX_LENGTH_KM, MAX_LOSS_DB
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
-from qtelemetry.estimation.placement import Instance, Placement, place
 from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected
+
+if TYPE_CHECKING:  # the solver (SciPy's optimize) is imported when a plan is made, not by every command
+    from qtelemetry.estimation.placement import Placement
 
 log = logging.getLogger("qtelemetry")
 EXIT_INFEASIBLE = 1
@@ -199,6 +201,8 @@ def survivable(top: Topology, rate: np.ndarray, survive: int) -> np.ndarray:
 
 def make_plan(plan: NetworkPlanFile, time_limit_s: float = 300.0, gap: float = 1e-4) -> NetworkPlan:
     """Price the spans, check what every span lit can do, place, and analyse the choice."""
+    from qtelemetry.estimation.placement import Instance, place
+
     started = time.monotonic()
     names, drivers = span_names(plan), span_drivers(plan)
     rate = span_rates(drivers)
@@ -450,7 +454,7 @@ def write_outputs(result: NetworkPlan, out: Path, source: str) -> dict:
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "plan-network", help="place trusted nodes and choose fibre spans: cheapest network meeting the key demands",
+        "plan-network", help="cheapest fibre spans and trusted nodes for key demands",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", metavar="FILE", help="network plan (YAML: sites, spans, link, demands, survive)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the outputs")
