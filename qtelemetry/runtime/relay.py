@@ -1,0 +1,127 @@
+"""The simulated key management layer: relays every demand's key over simulated links' stores.
+
+Once per estimation cycle, after the fleets have filled their key stores, each relayed demand
+asks for ``bits_per_second`` × the window; its routes deliver what their hops' stores can give
+and every hop gives exactly that (``estimation/relay.py``), so relay shows in each hop's
+``qkd_key_requested_bits_total``/``delivered`` and a busy hop's store drains. A hop whose links
+made no key in a window is down from that window's start; a route crossing a hop down for
+``failover_seconds`` is re-chosen at the next cycle, until then it keeps spending the key the
+hop still stores. Only links simulated with a key store relay: real devices relay key
+themselves, and a demand their links are needed for is not relayed (its view stays analytical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qtelemetry.estimation.network import Topology
+from qtelemetry.estimation.relay import Route, Routes, choose_routes, deliver
+from qtelemetry.networkconfig import NetworkConfig, relay_connected
+
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RelayView:
+    """What the relay has done, per demand, as published with a snapshot (NaN: not relayed)."""
+
+    requested_bits: Floats  #: cumulative
+    delivered_bits: Floats  #: cumulative
+    reroutes: Floats  #: cumulative
+    route_hops: Floats  #: hops of the active route (the longest of its paths); NaN while it has none
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One cycle's relay at the links: bits asked of and taken from each link's store."""
+
+    asked: Floats  #: (links,)
+    taken: Floats  #: (links,)
+
+
+class KeyRelay:
+    """Active routes, failover clocks and the per-demand ledger of one config's relay."""
+
+    def __init__(self, top: Topology, network: NetworkConfig, relays: NDArray[np.bool_]):
+        self.top, self.routing, self.failover = top, network.routing, network.failover_seconds
+        self.relays = relays  #: (links,) links whose key store the relay draws on
+        ends = top.link_ends[relays]
+        self.relayed = np.array([relay_connected(ends, top.trusted, s, t) for s, t in top.demand_ends.tolist()], bool)
+        n, e = len(top.demands), len(top.edge_ends)
+        self.routes: list[Route] = [[] for _ in range(n)]
+        self._paths = Routes.of(self.routes, e)
+        self.chosen = np.zeros(n, bool)  #: a route was chosen once (later choices are reroutes)
+        self.down_since = np.full(e, np.nan)  #: (edges,) start of the first window without key, NaN: up
+        self.requested, self.delivered, self.reroutes = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._edge_links = np.bincount(top.link_edge, weights=relays.astype(float), minlength=e)
+
+    @classmethod
+    def of(cls, top: Topology | None, network: NetworkConfig | None, relays: NDArray[np.bool_]) -> "KeyRelay | None":
+        """The relay of a config, or None when it has no demand its simulated links can relay."""
+        if top is None or network is None or not top.demands or not relays.any():
+            return None
+        relay = cls(top, network, relays)
+        return relay if relay.relayed.any() else None
+
+    def adopt(self, old: "KeyRelay") -> None:
+        """After a reload: the demands both configs have keep their totals (routes are chosen afresh)."""
+        where = {name: i for i, name in enumerate(old.top.demands)}
+        for i, name in enumerate(self.top.demands):
+            if name in where:
+                j = where[name]
+                self.requested[i], self.delivered[i], self.reroutes[i] = old.requested[j], old.delivered[j], old.reroutes[j]
+                self.chosen[i] = old.chosen[j]
+
+    def step(self, now: float, duration: Floats, generated: Floats, stored: Floats) -> Draw:
+        """Relay one window ending at ``now``: per link its duration (s; NaN: no window), key
+        generated in it and key in its store; returns what to take from each store."""
+        top = self.top
+        usable = self.relays & np.isfinite(duration) & (duration > 0)
+        rate = np.where(usable, generated / np.where(usable, duration, 1.0), 0.0)
+        available = np.where(usable, np.maximum(stored, 0.0), 0.0)
+        edge_rate = np.bincount(top.link_edge, weights=rate, minlength=len(top.edge_ends))
+        window = float(np.nanmax(np.where(usable, duration, np.nan))) if usable.any() else 0.0
+        down = edge_rate <= 0
+        self.down_since = np.where(down, np.where(np.isnan(self.down_since), now - window, self.down_since), np.nan)
+        self._reroute(now, edge_rate)
+        request = self.top.demand_bps * window * self.relayed
+        path_request = request[self._paths.demand] * self._paths.share
+        edge_available = np.bincount(top.link_edge, weights=available, minlength=len(top.edge_ends))
+        path_delivered = deliver(self._paths, path_request, edge_available)
+        self.requested += request
+        self.delivered += np.bincount(self._paths.demand, weights=path_delivered, minlength=len(top.demands))
+        return Draw(self._at_links(self._paths.hops.T @ path_request, available, edge_available),
+                    np.minimum(available, self._at_links(self._paths.hops.T @ path_delivered, available, edge_available)))
+
+    def _at_links(self, per_edge: Floats, available: Floats, edge_available: Floats) -> Floats:
+        """An edge's amount split over its relaying links in proportion to the key they hold
+        (evenly when none holds any)."""
+        edge = self.top.link_edge
+        held = edge_available[edge]
+        weight = np.where(held > 0, available / np.where(held > 0, held, 1.0), 1.0 / np.maximum(self._edge_links[edge], 1.0))
+        return np.where(self.relays, per_edge[edge] * weight, 0.0)
+
+    def _reroute(self, now: float, edge_rate: Floats) -> None:
+        """Re-choose the routes crossing a hop down for ``failover`` seconds, and look for one for
+        relayed demands that have none."""
+        paths = self._paths
+        failed_edges = now - self.down_since >= self.failover  # False where NaN (up)
+        failed_paths = (paths.hops @ failed_edges.astype(float)) > 0
+        broken = np.zeros(len(self.routes), bool)
+        broken[paths.demand[failed_paths]] = True
+        again = np.flatnonzero(self.relayed & (broken | np.array([not r for r in self.routes], bool)))
+        if not again.size:
+            return
+        for d, route in zip(again.tolist(), choose_routes(self.top, edge_rate, again, self.routing)):
+            self.reroutes[d] += bool(route) and self.chosen[d]
+            self.chosen[d] |= bool(route)
+            self.routes[d] = route
+        self._paths = Routes.of(self.routes, len(self.top.edge_ends))
+
+    def view(self) -> RelayView:
+        hops = np.array([max((len(edges) for edges, _ in r), default=np.nan) if r else np.nan for r in self.routes], float)
+        off = ~self.relayed
+        return RelayView(*(np.where(off, np.nan, a) for a in (self.requested, self.delivered, self.reroutes, hops)))
