@@ -5,9 +5,10 @@ asks for ``bits_per_second`` × the window; its routes deliver what their hops' 
 and every hop gives exactly that (``estimation/relay.py``), so relay shows in each hop's
 ``qkd_key_requested_bits_total``/``delivered`` and a busy hop's store drains. A hop whose links
 made no key in a window is down from that window's start; a route crossing a hop down for
-``failover_seconds`` is re-chosen at the next cycle, until then it keeps spending the key the
-hop still stores. Only links simulated with a key store relay: real devices relay key
-themselves, and a demand their links are needed for is not relayed (its view stays analytical).
+``failover_seconds`` is re-chosen at the next cycle. Until then, or for as long as there is no
+other route, it keeps spending the key the down hop still stores. Only links simulated with a
+key store relay: real devices relay key themselves, and a demand their links are needed for is
+not relayed (its view stays analytical).
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class KeyRelay:
         return np.where(self.relays, per_edge[edge] * weight, 0.0)
 
     def _reroute(self, now: float, edge_rate: Floats) -> None:
-        """Re-choose the routes crossing a hop down for ``failover`` seconds, and look for one for
-        relayed demands that have none."""
+        """Re-choose the routes crossing a hop down for ``failover`` seconds (kept while there is no
+        other), and look for one for relayed demands that have none."""
         paths = self._paths
         failed_edges = now - self.down_since >= self.failover  # False where NaN (up)
         failed_paths = (paths.hops @ failed_edges.astype(float)) > 0
@@ -116,9 +117,10 @@ class KeyRelay:
         if not again.size:
             return
         for d, route in zip(again.tolist(), choose_routes(self.top, edge_rate, again, self.routing)):
-            self.reroutes[d] += bool(route) and self.chosen[d]
-            self.chosen[d] |= bool(route)
-            self.routes[d] = route
+            if route:  # with no other route, the old one goes on spending the key its hops store
+                self.reroutes[d] += self.chosen[d]
+                self.chosen[d] = True
+                self.routes[d] = route
         self._paths = Routes.of(self.routes, len(self.top.edge_ends))
 
     def view(self) -> RelayView:
