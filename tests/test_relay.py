@@ -149,6 +149,24 @@ def test_failover_after_failover_seconds(window, failover):
     # met all along: the cut hop's store bridged the gap
     assert steps[-1]["relay"].delivered_bits[0] == pytest.approx(steps[-1]["relay"].requested_bits[0])
     assert steps[-1]["relay"].route_hops[0] == 2
+    # the ledger of the gap: the route was down from the cut to the reroute; what it delivered
+    # meanwhile (every window but the reroute's, which the new route serves) came from the cut hop's store
+    assert steps[-1]["relay"].route_down_seconds[0] == pytest.approx(rerouted - 10)
+    assert steps[-1]["relay"].bridged_bits[0] == pytest.approx(10000 * (rerouted - 10 - window))
+
+
+def test_a_repaired_hop_takes_back_a_demand_its_detour_cannot_carry():
+    """The detour a-c-d (60 km hops, 2.7 kbit/s) cannot carry 10 kbit/s: when a-b comes back after
+    its 10 s cut, the demand returns to a-b-d (a second reroute) and is whole again."""
+    links = (link("ab", "a", "b", 10, 1, ", faults: [{kind: fiber-cut, start_s: 10, duration_s: 10}]")
+             + link("bd", "b", "d", 10, 2) + link("ac", "a", "c", 60, 3) + link("cd", "c", "d", 60, 4))
+    engine = build(links, "    - {name: ad, from: a, to: d, bits_per_second: 10000}\n", failover=2.0)
+    steps = run(engine, 40)
+    reroutes = [s["relay"].reroutes[0] for s in steps]
+    assert reroutes[-1] == 2 and reroutes[11] == 1  # off at 12 s (two seconds after the cut), back after the repair
+    assert steps[-1]["routes"] == steps[0]["routes"]
+    late = steps[-1]["relay"].delivered_bits[0] - steps[-6]["relay"].delivered_bits[0]
+    assert late == pytest.approx(5 * 10000)
 
 
 def test_without_a_second_route_the_demand_goes_unmet():

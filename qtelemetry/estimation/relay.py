@@ -51,6 +51,16 @@ class Routes:
         hops = csr_array((np.ones(indices.size), indices, np.r_[0, np.cumsum(lengths)]), shape=(len(paths), n_edges))
         return cls(np.array([d for d, _, _ in paths], np.intp), np.array([s for _, _, s in paths], float), hops)
 
+    def narrowest(self, per_edge: Floats) -> Floats:
+        """(paths,) the smallest of ``per_edge`` along each path (every path has a hop)."""
+        if not self.demand.size:
+            return np.zeros(0)
+        return np.minimum.reduceat(per_edge[self.hops.indices], self.hops.indptr[:-1])
+
+    def per_demand(self, per_path: Floats, n_demands: int) -> Floats:
+        """(demands,) the sum of ``per_path`` over each demand's paths."""
+        return np.bincount(self.demand, weights=per_path, minlength=n_demands)
+
 
 def deliver(routes: Routes, request: Floats, available: Floats) -> Floats:
     """Bits each path delivers: ``request`` (paths,) asked, ``available`` (edges,) in the hops' stores.
@@ -63,8 +73,7 @@ def deliver(routes: Routes, request: Floats, available: Floats) -> Floats:
     asked = routes.hops.T @ request
     with np.errstate(divide="ignore", invalid="ignore"):
         granted = np.where(asked > 0, np.minimum(1.0, available / asked), 1.0)
-    smallest = np.minimum.reduceat(granted[routes.hops.indices], routes.hops.indptr[:-1])
-    return request * smallest
+    return request * routes.narrowest(granted)
 
 
 def choose_routes(top: Topology, capacity: Floats, demands: Ints, routing: str) -> list[Route]:

@@ -25,7 +25,8 @@ View = Callable[[Any], NetworkSnapshot | None]
 ANALYSER_METRICS = ("qnet_analyser_up", "qnet_analyser_errors")
 #: The simulated key relay's ledger: only an exporter that relays has it.
 RELAY_METRICS = {"qnet_demand_requested_bits": "requested_bits", "qnet_demand_delivered_bits": "delivered_bits",
-                 "qnet_demand_reroutes": "reroutes", "qnet_demand_relay_route_hops": "route_hops"}
+                 "qnet_demand_reroutes": "reroutes", "qnet_demand_relay_route_hops": "route_hops",
+                 "qnet_demand_route_down_seconds": "route_down_seconds", "qnet_demand_bridged_bits": "bridged_bits"}
 #: What an exporter with a network section serves.
 EXPORTER_NETWORK_METRICS = tuple(m.name for m in METRICS if m.name.startswith("qnet_") and m.name not in ANALYSER_METRICS)
 

@@ -306,6 +306,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("qnet_demand_reroutes", "counter", "",
            "Times the simulated key relay moved the demand to a new route after a hop was down for "
            "network.failover_seconds.", ("demand",)),
+    Metric("qnet_demand_route_down_seconds", "counter", "seconds",
+           "Time the simulated key relay's route for the demand had a hop making no key (or the demand had no route).",
+           ("demand",)),
+    Metric("qnet_demand_bridged_bits", "counter", "bits",
+           "Key the simulated key relay delivered for the demand over a hop making no key: spent from that hop's store "
+           "to bridge the gap, in bits.", ("demand",)),
     Metric("qnet_demand_relay_route_hops", "gauge", "",
            "Hops of the route the simulated key relay uses for the demand now (multipath: its longest path); absent "
            "while it has none.", ("demand",)),
