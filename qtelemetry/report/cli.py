@@ -153,7 +153,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     from qtelemetry.config import load_config, parse_config
     from qtelemetry.drivers.base import FleetConfig
-    from qtelemetry.report.history import write_history
+    from qtelemetry.report.history import with_failures, write_history
 
     try:
         start = parse_time(args.start)
@@ -170,6 +170,10 @@ def run_history(args: argparse.Namespace) -> int:
     polled = [link.name for link in config.links if not isinstance(link.driver, FleetConfig)]
     if polled:
         return _usage(f"history needs simulated links only; polled: {', '.join(polled)}")
+    try:
+        config = with_failures(config, args.fail or [])
+    except ValueError as exc:
+        return _usage(str(exc))
     with open(args.out, "w", encoding="utf-8") as out:
         history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
     if args.ledger:  # one row per time and link: the amounts a report's key figures must match
@@ -232,6 +236,10 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     history.add_argument("--days", default="7", metavar="N", help="length in days (default 7)")
     history.add_argument("--out", required=True, metavar="FILE.om")
     history.add_argument("--ledger", metavar="FILE.csv", help="also write the simulated key ledger (cumulative bits)")
+    history.add_argument("--fail", action="append", metavar="SITE_OR_LINK@OFFSET/DURATION",
+                         help="a failure drill: cut a link, or every link of a site (a trusted node lost), OFFSET after "
+                              "the start for DURATION (PromQL durations: m1@2d3h/2h); repeatable, beside the config's "
+                              "own faults")
     history.add_argument("--job", default="qtelemetry", help="job label of the samples (default qtelemetry)")
     history.add_argument("--instance", default="history", help="instance label of the samples")
     history.set_defaults(handler=run_history)
