@@ -56,7 +56,7 @@ def main() -> None:
     print("| block | work | before: CPU s | after: CPU s | after/before | before | after |")
     print("|---|---|---|---|---|---|---|")
     for block in (float(b) for b in args.blocks.split(",")):
-        link = planner.LinkModel(**planner.GYS | planner.FINITE_KEY | {"block_size": block}, optimize_mu=True)
+        link = planner.LinkModel(**planner.GYS | planner.PROTOCOL | planner.FINITE_KEY | {"block_size": block}, optimize_mu=True)
         before, after = (measure(link, distances_km, starts, args.repeats) for starts in (0, None))
         for work, (t0, was), (t1, now) in zip((f"rate every {args.step_km:g} km", "reach"), before, after):
             print(f"| {block:.0e} | {work} | {t0:.2f} | {t1:.2f} | {t1 / t0:.2f}x | {was} | {now} |")

@@ -10,6 +10,13 @@ scrapers, payload size, and the median and worst `qlink_data_age_seconds` seen b
 
 ``--soak S`` also runs the largest size alone for S seconds, scraped every 15 s like a
 Prometheus job, and prints RSS over time.
+
+Last, what the exporter's own metrics (process, endpoint, durations: a prometheus_client
+registry rendered at every scrape) cost a scrape of the largest size: in this process, the
+scrape path (cached body reused; scrape-time families, own registry and gzip tail rendered) of
+the same snapshot with and without the own registry, alternated ``--own-scrapes`` times, in CPU
+time of the rendering thread (wall time on a busy machine also counts waiting for a core after
+each of the registry's /proc reads).
 """
 
 from __future__ import annotations
@@ -212,17 +219,54 @@ def soak(links: int, seconds: float, tmp: Path) -> None:
               f"({100 * (late / early - 1):+.1f} %); worst data age over the run {max(worst_ages):.2f} s")
 
 
+def own_metrics_cost(links: int, scrapes: int) -> None:
+    from qtelemetry import selfmetrics
+    from qtelemetry.config import parse_config
+    from qtelemetry.exporter.exposition import Exposition
+    from qtelemetry.exporter.server import EndpointMetrics
+    from qtelemetry.runtime.runtime import Runtime
+
+    own = selfmetrics.registry()
+    runtime = Runtime(parse_config(config_text(links)), own)
+    EndpointMetrics(own, lambda: 4, lambda: 512).answered("/metrics", 200, 0.1)
+    for _ in range(2):
+        runtime.cycle()
+    variants = {"with": Exposition(lambda: runtime.snapshot, own), "without": Exposition(lambda: runtime.snapshot)}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    sizes = {name: len(exposition.render(gzip=True)) for name, exposition in variants.items()}  # renders the body
+    for _ in range(scrapes):
+        for name, exposition in variants.items():
+            started = time.thread_time()
+            exposition.render(gzip=True)
+            seconds[name].append(time.thread_time() - started)
+    alone = []
+    for _ in range(scrapes):
+        started = time.thread_time()
+        own_text = variants["with"]._own(openmetrics=False)  # noqa: SLF001 - the own registry alone
+        alone.append(time.thread_time() - started)
+    with_ms, without_ms = (1e3 * statistics.median(seconds[n]) for n in ("with", "without"))
+    print(f"\nown metrics, {links} links, {scrapes} alternated gzip scrapes of one snapshot "
+          "(median CPU ms per scrape):\n"
+          f"  without the own registry {without_ms:8.2f}\n  with it                  {with_ms:8.2f}"
+          f"   ratio {with_ms / without_ms:.3f}, +{with_ms - without_ms:.2f} ms\n"
+          f"  the own registry alone   {1e3 * statistics.median(alone):8.2f}"
+          f"   ({len(own_text.splitlines())} lines; gzip body {sizes['without']} -> {sizes['with']} bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--links", default="100,1000,10000")
-    parser.add_argument("--seconds", type=float, default=30.0, help="scraping time per scraper count")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="scraping time per scraper count (0: no processes, only the own metrics' cost)")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of the long run of the largest size")
+    parser.add_argument("--own-scrapes", type=int, default=200,
+                        help="alternated scrapes measuring the own metrics' cost at the largest size (0: skip)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.links.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         rows = []
-        for links in sizes:
+        for links in sizes if args.seconds else ():
             config = tmp / f"fleet-{links}.yaml"
             config.write_text(config_text(links))
             port = free_port()
@@ -234,6 +278,8 @@ def main() -> None:
             sys.stdout.flush()
         if args.soak:
             soak(sizes[-1], args.soak, tmp)
+    if args.own_scrapes:
+        own_metrics_cost(sizes[-1], args.own_scrapes)
 
 
 def report(rows: list[dict], names: tuple[str, str] = ("qtelemetry", "naive")) -> None:

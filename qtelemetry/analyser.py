@@ -259,7 +259,7 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     from qtelemetry.report.cli import add_http_options
 
     parser = verbs.add_parser(
-        "network", help="the network view of a fleet from a Prometheus API (sharded deployments)",
+        "network", help="the network view of a sharded fleet, from Prometheus",
         description="Read the links' key rates, stores and qlink_info from a Prometheus HTTP API every "
                     "network.analysis_interval_seconds, analyse the network and serve the qnet_ metrics.")
     parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus API base URL (the global view)")

@@ -1,4 +1,4 @@
-"""Command line: ``qtelemetry run | check-config | plan | generate | fault | simulate | report | history | network``."""
+"""Command line: one verb per job (``qtelemetry --help`` lists them), each a handler returning the exit code."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import sys
 import urllib.parse
 from typing import Sequence
 
-from qtelemetry import __version__, logs, sharding
+from qtelemetry import __version__, logs, sharding, text
 from qtelemetry.config import ConfigError, parse_listen
 from qtelemetry.configfile import EXIT_CONFIG
 
 log = logging.getLogger("qtelemetry")
+#: Exit code of a command whose reader went away (``qtelemetry analyse FILE | head``): what a shell
+#: reports for a program SIGPIPE ended, as it ends cat or grep.
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 
 
 def _refuse(message: str, **fields: object) -> int:
@@ -31,6 +34,7 @@ def _log_config_error(exc: ConfigError) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from qtelemetry import selfmetrics
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer
@@ -53,16 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _refuse("invalid --listen", reason=str(exc))
     for field, warning in settings.warnings():
-        log.warning(warning, extra={"field": field})
-    runtime = Runtime(settings.config)
-    exposition = Exposition(lambda: runtime.snapshot)
+        log.warning("config warning", extra={"field": field, "reason": warning})
+    own = selfmetrics.registry()
+    runtime = Runtime(settings.config, own)
+    exposition = Exposition(lambda: runtime.snapshot, own)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
     exposition.families(runtime.table)  # lay out the links before the first scrape asks
     reloader = Reloader(source, runtime, settings)
     try:
         server = MetricsServer(exposition, host, port, settings.protection, runtime.faults, reloader.reload,
-                               lambda now: runtime.snapshot.ready(now), runtime.rearm)
+                               lambda now: runtime.snapshot.ready(now), runtime.rearm, own)
     except OSError as exc:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
@@ -107,7 +112,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for field, warning in settings.warnings():
         print(f"{args.file}: {field}: warning: {warning}", file=sys.stderr)
     links = settings.config.links
-    print(f"{args.file}: ok, {len(links)} links: {', '.join(l.name for l in links)}")
+    print(f"{args.file}: ok, {text.count(len(links), 'link')}: {', '.join(l.name for l in links)}")
     return 0
 
 
@@ -145,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qtelemetry import recording
     from qtelemetry.report import cli as report
 
-    parser = argparse.ArgumentParser(prog="qtelemetry", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="qtelemetry", description="Telemetry for quantum networks (QKD and entanglement links).",
+        epilog="`qtelemetry VERB --help` shows a verb's options.")
     parser.add_argument("--version", action="version", version=f"qtelemetry {__version__}")
     _add_log_options(parser, defaults=True)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -180,4 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    return args.handler(args)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print a traceback
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit flush
+        return EXIT_CLOSED_PIPE
+    return code

@@ -7,6 +7,7 @@ directory, as Prometheus does, so a config works whatever directory the exporter
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
@@ -16,15 +17,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, Field, ValidationError, field_validator,
-                      model_validator)
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from qtelemetry.configfile import ConfigError, ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
 from qtelemetry.drivers import DriverConfig
-from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel, check
 from qtelemetry.estimation import PROTOCOLS
+from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
 from qtelemetry.networkconfig import NetworkConfig
-from qtelemetry.tamperconfig import TamperConfig
+from qtelemetry.tamperconfig import LinkTamperConfig, TamperConfig, link_mean_times, resolve
+from qtelemetry.text import count
 
 #: Label values come from config only; this pattern keeps them short and safe in any query.
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -88,7 +92,7 @@ class WebConfig(StrictModel):
     tls_client_ca_file: ReadableFile | None = Field(None, description="CA for client certificates; enables mutual TLS")
     basic_auth_users: BasicAuthUsers = Field(default_factory=dict, description="user -> bcrypt hash")
 
-    @model_validator(mode="after")
+    @check
     def _tls_pairs(self) -> "WebConfig":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
@@ -99,6 +103,8 @@ class WebConfig(StrictModel):
 
 class OtlpConfig(StrictModel):
     """Push metrics to an OpenTelemetry collector over OTLP/HTTP (protobuf)."""
+
+    requires = ("otel", ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"))
 
     endpoint: str = Field(pattern=r"^https?://", description="full URL, e.g. http://otel-collector:4318/v1/metrics")
     interval_seconds: float = Field(15.0, ge=0.1, le=86400.0, description="push period")
@@ -117,7 +123,7 @@ class ExporterConfig(StrictModel):
     otlp: OtlpConfig | None = Field(None, description="also push metrics over OTLP; omit to only serve /metrics")
     admin_token_file: TokenFile | None = Field(
         None, description="file holding the bearer token that enables /-/faults; omit to disable it")
-    tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 links")
+    tamper: TamperConfig = Field(TamperConfig(), description="tamper detectors of decoy-BB84 and entangled-photon links")
 
     def admin_token(self) -> str | None:
         """The admin token as the file holds it now; ConfigError if the file became unusable."""
@@ -141,7 +147,7 @@ class ExporterConfig(StrictModel):
         parse_listen(value)
         return value
 
-    @model_validator(mode="after")
+    @check
     def _stall_after_window(self) -> "ExporterConfig":
         if self.stall_timeout_seconds < self.window_seconds:
             raise FieldError("stall_timeout_seconds", f"must be at least window_seconds ({self.window_seconds:g} s): "
@@ -158,7 +164,7 @@ class LinkConfig(StrictModel):
         None, ge=0.0, description="channel loss the link is engineered for; default: the model's + 3 dB")
     expected_secret_key_rate_bps: float | None = Field(
         None, ge=0.0, description="key rate the plan promised; default: the driver's model, if it has one")
-    tamper: TamperConfig | None = Field(None, description="overrides of exporter.tamper for this link")
+    tamper: LinkTamperConfig | None = Field(None, description="overrides of exporter.tamper for this link")
 
 
 def floats_per_window(protocol: str) -> int:
@@ -193,28 +199,48 @@ class Config(StrictModel):
                    for field, message in link.driver.warnings()]
         return secret_file_warnings(secrets) + drivers
 
-    @model_validator(mode="after")
+    def tamper_mean_times(self) -> NDArray[np.float64]:
+        """Each link's mean time between tamper false alarms, s: its own, or its share of the exporter's
+        budget; NaN for a link without detectors. ValueError if the links' own use up the budget."""
+        out = np.full(len(self.links), np.nan)
+        resolved = [resolve(self.exporter.tamper, link.tamper) for link in self.links]
+        watched = [i for i, (link, t) in enumerate(zip(self.links, resolved))
+                   if t.enabled and link.driver.protocol in TAMPER_STATISTICS]
+        out[watched] = link_mean_times(self.exporter.tamper.fleet_mean_time_between_false_alarms_seconds,
+                                       [resolved[i].mean_time_between_false_alarms_seconds for i in watched])
+        return out
+
+    @check
+    def _tamper_budget(self) -> "Config":
+        try:
+            self.tamper_mean_times()
+        except ValueError as exc:
+            raise FieldError("exporter.tamper.fleet_mean_time_between_false_alarms_seconds", str(exc)) from None
+        return self
+
+    @check
     def _unique_names(self) -> "Config":
         where: defaultdict[str, list[int]] = defaultdict(list)
         for i, link in enumerate(self.links):
-            where[link.name].append(i)
+            if (name := getattr(link, "name", None)) is not None:  # None: the name failed validation, and says so
+                where[name].append(i)
         duplicates = [f"{name} ({', '.join(f'links[{i}]' for i in at)})" for name, at in where.items() if len(at) > 1]
         if duplicates:
             raise FieldError("links", f"duplicate link names: {', '.join(duplicates)}")
         return self
 
-    @model_validator(mode="after")
+    @check
     def _network_fits_links(self) -> "Config":
         if self.network is not None:
             self.network.check_against(self.links)
         return self
 
-    @model_validator(mode="after")
+    @check
     def _ring_fits_in_memory(self) -> "Config":
         needed = self.ring_memory_bytes()
         if needed > RING_MEMORY_LIMIT_BYTES:
             raise FieldError("exporter.sliding_windows", (
-                f"{self.exporter.sliding_windows} windows of {len(self.links)} links need {needed / 2**30:.3g} GiB "
+                f"{self.exporter.sliding_windows} windows of {count(len(self.links), 'link')} need {needed / 2**30:.3g} GiB "
                 f"of count history, over the limit of {RING_MEMORY_LIMIT_BYTES / 2**30:g} GiB: use fewer windows "
                 "(or longer ones) or spread the links over several exporters"))
         return self
@@ -260,6 +286,30 @@ def _problem(error: Any) -> tuple[str, str]:
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Every kind of config file: its model, what it is, the command that reads it. A file given to
+#: the wrong command is named as what it is, rather than as a list of keys this one does not know.
+CONFIG_KINDS = (
+    ("qtelemetry.config", "Config", "an exporter config", "qtelemetry run --config"),
+    ("qtelemetry.devices.config", "DevicesConfig", "a simulated-devices config", "qtelemetry simulate --config"),
+    ("qtelemetry.monitoring.config", "MonitoringConfig", "a monitoring config", "qtelemetry generate --config"),
+    ("qtelemetry.exporter.webconfig", "WebConfigFile", "a web config file", "qtelemetry run --web.config.file"),
+)
+
+
+def _wrong_kind(model: type[BaseModel], data: dict[Any, Any]) -> str | None:
+    """Why ``data`` belongs to another command, if its top-level keys are not all ``model``'s and
+    all another kind's; else None."""
+    unknown = data.keys() - model.model_fields.keys()
+    if not unknown:
+        return None
+    kinds = [(getattr(importlib.import_module(module), name), what, command) for module, name, what, command in CONFIG_KINDS]
+    expected = next((what for kind, what, _ in kinds if kind is model), "this command's config")
+    for kind, what, command in kinds:
+        if kind is not model and data.keys() <= kind.model_fields.keys():
+            keys = ", ".join(sorted(f"`{key}`" for key in unknown))
+            return f"this is {what} ({keys}), for `{command}`; this command reads {expected}"
+    return None
+
 
 def validate_yaml(model: type[M], text: str, source: str, empty_ok: bool = False,
                   config_dir: Path | None = None) -> M:
@@ -267,17 +317,29 @@ def validate_yaml(model: type[M], text: str, source: str, empty_ok: bool = False
 
     Relative paths in file fields are taken from ``config_dir`` (default: the current directory).
     """
-    data = load_yaml(text, source)
+    data = _mapping(model, load_yaml(text, source), source, empty_ok)
+    return _validate(model, data, source, config_dir)
+
+
+def _mapping(model: type[BaseModel], data: Any, source: str, empty_ok: bool = False) -> dict[Any, Any]:
+    """A document's top level: a mapping, with the keys of ``model``'s kind of file; else ConfigError."""
     if data is None and empty_ok:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [("(top level)", "expected a mapping")])
+    if (other := _wrong_kind(model, data)) is not None:
+        raise ConfigError(source, [("(top level)", other)])
+    return data
+
+
+def _validate(model: type[M], data: Any, source: str, config_dir: Path | None, at: tuple[Any, ...] = ()) -> M:
+    """``data`` validated into ``model``; ConfigError with every problem, its field path under ``at``."""
     try:
         return model.model_validate(data, context={"config_dir": config_dir or Path.cwd()})
     except ValidationError as exc:
-        raise ConfigError(source, [_problem(e) for e in exc.errors()]) from None
+        raise ConfigError(source, [_problem({**e, "loc": (*at, *e["loc"])}) for e in exc.errors()]) from None
     except RecursionError:
-        raise ConfigError(source, [("(top level)", "nested too deeply")]) from None
+        raise ConfigError(source, [(_field_path(at), "nested too deeply")]) from None
 
 
 def parse_config(text: str, source: str = "<config>", config_dir: Path | None = None) -> Config:
@@ -288,6 +350,22 @@ def parse_config(text: str, source: str = "<config>", config_dir: Path | None = 
 def load_config(path: str | Path) -> Config:
     """Read and validate an exporter config file; relative paths in it are from its directory."""
     return parse_config(read_text(path), str(path), Path(path).absolute().parent)
+
+
+def load_link(path: str | Path, name: str) -> LinkConfig:
+    """Link ``name`` of an exporter config file, validated alone: what ``plan --config`` needs, so
+    that the rest (the admin token file, TLS keys, other links' devices) need not be readable by the
+    one planning. ConfigError if the link is not valid, LookupError if it is not there."""
+    source = str(path)
+    data = _mapping(Config, load_yaml(read_text(path), source), source)
+    links = data.get("links")
+    if not isinstance(links, list):
+        raise ConfigError(source, [("links", "expected a list of links")])
+    names = [link.get("name") for link in links if isinstance(link, dict)]
+    if name not in names:
+        raise LookupError(f"no link {name!r} in {source} (links: {', '.join(map(str, names))})")
+    at = next(i for i, link in enumerate(links) if isinstance(link, dict) and link.get("name") == name)
+    return _validate(LinkConfig, links[at], source, Path(path).absolute().parent, ("links", at))
 
 
 def default_config_text() -> str:

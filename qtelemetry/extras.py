@@ -1,13 +1,20 @@
-"""Optional dependencies: the exporter needs none of them; ``plan --plot`` and ``generate`` do."""
+"""Optional dependencies: ``qtelemetry run`` needs none of them; the commands and config sections
+that do say which extra brings them (exit code 2), never an ImportError."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from collections.abc import Iterable
 from types import ModuleType
 
 
 class MissingExtra(Exception):
     """An optional dependency is not installed; the message says which extra brings it."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(f"{package} is not installed: pip install 'qtelemetry[{extra}]' "
+                         f"(in a source checkout: pip install -e '.[{extra}]')")
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -15,6 +22,16 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        package = (exc.name or module).split(".")[0]
-        raise MissingExtra(f"{package} is not installed: pip install 'qtelemetry[{extra}]' "
-                           f"(in a source checkout: pip install -e '.[{extra}]')") from None
+        raise MissingExtra((exc.name or module).split(".")[0], extra) from None
+
+
+def check_installed(modules: Iterable[str], extra: str) -> None:
+    """MissingExtra for the first of ``modules`` (which ``extra`` brings) that cannot be found,
+    without importing any: a config is checked without paying for what it will load."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            raise MissingExtra(module.split(".")[0], extra)

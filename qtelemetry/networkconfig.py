@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel, check
 
 #: Label values come from config only (the same rule as link names).
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -27,7 +27,7 @@ class SiteConfig(StrictModel):
     latitude: float | None = Field(None, ge=-90.0, le=90.0, description="degrees north, for the map")
     longitude: float | None = Field(None, ge=-180.0, le=180.0, description="degrees east, for the map")
 
-    @model_validator(mode="after")
+    @check
     def _both_coordinates(self) -> "SiteConfig":
         if (self.latitude is None) != (self.longitude is None):
             raise ValueError("latitude and longitude go together")
@@ -41,7 +41,7 @@ class DemandConfig(StrictModel):
     bits_per_second: float = Field(gt=0.0, description="key the applications between the two sites need, bits/s")
     priority: int | None = Field(None, ge=0, le=1000, description="for the on-call's order of repair (lower first)")
 
-    @model_validator(mode="after")
+    @check
     def _two_sites(self) -> "DemandConfig":
         if self.source == self.target:
             raise FieldError("to", "the same site as from: a demand joins two sites")
@@ -64,7 +64,7 @@ class NetworkConfig(StrictModel):
         names = dict.fromkeys(name for link in links for name in (link.site_a, link.site_b))
         return [SiteConfig(name=name) for name in names]
 
-    @model_validator(mode="after")
+    @check
     def _unique(self) -> "NetworkConfig":
         for what, items in (("sites", self.sites or []), ("demands", self.demands)):
             first: dict[str, int] = {}

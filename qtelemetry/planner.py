@@ -1,22 +1,28 @@
 """qtelemetry plan: key rate and reach of a decoy-state BB84 fibre link before it is built.
 
-For each distance: the secret key rate per pulse and in bit/s, the signal intensity μ used and
-the repeaterless (PLOB) bound of the channel; and the longest distance with a positive key.
+For each distance: the secret key rate per pulse sent and in bit/s, the signal intensity μ used
+and the repeaterless (PLOB) bound of the channel; and the longest distance with a positive key.
 Defaults are the GYS experiment (Gobby, Yuan, Shields, APL 84, 3762 (2004)) as used by Ma, Qi,
-Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock. --config FILE --link NAME takes the
-link's parameters from a simulated-bb84 link of an exporter config; flags still override.
+Zhao, Lo, PRA 72, 012326 (2005), at GYS's 2 MHz clock, with the protocol of a simulated-bb84
+link (80 % signal pulses, unbiased bases). --config FILE --link NAME takes the link's parameters
+from a simulated-bb84 link of an exporter config; flags still override.
 
 Bounds (--decoy, repeatable or comma-separated):
+  finite       (default) one block of --block-size sifted key bits, composable security (Lim et
+               al. 2014), for the link's protocol as set: intensities μ, ν and vacuum with their
+               probabilities and the basis bias. This is the exporter's model of the link, the
+               rate its qkd_expected_secret_key_rate_bits_per_second gauge promises. With
+               --optimize-mu the protocol is chosen at each distance as in Lim et al. §IV:
+               μ, a weak decoy μ2 (--nu is not used), a vacuum-ish 2e-4, their probabilities
+               and the key-basis probability.
+  vacuum-weak  asymptotic, vacuum + one weak decoy ν (MQZL §V.A)
   infinite     asymptotic, infinitely many decoys (Lo, Ma, Chen 2005): the best of the
                asymptotic bounds, not a ceiling for the finite one
-  vacuum-weak  asymptotic, vacuum + one weak decoy ν (MQZL §V.A)
-  finite       one block of --block-size sifted key bits, composable security (Lim et al. 2014),
-               intensities (μ, μ2, 2e-4): like Lim et al. §IV it chooses the weak decoy μ2, the
-               three intensities' probabilities and the key-basis probability at each distance
-               (--nu is not used), and μ too with --optimize-mu
-The asymptotic bounds sift with q = 1/2 and give vacuum events no credit, as MQZL do; the
-finite bound biases the bases, keys all three intensities and counts vacuum events as secret
-(Lim et al. eq. 1), so for large blocks it can exceed them.
+The asymptotic bounds give the key of a signal pulse (GLLP as MQZL eq. 1 write it: the gain
+Q_μ and the single-photon part Q1 are the signal state's), sifted with q = p_Z² + p_X², vacuum
+events given no credit; decoy pulses carry no key, so per pulse sent that is the signal
+fraction --p-signal of it, as the exporter's asymptotic rate counts. The finite bound keys
+all three intensities in the Z basis, and Lim et al.'s ℓ/N is already per pulse sent.
 
 JSON output for one bound is {"points": [{distance_km, key_rate_per_pulse, key_rate_bps, mu,
 plob_per_pulse}, ...], "max_distance_km": ...}; for several bounds it is {"bounds": {NAME: that
@@ -34,20 +40,23 @@ import json
 import math
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
 from qtelemetry import extras
-from qtelemetry.config import ConfigError, load_config
+from qtelemetry.config import ConfigError, load_link
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config, planned_secret_key_rate_bps
 from qtelemetry.estimation import decoy
+from qtelemetry.estimation.bb84 import sifting_fraction
 from qtelemetry.estimation.decoy import Array
 from qtelemetry.estimation.finite_key import DEFAULT_BLOCK_SIZE, DEFAULT_EPS_COR, DEFAULT_EPS_SEC
 from qtelemetry.estimation.repeaterless import plob_bound
 
 EXIT_USAGE = 2
-BOUNDS = ("infinite", "vacuum-weak", "finite")
+BOUNDS = ("finite", "vacuum-weak", "infinite")
 #: GYS link and MQZL protocol defaults; ``clock_rate_hz`` is GYS's 2 MHz repetition rate.
 GYS = {
     "attenuation_db_per_km": 0.21,
@@ -62,6 +71,9 @@ GYS = {
 }
 #: Finite-key protocol defaults: the exporter's simulated-bb84 links use the same.
 FINITE_KEY = {"block_size": DEFAULT_BLOCK_SIZE, "epsilon_sec": DEFAULT_EPS_SEC, "epsilon_cor": DEFAULT_EPS_COR}
+#: How the pulses are split and the bases chosen: a simulated-bb84 link's defaults.
+PROTOCOL = {name: SimulatedBB84Config.model_fields[name].default
+            for name in ("p_signal", "p_decoy", "p_vacuum", "basis_bias")}
 #: Vacuum-ish third intensity of the finite bound: an intensity modulator's finite extinction (Lim et al. §IV).
 VACUUM_INTENSITY = 2e-4
 #: Signal intensities searched by --optimize-mu: up to MU_MAX, and at least MU_GAP above the
@@ -86,6 +98,10 @@ class LinkModel:
     mu: float
     nu: float
     clock_rate_hz: float
+    p_signal: float
+    p_decoy: float
+    p_vacuum: float
+    basis_bias: float
     block_size: float
     epsilon_sec: float
     epsilon_cor: float
@@ -138,17 +154,24 @@ def maximise(
 
 
 def _infinite(link: LinkModel, eta: Array, mu: Array) -> Array:
-    """Infinite-decoy rate per pulse (Lo, Ma, Chen 2005)."""
-    return decoy.infinite_decoy_rate(
-        eta, mu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency
+    """Infinite-decoy rate per pulse sent (Lo, Ma, Chen 2005): per signal pulse × signal fraction."""
+    return link.p_signal * decoy.infinite_decoy_rate(
+        eta, mu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency, sifting_fraction(link.basis_bias)
     )
 
 
 def _vacuum_weak(link: LinkModel, eta: Array, mu: Array) -> Array:
-    """Vacuum + weak decoy rate per pulse (MQZL §V.A)."""
-    return decoy.model_vacuum_weak_rate(
-        eta, mu, link.nu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency
+    """Vacuum + weak decoy rate per pulse sent (MQZL §V.A): per signal pulse × signal fraction."""
+    return link.p_signal * decoy.model_vacuum_weak_rate(
+        eta, mu, link.nu, link.dark_count_probability, link.misalignment_error, link.ec_efficiency,
+        sifting_fraction(link.basis_bias)
     )
+
+
+def _as_set(link: LinkModel, distance_km: Array) -> Array:
+    """Finite-key rate per pulse of the link's own protocol: the exporter's model (``planned_secret_key_rate_bps``)."""
+    values = {name: np.full(distance_km.shape, float(value)) for name, value in vars(link).items() if name != "optimize_mu"}
+    return planned_secret_key_rate_bps(SimpleNamespace(fiber_length_km=distance_km, **values)) / link.clock_rate_hz
 
 
 def _finite(link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
@@ -166,7 +189,7 @@ def _finite(link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
 
     best = optimal_finite_key(
         channel, np.full(eta.size, link.block_size), mu3=VACUUM_INTENSITY, ec_efficiency=link.ec_efficiency,
-        eps_sec=link.epsilon_sec, eps_cor=link.epsilon_cor, signal=None if link.optimize_mu else link.mu,
+        eps_sec=link.epsilon_sec, eps_cor=link.epsilon_cor, signal=None,
     )
     return best.rate.reshape(shape), best.mu[:, 0].reshape(shape)
 
@@ -187,6 +210,8 @@ _MODELS = {
 def key_rate(bound: str, link: LinkModel, distance_km: Array) -> tuple[Array, Array]:
     """Best key rate per pulse at each distance and the μ that gives it (the configured μ if none)."""
     distance_km = np.asarray(distance_km, float)
+    if bound == "finite" and not link.optimize_mu:
+        return _as_set(link, distance_km), np.full(distance_km.shape, link.mu)
     if bound == "finite":
         rate, mu = _finite(link, distance_km)
         return rate, np.where(rate > 0, mu, link.mu)
@@ -291,7 +316,8 @@ def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
     ax = fig.subplots()
     for p in plans:
         keep = p.key_rate_per_pulse > 0
-        name = f"finite, n_Z = {link.block_size:.0e}, μ2/p/q optimised" if p.bound == "finite" else p.bound
+        protocol = "protocol optimised" if link.optimize_mu else "protocol as set"
+        name = f"finite, n_Z = {link.block_size:.0e}, {protocol}" if p.bound == "finite" else p.bound
         line, = ax.semilogy(p.distance_km[keep], p.key_rate_per_pulse[keep], marker="o", markersize=3,
                             label=f"{name} (max {p.max_distance_km:.1f} km)")
         if math.isfinite(p.max_distance_km):
@@ -300,11 +326,11 @@ def save_plot(plans: list[Plan], link: LinkModel, path: Path) -> None:
     ax.semilogy(plans[0].distance_km[keep], plans[0].plob_per_pulse[keep], "k--",
                 label="PLOB bound (repeaterless)")
     ax.set_xlabel("fibre length (km)")
-    ax.set_ylabel("secret key rate (bits per pulse)")
+    ax.set_ylabel("secret key rate (bits per pulse sent)")
     ax.set_title(
         f"α={link.attenuation_db_per_km} dB/km, η_det={link.detector_efficiency}, "
         f"Y0={link.dark_count_probability:g}, e_det={link.misalignment_error}, f={link.ec_efficiency}, "
-        + ("μ optimised" if link.optimize_mu else f"μ={link.mu}") + f", ν={link.nu}",
+        + ("μ optimised" if link.optimize_mu else f"μ={link.mu}") + f", ν={link.nu}, p_μ={link.p_signal}",
         fontsize=9,
     )
     ax.grid(True, which="both", alpha=0.3)
@@ -349,8 +375,17 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         link.add_argument(flag, type=float, metavar="X", help=f"{text} (default {default:g}{unit})")
     protocol = parser.add_argument_group("protocol")
     protocol.add_argument("--decoy", type=_decoy_list, action="append", metavar="BOUND[,BOUND]",
-                          help=f"{', '.join(BOUNDS)}; repeatable (default vacuum-weak)")
-    protocol.add_argument("--optimize-mu", action="store_true", help="choose the best μ at each distance")
+                          help=f"{', '.join(BOUNDS)}; repeatable (default finite)")
+    protocol.add_argument("--optimize-mu", action="store_true",
+                          help="choose the best μ at each distance (finite: the whole protocol, Lim et al. §IV)")
+    for flag, text in (
+        ("--p-signal", "probability of a signal pulse (μ)"),
+        ("--p-decoy", "probability of a weak decoy pulse (ν)"),
+        ("--p-vacuum", "probability of a vacuum pulse"),
+        ("--basis-bias", "probability of choosing the Z basis"),
+    ):
+        default = PROTOCOL[flag[2:].replace("-", "_")]
+        protocol.add_argument(flag, type=float, metavar="P", help=f"{text} (default {default:g}, as the exporter's links)")
     for flag, metavar, text in (
         ("--block-size", "BITS", "sifted key bits per block"),
         ("--epsilon-sec", "EPS", "secrecy parameter ε_sec, split into 21 equal terms"),
@@ -390,18 +425,16 @@ def _parse_distances(text: str) -> Array:
 
 def _link_model(args: argparse.Namespace) -> LinkModel:
     """GYS and finite-key defaults, overridden by the --config link, overridden by explicit flags."""
-    values = GYS | FINITE_KEY
+    values = GYS | PROTOCOL | FINITE_KEY
     if args.config is not None or args.link is not None:
         if args.config is None or args.link is None:
             raise _Usage("--config" if args.config is None else "--link", "--config and --link go together")
         try:
-            config = load_config(args.config)
+            driver = load_link(args.config, args.link).driver
         except ConfigError as exc:
             raise _Usage("--config", str(exc)) from None
-        links = {link.name: link for link in config.links}
-        if args.link not in links:
-            raise _Usage("--link", f"no link {args.link!r} in {args.config} (links: {', '.join(links)})")
-        driver = links[args.link].driver
+        except LookupError as exc:
+            raise _Usage("--link", str(exc)) from None
         if driver.type != "simulated-bb84":
             raise _Usage("--link", f"{args.link!r} is a {driver.type} link; plan models decoy-state BB84 links")
         values.update({name: getattr(driver, name) for name in values})
@@ -424,10 +457,12 @@ def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
         ("--block-size", 1 <= link.block_size < math.inf, "must be ≥ 1 bit"),
         ("--epsilon-sec", 0 < link.epsilon_sec < 1, "must be in (0, 1)"),
         ("--epsilon-cor", 0 < link.epsilon_cor < 1, "must be in (0, 1)"),
+        *((flag, 0 < getattr(link, flag[2:].replace("-", "_")) <= 1, "must be in (0, 1]")
+          for flag in ("--p-signal", "--p-decoy", "--p-vacuum")),
+        ("--p-vacuum", math.isclose(link.p_signal + link.p_decoy + link.p_vacuum, 1.0, rel_tol=1e-5, abs_tol=1e-8),
+         f"--p-signal + --p-decoy + --p-vacuum must be 1, not {link.p_signal + link.p_decoy + link.p_vacuum:g}"),
+        ("--basis-bias", 0 < link.basis_bias < 1, "must be in (0, 1)"),
     ]
-    if "finite" in bounds:
-        rules.append(("--mu", link.mu > 2 * VACUUM_INTENSITY,
-                      f"the finite bound needs μ > μ2 + μ3 > 2 × {VACUUM_INTENSITY:g} (Lim et al.)"))
     if plot is not None:
         try:
             figure = extras.require("matplotlib.figure", "plot")
@@ -443,7 +478,7 @@ def _check(link: LinkModel, bounds: list[str], plot: Path | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qtelemetry plan``: validate, compute, print, plot; 2 on bad input."""
-    bounds = list(dict.fromkeys(sum(args.decoy or [["vacuum-weak"]], [])))
+    bounds = list(dict.fromkeys(sum(args.decoy or [["finite"]], [])))
     try:
         link = _link_model(args)
         distances = _parse_distances(args.distances)

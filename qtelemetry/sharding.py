@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # the hash itself needs nothing but hashlib
     from qtelemetry.config import Config
 
@@ -50,7 +52,17 @@ def shard_of(link: str, count: int) -> int:
 
 def select(config: Config, shard: Shard) -> Config:
     """The config with only the links of ``shard`` (possibly none: the exporter then serves its
-    own metrics and no link)."""
-    links = [link for link in config.links if shard_of(link.name, shard.count) == shard.index]
-    log.info("shard %s serves %d of %d links", shard, len(links), len(config.links))
-    return config.model_copy(update={"links": links, "network": None})  # a shard sees part of the graph
+    own metrics and no link).
+
+    The tamper false-alarm budget is the whole link set's: the shard keeps the part of it its links
+    take, so that each of them gets the same share as unsharded and the replicas add up to the budget.
+    """
+    mine = np.array([shard_of(link.name, shard.count) == shard.index for link in config.links], bool)
+    links = [link for link, kept in zip(config.links, mine) if kept]
+    log.info("shard selected", extra={"shard": str(shard), "links": len(links), "of_links": len(config.links)})
+    rates = 1.0 / config.tamper_mean_times()[mine]
+    tamper = config.exporter.tamper
+    if np.nansum(rates) > 0:
+        tamper = tamper.model_copy(update={"fleet_mean_time_between_false_alarms_seconds": 1.0 / np.nansum(rates)})
+    exporter = config.exporter.model_copy(update={"tamper": tamper})
+    return config.model_copy(update={"links": links, "exporter": exporter, "network": None})  # a shard sees part of the graph

@@ -16,6 +16,8 @@ from devices import servers  # noqa: F401  (fixture: device servers on a backgro
 from realstack import prometheus_stack  # noqa: F401  (fixture: real Prometheus + Alertmanager + webhook)
 from web import endpoint  # noqa: F401  (fixture: the exporter's endpoint in the test process)
 
+from qtelemetry import logs
+
 URL_LINE = re.compile(r"url=(http\S+/metrics)")
 
 
@@ -76,7 +78,15 @@ class RunningExporter(QtelemetryProcess):
             time.sleep(0.1)
 
 
-SERVING = re.compile(r"serving site=(\S+) (.*) links=")
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """The records captured so far as the exporter writes them: logfmt lines, fields included
+    (``caplog.text`` holds the messages only)."""
+    formatter = logs.LogfmtFormatter()
+    return lambda: "\n".join(formatter.format(record) for record in caplog.records)
+
+
+SERVING = re.compile(r'msg="serving site" site=(\S+) (.*) links=')
 
 
 class DeviceProcess(QtelemetryProcess):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ def test_estimation_benchmark_prints_its_table():
 
 
 def test_fleet_benchmark_measures_both_exporters():
-    out = run("fleet.py", "--links", "20", "--seconds", "1")
+    out = run("fleet.py", "--links", "20", "--seconds", "1", "--own-scrapes", "5")
     assert "20 links" in out and "p50, 4 scrapers" in out and "data age worst (s)" in out
+    assert "own metrics, 20 links" in out and "the own registry alone" in out
 
 
 def test_events_benchmark_prints_its_ratios():
@@ -33,11 +35,19 @@ def test_events_benchmark_prints_its_ratios():
 
 
 def test_tamper_benchmark_prints_its_tables():
-    out = run("tamper.py", "--links", "3", "--horizon", "20", "--warmup", "30", "--before", "30", "--fa-links", "3",
-              "--fa-hours", "0.01", "--cost-links", "50", "--repeats", "1")
-    assert "| intercept-resend 5 % | 25 |" in out and "tamper alarms" in out and "x the estimate call" in out
-    assert "| photon-number splitting 25 % | 100 |" in out
-    assert out.count("| fiber bend +3 dB | 25 |") == out.count("| intercept-resend 2 % | 25 |") == 2  # both tunings
+    out = run("tamper.py", "--links", "3", "--horizon", "20", "--fleet-horizon", "5", "--warmup", "30", "--before", "30",
+              "--fa-links", "3", "--fa-hours", "0.01", "--cost-links", "50", "--repeats", "1")
+    assert "| decoy BB84 | intercept-resend 5 % | 25 |" in out and "| entangled | intercept-resend 5 % | 100 |" in out
+    assert "| decoy BB84 | photon-number splitting 25 % | 100 |" in out and "tamper alarms" in out
+    assert "| entangled | 100 | 25% |" in out and "10,000 links" in out and "x the estimate call" in out
+
+
+def test_install_benchmark_measures_the_documented_installs():
+    """bench/install.py runs the pip commands of the README's quick start and of .ci/run, whatever they become."""
+    pip_commands = runpy.run_path(str(BENCH / "install.py"))["pip_commands"]
+    assert pip_commands("demo", BENCH.parent) == [["pip", "install", "--no-compile", "-e", "."]]
+    assert pip_commands("test", BENCH.parent) == [["pip", "install", "-e", ".[test]"],
+                                                  ["pip", "install", "--no-deps", "sequence==0.8.5"]]
 
 
 def test_finite_key_benchmark_prints_its_ratios():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from qtelemetry.cli import main
 from qtelemetry.config import default_config
+from qtelemetry.configmodel import StrictModel
 
 GOOD_LINK = "{name: %s, driver: {type: simulated-bb84, fiber_length_km: 10%s}}"
 
@@ -63,6 +65,46 @@ def test_every_problem_is_listed(tmp_path, capsys):
         assert field in err
 
 
+#: Problems of every layer, each alone in an otherwise good file of three links: (what a file()
+#: argument adds, the line check-config prints). Field errors hide a model's cross-field rules in
+#: pydantic, and its rules stop at the first that fails.
+LAYERS = [
+    ({"exporter": "listen: nowhere"}, "exporter.listen: expected HOST:PORT"),
+    ({"exporter": "window_seconds: 5, stall_timeout_seconds: 1"}, "exporter.stall_timeout_seconds: must be at least"),
+    ({"exporter": "sliding_windows: 100000000"}, "exporter.sliding_windows: 100000000 windows of 3 links need"),
+    ({"name2": "a"}, "links: duplicate link names: a (links[0], links[2])"),
+    ({"extra0": ", mu: 0.1, nu: 0.2"}, "links[0].driver: nu (0.2) must be smaller than mu (0.1)"),
+    ({"extra0": ", p_signal: 0.5"}, "links[0].driver: p_signal + p_decoy + p_vacuum must be 1, not 0.7"),
+    ({"extra0": ", detector_efficiency: 2"}, "links[0].driver.detector_efficiency: Input should be less than"),
+    ({"name1": "Bad"}, "links[1].name: String should match pattern"),
+]
+
+
+def layered(exporter: str = "", extra0: str = "", name1: str = "b", name2: str = "c") -> str:
+    return (f"exporter: {{{exporter}}}\nlinks:\n  - {GOOD_LINK % ('a', extra0)}\n"
+            f"  - {GOOD_LINK % (name1, '')}\n  - {GOOD_LINK % (name2, '')}\n")
+
+
+def check_config_lines(path, capsys) -> list[str]:
+    assert main(["check-config", str(path)]) == 2
+    return [line.removeprefix(f"{path}: ") for line in capsys.readouterr().err.splitlines()]
+
+
+def test_every_problem_of_every_layer_is_listed_in_one_pass(tmp_path, capsys):
+    """A file with all of LAYERS' problems at once reports each, exactly as it is reported alone:
+    cross-field rules run next to field errors, and none stops another."""
+    path = tmp_path / "layers.yaml"
+    alone = []
+    for change, expected in LAYERS:
+        path.write_text(layered(**change))
+        [line] = check_config_lines(path, capsys)
+        assert line.startswith(expected), line
+        alone.append(line)
+    path.write_text(layered(", ".join(c["exporter"] for c, _ in LAYERS if "exporter" in c),
+                            "".join(c.get("extra0", "") for c, _ in LAYERS), name1="Bad", name2="a"))
+    assert sorted(check_config_lines(path, capsys)) == sorted(alone)
+
+
 def test_run_with_bad_config_exits_2_and_serves_nothing(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(config(extra=", mu: 0.1, nu: 0.2"))
@@ -73,12 +115,30 @@ def test_run_with_bad_config_exits_2_and_serves_nothing(tmp_path):
     assert "serving metrics" not in proc.stderr
 
 
-def test_good_config_passes(tmp_path, capsys):
+def test_good_config_passes_and_counts_its_links_in_words(tmp_path, capsys):
     path = tmp_path / "good.yaml"
     path.write_text(config())
     assert main(["check-config", str(path)]) == 0
-    assert "ok, 1 links: ok-link" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"{path}: ok, 1 link: ok-link\n"
+    path.write_text(config(more="\n  - " + GOOD_LINK % ("other-link", "")))
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: ok, 2 links: ok-link, other-link\n"
 
 
 def test_embedded_demo_is_valid():
     assert len(default_config().links) >= 3
+
+
+def test_every_cross_field_rule_is_a_check():
+    """A pydantic model validator runs only once its model's fields are valid and stops at the first
+    that fails: the config models' cross-field rules are @check methods, which all run (a validator a
+    merge brings in fails here)."""
+    for module in ("qtelemetry.config", "qtelemetry.devices.config", "qtelemetry.exporter.webconfig"):
+        importlib.import_module(module)
+    models, todo = [], [StrictModel]
+    while todo:
+        models.append(todo.pop())
+        todo += models[-1].__subclasses__()
+    validators = {f"{m.__module__}.{m.__name__}.{name}" for m in models
+                  for name in m.__pydantic_decorators__.model_validators if name != "_every_problem"}
+    assert len(models) > 20 and validators == set()

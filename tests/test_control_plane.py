@@ -125,12 +125,14 @@ def test_content_length_is_answered_at_once(endpoint, tmp_path, length, status):
     """Each answer comes before the client sends any body (the old server hung on -1 and 4e9)."""
     served = endpoint(controlled(tmp_path), run=False)
     assert status_of(raw_exchange(served.port, header_only(length), timeout=5.0)) == status
+    assert served.rejections()["body_too_large"] == (status == 413)
 
 
 def test_a_body_that_never_arrives_is_answered_408(endpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(server_module, "BODY_TIMEOUT_S", 0.3)
     served = endpoint(controlled(tmp_path), run=False)
     assert status_of(raw_exchange(served.port, header_only("100") + b'{"link"', timeout=5.0)) == 408
+    assert served.rejections()["body_timeout"] == 1
 
 
 def test_a_chunked_body_without_length_is_411(endpoint, tmp_path):

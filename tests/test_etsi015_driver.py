@@ -91,7 +91,7 @@ def test_bearer_token_and_link_id_are_checked(node, tmp_path):
     assert error.reason == "unknown_link"
 
 
-def test_hand_written_document_as_a_file(tmp_path, caplog):
+def test_hand_written_document_as_a_file(tmp_path, caplog, logged):
     """A document shaped as ETSI GS QKD 015 defines it, with the YANG prefix and a vendor identity."""
     document = json.loads(json.dumps(NODE))
     entry = document["etsi-qkd-sdn-node:qkd_node"]["qkd_links"]["qkd_link"][0]
@@ -104,7 +104,7 @@ def test_hand_written_document_as_a_file(tmp_path, caplog):
     assert list(first.counts["link_status"]) == [1, 0, 0, 0]
     assert list(first.counts["phys_perf"]) == [0.031, 17.5] and estimates(first)["snr"] == 17.5
     assert list(first.counts["unknown_identities"]) == [0, 0, 1] and list(second.counts["unknown_identities"]) == [0, 0, 1]
-    assert caplog.text.count("acme-qkd:LASER_TEMPERATURE") == 1  # logged once, counted every time
+    assert logged().count("acme-qkd:LASER_TEMPERATURE") == 1  # logged once, counted every time
     assert INTERFACE_STATUSES[int(np.argmax(first.counts["interface_status"]))] == "UP"
 
 

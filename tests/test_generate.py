@@ -80,12 +80,12 @@ def test_generate_verb_is_deterministic_and_check_detects_drift(tmp_path, capsys
         assert (ROOT / rel).read_bytes() == data, rel
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == 0
     (tmp_path / "a" / "dashboards" / "qtelemetry-fleet.json").write_text("{}")
-    (tmp_path / "a" / "mixin" / "dashboards" / "qtelemetry-old.json").write_text("{}")
+    (tmp_path / "a" / "mixin" / "lib" / "old.libsonnet").write_text("{}")
     (tmp_path / "a" / "alerts" / "tests" / "qtelemetry-old.test.yaml").write_text("stale")
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == generate.EXIT_DIFFERS
     err = capsys.readouterr().err
     assert "differs: dashboards/qtelemetry-fleet.json" in err and "stale: alerts/tests/qtelemetry-old.test.yaml" in err
-    assert "stale: mixin/dashboards/qtelemetry-old.json" in err
+    assert "stale: mixin/lib/old.libsonnet" in err
     assert main(["generate", "--out", str(tmp_path / "a")]) == 0  # repairs and removes the stale file
     assert not (tmp_path / "a" / "alerts" / "tests" / "qtelemetry-old.test.yaml").exists()
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == 0
@@ -114,6 +114,37 @@ def test_bad_monitoring_config_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match="thresholds: need qber_warning < qber_critical"):
         load_monitoring_config(path)
     assert main(["generate", "--out", str(tmp_path), "--config", str(path)]) == 2
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("runbook_base_url: https://x/runbooks.md", "runbook_base_url is now runbook_url_pattern"),
+    ("runbook_url_pattern: https://wiki.example.org/qkd", "runbook_url_pattern: .*needs exactly one %s"),
+    ("runbook_url_pattern: https://wiki.example.org/%s%20%s", "runbook_url_pattern: .*needs exactly one %s"),
+    ("grafana_url: https://grafana.example.org/", "grafana_url: String should match pattern"),
+    ("selector: ''", "selector: String should have at least 1 character"),
+])
+def test_links_and_selector_are_checked(tmp_path, line, problem):
+    path = tmp_path / "monitoring.yaml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_monitoring_config(path)
+
+
+def test_no_shipped_file_links_to_a_host_nobody_configured(alert_rules):
+    """By default the alerts point at their runbook by its path in the generated tree and at their
+    dashboard by its path on the user's Grafana; nothing shipped names localhost or our host."""
+    shipped = [RULES, *TEST_FILES, *DASHBOARDS, *(ROOT / "mixin").rglob("*.*sonnet"),
+               *(ROOT / "deploy" / "kubernetes" / "monitoring").glob("*.yaml")]
+    for path in shipped:
+        assert not re.search(r"://|localhost|127\.0\.0\.1", path.read_text()), path
+    for rule in alert_rules:
+        assert rule["annotations"]["runbook_url"] == f"alerts/runbooks.md#{rule['alert'].lower()}"
+        assert rule["annotations"]["dashboard_url"].startswith("/d/qtelemetry-")
+    configured = load_monitoring_config(None).model_copy(update={
+        "grafana_url": "https://grafana.example.org", "runbook_url_pattern": "https://wiki.example.org/qkd/%s"})
+    rule = rules.rule_dict(rules.build(configured).alert("QLinkDown"), configured)
+    assert rule["annotations"]["runbook_url"] == "https://wiki.example.org/qkd/qlinkdown"
+    assert rule["annotations"]["dashboard_url"].startswith("https://grafana.example.org/d/qtelemetry-{{ $labels.protocol }}?")
 
 
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
@@ -193,7 +224,7 @@ def test_alert_names_labels_annotations_and_runbook_anchors(alert_rules):
         assert set(notes) == {"summary", "description", "runbook_url", "dashboard_url"}, name
         assert notes["summary"].endswith(".") and "$value" not in notes["summary"], f"{name}: {notes['summary']}"
         assert "$labels." in notes["description"] or "$value" in notes["description"], name
-        assert notes["runbook_url"] == f"{DEFAULT.runbook_base_url}#{name.lower()}"
+        assert notes["runbook_url"] == f"alerts/runbooks.md#{name.lower()}" == DEFAULT.runbook_url(name)
         assert f'<a id="{name.lower()}"></a>' in book and f"\n## {name}\n" in book, f"{name}: no runbook section"
     sections = re.findall(r"^## (\S+)$", book, re.M)
     assert sorted(sections) == sorted(names), "one runbook section per alert, no orphans"

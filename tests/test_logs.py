@@ -4,6 +4,7 @@ the parser behind Loki's and Prometheus' own logfmt."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import sys
 import time
 import unicodedata
 import warnings
+from pathlib import Path
 
 import logfmtkv
 import pytest
@@ -24,6 +26,7 @@ from qtelemetry import logs
 from qtelemetry.cli import main
 
 RFC3339_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+PACKAGE = Path(__file__).resolve().parents[1] / "qtelemetry"
 FORGED = 'fault\nts=2026-11-28T12:00:00.000Z level=ERROR logger=qtelemetry msg="forged" kind="x'
 
 
@@ -240,3 +243,48 @@ def test_a_certificate_that_is_not_pem_is_a_tls_error_not_a_listen_error(tmp_pat
     record = start_failure(tmp_path, "web: {tls_cert_file: tls.crt, tls_key_file: tls.key}", "--listen", "127.0.0.1:0")
     assert (record["msg"], record["field"]) == ("invalid config", "exporter.web")
     assert record["reason"].startswith("cannot set up TLS: ")
+
+
+# -- every field is a field -------------------------------------------------------------------------
+
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def _messages_with_data() -> list[str]:
+    """Log calls of the package whose message is not one fixed string (``%s`` arguments, an f-string,
+    a variable), as ``file:line``. A function that passes its parameter on as the message
+    (``_refuse(message, ...)``) is a logging call itself: its callers' messages are checked."""
+    trees = {path: ast.parse(path.read_text()) for path in sorted(PACKAGE.rglob("*.py"))}
+    loggers, bad = set(LOG_METHODS), []
+    for _ in range(3):  # forwarders of forwarders
+        for tree in trees.values():
+            for function in ast.walk(tree):
+                if isinstance(function, ast.FunctionDef):
+                    params = {a.arg for a in function.args.args}
+                    for call in ast.walk(function):
+                        if (isinstance(call, ast.Call) and _name(call.func) in loggers and call.args
+                                and isinstance(call.args[0], ast.Name) and call.args[0].id in params):
+                            loggers.add(function.name)
+    for path, tree in trees.items():
+        forwarding = {id(call) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+                      and function.name in loggers - LOG_METHODS for call in ast.walk(function)}
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and _name(call.func) in loggers and id(call) not in forwarding:
+                first = call.args[0] if call.args else None
+                fixed = isinstance(first, ast.Constant) and isinstance(first.value, str) and "%" not in first.value
+                if not fixed or len(call.args) > 1:
+                    bad.append(f"{path.relative_to(PACKAGE.parent)}:{call.lineno}")
+    return bad
+
+
+def _name(func: ast.expr) -> str | None:
+    """``log.info`` → info (a method of anything called log, logger, ...), ``_refuse`` → _refuse."""
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and "log" in func.value.id.lower():
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
+
+
+def test_every_log_message_is_fixed_text_and_its_data_are_fields():
+    """``log.info("config reloaded links=%d", n)`` puts a field inside msg, where no logfmt parser finds
+    it; the data go in ``extra``, one key each."""
+    assert _messages_with_data() == []

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,15 +26,35 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 INSTALL = (ROOT / "docs" / "install.md").read_text()
 FAULTS = (ROOT / "docs" / "faults.md").read_text()
-#: Modules of the optional extras: the exporter must run without them.
-EXTRA_MODULES = ("matplotlib", "grafana_foundation_sdk", "pandas")
+#: Top-level modules of the extras (plot, generate, report, recording, otel, sequence, pki): the
+#: demo exporter imports none of them.
+EXTRA_MODULES = ("matplotlib", "grafana_foundation_sdk", "requests", "pandas", "pyarrow", "opentelemetry",
+                 "sequence", "cryptography")
+#: Modules of ``FORBIDDEN`` are missing, as in the demo install: another package's optional import
+#: of one (igraph's of matplotlib) fails as it would there, and the first import by qtelemetry's
+#: own code ends the process (exit 70, naming the module).
+TRIPWIRE = """
+class Tripwire:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] not in FORBIDDEN:
+            return None
+        caller = sys._getframe(1)
+        while caller.f_code.co_filename.startswith("<frozen") or "/importlib/" in caller.f_code.co_filename:
+            caller = caller.f_back
+        if "/qtelemetry/" in caller.f_code.co_filename:
+            sys.stderr.write(f"imported {name}\\n")
+            os._exit(70)
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Tripwire())
+"""
 
 
-def qtelemetry(*args: str, blocked: tuple[str, ...] = (), cwd: Path | None = None,
+def qtelemetry(*args: str, blocked: tuple[str, ...] = (), forbidden: tuple[str, ...] = (), cwd: Path | None = None,
                **popen: object) -> subprocess.Popen:
-    """`python -m qtelemetry ARGS` with ``blocked`` modules made unimportable, as if not installed."""
-    code = (f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); "
-            "sys.argv[0] = 'qtelemetry'; runpy.run_module('qtelemetry', run_name='__main__')")
+    """`python -m qtelemetry ARGS` with ``blocked`` modules made unimportable, as if not installed, and
+    ended (exit 70) at the first import of a ``forbidden`` one."""
+    code = (f"import os, runpy, sys\nsys.modules.update(dict.fromkeys({blocked!r}))\nFORBIDDEN = {forbidden!r}\n"
+            f"{TRIPWIRE}\nsys.argv[0] = 'qtelemetry'\nrunpy.run_module('qtelemetry', run_name='__main__')")
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, text=True, **popen)
 
 
@@ -58,26 +80,77 @@ def test_quick_start_install_shows_progress():
         assert "pip install" in first and " -q" not in first
 
 
+def test_ci_installs_the_sequence_release_the_extra_pins():
+    """The test install takes SeQUeNCe without its dependencies: the same release as the sequence extra."""
+    pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sequence"]
+    assert pinned == [re.search(r"--no-deps (sequence==\S+)", (ROOT / ".ci" / "run").read_text()).group(1)]
+
+
 def test_quick_start_curl_shows_every_link_metric():
     """The demo's grep hid every qent_ metric, so two demo links looked empty."""
     pattern = re.search(r"grep -E '([^']+)'", INSTALL).group(1)
     link_metrics = [m.name + {"info": "_info", "counter": "_total"}.get(m.type, "") for m in METRICS
-                    if not m.name.startswith("qtelemetry")]
+                    if not (m.own or m.name.startswith("qtelemetry"))]
     assert link_metrics and all(re.match(pattern, name) for name in link_metrics)
 
 
-def test_exporter_runs_without_the_optional_extras(tmp_path):
+def test_the_demo_exporter_imports_no_extra(tmp_path):
+    """Started, ready and scraped without the extras' modules: qtelemetry's code imports none of
+    them (the tripwire ends the process at the first)."""
     log = tmp_path / "run.log"
     with log.open("w") as out:
-        proc = qtelemetry("run", "--listen", "127.0.0.1:0", blocked=EXTRA_MODULES, stdout=out, stderr=subprocess.STDOUT)
+        proc = qtelemetry("run", "--listen", "127.0.0.1:0", forbidden=EXTRA_MODULES, stdout=out, stderr=subprocess.STDOUT)
         try:
             url = wait_for_url(log, proc)
+            deadline = time.monotonic() + 60
+            while True:  # every link has delivered a window: estimates exist
+                try:
+                    urllib.request.urlopen(url + "/-/ready", timeout=10).close()
+                    break
+                except urllib.error.HTTPError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
             with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-                assert b"qlink_info" in response.read()
+                assert b"qkd_secret_key_rate_bits_per_second{" in response.read()
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    assert "Traceback" not in log.read_text()
+    assert proc.returncode != 70 and "imported" not in log.read_text() and "Traceback" not in log.read_text()
+
+
+def test_the_tripwire_trips(tmp_path):
+    done = finished("plan", "--plot", str(tmp_path / "plan.png"), "--distances", "0:10:10", forbidden=("matplotlib",))
+    assert (done.returncode, done.stderr) == (70, "imported matplotlib\n")
+
+
+RECORDING = "links: [{name: replayed, driver: {type: replay, path: week.parquet}}]\n"
+OTLP = ("exporter: {otlp: {endpoint: 'http://127.0.0.1:4318/v1/metrics'}}\n"
+        "links: [{name: a, driver: {type: simulated-bb84, fiber_length_km: 1}}]\n")
+
+
+@pytest.mark.parametrize("args, config, blocked, expected", [
+    (["check-config", "c.yaml"], RECORDING, ("pandas",),
+     "c.yaml: links[0].driver.type: pandas is not installed: pip install 'qtelemetry[recording]'"),
+    (["run", "--config", "c.yaml", "--listen", "127.0.0.1:0"], OTLP, ("opentelemetry",),
+     "field=exporter.otlp reason=\"opentelemetry is not installed: pip install 'qtelemetry[otel]'"),
+    (["record", "--duration", "1", "--out", "x.parquet"], None, ("pandas",),
+     "error: qtelemetry record: pandas is not installed: pip install 'qtelemetry[recording]'"),
+    (["analyse", "x.parquet"], None, ("pyarrow",),
+     "error: qtelemetry analyse: pyarrow is not installed: pip install 'qtelemetry[recording]'"),
+    (["history", "--start", "now-1d", "--days", "1", "--out", "h.om"], None, ("pandas",),
+     "error: qtelemetry history: pandas is not installed: pip install 'qtelemetry[report]'"),
+    (["simulate", "--make-pki", "pki"], None, ("cryptography",),
+     "error: --make-pki: cryptography is not installed: pip install 'qtelemetry[pki]'"),
+])
+def test_what_needs_an_extra_names_it(args, config, blocked, expected, tmp_path):
+    """Without the extra: exit 2 and the extra's name, for a command or a config section (a check-config
+    error, not an ImportError at run), and nothing written."""
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+    done = finished(*args, blocked=blocked, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert expected in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["c.yaml"] if config else [])
 
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path):

@@ -81,3 +81,7 @@ links:
     assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "qtelemetry"
     # both outputs read the same snapshot: the scraped loss is within noise of the pushed one
     assert value(exporter.scrape(), "qkd_channel_loss_db", link="otel-link") == pytest.approx(loss[0][1], abs=0.3)
+    # the process and endpoint figures stay on /metrics (qtelemetry.selfmetrics says why)
+    scraped = exporter.scrape()
+    assert scraped["process_resident_memory_bytes"] and scraped["qtelemetry_http_requests_total"]
+    assert not receiver.points("process_resident_memory_bytes") and not receiver.points("qtelemetry_http_requests")

@@ -9,12 +9,17 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from qtelemetry import planner
 from qtelemetry.cli import main
-from qtelemetry.config import default_config_text
-from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.config import default_config, default_config_text
+from qtelemetry.drivers.simulated import parameter_table
+from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config, expected_counts
+from qtelemetry.estimation import decoy
+from qtelemetry.estimation.bb84 import BB84_DECOY
+from conftest import value
 
 POINT_KEYS = ["distance_km", "key_rate_per_pulse", "key_rate_bps", "mu", "plob_per_pulse"]
 
@@ -27,7 +32,7 @@ def plan(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_json_shape_and_mqzl_vacuum_weak_reach(capsys):
     """Exact single-bound JSON shape; GYS defaults with ν = 0.05 reach MQZL's 140.55 km (§V.A)."""
-    code, out, _ = plan(capsys, "--nu", "0.05", "--format", "json")
+    code, out, _ = plan(capsys, "--decoy", "vacuum-weak", "--nu", "0.05", "--format", "json")
     assert code == 0
     result = json.loads(out)
     assert list(result) == ["points", "max_distance_km"]
@@ -66,7 +71,7 @@ def test_several_bounds_nest_the_single_shape_under_bounds(capsys):
 
 def test_csv_and_table(capsys):
     """CSV: one row per distance with the reach repeated; table: aligned rows and the reach."""
-    code, out, _ = plan(capsys, "--nu", "0.05", "--format", "csv", "--distances", "0:200:50")
+    code, out, _ = plan(capsys, "--decoy", "vacuum-weak", "--nu", "0.05", "--format", "csv", "--distances", "0:200:50")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 5
     assert list(rows[0]) == ["decoy", *POINT_KEYS, "max_distance_km"]
@@ -74,7 +79,7 @@ def test_csv_and_table(capsys):
     assert float(rows[-1]["key_rate_per_pulse"]) == 0.0
     assert float(rows[0]["max_distance_km"]) == pytest.approx(140.55, abs=0.2)
 
-    code, out, _ = plan(capsys, "--nu", "0.05", "--distances", "0:200:50")
+    code, out, _ = plan(capsys, "--decoy", "vacuum-weak", "--nu", "0.05", "--distances", "0:200:50")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2 + 5 and lines[1].split() == POINT_KEYS
     assert float(re.search(r"max distance with key: ([\d.]+) km", lines[0]).group(1)) == pytest.approx(140.55, abs=0.2)
@@ -164,3 +169,67 @@ def test_argparse_rejects_malformed_values_with_exit_2(capsys, args, flag):
     with pytest.raises(SystemExit) as exit_info:
         plan(capsys, *args)
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_plan_reads_only_the_link_it_plans(capsys, tmp_path):
+    """The exporter's admin token file, TLS keys and other links' devices need not be readable by the
+    one planning: plan validates its link alone (and still names that link's errors by field)."""
+    config = tmp_path / "config.yaml"
+    kme_link = ("  - {name: kme-link, driver: {type: etsi014, kme_url: 'https://kme', slave_sae_id: b, "
+                "tls: {ca_file: /nonexistent/ca.pem}}}\n")
+    config.write_text(default_config_text().replace("exporter:\n", "exporter:\n  admin_token_file: /nonexistent/admin.token\n")
+                      .replace("\nnetwork:", f"\n{kme_link}network:"))
+    assert main(["check-config", str(config)]) == 2
+    capsys.readouterr()
+    code, from_config, _ = plan(capsys, "--config", str(config), "--link", "metro-10km", "--format", "json")
+    assert code == 0 and json.loads(from_config)["points"]
+    config.write_text(config.read_text().replace("fiber_length_km: 10\n", "fiber_length_km: 10\n      mu: -1\n", 1))
+    code, _, err = plan(capsys, "--config", str(config), "--link", "metro-10km")
+    assert code == 2 and err.startswith(f"error: --config: {config}: links[0].driver.mu: Input should be greater than 0")
+
+
+# -- one rate model for plan and exporter -----------------------------------------------------------
+
+DEMO_BB84 = [link for link in default_config().links if link.driver.type == "simulated-bb84"]
+
+
+def planned(capsys, config, link, *bounds: str) -> dict[str, float]:
+    """bit/s that `plan --config CONFIG --link NAME` gives for the link at its own length, by bound."""
+    length = f"{link.driver.fiber_length_km:g}"
+    code, out, _ = plan(capsys, "--config", str(config), "--link", link.name, "--format", "json",
+                        "--distances", f"{length}:{length}:1", *(("--decoy", ",".join(bounds)) if bounds else ()))
+    assert code == 0
+    result = json.loads(out)
+    by_bound = result["bounds"] if "bounds" in result else {bounds[0] if bounds else "default": result}
+    return {name: r["points"][0]["key_rate_bps"] for name, r in by_bound.items()}
+
+
+def test_the_asymptotic_plan_counts_key_on_signal_pulses_only(capsys, tmp_path):
+    """MQZL's GLLP rate (eq. 1) is the key of a signal pulse: its gain Q_μ and single-photon part Q1
+    are the signal state's, and decoy pulses only estimate. The plan gave it for every pulse, 1/0.8
+    = 25 % above the exporter's asymptotic rate, which counts signal pulses: now the plan equals the
+    estimator's rate on counts that follow the model, and that is p_signal × MQZL's rate."""
+    config = tmp_path / "demo.yaml"
+    config.write_text(default_config_text())
+    p = parameter_table([link.driver for link in DEMO_BB84])
+    estimated = BB84_DECOY.estimate(expected_counts(p), np.ones(len(DEMO_BB84)),
+                                    {n: np.asarray(getattr(p, n), float) for n in BB84_DECOY.param_names}, 0.99)
+    eta = decoy.transmittance(p.fiber_length_km, p.attenuation_db_per_km, p.insertion_loss_db) * p.detector_efficiency
+    per_signal_pulse = decoy.model_vacuum_weak_rate(eta, p.mu, p.nu, p.dark_count_probability, p.misalignment_error,
+                                                    p.ec_efficiency)
+    for i, link in enumerate(DEMO_BB84):
+        rate = planned(capsys, config, link, "vacuum-weak")["vacuum-weak"]
+        assert rate == pytest.approx(estimated["asymptotic_key_rate_bps"][i], rel=1e-9)
+        assert rate == pytest.approx(per_signal_pulse[i] * p.p_signal[i] * p.clock_rate_hz[i], rel=1e-12)
+        assert rate > 0
+
+
+def test_plan_and_a_running_exporter_expect_the_same_rate(capsys, tmp_path, start_exporter):
+    """`plan --config demo.yaml --link X` (its default bound) and the gauge a real `qtelemetry run` of
+    the demo serves for X: one model, to 1e-9."""
+    config = tmp_path / "demo.yaml"
+    config.write_text(default_config_text())
+    samples = start_exporter().wait_for(lambda s: len(s.get("qkd_expected_secret_key_rate_bits_per_second", [])) >= 3)
+    for link in DEMO_BB84:
+        served = value(samples, "qkd_expected_secret_key_rate_bits_per_second", link=link.name)
+        assert served > 0 and planned(capsys, config, link)["default"] == pytest.approx(served, rel=1e-9)

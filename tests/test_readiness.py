@@ -45,6 +45,6 @@ def test_a_device_that_never_answers_holds_readiness_until_its_timeout(endpoint)
         served = endpoint(config)
         wait_for(lambda: served.runtime.snapshot.sequence > 0 and served.runtime.snapshot.batches[:2].min() > 0)
         status, body = ready(served)
-        assert (status, body) == (503, "1 links have not delivered a first window or error yet\n")
+        assert (status, body) == (503, "waiting for the first window or error of 1 link\n")
         wait_for(lambda: ready(served)[0] == 200)
         assert served.runtime.snapshot.errors[served.runtime.table.index["silent-node"]].sum() >= 1

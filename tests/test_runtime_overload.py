@@ -11,6 +11,7 @@ import pytest
 from conftest import parse_exposition, value
 from runtime_drivers import DeviceConfig, make_config, simulated
 
+from qtelemetry import selfmetrics
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.exporter.exposition import Exposition
 from qtelemetry.runtime.ingest import SLOT_DEPTH
@@ -41,8 +42,9 @@ def running(monkeypatch: pytest.MonkeyPatch, delay: float, gate: threading.Event
             ) -> tuple[Runtime, Exposition]:
     monkeypatch.setitem(PROTOCOLS, "bb84-decoy", Slowed(PROTOCOLS["bb84-decoy"], delay, gate))
     drivers = {f"sim-{i}": simulated(i) for i in range(3)} | {"polled": DeviceConfig(poll_interval_seconds=0.005)}
-    runtime = Runtime(make_config(drivers, window_seconds=WINDOW, stall_timeout_seconds=stall))
-    return runtime, Exposition(lambda: runtime.snapshot)
+    own = selfmetrics.registry()
+    runtime = Runtime(make_config(drivers, window_seconds=WINDOW, stall_timeout_seconds=stall), own)
+    return runtime, Exposition(lambda: runtime.snapshot, own)
 
 
 def scrapes(exposition: Exposition, seconds: float) -> list[dict]:

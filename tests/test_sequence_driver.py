@@ -32,7 +32,7 @@ BK_FIBER_KM, MEMORY_EFFICIENCY, MEMORY_FIDELITY, BSM_EFFICIENCY = 2.0, 0.9, 0.9,
 #: Tail probability of the statistical checks (two-sided).
 ALPHA = 1e-3
 #: The driver's log line for each simulation process it starts.
-STARTED = re.compile(r"SeQUeNCe simulation started: pid (\d+), ([a-z0-9-]+)")
+STARTED = re.compile(r'msg="SeQUeNCe simulation started" pid=(\d+) kind=([a-z0-9-]+)')
 
 
 def config(tmp_path: Path) -> str:

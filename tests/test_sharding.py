@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import RunningExporter
 from qtelemetry.cli import main
@@ -61,7 +62,13 @@ def test_select_keeps_the_config_and_only_the_shards_links():
         f"  - {{name: {name}, driver: {{type: simulated-bb84, fiber_length_km: 10, seed: {i}}}}}\n" for i, name in enumerate(names(20))))
     parts = [select(config, Shard(i, 3)) for i in range(3)]
     assert sorted(link.name for part in parts for link in part.links) == names(20)
-    assert all(part.exporter == config.exporter for part in parts)
+    assert all(part.exporter.model_dump(exclude={"tamper"}) == config.exporter.model_dump(exclude={"tamper"})
+               for part in parts)
+    # the tamper false-alarm budget is the 20 links': each replica's links keep the share they had unsharded
+    shares = [part.tamper_mean_times() for part in parts]
+    np.testing.assert_allclose(np.concatenate(shares), 20 * config.exporter.tamper.fleet_mean_time_between_false_alarms_seconds)
+    assert sum(1 / part.exporter.tamper.fleet_mean_time_between_false_alarms_seconds for part in parts) == pytest.approx(
+        1 / config.exporter.tamper.fleet_mean_time_between_false_alarms_seconds)
     assert [link.name for link in parts[1].links] == [n for n in names(20) if shard_of(n, 3) == 1]  # config order
 
 

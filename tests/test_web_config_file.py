@@ -74,6 +74,9 @@ basic_auth_users:
     served.context = client_context(ca, maximum_version=ssl.TLSVersion.TLSv1_2)  # min_version TLS13
     with pytest.raises((ssl.SSLError, ConnectionError)):
         served.request("GET", "/-/healthy")
+    served.context = client_context(ca)
+    counted = served.rejections(AUTH)
+    assert (counted["tls_handshake"], counted["unauthorized"]) == (2, 1)
 
 
 def test_client_allowed_sans_let_only_named_clients_in(endpoint, ca):
@@ -85,6 +88,9 @@ def test_client_allowed_sans_let_only_named_clients_in(endpoint, ca):
     served.context = client_context(ca, cert="intruder")
     with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
         served.request("GET", "/-/healthy")
+    served.context = client_context(ca)
+    counted = served.rejections()
+    assert (counted["client_certificate"], counted["tls_handshake"]) == (1, 0)
 
 
 def test_cipher_suites_take_go_names(endpoint, ca):

@@ -13,6 +13,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from tls import make_pki
+from conftest import parse_exposition, value
 from web import LINKS, closed_by_server, raw_exchange, status_of
 
 from qtelemetry.exporter import auth as auth_module
@@ -59,6 +60,8 @@ def test_wrong_passwords_cannot_starve_a_scraper(endpoint):
             thread.join()
     assert scrapes == [200] * 20
     assert set(guesses) == {401, 429}
+    counted = served.rejections(basic("prometheus", "scrape-pass"))
+    assert (counted["unauthorized"], counted["auth_queue_full"]) == (guesses.count(401), guesses.count(429))
 
 
 def test_a_flood_of_guesses_locks_no_one_out_across_a_reload(endpoint):
@@ -158,6 +161,9 @@ def test_probes_need_no_credentials_but_everything_else_does(endpoint):
     for path in ("/metrics", "/", "/nowhere"):
         assert served.request("GET", path)[0] == 401
     assert served.request("GET", "/nowhere", headers=basic("prometheus", "scrape-pass"))[0] == 404
+    assert served.request("POST", "/-/reload", headers=basic("prometheus", "scrape-pass"))[0] == 403  # no admin token
+    counted = served.rejections(basic("prometheus", "scrape-pass"))
+    assert (counted["unauthorized"], counted["control_plane_disabled"]) == (3, 1)  # a 404 is no rejection
 
 
 def slow_request(port: int, context: ssl.SSLContext | None = None) -> socket.socket:
@@ -210,6 +216,7 @@ def test_clients_that_keep_the_server_waiting_are_closed(endpoint, monkeypatch, 
     assert conn.getresponse().read() == b"OK\n"
     assert closed_by_server(conn.sock, timeout=5.0)
     assert len(served.server.connections) == 0
+    assert served.rejections()["idle_timeout"] == 3
 
 
 def test_idle_tls_handshakes_are_closed(endpoint, monkeypatch, tmp_path):
@@ -220,6 +227,9 @@ def test_idle_tls_handshakes_are_closed(endpoint, monkeypatch, tmp_path):
     idle = socket.create_connection(("127.0.0.1", served.port))
     assert closed_by_server(idle, timeout=5.0)
     assert served.request("GET", "/-/healthy")[0] == 200
+    assert status_of(raw_exchange(served.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")) == 0  # plain HTTP
+    counted = served.rejections()
+    assert (counted["idle_timeout"], counted["tls_handshake"]) == (1, 1)
 
 
 def test_when_connections_run_out_the_longest_waiting_one_makes_room(endpoint, monkeypatch):
@@ -231,6 +241,11 @@ def test_when_connections_run_out_the_longest_waiting_one_makes_room(endpoint, m
             assert served.request("GET", "/-/healthy", timeout=5)[0] == 200
         assert len(served.server.connections) <= 20
         assert closed_by_server(flood[0], timeout=5.0)  # the oldest went first
+        status, _, text = served.request("GET", "/metrics")
+        own = parse_exposition(text)
+        assert value(own, "qtelemetry_http_connections_limit") == 20
+        assert value(own, "qtelemetry_http_connections") <= 20
+        assert value(own, "qtelemetry_http_rejections_total", reason="connection_limit") >= 60 - 20
     finally:
         for sock in flood:
             sock.close()

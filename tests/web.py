@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from qtelemetry import selfmetrics
 from qtelemetry.exporter.exposition import Exposition
 from qtelemetry.exporter.reload import Reloader, Source
 from qtelemetry.exporter.server import MetricsServer
@@ -60,6 +62,13 @@ class Endpoint:
         finally:
             conn.close()
 
+    def rejections(self, headers: dict[str, str] | None = None) -> dict[str, float]:
+        """``qtelemetry_http_rejections_total`` by reason, as a scrape of /metrics reads it."""
+        status, _, text = self.request("GET", "/metrics", headers=headers)
+        assert status == 200, text
+        family = next(f for f in text_string_to_metric_families(text) if f.name == "qtelemetry_http_rejections")
+        return {s.labels["reason"]: s.value for s in family.samples}
+
     def control(self, method: str, path: str, body: bytes | str | None = None, token: str = TOKEN,
                 **kwargs: object) -> tuple[int, dict[str, str], str]:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -77,13 +86,14 @@ def serve(directory: Path, config_text: str, web_config_text: str | None = None,
         web_file.write_text(web_config_text)
     source = Source(str(config_file), None if web_file is None else str(web_file), listen="127.0.0.1:0")
     settings = source.load()
-    runtime = Runtime(settings.config)
-    exposition = Exposition(lambda: runtime.snapshot)
+    own = selfmetrics.registry()
+    runtime = Runtime(settings.config, own)
+    exposition = Exposition(lambda: runtime.snapshot, own)
     runtime.listeners.append(exposition.published)
     runtime.reload_hooks.append(exposition.families)
     reloader = Reloader(source, runtime, settings)
     server = MetricsServer(exposition, "127.0.0.1", 0, settings.protection, runtime.faults, reloader.reload,
-                           lambda now: runtime.snapshot.ready(now), runtime.rearm)
+                           lambda now: runtime.snapshot.ready(now), runtime.rearm, own)
     reloader.hooks.append(server.protect)
     endpoint = Endpoint(server, runtime, reloader, context)
     if run:

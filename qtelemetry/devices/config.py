@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from qtelemetry.config import LABEL_VALUE, Config, ConfigError, ExporterConfig, LinkConfig, parse_listen, read_text, validate_yaml
 from qtelemetry.configfile import ReadableFile, TokenFile, read_token
 from qtelemetry.devices.serving import server_context
-from qtelemetry.drivers.base import StrictModel
+from qtelemetry.drivers.base import StrictModel, check
 from qtelemetry.drivers.simulated import KeyDistillingConfig
 
 
@@ -30,7 +30,7 @@ class ServerTLS(StrictModel):
     key_file: ReadableFile = Field(description="private key of cert_file (PEM)")
     client_ca_file: ReadableFile | None = Field(None, description="CA that signs client certificates")
 
-    @model_validator(mode="after")
+    @check
     def _loadable(self) -> "ServerTLS":
         try:
             server_context(self.cert_file, self.key_file, self.client_ca_file)
@@ -63,7 +63,7 @@ class KmeConfig(Listening):
                 raise ValueError(f"{sae!r}: an SAE ID is 1-256 printable characters without '/'")
         return ids
 
-    @model_validator(mode="after")
+    @check
     def _mutual_tls(self) -> "KmeConfig":
         if self.tls.client_ca_file is None:
             raise ValueError("tls.client_ca_file is required: ETSI GS QKD 014 identifies SAEs by client certificates")
@@ -84,7 +84,7 @@ class SiteDevices(StrictModel):
     kme: KmeConfig | None = None
     restconf: RestconfConfig | None = None
 
-    @model_validator(mode="after")
+    @check
     def _something(self) -> "SiteDevices":
         if self.kme is None and self.restconf is None:
             raise ValueError("a site serves a kme, a restconf node or both")

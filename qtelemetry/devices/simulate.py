@@ -20,12 +20,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from qtelemetry import extras
 from qtelemetry.config import ConfigError, parse_listen
 from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.devices.config import DevicesConfig, load_devices_config
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.links import links_of, qkdl_id
-from qtelemetry.devices.pki import CA_FILE, DEVICE_STEM, demo_pki_files, make_demo_pki
 from qtelemetry.devices.restconf import RestconfNode
 from qtelemetry.devices.serving import server_context, start
 from qtelemetry.devices.simulation import runtime_links
@@ -39,14 +39,14 @@ CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     simulate = verbs.add_parser(
-        "simulate", help="run simulated QKD devices: ETSI 014 KMEs and ETSI 015 nodes per site",
+        "simulate", help="serve simulated ETSI 014 KMEs and ETSI 015 nodes",
         description="Run simulated QKD links and serve, per site, an ETSI GS QKD 014 KME (mutual TLS) and an "
                     "ETSI GS QKD 015 RESTCONF node, for an exporter's etsi014/etsi015 links to watch. "
                     "--make-pki writes demo certificates instead.")
     what = simulate.add_mutually_exclusive_group(required=True)
     what.add_argument("--config", metavar="FILE", help="YAML config: simulated links and each site's devices")
     what.add_argument("--make-pki", metavar="DIR",
-                      help=f"write a demo PKI into DIR: {CA_FILE}, {DEVICE_STEM}.crt/.key (the devices' server "
+                      help="write a demo PKI into DIR: ca.crt, device.crt/.key (the devices' server "
                            "certificate) and NAME.crt/.key per --client; keeps a complete existing one")
     simulate.add_argument("--client", metavar="NAME", action="append", default=[],
                           help="with --make-pki: a client certificate with common name NAME (an SAE ID, or the "
@@ -72,12 +72,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_make_pki(directory: Path, clients: list[str], hosts: list[str]) -> int:
-    bad = [c for c in clients if not CLIENT_NAME.match(c) or c in (DEVICE_STEM, CA_FILE.removesuffix(".crt"))]
+    try:
+        pki = extras.require("qtelemetry.devices.pki", "pki")
+    except extras.MissingExtra as exc:
+        print(f"error: --make-pki: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    bad = [c for c in clients if not CLIENT_NAME.match(c) or c in (pki.DEVICE_STEM, pki.CA_FILE.removesuffix(".crt"))]
     if bad or len(set(clients)) < len(clients):
         print(f"error: --client: names are 1-64 letters, digits, . _ -, unique, not 'ca' or 'device': {bad or clients}",
               file=sys.stderr)
         return EXIT_CONFIG
-    names = demo_pki_files(clients)
+    names = pki.demo_pki_files(clients)
     there = [name for name in names if (directory / name).exists()]
     if there and len(there) == len(names):
         print(f"{directory}: a demo PKI with these clients is already there; kept")
@@ -87,7 +92,7 @@ def cmd_make_pki(directory: Path, clients: list[str], hosts: list[str]) -> int:
               "directory", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        written = make_demo_pki(directory, clients, hosts)
+        written = pki.make_demo_pki(directory, clients, hosts)
     except (OSError, ValueError) as exc:
         print(f"error: --make-pki: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -110,24 +115,25 @@ async def run_devices(config: DevicesConfig) -> int:
     runners: list[web.AppRunner] = []
     try:
         for site, devices in config.sites.items():
-            urls = []
+            urls = {}
             if devices.kme is not None:
                 tls = devices.kme.tls
                 runner, url = await _serve(Kme(site, links, saes, relay).app(), devices.kme.listen,
                                            server_context(tls.cert_file, tls.key_file, tls.client_ca_file))
                 runners.append(runner)
-                urls.append(f"kme={url}")
+                urls["kme"] = url
             if devices.restconf is not None:
                 tls = devices.restconf.tls
                 context = server_context(tls.cert_file, tls.key_file, tls.client_ca_file, require_client=True)
                 app = RestconfNode(site, links, devices.restconf.bearer_token()).app()
                 runner, url = await _serve(app, devices.restconf.listen, context)
                 runners.append(runner)
-                urls.append(f"restconf={url}{NODE_PATH}")
+                urls["restconf"] = f"{url}{NODE_PATH}"
             served = ",".join(link.name for link in links_of(site, links))
-            log.info("serving site=%s %s links=%s", site, " ".join(urls), served)
+            log.info("serving site", extra={"site": site, **urls, "links": served})
         for link in links:
-            log.info("link=%s qkdl_id=%s sites=%s,%s", link.name, qkdl_id(link.name), link.site_a, link.site_b)
+            log.info("simulated link", extra={"link": link.name, "qkdl_id": qkdl_id(link.name),
+                                              "sites": f"{link.site_a},{link.site_b}"})
     except OSError as exc:
         print(f"error: listen: {exc.strerror or exc}", file=sys.stderr)
         await _cleanup(runners)

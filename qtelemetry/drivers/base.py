@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict
 
+from qtelemetry.configmodel import FieldError, StrictModel, check  # noqa: F401  (re-exported: driver configs use them)
 from qtelemetry.errors import DriverError  # noqa: F401  (re-exported: drivers raise it)
 
 
@@ -90,22 +90,6 @@ class FleetDriver(Protocol):
         """After a reload: carry on ``old``'s window and the state of its links ``old_rows`` (now at
         ``rows``); with no ``old``, the first window starts at ``now``."""
         ...
-
-
-class StrictModel(BaseModel):
-    """Config model that rejects unknown keys (a typo is an error, not a silent default) and
-    non-finite numbers (``.inf``, ``.nan``, ``1e999``), which no field means."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class FieldError(ValueError):
-    """A model validator's problem that belongs to one field: the error names ``field`` (dotted,
-    relative to the model), not just the model."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 class BaseDriverConfig(StrictModel):

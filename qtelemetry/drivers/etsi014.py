@@ -18,9 +18,9 @@ import time
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from qtelemetry.drivers.base import CountBatch, DriverError, IODriverConfig
+from qtelemetry.drivers.base import CountBatch, DriverError, IODriverConfig, check
 from qtelemetry.drivers.polling import ReadingClock
 from qtelemetry.drivers.https import HTTP_REASONS, TRANSPORT_REASONS, Answer, HttpsClient, TLSFiles, http_error, origin
 from qtelemetry.estimation.reported import ENDPOINTS, ETSI014, ETSI014_KME, PROBE_RESULTS, REQUEST_BUCKETS
@@ -50,7 +50,7 @@ class Etsi014Config(IODriverConfig):
         0.0, ge=0.0, allow_inf_nan=False,
         description="period of one-key enc_keys probes, at most one per poll; 0 = off (a probe consumes a key)")
 
-    @model_validator(mode="after")
+    @check
     def _mutual_tls(self) -> "Etsi014Config":
         if self.tls.cert_file is None:
             raise ValueError("tls.cert_file and tls.key_file are required: ETSI GS QKD 014 uses mutual TLS")
@@ -109,12 +109,13 @@ class Etsi014Driver:
         try:
             answer = await self._call("enc_keys", "POST", {"number": 1})
             if answer.status != 200:
-                log.warning("key probe refused by %s: HTTP %d: %s", self._kme, answer.status, error_detail(answer))
+                log.warning("key probe refused", extra={"kme": self._kme, "status": answer.status,
+                                                        "detail": error_detail(answer)})
                 return "refused"
             etsi014.parse_key_container(answer.body)
             return "delivered"
         except DriverError as exc:
-            log.warning("key probe to %s failed (%s): %s", self._kme, exc.reason, exc)
+            log.warning("key probe failed", extra={"kme": self._kme, "reason": exc.reason, "detail": str(exc)})
             return "failed"
 
     async def acquire(self) -> CountBatch:

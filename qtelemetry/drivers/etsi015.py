@@ -18,10 +18,10 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from qtelemetry.configfile import TokenFile, read_token
-from qtelemetry.drivers.base import CountBatch, DriverError, IODriverConfig
+from qtelemetry.drivers.base import CountBatch, DriverError, IODriverConfig, check
 from qtelemetry.drivers.https import (
     HTTP_REASONS, MAX_BODY_BYTES, TRANSPORT_REASONS, Answer, HttpsClient, TLSFiles, http_error, origin)
 from qtelemetry.drivers.polling import ReadingClock
@@ -55,12 +55,10 @@ class Etsi015Config(IODriverConfig):
     poll_interval_seconds: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="period of polls")
     timeout_seconds: float = Field(2.0, gt=0.0, allow_inf_nan=False, description="timeout of each poll")
 
-    @model_validator(mode="after")
-    def _transport(self) -> "Etsi015Config":
-        scheme = urlsplit(self.url).scheme
-        if scheme != "https" and (self.tls is not None or self.bearer_token_file is not None):
+    @check
+    def _transport(self) -> None:
+        if urlsplit(self.url).scheme != "https" and (self.tls is not None or self.bearer_token_file is not None):
             raise ValueError("tls and bearer_token_file need an https:// url")
-        return self
 
     def bearer_token(self) -> str | None:
         return None if self.bearer_token_file is None else read_token(self.bearer_token_file)
@@ -140,8 +138,8 @@ class Etsi015Driver:
             key = (leaf, str(identity))
             if key not in self._logged and len(self._logged) < MAX_LOGGED_IDENTITIES:
                 self._logged.add(key)
-                log.warning("%s: %s value %s is not an identity of etsi-qkd-node-types; counted, not exported",
-                            self._what, leaf, loggable(str(identity), 80))
+                log.warning("not an identity of etsi-qkd-node-types: counted, not exported",
+                            extra={"source": self._what, "leaf": leaf, "value": loggable(str(identity), 80)})
 
     async def acquire(self) -> CountBatch:
         report = link_report(parse_node(await self._document()), str(self.config.qkdl_id))

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Iterator, Literal, Union
 
 import numpy as np
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from qtelemetry.configfile import ConfigPath
-from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel, check
 from qtelemetry.drivers.params import params_model
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
@@ -84,12 +84,11 @@ class BB84EventFiles(_params_of(SimulatedBB84Config)):  # type: ignore[misc]
     p_vacuum: float = Field(gt=0.0, le=1.0)
     epoch_s: float = Field(0.0, description="Unix time of time tag 0 (0: seconds on the tagger's clock)")
 
-    @model_validator(mode="after")
-    def _probabilities(self) -> "BB84EventFiles":
+    @check
+    def _probabilities(self) -> None:
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if abs(total - 1.0) > 1e-9:
             raise FieldError("p_vacuum", f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
-        return self
 
     def windows(self) -> Iterator[Windows]:
         return iter_bb84_windows(read_events(self.path, "bb84"), self.window_s, self.clock_rate_hz,
@@ -111,7 +110,7 @@ class BBM92EventFiles(_params_of(SimulatedSPDCConfig)):  # type: ignore[misc]
     gate_rate_hz: float | None = Field(None, gt=0.0, le=1e12, description="pump pulse rate (default 1/τ: CW pump)")
     epoch_s: float = Field(0.0, description="Unix time of time tag 0 (0: seconds on the tagger's clock)")
 
-    @model_validator(mode="after")
+    @check
     def _windows_nest(self) -> "BBM92EventFiles":
         if self.coincidence_window_s >= self.window_s:
             raise FieldError("coincidence_window_s", "must be shorter than window_s")

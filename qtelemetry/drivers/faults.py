@@ -34,7 +34,8 @@ class Effect:
 
 EFFECTS: dict[str, Effect] = {
     "intercept-resend": Effect("eavesdrop_fraction", "set", 1.0,
-                               "Eve measures this fraction of pulses in a random basis and resends (25% QBER on them)"),
+                               "Eve measures this fraction of pulses (of the photons to site B, on an entangled-photon "
+                               "link) in a random basis and resends (25% QBER on them; CHSH S x (1 - f/2))"),
     "fiber-cut": Effect("insertion_loss_db", "add", 300.0, "no light reaches the receiver"),
     "fiber-bend": Effect("insertion_loss_db", "add", 3.0, "a loss step of `magnitude` dB"),
     "misalignment-drift": Effect("misalignment_error", "add", 0.05, "polarisation/phase drift adds this error"),

@@ -19,10 +19,10 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from qtelemetry.configfile import ReadableFile
-from qtelemetry.drivers.base import DriverError, StrictModel
+from qtelemetry.drivers.base import DriverError, StrictModel, check
 
 #: Reasons a request can fail for before any HTTP answer.
 TRANSPORT_REASONS = (
@@ -57,7 +57,7 @@ class TLSFiles(StrictModel):
     cert_file: ReadableFile | None = Field(None, description="client certificate presented to the device (mutual TLS)")
     key_file: ReadableFile | None = Field(None, description="private key of cert_file")
 
-    @model_validator(mode="after")
+    @check
     def _loadable(self) -> "TLSFiles":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")

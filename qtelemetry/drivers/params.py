@@ -14,10 +14,10 @@ from typing import Any, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import ValidationError, create_model, model_validator
+from pydantic import ValidationError, create_model
 from pydantic_core import PydanticUndefined
 
-from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import SimulatedConfig
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
@@ -30,7 +30,7 @@ class DecoyParams(StrictModel):
     mu: float
     nu: float
 
-    @model_validator(mode="after")
+    @check
     def _decoy_below_signal(self) -> "DecoyParams":
         if self.nu >= self.mu:
             raise FieldError("nu", f"must be smaller than mu ({self.mu:g})")

@@ -28,10 +28,10 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal, Sequence
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
 
 from qtelemetry.configfile import ReadableFile
-from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded
+from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, SourceEnded, check
 from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.drivers.formats.events import ERROR_REASONS
 from qtelemetry.estimation.reported import ETSI014, ETSI015
@@ -47,6 +47,7 @@ class ReplayConfig(IODriverConfig):
     """One link of a recording (``qtelemetry record``), or of raw event files, played back as if it were live."""
 
     error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row", *ERROR_REASONS)
+    requires = ("recording", ("pandas", "pyarrow"))
 
     type: Literal["replay"]
     path: ReadableFile | None = Field(
@@ -64,7 +65,7 @@ class ReplayConfig(IODriverConfig):
     _info: LinkInfo = PrivateAttr()
     _warnings: list[tuple[str, str]] = PrivateAttr(default_factory=list)
 
-    @model_validator(mode="after")
+    @check
     def _one_source(self) -> "ReplayConfig":
         from qtelemetry.drivers.formats.recording import LinkInfo, RecordingError, survey_link
 

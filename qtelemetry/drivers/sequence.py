@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, StrictModel
+from qtelemetry.drivers.base import CountBatch, DriverError, FieldError, IODriverConfig, StrictModel, check
 from qtelemetry.estimation.heralded import HERALDED
 from qtelemetry.estimation.sifted import BB84_SIFTED
 from qtelemetry.standards.documents import loggable
@@ -98,7 +98,7 @@ class SequenceConfig(IODriverConfig):
     def protocol(self) -> str:  # type: ignore[override]  # per instance: the kind of simulation decides
         return PROTOCOL_OF[self.simulation.kind]
 
-    @model_validator(mode="after")
+    @check
     def _installed(self) -> "SequenceConfig":
         try:
             version = importlib.metadata.version("sequence")
@@ -131,7 +131,7 @@ class SequenceDriver:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "qtelemetry.drivers.sequence_sim", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, limit=MAX_RECORD_BYTES)
-        log.info("SeQUeNCe simulation started: pid %d, %s", process.pid, self.config.simulation.kind)
+        log.info("SeQUeNCe simulation started", extra={"pid": process.pid, "kind": self.config.simulation.kind})
         process.stdin.write(json.dumps(self.config.settings()).encode() + b"\n")
         return process
 

@@ -16,9 +16,9 @@ from typing import ClassVar, Generic, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from qtelemetry.drivers.base import FleetBatch, FleetConfig
+from qtelemetry.drivers.base import FleetBatch, FleetConfig, check
 from qtelemetry.drivers.faults import EFFECTS, FAULT_KINDS, FaultConfig
 
 
@@ -31,7 +31,7 @@ class SimulatedConfig(FleetConfig):
     #: fields that are not physical parameters of the model
     NOT_PARAMETERS: ClassVar[frozenset[str]] = frozenset({"type", "seed", "faults"})
 
-    @model_validator(mode="after")
+    @check
     def _faults_apply(self) -> "SimulatedConfig":
         for fault in self.faults:
             check_fault_applies(type(self), fault)

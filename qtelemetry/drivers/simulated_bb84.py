@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from qtelemetry.drivers.base import FieldError, check
 from qtelemetry.drivers.simulated import (MAX_BITS, MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
                                           MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
                                           parameter_table)
@@ -54,16 +55,18 @@ class SimulatedBB84Config(KeyDistillingConfig):
     pns_fraction: float = Field(0.0, ge=0.0, le=1.0, description="pulses Eve splits by photon number (PNS)")
     source_power_factor: float = Field(1.0, gt=0.0, le=MAX_POWER_FACTOR, description="emitted / nominal intensity (source drift)")
 
-    @model_validator(mode="after")
-    def _physical(self) -> "SimulatedBB84Config":
+    @check
+    def _intensities(self) -> None:
         if self.nu >= self.mu:
             raise ValueError(f"nu ({self.nu}) must be smaller than mu ({self.mu})")
+
+    @check
+    def _probabilities(self) -> None:
         total = self.p_signal + self.p_decoy + self.p_vacuum
         if not math.isclose(total, 1.0, rel_tol=1e-5, abs_tol=1e-8):
             raise ValueError(f"p_signal + p_decoy + p_vacuum must be 1, not {total:g}")
         if self.p_signal + self.p_decoy >= 1.0:  # NumPy's multinomial refuses it: no vacuum pulses left
             raise ValueError(f"p_signal + p_decoy must be below 1, not {self.p_signal + self.p_decoy:g}")
-        return self
 
     def estimation_params(self) -> dict[str, float]:
         return {
@@ -87,7 +90,7 @@ class SimulatedBB84Config(KeyDistillingConfig):
 
     @classmethod
     def expected_key_rate_bps(cls, configs: Sequence["SimulatedBB84Config"]) -> NDArray[np.float64]:
-        return expected_secret_key_rate_bps(parameter_table(configs))
+        return planned_secret_key_rate_bps(parameter_table(configs))
 
 
 def nominal_loss_db(p: Any) -> NDArray[np.float64]:
@@ -150,9 +153,11 @@ def click_model(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return np.clip(q_seen, 0.0, 1.0), np.clip(error, 0.0, 1.0)
 
 
-def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike) -> dict[str, NDArray[np.float64]]:
-    """One window of counts for ``pulses_total`` pulses per link under ``click_model``."""
-    q, error_prob = click_model(p)
+def sample_window(p: Any, rng: np.random.Generator, pulses_total: ArrayLike,
+                  model: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None) -> dict[str, NDArray[np.float64]]:
+    """One window of counts for ``pulses_total`` pulses per link under ``click_model`` (``model``: its
+    result, if the caller has it already)."""
+    q, error_prob = click_model(p) if model is None else model
     choice = np.stack(np.broadcast_arrays(p.p_signal, p.p_decoy, p.p_vacuum), axis=-1)
     pulses = rng.multinomial(np.asarray(pulses_total, np.int64), choice)
     detections = rng.binomial(pulses, q)
@@ -184,6 +189,17 @@ def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
     with np.errstate(all="ignore"):
         rate = BB84_DECOY.finite_key_rate_per_pulse(expected_counts(p), params) * np.asarray(p.clock_rate_hz)
     return np.nan_to_num(rate, nan=0.0)
+
+
+#: What a plan assumes of a link: nobody attacks it and its source sends the nominal intensities.
+AS_BUILT = {"eavesdrop_fraction": 0.0, "blinding_fraction": 0.0, "pns_fraction": 0.0, "source_power_factor": 1.0}
+
+
+def planned_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
+    """The key rate a link's plan promises: ``expected_secret_key_rate_bps`` of the link as built
+    (``AS_BUILT``), whatever attack or drift its config simulates. The one model behind both
+    ``qtelemetry plan``'s finite bound and the exporter's qkd_expected_secret_key_rate_bits_per_second."""
+    return expected_secret_key_rate_bps(SimpleNamespace(**{**vars(p), **AS_BUILT}))
 
 
 class BB84Fleet(KeyDistillingFleet[SimulatedBB84Config]):

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from qtelemetry.drivers.base import check
 from qtelemetry.drivers.simulated import (MAX_EC_EFFICIENCY, MAX_LENGTH_KM, MAX_LOSS_DB, MAX_MEAN_PHOTONS,
                                           MAX_POWER_FACTOR, MAX_RATE_HZ, KeyDistillingConfig, KeyDistillingFleet,
                                           parameter_table)
@@ -46,8 +47,10 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
     clock_rate_hz: float = Field(1e8, gt=0.0, le=MAX_RATE_HZ, description="pump pulse rate")
     chsh_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pulses used for the CHSH test")
     ec_efficiency: float = Field(1.16, ge=1.0, le=MAX_EC_EFFICIENCY, description="error-correction inefficiency f ≥ 1")
+    eavesdrop_fraction: float = Field(0.0, ge=0.0, le=1.0,
+                                      description="pairs whose photon to site B Eve intercepts and resends")
 
-    @model_validator(mode="after")
+    @check
     def _window_fits_clock(self) -> "SimulatedSPDCConfig":
         if self.coincidence_window_s * self.clock_rate_hz > 1.0:
             raise ValueError(
@@ -75,15 +78,31 @@ class SimulatedSPDCConfig(KeyDistillingConfig):
         return expected_secret_key_rate_bps(parameter_table(configs))
 
 
+def intercept_resend_visibility(fraction: Any) -> NDArray[np.float64]:
+    """Factor on the pairs' two-photon visibility when Eve measures the photon to site B of a ``fraction`` of
+    the pairs in Z or X at random and resends the state she found: 1 − f/2.
+
+    A pair she measured at angle θ keeps the correlation V·cos 2(a − θ)·cos 2(θ − b) between analysers at
+    a and b (Alice–Eve, then Eve's resent photon–Bob: ±1 outcomes through symmetric channels multiply),
+    which averages over θ ∈ {0°, 45°} to V/2·cos 2(a − b): half the visibility in every direction of the
+    key bases and the CHSH settings. Hence QBER e → e + f(1 − 2e)/4 (f/4 from a clean link, as in BB84:
+    Bennett & Brassard 1984) and S → S(1 − f/2). Eve sits
+    at the source and resends into the same fibre: the counts of clicks and coincidences do not change.
+    """
+    return 1.0 - np.asarray(fraction, float) / 2.0
+
+
 def model_args(p: Any) -> tuple[NDArray[np.float64], ...]:
-    """(λ, η_A, η_B, Y0A, Y0B, e_d) of the MFL model for a link's config or a fleet's table."""
+    """(λ, η_A, η_B, Y0A, Y0B, e_d) of the MFL model for a link's config or a fleet's table; e_d includes
+    an eavesdropper's intercept-resend (``intercept_resend_visibility``)."""
     eta_a, eta_b = entanglement.arm_transmittances(
         p.fiber_length_km, p.attenuation_db_per_km, p.source_position,
         p.detector_efficiency_a, p.detector_efficiency_b * 10.0 ** (-np.asarray(p.insertion_loss_db) / 10.0),
     )
     y0 = -np.expm1(-np.asarray(p.dark_count_rate_hz) * p.coincidence_window_s)
     lam = np.asarray(p.mean_pair_number) * p.source_power_factor / 2.0
-    return lam, eta_a, eta_b, y0, y0, entanglement.intrinsic_error(p.visibility, p.misalignment_error)
+    visibility = np.asarray(p.visibility) * intercept_resend_visibility(p.eavesdrop_fraction)
+    return lam, eta_a, eta_b, y0, y0, entanglement.intrinsic_error(visibility, p.misalignment_error)
 
 
 def outcome_probabilities(p: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -100,12 +119,18 @@ def expected_secret_key_rate_bps(p: Any) -> NDArray[np.float64]:
     return entanglement.bbm92_rate(sifted_gain, e, e, p.ec_efficiency) * p.clock_rate_hz
 
 
+def sample_window(p: Any, rng: np.random.Generator, pulses: Any,
+                  model: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None) -> dict[str, NDArray[np.float64]]:
+    """One window of counts for ``pulses`` pump pulses per link under the model (``model``: the result of
+    ``outcome_probabilities``, if the caller has it already)."""
+    return entanglement.sample_window(rng, pulses, *(outcome_probabilities(p) if model is None else model))
+
+
 class SPDCFleet(KeyDistillingFleet[SimulatedSPDCConfig]):
     """All simulated entangled-photon links of a process, sampled together."""
 
     def draw_counts(self, rng: np.random.Generator, p: SimpleNamespace, duration_s: float) -> dict[str, NDArray[np.float64]]:
-        cells, accidental = outcome_probabilities(p)
-        return entanglement.sample_window(rng, np.round(p.clock_rate_hz * duration_s), cells, accidental)
+        return sample_window(p, rng, np.round(p.clock_rate_hz * duration_s))
 
     def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
         return expected_secret_key_rate_bps(p)

@@ -1,115 +1,68 @@
-"""Sequential change detection on decoy-BB84 counts: CUSUMs that see an attack, at a stated false-alarm rate.
+"""Sequential change detection on binomial counts: CUSUMs whose false alarms are bounded by construction.
 
 Every statistic is Page's CUSUM of per-window log-likelihood ratios, S ← max(0, S + llr), alarm at
 S ≥ h (Page, Biometrika 41, 100 (1954); minimax-optimal for a known shift: Lorden, Ann. Math.
-Stat. 42, 1897 (1971), Moustakides, Ann. Stat. 14, 1379 (1986)). Each window's llr is that of
-the exact binomial of its own counts (Reynolds & Stoumbos, J. Qual. Technol. 31, 87 (1999), for
-a proportion), so windows of any length and count, ten vacuum clicks or a million sifted bits,
-enter without a normal approximation.
+Stat. 42, 1897 (1971), Moustakides, Ann. Stat. 14, 1379 (1986)). A window's llr is that of the
+exact binomials of its own counts (Reynolds & Stoumbos, J. Qual. Technol. 31, 87 (1999), for a
+proportion), summed over the binomials a statistic watches, so windows of any length and count,
+ten vacuum clicks or a million sifted bits, enter without a normal approximation. What each
+protocol's statistics watch is ``tamper_statistics``; this module is the machinery they share.
 
-Statistics (columns of the state arrays), all against a baseline frozen at the end of the warm-up:
+Thresholds hold by construction (Lorden 1971, Theorem 2): under the baseline e^llr has mean 1 in
+every window, so by Ville's inequality a sequential test started in any window ever reaches h with
+probability at most e^−h; a CUSUM that restarts after each alarm therefore raises at most e^−h
+false alarms per window on average, ARL₀ ≥ e^h. h = ln ARL₀ needs no approximation and no
+stationarity: it holds for the lattice of a few dark counts as for a million sifted bits, and for
+windows of any length. The price is that false alarms are rarer than the target: 4.6–20× where a
+window carries little evidence (tests/test_tamper.py computes the exact ARL₀), far more where one
+window decides on its own, and there no threshold could alarm before the first attacked window.
+The bound needs the baseline, which a warm-up only estimates: ``freeze`` moves each statistic's
+reference towards its alternative by a margin that keeps the average over the links' warm-ups within
+the bound, and does not run a statistic whose warm-up cannot resolve its shift.
 
-- ``qber_z``, ``qber_x``: errors among sifted signal bits, p0 → p0 + shift (intercept-resend on a
-  fraction f of the pulses adds f/4: Bennett & Brassard 1984);
-- ``decoy_up``, ``decoy_down``: of the signal + decoy clicks of a window, the decoy share, which
-  the window's pulse counts and the gain ratio r = Q_ν/Q_μ fix at N_ν r/(N_ν r + N_μ); r → r(1±s).
-  A loss change scales both gains alike (Q ≈ ημ), a PNS attack lowers r (Brassard, Lütkenhaus,
-  Mor, Sanders, PRL 85, 1330 (2000)), faked clicks after blinding raise it (Lydersen et al., Nat.
-  Photon. 4, 686 (2010));
-- ``vacuum_up``, ``vacuum_down``: clicks on vacuum pulses, Y0 → Y0·k or Y0/k. The vacuum gain is
-  compared with its own baseline, not with the signal gain: no loss change moves dark counts,
-  whereas every fibre bend moves Y0/Q_μ. Blinded detectors lose their dark counts, and clicks Eve
-  fakes regardless of intensity land on vacuum pulses too.
-
-Thresholds come from the mean time between false alarms through Siegmund's corrected diffusion
-approximation (Sequential Analysis, 1985, ch. X): ARL0 ≈ (e^h' − h' − 1)/K with h' = h − 2 ln ν(δ),
-K = −E0[llr] and δ² = Var0[llr] per window, ν Siegmund's overshoot function. It assumes stationary
-windows: the counts of a window like the warm-up's mean window, independent between windows.
+A link's budget is split equally among its M running statistics: each gets ARL₀ = M × the link's
+mean time between false alarms (in mean warm-up windows), so their alarm rates add up to at most
+the link's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special
 
-from qtelemetry.estimation.bb84 import DECOY, SIGNAL, SIGNAL_SIGMAS, VACUUM
-
-#: The exported detectors and the one-sided statistics (columns) each one is the maximum of.
-DETECTORS: dict[str, tuple[int, ...]] = {"qber_z": (0,), "qber_x": (1,), "decoy_gain": (2, 3), "vacuum_gain": (4, 5)}
-STATISTICS = ("qber_z", "qber_x", "decoy_up", "decoy_down", "vacuum_up", "vacuum_down")
-#: Quantities compared with their baseline in ``qkd_tamper_baseline_ratio``.
-QUANTITIES = ("qber_z", "qber_x", "signal_gain", "decoy_gain", "vacuum_gain")
-#: Thresholds aim at this many times the configured mean time between false alarms: the
-#: approximation and a baseline learned from a finite warm-up gave up to 1.07x the configured rate
-#: with a few counts per window (bench/tamper.py); the margin costs ln 1.25 = 0.22 of llr in delay.
-MARGIN = 1.25
+#: Largest margin for the warm-up's error, as a fraction of a statistic's shift, with which it runs (``freeze``).
+MAX_MARGIN = 0.1
 #: Estimate keys of the detectors' published state start with this: not an estimator's output.
 ESTIMATE_PREFIX = "tamper_"
-
-
-def estimate_key(what: str, name: str = "") -> str:
-    """The estimate key of ``what`` (statistic, alarm, baseline_ratio, warmup) of detector or quantity ``name``,
-    which the runtime publishes and the metric catalogue reads."""
-    return ESTIMATE_PREFIX + "_".join(filter(None, (what, name)))
-
-
 #: A statistic stops growing at this many thresholds: past the alarm (which latches) more evidence
 #: changes nothing, and a capped statistic falls back below 1 soon after the change ends.
 CAP = 10.0
 
 
+def estimate_key(what: str, name: str = "") -> str:
+    """The estimate key of ``what`` (statistic, alarm, baseline_ratio, warmup, mean_time) of detector or
+    quantity ``name``, which the runtime publishes and the metric catalogue reads."""
+    return ESTIMATE_PREFIX + "_".join(filter(None, (what, name)))
+
+
 def binomial_llr(k: NDArray, n: NDArray, p0: NDArray, p1: NDArray) -> NDArray[np.float64]:
-    """log P1/P0 of k successes in n trials: k ln(p1/p0) + (n − k) ln((1 − p1)/(1 − p0)); 0 when n = 0."""
-    return k * (np.log(p1) - np.log(p0)) + (n - k) * (np.log1p(-p1) - np.log1p(-p0))
+    """log P1/P0 of k successes in n trials: k ln(p1/p0) + (n − k) ln((1 − p1)/(1 − p0)); 0 when n = 0.
+    Two logarithms, not four: the second as log1p((p0 − p1)/(1 − p0)), accurate for small proportions."""
+    return k * np.log(p1 / p0) + (n - k) * np.log1p((p0 - p1) / (1 - p0))
 
 
-def llr_moments(n: NDArray, p0: NDArray, p1: NDArray) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """K = −E0[llr] = n·KL(p0‖p1) and δ = sd0[llr] of a window of n trials."""
-    c = np.log(p1) - np.log(p0) - np.log1p(-p1) + np.log1p(-p0)
-    kl = p0 * (np.log(p0) - np.log(p1)) + (1 - p0) * (np.log1p(-p0) - np.log1p(-p1))
-    return n * kl, np.abs(c) * np.sqrt(n * p0 * (1 - p0))
+def kl_divergence(p: NDArray, q: NDArray) -> NDArray[np.float64]:
+    """KL(Bernoulli(p) ‖ Bernoulli(q)), nats per trial."""
+    return p * (np.log(p) - np.log(q)) + (1 - p) * (np.log1p(-p) - np.log1p(-q))
 
 
-@cache
-def _nu_table() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """ln ν(δ) on a log grid: ν(δ) = 2δ⁻² exp(−2 Σₙ n⁻¹ Φ(−δ√n/2)) (Siegmund 1985, ch. X)."""
-    delta = np.geomspace(0.05, 200.0, 400)
-    n = np.arange(1, 40_001, dtype=float)
-    terms = np.stack([(special.ndtr(-d * np.sqrt(n) / 2) / n).sum() for d in delta])
-    return np.log(delta), np.log(2.0) - 2 * np.log(delta) - 2 * terms
-
-
-def log_overshoot(delta: NDArray) -> NDArray[np.float64]:
-    """ln ν(δ); below the table ν ≈ e^(−0.583δ) (Siegmund 1985, ch. X)."""
-    grid, values = _nu_table()
-    delta = np.asarray(delta, float)
-    small = delta < np.exp(grid[0])
-    return np.where(small, -0.583 * delta, np.interp(np.log(np.maximum(delta, 1e-300)), grid, values))
-
-
-def cusum_threshold(arl0: NDArray, k: NDArray, delta: NDArray) -> NDArray[np.float64]:
-    """Threshold h with a mean of ``arl0`` windows between false alarms (Siegmund's approximation).
-
-    Solves (e^x − x − 1)/K = ARL0 for x = h' by fixed point, then h = h' + 2 ln ν(δ), never
-    below ln 2. Where one window decides alone (K ≫ 1) the approximation is conservative:
-    false alarms are rarer than asked.
-    """
-    target = np.asarray(arl0, float) * np.asarray(k, float)
-    x = np.log1p(target)
-    for _ in range(30):
-        x = np.log(target + x + 1.0)
-    return np.maximum(x + 2 * log_overshoot(delta), np.log(2.0))
-
-
-def detection_delay(h: NDArray, k1: NDArray, delta1: NDArray) -> NDArray[np.float64]:
-    """Expected windows to alarm after the change, from S = 0: (h' + e^(−h') − 1)/K1 with
-    h' = h − 2 ln ν(δ1), K1 = E1[llr] (Siegmund 1985, ch. X); at least one window."""
-    x = np.asarray(h, float) - 2 * log_overshoot(delta1)
-    return np.maximum((x + np.exp(-x) - 1.0) / np.asarray(k1, float), 1.0)
+def lorden_threshold(arl0: NDArray) -> NDArray[np.float64]:
+    """h = ln ARL₀: a CUSUM of exact log-likelihood ratios then has ARL₀ ≥ e^h (Lorden 1971, Theorem 2);
+    never below ln 2."""
+    return np.log(np.maximum(np.asarray(arl0, float), 2.0))
 
 
 @dataclass(frozen=True)
@@ -118,46 +71,85 @@ class Settings:
 
     mean_time_between_false_alarms_s: NDArray[np.float64]
     warmup_s: NDArray[np.float64]
-    qber_shift: NDArray[np.float64]
+    qber_shifts: NDArray[np.float64]  #: (links, bank members); NaN: no such member on that link
     decoy_gain_shift: NDArray[np.float64]
     vacuum_gain_factor: NDArray[np.float64]
+    chsh_shift: NDArray[np.float64]
 
 
-#: Warm-up sums kept per link: errors and sifted bits of signal pulses per basis, then clicks and
-#: pulses per intensity.
-_WARM = ("errors_z", "sifted_z", "errors_x", "sifted_x", "det_s", "det_d", "det_v", "pulses_s", "pulses_d", "pulses_v")
+#: (k, n, p0, p1) of each window's binomial trials: successes, trials, baseline, alternative.
+Trials = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+#: Links of a group: their rows, or all of them in order.
+Rows = NDArray[np.intp] | slice
+
+
+class Statistics(Protocol):
+    """What one protocol's detectors watch: binomial trials per window, grouped into statistics."""
+
+    protocol: str
+    names: tuple[str, ...]  #: the statistics (columns of the state)
+    detectors: dict[str, tuple[int, ...]]  #: exported detectors and the statistics each is the maximum of
+    owner: NDArray[np.intp]  #: the statistic each trial belongs to
+    warm: tuple[str, ...]  #: columns of ``window_sums``, summed over the warm-up
+    baselines: tuple[str, ...]  #: columns of ``baseline``
+    quantities: tuple[str, ...]  #: compared with their baseline in ``qkd_tamper_baseline_ratio``
+
+    def window_sums(self, counts: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
+        """One window's counts as (links, warm) columns."""
+
+    def baseline(self, warm: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Baseline proportions from (links, warm) sums."""
+
+    def trials(self, w: NDArray[np.float64], baseline: NDArray[np.float64], settings: Settings, rows: Rows) -> Trials:
+        """(k, n, p0, p1) of every trial, (links, trials), for windows ``w`` of links ``rows``."""
+
+    def quiet(self, w: NDArray[np.float64], baseline: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """(links, statistics): windows a statistic skips because they hold no evidence (no light)."""
+
+    def baseline_quantities(self, baseline: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(links, quantities): the baseline value of each of ``quantities``."""
 
 
 @dataclass
 class DetectorState:
     """Detector state of a group of links; arrays are updated in place by ``update``."""
 
+    statistics: Statistics
     n: int
-    warm: NDArray[np.float64] = field(init=False)  #: (links, _WARM) sums over the warm-up
+    warm: NDArray[np.float64] = field(init=False)  #: (links, warm) sums over the warm-up
     warm_seconds: NDArray[np.float64] = field(init=False)
     warm_windows: NDArray[np.float64] = field(init=False)
     armed: NDArray[np.bool_] = field(init=False)  #: baseline frozen, detectors running
-    #: baseline: p_z, p_x, r = Q_d/Q_s, Y0, Q_s
     baseline: NDArray[np.float64] = field(init=False)
-    threshold: NDArray[np.float64] = field(init=False)  #: (links, STATISTICS)
-    statistic: NDArray[np.float64] = field(init=False)  #: (links, STATISTICS), S
-    alarm: NDArray[np.bool_] = field(init=False)  #: (links, DETECTORS), latched
+    threshold: NDArray[np.float64] = field(init=False)  #: (links, statistics); NaN: not running
+    #: (links, statistics): how far towards its alternative each statistic's reference is moved from the
+    #: learned baseline, as a fraction of the shift (the warm-up's margin, ``freeze``)
+    margin: NDArray[np.float64] = field(init=False)
+    statistic: NDArray[np.float64] = field(init=False)  #: (links, statistics), S
+    alarm: NDArray[np.bool_] = field(init=False)  #: (links, detectors), latched
 
     def __post_init__(self) -> None:
-        n = self.n
-        self.warm = np.zeros((n, len(_WARM)))
+        n, stats = self.n, self.statistics
+        self.warm = np.zeros((n, len(stats.warm)))
         self.warm_seconds = np.zeros(n)
         self.warm_windows = np.zeros(n)
         self.armed = np.zeros(n, bool)
-        self.baseline = np.full((n, 5), np.nan)
-        self.threshold = np.full((n, len(STATISTICS)), np.nan)
-        self.statistic = np.zeros((n, len(STATISTICS)))
-        self.alarm = np.zeros((n, len(DETECTORS)), bool)
+        self.baseline = np.full((n, len(stats.baselines)), np.nan)
+        self.threshold = np.full((n, len(stats.names)), np.nan)
+        self.margin = np.full((n, len(stats.names)), np.nan)
+        self.statistic = np.zeros((n, len(stats.names)))
+        self.alarm = np.zeros((n, len(stats.detectors)), bool)
 
     def adopt(self, rows: NDArray[np.intp], old: "DetectorState", old_rows: NDArray[np.intp]) -> None:
-        """Continue ``old``'s links at ``rows`` (a reload): warm-up, baseline, statistics, alarms."""
-        for name in ("warm", "warm_seconds", "warm_windows", "armed", "baseline", "threshold", "statistic", "alarm"):
+        """Continue ``old``'s links at ``rows`` (a reload): warm-up, baseline, alarms, and the statistics
+        (with their thresholds) both have."""
+        for name in ("warm", "warm_seconds", "warm_windows", "armed", "baseline", "alarm"):
             getattr(self, name)[rows] = getattr(old, name)[old_rows]
+        for j, name in enumerate(self.statistics.names):
+            if name in old.statistics.names:
+                i = old.statistics.names.index(name)
+                for name in ("statistic", "threshold", "margin"):
+                    getattr(self, name)[rows, j] = getattr(old, name)[old_rows, i]
 
     def rearm(self, rows: NDArray[np.intp], relearn: bool) -> None:
         """Clear statistics and alarms of ``rows``; ``relearn`` also starts a new warm-up."""
@@ -170,61 +162,60 @@ class DetectorState:
             self.armed[rows] = False
             self.baseline[rows] = np.nan
             self.threshold[rows] = np.nan
+            self.margin[rows] = np.nan
 
 
-def window_sums(counts: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
-    """One window's counts in the ``_WARM`` layout, (links, 10)."""
-    e, s, d, p = counts["errors"], counts["sifted"], counts["detections"], counts["pulses"]
-    return np.column_stack([e[:, 0, SIGNAL], s[:, 0, SIGNAL], e[:, 1, SIGNAL], s[:, 1, SIGNAL],
-                            d[:, SIGNAL], d[:, DECOY], d[:, VACUUM], p[:, SIGNAL], p[:, DECOY], p[:, VACUUM]])
+def window_llr(statistics: Statistics, trials: Trials, margin: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(links, statistics): each statistic's llr in one window, the sum of its trials', against the baseline
+    moved by ``margin``."""
+    k, n, p0, p1 = trials
+    owner = statistics.owner
+    identity = owner.size == margin.shape[1]  # one trial per statistic, in order
+    p0 = p0 + (margin if identity else margin[:, owner]) * (p1 - p0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no trials (n = 0, or p undefined): no evidence
+        per_trial = binomial_llr(k, n, p0, p1)
+    per_trial[~np.isfinite(per_trial)] = 0.0
+    return per_trial if identity else per_trial @ membership(statistics)
 
 
-def _jeffreys(k: NDArray, n: NDArray) -> NDArray[np.float64]:
-    """(k + ½)/(n + 1): a baseline proportion that is never 0 or 1, so every llr stays finite."""
-    return (k + 0.5) / (n + 1.0)
-
-
-def _alternatives(baseline: NDArray, settings: Settings, rows: NDArray[np.intp]) -> tuple[NDArray, NDArray]:
-    """(p0, p1) per statistic for qber and vacuum, and (r0, r1) for the decoy statistics: (links, 6) each."""
-    p_z, p_x, r, y0 = baseline[:, 0], baseline[:, 1], baseline[:, 2], baseline[:, 3]
-    shift, s, k = settings.qber_shift[rows], settings.decoy_gain_shift[rows], settings.vacuum_gain_factor[rows]
-    p0 = np.column_stack([p_z, p_x, r, r, y0, y0])
-    p1 = np.column_stack([np.minimum(p_z + shift, 0.5), np.minimum(p_x + shift, 0.5), r * (1 + s), r / (1 + s),
-                          np.minimum(y0 * k, 0.5), y0 / k])
-    return p0, p1
-
-
-def _trials(w: NDArray, p0: NDArray, p1: NDArray) -> tuple[NDArray, NDArray, NDArray, NDArray]:
-    """(k, n, p0, p1) of every statistic for windows ``w`` (_WARM layout); decoy ratios become
-    the decoy share N_d r/(N_d r + N_s) of that window's pulses."""
-    k = np.column_stack([w[:, 0], w[:, 2], w[:, 5], w[:, 5], w[:, 6], w[:, 6]])
-    n = np.column_stack([w[:, 1], w[:, 3], w[:, 4] + w[:, 5], w[:, 4] + w[:, 5], w[:, 9], w[:, 9]])
-    share = lambda r: w[:, 8, None] * r / (w[:, 8, None] * r + w[:, 7, None])  # noqa: E731
-    p0, p1 = p0.copy(), p1.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):  # no signal or decoy pulses: NaN, no trials to weigh
-        p0[:, 2:4], p1[:, 2:4] = share(p0[:, 2:4]), share(p1[:, 2:4])
-    return k, n, p0, p1
+def membership(statistics: Statistics) -> NDArray[np.float64]:
+    """(trials, statistics): 1 where a trial belongs to a statistic."""
+    return np.eye(len(statistics.names))[statistics.owner]
 
 
 def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> None:
-    """End the warm-up of ``rows``: baseline from its sums, thresholds from the false-alarm rate.
+    """End the warm-up of ``rows``: baseline from its sums, thresholds from the false-alarm budget, and
+    each statistic's margin for the warm-up's own error.
 
-    The link's mean time between false alarms covers all its statistics: each of the six gets
-    six times as long (their alarm rates add up at most to the link's), times ``MARGIN``. A
-    statistic that had no trials in the warm-up (a link with no decoy or no signal pulses) has no
-    baseline: its threshold is NaN, so it never alarms and its level is NaN, not 0.
+    Threshold h = ln ARL₀ (Lorden). The margin: a baseline off by ε multiplies a statistic's false-alarm
+    rate by about e^(b·ε), b = h·n·(p1 − p0)/(p0(1 − p0)·K₁) per trial (first order in ε of the root
+    θ* < 1 of E[e^(θ·llr)] = 1, rate ∝ e^(−θ*h); K₁ = Σ n·KL(p1‖p0) the statistic's llr per window under
+    the change). The warm-up's ε is normal with variance p0(1 − p0)/(n·W) after W windows, so weighing
+    windows against p0 + m·(p1 − p0) with m = h/(2·W·K₁) makes the rate's average over warm-ups
+    e^(−b·m + b²σ²/2) = 1: the links' false alarms add up to Lorden's bound. The expansion holds while the
+    margin is small: a statistic runs only if m ≤ ``MAX_MARGIN``, i.e. if its warm-up carried at least
+    5·h of llr for its shift (W·K₁ ≥ 5h); the exact check is in tests/test_tamper.py.
+
+    A statistic whose trials had no baseline in the warm-up (a link with no decoy pulses, no CHSH
+    rounds, a bank member the link does not have) is not running either: NaN threshold, so it never
+    alarms and its level is NaN, not 0, and it takes no share of the budget.
     """
-    w = state.warm[rows]
-    q_s, q_d = _jeffreys(w[:, 4], w[:, 7]), _jeffreys(w[:, 5], w[:, 8])
-    state.baseline[rows] = np.column_stack([
-        _jeffreys(w[:, 0], w[:, 1]), _jeffreys(w[:, 2], w[:, 3]), q_d / q_s, _jeffreys(w[:, 6], w[:, 9]), q_s])
+    stats = state.statistics
     windows = state.warm_windows[rows]
-    mean_window = w / windows[:, None]
-    k, n, p0, p1 = _trials(mean_window, *_alternatives(state.baseline[rows], settings, rows))
-    with np.errstate(invalid="ignore", divide="ignore"):  # decoy share 0 or 1 (no trials): NaN, as above
-        kl, delta = llr_moments(n, p0, p1)
-    arl0 = MARGIN * len(STATISTICS) * settings.mean_time_between_false_alarms_s[rows] / (state.warm_seconds[rows] / windows)
-    state.threshold[rows] = cusum_threshold(arl0[:, None], np.maximum(kl, 1e-12), delta)
+    state.baseline[rows] = stats.baseline(state.warm[rows])
+    _, n, p0, p1 = stats.trials(state.warm[rows] / windows[:, None], state.baseline[rows], settings, rows)
+    member = membership(stats)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usable = (n > 0) & (p0 > 0) & (p0 < 1) & (p1 > 0) & (p1 < 1) & (p0 != p1)
+        k1 = np.where(usable, n * kl_divergence(p1, p0), 0.0) @ member
+    defined = (~usable) @ member == 0  # every trial of the statistic usable
+    share = defined.sum(axis=1) * settings.mean_time_between_false_alarms_s[rows] / (state.warm_seconds[rows] / windows)
+    h = lorden_threshold(share)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        margin = h / (2 * windows[:, None] * k1)
+    running = defined & (margin <= MAX_MARGIN)
+    state.threshold[rows] = np.where(running, h, np.nan)
+    state.margin[rows] = np.where(running, margin, np.nan)
     state.statistic[rows] = 0.0
     state.armed[rows] = True
 
@@ -232,7 +223,8 @@ def freeze(state: DetectorState, rows: NDArray[np.intp], settings: Settings) -> 
 def update(state: DetectorState, rows: NDArray[np.intp], counts: dict[str, NDArray[np.float64]],
            duration: NDArray[np.float64], settings: Settings) -> None:
     """Fold one new window per row: warm-up sums while learning, else a CUSUM step and the alarms."""
-    w = window_sums(counts)
+    stats = state.statistics
+    w = stats.window_sums(counts)
     armed = state.armed[rows]
     learning, running = rows[~armed], rows[armed]
     if learning.size:
@@ -243,33 +235,41 @@ def update(state: DetectorState, rows: NDArray[np.intp], counts: dict[str, NDArr
         if done.size:
             freeze(state, done, settings)
     if running.size:
-        k, n, p0, p1 = _trials(w[armed], *_alternatives(state.baseline[running], settings, running))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            llr = np.nan_to_num(binomial_llr(k, n, p0, p1))
-        # a window without light above the dark counts (a cut) says nothing about QBER or gain ratio:
-        # QKDNoSignal reports it. Dark counts expected from the baseline Y0, which is known far better
-        # than one window's few vacuum clicks tell it. The vacuum gain does not need the light.
-        expected_dark = w[armed, 7] * state.baseline[running, 3]
-        dark = w[armed, 4] - expected_dark <= SIGNAL_SIGMAS * np.sqrt(expected_dark + 1.0)
-        llr[dark, :4] = 0.0
-        s = np.clip(state.statistic[running] + llr, 0.0, CAP * state.threshold[running])
+        if running.size == state.n and np.array_equal(running, np.arange(state.n)):
+            running, armed = slice(None), slice(None)  # every link, in order: views, not copies (the usual cycle)
+        baseline = state.baseline[running]
+        llr = window_llr(stats, stats.trials(w[armed], baseline, settings, running), state.margin[running])
+        llr[stats.quiet(w[armed], baseline)] = 0.0
+        threshold = state.threshold[running]
+        s = np.clip(state.statistic[running] + llr, 0.0, CAP * np.nan_to_num(threshold))
         state.statistic[running] = s
-        over = s >= state.threshold[running]
-        state.alarm[running] |= np.column_stack([over[:, list(cols)].any(axis=1) for cols in DETECTORS.values()])
+        with np.errstate(invalid="ignore"):
+            over = s >= threshold  # NaN threshold: not running, never over
+        state.alarm[running] |= np.column_stack([over[:, list(cols)].any(axis=1) for cols in stats.detectors.values()])
+
+
+def restart(state: DetectorState, rows: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """Restart the statistics of ``rows`` that reached their threshold (S = 0) and clear the alarms:
+    each statistic as a CUSUM restarted after its own alarms. Returns which statistics restarted,
+    (rows, statistics)."""
+    with np.errstate(invalid="ignore"):
+        over = state.statistic[rows] >= state.threshold[rows]
+    state.statistic[rows] = np.where(over, 0.0, state.statistic[rows])
+    state.alarm[rows] = False
+    return over
 
 
 def level(state: DetectorState) -> NDArray[np.float64]:
-    """Each detector's statistic over its threshold (the larger side of two-sided ones): 1 is the alarm
-    level; NaN while warming up."""
-    ratio = state.statistic / state.threshold
-    out = np.column_stack([ratio[:, list(cols)].max(axis=1) for cols in DETECTORS.values()])
+    """Each detector's statistic over its threshold (the largest of its statistics): 1 is the alarm level;
+    NaN while warming up or where none of its statistics runs."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = state.statistic / state.threshold
+    out = np.column_stack([np.fmax.reduce(ratio[:, list(cols)], axis=1) for cols in state.statistics.detectors.values()])
     out[~state.armed] = np.nan
     return out
 
 
 def baseline_ratio(state: DetectorState, current: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``current`` (links, QUANTITIES: sliding-window QBERs and gains) over the frozen baseline; NaN while warming up."""
-    base = state.baseline[:, [0, 1, 4, 4, 3]]
-    base[:, 3] *= state.baseline[:, 2]  # decoy gain = r · Q_s
+    """``current`` (links, quantities: sliding-window values) over the frozen baseline; NaN while warming up."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return current / base
+        return current / state.statistics.baseline_quantities(state.baseline)

@@ -13,11 +13,13 @@ from typing import Callable, Hashable
 
 
 class Connections:
-    """Open connections by key; the server's event loop is the only caller."""
+    """Open connections by key; the server's event loop is the only caller. ``rejected(reason)``
+    hears of every connection closed or refused here: ``connection_limit`` or ``idle_timeout``."""
 
-    def __init__(self, limit: int, wait_timeout: float):
+    def __init__(self, limit: int, wait_timeout: float, rejected: Callable[[str], None] = lambda reason: None):
         self.limit = limit
         self.wait_timeout = wait_timeout
+        self._rejected = rejected
         self._close: dict[Hashable, Callable[[], None]] = {}
         #: connections waiting for their client, oldest first, and since when (loop time)
         self._waiting: dict[Hashable, float] = {}
@@ -28,6 +30,7 @@ class Connections:
     def opened(self, key: Hashable, close: Callable[[], None], now: float) -> bool:
         """Count a new connection waiting for its client; False if every slot is busy answering."""
         if len(self._close) >= self.limit:
+            self._rejected("connection_limit")
             if not self._waiting:
                 return False
             self._drop(next(iter(self._waiting)))
@@ -53,6 +56,7 @@ class Connections:
         """Close the connections that waited too long; how many."""
         late = [key for key, since in self._waiting.items() if now - since > self.wait_timeout]
         for key in late:
+            self._rejected("idle_timeout")
             self._drop(key)
         return len(late)
 

@@ -5,7 +5,10 @@ built at scrape time: each family is laid out once per config as blocks of serie
 ``name{labels} `` prefixes are precomputed, and a scrape only formats one value array per block.
 The rendered text (and its gzip stream) is cached per snapshot and format; only the families
 that depend on the moment of the scrape (``qlink_up``, data age, estimation lag) are rendered
-for every scrape and appended, so a cached body can never make old data look current.
+for every scrape and appended, so a cached body can never make old data look current. The
+exporter's own metrics (process, endpoint, durations: ``qtelemetry.selfmetrics``) come from a
+prometheus_client registry, rendered by that library in the scraper's format and appended for
+every scrape too.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from isal import isal_zlib
 from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_format
+from prometheus_client.openmetrics import exposition as openmetrics_format
 
-from qtelemetry import __version__
+from qtelemetry import __version__, selfmetrics
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.catalogue import METRICS, Metric
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.network import NetworkSnapshot
-from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
+from qtelemetry.runtime.snapshot import Snapshot
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -189,7 +195,7 @@ def _link_rows(table: LinkTable) -> list[tuple[str, ...]]:
 def _histogram(metric: Metric, head: Sequence[tuple[str, ...]], axes: tuple[tuple[str, ...], ...],
                cumulative: Values, total: Values, select: NDArray[np.intp] | None = None) -> tuple[Block, ...]:
     """``_bucket`` (cumulative, last axis ``le``), ``_sum`` and ``_count`` blocks of one histogram."""
-    le = tuple(repr(float(b)) for b in metric.buckets or DURATION_BUCKETS) + ("+Inf",)
+    le = tuple(repr(float(b)) for b in metric.buckets) + ("+Inf",)
     labels = metric.labels
     return (
         Block(metric.name + "_bucket", (*labels, "le"), head, (*axes, le), cumulative),
@@ -267,9 +273,6 @@ def _link_blocks(metric: Metric, table: LinkTable) -> tuple[list[Block], bool]:
             return [Block(name, metric.labels, rows, (), _const(table.expected_key_rate_bps))], False
         case "qtelemetry_build":
             return [Block(name, metric.labels, [(__version__,)], (), _const(np.ones(1)))], False
-        case "qtelemetry_estimation_duration_seconds":
-            return list(_histogram(metric, [()], (), lambda snap, now: snap.duration_buckets,
-                                   lambda snap, now: np.array([snap.duration_sum]))), False
         case "qtelemetry_estimation_lag_seconds":
             return [Block(name, (), [()], (), lambda snap, now: np.array([snap.lag(now)]))], True
         case "qtelemetry_estimation_interval_seconds":
@@ -288,11 +291,13 @@ def _link_blocks(metric: Metric, table: LinkTable) -> tuple[list[Block], bool]:
 
 
 def layout(table: LinkTable) -> tuple[Family, ...]:
-    """Every catalogue family for these links; the scrape-time ones last."""
+    """Every catalogue family for these links (the exporter's own aside); the scrape-time ones last."""
     from qtelemetry.exporter.network_metrics import EXPORTER_NETWORK_METRICS, network_blocks  # they build on Block
 
     families = []
     for metric in METRICS:
+        if metric.own:
+            continue
         if metric.name.startswith("qnet_"):
             if table.network is not None and metric.name in EXPORTER_NETWORK_METRICS:
                 blocks, dynamic = network_blocks(metric, table.network, _network_of(table))
@@ -373,12 +378,15 @@ class Exposition:
     (``qlink_up``, data age, lag) are computed for the snapshot served, so its age is always
     told. Nothing is rendered for formats nobody scraped within ``WARM_S``. The layout follows
     the snapshot's links, so a reload changes it with the first snapshot that has the new links.
+    The exporter's own ``registry`` (if given) is rendered for every scrape after those families.
     """
 
     WARM_S = 120.0
 
-    def __init__(self, snapshot: Callable[[], Snapshot]):
+    def __init__(self, snapshot: Callable[[], Snapshot], registry: CollectorRegistry | None = None):
         self._snapshot = snapshot
+        self._registry = registry
+        self._render_duration = selfmetrics.instrument("qtelemetry_exposition_render_duration_seconds", registry)
         self._lock = threading.RLock()  # one render at a time
         self._layouts: list[tuple[LinkTable, tuple[Family, ...]]] = []  # the newest two
         self._cache: dict[bool, _Rendered] = {}  # openmetrics -> newest rendered body
@@ -439,8 +447,20 @@ class Exposition:
                 self._cache[openmetrics] = cached
             elif gzip and cached.deflated is None:
                 cached.deflate()
-            self._render_seconds = max(self._render_seconds * 0.8, time.perf_counter() - started)
+            else:
+                return cached
+            elapsed = time.perf_counter() - started
+            self._render_duration.observe(elapsed)
+            self._render_seconds = max(self._render_seconds * 0.8, elapsed)
             return cached
+
+    def _own(self, openmetrics: bool) -> str:
+        """The exporter's own registry in the scraper's format (without OpenMetrics' ``# EOF``)."""
+        if self._registry is None:
+            return ""
+        if openmetrics:
+            return openmetrics_format.generate_latest(self._registry).decode().removesuffix("# EOF\n")
+        return text_format.generate_latest(self._registry).decode()
 
     def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
         """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
@@ -455,8 +475,8 @@ class Exposition:
             cached = self._body(newest, openmetrics, gzip)
         snap = cached.snapshot
         now = time.time() if now is None else now
-        dynamic = [f for f in self.families(snap.table) if f.dynamic]
-        tail = ("".join(f.render(snap, now, openmetrics) for f in dynamic) + ("# EOF\n" if openmetrics else "")).encode()
+        dynamic = "".join(f.render(snap, now, openmetrics) for f in self.families(snap.table) if f.dynamic)
+        tail = (dynamic + self._own(openmetrics) + ("# EOF\n" if openmetrics else "")).encode()
         if not gzip:
             return cached.body + tail
         return gzip_member(cached.deflated, cached.crc, len(cached.body), tail)

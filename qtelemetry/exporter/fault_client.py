@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qtelemetry.configfile import printable, read_token
 from qtelemetry.drivers.faults import EFFECTS, FaultConfig
+from qtelemetry.text import count
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,7 +97,7 @@ def describe_cleared(link: str, kind: str | None, ended: Any) -> str:
     what = f"{kind} fault" if kind else "fault"
     if not ended:
         return f"no {what} was active on link {link}"
-    return f"ended {ended} {what}{'s' if ended != 1 else ''} on link {link}"
+    return f"ended {count(ended, what)} on link {link}"
 
 
 def finite(text: str) -> float:
@@ -130,7 +131,7 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     kinds = "\n".join(f"  {kind:<{width}} {effect.why} (default {effect.default_magnitude:g})"
                       for kind, effect in EFFECTS.items())
     fault = verbs.add_parser(
-        "fault", help="inject or clear faults on a running exporter's simulated links",
+        "fault", help="inject or clear faults on a running exporter's links",
         description="Inject or clear a fault on a simulated link of a running exporter "
                     "(needs exporter.admin_token_file in its config).\n\nkinds:\n" + kinds,
         formatter_class=argparse.RawDescriptionHelpFormatter)

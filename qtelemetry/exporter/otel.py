@@ -4,7 +4,8 @@ For sites whose pipeline is an OpenTelemetry Collector rather than a Prometheus 
 instruments' callbacks read the same snapshot, laid out by the same families, as the Prometheus
 exposition, so both outputs always agree. Counters become monotonic cumulative sums, gauges
 gauges, ``_info`` metrics a gauge of 1 with the metadata as attributes. Histograms are left to
-the Prometheus output: an observable instrument cannot report pre-aggregated buckets.
+the Prometheus output: an observable instrument cannot report pre-aggregated buckets. The
+exporter's own process and endpoint metrics stay on /metrics too (``qtelemetry.selfmetrics`` says why).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def meter_provider(exposition: Exposition, snapshot: Callable[[], Snapshot], rea
                                 "service.instance.id": socket.gethostname()})
     provider = MeterProvider(metric_readers=[reader], resource=resource)
     meter = provider.get_meter("qtelemetry", __version__)
-    for metric in METRICS:
+    for metric in (m for m in METRICS if not m.own):
         kwargs = dict(callbacks=[_callback(metric, exposition, snapshot)], unit=UCUM[metric.unit], description=metric.help)
         if metric.type == "counter":
             meter.create_observable_counter(metric.name, **kwargs)

@@ -98,7 +98,7 @@ class Reloader:
             for hook in self.hooks:
                 hook(settings.protection)
             for field, warning in settings.warnings():
-                log.warning(warning, extra={"field": field})
+                log.warning("config warning", extra={"field": field, "reason": warning})
             self._running = settings
             return []
 

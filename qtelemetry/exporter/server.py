@@ -17,6 +17,10 @@ Who may do what:
   credentials for two separate jobs, and each path reads only its own scheme.
 
 TLS, when on, covers every path; with mutual TLS every client needs a certificate.
+
+The endpoint counts what it does in the exporter's own registry (``EndpointMetrics``): requests by
+handler and status, their durations, the connections open against the cap, and every client it
+refused or disconnected, by reason.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from qtelemetry import selfmetrics
 from qtelemetry.drivers.base import FaultControl
 from qtelemetry.drivers.faults import FAULT_KINDS, FaultConfig
 from qtelemetry.exporter.auth import BasicAuth, Verdict, token_matches
@@ -49,6 +55,9 @@ LISTEN_BACKLOG = 128
 MAX_CONNECTIONS = 512
 #: Seconds a client may take for each step it owes: the TLS handshake, a request head, the next request.
 WAIT_TIMEOUT_S = 10.0
+#: aiohttp's keep-alive and asyncio's handshake timeouts are backstops at this multiple: ``Connections``
+#: closes a waiting client first, and counts it (idle_timeout).
+BACKSTOP_FACTOR = 2.0
 #: Seconds to receive a request body, and to deliver an answer to a slow reader.
 BODY_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
@@ -60,6 +69,11 @@ LANDING = b"""<html><head><title>qtelemetry</title></head><body><h1>qtelemetry</
 <p><a href="/metrics">Metrics</a></p></body></html>"""
 CONTROL_PATHS = ("/-/faults", "/-/reload", "/-/tamper")
 HEALTH_PATHS = ("/-/healthy", "/-/ready")
+#: The ``handler`` label: a path the endpoint serves, or "other" (never a client's free text).
+HANDLERS = ("/metrics", "/", *HEALTH_PATHS, *CONTROL_PATHS)
+#: Why a client was refused or disconnected (``qtelemetry_http_rejections_total``); all exported from the start.
+REJECTION_REASONS = ("unauthorized", "auth_queue_full", "control_plane_disabled", "body_too_large", "body_timeout",
+                     "connection_limit", "idle_timeout", "tls_handshake", "client_certificate", "slow_reader")
 
 #: The problems of a rejected reload as (field, reason) pairs; empty: reloaded.
 Reload = Callable[[], list[tuple[str, str]]]
@@ -88,11 +102,33 @@ class Protection:
 
 
 class _Refusal(Exception):
-    """An answer other than 200, raised from anywhere while handling a request."""
+    """An answer other than 200, raised from anywhere while handling a request; ``reason``: a
+    rejection worth counting (one of ``REJECTION_REASONS``), None for a plain client error."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, reason: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.reason = status, message, headers or {}, reason
+
+
+class EndpointMetrics:
+    """The endpoint's instruments in the exporter's own registry (None: counted, not exported)."""
+
+    def __init__(self, registry: CollectorRegistry | None, connections: Callable[[], int], limit: Callable[[], int]):
+        self._requests = selfmetrics.instrument("qtelemetry_http_requests", registry)
+        self._durations = selfmetrics.instrument("qtelemetry_http_request_duration_seconds", registry)
+        self._rejections = selfmetrics.instrument("qtelemetry_http_rejections", registry)
+        for reason in REJECTION_REASONS:
+            self._rejections.labels(reason)
+        selfmetrics.instrument("qtelemetry_http_connections", registry).set_function(connections)
+        selfmetrics.instrument("qtelemetry_http_connections_limit", registry).set_function(limit)
+
+    def answered(self, path: str, status: int, seconds: float) -> None:
+        handler = path if path in HANDLERS else "other"
+        self._requests.labels(handler, str(status)).inc()
+        self._durations.labels(handler).observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self._rejections.labels(reason).inc()
 
 
 class _HTTP(web.Server):
@@ -138,8 +174,10 @@ class _Handshake(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         try:
             secure = await asyncio.get_running_loop().start_tls(
-                transport, handler, self._tls.context(), server_side=True, ssl_handshake_timeout=WAIT_TIMEOUT_S)
+                transport, handler, self._tls.context(), server_side=True, ssl_handshake_timeout=BACKSTOP_FACTOR * WAIT_TIMEOUT_S)
         except OSError as exc:  # ssl.SSLError, a reset, an abort by Connections, the handshake timeout
+            if isinstance(exc, ssl.SSLError):
+                self._server.metrics.rejected("tls_handshake")
             (log.warning if isinstance(exc, ssl.SSLError) else log.debug)(
                 "TLS handshake failed", extra={"client": _host(peer), "reason": str(exc)})
             transport.abort()
@@ -149,6 +187,7 @@ class _Handshake(asyncio.Protocol):
         if secure is None:  # the client went away as the handshake ended
             return
         if not self._tls.config.allowed_client(secure.get_extra_info("peercert")):
+            self._server.metrics.rejected("client_certificate")
             log.warning("client certificate has none of client_allowed_sans", extra={"client": _host(peer)})
             secure.abort()
             return
@@ -175,14 +214,16 @@ class MetricsServer:
 
     ``faults(link)`` gives a simulated link's fault control (LookupError otherwise), ``reload``
     re-reads the config, ``ready(now)`` says whether the exporter is ready and why not, ``rearm(link,
-    relearn)`` clears a link's tamper alarms (LookupError for a link without tamper detectors).
+    relearn)`` clears a link's tamper alarms (LookupError for a link without tamper detectors);
+    the endpoint's own metrics go to ``registry``.
     """
 
     http: _HTTP  #: aiohttp's protocol factory, made on the server's loop
 
     def __init__(self, exposition: Exposition, host: str, port: int, protection: Protection,
                  faults: Callable[[str], FaultControl], reload: Reload,
-                 ready: Callable[[float], tuple[bool, str]], rearm: Callable[[str, bool], None]):
+                 ready: Callable[[float], tuple[bool, str]], rearm: Callable[[str, bool], None],
+                 registry: CollectorRegistry | None = None):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         self._sock.setblocking(False)
@@ -190,7 +231,8 @@ class MetricsServer:
         self._rearm = rearm
         self._protection = protection
         self._auth = BasicAuth(protection.web.basic_auth_users)
-        self.connections = Connections(MAX_CONNECTIONS, WAIT_TIMEOUT_S)
+        self.metrics = EndpointMetrics(registry, lambda: len(self.connections), lambda: self.connections.limit)
+        self.connections = Connections(MAX_CONNECTIONS, WAIT_TIMEOUT_S, self.metrics.rejected)
         self._renderers = ThreadPoolExecutor(RENDER_WORKERS, thread_name_prefix="render")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -233,8 +275,8 @@ class MetricsServer:
     async def _serve(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self.http = _HTTP(self._handle, self.connections, access_log=None, keepalive_timeout=WAIT_TIMEOUT_S,
-                          lingering_time=1.0)
+        self.http = _HTTP(self._handle, self.connections, access_log=None,
+                          keepalive_timeout=BACKSTOP_FACTOR * WAIT_TIMEOUT_S, lingering_time=1.0)
         server = await loop.create_server(self._accept, sock=self._sock, backlog=LISTEN_BACKLOG)
         sweeper = loop.create_task(self._sweep())
         self._up.set()
@@ -258,14 +300,19 @@ class MetricsServer:
     # --- requests ---------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
         self.connections.busy(request.protocol)
         try:
             try:
                 status, body, headers = await self._route(request)
             except _Refusal as refusal:
+                if refusal.reason is not None:
+                    self.metrics.rejected(refusal.reason)
                 status, body, headers = refusal.status, (refusal.message + "\n").encode(), {
                     "Content-Type": TEXT, **refusal.headers}
-            return await self._answer(request, status, body, headers)
+            response = await self._answer(request, status, body, headers)
+            self.metrics.answered(request.path, status, time.perf_counter() - started)
+            return response
         finally:
             self.connections.waiting(request.protocol, asyncio.get_running_loop().time())
 
@@ -282,6 +329,7 @@ class MetricsServer:
                     await response.write(body)
                 await response.write_eof()
         except TimeoutError:
+            self.metrics.rejected("slow_reader")
             log.debug("client too slow to read its answer", extra={"client": request.remote or "?"})
             if request.transport is not None:
                 request.transport.abort()
@@ -299,9 +347,10 @@ class MetricsServer:
             return await self._control(request)
         verdict = await self._auth.check(request.headers.get("Authorization"), request.remote)
         if verdict is Verdict.BUSY:
-            raise _Refusal(429, "too many password checks waiting: try again", {"Retry-After": "1"})
+            raise _Refusal(429, "too many password checks waiting: try again", {"Retry-After": "1"}, "auth_queue_full")
         if verdict is Verdict.DENIED:
-            raise _Refusal(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="qtelemetry", charset="UTF-8"'})
+            raise _Refusal(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="qtelemetry", charset="UTF-8"'},
+                           "unauthorized")
         _allow(method, "GET", "HEAD")
         if path == "/metrics":
             openmetrics = accepts_openmetrics(request.headers.get("Accept", ""))
@@ -319,10 +368,11 @@ class MetricsServer:
     async def _control(self, request: web.BaseRequest) -> tuple[int, bytes, dict[str, str]]:
         token = self._protection.admin_token
         if token is None:
-            raise _Refusal(403, "the control plane (fault injection, reload) is disabled: set exporter.admin_token_file")
+            raise _Refusal(403, "the control plane (fault injection, reload) is disabled: set exporter.admin_token_file",
+                           reason="control_plane_disabled")
         if not token_matches(request.headers.get("Authorization"), token):
             raise _Refusal(401, "bad or missing admin token (Authorization: Bearer <token>)",
-                           {"WWW-Authenticate": 'Bearer realm="qtelemetry-control"'})
+                           {"WWW-Authenticate": 'Bearer realm="qtelemetry-control"'}, "unauthorized")
         if request.path == "/-/reload":
             _allow(request.method, "POST")
             problems = await asyncio.get_running_loop().run_in_executor(None, self._reload)
@@ -397,12 +447,12 @@ async def _json_object(request: web.BaseRequest) -> dict[str, Any]:
     if length is None:
         raise _Refusal(411, "a JSON body with a Content-Length is required")
     if length > MAX_BODY_BYTES:
-        raise _Refusal(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        raise _Refusal(413, f"the body is over {MAX_BODY_BYTES} bytes", reason="body_too_large")
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
             raw = await request.content.readexactly(length)
     except TimeoutError:
-        raise _Refusal(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+        raise _Refusal(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", reason="body_timeout") from None
     except asyncio.IncompleteReadError:
         raise _Refusal(400, "the body is shorter than its Content-Length") from None
     try:

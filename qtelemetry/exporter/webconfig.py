@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from qtelemetry.config import BasicAuthUsers, ReadableFile, WebConfig, validate_yaml
 from qtelemetry.configfile import ConfigError, read_text
-from qtelemetry.drivers.base import FieldError, StrictModel
+from qtelemetry.drivers.base import FieldError, StrictModel, check
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,18 @@ class TLSServerConfig(StrictModel):
     key: Any = None  #: refused
     curve_preferences: Any = None  #: refused
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "TLSServerConfig":
+    @check
+    def _supported(self) -> None:
         _refuse(self)
+
+    @check
+    def _server_pair(self) -> None:
         if self.cert_file is None or self.key_file is None:
             raise FieldError("cert_file" if self.cert_file is None else "key_file",
                              "cert_file and key_file are both needed for TLS")
+
+    @check
+    def _client_auth(self) -> None:
         if self.client_auth_type in UNVERIFIED:
             raise FieldError("client_auth_type", f"{self.client_auth_type} accepts client certificates nobody "
                              "verified: use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file")
@@ -113,13 +119,18 @@ class TLSServerConfig(StrictModel):
         if self.client_allowed_sans is not None and self.client_auth_type != "RequireAndVerifyClientCert":
             raise FieldError("client_allowed_sans", "needs client_auth_type RequireAndVerifyClientCert: "
                              "otherwise a client may send no certificate to match")
+
+    @check
+    def _cipher_suites(self) -> None:
         unknown = [s for s in self.cipher_suites or () if s not in CIPHER_SUITES and s not in TLS13_SUITES]
         if unknown:
             raise FieldError("cipher_suites", f"unknown cipher suite {unknown[0][:100]!r}: one of "
                              f"{', '.join(CIPHER_SUITES)} (TLS 1.2) or {', '.join(TLS13_SUITES)}")
+
+    @check
+    def _versions(self) -> None:
         if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
             raise FieldError("min_version", f"{self.min_version} is above max_version {self.max_version}")
-        return self
 
     def files(self) -> tuple[Path, ...]:
         return tuple(p for p in (self.cert_file, self.key_file, self.client_ca_file) if p is not None)
@@ -200,7 +211,7 @@ class HTTPServerConfig(StrictModel):
     http2: bool = Field(True, description="accepted for compatibility; qtelemetry serves HTTP/1.1")
     headers: dict[str, str] = Field(default_factory=dict, description="extra response headers")
 
-    @model_validator(mode="after")
+    @check
     def _known_headers(self) -> "HTTPServerConfig":
         for name, value in self.headers.items():
             if name not in HEADERS:
@@ -220,7 +231,7 @@ class WebConfigFile(StrictModel):
     basic_auth_users: BasicAuthUsers = Field(default_factory=dict)
     rate_limit: Any = None  #: refused (REFUSED)
 
-    @model_validator(mode="after")
+    @check
     def _supported(self) -> "WebConfigFile":
         _refuse(self)
         return self

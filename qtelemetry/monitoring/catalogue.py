@@ -5,8 +5,9 @@ renamed metric cannot silently break a panel or an alert. Prefixes: ``qlink_`` f
 any quantum link, ``qkd_`` for prepare-and-measure QKD estimates and raw counts, ``qent_``
 for entanglement links (entangled-photon BBM92 and heralded memory pairs),
 ``qnet_`` for the network view (key between sites over trusted-node relay), ``qtelemetry_`` for the
-exporter itself. Units follow Prometheus base units except where the
-domain habit differs (loss in dB, key material in bits), which the help text says.
+exporter itself, ``process_`` for its process (prometheus_client's standard collector). Units
+follow Prometheus base units except where the domain habit differs (loss in dB, key material in
+bits), which the help text says.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qtelemetry.estimation.changedetect import DETECTORS as TAMPER_DETECTORS
-from qtelemetry.estimation.changedetect import QUANTITIES as TAMPER_QUANTITIES
 from qtelemetry.estimation.changedetect import estimate_key as tamper_key
+from qtelemetry.estimation.tamper_statistics import DETECTORS as TAMPER_DETECTORS
+from qtelemetry.estimation.tamper_statistics import QUANTITIES as TAMPER_QUANTITIES
 from qtelemetry.estimation.reported import ETSI014, ETSI015, REQUEST_BUCKETS
 
 #: Upper bounds (s) of the network analysis' duration histogram.
@@ -35,6 +36,10 @@ class Metric:
     estimate keys for gauges split by a label (e.g. basis). A link histogram reads per-bucket
     counts from ``source`` (last axis: the ``buckets`` upper bounds, then +Inf) and the sum of
     observations from the amount ``sum_source``.
+
+    ``own`` metrics describe the exporter process itself (memory, CPU, its HTTP endpoint, cycle and
+    render durations): prometheus_client instruments in the exporter's own registry
+    (``qtelemetry.selfmetrics``), read fresh at every scrape instead of from the Snapshot.
     """
 
     name: str
@@ -47,6 +52,7 @@ class Metric:
     series: tuple[tuple[tuple[str, ...], str], ...] = ()
     buckets: tuple[float, ...] = ()
     sum_source: str | None = None
+    own: bool = False
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -63,8 +69,15 @@ BB84 = "bb84-decoy"
 BBM92 = "bbm92-spdc"
 HERALDED = "heralded-entanglement"
 SIFTED = "bb84-sifted"
+#: Upper bounds (s) of the estimation-cycle and render histograms: a cycle of 10,000 links takes tens of ms.
+CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds (s) of the HTTP request histogram: probes answer in a millisecond, a 10,000-link scrape in ~0.5 s.
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 #: Protocols that distil secret key and share the QBER and key-rate metrics.
 KEY_PROTOCOLS = (BB84, BBM92)
+#: Protocols whose links run tamper detectors.
+TAMPER = (BB84, BBM92)
 #: Protocols whose QBER and secret key rate come from the estimator or, for ETSI 015, the device.
 QBER_PROTOCOLS = (*KEY_PROTOCOLS, ETSI015)
 
@@ -114,23 +127,29 @@ METRICS: tuple[Metric, ...] = (
     Metric("qkd_qber_upper_bound_ratio", "gauge", "ratio",
            "One-sided Clopper-Pearson upper confidence bound on the QBER at the configured level, by basis.",
            ("link", "basis"), (*KEY_PROTOCOLS, SIFTED), series=((("Z",), "qber_z_upper"), (("X",), "qber_x_upper"))),
-    # --- decoy-state BB84: tamper detection (sequential CUSUMs on each window's counts) ------
+    # --- decoy-state BB84 and entangled photons: tamper detection (sequential CUSUMs on each window's counts) --
     Metric("qkd_tamper_statistic", "gauge", "",
-           "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level), by detector: qber_z, qber_x "
-           "(QBER rise), decoy_gain (decoy/signal gain ratio either way: PNS, blinding), vacuum_gain (dark counts "
-           "either way: blinding, detector control). Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
+           "CUSUM statistic of a tamper detector over its alarm threshold (1 = alarm level; the largest of a bank), by "
+           "detector: qber_z, qber_x (QBER rise: a bank of shifts), decoy_gain (decoy/signal gain ratio either way: "
+           "PNS, blinding), vacuum_gain (dark counts either way: blinding, detector control), chsh (CHSH value falls; "
+           "entangled photons). Absent during the warm-up, and for a detector whose warm-up could not resolve its shift.",
+           ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("statistic", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_alarm", "gauge", "",
            "1 once the detector's statistic reached its threshold (latched until re-armed with POST /-/tamper), "
-           "else 0, by detector. Absent during the warm-up.",
-           ("link", "detector"), BB84, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
+           "else 0, by detector. Absent when the statistic is.",
+           ("link", "detector"), TAMPER, series=tuple(((d,), tamper_key("alarm", d)) for d in TAMPER_DETECTORS)),
     Metric("qkd_tamper_warmup", "gauge", "",
            "1 while the tamper detectors learn the link's baseline (no statistic, no alarm yet), 0 once they run.",
-           protocol=BB84, source=tamper_key("warmup")),
+           protocol=TAMPER, source=tamper_key("warmup")),
+    Metric("qkd_tamper_mean_time_between_false_alarms_seconds", "gauge", "seconds",
+           "Mean time between false tamper alarms the link's thresholds are set for, all its detectors together: its "
+           "share of exporter.tamper.fleet_mean_time_between_false_alarms_seconds (the links' 1/share add up to "
+           "1/fleet), or its own setting.",
+           protocol=TAMPER, source=tamper_key("mean_time")),
     Metric("qkd_tamper_baseline_ratio", "gauge", "",
            "A quantity over the sliding window divided by its tamper baseline (1 = as learned), by quantity: qber_z, "
-           "qber_x, signal_gain (falls with loss), decoy_gain, vacuum_gain.",
-           ("link", "quantity"), BB84, series=tuple(((q,), tamper_key("baseline_ratio", q)) for q in TAMPER_QUANTITIES)),
+           "qber_x, signal_gain (falls with loss), decoy_gain, vacuum_gain, chsh (entangled photons).",
+           ("link", "quantity"), TAMPER, series=tuple(((q,), tamper_key("baseline_ratio", q)) for q in TAMPER_QUANTITIES)),
     Metric("qkd_sifted_key_rate_bits_per_second", "gauge", "bits/s",
            "Sifted key rate of signal pulses in bits per second (key material counts in bits).",
            protocol=(BB84, SIFTED), source="sifted_key_rate_bps"),
@@ -344,7 +363,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("qtelemetry_build", "info", "", "qtelemetry version.", ("version",)),
     Metric("qtelemetry_estimation_duration_seconds", "histogram", "seconds",
            "Wall time of whole estimation cycles over all links: sampling, drain, validation, estimation, publication.",
-           ()),
+           (), buckets=CYCLE_BUCKETS, own=True),
     Metric("qtelemetry_estimation_lag_seconds", "gauge", "seconds",
            "Time since the last completed estimation cycle, computed when scraped; above a few windows the "
            "exporter is falling behind.", ()),
@@ -358,4 +377,34 @@ METRICS: tuple[Metric, ...] = (
            "and the previous config keeps running.", ()),
     Metric("qtelemetry_config_last_reload_success_timestamp_seconds", "gauge", "seconds",
            "Unix time the running config was loaded (at start or by the last successful reload).", ()),
+    Metric("qtelemetry_exposition_render_duration_seconds", "histogram", "seconds",
+           "Wall time of rendering the scrape-independent part of the exposition for one snapshot and format "
+           "(and deflating it for gzip scrapes); the scrape-time families are rendered per scrape on top.",
+           (), buckets=CYCLE_BUCKETS, own=True),
+    # --- the exporter process and its HTTP endpoint (prometheus_client, fresh at every scrape) ------
+    Metric("process_resident_memory_bytes", "gauge", "bytes", "Resident memory size in bytes.", (), own=True),
+    Metric("process_virtual_memory_bytes", "gauge", "bytes", "Virtual memory size in bytes.", (), own=True),
+    Metric("process_cpu_seconds", "counter", "seconds", "Total user and system CPU time spent in seconds.", (),
+           own=True),
+    Metric("process_open_fds", "gauge", "", "Number of open file descriptors.", (), own=True),
+    Metric("process_max_fds", "gauge", "", "Maximum number of open file descriptors.", (), own=True),
+    Metric("process_start_time_seconds", "gauge", "seconds", "Start time of the process since unix epoch in seconds.",
+           (), own=True),
+    Metric("qtelemetry_memory_limit_bytes", "gauge", "bytes",
+           "Memory limit of the exporter's cgroup (container limit, systemd MemoryMax=), the lowest on its path; "
+           "no sample when unlimited.", (), own=True),
+    Metric("qtelemetry_http_requests", "counter", "",
+           "HTTP requests answered, by handler (the path, or other) and status code.", ("handler", "code"), own=True),
+    Metric("qtelemetry_http_request_duration_seconds", "histogram", "seconds",
+           "Wall time from a request's head to its answer written, by handler (/metrics includes rendering).",
+           ("handler",), buckets=REQUEST_SECONDS_BUCKETS, own=True),
+    Metric("qtelemetry_http_rejections", "counter", "",
+           "Clients the endpoint refused or disconnected, by reason: unauthorized (401), auth_queue_full (429), "
+           "control_plane_disabled (403), body_too_large (413), body_timeout (408), connection_limit (closed to make "
+           "room, or refused, at the connection cap), idle_timeout, tls_handshake, client_certificate (no allowed "
+           "SAN), slow_reader (answer not taken within the write timeout).", ("reason",), own=True),
+    Metric("qtelemetry_http_connections", "gauge", "", "Client connections open now (TLS handshakes included).", (),
+           own=True),
+    Metric("qtelemetry_http_connections_limit", "gauge", "",
+           "Connections the endpoint holds at most; at the cap a new one closes the longest-waiting.", (), own=True),
 )

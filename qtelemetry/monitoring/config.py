@@ -3,7 +3,13 @@
 Like a monitoring mixin's ``_config``: the generators read nothing else, so a threshold changed
 here moves the alert, the dashboard's threshold line and the runbook text together. The
 defaults are the project's recommendation; ``qtelemetry generate --config FILE`` overrides any
-of them from YAML (unknown keys are errors that name the field).
+of them from YAML (unknown keys are errors that name the field). The mixin's Jsonnet
+``_config`` has the same settings (``selector``, ``clusterLabel``, ``runbookURLPattern``,
+``grafanaURL``, ``thresholds``), generated from these defaults.
+
+No default names a host: the alerts link to their runbook by a path relative to the generated
+files (``alerts/runbooks.md#<alert>``) and to Grafana by a path (``/d/<uid>?...``) until
+``runbook_url_pattern`` and ``grafana_url`` say where the user's runbooks and Grafana are.
 """
 
 from __future__ import annotations
@@ -77,6 +83,12 @@ class Thresholds(Strict):
         "fraction of estimation cycles skipped for overload above which the exporter falls behind"))
     estimation_stall_seconds: float = Field(60, gt=0, description=(
         "no estimation cycle completed for this long: every link of the exporter is frozen (page)"))
+    connections_ratio: float = Field(0.8, gt=0, le=1, description=(
+        "open connections above this fraction of the endpoint's cap (ticket): at the cap each new client "
+        "closes the one that waited longest"))
+    memory_limit_ratio: float = Field(0.9, gt=0, le=1, description=(
+        "resident memory above this fraction of the exporter's cgroup memory limit (ticket): at the limit "
+        "the kernel kills it"))
     kme_latency_seconds: float = Field(0.5, gt=0, description=(
         "90th percentile of the requests a KME answered (ETSI 014 status, key probes) above this opens a ticket"))
     key_refusal_ratio: float = Field(0.1, gt=0, lt=1, description=(
@@ -186,7 +198,7 @@ class PilotTargets(Strict):
 
 
 class MonitoringConfig(Strict):
-    selector: str = Field('job="qtelemetry"',
+    selector: str = Field('job="qtelemetry"', min_length=1,
                           description="label matchers that select qtelemetry's series in your Prometheus")
     cluster_label: str = Field("cluster", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description=(
         "label that tells Prometheus servers / sites apart in a global view (an external label or a "
@@ -200,11 +212,12 @@ class MonitoringConfig(Strict):
         "QTelemetryExporterAbsent: 'lost' fires when the exporters Prometheus scraped within a day are all "
         "gone; 'always' also when it never scraped one (a Prometheus whose job is to scrape qtelemetry); "
         "'off' leaves the alert out (a Prometheus that loads the rules but scrapes no qtelemetry)"))
-    grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://[^#?]+[^/#?]$",
-                             description="Grafana base URL for the alerts' dashboard_url annotation")
-    runbook_base_url: str = Field(
-        "https://github.com/qtelemetry/qtelemetry/blob/main/alerts/runbooks.md",
-        description="runbook_url = this + '#' + the alert name in lower case")
+    grafana_url: str = Field("", pattern=r"^(https?://[^#?]+[^/#?])?$", description=(
+        "your Grafana's base URL, for the alerts' dashboard_url annotation; empty: a path (/d/<uid>?...) "
+        "to open on your Grafana"))
+    runbook_url_pattern: str = Field("alerts/runbooks.md#%s", description=(
+        "the alerts' runbook_url: %s is the alert name in lower case (the anchor of its section in the "
+        "generated alerts/runbooks.md); the default is that file's path, relative to where it is generated"))
     dashboard_uid_prefix: str = Field("qtelemetry", pattern=r"^[A-Za-z0-9_-]{1,30}$")
     dashboard_tags: tuple[str, ...] = ("qtelemetry",)
     dashboard_refresh: str = Field("30s", pattern=DURATION)
@@ -217,15 +230,22 @@ class MonitoringConfig(Strict):
     slos: tuple[SLO, ...] = (KEY_SUPPLY,)
     pilot: PilotTargets = PilotTargets()
 
-    @field_validator("runbook_base_url")
+    @model_validator(mode="before")
     @classmethod
-    def _no_fragment(cls, value: str) -> str:
-        if "#" in value:
-            raise ValueError("the generator adds the '#anchor'; give the page URL only")
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "runbook_base_url" in data:
+            raise ValueError("runbook_base_url is now runbook_url_pattern: the page URL followed by #%s")
+        return data
+
+    @field_validator("runbook_url_pattern")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        if value.replace("%%", "").count("%") != 1 or "%s" not in value.replace("%%", ""):
+            raise ValueError("needs exactly one %s (the alert name in lower case); write a literal % as %%")
         return value
 
     def runbook_url(self, alert: str) -> str:
-        return f"{self.runbook_base_url}#{alert.lower()}"
+        return self.runbook_url_pattern % alert.lower()
 
     def dashboard_uid(self, slug: str) -> str:
         return f"{self.dashboard_uid_prefix}-{slug}"

@@ -48,6 +48,7 @@ from qtelemetry.monitoring.rules import (
     baseline_names,
     check_names,
     num,
+    pct,
     recording_names,
     slo_budget_record,
     slo_record,
@@ -389,21 +390,27 @@ def bb84_link(c: MonitoringConfig) -> Board:
             ts("Pulses sent per second", "cps", "Transmitter pulses per second by intensity class.",
                Q(f"sum by (intensity) (rate(qkd_pulses_total{L}[$__rate_interval]))", "{{intensity}}"), symlog=1),
         )),
-        Row("Tamper detection", (
-            ts("Tamper detectors: statistic over threshold", "none",
-               "Each sequential detector's CUSUM statistic divided by its alarm threshold: at 1 (red) the detector "
-               "alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: decoy/signal "
-               "gain ratio (PNS, blinding); vacuum_gain: dark counts. Empty during the warm-up.",
-               Q(f"qkd_tamper_statistic{L}", "{{detector}}"), steps=((1, RED),), lines=True, min=0),
-            ts("Against the learned baseline", "none",
-               "Sliding-window QBERs and gains over the baseline the detectors learned (1 = as learned): a bend or "
-               "a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and vacuum_gain "
-               "up and QBER down.",
-               Q(f"qkd_tamper_baseline_ratio{L}", "{{quantity}}"), symlog=1),
-        )),
+        tamper_row(),
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BB84,)), tags=("qkd",))
+
+
+def tamper_row() -> Row:
+    """The tamper detectors of a decoy-BB84 or entangled-photon link."""
+    return Row("Tamper detection", (
+        ts("Tamper detectors: statistic over threshold", "none",
+           "Each sequential detector's CUSUM statistic divided by its alarm threshold (the largest of a bank): at 1 "
+           "(red) the detector alarms and QKDTamperSuspected pages security. qber_z/qber_x: QBER rise; decoy_gain: "
+           "decoy/signal gain ratio (PNS, blinding); vacuum_gain: dark counts; chsh: CHSH value falls (entangled "
+           "photons). Empty during the warm-up, and for a detector whose warm-up could not resolve its shift.",
+           Q(f"qkd_tamper_statistic{L}", "{{detector}}"), steps=((1, RED),), lines=True, min=0),
+        ts("Against the learned baseline", "none",
+           "Sliding-window QBERs, gains and CHSH value over the baseline the detectors learned (1 = as learned): a "
+           "bend or a source drift moves signal_gain and decoy_gain together; blinding moves decoy_gain and "
+           "vacuum_gain up and QBER down.",
+           Q(f"qkd_tamper_baseline_ratio{L}", "{{quantity}}"), symlog=1),
+    ))
 
 
 def sifted_errors_panel(**kw: Any) -> Panel:
@@ -478,6 +485,7 @@ def bbm92_link(c: MonitoringConfig) -> Board:
                "Klyshko heralding efficiency of each arm (fiber x detector): falls with that arm's loss.",
                Q(f"qent_heralding_efficiency_ratio{L}", "arm {{side}}"), min=0, max=1),
         )),
+        tamper_row(),
         key_store_row(c),
         driver_row(),
     ), link=LinkVariable((BBM92,)), tags=("entanglement", "qkd"))
@@ -678,7 +686,8 @@ def exporter(c: MonitoringConfig) -> Board:
     inst = ", ".join((*c.identity, "instance"))
     legend = "{{instance}}"
     return Board("exporter", "qtelemetry / Exporter health",
-                 "Is monitoring itself healthy: scrape targets, estimation lag and cycle time, data age, drivers.", (
+                 "Is monitoring itself healthy: scrape targets, the exporter process and its endpoint, estimation "
+                 "lag and cycle time, data age, drivers.", (
         Row("Scrape", (
             ts("Exporters up", "none", "1 when Prometheus scrapes the exporter successfully.",
                Q("up", legend), min=0, max=1),
@@ -694,6 +703,45 @@ def exporter(c: MonitoringConfig) -> Board:
                "previous one still runs.",
                Q("qtelemetry_config_last_reload_successful", legend), min=0, max=1,
                steps=((0, RED), (1, GREEN))),
+        )),
+        Row("Process and endpoint", (
+            ts("Resident memory and limit", "bytes",
+               "Resident memory of each exporter and the memory limit of its cgroup (container limit, systemd "
+               f"MemoryMax=; absent when unlimited). A ticket above {pct(t.memory_limit_ratio)} of the limit: at the "
+               "limit the kernel kills the exporter.",
+               Q("process_resident_memory_bytes", f"{legend} RSS"), Q("qtelemetry_memory_limit_bytes", f"{legend} limit"),
+               w=8, min=0, styles=((".* limit", DASHED),)),
+            ts("CPU", "percentunit", "CPU time of each exporter process per second (100% = one core).",
+               Q("rate(process_cpu_seconds_total[$__rate_interval])", legend), w=8, min=0),
+            ts("Connections against the cap", "none",
+               "Client connections each endpoint holds, and its cap; at the cap a new client closes the connection "
+               f"that waited longest. A ticket above {pct(t.connections_ratio)} of the cap.",
+               Q("qtelemetry_http_connections", f"{legend} open"),
+               Q("qtelemetry_http_connections_limit", f"{legend} cap"), w=8, min=0, styles=((".* cap", DASHED),)),
+            ts("Rejections per second by reason", "cps",
+               "Clients refused or disconnected: wrong credentials (unauthorized), password checks queued full "
+               "(auth_queue_full), oversized or late bodies, the connection cap, idle clients, failed TLS handshakes "
+               "and client certificates, readers too slow to take their answer.",
+               Q(f"sum by ({inst}, reason) (rate(qtelemetry_http_rejections_total[$__rate_interval]))",
+                 f"{legend} {{{{reason}}}}"), w=8, min=0),
+            ts("Requests per second by handler and code", "reqps",
+               "Requests each endpoint answered, by path (other: any path it does not serve) and status code.",
+               Q(f"sum by ({inst}, handler, code) (rate(qtelemetry_http_requests_total[$__rate_interval]))",
+                 f"{legend} {{{{handler}}}} {{{{code}}}}"), w=8, min=0),
+            ts("Scrape answer and render time p90", "s",
+               "90th percentile of the time from a /metrics request to its answer written, and of rendering a "
+               "snapshot's link series (once per cycle and format, ahead of the scrapes).",
+               Q(f'histogram_quantile(0.9, sum by ({inst}, le) '
+                 f'(rate(qtelemetry_http_request_duration_seconds_bucket{{handler="/metrics"}}[$__rate_interval])))',
+                 f"{legend} /metrics"),
+               Q(f"histogram_quantile(0.9, sum by ({inst}, le) "
+                 "(rate(qtelemetry_exposition_render_duration_seconds_bucket[$__rate_interval])))", f"{legend} render"),
+               w=8, min=0),
+            ts("Open file descriptors", "none", "File descriptors each exporter holds (sockets included) and its limit.",
+               Q("process_open_fds", f"{legend} open"), Q("process_max_fds", f"{legend} limit"), w=12, min=0,
+               styles=((".* limit", DASHED),)),
+            ts("Uptime", "s", "Time since each exporter process started: a drop is a restart.",
+               Q("time() - process_start_time_seconds", legend), w=12, min=0),
         )),
         Row("Estimation", (
             ts("Estimation lag", "s",

@@ -30,6 +30,7 @@ from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.monitoring import causes, mixin, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import MonitoringConfig, load_monitoring_config
 from qtelemetry.monitoring.promql import GenerationError
+from qtelemetry.text import count
 
 RULE_FILE = "alerts/qtelemetry.rules.yaml"
 RUNBOOK_FILE = "alerts/runbooks.md"
@@ -76,16 +77,16 @@ def render(config: MonitoringConfig) -> Output:
     gated = [f"{g.kind} {g.name} waits for {', '.join(g.waits_for)}" for g in ruleset.gated]
     boards = {}
     for built in dashboards.build_all(config, ruleset):
-        boards[f"{built.uid}.json"] = dashboards.dashboard_text(built.json)
+        boards[f"{built.uid}.json"] = built.json
+        files[f"dashboards/{built.uid}.json"] = dashboards.dashboard_text(built.json)
         gated += [f"dashboard {built.uid}: {g}" for g in built.gated]
-    files.update({f"dashboards/{name}": text for name, text in boards.items()})
-    files.update(mixin.files(rules_doc, boards))
+    files.update(mixin.files(config, mixin.documents(rules_doc, boards)))
     return Output(dict(sorted(files.items())), tuple(gated))
 
 
 def _generated_globs(config: MonitoringConfig) -> list[str]:
     return [f"dashboards/{config.dashboard_uid_prefix}-*.json", "alerts/*.rules.yaml", "alerts/tests/*.test.yaml",
-            f"{mixin.DIR}/dashboards/*.json"]
+            f"{mixin.DIR}/**/*.json", f"{mixin.DIR}/**/*.libsonnet"]
 
 
 def stale_files(out: Path, output: Output, config: MonitoringConfig) -> list[str]:
@@ -162,18 +163,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if problems:
             print(f"generated files are out of date: run `{_command(args, out_arg)}`", file=sys.stderr)
             return EXIT_DIFFERS
-        print(f"{len(output.files)} generated files up to date in {out}")
+        print(f"{count(len(output.files), 'generated file')} up to date in {out}")
         return 0
     changed = write(out, output, config)
     for line in changed:
         print(line)
-    print(f"{len(output.files)} files in {out} ({len(changed)} changed)")
+    print(f"{count(len(output.files), 'file')} in {out} ({len(changed)} changed)")
     return 0
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "generate", help="generate Grafana dashboards, alert rules, promtool tests, runbooks and the mixin",
+        "generate", help="write dashboards, alert rules, tests, runbooks, mixin",
         description="Generate dashboards/*.json, alerts/qtelemetry.rules.yaml, alerts/tests/*.test.yaml, "
                     "alerts/runbooks.md, alerts/alertmanager-inhibit-rules.yaml and mixin/ from the metric "
                     "catalogue and the monitoring config.")

@@ -284,6 +284,18 @@ def cases(c: MonitoringConfig = DEFAULT) -> list[Case]:
             'qtelemetry_estimation_duration_seconds_bucket{le="1"}': "0+60x60",
             'qtelemetry_estimation_duration_seconds_bucket{le="+Inf"}': "0+60x60",
             "qtelemetry_estimation_interval_seconds": "1x60"}, "50m"),
+        Case("QTelemetryConnectionsNearLimit", "460 of 512 connections held for 15 minutes", {
+            "qtelemetry_http_connections": "20x5 460x20", "qtelemetry_http_connections_limit": "512x25"}, "20m",
+             (Fires(value=460 / 512),)),
+        Case("QTelemetryConnectionsNearLimit", "a burst of 500 for 5 minutes", {
+            "qtelemetry_http_connections": "20x10 500x5 20x10", "qtelemetry_http_connections_limit": "512x25"}, "20m"),
+        Case("QTelemetryMemoryNearLimit", "RSS at 95% of a 1 GiB limit", {
+            "process_resident_memory_bytes": "6e8x5 1.02e9x25", "qtelemetry_memory_limit_bytes": "1073741824x30"},
+             "25m", (Fires(value=1.02e9 / 1073741824),)),
+        Case("QTelemetryMemoryNearLimit", "RSS at 60% of the limit", {
+            "process_resident_memory_bytes": "6.4e8x30", "qtelemetry_memory_limit_bytes": "1073741824x30"}, "25m"),
+        Case("QTelemetryMemoryNearLimit", "no limit: no sample, no alert", {
+            "process_resident_memory_bytes": "8e9x30"}, "25m"),
         # --- entanglement ---------------------------------------------------------------------
         Case("QEntCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_value"): "2.7x5 1.9x10"}, "12m",
              (Fires(link(), 1.9),), protocol=BBM92),

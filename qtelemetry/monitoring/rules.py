@@ -394,13 +394,15 @@ def qkd_alerts(c: MonitoringConfig) -> list[Alert]:
               summary="Tamper detector [[detector]] of QKD link [[link]] alarmed: possible eavesdropping.",
               description=(
                   "The [[detector]] sequential detector (CUSUM) of link [[link]] crossed its threshold against the "
-                  "baseline it learned at start: qber_z/qber_x a QBER rise (intercept-resend on a fraction f of the "
-                  "pulses adds f/4), decoy_gain a shift of the decoy/signal gain ratio (photon-number splitting, "
-                  "faked clicks after blinding), vacuum_gain dark counts far from their baseline (blinding, "
-                  "detector control, or detector noise). Its threshold is set for the configured mean time "
-                  "between false alarms of the link (exporter.tamper), so a page is rare by construction and "
-                  "needs no for: delay; the alarm latches until an operator re-arms the link (POST /-/tamper). "
-                  "Treat key distilled since the statistic began to rise as compromised."),
+                  "baseline it learned at start: qber_z/qber_x a QBER rise (a bank of detectors; intercept-resend on "
+                  "a fraction f of the pulses or pairs adds about f/4), decoy_gain a shift of the decoy/signal gain "
+                  "ratio (photon-number splitting, faked clicks after blinding), vacuum_gain dark counts far from "
+                  "their baseline (blinding, detector control, or detector noise), chsh a fall of the CHSH value "
+                  "(entangled photons). Thresholds hold the exporter's false-alarm budget by construction "
+                  "(exporter.tamper.fleet_mean_time_between_false_alarms_seconds, shared among the links: "
+                  "qkd_tamper_mean_time_between_false_alarms_seconds), so a page is rare and needs no for: delay; "
+                  "the alarm latches until an operator re-arms the link (POST /-/tamper). Treat key distilled since "
+                  "the statistic began to rise as compromised."),
               labels={"notify": "security"}),
         Alert("QKDKeyBufferExhaustionForecast",
               f"qkd_key_buffer_bits / qkd_key_buffer_capacity_bits < {num(forecast.fill_ratio)}\n"
@@ -582,6 +584,26 @@ def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
                   f"The 90th percentile of the estimation cycles of exporter [[instance]] is [[value]]s, more "
                   f"than {pct(t.estimation_slow_ratio)} of its acquisition window: a little more load (links, "
                   "host CPU) and it starts skipping cycles."),
+              scope="exporter"),
+        Alert("QTelemetryConnectionsNearLimit",
+              f"qtelemetry_http_connections / qtelemetry_http_connections_limit > {num(t.connections_ratio)}",
+              "10m", "warning",
+              summary="qtelemetry exporter [[instance]] is near its connection cap.",
+              description=(
+                  f"Exporter [[instance]] holds [[value%]] of the connections it accepts at most (threshold "
+                  f"{pct(t.connections_ratio)}). At the cap every new client closes the connection that has waited "
+                  "longest, so idle or hostile clients can cost a scraper its connection; "
+                  "qtelemetry_http_rejections_total by reason says who is being turned away."),
+              scope="exporter"),
+        Alert("QTelemetryMemoryNearLimit",
+              f"process_resident_memory_bytes / qtelemetry_memory_limit_bytes > {num(t.memory_limit_ratio)}",
+              "15m", "warning",
+              summary="qtelemetry exporter [[instance]] is near its memory limit.",
+              description=(
+                  f"Exporter [[instance]] uses [[value%]] of its memory limit (its cgroup's: the container limit "
+                  f"or systemd MemoryMax=; threshold {pct(t.memory_limit_ratio)}). At the limit the kernel kills "
+                  "it and every link it serves goes unmonitored until it restarts. Memory grows with the links "
+                  "and the sliding windows configured."),
               scope="exporter"),
     ]
 

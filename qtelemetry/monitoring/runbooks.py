@@ -1,6 +1,6 @@
 """Runbooks (``alerts/runbooks.md``): one section per generated alert, anchored by its lower-cased name.
 
-Each alert's ``runbook_url`` is ``config.runbook_base_url + '#' + alert.lower()``; the section
+Each alert's ``runbook_url`` is ``config.runbook_url_pattern % alert.lower()``; the section
 below that anchor says what the alert means, what breaks, how to confirm it with PromQL (the
 queries are checked against the catalogue like every other query), what to do and when to
 escalate. The rule, its thresholds and its ``for:`` are printed from the generated rule, so
@@ -206,19 +206,26 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
         "QKDTamperSuspected": Runbook(
             meaning=("A sequential change detector (CUSUM on each window's counts, against the baseline the link "
                      "learned in its warm-up) crossed its threshold; the `detector` label says which. Thresholds "
-                     "follow the configured mean time between false alarms (exporter.tamper, 30 days per link by "
-                     "default), so this alarm is rare without a change. What each detector saw, and how to tell "
-                     "an attack from a fault with `qkd_tamper_baseline_ratio` (1 = as learned): "
-                     "qber_z/qber_x - the QBER rose (intercept-resend on a fraction f of the pulses adds f/4; "
-                     "misalignment drift looks the same); decoy_gain - the decoy/signal gain ratio moved: up with "
-                     "vacuum_gain up and QBER down is detector blinding (Eve's faked clicks ignore the intensity), "
-                     "down is photon-number splitting (Eve keeps multi-photon pulses); vacuum_gain - dark counts "
-                     "moved: down is a blinded detector, up with QBER up is detector noise (QKDDarkCountsHigh), up "
-                     "with QBER down is blinding. A fibre bend lowers signal_gain and decoy_gain alike (loss step, "
-                     "QKDChannelLossStep) and leaves the ratio and the vacuum gain alone: it alarms no detector "
-                     "unless the dark counts' share of a long link's clicks raises its QBER by the configured "
-                     "shift, and then signal_gain is well below 1 too. A source drift scales signal and decoy "
-                     "gains alike and alarms nothing; signal_gain shows it."),
+                     "hold the exporter's false-alarm budget (exporter.tamper.fleet_mean_time_between_false_alarms_"
+                     "seconds, 90 days for all links together by default; each link's share is "
+                     "`qkd_tamper_mean_time_between_false_alarms_seconds`), so this alarm is rare without a change. "
+                     "What each detector saw, and how to tell an attack from a fault with "
+                     "`qkd_tamper_baseline_ratio` (1 = as learned): qber_z/qber_x - the QBER rose beyond what the "
+                     "window's light explains (intercept-resend on a fraction f adds about f/4; misalignment drift "
+                     "looks the same); decoy_gain - the decoy/signal gain ratio moved: up with vacuum_gain up and QBER "
+                     "down is detector blinding (Eve's faked clicks ignore the intensity), down is photon-number "
+                     "splitting (Eve keeps multi-photon pulses); vacuum_gain - dark counts moved: down is a blinded "
+                     "detector, up with QBER up is detector noise (QKDDarkCountsHigh), up with QBER down is "
+                     "blinding; chsh - the CHSH value S fell (entangled photons; intercept-resend on a fraction f "
+                     "multiplies S by 1 - f/2). A fibre bend lowers signal_gain and decoy_gain alike (loss step, "
+                     "QKDChannelLossStep) and leaves the ratio, the vacuum gain and the QBER the light explains "
+                     "alone: it alarms no detector. A source drift scales signal and decoy gains alike and alarms "
+                     "nothing on decoy-BB84 links; on entangled-photon links a brighter pump adds multi-pair errors "
+                     "and alarms the QBER detectors, with the coincidence rate up and "
+                     "`qent_coincidence_to_accidental` down at the same time. A fall of an entangled source's own "
+                     "visibility and intercept-resend change the link's counts in exactly the same way (a "
+                     "visibility V(1 - f/2) either way): no detector can tell them apart, the source's own monitor "
+                     "and realignment can (below)."),
             impact=("Security: an eavesdropper may know part of the key. Treat key distilled since the detector's "
                     "statistic began to rise (the panel shows when it left 0) as compromised, and key from the whole "
                     "window if that time is unclear."),
@@ -226,7 +233,7 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      f"sum by (basis) (increase(qkd_errors_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))\n"
                      f"/ sum by (basis) (increase(qkd_sifted_detections_total{{link=\"<link>\", intensity=\"signal\"}}[5m]))",
                      f"rate(qkd_detections_total{L}[5m]) / rate(qkd_pulses_total{L}[5m])",
-                     f"qkd_channel_loss_db{L}"),
+                     f"qkd_channel_loss_db{L}", f"qent_chsh_value{L}", f"qent_coincidence_to_accidental{L}"),
             mitigation=(
                 "Stop handing out key from this link and switch its consumers to the fallback key exchange "
                 "(classical or post-quantum) before diagnosing.",
@@ -236,6 +243,10 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                 "detections/pulses): the detector's baseline ratio should show the same move.",
                 "Inspect the fibre path and the receiver (photocurrent monitors for blinding, taps, patch changes); "
                 "a loss step at the same time points at the fibre, not at the detectors.",
+                "QBER or CHSH alarms: realign (polarisation or phase compensation) and, on an entangled-photon link, "
+                "check the source's own visibility monitor and its pump and temperature logs. Misalignment and a "
+                "source fault go away with realignment or a source fix - qkd_tamper_baseline_ratio{quantity="
+                "\"qber_z\"} returns to 1 - an eavesdropper's errors do not.",
                 "Once cleared, re-arm: `curl -X POST -H \"Authorization: Bearer $(cat admin.token)\" -d "
                 "'{\"link\": \"<link>\"}' https://<exporter>/-/tamper`; add `\"relearn\": true` to learn a new "
                 "baseline after a planned change (realignment, new source). The alarm stays latched until then."),
@@ -487,6 +498,38 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                      "qtelemetry_estimation_interval_seconds", "qtelemetry_links"),
             mitigation=SPLIT,
             escalate="Capacity planning ticket (docs/operations.md, sizing).",
+        ),
+        "QTelemetryConnectionsNearLimit": Runbook(
+            meaning=(f"The exporter's endpoint holds more than {pct(t.connections_ratio)} of the connections it "
+                     "accepts at most (qtelemetry_http_connections_limit). At the cap, each new client closes the "
+                     "connection that has waited longest."),
+            impact=("None while scrapers get through; at the cap a scraper's keep-alive connection can be closed "
+                    "by newcomers, and a flood of clients that all hold requests in progress is refused."),
+            confirm=("qtelemetry_http_connections", "qtelemetry_http_connections_limit",
+                     "sum by (instance, reason) (rate(qtelemetry_http_rejections_total[10m]))",
+                     "sum by (instance, handler, code) (rate(qtelemetry_http_requests_total[10m]))"),
+            mitigation=("Find the clients: `ss -tn state established '( sport = :9817 )'` on the host, or the load "
+                        "balancer's logs. Rejections by reason tell idle clients (idle_timeout), password "
+                        "guessing (unauthorized, auth_queue_full) and a flood (connection_limit) apart.",
+                        "Block or rate-limit a hostile source in front of the exporter (network policy, firewall); "
+                        "legitimate scrapers need one connection each.",
+                        "Many Prometheus replicas or federation scraping one exporter: scrape it from fewer places, "
+                        "or split its links over shards (`qtelemetry run --shard I/N`)."),
+            escalate="Security team if the clients are not yours.",
+        ),
+        "QTelemetryMemoryNearLimit": Runbook(
+            meaning=(f"The exporter's resident memory is above {pct(t.memory_limit_ratio)} of the memory limit of "
+                     "its cgroup (qtelemetry_memory_limit_bytes: the container limit, or systemd MemoryMax=)."),
+            impact=("At the limit the kernel's OOM killer stops the exporter: every link it serves goes "
+                    "unmonitored (QTelemetryExporterDown) until it restarts, and restarts reset its sliding windows."),
+            confirm=("process_resident_memory_bytes / qtelemetry_memory_limit_bytes",
+                     "deriv(process_resident_memory_bytes[1h])", "qtelemetry_links"),
+            mitigation=("Steady growth over hours with the same links: a leak - keep the exporter's log and a heap "
+                        "profile before restarting it.",
+                        "A step at a reload or a deployment: more links or longer sliding windows than the limit "
+                        "was sized for - raise the limit (docs/operations.md, sizing) or split the links over "
+                        "shards (`qtelemetry run --shard I/N`)."),
+            escalate="qtelemetry maintainers with the RSS history and the link count, if it grows without a change.",
         ),
         "QEntCHSHNoViolation": Runbook(
             meaning=("The CHSH value S is at or below 2, the bound of any local-realistic model (2.83 for a "

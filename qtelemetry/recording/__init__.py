@@ -10,7 +10,12 @@ runtime: every other verb starts without paying for them.
 from __future__ import annotations
 
 import argparse
+import sys
+from types import ModuleType
 from typing import Callable
+
+from qtelemetry import extras
+from qtelemetry.configfile import EXIT_CONFIG
 
 
 def number_between(low: float, high: float, what: str) -> Callable[[str], float]:
@@ -35,21 +40,29 @@ def _windows(text: str) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from qtelemetry.recording.record import cmd_record
-
-    return cmd_record(args)
+    module = _with_extra("qtelemetry.recording.record", "record")
+    return EXIT_CONFIG if module is None else module.cmd_record(args)
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    from qtelemetry.recording.analyse import cmd_analyse
+    module = _with_extra("qtelemetry.recording.analyse", "analyse")
+    return EXIT_CONFIG if module is None else module.cmd_analyse(args)
 
-    return cmd_analyse(args)
+
+def _with_extra(module: str, verb: str) -> ModuleType | None:
+    """The verb's module, which needs the recording extra (pandas, pyarrow); None, having said
+    which extra to install, without it."""
+    try:
+        return extras.require(module, "recording")
+    except extras.MissingExtra as exc:
+        print(f"error: qtelemetry {verb}: {exc}", file=sys.stderr)
+        return None
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``record`` and ``analyse`` verbs."""
     parser = subparsers.add_parser(
-        "record", help="run the configured links and write every window's raw counts to Parquet or CSV",
+        "record", help="write the links' raw counts to Parquet or CSV",
         description="Run the configured links (no /metrics) for --duration seconds and write one row per "
                     "link-window of raw counts to --out: Parquet, or CSV if the name ends in .csv. "
                     "Ctrl-C stops early and keeps what was recorded.")
@@ -60,7 +73,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.set_defaults(handler=_record)
 
     parser = subparsers.add_parser(
-        "analyse", help="run the estimators over a recording; print a per-link summary",
+        "analyse", help="run the estimators over a recording, per link",
         description="Run the live estimators offline over a recording (qtelemetry record), window by window or "
                     "over a sliding window of N windows; print per link the mean, 5th and 95th percentile of "
                     "loss, QBER and secret key rate and the windows without key; --out writes every window's "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
 from qtelemetry.configfile import EXIT_CONFIG, read_text
+from qtelemetry.text import count
 
 if TYPE_CHECKING:  # the client (aiohttp, pydantic) is imported only when a report or analyser runs
     from qtelemetry.report.prometheus import HttpConfig
@@ -123,7 +124,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        extras.require("matplotlib", "report")
+        extras.check_installed(("matplotlib", "pandas"), "report")
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
     from qtelemetry.report.build import ReportRequest, build_report
@@ -153,8 +154,12 @@ def run_report(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     from qtelemetry.config import load_config, parse_config
     from qtelemetry.drivers.base import FleetConfig
-    from qtelemetry.report.history import with_failures, write_history
 
+    try:
+        history_module = extras.require("qtelemetry.report.history", "report")
+        with_failures, write_history = history_module.with_failures, history_module.write_history
+    except extras.MissingExtra as exc:
+        return _usage(f"qtelemetry history: {exc}")
     try:
         start = parse_time(args.start)
         days = float(args.days)
@@ -179,7 +184,7 @@ def run_history(args: argparse.Namespace) -> int:
     if args.ledger:  # one row per time and link: the amounts a report's key figures must match
         history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(args.ledger, index=False)
     # one block for the whole file: promtool's default 2 h blocks each re-read all of it
-    print(f"{args.out}: {history.samples} samples, {history.times.size} steps; next: "
+    print(f"{args.out}: {count(history.samples, 'sample')}, {count(history.times.size, 'step')}; next: "
           f"promtool tsdb create-blocks-from openmetrics --max-block-duration={BACKFILL_BLOCK} {args.out} DATA_DIR")
     return 0
 
@@ -227,7 +232,7 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     report.set_defaults(handler=run_report)
 
     history = verbs.add_parser(
-        "history", help="write a simulated history as OpenMetrics for promtool backfilling",
+        "history", help="a simulated history as OpenMetrics, for backfilling",
         description="Run a config's simulated links on a virtual clock, one window per step, and write every "
                     "step's metrics as OpenMetrics with timestamps (then: promtool tsdb create-blocks-from "
                     "openmetrics FILE DIR). Default config: a pilot week with scripted faults.")

@@ -21,6 +21,7 @@ from qtelemetry.drivers.base import FaultControl, FleetBatch, FleetConfig, Fleet
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.protocols import LinkProtocol
+from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
 from qtelemetry.runtime.failures import FailureLog
 from qtelemetry.runtime.ingest import INCONSISTENT, INVALID, MALFORMED, MalformedBatch, Slots, Taken, check_rows, coerce
 from qtelemetry.drivers.simulated import KeyDistillingFleet
@@ -102,7 +103,10 @@ class Engine:
         self._log = FailureLog(table.names)
         #: called on the estimation thread with every window folded; empty (no cost) unless recording
         self.observers: list[Callable[[Folded], None]] = []
-        self.tamper = TamperDetectors([links[i] for i in table.groups.get(TamperDetectors.protocol, ())], exporter.tamper)
+        mean_times = config.tamper_mean_times()
+        #: the tamper detectors of each protocol that has them
+        self.tamper = {protocol: TamperDetectors(protocol, [links[i] for i in members], exporter.tamper, mean_times[members])
+                       for protocol, members in table.groups.items() if protocol in TAMPER_STATISTICS}
 
     def _build_fleets(self) -> list[Fleet]:
         by_type: dict[type[FleetConfig], list[int]] = {}
@@ -137,9 +141,10 @@ class Engine:
     def rearm(self, link: str, relearn: bool) -> None:
         """Re-arm a link's tamper detectors; LookupError for an unknown link or one without them."""
         index = self.table.index.get(link)
-        if index is None or self.table.links[index].driver.protocol != self.tamper.protocol:
-            raise LookupError(f"link {link!r} has no tamper detectors (decoy-BB84 links only)")
-        self.tamper.rearm(int(self._row[index]), relearn)
+        detectors = None if index is None else self.tamper.get(self.table.links[index].driver.protocol)
+        if detectors is None:
+            raise LookupError(f"link {link!r} has no tamper detectors (decoy-BB84 and entangled-photon links only)")
+        detectors.rearm(int(self._row[index]), relearn)
 
     def accept(self, link: str, reading: object, received_at: float) -> bool | None:
         """A polled reading (event-loop thread): coerce, check, coalesce into the link's slot.
@@ -262,8 +267,8 @@ class Engine:
               duration: NDArray[np.float64]) -> None:
         """New windows into the sliding sums and, window by window, into the tamper detectors."""
         self.windows[protocol].fold(rows, counts, duration)
-        if protocol == self.tamper.protocol:
-            self.tamper.fold(rows, counts, duration)
+        if protocol in self.tamper:
+            self.tamper[protocol].fold(rows, counts, duration)
 
     def _fail_rows(self, links: NDArray[np.intp], reason: str, what: str) -> None:
         """Count one failure on each of ``links``."""
@@ -290,8 +295,8 @@ class Engine:
             estimates = PROTOCOLS[protocol].estimate(window.window(), window.duration, window.params,
                                                      self.config.exporter.confidence_level)
         estimates.update({k: v.copy() for k, v in window.latest.items()})
-        if protocol == self.tamper.protocol:
-            estimates.update(self.tamper.estimates(estimates))
+        if protocol in self.tamper:
+            estimates.update(self.tamper[protocol].estimates(estimates))
         return GroupSnapshot(MappingProxyType(estimates), MappingProxyType({k: v.copy() for k, v in window.totals.items()}))
 
     def _count_skipped(self) -> None:
@@ -346,8 +351,8 @@ class Engine:
             rows, old_rows = _common([self.table.names[i] for i in self.table.groups[protocol]],
                                      [old.table.names[i] for i in old.table.groups[protocol]])
             window.adopt(rows, old.windows[protocol], old_rows)
-            if protocol == self.tamper.protocol:
-                self.tamper.adopt(rows, old.tamper, old_rows)
+            if protocol in self.tamper and protocol in old.tamper:
+                self.tamper[protocol].adopt(rows, old.tamper[protocol], old_rows)
         now = time.time()
         for fleet in self._fleets:
             same = [f for f in old._fleets if type(f.driver) is type(fleet.driver)]

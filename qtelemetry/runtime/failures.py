@@ -34,10 +34,10 @@ class FailureLog:
             self._warned.update({i: (reason, now) for i in due})
             self._down.update(due)
         if len(due) == 1:
-            log.warning("link=%s reason=%s dropped: %s", self._names[due[0]], reason, message)
+            log.warning("batch dropped", extra={"link": self._names[due[0]], "reason": reason, "detail": message})
         elif due:
             shown = ",".join(self._names[i] for i in due[:5]) + (",..." if len(due) > 5 else "")
-            log.warning("links=%s count=%d reason=%s dropped: %s", shown, len(due), reason, message)
+            log.warning("batches dropped", extra={"links": shown, "count": len(due), "reason": reason, "detail": message})
 
     def _due(self, link: int, reason: str, now: float) -> bool:
         last = self._warned.get(link)
@@ -52,4 +52,4 @@ class FailureLog:
             back = [i for i in map(int, links) if i in self._down]
             self._down.difference_update(back)
         for i in back:
-            log.info("link=%s recovered", self._names[i])
+            log.info("link recovered", extra={"link": self._names[i]})

@@ -62,7 +62,7 @@ class PollLoop:
         try:
             asyncio.run_coroutine_threadsafe(self._end([task for _, task in self._tasks.values()]), self._loop).result(timeout)
         except Exception as exc:  # a driver that will not close must not hold up shutdown
-            log.warning("poll loop did not stop cleanly: %s", exc)
+            log.warning("poll loop did not stop cleanly", extra={"reason": str(exc)})
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
         if not self._thread.is_alive():
@@ -92,7 +92,7 @@ class PollLoop:
                     async with asyncio.timeout(guard_timeout(config)):
                         reading = await driver.acquire()
                 except SourceEnded as exc:
-                    log.info("link=%s gets no more data: %s", link, exc)
+                    log.info("link gets no more data", extra={"link": link, "reason": str(exc)})
                     return
                 except TimeoutError:
                     ok = self._fail(link, "timeout", f"no answer within {guard_timeout(config):g} s")
@@ -120,4 +120,4 @@ async def _close(driver: IODriver) -> None:
         async with asyncio.timeout(2.0):
             await driver.aclose()
     except Exception as exc:
-        log.debug("driver close failed: %s", exc)
+        log.debug("driver close failed", extra={"reason": str(exc)})

@@ -15,8 +15,9 @@ import threading
 import time
 from typing import Callable
 
-import numpy as np
+from prometheus_client import CollectorRegistry
 
+from qtelemetry import selfmetrics
 from qtelemetry.config import Config
 from qtelemetry.drivers.base import FaultControl, FleetDriver
 from qtelemetry.runtime.engine import Engine, Folded
@@ -24,21 +25,21 @@ from qtelemetry.estimation.network import Topology
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.network import LinkInputs, NetworkSnapshot, snapshot_inputs
 from qtelemetry.runtime.polling import PollLoop
-from qtelemetry.runtime.snapshot import DURATION_BUCKETS, Snapshot
+from qtelemetry.runtime.snapshot import Snapshot
 from qtelemetry.runtime.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """Owns the engine, the estimation thread and the poll loop; publishes Snapshots."""
+    """Owns the engine, the estimation thread and the poll loop; publishes Snapshots. The duration
+    of every cycle goes to the exporter's own ``registry`` (if given)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.started = time.time()
         self._engine = Engine(config, self.started)
         self._lock = threading.Lock()  # one cycle or one swap at a time
-        self._buckets = np.zeros(len(DURATION_BUCKETS) + 1, np.int64)
-        self._duration_sum = 0.0
+        self._cycle_duration = selfmetrics.instrument("qtelemetry_estimation_duration_seconds", registry)
         self._cycles_skipped = 0
         self._sequence = 0
         self._reloaded = (True, self.started)  # (last attempt applied, when the running config was loaded)
@@ -121,8 +122,7 @@ class Runtime:
             now = time.time() if now is None else now
             groups = self._engine.cycle(now)
             elapsed = time.perf_counter() - started
-            self._buckets[np.searchsorted(DURATION_BUCKETS, elapsed)] += 1
-            self._duration_sum += elapsed
+            self._cycle_duration.observe(elapsed)
             self._sequence += 1
             self._snapshot = self._publish(groups, now + elapsed)
         for listener in self.listeners:
@@ -133,7 +133,6 @@ class Runtime:
         return self._engine.snapshot(
             groups, sequence=self._sequence, published_at=published_at,
             window_seconds=self._engine.config.exporter.window_seconds,
-            duration_buckets=np.cumsum(self._buckets), duration_sum=self._duration_sum,
             cycles_skipped=self._cycles_skipped, reload_successful=self._reloaded[0],
             reload_success_at=self._reloaded[1], network=self._network)
 
@@ -185,8 +184,9 @@ class Runtime:
             self._network = None  # of the old topology; the next analysis is of the new one
             self._snapshot = self._publish(engine.estimates(), self._snapshot.published_at)
         self._poll_loop.update(engine.polled)
-        log.info("config reloaded links=%d added=%d removed=%d", len(engine.table),
-                 len(set(engine.table.names) - set(old.table.names)), len(set(old.table.names) - set(engine.table.names)))
+        log.info("config reloaded", extra={"links": len(engine.table),
+                                           "added": len(set(engine.table.names) - set(old.table.names)),
+                                           "removed": len(set(old.table.names) - set(engine.table.names))})
 
     def reload_failed(self) -> None:
         """A reload was rejected: the running config stays, and the snapshot says so."""

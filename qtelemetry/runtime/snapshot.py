@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -11,15 +11,10 @@ from numpy.typing import NDArray
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.network import NetworkSnapshot
 from qtelemetry.runtime.relay import RelayView
+from qtelemetry.text import count
 
 #: The exporter is not ready while its last cycle is older than this many windows.
 LAGGING_WINDOWS = 3
-#: Upper bounds (s) of the estimation-duration histogram buckets.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _empty(*shape: int, dtype: type = np.float64) -> NDArray:
-    return np.zeros(shape, dtype)
 
 
 @dataclass(frozen=True)
@@ -49,8 +44,6 @@ class Snapshot:
     sequence: int = 0  #: cycle number: 0 before the first cycle
     published_at: float = 0.0  #: Unix time the cycle finished (the start time before the first)
     window_seconds: float = 1.0  #: the cycle's period
-    duration_buckets: NDArray[np.int64] = field(default_factory=lambda: _empty(len(DURATION_BUCKETS) + 1, dtype=np.int64))
-    duration_sum: float = 0.0
     cycles_skipped: int = 0
     reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
     reload_success_at: float = 0.0  #: Unix time the running config was loaded
@@ -74,5 +67,5 @@ class Snapshot:
             return False, f"estimation lags by {self.lag(now):.1f} s (the window is {self.window_seconds:g} s)"
         waiting = ~(self.batches > 0) & ~(self.errors.sum(axis=1) > 0)
         if waiting.any():
-            return False, f"{int(waiting.sum())} links have not delivered a first window or error yet"
+            return False, f"waiting for the first window or error of {count(int(waiting.sum()), 'link')}"
         return True, "ready"

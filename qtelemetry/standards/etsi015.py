@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, Field
 
 from qtelemetry.errors import DriverError
 from qtelemetry.standards.documents import Document, parse
+from qtelemetry.text import count
 
 #: Module defining the identities (RFC 7951 qualifies identityrefs with it) and its YANG prefix.
 TYPES_MODULE, TYPES_PREFIX = "etsi-qkd-node-types", "etsi-qkdn-types"
@@ -154,7 +155,7 @@ def link_report(node: QkdNode, qkdl_id: str) -> LinkReport:
     _single((link.qkdl_id.lower() for link in links), "qkdl_id")
     link = next((link for link in links if link.qkdl_id.lower() == qkdl_id.lower()), None)
     if link is None:
-        raise DriverError("unknown_link", f"qkd_node has no qkd_link {qkdl_id} ({len(links)} links)")
+        raise DriverError("unknown_link", f"qkd_node has no qkd_link {qkdl_id} ({count(len(links), 'link')})")
     unknown: list[tuple[str, Identity]] = []
 
     def known(leaf: str, value: Identity | None, names: tuple[str, ...]) -> str | None:
