@@ -22,9 +22,8 @@ import yaml
 
 from qtelemetry.cli import main
 from qtelemetry.config import load_config
-from qtelemetry.report.cli import BACKFILL_BLOCK
 from qtelemetry.runtime.engine import Engine
-from realstack import PROMTOOL_BIN, Prometheus, find_binary, require_binaries
+from realstack import PROMTOOL_BIN, backfilled_prometheus, require_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "drill-network.yaml"
@@ -59,16 +58,11 @@ def truth() -> dict:
 def drill(tmp_path_factory: pytest.TempPathFactory) -> dict:
     require_binaries("prometheus", PROMTOOL_BIN)
     work = tmp_path_factory.mktemp("drill")
-    history, tsdb, out = work / "drill.om", work / "tsdb", work / "out"
+    history, out = work / "drill.om", work / "out"
     written = qtelemetry("history", "--config", str(CONFIG), "--fail", f"m1@{LOST_AT // 86400}d/{LOST_FOR // 3600}h",
                          "--start", "2026-11-02T00:00:00Z", "--days", "7", "--out", str(history))
     assert written.returncode == 0, written.stderr
-    blocks = subprocess.run([find_binary(PROMTOOL_BIN), "tsdb", "create-blocks-from", "openmetrics",
-                             f"--max-block-duration={BACKFILL_BLOCK}", str(history), str(tsdb)], capture_output=True, text=True)
-    assert blocks.returncode == 0, blocks.stderr
-    history.unlink()
-    prometheus = Prometheus(work, [], storage=tsdb,
-                            extra_args=["--storage.tsdb.retention.time=100y", "--query.lookback-delta=4m"])
+    prometheus = backfilled_prometheus(history, work)
     try:
         report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-02T00:00:00Z",
                             "--end", "2026-11-09T00:00:00Z", "--out", str(out))
