@@ -185,7 +185,7 @@ def test_every_example_config_check_config_accepts_runs_with_its_links_up(name, 
 
 def test_configs_not_run_are_refused_for_the_reason_given(capsys):
     for name in NOT_RUN:
-        if "pilot-week" in name:
+        if "pilot-week" in name or "drill-network" in name:  # history configs: valid, only slow to run live
             assert check(ROOT / name, capsys)[0] == 0
             continue
         code, err = check(ROOT / name, capsys)
