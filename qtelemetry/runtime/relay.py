@@ -57,6 +57,7 @@ class KeyRelay:
         n, e = len(top.demands), len(top.edge_ends)
         self.routes: list[Route] = [[] for _ in range(n)]
         self._paths = Routes.of(self.routes, e)
+        self._hops = np.full(n, np.nan)  #: (demands,) hops of the active route's longest path, NaN: no route
         self.chosen = np.zeros(n, bool)  #: a route was chosen once (later choices are reroutes)
         self.down_since = np.full(e, np.nan)  #: (edges,) start of the first window without key, NaN: up
         self.requested, self.delivered, self.reroutes = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -98,7 +99,7 @@ class KeyRelay:
         route_down = np.zeros(n)
         np.maximum.at(route_down, self._paths.demand, -self._paths.narrowest(-edge_down_s))  # the longest on a path
         self._reroute(now, edge_rate, came_up)
-        route_down[[not r for r in self.routes]] = window
+        route_down[np.isnan(self._hops)] = window
         self.route_down_s += route_down * self.relayed
         request = top.demand_bps * window * self.relayed
         paths = self._paths
@@ -130,7 +131,7 @@ class KeyRelay:
         broken[paths.demand[(paths.hops @ failed_edges.astype(float)) > 0]] = True
         width = paths.per_demand(paths.narrowest(edge_rate), n)
         narrow = came_up.any() & (width < self.top.demand_bps)
-        again = np.flatnonzero(self.relayed & (broken | narrow | np.array([not r for r in self.routes], bool)))
+        again = np.flatnonzero(self.relayed & (broken | narrow | np.isnan(self._hops)))
         if not again.size:
             return
         for d, route in zip(again.tolist(), choose_routes(self.top, edge_rate, again, self.routing)):
@@ -139,12 +140,12 @@ class KeyRelay:
             self.reroutes[d] += self.chosen[d]
             self.chosen[d] = True
             self.routes[d] = route
+            self._hops[d] = max(len(edges) for edges, _ in route)
         self._paths = Routes.of(self.routes, len(self.top.edge_ends))
 
     def view(self) -> RelayView:
-        hops = np.array([max((len(edges) for edges, _ in r), default=np.nan) if r else np.nan for r in self.routes], float)
         off = ~self.relayed
-        return RelayView(*(np.where(off, np.nan, a) for a in (self.requested, self.delivered, self.reroutes, hops,
+        return RelayView(*(np.where(off, np.nan, a) for a in (self.requested, self.delivered, self.reroutes, self._hops,
                                                               self.route_down_s, self.bridged)))
 
 
