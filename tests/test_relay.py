@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from test_network_analysis import brute_min_cut, edges_of, networks, relay_view
+from test_network_analysis import build as build_topology
 
 from qtelemetry.config import parse_config
+from qtelemetry.estimation.relay import choose_routes
 from qtelemetry.runtime.engine import Engine
 
 CAPACITY, INITIAL = 2.0e5, 0.5
@@ -191,3 +195,27 @@ def test_links_that_are_not_simulated_are_not_relayed_over():
     engine = build(links, demands)
     relay = run(engine, 3)[-1]["relay"]
     assert relay.delivered_bits[0] == pytest.approx(300) and np.isnan(relay.delivered_bits[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(networks())
+def test_multipath_routes_carry_the_max_flow_within_every_hop(network):
+    """The max-flow split into paths, on random small networks: every path joins the demand's ends
+    over trusted sites, the paths' flows (share × the brute-force minimum cut) fit every hop, and
+    they add up to that cut."""
+    n, links, rates, trusted, demands, needs = network
+    top = build_topology(n, links, trusted, demands, needs)
+    capacity = top.edge_sums(np.array(rates))
+    routes = choose_routes(top, capacity, np.arange(len(demands)), "multipath")
+    caps = edges_of(n, links, rates)
+    for (s, t), route in zip(demands, routes):
+        value = brute_min_cut(n, relay_view(caps, trusted, s, t), s, t)
+        assert sum(share for _, share in route) == pytest.approx(1.0 if value > 0 else 0.0)
+        load = np.zeros(len(top.edge_ends))
+        for edges, share in route:
+            ends = top.edge_ends[edges]
+            sites = np.bincount(ends.ravel(), minlength=n)
+            assert sites[s] == 1 and sites[t] == 1 and set(np.flatnonzero(sites == 1)) == {s, t}  # a simple s-t path
+            assert all(trusted[v] for v in np.flatnonzero(sites == 2))
+            load[edges] += share * value
+        assert np.all(load <= capacity + 1e-9)

@@ -32,7 +32,6 @@ Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
 #: One demand's route: (edges of each path, share of the demand sent along it).
 Route = list[tuple[Ints, float]]
-ROUTINGS = ("widest-path", "multipath")
 
 
 @dataclass(frozen=True)
