@@ -219,3 +219,15 @@ def test_multipath_routes_carry_the_max_flow_within_every_hop(network):
             assert all(trusted[v] for v in np.flatnonzero(sites == 2))
             load[edges] += share * value
         assert np.all(load <= capacity + 1e-9)
+
+
+def test_a_link_without_data_is_a_hop_down_and_the_demand_still_asks():
+    """Links whose fleet gave no window this cycle (failed, or bad data) make no key and are drawn
+    on by nobody; the demand asks for its key by the clock all the same and goes short."""
+    engine = build(link("ab", "a", "b", 10, 1) + link("bc", "b", "c", 10, 2),
+                   "    - {name: ac, from: a, to: c, bits_per_second: 1000}\n")
+    relay = engine.relay
+    relay.step(1.0, np.array([1.0, 1.0]), np.array([5e4, 5e4]), np.array([1e5, 1e5]))
+    draw = relay.step(2.0, np.array([1.0, np.nan]), np.array([5e4, 0.0]), np.array([1e5, 0.0]))
+    assert relay.requested[0] == 2000 and relay.delivered[0] == 1000
+    assert np.all(draw.taken == 0) and relay.route_down_s[0] == 1.0

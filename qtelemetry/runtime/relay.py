@@ -63,6 +63,7 @@ class KeyRelay:
         self.requested, self.delivered, self.reroutes = np.zeros(n), np.zeros(n), np.zeros(n)
         self.route_down_s, self.bridged = np.zeros(n), np.zeros(n)
         self._edge_links = np.bincount(top.link_edge, weights=relays.astype(float), minlength=e)
+        self._last: float | None = None  #: the previous step's time: demands ask for key by the clock
 
     @classmethod
     def of(cls, top: Topology | None, network: NetworkConfig | None, relays: NDArray[np.bool_]) -> "KeyRelay | None":
@@ -81,6 +82,7 @@ class KeyRelay:
                 for ledger in ("requested", "delivered", "reroutes", "route_down_s", "bridged"):
                     getattr(self, ledger)[i] = getattr(old, ledger)[j]
                 self.chosen[i] = old.chosen[j]
+        self._last = old._last
 
     def step(self, now: float, duration: Floats, generated: Floats, stored: Floats) -> Draw:
         """Relay one window ending at ``now``: per link its duration (s; NaN: no window), key
@@ -90,7 +92,12 @@ class KeyRelay:
         rate = np.where(usable, generated / np.where(usable, duration, 1.0), 0.0)
         available = np.where(usable, np.maximum(stored, 0.0), 0.0)
         edge_rate = np.bincount(top.link_edge, weights=rate, minlength=len(top.edge_ends))
-        window = float(np.nanmax(np.where(usable, duration, np.nan))) if usable.any() else 0.0
+        # the time since the last step, so a demand asks for key even while no link delivers a window
+        if self._last is not None:
+            window = max(0.0, now - self._last)
+        else:
+            window = float(np.nanmax(np.where(usable, duration, np.nan))) if usable.any() else 0.0
+        self._last = now
         down = edge_rate <= 0
         came_up = ~down & ~np.isnan(self.down_since)
         self.down_since = np.where(down, np.where(np.isnan(self.down_since), now - window, self.down_since), np.nan)
