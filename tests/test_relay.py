@@ -231,3 +231,15 @@ def test_a_link_without_data_is_a_hop_down_and_the_demand_still_asks():
     draw = relay.step(2.0, np.array([1.0, np.nan]), np.array([5e4, 0.0]), np.array([1e5, 0.0]))
     assert relay.requested[0] == 2000 and relay.delivered[0] == 1000
     assert np.all(draw.taken == 0) and relay.route_down_s[0] == 1.0
+
+
+def test_a_reload_keeps_the_demands_ledger():
+    """The relay of a reloaded config goes on counting for the demands both configs have."""
+    links = link("ab", "a", "b", 10, 1) + link("bc", "b", "c", 10, 2)
+    demand = "    - {name: ac, from: a, to: c, bits_per_second: 1000}\n"
+    old = build(links, demand)
+    run(old, 3)
+    new = build(links, demand + "    - {name: ab, from: a, to: b, bits_per_second: 500}\n")
+    new.adopt(old)
+    new.cycle(4.0)
+    assert new.relay.requested.tolist() == [4000, 500] and new.relay.delivered.tolist() == [4000, 500]
