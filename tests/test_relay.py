@@ -173,11 +173,18 @@ def test_a_repaired_hop_takes_back_a_demand_its_detour_cannot_carry():
     assert late == pytest.approx(5 * 10000)
 
 
-def test_without_a_second_route_the_demand_goes_unmet():
-    """The bridge d-e is cut: no reroute, the route spends what the cut hop stores, then nothing."""
+def test_without_a_second_route_the_demand_goes_unmet(monkeypatch):
+    """The bridge d-e is cut: no reroute, the route spends what the cut hop stores, then nothing;
+    having found no other route once, the relay does not search again every cycle."""
+    import qtelemetry.runtime.relay as relay_module
+
+    searches = []
+    real = relay_module.choose_routes
+    monkeypatch.setattr(relay_module, "choose_routes", lambda *a: searches.append(a[2].tolist()) or real(*a))
     links = link("ad", "a", "d", 10, 1) + link("de", "d", "e", 10, 2, cut(5))
     engine = build(links, "    - {name: ae, from: a, to: e, bits_per_second: 20000}\n", failover=1.0)
     steps = run(engine, 30)
+    assert searches == [[0], [0]]  # the first route, and one search when the bridge's cut is 1 s old
     relay = steps[-1]["relay"]
     assert relay.reroutes[0] == 0
     spent = [s["relay"].delivered_bits[0] for s in steps]

@@ -58,6 +58,7 @@ class KeyRelay:
         self.routes: list[Route] = [[] for _ in range(n)]
         self._paths = Routes.of(self.routes, e)
         self._hops = np.full(n, np.nan)  #: (demands,) hops of the active route's longest path, NaN: no route
+        self._waiting = np.zeros(n, bool)  #: no (other) route was found: look again when a hop comes back
         self.chosen = np.zeros(n, bool)  #: a route was chosen once (later choices are reroutes)
         self.down_since = np.full(e, np.nan)  #: (edges,) start of the first window without key, NaN: up
         self.requested, self.delivered, self.reroutes = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -131,17 +132,20 @@ class KeyRelay:
     def _reroute(self, now: float, edge_rate: Floats, came_up: NDArray[np.bool_]) -> None:
         """Re-choose the routes crossing a hop down for ``failover`` seconds (kept while there is no
         other); when a hop comes back, the routes narrower than their demand (kept if nothing is
-        wider); and look for one for relayed demands that have none."""
+        wider); and look for one for relayed demands that have none. A demand for which nothing
+        was found waits for a hop to come back before it is looked at again."""
         paths, n = self._paths, len(self.routes)
         failed_edges = now - self.down_since >= self.failover  # False where NaN (up)
         broken = np.zeros(n, bool)
         broken[paths.demand[(paths.hops @ failed_edges.astype(float)) > 0]] = True
         width = paths.per_demand(paths.narrowest(edge_rate), n)
         narrow = came_up.any() & (width < self.top.demand_bps)
-        again = np.flatnonzero(self.relayed & (broken | narrow | np.isnan(self._hops)))
+        lost = broken | np.isnan(self._hops)
+        again = np.flatnonzero(self.relayed & (lost | narrow) & (came_up.any() | ~self._waiting))
         if not again.size:
             return
         for d, route in zip(again.tolist(), choose_routes(self.top, edge_rate, again, self.routing)):
+            self._waiting[d] = lost[d] and not route
             if not route or (not broken[d] and _width(route, edge_rate) <= width[d]):
                 continue  # with no other route, the old one goes on spending the key its hops store
             self.reroutes[d] += self.chosen[d]
