@@ -12,7 +12,12 @@ this process (one core), the time of one max-flow in igraph and in networkx on t
 for every failure of every link and trusted site on a demand's flow, timed on ``--naive``
 demands and scaled to all, as a ratio.
 
-    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter]
+    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter] [--relay]
+
+``--relay`` measures the simulated key relay: the CPU of the estimation cycle of the same
+simulated fleet (``--links`` links on this topology, ``--demands`` demands) with and without the
+relay, cycles interleaved in one process so that the machine's noise hits both alike, as a ratio;
+and the CPU of re-choosing every demand's route at once (the worst failover).
 
 ``--exporter`` also runs bench/fleet.py's measurement of a real ``qtelemetry run`` at ``--links``
 simulated links on this topology, with and without its network section (analysis every 15 s).
@@ -155,6 +160,8 @@ def main() -> None:
     parser.add_argument("--exporter", action="store_true", help="also measure qtelemetry run with and without the analysis")
     parser.add_argument("--links", type=int, default=10_000, help="links of the exporter measurement")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per exporter measurement")
+    parser.add_argument("--relay", action="store_true", help="also measure the key relay's share of the cycle")
+    parser.add_argument("--cycles", type=int, default=20, help="cycles per variant of the relay measurement")
     args = parser.parse_args()
 
     top, rates = topology(args.metros, args.demands)
@@ -180,13 +187,53 @@ def main() -> None:
           f"{naive_s:.0f} s CPU; the analysis is {naive_s / analysis_s:.0f}x faster")
     if args.exporter:
         exporter(args.links, args.seconds)
+    if args.relay:
+        relay_cost(args.links, args.demands, args.cycles)
 
 
-def fleet_config(metros: int, network: bool) -> tuple[str, int]:
+def relay_cost(links: int, demands: int, cycles: int) -> None:
+    """CPU per estimation cycle of one simulated fleet with the relay and without it (the same
+    engine with its relay switched off), alternating cycle by cycle; and one reroute of every demand."""
+    from qtelemetry.config import parse_config
+    from qtelemetry.estimation.relay import choose_routes
+    from qtelemetry.runtime.engine import Engine
+
+    text, n_links = fleet_config(max(1, round(links / 102)), True, demands)
+    config = parse_config(text)
+    with_relay, without = Engine(config, 0.0), Engine(config, 0.0)
+    without.relay = None
+    spent = {"with": 0.0, "without": 0.0}
+    warmup = 7  # the first routes, and the tamper detectors' warm-up (5 s) that builds a shared table
+    for i in range(1, warmup + cycles + 1):
+        for name, engine in (("with", with_relay), ("without", without)) if i % 2 else (("without", without), ("with", with_relay)):
+            start = cpu()
+            engine.cycle(float(i))
+            if i > warmup:
+                spent[name] += cpu() - start
+    relay = with_relay.relay
+    delivered = relay.delivered.sum() / relay.requested.sum()
+    top = relay.top
+    capacity = np.bincount(top.link_edge, weights=np.full(len(top.links), 1e3), minlength=len(top.edge_ends))
+    start = cpu()
+    choose_routes(top, capacity, np.arange(len(top.demands)), "widest-path")
+    widest_s = cpu() - start
+    start = cpu()
+    choose_routes(top, capacity, np.arange(len(top.demands)), "multipath")
+    multipath_s = cpu() - start
+    per = {k: v / cycles for k, v in spent.items()}
+    print(f"relay at {n_links:,} links, {len(top.demands)} demands ({int(relay.relayed.sum())} relayed, "
+          f"{delivered:.0%} of their key delivered): cycle {per['without'] * 1e3:.0f} ms CPU without, "
+          f"{per['with'] * 1e3:.0f} ms with; ratio with / without {per['with'] / per['without']:.3f} "
+          f"({cycles} cycles each, interleaved)")
+    print(f"re-choosing all {len(top.demands)} routes at once: widest-path {widest_s * 1e3:.0f} ms, "
+          f"multipath {multipath_s * 1e3:.0f} ms CPU")
+
+
+def fleet_config(metros: int, network: bool, demands: int = 200) -> tuple[str, int]:
     """A config of ``metros`` metro rings' worth of simulated decoy-BB84 links (102 links per metro)
-    on the benchmark topology, with its network section (200 demands, analysed every 15 s) or
-    without; and its number of links."""
-    sites, trusted, link_ends, _, demand_ends, demand_bps = metro_network(metros=metros)
+    on the benchmark topology, with its network section (``demands`` demands, analysed every 15 s
+    and relayed over the simulated links) or without; and its number of links."""
+    sites, trusted, link_ends, _, demand_ends, demand_bps = metro_network(metros=metros, demands=demands)
     lines = ["exporter: {window_seconds: 1.0, sliding_windows: 60, tamper: {warmup_seconds: 5}}", "links:"]
     lines += [f"  - {{name: link-{i:05d}, site_a: {sites[a]}, site_b: {sites[b]}, driver: "
               f"{{type: simulated-bb84, fiber_length_km: {5 + i % 60}, seed: {i}}}}}" for i, (a, b) in enumerate(link_ends)]

@@ -14288,6 +14288,194 @@ local params = import 'lib/params.libsonnet';
             },
             "id": 12,
             "panels": [],
+            "title": "Relayed key (simulated links)",
+            "type": "row",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Key the simulated key relay delivered end to end for each demand (solid) against what it asked for (dashed); absent for demands over real devices, which relay key themselves.",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "spanNulls": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "bps",
+              },
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byRegexp",
+                    "options": ".*requested",
+                  },
+                  "properties": [
+                    {
+                      "id": "custom.lineStyle",
+                      "value": {
+                        "dash": [
+                          10,
+                          10,
+                        ],
+                        "fill": "dash",
+                      },
+                    },
+                  ],
+                },
+              ],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 0,
+              "y": 35,
+            },
+            "id": 13,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "sum by (" + clusterLabel + ", demand) (rate(qnet_demand_delivered_bits_total{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}[$__rate_interval]))",
+                "instant": false,
+                "legendFormat": "{{demand}} delivered",
+                "range": true,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "sum by (" + clusterLabel + ", demand) (rate(qnet_demand_requested_bits_total{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}[$__rate_interval]))",
+                "instant": false,
+                "legendFormat": "{{demand}} requested",
+                "range": true,
+                "refId": "B",
+              },
+            ],
+            "title": "Key relayed vs requested",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "description": "Hops of the route the relay uses for each demand, and its reroutes (a hop down for network.failover_seconds, or back to a wider route).",
+            "fieldConfig": {
+              "defaults": {
+                "custom": {
+                  "fillOpacity": 0,
+                  "lineWidth": 1,
+                  "spanNulls": false,
+                },
+                "thresholds": {
+                  "mode": "absolute",
+                  "steps": [
+                    {
+                      "color": "green",
+                      "value": null,
+                    },
+                  ],
+                },
+                "unit": "none",
+              },
+              "overrides": [],
+            },
+            "gridPos": {
+              "h": 8,
+              "w": 12,
+              "x": 12,
+              "y": 35,
+            },
+            "id": 14,
+            "options": {
+              "legend": {
+                "calcs": [
+                  "lastNotNull",
+                  "min",
+                  "max",
+                ],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": true,
+              },
+              "tooltip": {
+                "mode": "multi",
+                "sort": "desc",
+              },
+            },
+            "repeatDirection": "h",
+            "targets": [
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_relay_route_hops{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "instant": false,
+                "legendFormat": "{{demand}} hops",
+                "range": true,
+                "refId": "A",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "sum by (" + clusterLabel + ", demand) (increase(qnet_demand_reroutes_total{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}[$__rate_interval]))",
+                "instant": false,
+                "legendFormat": "{{demand}} reroutes",
+                "range": true,
+                "refId": "B",
+              },
+            ],
+            "title": "Relay route and reroutes",
+            "transparent": false,
+            "type": "timeseries",
+          },
+          {
+            "collapsed": false,
+            "gridPos": {
+              "h": 1,
+              "w": 24,
+              "x": 0,
+              "y": 43,
+            },
+            "id": 15,
+            "panels": [],
             "title": "Failure impact",
             "type": "row",
           },
@@ -14341,9 +14529,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 0,
-              "y": 35,
+              "y": 44,
             },
-            "id": 13,
+            "id": 16,
             "options": {
               "cellHeight": "sm",
               "frameIndex": 0,
@@ -14431,9 +14619,9 @@ local params = import 'lib/params.libsonnet';
               "h": 8,
               "w": 12,
               "x": 12,
-              "y": 35,
+              "y": 44,
             },
-            "id": 14,
+            "id": 17,
             "options": {
               "cellHeight": "sm",
               "frameIndex": 0,

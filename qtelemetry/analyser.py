@@ -167,7 +167,7 @@ class AnalyserExposition:
 
     def _families(self, topology: Topology | None) -> tuple:
         from qtelemetry.exporter.exposition import Block, Family
-        from qtelemetry.exporter.network_metrics import ANALYSER_METRICS, network_blocks
+        from qtelemetry.exporter.network_metrics import ANALYSER_METRICS, RELAY_METRICS, network_blocks
         from qtelemetry.monitoring.catalogue import METRICS
 
         key = id(topology)
@@ -179,7 +179,8 @@ class AnalyserExposition:
                 elif metric.name == "qnet_analyser_errors":
                     blocks = [Block(metric.sample_name, metric.labels, [(r,) for r in REASONS], (),
                                     lambda st, now: np.array([st.errors[r] for r in REASONS], float))]
-                elif metric.name.startswith("qnet_") and topology is not None and metric.name not in ANALYSER_METRICS:
+                elif (metric.name.startswith("qnet_") and topology is not None and metric.name not in ANALYSER_METRICS
+                      and metric.name not in RELAY_METRICS):
                     blocks = network_blocks(metric, topology, lambda st: st.network)[0]
                 else:
                     continue

@@ -8,7 +8,7 @@ by ``check_against``, which the exporter config calls with its links.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -52,6 +52,10 @@ class NetworkConfig(StrictModel):
     sites: list[SiteConfig] | None = Field(None, description="default: every site of the links, trusted")
     demands: list[DemandConfig] = Field(default_factory=list)
     analysis_interval_seconds: float = Field(15.0, ge=0.1, le=3600.0, description="how often the network is analysed, s")
+    routing: Literal["widest-path", "multipath"] = Field(
+        "widest-path", description="how the simulated key relay routes a demand: the widest path, or split along the max-flow")
+    failover_seconds: float = Field(5.0, ge=0.0, le=86400.0,
+                                    description="how long a hop of a relayed route must be down before the route is re-chosen, s")
 
     def site_list(self, links: Sequence) -> list[SiteConfig]:
         """The sites: as listed, or those of the links in order of first use."""

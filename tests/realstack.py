@@ -464,6 +464,24 @@ def _rfc3339_after(stamp: str | None, after: float | None) -> bool:
     return after is None or rfc3339_seconds(stamp) > after
 
 
+def backfilled_prometheus(history: Path, work: Path) -> Prometheus:
+    """A Prometheus over the history ``qtelemetry history`` wrote (the file is removed once backfilled).
+
+    One block for the whole file (promtool's default 2 h blocks each re-read all of it). Samples
+    come every 5 minutes and a backfill has no staleness markers: a lookback just under the step
+    makes a series missing from one exposition missing at that step, as live; the retention
+    keeps blocks of any age.
+    """
+    from qtelemetry.report.cli import BACKFILL_BLOCK
+
+    tsdb = work / "tsdb"
+    blocks = subprocess.run([find_binary(PROMTOOL_BIN), "tsdb", "create-blocks-from", "openmetrics",
+                             f"--max-block-duration={BACKFILL_BLOCK}", str(history), str(tsdb)], capture_output=True, text=True)
+    assert blocks.returncode == 0, blocks.stderr
+    history.unlink()
+    return Prometheus(work, [], storage=tsdb, extra_args=["--storage.tsdb.retention.time=100y", "--query.lookback-delta=4m"])
+
+
 class VictoriaMetrics(ManagedProcess):
     """A single-node VictoriaMetrics: a Prometheus remote-write target (``/api/v1/write``) with a
     Prometheus-compatible query API. Queries see samples up to 1 s old (its default holds the

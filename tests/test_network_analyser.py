@@ -19,6 +19,8 @@ from conftest import QtelemetryProcess, parse_exposition, value
 from realstack import poll
 
 from qtelemetry.cli import main
+from qtelemetry.exporter.network_metrics import RELAY_METRICS
+from qtelemetry.monitoring.catalogue import METRICS
 
 LINKS = """links:
   - {name: ab, site_a: a, site_b: b, driver: {type: simulated-bb84, fiber_length_km: 10, seed: 1}}
@@ -138,10 +140,12 @@ links:
 
 
 def figures(samples: dict) -> dict:
-    """The qnet_ figures of a scrape: exact ones as they are, capacities to compare within noise."""
+    """The qnet_ figures of a scrape: exact ones as they are, capacities to compare within noise;
+    not the simulated key relay's ledger, which only an exporter simulating the links keeps."""
+    relay = {m.sample_name for m in METRICS if m.name in RELAY_METRICS}
     out: dict = {}
     for name, rows in samples.items():
-        if not name.startswith("qnet_") or name.startswith(("qnet_analys", "qnet_site_l")):
+        if not name.startswith("qnet_") or name.startswith(("qnet_analys", "qnet_site_l")) or name in relay:
             continue
         for s in rows:
             key = (name, tuple(sorted(s.labels.items())))

@@ -58,6 +58,8 @@ BAD = {
         "network.sites[0].latitude", "less than or equal to 90"),
     "an analysis interval of zero": ("  analysis_interval_seconds: 0\n", "network.analysis_interval_seconds", "greater than"),
     "an unknown key": ("  sights: []\n", "network.sights", "Extra inputs are not permitted"),
+    "a routing typo": ("  routing: widest_path\n", "network.routing", "'widest-path' or 'multipath'"),
+    "a negative failover time": ("  failover_seconds: -1\n", "network.failover_seconds", "greater than or equal to 0"),
 }
 
 
@@ -78,6 +80,7 @@ def test_sites_come_from_the_links_when_not_listed():
     assert [s.name for s in network.site_list(config.links)] == ["a", "b", "c", "d", "e"]
     assert all(s.trusted for s in network.site_list(config.links))
     assert network.analysis_interval_seconds == 15
+    assert network.routing == "widest-path" and network.failover_seconds == 5
     assert network.demands[0].source == "a" and network.demands[0].target == "c"
 
 

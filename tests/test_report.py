@@ -47,13 +47,13 @@ from qtelemetry.monitoring import causes
 from qtelemetry.monitoring.config import DEFAULT, duration_seconds
 from qtelemetry.report import notifications
 from qtelemetry.report.build import ReportRequest, build_report
-from qtelemetry.report.cli import BACKFILL_BLOCK, parse_time
+from qtelemetry.report.cli import parse_time
 from qtelemetry.report.history import write_history
 from qtelemetry.report import prometheus as client
 from qtelemetry.report.prometheus import HttpConfig
 from alert_replay import replay
-from realstack import (ALERTMANAGER_BIN, PROMTOOL_BIN, Alertmanager, Prometheus, find_binary, register_log_plugin,
-                       require_binaries)
+from realstack import (ALERTMANAGER_BIN, PROMTOOL_BIN, Alertmanager, Prometheus, backfilled_prometheus, find_binary,
+                       register_log_plugin, require_binaries)
 
 CONFIG = Path(__file__).resolve().parents[1] / "qtelemetry" / "defaults" / "pilot-week.yaml"
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # start of the history
@@ -93,18 +93,10 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The week's history in a real Prometheus, and its report (built once)."""
     require_binaries("prometheus", PROMTOOL_BIN)
     work = tmp_path_factory.mktemp("report")
-    history, tsdb = work / "week.om", work / "tsdb"
+    history = work / "week.om"
     with history.open("w") as out:  # what `qtelemetry history` runs, without a second interpreter
         ledger = write_history(load_config(CONFIG), T0, T0 + 7 * DAY, out).ledger
-    blocks = subprocess.run([find_binary(PROMTOOL_BIN), "tsdb", "create-blocks-from", "openmetrics",
-                             f"--max-block-duration={BACKFILL_BLOCK}", str(history), str(tsdb)], capture_output=True, text=True)
-    assert blocks.returncode == 0, blocks.stderr
-    history.unlink()
-    # samples come every 5 minutes and a backfill has no staleness markers: a lookback just under
-    # the step makes a series missing from one exposition missing at that step, as live; the
-    # retention keeps blocks of any age
-    prometheus = Prometheus(work, [], storage=tsdb,
-                            extra_args=["--storage.tsdb.retention.time=100y", "--query.lookback-delta=4m"])
+    prometheus = backfilled_prometheus(history, work)
     try:
         out = work / "out"
         report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-01T12:00:00Z",

@@ -236,6 +236,14 @@ class KeyDistillingFleet(SimulatedFleet[K]):
             self._taken[row] += bits
             return True
 
+    def take(self, rows: NDArray[np.intp], bits: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Take up to ``bits`` from the stores of ``rows`` now (the key relay, after a window);
+        returns what was taken. The caller counts it in the window it has just sampled."""
+        with self._lock:
+            taken = np.minimum(np.maximum(bits, 0.0), self.stored_bits[rows])
+            self.stored_bits[rows] -= taken
+        return taken
+
     @abstractmethod
     def secret_key_rate_bps(self, p: SimpleNamespace) -> NDArray[np.float64]:
         """Secret key rate each link distils under ``p`` (expected value, bit/s)."""

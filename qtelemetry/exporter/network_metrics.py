@@ -23,6 +23,10 @@ from qtelemetry.runtime.network import NetworkSnapshot
 View = Callable[[Any], NetworkSnapshot | None]
 #: The analyser process's own health: not served by an exporter.
 ANALYSER_METRICS = ("qnet_analyser_up", "qnet_analyser_errors")
+#: The simulated key relay's ledger: only an exporter that relays has it.
+RELAY_METRICS = {"qnet_demand_requested_bits": "requested_bits", "qnet_demand_delivered_bits": "delivered_bits",
+                 "qnet_demand_reroutes": "reroutes", "qnet_demand_relay_route_hops": "route_hops",
+                 "qnet_demand_route_down_seconds": "route_down_seconds", "qnet_demand_bridged_bits": "bridged_bits"}
 #: What an exporter with a network section serves.
 EXPORTER_NETWORK_METRICS = tuple(m.name for m in METRICS if m.name.startswith("qnet_") and m.name not in ANALYSER_METRICS)
 
@@ -69,6 +73,10 @@ def network_blocks(metric: Metric, top: Topology, view: View) -> tuple[list[Bloc
         return values
 
     name, labels = metric.sample_name, metric.labels
+    if metric.name in RELAY_METRICS:
+        field = RELAY_METRICS[metric.name]
+        return [Block(name, labels, demands, (), lambda snap, now: np.full(n_demands, np.nan) if snap.relay is None
+                      else getattr(snap.relay, field))], False
     links, sites = [(l,) for l in top.links], [(s,) for s in top.sites]
     match metric.name:
         case "qnet_demand_bits_per_second":

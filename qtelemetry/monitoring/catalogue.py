@@ -316,6 +316,24 @@ METRICS: tuple[Metric, ...] = (
            ("demand",)),
     Metric("qnet_demand_route_hops", "gauge", "", "Hops of the demand's widest route; absent while it has none.",
            ("demand",)),
+    Metric("qnet_demand_requested_bits", "counter", "bits",
+           "Key the simulated key relay was asked for on behalf of the demand, in bits (simulated links only: real "
+           "devices relay key themselves).", ("demand",)),
+    Metric("qnet_demand_delivered_bits", "counter", "bits",
+           "Key the simulated key relay delivered end to end for the demand, in bits; every hop of its routes gave "
+           "the same bits from its store.", ("demand",)),
+    Metric("qnet_demand_reroutes", "counter", "",
+           "Times the simulated key relay moved the demand to a new route after a hop was down for "
+           "network.failover_seconds.", ("demand",)),
+    Metric("qnet_demand_route_down_seconds", "counter", "seconds",
+           "Time the simulated key relay's route for the demand had a hop making no key (or the demand had no route).",
+           ("demand",)),
+    Metric("qnet_demand_bridged_bits", "counter", "bits",
+           "Key the simulated key relay delivered for the demand over a hop making no key: spent from that hop's store "
+           "to bridge the gap, in bits.", ("demand",)),
+    Metric("qnet_demand_relay_route_hops", "gauge", "",
+           "Hops of the route the simulated key relay uses for the demand now (multipath: its longest path); absent "
+           "while it has none.", ("demand",)),
     Metric("qnet_link_min_cut", "gauge", "",
            "1 for each link of the demand's minimum cut: the links whose key rate limits its multipath capacity "
            "(only those links are exported).", ("demand", "link")),

@@ -870,6 +870,19 @@ def network(c: MonitoringConfig) -> Board:
                Q(f"max by ({cl}, demand) (qnet_demand_capacity_after_worst_failure_bits_per_second{D})",
                  "{{demand}}"), symlog=1),
         )),
+        Row("Relayed key (simulated links)", (
+            ts("Key relayed vs requested", "bps",
+               "Key the simulated key relay delivered end to end for each demand (solid) against what it asked for "
+               "(dashed); absent for demands over real devices, which relay key themselves.",
+               Q(f"sum by ({cl}, demand) (rate(qnet_demand_delivered_bits_total{D}[$__rate_interval]))", "{{demand}} delivered"),
+               Q(f"sum by ({cl}, demand) (rate(qnet_demand_requested_bits_total{D}[$__rate_interval]))", "{{demand}} requested"),
+               styles=((".*requested", DASHED),)),
+            ts("Relay route and reroutes", "none",
+               "Hops of the route the relay uses for each demand, and its reroutes (a hop down for "
+               "network.failover_seconds, or back to a wider route).",
+               Q(f"max by ({cl}, demand) (qnet_demand_relay_route_hops{D})", "{{demand}} hops"),
+               Q(f"sum by ({cl}, demand) (increase(qnet_demand_reroutes_total{D}[$__rate_interval]))", "{{demand}} reroutes")),
+        )),
         Row("Failure impact", (
             Panel("Links that matter most", "none",
                   "Links whose failure alone would leave the most demands unmet; click one to open its dashboard.", (

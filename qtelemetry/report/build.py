@@ -14,7 +14,7 @@ import yaml
 
 from qtelemetry.configfile import read_text, load_yaml
 from qtelemetry.monitoring.config import MonitoringConfig, duration_seconds
-from qtelemetry.report import figures, html, incidents, nodata, notifications, summary, tables
+from qtelemetry.report import demands, figures, html, incidents, nodata, notifications, summary, tables
 from qtelemetry.report.prometheus import HttpConfig, Prometheus, redacted_url
 from qtelemetry.report.verdicts import verdicts
 
@@ -123,6 +123,9 @@ def _build(request: ReportRequest, prom: Prometheus, am: notifications.Alertmana
     period_s = request.end - request.start
     verdict_table = verdicts(links, network, notes, monitoring.pilot, period_s) if network else pd.DataFrame()
     plain = summary.sentences(network, links, outage_list, incident_table, notes, request.step) if network else []
+    relayed = demands.fetch(prom, monitoring.selector, request.start, request.end, request.step)
+    demand_table = demands.demand_table(relayed, found.table)
+    plain += demands.sentences(demand_table, outage_list, relayed.link_sites)
 
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
@@ -135,10 +138,12 @@ def _build(request: ReportRequest, prom: Prometheus, am: notifications.Alertmana
     by_alert.to_csv(out / "incidents_by_alert.csv", index=False)
     _with_times(notes, "time").to_csv(out / "notifications.csv", index=False)
     verdict_table.to_csv(out / "verdicts.csv", index=False)
+    if not demand_table.empty:
+        demand_table.to_csv(out / "demands.csv", index=False)
 
     log.info("drawing figures", extra={"links": len(series.links)})
     page = render(request, series, table, network, daily, outage_list, incident_table, by_alert, verdict_table,
-                  found, Received(notes, am.source), plain)
+                  found, Received(notes, am.source), plain, demand_table)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -193,7 +198,8 @@ class Received:
 
 def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame, network: dict,
            daily: pd.DataFrame, outage_list: pd.DataFrame, incident_table: pd.DataFrame, by_alert: pd.DataFrame,
-           verdict_table: pd.DataFrame, found: incidents.Incidents, received: Received, plain: list[str]) -> str:
+           verdict_table: pd.DataFrame, found: incidents.Incidents, received: Received, plain: list[str],
+           demand_table: pd.DataFrame | None = None) -> str:
     thresholds = request.monitoring.thresholds
     f, d, b, r, n = html.fmt_number, html.fmt_duration, html.fmt_bits, html.fmt_ratio, str
     notes = received.notes
@@ -284,6 +290,20 @@ def render(request: ReportRequest, series: tables.Series, summary: pd.DataFrame,
     ]
     if not ent.empty:
         sections.append(html.section("Entanglement links", "entanglement", html.table(ent, ent_cols)))
+    if demand_table is not None and not demand_table.empty:
+        demand_cols = {"demand": ("demand", n), "src": ("from", n), "dst": ("to", n),
+                       "requested_bits": ("requested", b), "delivered_bits": ("delivered", b),
+                       "supply_ratio": ("delivered / requested", lambda v: r(v, 3)), "unmet_bits": ("unmet", b),
+                       "unmet_s": ("short for", d), "reroutes": ("reroutes", n),
+                       "time_to_reroute_s": ("time to reroute", d), "bridged_bits": ("stored key bridging", b),
+                       "alerts": ("alerts fired", n)}
+        sections.append(html.section(
+            "Network demands", "demands", html.table(demand_table, demand_cols),
+            '<p class="note">Key relayed over trusted nodes by the simulated key manager (counters '
+            'qnet_demand_*_total). Short for: steps where the demand got less than it asked for. Time to reroute: '
+            'how long its route had a hop down before the relay moved it (whole windows: the relay acts once per '
+            'cycle), averaged over the failovers. Stored key bridging: key delivered over a hop that made none, '
+            'spent from that hop\'s store.</p>'))
     sections.append(html.section(
         "What people received", "notifications",
         '<p class="note">The alerts below replayed through Alertmanager\'s routing, grouping and inhibition '

@@ -156,7 +156,8 @@ def run_history(args: argparse.Namespace) -> int:
     from qtelemetry.drivers.base import FleetConfig
 
     try:
-        write_history = extras.require("qtelemetry.report.history", "report").write_history
+        history_module = extras.require("qtelemetry.report.history", "report")
+        with_failures, write_history = history_module.with_failures, history_module.write_history
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry history: {exc}")
     try:
@@ -174,6 +175,10 @@ def run_history(args: argparse.Namespace) -> int:
     polled = [link.name for link in config.links if not isinstance(link.driver, FleetConfig)]
     if polled:
         return _usage(f"history needs simulated links only; polled: {', '.join(polled)}")
+    try:
+        config = with_failures(config, args.fail or [])
+    except ValueError as exc:
+        return _usage(str(exc))
     with open(args.out, "w", encoding="utf-8") as out:
         history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
     if args.ledger:  # one row per time and link: the amounts a report's key figures must match
@@ -236,6 +241,10 @@ def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     history.add_argument("--days", default="7", metavar="N", help="length in days (default 7)")
     history.add_argument("--out", required=True, metavar="FILE.om")
     history.add_argument("--ledger", metavar="FILE.csv", help="also write the simulated key ledger (cumulative bits)")
+    history.add_argument("--fail", action="append", metavar="SITE_OR_LINK@OFFSET/DURATION",
+                         help="a failure drill: cut a link, or every link of a site (a trusted node lost), OFFSET after "
+                              "the start for DURATION (PromQL durations: m1@2d3h/2h); repeatable, beside the config's "
+                              "own faults")
     history.add_argument("--job", default="qtelemetry", help="job label of the samples (default qtelemetry)")
     history.add_argument("--instance", default="history", help="instance label of the samples")
     history.set_defaults(handler=run_history)

@@ -10,24 +10,63 @@ A week of minutes thus becomes a Prometheus history in seconds, with faults at k
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Sequence
 
 import numpy as np
 import pandas as pd
 
 from qtelemetry.config import Config
+from qtelemetry.drivers.faults import FaultConfig
+from qtelemetry.drivers.simulated import check_fault_applies
 from qtelemetry.exporter.exposition import layout
+from qtelemetry.monitoring.config import duration_seconds
 from qtelemetry.runtime.engine import Engine
+from qtelemetry.runtime.network import Durations, snapshot_inputs, timed_analysis
 
 log = logging.getLogger(__name__)
 
 #: Key amounts the history keeps per link and step, for checking a report against the simulation.
 LEDGER = ("key_generated_bits", "key_requested_bits", "key_delivered_bits")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+
+
+_FAILURE = re.compile(r"^([^@/]+)@([^@/]+)/([^@/]+)$")
+
+
+def with_failures(config: Config, failures: Sequence[str]) -> Config:
+    """``config`` with scripted failures ``NAME@OFFSET/DURATION`` (PromQL durations from the start
+    of the history): a fibre cut of link NAME, or of every link of site NAME (a site lost). ValueError
+    naming the failure that is wrong."""
+    faults: dict[str, list[FaultConfig]] = {}
+    for spec in failures:
+        match = _FAILURE.match(spec)
+        if match is None:
+            raise ValueError(f"--fail {spec!r}: expected SITE_OR_LINK@OFFSET/DURATION, e.g. m1@2d/2h")
+        name, offset, duration = match.groups()
+        try:
+            start_s, duration_s = duration_seconds(offset), duration_seconds(duration)
+        except ValueError as exc:
+            raise ValueError(f"--fail {spec!r}: {exc} (use e.g. 2d3h, 90m, 0s)") from None
+        if duration_s <= 0:
+            raise ValueError(f"--fail {spec!r}: the duration must be positive")
+        links = [link for link in config.links if name in (link.name, link.site_a, link.site_b)]
+        if not links:
+            raise ValueError(f"--fail {spec!r}: no link or site is named {name!r}")
+        for link in links:
+            try:
+                fault = FaultConfig(kind="fiber-cut", start_s=start_s, duration_s=duration_s)
+                check_fault_applies(type(link.driver), fault)
+            except ValueError as exc:  # a time beyond what a fault takes, or a link without fibre loss
+                raise ValueError(f"--fail {spec!r}: link {link.name!r}: {str(exc).splitlines()[-1].strip()}") from None
+            faults.setdefault(link.name, []).append(fault)
+    links = [link if link.name not in faults else link.model_copy(update={"driver": link.driver.model_copy(
+        update={"faults": [*link.driver.faults, *faults[link.name]]})}) for link in config.links]
+    return config.model_copy(update={"links": links})
 
 
 @dataclass(frozen=True)
@@ -71,9 +110,13 @@ def write_history(config: Config, start: float, end: float, out: IO[str], job: s
     names = engine.table.names
     ledger = np.zeros((times.size, len(names), len(LEDGER)))
     clock, last_log = time.monotonic(), time.monotonic()
+    durations = Durations()
     for i, now in enumerate(times.tolist()):
         snapshot = engine.snapshot(engine.cycle(now), sequence=i + 1, published_at=now, window_seconds=step,
                                    reload_success_at=start)
+        if engine.table.network is not None:  # the network view, analysed at every step
+            network = timed_analysis(engine.table.network, snapshot_inputs(snapshot, now), durations, now)
+            snapshot = dataclasses.replace(snapshot, network=network)
         stamp = repr(now)
         for lines, family in zip(per_family, families):
             lines += _relabel(family.render(snapshot, now, openmetrics=False), target, stamp)

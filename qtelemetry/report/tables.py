@@ -77,6 +77,11 @@ class Series:
         return link in self.data.get(name, {})
 
 
+def selected(template: str, sel: str) -> str:
+    """A query template with its ``{sel}`` (or ``, sel}``) filled with the matchers ``sel``."""
+    return template.replace("{sel}", "{" + sel + "}").replace(", sel}", (", " + sel if sel else "") + "}")
+
+
 def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float,
           links: list[str] | None = None) -> Series:
     """Every query of ``QUERIES`` over the period, restricted to ``links`` if given."""
@@ -85,16 +90,13 @@ def fetch(prom: Prometheus, selector: str, start: float, end: float, step: float
         matchers.append('link=~"' + "|".join(link.replace(".", "\\\\.") for link in links) + '"')
     sel = ", ".join(matchers)
 
-    def query(template: str) -> str:
-        return template.replace("{sel}", "{" + sel + "}").replace(", sel}", (", " + sel if sel else "") + "}")
-
     data: dict[str, dict[str, np.ndarray]] = {}
     times = None
     for name, template in QUERIES.items():
-        matrix: Matrix = prom.range(query(template), start, end, step, name)
+        matrix: Matrix = prom.range(selected(template, sel), start, end, step, name)
         times = matrix.times
         data[name] = matrix.by("link")
-    info = prom.range(query("max by (link, protocol) (qlink_info{sel})"), start, end, step, "qlink_info")
+    info = prom.range(selected("max by (link, protocol) (qlink_info{sel})", sel), start, end, step, "qlink_info")
     protocols = {labels["link"]: labels.get("protocol", "") for labels in info.labels if "link" in labels}
     for link in data["up"]:  # a link without qlink_info still counts
         protocols.setdefault(link, "")

@@ -24,7 +24,9 @@ from qtelemetry.estimation.protocols import LinkProtocol
 from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
 from qtelemetry.runtime.failures import FailureLog
 from qtelemetry.runtime.ingest import INCONSISTENT, INVALID, MALFORMED, MalformedBatch, Slots, Taken, check_rows, coerce
+from qtelemetry.drivers.simulated import KeyDistillingFleet
 from qtelemetry.runtime.links import LinkTable
+from qtelemetry.runtime.relay import KeyRelay
 from qtelemetry.runtime.snapshot import GroupSnapshot, Snapshot
 from qtelemetry.runtime.tamper import TamperDetectors
 from qtelemetry.runtime.window import SlidingWindow
@@ -42,6 +44,15 @@ class Folded:
     duration: NDArray[np.float64]  #: (links,) seconds
     end: NDArray[np.float64]  #: (links,) Unix time the window ended (arrived, for polled links)
     faults: NDArray[np.bool_]  #: (links, fault kinds) simulated faults acting in the window
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A fleet's checked window, before it is folded: its good rows (of the fleet), their counts."""
+
+    good: NDArray[np.intp]
+    counts: dict[str, NDArray[np.float64]]
+    batch: FleetBatch
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,11 @@ class Engine:
         self.started = started
         self._built_at = time.time()  # a link that never delivered is stalled counting from here
         self._fleets = self._build_fleets()
+        relays = np.zeros(n, bool)
+        for fleet in self._fleets:
+            relays[fleet.links] = isinstance(fleet.driver, KeyDistillingFleet)
+        #: the simulated key management layer, when demands can be relayed over simulated links
+        self.relay = KeyRelay.of(table.network, config.network, relays)
         #: polled links: name -> driver config
         self.polled = {link.name: link.driver for link in links if isinstance(link.driver, IODriverConfig)}
         self.slots = Slots(n, table.reasons, {p: (PROTOCOLS[p], m) for p, m in table.groups.items()})
@@ -171,8 +187,12 @@ class Engine:
 
     def cycle(self, now: float) -> dict[str, GroupSnapshot]:
         """Sample fleets, take the slots, estimate every protocol once."""
-        for fleet in self._fleets:
-            self._sample(fleet, now)
+        sampled = [(fleet, self._sample(fleet, now)) for fleet in self._fleets]
+        if self.relay is not None:
+            self._relay(now, sampled)
+        for fleet, window in sampled:
+            if window is not None:
+                self._ingest(fleet, window, now)
         self._take(self.slots.take())
         self._count_stalls(now)
         self._count_skipped()
@@ -182,13 +202,14 @@ class Engine:
         """Every protocol's estimates from its current sliding window."""
         return {protocol: self._estimate(protocol, window) for protocol, window in self.windows.items()}
 
-    def _sample(self, fleet: Fleet, now: float) -> None:
+    def _sample(self, fleet: Fleet, now: float) -> Sampled | None:
+        """A fleet's new window, checked (failures counted); None when it has none."""
         protocol = PROTOCOLS[fleet.protocol]
         try:
             with np.errstate(all="ignore"):  # what a model's overflow gives is checked below like any window
                 batch = fleet.driver.sample(now)
             if isinstance(batch, FleetBatch) and batch.duration_s == 0:
-                return  # asked twice for the same instant: nothing new
+                return None  # asked twice for the same instant: nothing new
             counts = fleet_counts(protocol, batch, len(fleet.links))
         except MalformedBatch as exc:
             return self._fail_rows(fleet.links, MALFORMED, f"{fleet.protocol} fleet: {exc}")
@@ -197,10 +218,35 @@ class Engine:
         invalid, inconsistent = check_rows(protocol, counts)
         self._fail_rows(fleet.links[invalid], INVALID, f"{fleet.protocol} fleet")
         self._fail_rows(fleet.links[inconsistent], INCONSISTENT, f"{fleet.protocol} fleet")
-        good = ~(invalid | inconsistent)
-        links, counts = fleet.links[good], {k: v[good] for k, v in counts.items()}
+        good = np.flatnonzero(~(invalid | inconsistent))
+        return Sampled(good, {k: v[good] for k, v in counts.items()}, batch)
+
+    def _relay(self, now: float, sampled: list[tuple[Fleet, Sampled | None]]) -> None:
+        """Relay the demands' key over the stores the fleets just filled; what each store gives
+        counts as requested and delivered key of its link in this window."""
+        n = len(self.table)
+        duration, generated, stored = np.full(n, np.nan), np.zeros(n), np.zeros(n)
+        for fleet, window in sampled:
+            if window is not None and isinstance(fleet.driver, KeyDistillingFleet):
+                links = fleet.links[window.good]
+                duration[links] = window.batch.duration_s
+                generated[links] = window.counts["key_generated_bits"]
+                stored[links] = window.counts["key_stored_bits"]
+        draw = self.relay.step(now, duration, generated, stored)
+        for fleet, window in sampled:
+            if window is None or not isinstance(fleet.driver, KeyDistillingFleet):
+                continue
+            links, counts = fleet.links[window.good], window.counts
+            taken = fleet.driver.take(window.good, draw.taken[links])
+            counts["key_requested_bits"] = counts["key_requested_bits"] + draw.asked[links]
+            counts["key_delivered_bits"] = counts["key_delivered_bits"] + taken
+            counts["key_stored_bits"] = counts["key_stored_bits"] - taken
+
+    def _ingest(self, fleet: Fleet, window: Sampled, now: float) -> None:
+        """Fold a fleet's checked window and mark its links as having delivered."""
+        links, counts, batch = fleet.links[window.good], window.counts, window.batch
         duration = np.full(links.size, batch.duration_s)
-        self._fold(fleet.protocol, fleet.rows[good], counts, duration)
+        self._fold(fleet.protocol, fleet.rows[window.good], counts, duration)
         self._received[links] = now
         self._ok[links] = True
         self._stalled[links] = False
@@ -209,7 +255,7 @@ class Engine:
         if batch.faults is not None and np.shape(batch.faults) == (len(fleet.links), len(FAULT_KINDS)):
             self._faults[fleet.links] = batch.faults
         if self.observers:
-            self._observe(fleet.protocol, links, fleet.rows[good], counts, duration, np.full(links.size, now))
+            self._observe(fleet.protocol, links, fleet.rows[window.good], counts, duration, np.full(links.size, now))
 
     def _observe(self, protocol: str, links: NDArray[np.intp], rows: NDArray[np.intp], counts: Mapping[str, NDArray],
                  duration: NDArray[np.float64], end: NDArray[np.float64]) -> None:
@@ -275,7 +321,8 @@ class Engine:
         return Snapshot(
             table=self.table, groups=MappingProxyType(dict(groups)),
             received_at=self._received.copy(), ok=self._ok.copy(), batches=self._batches.copy(),
-            errors=self._errors.copy(), skipped=self._skipped.copy(), faults=self._faults.copy(), **exporter,
+            errors=self._errors.copy(), skipped=self._skipped.copy(), faults=self._faults.copy(),
+            relay=None if self.relay is None else self.relay.view(), **exporter,
         )
 
     # --- reload ----------------------------------------------------------------------------
@@ -289,6 +336,8 @@ class Engine:
         old.slots.close()
         old._take(old.slots.take())
         self.observers = old.observers
+        if self.relay is not None and old.relay is not None:
+            self.relay.adopt(old.relay)
         mine, theirs = _common(self.table.names, old.table.names)
         if not mine.size:
             return

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from qtelemetry.runtime.links import LinkTable
 from qtelemetry.runtime.network import NetworkSnapshot
+from qtelemetry.runtime.relay import RelayView
 from qtelemetry.text import count
 
 #: The exporter is not ready while its last cycle is older than this many windows.
@@ -47,6 +48,7 @@ class Snapshot:
     reload_successful: bool = True  #: the last reload attempt was applied (a start counts as one)
     reload_success_at: float = 0.0  #: Unix time the running config was loaded
     network: NetworkSnapshot | None = None  #: the latest network analysis (its own cadence)
+    relay: RelayView | None = None  #: the simulated key relay's ledger, when it relays
 
     def up(self, now: float) -> NDArray[np.bool_]:
         """Links whose newest event was valid data received within their stall timeout."""
