@@ -317,7 +317,7 @@ def network_yaml(result: NetworkPlan, source: str) -> str:
     config = {
         "links": [{"name": result.names[i], "site_a": plan.spans[i].sites[0], "site_b": plan.spans[i].sites[1],
                    "driver": result.drivers[i]} for i in chosen],
-        "network": {"sites": sites, "demands": demands},
+        "network": {"sites": sites, "demands": demands, "routing": "multipath"},  # the plan's capacity is the max-flow
     }
     header = (f"# qtelemetry run config of the network `qtelemetry plan-network {source}` chose\n"
               f"# ({result.status}, cost {result.placement.cost:g}): run it with qtelemetry run --config network.yaml\n")
