@@ -247,11 +247,12 @@ class EventFile:
     def _parquet_chunks(self) -> Iterator[EventChunk]:
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+
+        from qtelemetry.drivers.formats.parquet import open_parquet
 
         wanted = list(LAYOUTS[self.layout])
         try:
-            with pq.ParquetFile(self.path) as file:
+            with open_parquet(self.path) as file:
                 names = set(file.schema_arrow.names)
                 missing = [name for name in wanted if name not in names]
                 if missing:
