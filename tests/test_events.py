@@ -129,6 +129,38 @@ def test_bbm92_counts_equal_a_plain_loop(chunk):
     assert {k: v.shape[1:] for k, v in w.counts.items()} == BBM92.count_shapes
 
 
+def tag_rows(max_time: int):
+    """A stream of (time, setting, outcome) rows, sorted by time: ties and empty stretches are likely."""
+    row = st.tuples(st.integers(0, max_time), st.integers(0, 3), st.integers(0, 1))
+    return st.lists(row, min_size=1, max_size=60).map(
+        lambda rows: {name: np.array(values, np.int64 if name == TIME else np.uint8)
+                      for name, values in zip((TIME, "setting", "outcome"), zip(*sorted(rows)))})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=tag_rows(1_000), b=tag_rows(1_000), tau=st.integers(1, 40), offset=st.integers(0, 200),
+       width=st.integers(10, 400), delay=st.integers(-150, 150),
+       steps=st.sampled_from([(2, 5), (3, 16), (ev.CHUNK, ev.READ_ROWS)]))
+def test_bbm92_counts_equal_a_plain_loop_on_random_streams(monkeypatch, a, b, tau, offset, width, delay, steps):
+    """Every count, bit for bit, against the O(n·m) loop: tags on window and coincidence-window
+    edges, equal times, negative delays, accidentals windows overlapping the coincidence window,
+    steps of a few tags."""
+    monkeypatch.setattr(ev, "CHUNK", steps[0])
+    monkeypatch.setattr(ev, "READ_ROWS", steps[1])
+    offset += tau  # the accidentals window starts at least τ after the coincidence window
+    w = bbm92_windows(event_table(a, "tags"), event_table(b, "tags"), width / PS, tau / PS, delay_s=delay / PS,
+                      accidental_offset_s=offset / PS)
+    origin = max(a[TIME][0], b[TIME][0] - delay)
+    n = max(int((min(a[TIME][-1], b[TIME][-1] - delay) - origin) // width), 0)
+    cells, accidentals, singles = coincidences_by_loop(a, b, delay, tau, offset, origin, width, n)
+    assert len(w.start) == n
+    np.testing.assert_array_equal(w.counts["coincidences"], cells[:, :2, :2].sum(axis=-1))
+    np.testing.assert_array_equal(w.counts["errors"], np.diagonal(cells[:, :2, :2, 1], axis1=1, axis2=2))
+    np.testing.assert_array_equal(w.counts["chsh"], cells[:, 2:, 2:].reshape(n, 4, 2))
+    np.testing.assert_array_equal(w.counts["accidentals"], accidentals)
+    np.testing.assert_array_equal(w.counts["singles"], singles)
+
+
 def test_bbm92_finds_a_known_delay_qber_and_chsh():
     """Pairs 1,234,567 ps apart (±200 ps jitter) among as many unpaired clicks: half key rounds with
     5 % of matching-basis bits flipped, half CHSH rounds agreeing with probability (1 + V·E_ideal)/2,

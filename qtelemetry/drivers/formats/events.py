@@ -77,6 +77,11 @@ class EventChunk:
     def __len__(self) -> int:
         return len(self.columns[TIME])
 
+    def steps(self) -> Iterator["EventChunk"]:
+        """The chunk in steps of ``CHUNK`` rows."""
+        for s, e in _chunks(0, len(self)):
+            yield EventChunk(self.offset + s, {name: values[s:e] for name, values in self.columns.items()})
+
 
 class EventSource(Protocol):
     """Rows of one layout, in file order, a chunk at a time: a file on disk or arrays in memory."""
@@ -338,26 +343,30 @@ class _Tally:
             raise EventError("invalid_value", self.source, f"time tags span more than {MAX_WINDOWS} windows",
                              row=row, column=TIME)
 
-    def add(self, times: NDArray[np.int64], origin: int, width: int, cells: NDArray, offset: int) -> None:
-        """A histogram of ``cells`` per window of ``times`` (sorted; rows from file row ``offset``);
-        tags before the origin are dropped. One bincount over the flattened (window, cell) index;
-        a run within one window skips the division."""
+    def add(self, times: NDArray[np.int64], origin: int, width: int, cells: NDArray | None, offset: int) -> None:
+        """A histogram of ``cells`` (None: one cell, every tag in it) per window of ``times`` (sorted;
+        rows from file row ``offset``); tags before the origin are dropped. The window edges are
+        found in the tags (a few binary searches), not the window of each tag (a division each)."""
         if len(times) and times[0] < origin:
             keep = int(np.searchsorted(times, origin))
-            times, cells, offset = times[keep:], cells[keep:], offset + keep
+            times, offset = times[keep:], offset + keep
+            cells = cells[keep:] if cells is not None else None
         if not len(times):
             return
         self.check_span(times, origin, width, offset)
         k = self.counts.shape[1]
         w0, w1 = (int(times[0]) - origin) // width, (int(times[-1]) - origin) // width
-        if w0 == w1:
-            self.rows(w0, w1)[0] += np.bincount(cells, minlength=k)
-            return
-        index = times - (origin + w0 * width)
-        index //= width
-        index *= k
-        index += cells
-        self.rows(w0, w1)[:] += np.bincount(index, minlength=(w1 - w0 + 1) * k).reshape(-1, k)
+        rows = self.rows(w0, w1)
+        edges = np.searchsorted(times, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
+        per_window = np.diff(edges, prepend=0, append=len(times))
+        if cells is None:
+            rows[:, 0] += per_window
+        elif w0 == w1:
+            rows[0] += np.bincount(cells, minlength=k)
+        else:
+            index = np.repeat(np.arange(0, len(per_window) * k, k), per_window)
+            index += cells
+            rows[:] += np.bincount(index, minlength=len(per_window) * k).reshape(-1, k)
 
     def take(self, upto: int) -> NDArray[np.int64]:
         """The counts of windows ``first``..``upto`` − 1, handed out (and forgotten)."""
@@ -438,17 +447,17 @@ def iter_bb84_windows(
         })
 
     for chunk in events.chunks():
-        checks.check(chunk)
-        time = chunk.columns[TIME]
-        origin = int(time[0]) if origin is None else origin
-        w0, w1 = (int(time[0]) - origin) // width, (int(time[-1]) - origin) // width
-        tally.check_span(time, origin, width, chunk.offset)
-        rows = tally.rows(w0, w1)
-        edges = np.searchsorted(time, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
-        for w, (s, e) in enumerate(itertools.pairwise([0, *edges, len(time)])):
-            for a, b in _chunks(s, e):
-                rows[w, :14] += packer.count(chunk.columns, a, b)
-            rows[w, 14] += e - s
+        for step in chunk.steps():  # checked, then counted while it is in the CPU's caches
+            checks.check(step)
+            time = step.columns[TIME]
+            origin = int(time[0]) if origin is None else origin
+            w0, w1 = (int(time[0]) - origin) // width, (int(time[-1]) - origin) // width
+            tally.check_span(time, origin, width, step.offset)
+            rows = tally.rows(w0, w1)
+            edges = np.searchsorted(time, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
+            for w, (s, e) in enumerate(itertools.pairwise([0, *edges, len(time)])):
+                rows[w, :14] += packer.count(step.columns, s, e)
+                rows[w, 14] += e - s
         done = windows(w1)
         if done is not None:
             yield done
@@ -591,8 +600,7 @@ class _Buffered:
             return
         self.checks.check(chunk)
         if self.origin is not None:
-            self.tally.add(chunk.columns[TIME] - self.delay, self.origin, self.width, np.zeros(len(chunk), np.uint8),
-                           chunk.offset)
+            self.tally.add(chunk.columns[TIME], self.origin + self.delay, self.width, None, chunk.offset)
         else:
             self.pending = chunk  # counted once the origin is known
         self.columns = {name: np.concatenate([self.columns[name], chunk.columns[name]]) for name in self.columns}
@@ -600,8 +608,7 @@ class _Buffered:
     def start(self, origin: int) -> None:
         self.origin = origin
         pending = self.pending
-        self.tally.add(pending.columns[TIME] - self.delay, origin, self.width, np.zeros(len(pending), np.uint8),
-                       pending.offset)
+        self.tally.add(pending.columns[TIME], origin + self.delay, self.width, None, pending.offset)
 
     def cover(self, low: int, high: int) -> Mapping[str, NDArray]:
         """B's tags in [``low``, ``high``); those before ``low`` are forgotten."""
@@ -696,17 +703,13 @@ def iter_bbm92_windows(
             late = tb[np.minimum(_advance(tb, j, low), len(tb) - 1)]
             cell += (late >= low) & (late < low + tau)
             cells.add(t, origin, width, cell, chunk.offset + s)
-        # complete: windows A has passed, whose B singles are in (B is read past A's last tag + d)
-        done = windows(min((int(ta[-1]) - origin) // width, ((int(b.columns[TIME][-1]) - delay - origin) // width
-                                                               if len(b.columns[TIME]) and not b.ended else 1 << 62)))
+        # complete: the windows both streams have passed (B's shifted by −d); the partial window at
+        # the end of either is dropped
+        done = windows((min(checks.last, b.checks.last - delay) - origin) // width)
         if done is not None:
             yield done
     if origin is None:
         raise EventError("invalid_value", tags_a.source, "no events")
-    last_b = b.checks.last if b.ended else (1 << 62)  # B not ended: its tags go past A's last one + d
-    done = windows((min(checks.last, last_b - delay) - origin) // width)  # the partial window at the end is dropped
-    if done is not None:
-        yield done
 
 
 def _search_delay(tags_a: EventSource, tags_b: EventSource, tau: int, max_delay: int, sample: int = 1 << 20) -> int:
