@@ -97,7 +97,9 @@ def test_tracebacks_and_python_warnings_are_one_line_each(captured):
         raise RuntimeError("boom\nlevel=ERROR")
     except RuntimeError:
         logging.getLogger("qtelemetry").exception("estimation cycle failed")
-    warnings.warn("deprecated\nthing", DeprecationWarning, stacklevel=1)
+    with warnings.catch_warnings():  # whatever filters earlier tests in this worker left
+        warnings.simplefilter("always")
+        warnings.warn("deprecated\nthing", DeprecationWarning, stacklevel=1)
     records = [logfmtkv.parse(line, strict=True) for line in lines(stream)]
     assert [r["level"] for r in records] == ["ERROR", "WARNING"]
     assert "RuntimeError: boom\nlevel=ERROR" in records[0]["exc_info"]
