@@ -50,8 +50,11 @@ Layout = Literal["bb84", "tags"]
 ERROR_REASONS = ("file_missing", "file_unreadable", "missing_column", "wrong_type", "invalid_value",
                  "unsorted_time_tags", "no_coincidence_peak")
 PS = 10**12  # picoseconds per second
-#: Rows per step of a pass: a step's temporaries stay in the CPU's caches.
-CHUNK = 1 << 17
+#: Rows per step of a pass: a step's temporaries (a byte or a bit per row) stay in the CPU's caches,
+#: and its few dozen NumPy calls cost little per row (2¹⁹ rows: decoy BB84 ~20 % faster than 2¹⁷).
+CHUNK = 1 << 19
+#: A tags per step of the coincidence merge: its int64 keys stay in the CPU's caches.
+MERGE_CHUNK = 1 << 17
 #: Records read from a file at a time (13 MB of decoy-BB84 records).
 READ_ROWS = 1 << 20
 #: Most windows one file gives (a garbage time tag must not make a pass count empty windows for ever).
@@ -309,8 +312,9 @@ class _Pass:
         self.last = int(time[-1])
 
 
-def _chunks(start: int, stop: int) -> Iterator[tuple[int, int]]:
-    return ((s, min(s + CHUNK, stop)) for s in range(start, stop, CHUNK))
+def _chunks(start: int, stop: int, size: int | None = None) -> Iterator[tuple[int, int]]:
+    size = size or CHUNK
+    return ((s, min(s + size, stop)) for s in range(start, stop, size))
 
 
 def _picoseconds(seconds: float, name: str) -> int:
@@ -685,7 +689,7 @@ def iter_bbm92_windows(
                 raise EventError("invalid_value", tags_b.source, "no events")
             origin = max(int(ta[0]), int(b.columns[TIME][0]) - delay)
             b.start(origin)
-        for s, e in _chunks(0, len(ta)):
+        for s, e in _chunks(0, len(ta), MERGE_CHUNK):
             t = ta[s:e]
             near = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
             tb = near[TIME]
