@@ -57,6 +57,8 @@ CHUNK = 1 << 19
 MERGE_CHUNK = 1 << 17
 #: Records read from a file at a time (13 MB of decoy-BB84 records).
 READ_ROWS = 1 << 20
+#: Above every time tag: the end of a stream, for searches that may run past its last tag.
+SENTINEL = np.iinfo(np.int64).max
 #: Most windows one file gives (a garbage time tag must not make a pass count empty windows for ever).
 MAX_WINDOWS = 1_000_000
 
@@ -511,18 +513,12 @@ class _BB84Packer:
         return counts
 
 
-def _advance(haystack: NDArray[np.int64], start: NDArray[np.intp], needles: NDArray[np.int64],
-             steps: int = 4) -> NDArray[np.intp]:
-    """``np.searchsorted(haystack, needles)`` knowing each answer is at or after ``start`` (< len):
-    a few steps forward for all at once, then a binary search for those still short of it."""
-    j = start.copy()
+def _advance(haystack: NDArray[np.int64], start: NDArray[np.intp], needles: NDArray[np.int64]) -> NDArray[np.intp]:
+    """``np.searchsorted(haystack, needles)`` knowing each answer is at or after ``start``, and most
+    at most one step on: one step for all at once (no fancy indexing), a binary search for the
+    rest. ``haystack`` ends with a sentinel above every needle (``start`` may point at it)."""
+    j = start + (haystack[start] < needles)
     short = np.flatnonzero(haystack[j] < needles)
-    for _ in range(steps):
-        j[short] += 1
-        short = short[j[short] < len(haystack)]
-        short = short[haystack[j[short]] < needles[short]]
-        if not short.size:
-            return j
     j[short] = np.searchsorted(haystack, needles[short])
     return j
 
@@ -697,15 +693,14 @@ def iter_bbm92_windows(
                 cells.add(t, origin, width, np.full(e - s, 64, np.uint8), chunk.offset + s)
                 continue
             low = t + (delay - half)  # each A tag's coincidence window [low, low + τ)
-            j = np.minimum(_search_sorted(tb, low), len(tb) - 1)  # one merge of the two streams per step
-            partner = tb[j]
-            hit = (partner >= low) & (partner < low + tau)  # the first B tag at or after the window's start is inside it
-            cell = chunk.columns["setting"][s:e] * 8 + near["setting"][j] * 2 + (
-                chunk.columns["outcome"][s:e] ^ near["outcome"][j])
+            j = _search_sorted(tb, low)  # one merge of the two streams per step: B's first tag ≥ low
+            after = np.append(tb, SENTINEL)  # where there is none, j points at the sentinel
+            hit = after[j] < low + tau  # the first B tag at or after the window's start is inside it
+            setting_b, outcome_b = (near[name][np.minimum(j, len(tb) - 1)] for name in ("setting", "outcome"))
+            cell = chunk.columns["setting"][s:e] * 8 + setting_b * 2 + (chunk.columns["outcome"][s:e] ^ outcome_b)
             cell = np.where(hit, cell, 32) * 2
-            low += offset  # the accidentals window: B's first tag there is a few steps on from the partner's
-            late = tb[np.minimum(_advance(tb, j, low), len(tb) - 1)]
-            cell += (late >= low) & (late < low + tau)
+            low += offset  # the accidentals window: B's first tag there is a step on from the partner's at most, mostly
+            cell += after[_advance(after, j, low)] < low + tau
             cells.add(t, origin, width, cell, chunk.offset + s)
         # complete: the windows both streams have passed (B's shifted by −d); the partial window at
         # the end of either is dropped
