@@ -530,6 +530,8 @@ def _search_sorted(haystack: NDArray[np.int64], needles: NDArray[np.int64]) -> N
     cannot overflow; a stable sort of the two sorted runs is one timsort merge. The k-th needle
     lands after k needles and as many haystack values as are below it ("left" side: ties first).
     """
+    if not len(haystack):
+        return np.zeros(len(needles), np.intp)
     base = min(haystack[0], needles[0])
     keys = np.concatenate([(needles - base) << 1, ((haystack - base) << 1) | 1])
     keys.sort(kind="stable")
@@ -583,12 +585,13 @@ def bbm92_windows(tags_a: EventSource, tags_b: EventSource, window_s: float, coi
 
 class _Buffered:
     """B's tags from the last A step's coincidence windows on, read ahead chunk by chunk as A's need
-    them, checked and counted as singles once each."""
+    them, checked and counted as singles once each; each tag's setting and outcome as one code,
+    2 × setting + outcome."""
 
     def __init__(self, events: EventSource, tally: _Tally, delay: int, width: int):
         self.events, self.tally, self.delay, self.width = events, tally, delay, width
         self.chunks, self.checks = events.chunks(), _Pass(events)
-        self.columns = {name: np.empty(0, np.int64 if name == TIME else np.uint8) for name in LAYOUTS["tags"]}
+        self.time, self.code = np.empty(0, np.int64), np.empty(0, np.uint8)
         self.ended = False
         self.origin: int | None = None
         self._read()
@@ -603,21 +606,23 @@ class _Buffered:
             self.tally.add(chunk.columns[TIME], self.origin + self.delay, self.width, None, chunk.offset)
         else:
             self.pending = chunk  # counted once the origin is known
-        self.columns = {name: np.concatenate([self.columns[name], chunk.columns[name]]) for name in self.columns}
+        self.time = np.concatenate([self.time, chunk.columns[TIME]])
+        self.code = np.concatenate([self.code, (chunk.columns["setting"] << 1) | chunk.columns["outcome"]])
 
     def start(self, origin: int) -> None:
         self.origin = origin
         pending = self.pending
         self.tally.add(pending.columns[TIME], origin + self.delay, self.width, None, pending.offset)
 
-    def cover(self, low: int, high: int) -> Mapping[str, NDArray]:
-        """B's tags in [``low``, ``high``); those before ``low`` are forgotten."""
-        keep = int(np.searchsorted(self.columns[TIME], low))
-        self.columns = {name: values[keep:] for name, values in self.columns.items()}
-        while not self.ended and (not len(self.columns[TIME]) or self.columns[TIME][-1] < high):
+    def cover(self, low: int, high: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+        """B's tags in [``low``, ``high``) then ``SENTINEL``, and their codes then 0; those before
+        ``low`` are forgotten."""
+        keep = int(np.searchsorted(self.time, low))
+        self.time, self.code = self.time[keep:], self.code[keep:]
+        while not self.ended and (not len(self.time) or self.time[-1] < high):
             self._read()
-        stop = int(np.searchsorted(self.columns[TIME], high))
-        return {name: values[:stop] for name, values in self.columns.items()}
+        stop = int(np.searchsorted(self.time, high))
+        return np.append(self.time[:stop], SENTINEL), np.append(self.code[:stop], np.uint8(0))
 
 
 def iter_bbm92_windows(
@@ -654,9 +659,9 @@ def iter_bbm92_windows(
         raise ValueError(f"gate_rate_hz must be positive, got {gate_rate_hz!r}")
     delay = (round(delay_s * PS) if delay_s is not None else
              _search_delay(tags_a, tags_b, tau, _picoseconds(max_delay_s, "max_delay_s")))
-    # per A tag one cell: 2 × (setting a, setting b, outcomes differ), or 2 × 32 without a partner,
-    # + 1 with one in the accidentals window; A's singles are the sum
-    cells = _Tally(66, tags_a.source)
+    # per A tag one cell: 2 × (setting a, setting b, outcomes differ), + 64 without a partner, + 1
+    # with one in the accidentals window; A's singles are the sum
+    cells = _Tally(128, tags_a.source)
     b = _Buffered(tags_b, _Tally(1, tags_b.source), delay, width)
     checks, origin, half = _Pass(tags_a), None, tau // 2
 
@@ -666,7 +671,7 @@ def iter_bbm92_windows(
         n = len(c)
         if not n:
             return None
-        c = c.reshape(n, 33, 2)
+        c = c.reshape(n, 64, 2)
         pairs = c.sum(axis=-1)[:, :32].reshape(n, 4, 4, 2)
         return _windows(BBM92, origin, first, width, epoch_s, {
             "pulses": np.full(n, np.rint(rate * width / PS)),
@@ -681,24 +686,20 @@ def iter_bbm92_windows(
         checks.check(chunk)
         ta = chunk.columns[TIME]
         if origin is None:
-            if not len(b.columns[TIME]):
+            if not len(b.time):
                 raise EventError("invalid_value", tags_b.source, "no events")
-            origin = max(int(ta[0]), int(b.columns[TIME][0]) - delay)
+            origin = max(int(ta[0]), int(b.time[0]) - delay)
             b.start(origin)
+        code_a = (chunk.columns["setting"] << 3) | chunk.columns["outcome"]  # XOR B's code: the cell
         for s, e in _chunks(0, len(ta), MERGE_CHUNK):
             t = ta[s:e]
-            near = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
-            tb = near[TIME]
-            if not len(tb):
-                cells.add(t, origin, width, np.full(e - s, 64, np.uint8), chunk.offset + s)
-                continue
+            after, code_b = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
             low = t + (delay - half)  # each A tag's coincidence window [low, low + τ)
-            j = _search_sorted(tb, low)  # one merge of the two streams per step: B's first tag ≥ low
-            after = np.append(tb, SENTINEL)  # where there is none, j points at the sentinel
-            hit = after[j] < low + tau  # the first B tag at or after the window's start is inside it
-            setting_b, outcome_b = (near[name][np.minimum(j, len(tb) - 1)] for name in ("setting", "outcome"))
-            cell = chunk.columns["setting"][s:e] * 8 + setting_b * 2 + (chunk.columns["outcome"][s:e] ^ outcome_b)
-            cell = np.where(hit, cell, 32) * 2
+            j = _search_sorted(after[:-1], low)  # one merge of the two streams per step: B's first tag ≥ low
+            hit = after[j] < low + tau  # it is inside the window (where there is none, j is the sentinel's)
+            cell = code_a[s:e] ^ code_b[j]  # 8 × setting a + 2 × setting b + (outcomes differ)
+            cell |= (~hit).view(np.uint8) << 5  # + 32 without a partner
+            cell <<= 1
             low += offset  # the accidentals window: B's first tag there is a step on from the partner's at most, mostly
             cell += after[_advance(after, j, low)] < low + tau
             cells.add(t, origin, width, cell, chunk.offset + s)
