@@ -513,16 +513,6 @@ class _BB84Packer:
         return counts
 
 
-def _advance(haystack: NDArray[np.int64], start: NDArray[np.intp], needles: NDArray[np.int64]) -> NDArray[np.intp]:
-    """``np.searchsorted(haystack, needles)`` knowing each answer is at or after ``start``, and most
-    at most one step on: one step for all at once (no fancy indexing), a binary search for the
-    rest. ``haystack`` ends with a sentinel above every needle (``start`` may point at it)."""
-    j = start + (haystack[start] < needles)
-    short = np.flatnonzero(haystack[j] < needles)
-    j[short] = np.searchsorted(haystack, needles[short])
-    return j
-
-
 def _search_sorted(haystack: NDArray[np.int64], needles: NDArray[np.int64]) -> NDArray[np.intp]:
     """``np.searchsorted(haystack, needles)`` for sorted needles, by one merge instead of a binary search each.
 
@@ -696,12 +686,16 @@ def iter_bbm92_windows(
             after, code_b = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
             low = t + (delay - half)  # each A tag's coincidence window [low, low + τ)
             j = _search_sorted(after[:-1], low)  # one merge of the two streams per step: B's first tag ≥ low
-            hit = after[j] < low + tau  # it is inside the window (where there is none, j is the sentinel's)
+            partner = after[j]  # where there is none, the sentinel
             cell = code_a[s:e] ^ code_b[j]  # 8 × setting a + 2 × setting b + (outcomes differ)
-            cell |= (~hit).view(np.uint8) << 5  # + 32 without a partner
+            cell |= (partner >= low + tau).view(np.uint8) << 5  # + 32 without a partner in the window
             cell <<= 1
-            low += offset  # the accidentals window: B's first tag there is a step on from the partner's at most, mostly
-            cell += after[_advance(after, j, low)] < low + tau
+            # the accidentals window's first B tag: the partner's or the next, but for a few
+            low += offset
+            late = after[j + (partner < low)]
+            short = np.flatnonzero(late < low)
+            late[short] = after[np.searchsorted(after, low[short])]
+            cell += late < low + tau
             cells.add(t, origin, width, cell, chunk.offset + s)
         # complete: the windows both streams have passed (B's shifted by −d); the partial window at
         # the end of either is dropped
