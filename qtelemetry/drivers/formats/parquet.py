@@ -1,9 +1,9 @@
-"""Parquet files read a batch at a time in memory that does not grow with their row groups.
+"""Parquet files read a batch at a time, in memory that does not grow with the file.
 
-pyarrow's ``ParquetFile`` pre-buffers by default: each row group's column chunks are read whole
-before the first batch of it is decoded: 35 MB of Arrow memory for a recording in row groups of
-100,000 windows, against 12 MB without, and Arrow's allocator kept ~30 MB of it after
-``check-config``'s pass over the file.
+pyarrow's ``ParquetFile`` pre-buffers by default: it reads ahead, and keeps, the column chunks of
+the row groups still to come, the compressed file whole (35 MB of Arrow memory for a 26 MB
+recording of 10⁶ windows, 11 MB for a 4 MB file, 38 MB for a 33 MB one), and Arrow's allocator
+kept ~30 MB of it after ``check-config``'s pass. Without it: 12 MB, whatever the file's length.
 """
 
 from __future__ import annotations
