@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "url": f"{server.scheme}://{bound_host}:{bound_port}/metrics", "links": len(settings.config.links),
         "source": args.config or "embedded-demo", "web_config": args.web_config_file or "exporter.web",
         "control_plane": "off" if settings.protection.admin_token is None else "on"})
-    while commands.get() == "reload":
+    while _next_command(commands) == "reload":
         log.info("SIGHUP: reloading the config")
         reloader.reload()
     log.info("shutting down")
@@ -99,6 +99,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     network.stop()
     runtime.stop()
     return 0
+
+
+def _next_command(commands: "queue.SimpleQueue[str]") -> str:
+    """The next command a signal queued. The kernel may hand a signal to any thread, and Python runs
+    its handler only when the main thread runs bytecode again: a main thread blocked in ``get()``
+    left a SIGHUP unhandled until the next signal, so it wakes every quarter second to let it run."""
+    while True:
+        try:
+            return commands.get(timeout=0.25)
+        except queue.Empty:
+            continue
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

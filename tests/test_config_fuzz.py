@@ -84,7 +84,7 @@ def _repair(driver: type, values: dict[str, Any]) -> None:
         total = math.fsum(weights)
         values["p_signal"], values["p_decoy"] = weights[0] / total, weights[1] / total
         values["p_vacuum"] = 1.0 - values["p_signal"] - values["p_decoy"]
-        if not values["p_vacuum"] > 0 or values["p_signal"] + values["p_decoy"] >= 1.0:
+        if not min(values["p_signal"], values["p_decoy"], values["p_vacuum"]) > 0 or values["p_signal"] + values["p_decoy"] >= 1.0:
             values["p_signal"], values["p_decoy"], values["p_vacuum"] = 0.8, 0.1, 0.1
     if "coincidence_window_s" in driver.model_fields:  # SPDC: the window fits in one pump period
         clock = values.get("clock_rate_hz", 1e8)

@@ -3,6 +3,10 @@ the topology, and its families follow the config (no network section, no qnet_ s
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
 from conftest import parse_exposition, value
 
 from qtelemetry.config import parse_config
@@ -53,4 +57,26 @@ def test_analysis_is_published_with_the_snapshot_and_dropped_on_reload():
     runtime.cycle(start + 9)
     assert analyser.run_once() is None
     assert not any(name.startswith("qnet_") for name in parse_exposition(exposition.render(now=start + 9).decode()))
+    analyser.stop()
     runtime.stop()
+
+
+def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
+    """The analysis holds the GIL for seconds at 10,000 links, so it runs in a child process; one
+    killed (out of memory, say) fails that analysis only, and the next starts a new child."""
+    runtime = Runtime(parse_config(LINKS + NETWORK))
+    analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    for i in range(1, 3):
+        runtime.cycle(runtime.started + i)
+    others = set(multiprocessing.active_children())
+    assert analyser.run_once() is not None
+    [child] = set(multiprocessing.active_children()) - others
+    child.kill()
+    child.join()
+    with pytest.raises(BrokenProcessPool):
+        analyser.run_once()
+    assert analyser.run_once() is not None
+    [again] = set(multiprocessing.active_children()) - others
+    assert again.pid != child.pid
+    analyser.stop()
+    assert set(multiprocessing.active_children()) == others

@@ -66,9 +66,11 @@ def empty_trials(links: int, trials: int) -> Trials:
 
 def in_light(qber: Array, dark0: Array, dark: Array) -> Array:
     """The QBER ``qber`` learned with a share ``dark0`` of dark clicks (error ½), at a share ``dark``: the
-    photons' own error e_d = (qber − dark0/2)/(1 − dark0) stays (MQZL §II)."""
-    photons = (qber - dark0 / 2) / (1 - dark0)
-    return photons + (0.5 - photons) * dark
+    photons' own error e_d = (qber − dark0/2)/(1 − dark0) stays (MQZL §II). A warm-up whose clicks were
+    all dark (dark0 ≥ 1) says nothing of the photons' error: the QBER learned stays as it is."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        photons = (qber - dark0 / 2) / (1 - dark0)
+    return np.where(dark0 < 1, photons + (0.5 - photons) * dark, qber)
 
 
 def _bank_names(bank: int) -> tuple[str, ...]:

@@ -5,13 +5,20 @@ snapshot, turns it into each link's usable key rate, buffer and repeaterless bou
 analysis and hands the result to the runtime, which publishes it with the next snapshot. The
 analysis never runs on the scrape path nor in the estimation cycle, and a failed one leaves the
 previous result to age visibly (``qnet_analysis_age_seconds``).
+
+The analysis runs in a child process: it is seconds of igraph and Python at 10,000 links, and
+in a thread it held the GIL against the scrapes and the estimation cycle (scrape p50 2.8x,
+data age 1.3-2x at 10,000 links). Its inputs and result are a few hundred kB to pickle.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -84,10 +91,14 @@ class Durations:
         return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
 
 
-def timed_analysis(topology: Topology, inputs: LinkInputs, durations: Durations, at: float) -> NetworkSnapshot:
-    """Analyse, observe the duration, and return the snapshot to publish."""
+Analyse = Callable[[Topology, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], NetworkAnalysis]
+
+
+def timed_analysis(topology: Topology, inputs: LinkInputs, durations: Durations, at: float,
+                   run: Analyse = analyse) -> NetworkSnapshot:
+    """Analyse (with ``run``), observe the duration, and return the snapshot to publish."""
     started = time.perf_counter()
-    analysis = analyse(topology, inputs.rate_bps, inputs.buffer_bits, inputs.bound_bps)
+    analysis = run(topology, inputs.rate_bps, inputs.buffer_bits, inputs.bound_bps)
     durations.observe(time.perf_counter() - started)
     return durations.published(topology, analysis, usable(inputs.rate_bps), at)
 
@@ -115,8 +126,48 @@ def snapshot_inputs(snap: "Snapshot", now: float) -> LinkInputs:
     return LinkInputs(rate, buffer, bound)
 
 
+class AnalysisProcess:
+    """``analyse`` in a child process (spawned when first needed, again after it died)."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._started: Future[NDArray[np.float64]] | None = None
+
+    def start(self) -> ProcessPoolExecutor:
+        """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
+        if self._pool is None:  # spawn, not fork: this process has threads
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._started = self._pool.submit(usable, np.zeros(0))
+        return self._pool
+
+    def ready(self) -> None:
+        """Wait until the child has started, so that inputs read after it are not aged by its start."""
+        self.start()
+        assert self._started is not None
+        self._started.result()
+
+    def __call__(self, topology: Topology, rate_bps: NDArray[np.float64], buffer_bits: NDArray[np.float64],
+                 bound_bps: NDArray[np.float64]) -> NetworkAnalysis:
+        try:
+            return self.start().submit(analyse, topology, rate_bps, buffer_bits, bound_bps).result()
+        except BrokenProcessPool:  # killed (out of memory?): the next analysis starts a new one
+            self._pool = None
+            raise
+
+    def close(self) -> None:
+        """End the child now, even mid-analysis (a shutdown must not wait for it)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            processes = list(pool._processes.values())  # Python 3.14 has pool.terminate_workers()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=1.0)
+
+
 class NetworkAnalyser:
-    """Analyses the exporter's own links every interval on its own thread.
+    """Analyses the exporter's own links every interval, from its own thread, in a child process.
 
     ``inputs()`` gives the topology and link inputs as of now (None: nothing to analyse);
     ``publish(snapshot)`` hands a result over.
@@ -126,22 +177,27 @@ class NetworkAnalyser:
                  publish: Callable[[NetworkSnapshot], None]):
         self._interval, self._inputs, self._publish = interval, inputs, publish
         self._durations = Durations()
+        self._process = AnalysisProcess()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="network", daemon=True)
 
     def start(self) -> None:
+        self._process.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        self._process.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
 
     def run_once(self) -> NetworkSnapshot | None:
+        self._process.ready()
         got = self._inputs()
         if got is None:
             return None
         topology, inputs, at = got
-        snapshot = timed_analysis(topology, inputs, self._durations, at)
+        snapshot = timed_analysis(topology, inputs, self._durations, at, self._process)
         self._publish(snapshot)
         return snapshot
 
@@ -150,7 +206,14 @@ class NetworkAnalyser:
         while not self._stop.wait(wait):
             try:
                 done = self.run_once() is not None
+            except BrokenProcessPool:
+                if self._stop.is_set():
+                    return
+                log.error("network analysis process died; the next analysis starts a new one")
+                done = True
             except Exception:  # pragma: no cover - last line of defence, logged with its traceback
+                if self._stop.is_set():  # stop() ended the child under it
+                    return
                 log.exception("network analysis failed")
                 done = True
             wait = self._interval() if done else min(1.0, self._interval())
