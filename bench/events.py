@@ -8,8 +8,10 @@ do); and from ``.npy`` files on disk, read chunk by chunk as a replayed link rea
 reading the same files the same way and summing their bytes (the least any path that reads the
 file can do). Times are CPU seconds of this process (``time.process_time``; NumPy runs on one
 thread here), so that other jobs on a shared machine do not count, and the median of
-``--repeats``. Machines here are noisy, so compare the ratio. Last, the peak RSS of a fresh
-process counting the decoy-BB84 file (the goal: under 500 MB at 10⁸ records, a 1.3 GB file).
+``--repeats``. Machines here are noisy, so compare the ratio. Then the floor of the
+coincidence count: its merge alone on one step of A tags in cache, per A tag, against one pass
+over the step's bytes. Last, the peak RSS of a fresh process counting the decoy-BB84 file (the
+goal: under 500 MB at 10⁸ records, a 1.3 GB file).
 
     python bench/events.py [--events 100000000] [--tags 10000000] [--repeats 3]
 """
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qtelemetry.drivers.formats.events import PS, READ_ROWS, bb84_windows, bbm92_windows, event_table, read_events
+from qtelemetry.drivers.formats.events import (MERGE_CHUNK, PS, READ_ROWS, _search_sorted, bb84_windows, bbm92_windows,
+                                               event_table, read_events)
 
 
 def bb84_columns(rng: np.random.Generator, n: int, mean_gap_ps: int) -> dict[str, np.ndarray]:
@@ -104,6 +107,23 @@ def row(name: str, events: int, nbytes: int, seconds: float, base: float) -> str
             f"{base:>10.3f} {nbytes / base / 1e9:>8.2f} {seconds / base:>6.2f}x")
 
 
+def merge_floor(a: dict[str, np.ndarray], b: dict[str, np.ndarray], delay_s: float) -> str:
+    """The floor of the coincidence count: its merge alone, for one step of A tags (its B tags
+    beside it, all in the CPU's caches), against one pass over the step's bytes, per A tag."""
+    t = a["time_ps"][:MERGE_CHUNK]
+    low = t + round(delay_s * PS)
+    near = {name: values[np.searchsorted(b["time_ps"], low[0]):np.searchsorted(b["time_ps"], low[-1])]
+            for name, values in b.items()}
+    step = [values[:MERGE_CHUNK] for values in a.values()] + list(near.values())
+    per_tag = {name: min(cpu_seconds(fn) for _ in range(20)) / len(t) * 1e9 for name, fn in (
+        ("pass", lambda: baseline({str(i): values for i, values in enumerate(step)})),
+        ("merge", lambda: _search_sorted(near["time_ps"], low)),
+        ("searchsorted", lambda: np.searchsorted(near["time_ps"], low)))}
+    return (f"one step of {len(t):,} A tags, in cache: the merge that finds each one's first B tag "
+            f"{per_tag['merge']:.1f} ns per A tag ({per_tag['merge'] / per_tag['pass']:.0f}x one pass over the "
+            f"step's bytes, {per_tag['pass']:.2f} ns); np.searchsorted instead {per_tag['searchsorted']:.1f} ns")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10**8, help="decoy-BB84 detection records")
@@ -143,6 +163,7 @@ def main() -> None:
         base = median_seconds(lambda: baseline(a, b), args.repeats)
         print(row("BBM92 tags, delay searched", 2 * args.tags, nbytes, seconds, base))
         print(row("BBM92 tags, delay given", 2 * args.tags, nbytes, given, base))
+        floor = merge_floor(a, b, found.delay_s)
         write_npy(tmp / "a.npy", a)
         write_npy(tmp / "b.npy", b)
         del a, b, ta, tb
@@ -153,6 +174,7 @@ def main() -> None:
         print(f"delay found: {found.delay_s * PS:,.0f} ps (built with 1,234,567 ps); "
               f"{found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} coincidences from "
               f"{args.tags // 2:,} pairs in {len(found.start)} windows")
+        print(floor)
         counted = subprocess.run([sys.executable, __file__, "--count", str(tmp / "bb84.npy")], capture_output=True,
                                  text=True, check=True).stdout.strip()
         print(f"decoy BB84 .npy file of {args.events:,} records ({(tmp / 'bb84.npy').stat().st_size / 1e9:.2f} GB) "

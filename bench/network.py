@@ -12,7 +12,7 @@ this process (one core), the time of one max-flow in igraph and in networkx on t
 for every failure of every link and trusted site on a demand's flow, timed on ``--naive``
 demands and scaled to all, as a ratio.
 
-    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter] [--relay]
+    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter [--rounds 3]] [--relay]
 
 ``--relay`` measures the simulated key relay: the CPU of the estimation cycle of the same
 simulated fleet (``--links`` links on this topology, ``--demands`` demands) with and without the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--exporter", action="store_true", help="also measure qtelemetry run with and without the analysis")
     parser.add_argument("--links", type=int, default=10_000, help="links of the exporter measurement")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per exporter measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating without/with pairs of the exporter measurement")
     parser.add_argument("--relay", action="store_true", help="also measure the key relay's share of the cycle")
     parser.add_argument("--cycles", type=int, default=20, help="cycles per variant of the relay measurement")
     args = parser.parse_args()
@@ -186,7 +188,7 @@ def main() -> None:
     print(f"naive networkx N-1 (fresh max-flow per failure), {naive_n} demands scaled to {len(top.demands)}: "
           f"{naive_s:.0f} s CPU; the analysis is {naive_s / analysis_s:.0f}x faster")
     if args.exporter:
-        exporter(args.links, args.seconds)
+        exporter(args.links, args.seconds, args.rounds)
     if args.relay:
         relay_cost(args.links, args.demands, args.cycles)
 
@@ -246,24 +248,33 @@ def fleet_config(metros: int, network: bool, demands: int = 200) -> tuple[str, i
     return "\n".join(lines) + "\n", len(link_ends)
 
 
-def exporter(links: int, seconds: float) -> None:
-    """bench/fleet.py's measurement of qtelemetry run at ~``links`` links, without and with the analysis."""
+def exporter(links: int, seconds: float, rounds: int) -> None:
+    """bench/fleet.py's measurement of qtelemetry run at ~``links`` links, without and with the
+    analysis, in ``rounds`` alternating pairs (without-with, with-without, ...): the medians."""
     sys.path.insert(0, str(HERE))
     import fleet
 
     metros = max(1, round(links / 102))
-    rows = []
+    runs: dict[bool, list[dict]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp_name:
-        for network in (False, True):
-            tmp = Path(tmp_name) / ("with" if network else "without")
-            tmp.mkdir()
-            config = tmp / "fleet.yaml"
-            text, n_links = fleet_config(metros, network)
-            config.write_text(text)
-            rows.append(fleet.measure("qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config),
-                                                     "--listen", "127.0.0.1:0"], rb"url=(http\S+/metrics)",
-                                      n_links, seconds, tmp))
-    fleet.report(rows, ("without", "with"))
+        for i in range(rounds):
+            for network in (False, True) if i % 2 == 0 else (True, False):
+                tmp = Path(tmp_name) / f"{'with' if network else 'without'}-{i}"
+                tmp.mkdir()
+                config = tmp / "fleet.yaml"
+                text, n_links = fleet_config(metros, network)
+                config.write_text(text)
+                runs[network].append(fleet.measure(
+                    "qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen",
+                                   "127.0.0.1:0"], rb"url=(http\S+/metrics)", n_links, seconds, tmp))
+    fleet.report([median_row(runs[False]), median_row(runs[True])], ("without", "with"))
+
+
+def median_row(rows: list[dict]) -> dict:
+    """Each figure's median over the rounds (the first row's value where it is not a number)."""
+    return {key: statistics.median(row[key] for row in rows if key in row)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            for key, value in rows[0].items()}
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def test_fleet_benchmark_measures_both_exporters():
 def test_events_benchmark_prints_its_ratios():
     out = run("events.py", "--events", "200000", "--tags", "100000", "--repeats", "1")
     assert out.count("x\n") == 5 and "counted by a fresh process" in out and "peak RSS" in out
+    assert "the merge that finds each one's first B tag" in out
     found = int(out.split("delay found: ")[1].split(" ps")[0].replace(",", ""))
     assert abs(found - 1_234_567) <= 100  # the pairs' jitter
 
@@ -63,7 +64,7 @@ def test_notifications_benchmark_prints_its_table():
 
 
 def test_network_benchmark_prints_its_ratios():
-    out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--links", "300",
+    out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--rounds", "2", "--links", "300",
               "--seconds", "1", "--relay", "--cycles", "2")
     assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out
     assert "relay at 304 links, 4 demands (4 relayed" in out and "re-choosing all 4 routes" in out

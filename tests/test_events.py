@@ -24,13 +24,18 @@ from qtelemetry.drivers.formats.events import PS, TIME, EventError, bb84_windows
 from eventfiles import bb84_columns, tag_streams, write
 
 
-@pytest.fixture(params=[(7, 50), (4096, 10_000), (ev.CHUNK, ev.READ_ROWS)], ids=["chunk7", "chunk4096", "chunk_default"])
+@pytest.fixture(params=[(7, 5, 50), (4096, 1000, 10_000), (ev.CHUNK, ev.MERGE_CHUNK, ev.READ_ROWS)],
+                ids=["chunk7", "chunk4096", "chunk_default"])
 def chunk(request, monkeypatch):
-    """Small chunks (steps of a pass, and rows read at a time) put window boundaries and sortedness
-    checks across chunk edges, and B's read-ahead across A's."""
-    monkeypatch.setattr(ev, "CHUNK", request.param[0])
-    monkeypatch.setattr(ev, "READ_ROWS", request.param[1])
+    """Small chunks (steps of a pass and of the merge, and rows read at a time) put window
+    boundaries and sortedness checks across chunk edges, and B's read-ahead across A's."""
+    set_steps(monkeypatch, request.param)
     return request.param
+
+
+def set_steps(monkeypatch, steps: tuple[int, int, int]) -> None:
+    for name, value in zip(("CHUNK", "MERGE_CHUNK", "READ_ROWS"), steps):
+        monkeypatch.setattr(ev, name, value)
 
 
 def test_bb84_counts_equal_a_pandas_groupby(chunk):
@@ -127,6 +132,37 @@ def test_bbm92_counts_equal_a_plain_loop(chunk):
     np.testing.assert_array_equal(w.counts["singles"], singles)
     np.testing.assert_array_equal(w.counts["pulses"], np.full(n, width // tau))
     assert {k: v.shape[1:] for k, v in w.counts.items()} == BBM92.count_shapes
+
+
+def tag_rows(max_time: int):
+    """A stream of (time, setting, outcome) rows, sorted by time: ties and empty stretches are likely."""
+    row = st.tuples(st.integers(0, max_time), st.integers(0, 3), st.integers(0, 1))
+    return st.lists(row, min_size=1, max_size=60).map(
+        lambda rows: {name: np.array(values, np.int64 if name == TIME else np.uint8)
+                      for name, values in zip((TIME, "setting", "outcome"), zip(*sorted(rows)))})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=tag_rows(1_000), b=tag_rows(1_000), tau=st.integers(1, 40), offset=st.integers(0, 200),
+       width=st.integers(10, 400), delay=st.integers(-150, 150),
+       steps=st.sampled_from([(2, 3, 5), (3, 2, 16), (ev.CHUNK, ev.MERGE_CHUNK, ev.READ_ROWS)]))
+def test_bbm92_counts_equal_a_plain_loop_on_random_streams(monkeypatch, a, b, tau, offset, width, delay, steps):
+    """Every count, bit for bit, against the O(n·m) loop: tags on window and coincidence-window
+    edges, equal times, negative delays, accidentals windows overlapping the coincidence window,
+    steps of a few tags."""
+    set_steps(monkeypatch, steps)
+    offset += tau  # the accidentals window starts at least τ after the coincidence window
+    w = bbm92_windows(event_table(a, "tags"), event_table(b, "tags"), width / PS, tau / PS, delay_s=delay / PS,
+                      accidental_offset_s=offset / PS)
+    origin = max(a[TIME][0], b[TIME][0] - delay)
+    n = max(int((min(a[TIME][-1], b[TIME][-1] - delay) - origin) // width), 0)
+    cells, accidentals, singles = coincidences_by_loop(a, b, delay, tau, offset, origin, width, n)
+    assert len(w.start) == n
+    np.testing.assert_array_equal(w.counts["coincidences"], cells[:, :2, :2].sum(axis=-1))
+    np.testing.assert_array_equal(w.counts["errors"], np.diagonal(cells[:, :2, :2, 1], axis1=1, axis2=2))
+    np.testing.assert_array_equal(w.counts["chsh"], cells[:, 2:, 2:].reshape(n, 4, 2))
+    np.testing.assert_array_equal(w.counts["accidentals"], accidentals)
+    np.testing.assert_array_equal(w.counts["singles"], singles)
 
 
 def test_bbm92_finds_a_known_delay_qber_and_chsh():

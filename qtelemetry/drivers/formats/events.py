@@ -50,10 +50,15 @@ Layout = Literal["bb84", "tags"]
 ERROR_REASONS = ("file_missing", "file_unreadable", "missing_column", "wrong_type", "invalid_value",
                  "unsorted_time_tags", "no_coincidence_peak")
 PS = 10**12  # picoseconds per second
-#: Rows per step of a pass: a step's temporaries stay in the CPU's caches.
-CHUNK = 1 << 17
+#: Rows per step of a pass: a step's temporaries (a byte or a bit per row) stay in the CPU's caches,
+#: and its few dozen NumPy calls cost little per row (2¹⁹ rows: decoy BB84 ~20 % faster than 2¹⁷).
+CHUNK = 1 << 19
+#: A tags per step of the coincidence merge: its int64 keys stay in the CPU's caches.
+MERGE_CHUNK = 1 << 17
 #: Records read from a file at a time (13 MB of decoy-BB84 records).
 READ_ROWS = 1 << 20
+#: Above every time tag: the end of a stream, for searches that may run past its last tag.
+SENTINEL = np.iinfo(np.int64).max
 #: Most windows one file gives (a garbage time tag must not make a pass count empty windows for ever).
 MAX_WINDOWS = 1_000_000
 
@@ -76,6 +81,11 @@ class EventChunk:
 
     def __len__(self) -> int:
         return len(self.columns[TIME])
+
+    def steps(self) -> Iterator["EventChunk"]:
+        """The chunk in steps of ``CHUNK`` rows."""
+        for s, e in _chunks(0, len(self)):
+            yield EventChunk(self.offset + s, {name: values[s:e] for name, values in self.columns.items()})
 
 
 class EventSource(Protocol):
@@ -247,11 +257,12 @@ class EventFile:
     def _parquet_chunks(self) -> Iterator[EventChunk]:
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+
+        from qtelemetry.drivers.formats.parquet import open_parquet
 
         wanted = list(LAYOUTS[self.layout])
         try:
-            with pq.ParquetFile(self.path) as file:
+            with open_parquet(self.path) as file:
                 names = set(file.schema_arrow.names)
                 missing = [name for name in wanted if name not in names]
                 if missing:
@@ -303,8 +314,9 @@ class _Pass:
         self.last = int(time[-1])
 
 
-def _chunks(start: int, stop: int) -> Iterator[tuple[int, int]]:
-    return ((s, min(s + CHUNK, stop)) for s in range(start, stop, CHUNK))
+def _chunks(start: int, stop: int, size: int | None = None) -> Iterator[tuple[int, int]]:
+    size = size or CHUNK
+    return ((s, min(s + size, stop)) for s in range(start, stop, size))
 
 
 def _picoseconds(seconds: float, name: str) -> int:
@@ -337,26 +349,30 @@ class _Tally:
             raise EventError("invalid_value", self.source, f"time tags span more than {MAX_WINDOWS} windows",
                              row=row, column=TIME)
 
-    def add(self, times: NDArray[np.int64], origin: int, width: int, cells: NDArray, offset: int) -> None:
-        """A histogram of ``cells`` per window of ``times`` (sorted; rows from file row ``offset``);
-        tags before the origin are dropped. One bincount over the flattened (window, cell) index;
-        a run within one window skips the division."""
+    def add(self, times: NDArray[np.int64], origin: int, width: int, cells: NDArray | None, offset: int) -> None:
+        """A histogram of ``cells`` (None: one cell, every tag in it) per window of ``times`` (sorted;
+        rows from file row ``offset``); tags before the origin are dropped. The window edges are
+        found in the tags (a few binary searches), not the window of each tag (a division each)."""
         if len(times) and times[0] < origin:
             keep = int(np.searchsorted(times, origin))
-            times, cells, offset = times[keep:], cells[keep:], offset + keep
+            times, offset = times[keep:], offset + keep
+            cells = cells[keep:] if cells is not None else None
         if not len(times):
             return
         self.check_span(times, origin, width, offset)
         k = self.counts.shape[1]
         w0, w1 = (int(times[0]) - origin) // width, (int(times[-1]) - origin) // width
-        if w0 == w1:
-            self.rows(w0, w1)[0] += np.bincount(cells, minlength=k)
-            return
-        index = times - (origin + w0 * width)
-        index //= width
-        index *= k
-        index += cells
-        self.rows(w0, w1)[:] += np.bincount(index, minlength=(w1 - w0 + 1) * k).reshape(-1, k)
+        rows = self.rows(w0, w1)
+        edges = np.searchsorted(times, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
+        per_window = np.diff(edges, prepend=0, append=len(times))
+        if cells is None:
+            rows[:, 0] += per_window
+        elif w0 == w1:
+            rows[0] += np.bincount(cells, minlength=k)
+        else:
+            index = np.repeat(np.arange(0, len(per_window) * k, k), per_window)
+            index += cells
+            rows[:] += np.bincount(index, minlength=len(per_window) * k).reshape(-1, k)
 
     def take(self, upto: int) -> NDArray[np.int64]:
         """The counts of windows ``first``..``upto`` − 1, handed out (and forgotten)."""
@@ -437,17 +453,17 @@ def iter_bb84_windows(
         })
 
     for chunk in events.chunks():
-        checks.check(chunk)
-        time = chunk.columns[TIME]
-        origin = int(time[0]) if origin is None else origin
-        w0, w1 = (int(time[0]) - origin) // width, (int(time[-1]) - origin) // width
-        tally.check_span(time, origin, width, chunk.offset)
-        rows = tally.rows(w0, w1)
-        edges = np.searchsorted(time, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
-        for w, (s, e) in enumerate(itertools.pairwise([0, *edges, len(time)])):
-            for a, b in _chunks(s, e):
-                rows[w, :14] += packer.count(chunk.columns, a, b)
-            rows[w, 14] += e - s
+        for step in chunk.steps():  # checked, then counted while it is in the CPU's caches
+            checks.check(step)
+            time = step.columns[TIME]
+            origin = int(time[0]) if origin is None else origin
+            w0, w1 = (int(time[0]) - origin) // width, (int(time[-1]) - origin) // width
+            tally.check_span(time, origin, width, step.offset)
+            rows = tally.rows(w0, w1)
+            edges = np.searchsorted(time, origin + width * np.arange(w0 + 1, w1 + 1, dtype=np.int64))
+            for w, (s, e) in enumerate(itertools.pairwise([0, *edges, len(time)])):
+                rows[w, :14] += packer.count(step.columns, s, e)
+                rows[w, 14] += e - s
         done = windows(w1)
         if done is not None:
             yield done
@@ -497,22 +513,6 @@ class _BB84Packer:
         return counts
 
 
-def _advance(haystack: NDArray[np.int64], start: NDArray[np.intp], needles: NDArray[np.int64],
-             steps: int = 4) -> NDArray[np.intp]:
-    """``np.searchsorted(haystack, needles)`` knowing each answer is at or after ``start`` (< len):
-    a few steps forward for all at once, then a binary search for those still short of it."""
-    j = start.copy()
-    short = np.flatnonzero(haystack[j] < needles)
-    for _ in range(steps):
-        j[short] += 1
-        short = short[j[short] < len(haystack)]
-        short = short[haystack[j[short]] < needles[short]]
-        if not short.size:
-            return j
-    j[short] = np.searchsorted(haystack, needles[short])
-    return j
-
-
 def _search_sorted(haystack: NDArray[np.int64], needles: NDArray[np.int64]) -> NDArray[np.intp]:
     """``np.searchsorted(haystack, needles)`` for sorted needles, by one merge instead of a binary search each.
 
@@ -520,6 +520,8 @@ def _search_sorted(haystack: NDArray[np.int64], needles: NDArray[np.int64]) -> N
     cannot overflow; a stable sort of the two sorted runs is one timsort merge. The k-th needle
     lands after k needles and as many haystack values as are below it ("left" side: ties first).
     """
+    if not len(haystack):
+        return np.zeros(len(needles), np.intp)
     base = min(haystack[0], needles[0])
     keys = np.concatenate([(needles - base) << 1, ((haystack - base) << 1) | 1])
     keys.sort(kind="stable")
@@ -573,12 +575,13 @@ def bbm92_windows(tags_a: EventSource, tags_b: EventSource, window_s: float, coi
 
 class _Buffered:
     """B's tags from the last A step's coincidence windows on, read ahead chunk by chunk as A's need
-    them, checked and counted as singles once each."""
+    them, checked and counted as singles once each; each tag's setting and outcome as one code,
+    2 × setting + outcome."""
 
     def __init__(self, events: EventSource, tally: _Tally, delay: int, width: int):
         self.events, self.tally, self.delay, self.width = events, tally, delay, width
         self.chunks, self.checks = events.chunks(), _Pass(events)
-        self.columns = {name: np.empty(0, np.int64 if name == TIME else np.uint8) for name in LAYOUTS["tags"]}
+        self.time, self.code = np.empty(0, np.int64), np.empty(0, np.uint8)
         self.ended = False
         self.origin: int | None = None
         self._read()
@@ -590,26 +593,26 @@ class _Buffered:
             return
         self.checks.check(chunk)
         if self.origin is not None:
-            self.tally.add(chunk.columns[TIME] - self.delay, self.origin, self.width, np.zeros(len(chunk), np.uint8),
-                           chunk.offset)
+            self.tally.add(chunk.columns[TIME], self.origin + self.delay, self.width, None, chunk.offset)
         else:
             self.pending = chunk  # counted once the origin is known
-        self.columns = {name: np.concatenate([self.columns[name], chunk.columns[name]]) for name in self.columns}
+        self.time = np.concatenate([self.time, chunk.columns[TIME]])
+        self.code = np.concatenate([self.code, (chunk.columns["setting"] << 1) | chunk.columns["outcome"]])
 
     def start(self, origin: int) -> None:
         self.origin = origin
         pending = self.pending
-        self.tally.add(pending.columns[TIME] - self.delay, origin, self.width, np.zeros(len(pending), np.uint8),
-                       pending.offset)
+        self.tally.add(pending.columns[TIME], origin + self.delay, self.width, None, pending.offset)
 
-    def cover(self, low: int, high: int) -> Mapping[str, NDArray]:
-        """B's tags in [``low``, ``high``); those before ``low`` are forgotten."""
-        keep = int(np.searchsorted(self.columns[TIME], low))
-        self.columns = {name: values[keep:] for name, values in self.columns.items()}
-        while not self.ended and (not len(self.columns[TIME]) or self.columns[TIME][-1] < high):
+    def cover(self, low: int, high: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+        """B's tags in [``low``, ``high``) then ``SENTINEL``, and their codes then 0; those before
+        ``low`` are forgotten."""
+        keep = int(np.searchsorted(self.time, low))
+        self.time, self.code = self.time[keep:], self.code[keep:]
+        while not self.ended and (not len(self.time) or self.time[-1] < high):
             self._read()
-        stop = int(np.searchsorted(self.columns[TIME], high))
-        return {name: values[:stop] for name, values in self.columns.items()}
+        stop = int(np.searchsorted(self.time, high))
+        return np.append(self.time[:stop], SENTINEL), np.append(self.code[:stop], np.uint8(0))
 
 
 def iter_bbm92_windows(
@@ -646,9 +649,9 @@ def iter_bbm92_windows(
         raise ValueError(f"gate_rate_hz must be positive, got {gate_rate_hz!r}")
     delay = (round(delay_s * PS) if delay_s is not None else
              _search_delay(tags_a, tags_b, tau, _picoseconds(max_delay_s, "max_delay_s")))
-    # per A tag one cell: 2 × (setting a, setting b, outcomes differ), or 2 × 32 without a partner,
-    # + 1 with one in the accidentals window; A's singles are the sum
-    cells = _Tally(66, tags_a.source)
+    # per A tag one cell: 2 × (setting a, setting b, outcomes differ), + 64 without a partner, + 1
+    # with one in the accidentals window; A's singles are the sum
+    cells = _Tally(128, tags_a.source)
     b = _Buffered(tags_b, _Tally(1, tags_b.source), delay, width)
     checks, origin, half = _Pass(tags_a), None, tau // 2
 
@@ -658,7 +661,7 @@ def iter_bbm92_windows(
         n = len(c)
         if not n:
             return None
-        c = c.reshape(n, 33, 2)
+        c = c.reshape(n, 64, 2)
         pairs = c.sum(axis=-1)[:, :32].reshape(n, 4, 4, 2)
         return _windows(BBM92, origin, first, width, epoch_s, {
             "pulses": np.full(n, np.rint(rate * width / PS)),
@@ -673,39 +676,34 @@ def iter_bbm92_windows(
         checks.check(chunk)
         ta = chunk.columns[TIME]
         if origin is None:
-            if not len(b.columns[TIME]):
+            if not len(b.time):
                 raise EventError("invalid_value", tags_b.source, "no events")
-            origin = max(int(ta[0]), int(b.columns[TIME][0]) - delay)
+            origin = max(int(ta[0]), int(b.time[0]) - delay)
             b.start(origin)
-        for s, e in _chunks(0, len(ta)):
+        code_a = (chunk.columns["setting"] << 3) | chunk.columns["outcome"]  # XOR B's code: the cell
+        for s, e in _chunks(0, len(ta), MERGE_CHUNK):
             t = ta[s:e]
-            near = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
-            tb = near[TIME]
-            if not len(tb):
-                cells.add(t, origin, width, np.full(e - s, 64, np.uint8), chunk.offset + s)
-                continue
+            after, code_b = b.cover(int(t[0]) + delay - half, int(t[-1]) + delay + offset + tau)
             low = t + (delay - half)  # each A tag's coincidence window [low, low + τ)
-            j = np.minimum(_search_sorted(tb, low), len(tb) - 1)  # one merge of the two streams per step
-            partner = tb[j]
-            hit = (partner >= low) & (partner < low + tau)  # the first B tag at or after the window's start is inside it
-            cell = chunk.columns["setting"][s:e] * 8 + near["setting"][j] * 2 + (
-                chunk.columns["outcome"][s:e] ^ near["outcome"][j])
-            cell = np.where(hit, cell, 32) * 2
-            low += offset  # the accidentals window: B's first tag there is a few steps on from the partner's
-            late = tb[np.minimum(_advance(tb, j, low), len(tb) - 1)]
-            cell += (late >= low) & (late < low + tau)
+            j = _search_sorted(after[:-1], low)  # one merge of the two streams per step: B's first tag ≥ low
+            partner = after[j]  # where there is none, the sentinel
+            cell = code_a[s:e] ^ code_b[j]  # 8 × setting a + 2 × setting b + (outcomes differ)
+            cell |= (partner >= low + tau).view(np.uint8) << 5  # + 32 without a partner in the window
+            cell <<= 1
+            # the accidentals window's first B tag: the partner's or the next, but for a few
+            low += offset
+            late = after[j + (partner < low)]
+            short = np.flatnonzero(late < low)
+            late[short] = after[np.searchsorted(after, low[short])]
+            cell += late < low + tau
             cells.add(t, origin, width, cell, chunk.offset + s)
-        # complete: windows A has passed, whose B singles are in (B is read past A's last tag + d)
-        done = windows(min((int(ta[-1]) - origin) // width, ((int(b.columns[TIME][-1]) - delay - origin) // width
-                                                               if len(b.columns[TIME]) and not b.ended else 1 << 62)))
+        # complete: the windows both streams have passed (B's shifted by −d); the partial window at
+        # the end of either is dropped
+        done = windows((min(checks.last, b.checks.last - delay) - origin) // width)
         if done is not None:
             yield done
     if origin is None:
         raise EventError("invalid_value", tags_a.source, "no events")
-    last_b = b.checks.last if b.ended else (1 << 62)  # B not ended: its tags go past A's last one + d
-    done = windows((min(checks.last, last_b - delay) - origin) // width)  # the partial window at the end is dropped
-    if done is not None:
-        yield done
 
 
 def _search_delay(tags_a: EventSource, tags_b: EventSource, tau: int, max_delay: int, sample: int = 1 << 20) -> int:

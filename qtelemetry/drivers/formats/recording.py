@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 
 from qtelemetry import __version__
 from qtelemetry.drivers.faults import FAULT_KINDS
+from qtelemetry.drivers.formats.parquet import open_parquet
 from qtelemetry.drivers.params import param_problems
 from qtelemetry.estimation import PROTOCOLS
 
@@ -251,7 +252,7 @@ class RecordingFile:
         """The rows (only ``columns`` of them, if given) in batches, indexed by position in the file from 0."""
         with _readable(self.path):
             if self.parquet:
-                with pq.ParquetFile(self.path) as file:
+                with open_parquet(self.path) as file:
                     start = 0
                     # one thread: as fast here, and a third less memory held by Arrow's allocator
                     for batch in file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False):
