@@ -154,7 +154,7 @@ def _verb_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from qtelemetry import analyser, planner
+    from qtelemetry import analyser, networkplan, planner
     from qtelemetry.devices import simulate
     from qtelemetry.monitoring import generate
     from qtelemetry.exporter import fault_client
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_check_config)
 
     planner.register(verbs)
+    networkplan.register(verbs)
     generate.register(verbs)
     fault_client.register(verbs)
     simulate.register(verbs)

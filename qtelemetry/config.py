@@ -293,6 +293,7 @@ CONFIG_KINDS = (
     ("qtelemetry.devices.config", "DevicesConfig", "a simulated-devices config", "qtelemetry simulate --config"),
     ("qtelemetry.monitoring.config", "MonitoringConfig", "a monitoring config", "qtelemetry generate --config"),
     ("qtelemetry.exporter.webconfig", "WebConfigFile", "a web config file", "qtelemetry run --web.config.file"),
+    ("qtelemetry.networkplan", "NetworkPlanFile", "a network plan", "qtelemetry plan-network"),
 )
 
 

@@ -68,3 +68,8 @@ def test_network_benchmark_prints_its_ratios():
               "--seconds", "1", "--relay", "--cycles", "2")
     assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out
     assert "relay at 304 links, 4 demands (4 relayed" in out and "re-choosing all 4 routes" in out
+
+
+def test_plan_network_benchmark_prints_its_table():
+    out = run("plan_network.py", "--sizes", "8:14:3", "--time-limit", "60")
+    assert "| 8 | 14 | 3 |" in out and "x |" in out
