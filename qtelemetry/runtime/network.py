@@ -13,6 +13,7 @@ data age 1.3-2x at 10,000 links). Its inputs and result are a few hundred kB to 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -20,7 +21,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -142,15 +143,22 @@ class AnalysisProcess:
 
     def ready(self) -> None:
         """Wait until the child has started, so that inputs read after it are not aged by its start."""
-        self.start()
-        assert self._started is not None
-        self._started.result()
+        with self._replaced_if_dead():
+            self.start()
+            assert self._started is not None
+            self._started.result()
 
     def __call__(self, topology: Topology, rate_bps: NDArray[np.float64], buffer_bits: NDArray[np.float64],
                  bound_bps: NDArray[np.float64]) -> NetworkAnalysis:
-        try:
+        with self._replaced_if_dead():
             return self.start().submit(analyse, topology, rate_bps, buffer_bits, bound_bps).result()
-        except BrokenProcessPool:  # killed (out of memory?): the next analysis starts a new one
+
+    @contextlib.contextmanager
+    def _replaced_if_dead(self) -> Iterator[None]:
+        """A child killed (out of memory?) while starting or analysing: the next call starts a new one."""
+        try:
+            yield
+        except BrokenProcessPool:
             self._pool = None
             raise
 
