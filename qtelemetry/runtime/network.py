@@ -171,7 +171,10 @@ class AnalysisProcess:
             for process in processes:
                 process.terminate()
             for process in processes:
-                process.join(timeout=1.0)
+                process.join(timeout=2.0)
+                if process.is_alive():  # SIGTERM not yet acted on (a busy machine): no zombie left behind
+                    process.kill()
+                    process.join()
 
 
 class NetworkAnalyser:
