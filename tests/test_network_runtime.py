@@ -84,3 +84,29 @@ def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
     assert os.getpriority(os.PRIO_PROCESS, again.pid) == ANALYSIS_NICENESS
     analyser.stop()
     assert set(multiprocessing.active_children()) == others
+
+
+def test_no_child_process_without_a_network_section_and_one_while_a_reload_gives_one():
+    """An exporter whose config has no network keeps no analysis process (it held 130 MB idle);
+    a reload that adds a network starts one, and one that takes it away ends it."""
+    others = set(multiprocessing.active_children())
+    runtime = Runtime(parse_config(LINKS))
+    runtime.start()  # the poll loop a reload updates
+    idle = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    idle.start()
+    analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    runtime.cycle(runtime.started + 1)
+    assert analyser.run_once() is None
+    assert set(multiprocessing.active_children()) == others
+
+    idle.stop()
+    runtime.reload(parse_config(LINKS + NETWORK))
+    runtime.cycle(runtime.started + 2)
+    assert analyser.run_once() is not None
+    assert len(set(multiprocessing.active_children()) - others) == 1
+
+    runtime.reload(parse_config(LINKS))
+    assert analyser.run_once() is None
+    assert set(multiprocessing.active_children()) == others
+    analyser.stop()
+    runtime.stop()

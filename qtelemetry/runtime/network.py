@@ -194,11 +194,14 @@ class AnalysisProcess:
 class NetworkAnalyser:
     """Analyses the exporter's own links every interval, from its own thread, in a child process.
 
-    ``inputs()`` gives the topology and link inputs as of now (None: nothing to analyse);
-    ``publish(snapshot)`` hands a result over.
+    ``interval()`` gives the analysis interval, or None while the config has no network section
+    (then no child process is kept: a reload may add one or take it away); ``inputs()`` gives the
+    topology and link inputs as of now (None: nothing to analyse); ``publish(snapshot)`` hands a
+    result over.
     """
 
-    def __init__(self, interval: Callable[[], float], inputs: Callable[[], tuple[Topology, LinkInputs, float] | None],
+    def __init__(self, interval: Callable[[], float | None],
+                 inputs: Callable[[], tuple[Topology, LinkInputs, float] | None],
                  publish: Callable[[NetworkSnapshot], None]):
         self._interval, self._inputs, self._publish = interval, inputs, publish
         self._durations = Durations()
@@ -207,7 +210,8 @@ class NetworkAnalyser:
         self._thread = threading.Thread(target=self._run, name="network", daemon=True)
 
     def start(self) -> None:
-        self._process.start()
+        if self._interval() is not None:
+            self._process.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -217,6 +221,9 @@ class NetworkAnalyser:
             self._thread.join(timeout=5.0)
 
     def run_once(self) -> NetworkSnapshot | None:
+        if self._interval() is None:  # no network (a reload may have taken it away): no idle child
+            self._process.close()
+            return None
         self._process.ready()
         got = self._inputs()
         if got is None:
@@ -226,8 +233,14 @@ class NetworkAnalyser:
         self._publish(snapshot)
         return snapshot
 
+    def _wait(self, analysed: bool) -> float:
+        """Seconds until the next look: an interval after an analysis, else at most a second (the
+        first analysis as soon as there are estimates; a network a reload adds, within a second)."""
+        interval = self._interval()
+        return 1.0 if interval is None else interval if analysed else min(1.0, interval)
+
     def _run(self) -> None:
-        wait = min(1.0, self._interval())  # the first analysis as soon as there are estimates
+        wait = self._wait(False)
         while not self._stop.wait(wait):
             try:
                 done = self.run_once() is not None
@@ -241,4 +254,4 @@ class NetworkAnalyser:
                     return
                 log.exception("network analysis failed")
                 done = True
-            wait = self._interval() if done else min(1.0, self._interval())
+            wait = self._wait(done)
