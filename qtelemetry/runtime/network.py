@@ -96,13 +96,10 @@ class Durations:
         return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
 
 
-#: Niceness of the analysis process: the lowest CPU priority (POSIX nice range 0..19).
+#: How much lower the analysis process' CPU priority is than the exporter's: to the lowest (19)
+#: from the default (0). Set by ``os.nice`` itself as the child's initializer, so that the child
+#: imports nothing of the exporter's for it.
 ANALYSIS_NICENESS = 19
-
-
-def _lower_priority() -> None:
-    """In the child: yield the CPU to the exporter's scrapes and estimation cycles."""
-    os.nice(ANALYSIS_NICENESS - os.nice(0))
 
 
 Analyse = Callable[[Topology, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], NetworkAnalysis]
@@ -151,7 +148,7 @@ class AnalysisProcess:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
         if self._pool is None:  # spawn, not fork: this process has threads
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_lower_priority)
+                                             initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
