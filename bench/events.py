@@ -8,10 +8,12 @@ do); and from ``.npy`` files on disk, read chunk by chunk as a replayed link rea
 reading the same files the same way and summing their bytes (the least any path that reads the
 file can do). Times are CPU seconds of this process (``time.process_time``; NumPy runs on one
 thread here), so that other jobs on a shared machine do not count, and the median of
-``--repeats``. Machines here are noisy, so compare the ratio. Then the floor of the
-coincidence count: its merge alone on one step of A tags in cache, per A tag, against one pass
-over the step's bytes. Last, the peak RSS of a fresh process counting the decoy-BB84 file (the
-goal: under 500 MB at 10⁸ records, a 1.3 GB file).
+``--repeats``. Machines here are noisy, so compare the ratio. Then where the coincidence count's
+time goes, per A tag (CPU time inside each of its stages: checks, merges, tallies, B's
+read-ahead, the delay search; the rest is the inline cell and accidentals code), and its floor: the merge alone on
+one step of A tags in cache, against one pass over the step's bytes. Then the ratios side by side
+against the goal (3× one pass). Last, the peak RSS of a fresh process counting the decoy-BB84 file
+(the goal: under 500 MB at 10⁸ records, a 1.3 GB file).
 
     python bench/events.py [--events 100000000] [--tags 10000000] [--repeats 3]
 """
@@ -28,8 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qtelemetry.drivers.formats import events as ev
 from qtelemetry.drivers.formats.events import (MERGE_CHUNK, PS, READ_ROWS, _search_sorted, bb84_windows, bbm92_windows,
                                                event_table, read_events)
+
+#: The stages of the coincidence count timed by ``where_the_time_goes``: (owner, attribute) → stage.
+STAGES = {(ev._Pass, "check"): "checks", (ev, "_search_sorted"): "merges", (ev._Tally, "add"): "tallies",
+          (ev._Buffered, "cover"): "B's read-ahead", (ev, "_search_delay"): "delay search"}
 
 
 def bb84_columns(rng: np.random.Generator, n: int, mean_gap_ps: int) -> dict[str, np.ndarray]:
@@ -124,6 +131,37 @@ def merge_floor(a: dict[str, np.ndarray], b: dict[str, np.ndarray], delay_s: flo
             f"step's bytes, {per_tag['pass']:.2f} ns); np.searchsorted instead {per_tag['searchsorted']:.1f} ns")
 
 
+def where_the_time_goes(count, tags: int) -> str:
+    """CPU time of one ``count()`` spent inside each of ``STAGES`` (exclusive: a stage called from
+    another counts for itself only), per A tag; the rest is the code between them."""
+    spent = dict.fromkeys(STAGES.values(), 0.0)
+    inner = [0.0]  # time of stages nested in the running one
+
+    def timed(stage, fn):
+        def wrapper(*args, **kwargs):
+            outer, inner[0] = inner[0], 0.0
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.process_time() - start
+                spent[stage] += elapsed - inner[0]
+                inner[0] = outer + elapsed
+        return wrapper
+
+    originals = {key: getattr(*key) for key in STAGES}
+    for (owner, name), stage in STAGES.items():
+        setattr(owner, name, timed(stage, originals[owner, name]))
+    try:
+        total = cpu_seconds(count)
+    finally:
+        for (owner, name), fn in originals.items():
+            setattr(owner, name, fn)
+    parts = [f"{stage} {seconds / tags * 1e9:.1f}" for stage, seconds in spent.items() if seconds]
+    return (f"{total / tags * 1e9:.1f} ns per A tag: " + ", ".join(parts)
+            + f", the rest (cells, accidentals, codes) {(total - sum(spent.values())) / tags * 1e9:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10**8, help="decoy-BB84 detection records")
@@ -146,6 +184,7 @@ def main() -> None:
         seconds = median_seconds(lambda: bb84_windows(table, 0.01, 1e9, [0.5, 0.3, 0.2]), args.repeats)
         base = median_seconds(lambda: baseline(columns), args.repeats)
         print(row("decoy BB84 records", args.events, nbytes, seconds, base))
+        ratios = {"decoy BB84": seconds / base}
         write_npy(tmp / "bb84.npy", columns)
         del columns, table
         on_disk = read_events(tmp / "bb84.npy", "bb84")
@@ -163,6 +202,11 @@ def main() -> None:
         base = median_seconds(lambda: baseline(a, b), args.repeats)
         print(row("BBM92 tags, delay searched", 2 * args.tags, nbytes, seconds, base))
         print(row("BBM92 tags, delay given", 2 * args.tags, nbytes, given, base))
+        ratios["BBM92 delay given"], ratios["BBM92 delay searched"] = given / base, seconds / base
+        pass_per_tag = base / args.tags
+        breakdown = {label: where_the_time_goes(lambda: bbm92_windows(ta, tb, window, 1e-9, **options), args.tags)
+                     for label, options in (("delay given", {"delay_s": found.delay_s}),
+                                            ("delay searched", {"max_delay_s": 1e-5}))}
         floor = merge_floor(a, b, found.delay_s)
         write_npy(tmp / "a.npy", a)
         write_npy(tmp / "b.npy", b)
@@ -174,7 +218,11 @@ def main() -> None:
         print(f"delay found: {found.delay_s * PS:,.0f} ps (built with 1,234,567 ps); "
               f"{found.counts['coincidences'].sum() + found.counts['chsh'].sum():,.0f} coincidences from "
               f"{args.tags // 2:,} pairs in {len(found.start)} windows")
+        for label, line in breakdown.items():
+            print(f"BBM92 from memory, {label}: {line}; one pass over both streams {pass_per_tag * 1e9:.1f}")
         print(floor)
+        print("side by side, from memory, each against one NumPy pass over its own bytes in this run: "
+              + ", ".join(f"{name} {ratio:.1f}x" for name, ratio in ratios.items()) + " (goal: 3x)")
         counted = subprocess.run([sys.executable, __file__, "--count", str(tmp / "bb84.npy")], capture_output=True,
                                  text=True, check=True).stdout.strip()
         print(f"decoy BB84 .npy file of {args.events:,} records ({(tmp / 'bb84.npy').stat().st_size / 1e9:.2f} GB) "

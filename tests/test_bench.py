@@ -31,6 +31,8 @@ def test_events_benchmark_prints_its_ratios():
     out = run("events.py", "--events", "200000", "--tags", "100000", "--repeats", "1")
     assert out.count("x\n") == 5 and "counted by a fresh process" in out and "peak RSS" in out
     assert "the merge that finds each one's first B tag" in out
+    assert "delay given: " in out and "ns per A tag: checks" in out and "delay search" in out
+    assert "side by side" in out and "BBM92 delay searched" in out
     found = int(out.split("delay found: ")[1].split(" ps")[0].replace(",", ""))
     assert abs(found - 1_234_567) <= 100  # the pairs' jitter
 

@@ -165,6 +165,36 @@ def test_bbm92_counts_equal_a_plain_loop_on_random_streams(monkeypatch, a, b, ta
     np.testing.assert_array_equal(w.counts["singles"], singles)
 
 
+
+def test_bbm92_refuses_tags_whose_windows_pass_int64_and_counts_those_just_below():
+    """A tag + delay − τ/2 + accidentals offset + τ (its windows' farthest end) must stay a time tag:
+    beyond 2⁶³ − 1 ps the sums wrapped round and coincidences went uncounted, silently. The first
+    such tag is refused with a declared reason; the tag 1 ps below the limit counts as the loop does
+    (its accidentals window ends at 2⁶³ − 1: the B tag just before it is an accidental)."""
+    tau, delay, offset, width = 300, 20, 300, 50
+    reach = delay - tau // 2 + offset + tau
+    for beyond in (0, 1):
+        last = np.iinfo(np.int64).max - reach + beyond  # A's last tag: the farthest end is 2⁶³ − 1 + beyond
+        a = {TIME: np.array([last - 50, last - 1, last]), "setting": np.array([0, 1, 2], np.uint8),
+             "outcome": np.array([0, 1, 1], np.uint8)}
+        b = {TIME: np.array([last - 40, last + 100, np.iinfo(np.int64).max - 2]), "setting": np.array([0, 1, 3], np.uint8),
+             "outcome": np.array([1, 1, 0], np.uint8)}
+        count = lambda **options: bbm92_windows(event_table(a, "tags"), event_table(b, "tags"), width / PS, tau / PS,
+                                                accidental_offset_s=offset / PS, **options)
+        if beyond:
+            for options, row in (({"delay_s": delay / PS}, 2), ({"max_delay_s": 1e-6}, 0)):  # given; searched
+                with pytest.raises(EventError, match="would end past the largest int64 time tag") as err:
+                    count(**options)
+                assert (err.value.reason, err.value.row, err.value.column) == ("invalid_value", row, TIME)
+            continue
+        w = count(delay_s=delay / PS)
+        cells, accidentals, singles = coincidences_by_loop(a, b, delay, tau, offset, int(a[TIME][0]), width, 1)
+        assert len(w.start) == 1 and cells.sum() == 2 and accidentals.sum() == 1
+        np.testing.assert_array_equal(w.counts["coincidences"], cells[:, :2, :2].sum(axis=-1))
+        np.testing.assert_array_equal(w.counts["errors"], np.diagonal(cells[:, :2, :2, 1], axis1=1, axis2=2))
+        np.testing.assert_array_equal(w.counts["accidentals"], accidentals)
+        np.testing.assert_array_equal(w.counts["singles"], singles)
+
 def test_bbm92_finds_a_known_delay_qber_and_chsh():
     """Pairs 1,234,567 ps apart (±200 ps jitter) among as many unpaired clicks: half key rounds with
     5 % of matching-basis bits flipped, half CHSH rounds agreeing with probability (1 + V·E_ideal)/2,
