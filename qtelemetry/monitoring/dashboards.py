@@ -845,8 +845,9 @@ def network(c: MonitoringConfig) -> Board:
             st("Analysis age", "s", "Age of the data of the latest network analysis (computed when scraped).",
                Q("max(qnet_analysis_age_seconds)"), steps=((60, ORANGE),)),
             Panel("Demands", "none",
-                  "One row per demand: what it needs, what a single route and all routes give, what is left after "
-                  "the worst single failure (and which), node-disjoint paths, and how long stored key would last.", (
+                  "One row per demand: its priority (larger is more important), what it needs, what a single route "
+                  "and all routes give, what is left after the worst single failure (and which), node-disjoint "
+                  "paths, and how long stored key would last.", (
                       Q(f"max by ({cl}, demand, src, dst) (qnet_demand_bits_per_second{D})"),
                       Q(f'max by ({cl}, demand) (qnet_demand_capacity_bits_per_second{{demand=~"$demand", routing="single_path"}})'),
                       Q(f"max by ({cl}, demand) ({multipath})"),
@@ -855,8 +856,10 @@ def network(c: MonitoringConfig) -> Board:
                       Q(f"max by ({cl}, demand) (qnet_demand_disjoint_paths{D})"),
                       Q(f"max by ({cl}, demand) (qnet_demand_stored_key_seconds{D})"),
                       Q(f"max by ({cl}, demand) ({multipath}) - on ({cl}, demand) {need}"),
+                      Q(f"max by ({cl}, demand) (qnet_demand_priority{D})"),
                   ), kind="table", w=24, h=7,
-                  table_columns=(("demand", "Demand"), ("src", "From"), ("dst", "To"), ("Value #A", "Needs (bit/s)"),
+                  table_columns=(("demand", "Demand"), ("src", "From"), ("dst", "To"), ("Value #H", "Priority"),
+                                 ("Value #A", "Needs (bit/s)"),
                                  ("Value #B", "Single route (bit/s)"), ("Value #C", "Multipath (bit/s)"),
                                  ("Value #D", "After worst failure (bit/s)"), ("failure", "Worst failure"),
                                  ("Value #E", "Disjoint paths"), ("Value #F", "Stored key (s)"),
