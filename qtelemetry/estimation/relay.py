@@ -69,11 +69,14 @@ def deliver(routes: Routes, request: Floats, available: Floats, priority: Floats
 
     Priorities are served from the highest down, each from what the higher ones left. Within one,
     every hop grants each path the same fraction of its ask (all of it when the hop holds enough);
-    a path delivers its ask times its smallest grant, so no hop gives more than it holds.
+    a path delivers its ask times its smallest grant, so no hop gives more than it holds. When no
+    hop is asked for more than it holds, the order does not matter: one pass.
     """
+    if np.all(routes.hops.T @ request <= available):  # no hop short: everyone gets all, whatever the order
+        return np.asarray(request, float).copy()
     delivered = np.zeros(request.size)
     left = np.asarray(available, float)
-    for level in np.unique(priority)[::-1]:  # one pass per distinct priority: a handful
+    for level in np.unique(priority)[::-1]:  # one pass per distinct priority
         ask = np.where(priority == level, request, 0.0)
         asked = routes.hops.T @ ask
         with np.errstate(divide="ignore", invalid="ignore"):
