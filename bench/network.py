@@ -12,12 +12,13 @@ this process (one core), the time of one max-flow in igraph and in networkx on t
 for every failure of every link and trusted site on a demand's flow, timed on ``--naive``
 demands and scaled to all, as a ratio.
 
-    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter [--rounds 3]] [--relay]
+    python bench/network.py [--metros 100] [--demands 200] [--naive 3] [--exporter [--rounds 3]] [--relay [--priorities N]]
 
 ``--relay`` measures the simulated key relay: the CPU of the estimation cycle of the same
-simulated fleet (``--links`` links on this topology, ``--demands`` demands) with and without the
-relay, cycles interleaved in one process so that the machine's noise hits both alike, as a ratio;
-and the CPU of re-choosing every demand's route at once (the worst failover).
+simulated fleet (``--links`` links on this topology, ``--demands`` demands of ``--priorities``
+distinct priorities, which the relay serves in turn) with and without the relay, cycles
+interleaved in one process so that the machine's noise hits both alike, as a ratio; and the CPU
+of re-choosing every demand's route at once (the worst failover).
 
 ``--exporter`` also runs bench/fleet.py's measurement of a real ``qtelemetry run`` at ``--links``
 simulated links on this topology: without its network section, with it analysed once an hour
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating without/with pairs of the exporter measurement")
     parser.add_argument("--relay", action="store_true", help="also measure the key relay's share of the cycle")
     parser.add_argument("--cycles", type=int, default=20, help="cycles per variant of the relay measurement")
+    parser.add_argument("--priorities", type=int, default=1,
+                        help="distinct demand priorities of the relay measurement (demand d has priority d mod N)")
     args = parser.parse_args()
 
     top, rates = topology(args.metros, args.demands)
@@ -192,17 +195,18 @@ def main() -> None:
     if args.exporter:
         exporter(args.links, args.seconds, args.rounds)
     if args.relay:
-        relay_cost(args.links, args.demands, args.cycles)
+        relay_cost(args.links, args.demands, args.cycles, args.priorities)
 
 
-def relay_cost(links: int, demands: int, cycles: int) -> None:
+def relay_cost(links: int, demands: int, cycles: int, priorities: int = 1) -> None:
     """CPU per estimation cycle of one simulated fleet with the relay and without it (the same
-    engine with its relay switched off), alternating cycle by cycle; and one reroute of every demand."""
+    engine with its relay switched off), alternating cycle by cycle; and one reroute of every demand.
+    The relay serves each of the ``priorities`` levels in turn."""
     from qtelemetry.config import parse_config
     from qtelemetry.estimation.relay import choose_routes
     from qtelemetry.runtime.engine import Engine
 
-    text, n_links = fleet_config(max(1, round(links / 102)), True, demands)
+    text, n_links = fleet_config(max(1, round(links / 102)), True, demands, priorities=priorities)
     config = parse_config(text)
     with_relay, without = Engine(config, 0.0), Engine(config, 0.0)
     without.relay = None
@@ -225,7 +229,8 @@ def relay_cost(links: int, demands: int, cycles: int) -> None:
     choose_routes(top, capacity, np.arange(len(top.demands)), "multipath")
     multipath_s = cpu() - start
     per = {k: v / cycles for k, v in spent.items()}
-    print(f"relay at {n_links:,} links, {len(top.demands)} demands ({int(relay.relayed.sum())} relayed, "
+    print(f"relay at {n_links:,} links, {len(top.demands)} demands of {priorities} priorities "
+          f"({int(relay.relayed.sum())} relayed, "
           f"{delivered:.0%} of their key delivered): cycle {per['without'] * 1e3:.0f} ms CPU without, "
           f"{per['with'] * 1e3:.0f} ms with; ratio with / without {per['with'] / per['without']:.3f} "
           f"({cycles} cycles each, interleaved)")
@@ -233,10 +238,12 @@ def relay_cost(links: int, demands: int, cycles: int) -> None:
           f"multipath {multipath_s * 1e3:.0f} ms CPU")
 
 
-def fleet_config(metros: int, network: bool, demands: int = 200, interval_s: float = 15.0) -> tuple[str, int]:
+def fleet_config(metros: int, network: bool, demands: int = 200, interval_s: float = 15.0,
+                 priorities: int = 1) -> tuple[str, int]:
     """A config of ``metros`` metro rings' worth of simulated decoy-BB84 links (102 links per metro)
-    on the benchmark topology, with its network section (``demands`` demands, analysed every
-    ``interval_s`` and relayed over the simulated links) or without; and its number of links."""
+    on the benchmark topology, with its network section (``demands`` demands of ``priorities``
+    priorities, analysed every ``interval_s`` and relayed over the simulated links) or without; and
+    its number of links."""
     sites, trusted, link_ends, _, demand_ends, demand_bps = metro_network(metros=metros, demands=demands)
     lines = ["exporter: {window_seconds: 1.0, sliding_windows: 60, tamper: {warmup_seconds: 5}}", "links:"]
     lines += [f"  - {{name: link-{i:05d}, site_a: {sites[a]}, site_b: {sites[b]}, driver: "
@@ -245,7 +252,7 @@ def fleet_config(metros: int, network: bool, demands: int = 200, interval_s: flo
         lines += ["network:", f"  analysis_interval_seconds: {interval_s:g}", "  sites:"]
         lines += [f"    - {{name: {name}, trusted: {str(t).lower()}}}" for name, t in zip(sites, trusted)]
         lines += ["  demands:"]
-        lines += [f"    - {{name: d{d}, from: {sites[a]}, to: {sites[b]}, bits_per_second: {need:g}}}"
+        lines += [f"    - {{name: d{d}, from: {sites[a]}, to: {sites[b]}, bits_per_second: {need:g}, priority: {d % priorities}}}"
                   for d, ((a, b), need) in enumerate(zip(demand_ends, demand_bps))]
     return "\n".join(lines) + "\n", len(link_ends)
 

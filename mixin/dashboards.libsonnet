@@ -13596,7 +13596,7 @@ local params = import 'lib/params.libsonnet';
               "type": "prometheus",
               "uid": "${datasource}",
             },
-            "description": "One row per demand: what it needs, what a single route and all routes give, what is left after the worst single failure (and which), node-disjoint paths, and how long stored key would last.",
+            "description": "One row per demand: its priority (larger is more important), what it needs, what a single route and all routes give, what is left after the worst single failure (and which), node-disjoint paths, and how long stored key would last.",
             "fieldConfig": {
               "defaults": {
                 "custom": {
@@ -13791,6 +13791,18 @@ local params = import 'lib/params.libsonnet';
                 "range": false,
                 "refId": "G",
               },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "max by (" + clusterLabel + ", demand) (qnet_demand_priority{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"})",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "H",
+              },
             ],
             "title": "Demands",
             "transformations": [
@@ -13812,22 +13824,24 @@ local params = import 'lib/params.libsonnet';
                     "Value #E": true,
                     "Value #F": true,
                     "Value #G": true,
+                    "Value #H": true,
                     "demand": true,
                     "dst": true,
                     "failure": true,
                     "src": true,
                   },
                   "indexByName": {
-                    "Value #A": 3,
-                    "Value #B": 4,
-                    "Value #C": 5,
-                    "Value #D": 6,
-                    "Value #E": 8,
-                    "Value #F": 9,
-                    "Value #G": 10,
+                    "Value #A": 4,
+                    "Value #B": 5,
+                    "Value #C": 6,
+                    "Value #D": 7,
+                    "Value #E": 9,
+                    "Value #F": 10,
+                    "Value #G": 11,
+                    "Value #H": 3,
                     "demand": 0,
                     "dst": 2,
-                    "failure": 7,
+                    "failure": 8,
                     "src": 1,
                   },
                   "renameByName": {
@@ -13838,6 +13852,7 @@ local params = import 'lib/params.libsonnet';
                     "Value #E": "Disjoint paths",
                     "Value #F": "Stored key (s)",
                     "Value #G": "Headroom (bit/s)",
+                    "Value #H": "Priority",
                     "demand": "Demand",
                     "dst": "To",
                     "failure": "Worst failure",
@@ -13867,7 +13882,7 @@ local params = import 'lib/params.libsonnet';
               "type": "prometheus",
               "uid": "${datasource}",
             },
-            "description": "Sites (main stat: demands a failure of the site would leave unmet) and links (main stat: usable key rate; red: no key). Highlighted: the links of the selected demands' minimum cuts.",
+            "description": "Sites (main stat: demands a failure of the site would leave unmet) and links (main stat: usable key rate; red: no key; blue, highlighted: in a selected demand's minimum cut).",
             "fieldConfig": {
               "defaults": {
                 "thresholds": {
@@ -13923,19 +13938,19 @@ local params = import 'lib/params.libsonnet';
                 "instant": true,
                 "legendFormat": "__auto",
                 "range": false,
-                "refId": "A",
+                "refId": "nodes",
               },
               {
                 "datasource": {
                   "type": "prometheus",
                   "uid": "${datasource}",
                 },
-                "expr": "label_replace((label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0, \"color\", \"green\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0, \"color\", \"red\", \"\", \"\"))\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"highlighted\", \"true\", \"\", \"\")\nor label_replace((label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0, \"color\", \"green\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0, \"color\", \"red\", \"\", \"\"))\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"highlighted\", \"false\", \"\", \"\")",
+                "expr": "label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"red\", \"\", \"\"), \"highlighted\", \"true\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"red\", \"\", \"\"), \"highlighted\", \"false\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"blue\", \"\", \"\"), \"highlighted\", \"true\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"green\", \"\", \"\"), \"highlighted\", \"false\", \"\", \"\")",
                 "format": "table",
                 "instant": true,
                 "legendFormat": "__auto",
                 "range": false,
-                "refId": "B",
+                "refId": "edges",
               },
             ],
             "title": "Sites and links",
@@ -13947,7 +13962,7 @@ local params = import 'lib/params.libsonnet';
               "type": "prometheus",
               "uid": "${datasource}",
             },
-            "description": "Sites at their configured coordinates; size: failure impact.",
+            "description": "Sites at their configured coordinates (size: demands a failure of the site would leave unmet) and the links between them (width and label: usable key rate; red: no key; blue: in a selected demand's minimum cut). Sites without coordinates and their links are not drawn.",
             "fieldConfig": {
               "defaults": {
                 "thresholds": {
@@ -13959,9 +13974,40 @@ local params = import 'lib/params.libsonnet';
                     },
                   ],
                 },
-                "unit": "none",
+                "unit": "bps",
               },
-              "overrides": [],
+              "overrides": [
+                {
+                  "matcher": {
+                    "id": "byName",
+                    "options": "color",
+                  },
+                  "properties": [
+                    {
+                      "id": "mappings",
+                      "value": [
+                        {
+                          "options": {
+                            "blue": {
+                              "color": "blue",
+                              "index": 1,
+                            },
+                            "green": {
+                              "color": "green",
+                              "index": 2,
+                            },
+                            "red": {
+                              "color": "red",
+                              "index": 0,
+                            },
+                          },
+                          "type": "value",
+                        },
+                      ],
+                    },
+                  ],
+                },
+              ],
             },
             "gridPos": {
               "h": 12,
@@ -13979,31 +14025,64 @@ local params = import 'lib/params.libsonnet';
               "layers": [
                 {
                   "config": {
-                    "showLegend": true,
-                    "style": {
+                    "arrow": 0,
+                    "edgeStyle": {
+                      "color": {
+                        "field": "color",
+                        "fixed": "green",
+                      },
+                      "opacity": 1,
                       "size": {
-                        "field": "Value #C",
+                        "field": "Value #edges",
+                        "fixed": 2,
+                        "max": 8,
+                        "min": 1,
+                      },
+                      "text": {
+                        "field": "Value #edges",
+                        "mode": "field",
+                      },
+                      "textConfig": {
+                        "fontSize": 10,
+                        "textAlign": "center",
+                        "textBaseline": "middle",
+                      },
+                    },
+                    "showLegend": false,
+                    "style": {
+                      "color": {
+                        "fixed": "purple",
+                      },
+                      "opacity": 0.8,
+                      "size": {
+                        "field": "Value #nodes",
                         "fixed": 5,
                         "max": 15,
                         "min": 4,
                       },
                       "text": {
-                        "field": "site",
+                        "field": "title",
                         "mode": "field",
+                      },
+                      "textConfig": {
+                        "fontSize": 12,
+                        "offsetY": -14,
+                        "textAlign": "center",
+                        "textBaseline": "bottom",
                       },
                     },
                   },
                   "location": {
-                    "latitude": "Value #A",
-                    "longitude": "Value #B",
+                    "latitude": "Value #latitude",
+                    "longitude": "Value #longitude",
                     "mode": "coords",
                   },
-                  "name": "Sites",
-                  "type": "markers",
+                  "name": "Sites and links",
+                  "type": "network",
                 },
               ],
               "tooltip": {
-                "mode": "none",
+                "mode": "details",
               },
               "view": {
                 "allLayers": true,
@@ -14020,12 +14099,36 @@ local params = import 'lib/params.libsonnet';
                   "type": "prometheus",
                   "uid": "${datasource}",
                 },
+                "expr": "label_replace(label_replace(qnet_site_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}, \"id\", \"$1\", \"site\", \"(.*)\"), \"title\", \"$1\", \"site\", \"(.*)\")",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "nodes",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
+                "expr": "label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"red\", \"\", \"\"), \"highlighted\", \"true\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") == 0\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"red\", \"\", \"\"), \"highlighted\", \"false\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0\nand on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"blue\", \"\", \"\"), \"highlighted\", \"true\", \"\", \"\")\nor label_replace(label_replace(label_replace(label_replace(label_replace(qnet_link_usable_key_rate_bits_per_second{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}\n* on (link) group_left (site_a, site_b)\nmax by (link, site_a, site_b) (qlink_info{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"}), \"id\", \"$1\", \"link\", \"(.*)\"), \"source\", \"$1\", \"site_a\", \"(.*)\"), \"target\", \"$1\", \"site_b\", \"(.*)\") > 0\nunless on (link) max by (link) (qnet_link_min_cut{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\", demand=~\"$demand\"}), \"color\", \"green\", \"\", \"\"), \"highlighted\", \"false\", \"\", \"\")",
+                "format": "table",
+                "instant": true,
+                "legendFormat": "__auto",
+                "range": false,
+                "refId": "edges",
+              },
+              {
+                "datasource": {
+                  "type": "prometheus",
+                  "uid": "${datasource}",
+                },
                 "expr": "max by (site) (qnet_site_latitude_degrees{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
                 "format": "table",
                 "instant": true,
                 "legendFormat": "__auto",
                 "range": false,
-                "refId": "A",
+                "refId": "latitude",
               },
               {
                 "datasource": {
@@ -14037,26 +14140,21 @@ local params = import 'lib/params.libsonnet';
                 "instant": true,
                 "legendFormat": "__auto",
                 "range": false,
-                "refId": "B",
-              },
-              {
-                "datasource": {
-                  "type": "prometheus",
-                  "uid": "${datasource}",
-                },
-                "expr": "max by (site) (qnet_site_failure_impact_demands{" + selector + ", " + clusterLabel + "=~\"$" + clusterLabel + "\", job=~\"$job\", instance=~\"$instance\"})",
-                "format": "table",
-                "instant": true,
-                "legendFormat": "__auto",
-                "range": false,
-                "refId": "C",
+                "refId": "longitude",
               },
             ],
             "title": "Map",
             "transformations": [
               {
-                "id": "merge",
-                "options": {},
+                "filter": {
+                  "id": "byRefId",
+                  "options": "/^(?:nodes|latitude|longitude)$/",
+                },
+                "id": "joinByField",
+                "options": {
+                  "byField": "site",
+                  "mode": "inner",
+                },
               },
             ],
             "transparent": false,

@@ -19,6 +19,9 @@ from qtelemetry.drivers.base import FieldError, StrictModel, check
 
 #: Label values come from config only (the same rule as link names).
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+#: A demand's priority is ETSI GS QKD 015's ``app_priority``: a uint32, default 0. Larger is more
+#: important, as an OpenFlow flow entry's priority (OpenFlow Switch Specification 1.3, 5.3: the highest-priority entry matches).
+PRIORITY_MAX = 2**32 - 1
 
 
 class SiteConfig(StrictModel):
@@ -39,7 +42,9 @@ class DemandConfig(StrictModel):
     source: str = Field(alias="from", description="site that needs the key")
     target: str = Field(alias="to", description="site at the other end")
     bits_per_second: float = Field(gt=0.0, description="key the applications between the two sites need, bits/s")
-    priority: int | None = Field(None, ge=0, le=1000, description="for the on-call's order of repair (lower first)")
+    priority: int = Field(0, ge=0, le=PRIORITY_MAX, strict=True, description=(
+        "larger is more important: the simulated relay serves higher priorities first, and QNetDemandUnmet pages "
+        "only at or above the monitoring config's page_demand_priority (ETSI GS QKD 015 app_priority)"))
 
     @check
     def _two_sites(self) -> "DemandConfig":

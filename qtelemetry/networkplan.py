@@ -190,7 +190,7 @@ def topology(plan: NetworkPlanFile, links: list[str], ends: np.ndarray) -> Topol
     coordinates = [(s.latitude, s.longitude) if s.latitude is not None else (np.nan, np.nan) for s in plan.sites]
     return Topology.build([s.name for s in plan.sites], [s.trusted for s in plan.sites], links, ends,
                           [d.name for d in plan.demands], [[index[d.source], index[d.target]] for d in plan.demands],
-                          [d.bits_per_second for d in plan.demands], coordinates)
+                          [d.bits_per_second for d in plan.demands], coordinates, [d.priority for d in plan.demands])
 
 
 def survivable(top: Topology, rate: np.ndarray, survive: int) -> np.ndarray:

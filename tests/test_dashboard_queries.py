@@ -71,7 +71,8 @@ from qtelemetry.monitoring.config import DEFAULT
 
 #: 60 s of a SeQUeNCe BB84 + Cascade link (``qtelemetry record``; the config is in docs/sequence.md)
 SEQUENCE_RECORDING = Path(__file__).parent / "data" / "sequence-bb84-cascade.parquet"
-from qtelemetry.monitoring.dashboards import panel_queries, panel_targets
+from grafana_frames import graph_frames, table_frame, transform
+from qtelemetry.monitoring.dashboards import iter_panels, panel_queries, panel_targets
 from realstack import (
     PROMETHEUS_BIN,
     PromQLError,
@@ -522,6 +523,49 @@ def test_recorded_series_keep_cluster_job_and_their_level_labels(env: Env) -> No
         assert set(per_link) <= links, name
         problems += [f"{name}: link {link} in clusters {sorted(c)}" for link, c in per_link.items() if c != set(CLUSTERS)]
     assert not problems, "\n".join(problems)
+
+
+def test_the_map_gets_the_network_layers_frames(env: Env) -> None:
+    """The Geomap network layer's two frames, made from the panel's own queries on the real
+    Prometheus as Grafana makes them (``grafana_frames``: table frames, the refId-filtered join):
+    nodes with ``id`` and the coordinates under the layer's field names, exactly the demo's sites
+    that have coordinates; edges with ``id``, ``source``, ``target`` for every link, each edge
+    between two drawn sites; the fields the layer's styles name, the colour by key and minimum cut."""
+    prom = env.stack.prometheus
+    board = json.loads((DASHBOARD_DIR / "qtelemetry-network.json").read_text())
+    [panel] = [p for p in iter_panels(board) if p["type"] == "geomap"]
+    [layer] = panel["options"]["layers"]
+    style, edge_style, location = layer["config"]["style"], layer["config"]["edgeStyle"], layer["location"]
+    refs = [t["refId"] for t in panel["targets"]]
+    exprs = panel_queries({"panels": [panel]}, rate_interval=RATE_INTERVAL, cluster="east")
+
+    def frames() -> tuple[list, list] | None:
+        answers = [table_frame(ref, prom.query(expr), len(refs)) for ref, expr in zip(refs, exprs)]
+        nodes, edges = graph_frames(transform(panel["transformations"], answers))
+        return (nodes, edges) if nodes and edges and nodes[0].length and edges[0].length else None
+
+    nodes, edges = poll(frames, max(1.0, env.data_deadline - time.monotonic()), "the map's frames", interval=0.5)
+    assert len(nodes) == 1 and len(edges) == 1, "the layer draws only the first nodes and the first edges frame"
+    sites = {s["name"]: (s["latitude"], s["longitude"])
+             for s in yaml.safe_load(default_config_text())["network"]["sites"] if "latitude" in s}
+    node_rows = nodes[0].rows()
+    assert {r["id"]: (r[location["latitude"]], r[location["longitude"]]) for r in node_rows} == sites
+    assert all(r[style["text"]["field"]] == r["id"] and r[style["size"]["field"]] >= 0 for r in node_rows)
+
+    links = {s["metric"]["link"]: (s["metric"]["site_a"], s["metric"]["site_b"])
+             for s in prom.query(f'qlink_info{{{CLUSTER}="east"}}')}
+    in_cut = {s["metric"]["link"] for s in prom.query(f'qnet_link_min_cut{{{CLUSTER}="east"}}')}
+    edge_rows = edges[0].rows()
+    assert {r["id"]: (r["source"], r["target"]) for r in edge_rows} == links
+    drawn = [r for r in edge_rows if r["source"] in sites and r["target"] in sites]
+    assert drawn and in_cut & {r["id"] for r in drawn}, "the demo draws links, some in a minimum cut"
+    colours = {m for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == edge_style["color"]["field"]
+               for p in o["properties"] if p["id"] == "mappings" for m in p["value"][0]["options"]}
+    for r in edge_rows:
+        rate = r[edge_style["size"]["field"]]
+        assert r[edge_style["text"]["field"]] == rate >= 0
+        expected = "red" if rate == 0 else "blue" if r["id"] in in_cut else "green"
+        assert r[edge_style["color"]["field"]] == expected and expected in colours, r
 
 
 def documented_series_per_link() -> dict[str, tuple[range, int]]:

@@ -105,6 +105,23 @@ def test_monitoring_config_overrides_flow_into_rules_dashboards_and_runbooks(tmp
     assert "above 4%" in out.files[generate.RUNBOOK_FILE]
 
 
+def test_a_paging_floor_splits_unmet_demands_into_pages_and_tickets(tmp_path):
+    """With page_demand_priority 3, promtool runs the network group's generated cases on both sides
+    of the floor: priority 3 and an unknown priority page (QNetDemandUnmet), priority 2 opens a
+    ticket (QNetDemandUnmetLowPriority) instead; the default floor 0 keeps one paging alert."""
+    path = tmp_path / "monitoring.yaml"
+    path.write_text("page_demand_priority: 3\n")
+    assert main(["generate", "--out", str(tmp_path), "--config", str(path)]) == 0
+    network = yaml.safe_load((tmp_path / "alerts" / "tests" / "qtelemetry-network.test.yaml").read_text())
+    names = {t["name"] for t in network["tests"]}
+    assert {"QNetDemandUnmet: priority 2, below the floor: a ticket instead",
+            "QNetDemandUnmetLowPriority: priority 2, below the floor", "QNetDemandUnmet: priority not known: pages"} <= names
+    result = subprocess.run([promtool(), "test", "rules", "qtelemetry-network.test.yaml"], cwd=tmp_path / "alerts" / "tests",
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "QNetDemandUnmetLowPriority" not in RULES.read_text()
+
+
 def test_bad_monitoring_config_names_the_field(tmp_path):
     path = tmp_path / "monitoring.yaml"
     path.write_text("thresholds:\n  qber_critcal: 0.1\n")
@@ -122,6 +139,10 @@ def test_bad_monitoring_config_names_the_field(tmp_path):
     ("runbook_url_pattern: https://wiki.example.org/%s%20%s", "runbook_url_pattern: .*needs exactly one %s"),
     ("grafana_url: https://grafana.example.org/", "grafana_url: String should match pattern"),
     ("selector: ''", "selector: String should have at least 1 character"),
+    ("page_demand_priority: -1", "page_demand_priority: Input should be greater than or equal to 0"),
+    ("page_demand_priority: 4294967296", "page_demand_priority: Input should be less than or equal to 4294967295"),
+    ("page_demand_priority: high", "page_demand_priority: Input should be a valid integer"),
+    ("page_demand_priority: 2.5", "page_demand_priority: Input should be a valid integer"),
 ])
 def test_links_and_selector_are_checked(tmp_path, line, problem):
     path = tmp_path / "monitoring.yaml"
@@ -414,7 +435,9 @@ def test_dashboard_uids_ids_units_legends_and_grid(boards):
             assert panel["fieldConfig"]["defaults"].get("unit"), (name, panel["title"])
             assert panel.get("description"), (name, panel["title"])
             refs = [t["refId"] for t in panel["targets"]]
-            assert refs == [chr(ord("A") + i) for i in range(len(refs))], (name, panel["title"])
+            assert len(set(refs)) == len(refs), (name, panel["title"])
+            if panel["type"] not in ("nodeGraph", "geomap"):  # those find their frames by refId (nodes, edges)
+                assert refs == [chr(ord("A") + i) for i in range(len(refs))], (name, panel["title"])
             assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
             if panel["type"] == "timeseries":
                 assert panel["options"]["legend"]["showLegend"] is True, (name, panel["title"])

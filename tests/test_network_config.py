@@ -60,6 +60,10 @@ BAD = {
     "an unknown key": ("  sights: []\n", "network.sights", "Extra inputs are not permitted"),
     "a routing typo": ("  routing: widest_path\n", "network.routing", "'widest-path' or 'multipath'"),
     "a negative failover time": ("  failover_seconds: -1\n", "network.failover_seconds", "greater than or equal to 0"),
+    **{f"a priority of {text}": (f"  demands: [{{name: x, from: a, to: c, bits_per_second: 1, priority: {text}}}]\n",
+                                 "network.demands[0].priority", reason) for text, reason in (
+        ("-1", "greater than or equal to 0"), ("4294967296", "less than or equal to 4294967295"),
+        ("1.5", "integer"), ("high", "integer"), ("true", "integer"), ("'7'", "integer"))},
 }
 
 
@@ -82,6 +86,13 @@ def test_sites_come_from_the_links_when_not_listed():
     assert network.analysis_interval_seconds == 15
     assert network.routing == "widest-path" and network.failover_seconds == 5
     assert network.demands[0].source == "a" and network.demands[0].target == "c"
+    assert network.demands[0].priority == 0  # ETSI GS QKD 015's app_priority default
+
+
+def test_priority_takes_the_whole_uint32_range_of_etsi_015():
+    config = parse_config(document("  demands: [{name: x, from: a, to: c, bits_per_second: 5, priority: 4294967295},"
+                                   " {name: y, from: c, to: a, bits_per_second: 5, priority: 0}]\n"))
+    assert [d.priority for d in config.network.demands] == [4294967295, 0]
 
 
 def test_no_network_section_means_no_analysis():

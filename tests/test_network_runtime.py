@@ -43,16 +43,18 @@ def test_analysis_is_published_with_the_snapshot_and_dropped_on_reload():
     assert value(samples, "qnet_demand_capacity_bits_per_second", demand="ac", routing="multipath") == bc
     assert value(samples, "qnet_link_failure_impact_demands", link="bc") == 1
     assert value(samples, "qnet_analysis_duration_seconds_count") == 1
+    assert value(samples, "qnet_demand_priority", demand="ac") == 0  # not set: ETSI GS QKD 015's default
 
-    runtime.reload(parse_config(LINKS + NETWORK.replace("bits_per_second: 1", "bits_per_second: 2")))
+    runtime.reload(parse_config(LINKS + NETWORK.replace("bits_per_second: 1", "bits_per_second: 2, priority: 7")))
     runtime.cycle(start + 7)
     assert runtime.snapshot.network is None  # an analysis of the old topology is never shown
     exposition.families(runtime.table)
     assert "qnet_demand_capacity_bits_per_second" not in parse_exposition(exposition.render(now=start + 7).decode())
     analyser.run_once()
     runtime.cycle(start + 8)
-    assert value(parse_exposition(exposition.render(now=start + 8).decode()), "qnet_demand_bits_per_second",
-                 demand="ac") == 2
+    samples = parse_exposition(exposition.render(now=start + 8).decode())
+    assert value(samples, "qnet_demand_bits_per_second", demand="ac") == 2
+    assert value(samples, "qnet_demand_priority", demand="ac") == 7  # the same series, its new value
 
     runtime.reload(parse_config(LINKS))
     runtime.cycle(start + 9)

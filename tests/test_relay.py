@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_network_analysis import brute_min_cut, edges_of, networks, relay_view
 from test_network_analysis import build as build_topology
 
 from qtelemetry.config import parse_config
-from qtelemetry.estimation.relay import choose_routes
+from qtelemetry.estimation.relay import Routes, choose_routes, deliver
 from qtelemetry.runtime.engine import Engine
 
 CAPACITY, INITIAL = 2.0e5, 0.5
@@ -250,3 +251,42 @@ def test_a_reload_keeps_the_demands_ledger():
     new.adopt(old)
     new.cycle(4.0)
     assert new.relay.requested.tolist() == [4000, 500] and new.relay.delivered.tolist() == [4000, 500]
+
+
+def test_higher_priority_demands_get_their_key_first():
+    """One 4,000-bit store on the shared hop a-b, three demands a->c of 3,000 bit/s each: the
+    priority-5 demand gets all it asks, the two priority-1 demands share the 1,000 bits left in
+    proportion to their asks (500 each); with equal priorities all three share alike (4,000/3)."""
+    links = link("ab", "a", "b", 10, 1) + link("bc", "b", "c", 10, 2)
+
+    def delivered(priorities: tuple[int, ...]) -> list[float]:
+        engine = build(links, "".join(f"    - {{name: d{i}, from: a, to: c, bits_per_second: 3000, priority: {p}}}\n"
+                                      for i, p in enumerate(priorities)))
+        engine.relay.step(1.0, np.ones(2), np.ones(2), np.array([4000.0, 1e5]))
+        return engine.relay.delivered.tolist()
+
+    assert delivered((1, 5, 1)) == pytest.approx([500, 3000, 500])
+    assert delivered((0, 0, 0)) == pytest.approx([4000 / 3] * 3)
+    assert delivered((2, 1, 0)) == pytest.approx([3000, 1000, 0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_strict_priority_never_overdraws_a_hop_and_lower_priorities_cannot_take_from_higher(data):
+    """On random paths over random stores: no hop gives more than it holds, and what the paths of
+    each priority and above get does not change when every lower-priority path is removed."""
+    n_edges = data.draw(st.integers(1, 6))
+    n_paths = data.draw(st.integers(1, 8))
+    paths = [data.draw(st.lists(st.integers(0, n_edges - 1), min_size=1, max_size=n_edges, unique=True))
+             for _ in range(n_paths)]
+    request = np.array(data.draw(st.lists(st.floats(0, 1e4), min_size=n_paths, max_size=n_paths)))
+    priority = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n_paths, max_size=n_paths)), float)
+    available = np.array(data.draw(st.lists(st.floats(0, 2e4), min_size=n_edges, max_size=n_edges)))
+    routes = Routes.of([[(np.array(p, np.intp), 1.0)] for p in paths], n_edges)
+    got = deliver(routes, request, available, priority)
+    assert np.all(got >= 0) and np.all(got <= request + 1e-9)
+    assert np.all(routes.hops.T @ got <= available * (1 + 1e-9) + 1e-9)
+    for level in np.unique(priority):
+        keep = priority >= level
+        alone = Routes.of([[(np.array(p, np.intp), 1.0)] for p, k in zip(paths, keep) if k], n_edges)
+        assert deliver(alone, request[keep], available, priority[keep]) == pytest.approx(got[keep], rel=1e-9, abs=1e-9)

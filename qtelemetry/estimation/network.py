@@ -61,11 +61,13 @@ class Topology:
     graph: igraph.Graph  #: directed: arc 2k is chain k from its first end to its second, 2k + 1 back
     latitude: Floats  #: (sites,) degrees, NaN: not known (for maps only)
     longitude: Floats
+    demand_priority: Floats  #: (demands,) larger is more important (the relay's order; for alerts)
 
     @classmethod
     def build(cls, sites: Sequence[str], trusted: Sequence[bool], links: Sequence[str], link_ends: Sequence[Sequence[int]],
               demands: Sequence[str], demand_ends: Sequence[Sequence[int]], demand_bps: Sequence[float],
-              coordinates: Sequence[tuple[float, float]] | None = None) -> "Topology":
+              coordinates: Sequence[tuple[float, float]] | None = None,
+              demand_priority: Sequence[int] | None = None) -> "Topology":
         trusted_ = np.asarray(trusted, bool)
         ends = np.sort(np.asarray(link_ends, np.intp).reshape(-1, 2), axis=1)
         edge_ends, link_edge = np.unique(ends, axis=0, return_inverse=True)
@@ -82,7 +84,8 @@ class Topology:
         return cls(tuple(sites), trusted_, tuple(links), np.asarray(link_ends, np.intp).reshape(-1, 2), tuple(demands),
                    demand_ends_, np.asarray(demand_bps, float), edge_ends, link_edge.reshape(-1), sender, receiver,
                    edge_chain, chain_ends, site_chain, graph, *np.array(
-                       coordinates if coordinates is not None else [(np.nan, np.nan)] * len(sites), float).reshape(-1, 2).T)
+                       coordinates if coordinates is not None else [(np.nan, np.nan)] * len(sites), float).reshape(-1, 2).T,
+                   np.asarray(demand_priority if demand_priority is not None else [0] * len(demands), float))
 
     def edge_sums(self, per_link: Floats) -> Floats:
         """Per-edge total of a per-link quantity (parallel links add)."""

@@ -11,8 +11,10 @@ Routes (chosen on the hops' key rates, with ``estimation.network``'s engine):
 - ``multipath``: the maximum flow (Ford & Fulkerson, Can. J. Math. 8, 399 (1956)) decomposed
   into paths, the demand split over them in proportion to their flows.
 
-Sharing a hop: when the paths crossing a hop ask for more than its store holds, each gets the
-same fraction of what it asked (proportional share); a path then delivers its request times the
+Sharing a hop: demands of higher priority are served first (strict priority, as a QKD key manager
+serves ETSI GS QKD 015 ``app_priority``: larger is more important); the paths of one priority
+share what the higher ones left: when they ask a hop for more than it still holds, each gets the
+same fraction of what it asked (proportional share), and a path delivers its request times the
 smallest fraction along it. Pure functions over arrays; the state (active routes, failover) is
 the runtime's (``runtime/relay.py``).
 """
@@ -61,18 +63,28 @@ class Routes:
         return np.bincount(self.demand, weights=per_path, minlength=n_demands)
 
 
-def deliver(routes: Routes, request: Floats, available: Floats) -> Floats:
-    """Bits each path delivers: ``request`` (paths,) asked, ``available`` (edges,) in the hops' stores.
+def deliver(routes: Routes, request: Floats, available: Floats, priority: Floats) -> Floats:
+    """Bits each path delivers: ``request`` (paths,) asked at ``priority`` (paths,), ``available``
+    (edges,) in the hops' stores.
 
-    Every hop grants each path the same fraction of its ask (all of it when the hop holds enough);
-    a path delivers its ask times its smallest grant, so no hop gives more than it holds.
+    Priorities are served from the highest down, each from what the higher ones left. Within one,
+    every hop grants each path the same fraction of its ask (all of it when the hop holds enough);
+    a path delivers its ask times its smallest grant, so no hop gives more than it holds. When no
+    hop is asked for more than it holds, the order does not matter: one pass.
     """
-    if not request.size:
-        return np.zeros(0)
-    asked = routes.hops.T @ request
-    with np.errstate(divide="ignore", invalid="ignore"):
-        granted = np.where(asked > 0, np.minimum(1.0, available / asked), 1.0)
-    return request * routes.narrowest(granted)
+    if np.all(routes.hops.T @ request <= available):  # no hop short: everyone gets all, whatever the order
+        return np.asarray(request, float).copy()
+    delivered = np.zeros(request.size)
+    left = np.asarray(available, float)
+    for level in np.unique(priority)[::-1]:  # one pass per distinct priority
+        ask = np.where(priority == level, request, 0.0)
+        asked = routes.hops.T @ ask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            granted = np.where(asked > 0, np.minimum(1.0, left / asked), 1.0)
+        got = ask * routes.narrowest(granted)
+        delivered += got
+        left = np.maximum(left - routes.hops.T @ got, 0.0)
+    return delivered
 
 
 def choose_routes(top: Topology, capacity: Floats, demands: Ints, routing: str) -> list[Route]:

@@ -82,6 +82,8 @@ def network_blocks(metric: Metric, top: Topology, view: View) -> tuple[list[Bloc
         case "qnet_demand_bits_per_second":
             ends = [(d, top.sites[a], top.sites[b]) for d, (a, b) in zip(top.demands, top.demand_ends.tolist())]
             return [Block(name, labels, ends, (), lambda snap, now: top.demand_bps)], False
+        case "qnet_demand_priority":
+            return [Block(name, labels, demands, (), lambda snap, now: top.demand_priority)], False
         case "qnet_demand_capacity_bits_per_second":
             return [Block(name, labels, demands, (("single_path", "multipath"),), per_demand(
                 lambda net: np.column_stack([net.analysis.single_path_bps, net.analysis.multipath_bps]), 2))], False

@@ -297,6 +297,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("qnet_demand_bits_per_second", "gauge", "bits/s",
            "Key the applications between two sites need (network.demands), in bits per second.",
            ("demand", "src", "dst")),
+    Metric("qnet_demand_priority", "gauge", "",
+           "The demand's priority (network.demands[].priority, ETSI GS QKD 015 app_priority; 0 when not set): larger "
+           "is more important. The simulated key relay serves higher priorities first; QNetDemandUnmet pages only at "
+           "or above the monitoring config's page_demand_priority.", ("demand",)),
     Metric("qnet_demand_capacity_bits_per_second", "gauge", "bits/s",
            "Key the network can relay for the demand over trusted nodes, in bits per second: routing single_path is the "
            "widest route, multipath the max-flow (= min cut) of the links' usable key rates.", ("demand", "routing")),

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qtelemetry.config import read_text, validate_yaml
+from qtelemetry.networkconfig import PRIORITY_MAX
 
 #: A PromQL duration such as 5m, 1h, 1d, 30d (one unit, which is all the generators need).
 DURATION = r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$"
@@ -212,6 +213,9 @@ class MonitoringConfig(Strict):
         "QTelemetryExporterAbsent: 'lost' fires when the exporters Prometheus scraped within a day are all "
         "gone; 'always' also when it never scraped one (a Prometheus whose job is to scrape qtelemetry); "
         "'off' leaves the alert out (a Prometheus that loads the rules but scrapes no qtelemetry)"))
+    page_demand_priority: int = Field(0, ge=0, le=PRIORITY_MAX, strict=True, description=(
+        "QNetDemandUnmet pages only for demands of at least this priority (qnet_demand_priority, larger is more "
+        "important); below it an unmet demand opens a ticket (QNetDemandUnmetLowPriority). 0: every demand pages"))
     grafana_url: str = Field("", pattern=r"^(https?://[^#?]+[^/#?])?$", description=(
         "your Grafana's base URL, for the alerts' dashboard_url annotation; empty: a path (/d/<uid>?...) "
         "to open on your Grafana"))

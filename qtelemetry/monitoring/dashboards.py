@@ -35,6 +35,7 @@ from grafana_foundation_sdk.builders import geomap, nodegraph, prometheus, stat,
 from grafana_foundation_sdk.cog.encoder import JSONEncoder  # noqa: E402
 from grafana_foundation_sdk.models import common as cm  # noqa: E402
 from grafana_foundation_sdk.models import dashboard as dm  # noqa: E402
+from grafana_foundation_sdk.models import geomap as gm  # noqa: E402
 from grafana_foundation_sdk.models import prometheus as pm  # noqa: E402
 
 from qtelemetry.estimation.reported import ETSI014, ETSI015
@@ -68,10 +69,12 @@ DOTTED = {"fill": "dot", "dash": [0, 10]}
 
 @dataclass(frozen=True)
 class Q:
-    """One panel target: a PromQL expression and its legend."""
+    """One panel target: a PromQL expression, its legend, and its refId when a panel finds its
+    frames by refId (default: A, B, ... in order)."""
 
     expr: str
     legend: str = ""
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -795,18 +798,31 @@ def exporter(c: MonitoringConfig) -> Board:
     ), tags=("exporter",))
 
 
-#: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
-def _edges(cl: str) -> str:
-    """Node Graph edges: one per link (id, source, target from qlink_info), coloured by whether it
-    has key, highlighted when in a selected demand's minimum cut; the value is the usable key rate."""
+#: Node Graph and Geomap nodes: one per site (id and title from the site label); the value is
+#: its failure impact.
+NODES = Q('label_replace(label_replace(qnet_site_failure_impact_demands, "id", "$1", "site", "(.*)"), '
+          '"title", "$1", "site", "(.*)")', ref="nodes")
+#: Edge colours (the ``color`` label): no key, in a selected demand's minimum cut, has key.
+EDGE_COLOURS = {"red": RED, "blue": BLUE, "green": GREEN}
+#: refIds of the Geomap's coordinate queries, joined into the nodes frame
+COORDINATES = ("latitude", "longitude")
+
+
+def _edges() -> Q:
+    """Node Graph and Geomap edges: one per link (id, source, target from qlink_info); ``color``
+    red without key, blue in a selected demand's minimum cut, else green; ``highlighted`` in such
+    a cut; the value is the usable key rate."""
     base = ("qnet_link_usable_key_rate_bits_per_second\n* on (link) group_left (site_a, site_b)\n"
             "max by (link, site_a, site_b) (qlink_info)")
     for label, source in (("id", "link"), ("source", "site_a"), ("target", "site_b")):
         base = f'label_replace({base}, "{label}", "$1", "{source}", "(.*)")'
-    coloured = f'(label_replace({base} > 0, "color", "green", "", "")\nor label_replace({base} == 0, "color", "red", "", ""))'
     cut = 'max by (link) (qnet_link_min_cut{demand=~"$demand"})'
-    return (f'label_replace({coloured}\nand on (link) {cut}, "highlighted", "true", "", "")\n'
-            f'or label_replace({coloured}\nunless on (link) {cut}, "highlighted", "false", "", "")')
+    # (key rate test, and/unless the cut, colour, highlighted): four disjoint branches
+    branches = (("== 0", "and", "red", "true"), ("== 0", "unless", "red", "false"),
+                ("> 0", "and", "blue", "true"), ("> 0", "unless", "green", "false"))
+    return Q("\nor ".join(f'label_replace(label_replace({base} {test}\n{join} on (link) {cut}, '
+                          f'"color", "{colour}", "", ""), "highlighted", "{highlighted}", "", "")'
+                          for test, join, colour, highlighted in branches), ref="edges")
 
 
 def network(c: MonitoringConfig) -> Board:
@@ -814,7 +830,7 @@ def network(c: MonitoringConfig) -> Board:
     D = '{demand=~"$demand"}'
     multipath = 'max without (routing) (qnet_demand_capacity_bits_per_second{demand=~"$demand", routing="multipath"})'
     need = f"max by ({cl}, demand) (qnet_demand_bits_per_second{D})"
-    nodes = 'label_replace(label_replace(qnet_site_failure_impact_demands, "id", "$1", "site", "(.*)"), "title", "$1", "site", "(.*)")'
+    edges = _edges()
     return Board("network", "qtelemetry / Network",
                  "Key between sites over trusted-node relay: capacity per demand (single route and multipath), "
                  "redundancy, survivable capacity after the worst single failure, stored-key autonomy, and which "
@@ -829,8 +845,9 @@ def network(c: MonitoringConfig) -> Board:
             st("Analysis age", "s", "Age of the data of the latest network analysis (computed when scraped).",
                Q("max(qnet_analysis_age_seconds)"), steps=((60, ORANGE),)),
             Panel("Demands", "none",
-                  "One row per demand: what it needs, what a single route and all routes give, what is left after "
-                  "the worst single failure (and which), node-disjoint paths, and how long stored key would last.", (
+                  "One row per demand: its priority (larger is more important), what it needs, what a single route "
+                  "and all routes give, what is left after the worst single failure (and which), node-disjoint "
+                  "paths, and how long stored key would last.", (
                       Q(f"max by ({cl}, demand, src, dst) (qnet_demand_bits_per_second{D})"),
                       Q(f'max by ({cl}, demand) (qnet_demand_capacity_bits_per_second{{demand=~"$demand", routing="single_path"}})'),
                       Q(f"max by ({cl}, demand) ({multipath})"),
@@ -839,8 +856,10 @@ def network(c: MonitoringConfig) -> Board:
                       Q(f"max by ({cl}, demand) (qnet_demand_disjoint_paths{D})"),
                       Q(f"max by ({cl}, demand) (qnet_demand_stored_key_seconds{D})"),
                       Q(f"max by ({cl}, demand) ({multipath}) - on ({cl}, demand) {need}"),
+                      Q(f"max by ({cl}, demand) (qnet_demand_priority{D})"),
                   ), kind="table", w=24, h=7,
-                  table_columns=(("demand", "Demand"), ("src", "From"), ("dst", "To"), ("Value #A", "Needs (bit/s)"),
+                  table_columns=(("demand", "Demand"), ("src", "From"), ("dst", "To"), ("Value #H", "Priority"),
+                                 ("Value #A", "Needs (bit/s)"),
                                  ("Value #B", "Single route (bit/s)"), ("Value #C", "Multipath (bit/s)"),
                                  ("Value #D", "After worst failure (bit/s)"), ("failure", "Worst failure"),
                                  ("Value #E", "Disjoint paths"), ("Value #F", "Stored key (s)"),
@@ -851,11 +870,14 @@ def network(c: MonitoringConfig) -> Board:
         Row("Graph", (
             Panel("Sites and links", "bps",
                   "Sites (main stat: demands a failure of the site would leave unmet) and links (main stat: usable key "
-                  "rate; red: no key). Highlighted: the links of the selected demands' minimum cuts.",
-                  (Q(nodes), Q(_edges(cl))), kind="nodegraph", w=16, h=12),
-            Panel("Map", "none", "Sites at their configured coordinates; size: failure impact.", (
-                Q("max by (site) (qnet_site_latitude_degrees)"), Q("max by (site) (qnet_site_longitude_degrees)"),
-                Q("max by (site) (qnet_site_failure_impact_demands)")), kind="geomap", w=8, h=12),
+                  "rate; red: no key; blue, highlighted: in a selected demand's minimum cut).",
+                  (NODES, edges), kind="nodegraph", w=16, h=12),
+            Panel("Map", "bps",
+                  "Sites at their configured coordinates (size: demands a failure of the site would leave unmet) and "
+                  "the links between them (width and label: usable key rate; red: no key; blue: in a selected "
+                  "demand's minimum cut). Sites without coordinates and their links are not drawn.",
+                  (NODES, edges, *(Q(f"max by (site) (qnet_site_{axis}_degrees)", ref=axis) for axis in COORDINATES)),
+                  kind="geomap", w=8, h=12),
         )),
         Row("Capacity", (
             ts("Capacity vs demand", "bps",
@@ -898,6 +920,7 @@ def network(c: MonitoringConfig) -> Board:
     ), demand=True, tags=("network",))
 
 
+#: Every board; the drill-downs' slugs are the protocols they show (alerts link to them by protocol).
 BOARDS = (fleet, bb84_link, sifted_link, bbm92_link, heralded_link, kme_link, node_link, slo_board, exporter, network)
 
 
@@ -972,14 +995,7 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
                    .edges(nodegraph.EdgeOptions().main_stat_unit(spec.unit))
                    .override_by_name("Value", [dm.DynamicConfigValue("displayName", "mainstat")]))
     elif kind == "geomap":
-        # three instant tables (latitude, longitude, impact) merged on the site label into one frame
-        builder = (geomap.Panel().view(geomap.MapViewConfig().id("fit"))
-                   .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
-                   .layers([cb.MapLayerOptions().type("markers").name("Sites").location(
-                       cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.COORDS)
-                       .latitude("Value #A").longitude("Value #B")).config(
-                       {"showLegend": True, "style": {"size": {"field": "Value #C", "min": 4, "max": 15, "fixed": 5},
-                                                      "text": {"field": "site", "mode": "field"}}})]))
+        builder = _network_map()
     else:
         raise GenerationError(f"panel {spec.title!r}: unknown kind {kind!r}")
     builder = (builder.id(pid).title(spec.title).description(spec.description).datasource(DS)
@@ -989,9 +1005,45 @@ def _panel(spec: Panel, pid: int, grid: dm.GridPos, exprs: list[tuple[str, str]]
     if spec.max is not None:
         builder = builder.max(spec.max)
     instant = kind in ("stat", "table", "nodegraph", "geomap")
-    for i, (expr, legend) in enumerate(exprs):
-        builder = builder.with_target(_target(expr, legend, chr(ord("A") + i), instant, kind != "stat" and instant))
+    for expr, legend, ref in exprs:
+        builder = builder.with_target(_target(expr, legend, ref, instant, kind != "stat" and instant))
     return builder
+
+
+def _network_map() -> Any:
+    """Grafana's Geomap "network" layer: the Node Graph's nodes and edges frames on a map.
+
+    The layer takes the first frame with a ``source`` field as the edges (refId ``edges`` in older
+    Grafana) and the first other frame as the nodes, located by its coordinate fields; so the
+    coordinate queries are joined into the nodes frame on the site label, and only there (the
+    transformation's refId filter). Field names are what Prometheus table-format frames carry:
+    labels, and ``Value #<refId>``.
+    """
+    def text(field: str) -> Any:
+        return cb.TextDimensionConfig().mode(cm.TextDimensionMode.FIELD).field(field).build()
+
+    def size(field: str, smallest: float, largest: float, fixed: float) -> Any:
+        return cb.ScaleDimensionConfig().field(field).min(smallest).max(largest).fixed(fixed).build()
+
+    nodes = {"size": size("Value #nodes", 4, 15, 5), "text": text("title"), "opacity": 0.8,
+             "color": cb.ColorDimensionConfig().fixed("purple").build(),
+             "textConfig": {"fontSize": 12, "offsetY": -14, "textAlign": "center", "textBaseline": "bottom"}}
+    edges = {"size": size("Value #edges", 1, 8, 2), "text": text("Value #edges"), "opacity": 1,
+             "color": cb.ColorDimensionConfig().field("color").fixed(GREEN).build(),
+             "textConfig": {"fontSize": 10, "textAlign": "center", "textBaseline": "middle"}}
+    joined = "|".join(("nodes", *COORDINATES))
+    return (geomap.Panel().view(geomap.MapViewConfig().id("fit"))
+            .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
+            .with_transformation(dm.DataTransformerConfig(
+                id_val="joinByField", filter_val=dm.MatcherConfig(id_val="byRefId", options=f"/^(?:{joined})$/"),
+                options={"byField": "site", "mode": "inner"}))
+            .layers([cb.MapLayerOptions().type("network").name("Sites and links").location(
+                cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.COORDS)
+                .latitude(f"Value #{COORDINATES[0]}").longitude(f"Value #{COORDINATES[1]}")).config(
+                {"style": nodes, "edgeStyle": edges, "arrow": 0, "showLegend": False})])
+            .override_by_name("color", [dm.DynamicConfigValue("mappings", [dm.ValueMap({
+                value: dm.ValueMappingResult(color=colour, index=i)
+                for i, (value, colour) in enumerate(EDGE_COLOURS.items())})])]))
 
 
 def known_names(ruleset: RuleSet) -> set[str]:
@@ -1079,7 +1131,7 @@ def build(board: Board, c: MonitoringConfig, ruleset: RuleSet) -> Built:
                 if waits:
                     gated.append(f"{spec.title} [{chr(ord('A') + i)}] waits for {', '.join(waits)}")
                     continue
-                exprs.append((sel.inject(q.expr, ruleset), q.legend))
+                exprs.append((sel.inject(q.expr, ruleset), q.legend, q.ref or chr(ord("A") + i)))
             if not exprs:
                 continue
             if spec.kind == "table" and len(exprs) != len(spec.queries):

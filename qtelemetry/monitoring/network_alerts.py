@@ -3,9 +3,16 @@
 One rule group of their own (``qtelemetry-network``). They are about a demand (scope
 ``demand``): the worse one mutes the milder for the same demand (disconnected > unmet >
 redundancy lost), and the exporter or analyser that computes them being down mutes them all.
+
+An unmet demand pages only when its priority (``qnet_demand_priority``) is at least
+``page_demand_priority`` (monitoring config); below that, QNetDemandUnmetLowPriority opens a ticket
+instead (generated only when the floor is above 0, the lowest priority). A demand whose priority
+is not known (an exporter without the metric) pages: missing data never silences a page.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from qtelemetry.monitoring.config import MonitoringConfig
 
@@ -24,21 +31,31 @@ def network_alerts(c: MonitoringConfig) -> list:
     demand = by(c, "instance", "demand")
     multipath = 'max without (routing) (qnet_demand_capacity_bits_per_second{routing="multipath"})'
     need = f"on ({demand}) group_left (src, dst) qnet_demand_bits_per_second"
+    unmet = f"{multipath}\n< {need}"
+    floor = c.page_demand_priority
+    below = f"on ({demand})\nqnet_demand_priority < {floor}"
+    unmet_description = (
+        "The multipath capacity between [[src]] and [[dst]] over trusted nodes is [[value]] bits/s, below what demand "
+        "[[demand]] needs (qnet_demand_bits_per_second): its applications are drawing down stored key or waiting for it.")
+    low_priority = [Alert(
+        "QNetDemandUnmetLowPriority", f"{unmet}\nand {below}", "5m", "warning",
+        summary="The network cannot relay the key low-priority demand [[demand]] needs.",
+        description=f"{unmet_description} Its priority is below {floor}, the floor that pages.",
+        scope="demand", inhibits=("QNetRedundancyLost",), dashboard="network")] if floor else []
     return [
         Alert("QNetDemandDisconnected", f"{multipath} == 0", "2m", "critical",
               summary="Sites [[src]] and [[dst]] cannot exchange QKD key (demand [[demand]]).",
               description=(
                   "No chain of links producing key joins [[src]] and [[dst]] over trusted nodes: demand [[demand]] "
                   "gets no key at all. Its applications run on their fallback key exchange."),
-              scope="demand", inhibits=("QNetDemandUnmet", "QNetRedundancyLost", "QNetStoredKeyLow"),
+              scope="demand", inhibits=("QNetDemandUnmet", *(a.alert for a in low_priority), "QNetRedundancyLost",
+                                        "QNetStoredKeyLow"),
               dashboard="network"),
-        Alert("QNetDemandUnmet", f"{multipath}\n< {need}", "5m", "critical",
+        Alert("QNetDemandUnmet", f"{unmet}\nunless {below}" if floor else unmet, "5m", "critical",
               summary="The network cannot relay the key demand [[demand]] needs.",
-              description=(
-                  "The multipath capacity between [[src]] and [[dst]] over trusted nodes is [[value]] bits/s, below "
-                  "what demand [[demand]] needs (qnet_demand_bits_per_second): its applications are drawing down "
-                  "stored key or waiting for it."),
+              description=unmet_description,
               scope="demand", inhibits=("QNetRedundancyLost",), dashboard="network"),
+        *low_priority,
         Alert("QNetRedundancyLost",
               f"qnet_demand_capacity_after_worst_failure_bits_per_second\n< {need}\n"
               f"unless on ({demand})\n{multipath}\n< {need}",
@@ -65,6 +82,17 @@ def network_runbooks(c: MonitoringConfig) -> dict:
     D = '{demand="<demand>"}'
     confirm = (f"qnet_demand_capacity_bits_per_second{D}", f"qnet_demand_bits_per_second{D}",
                f"qnet_link_min_cut{D}", f"qnet_demand_capacity_after_worst_failure_bits_per_second{D}")
+    unmet = Runbook(
+        meaning=("The maximum key rate the network can relay between the demand's sites (max-flow over trusted "
+                 "nodes, all routes together) is below what its applications need."),
+        impact=("The applications consume key faster than it arrives: their stored key runs out in "
+                "`qnet_demand_stored_key_seconds` at most, then requests are refused."),
+        confirm=(*confirm, f"qnet_demand_stored_key_seconds{D}", f"qnet_demand_priority{D}"),
+        mitigation=(FALLBACK, ROUTE,
+                    "Raise capacity across the minimum cut (realign or repair its links, add a parallel link) or "
+                    "lower the demand (longer re-key intervals)."),
+        escalate="Page the owners of the minimum cut's links; capacity planning if the cut is healthy but too small.",
+    )
     return {
         "QNetDemandDisconnected": Runbook(
             meaning=("Every route between the demand's two sites crosses a link that produces no key (down, or no "
@@ -75,17 +103,13 @@ def network_runbooks(c: MonitoringConfig) -> dict:
                         "restore any one of them and the demand is connected again. " + ROUTE),
             escalate="Page the owners of the links in the minimum cut (their QLinkDown runbooks) and the application owners.",
         ),
-        "QNetDemandUnmet": Runbook(
-            meaning=("The maximum key rate the network can relay between the demand's sites (max-flow over trusted "
-                     "nodes, all routes together) is below what its applications need."),
-            impact=("The applications consume key faster than it arrives: their stored key runs out in "
-                    "`qnet_demand_stored_key_seconds` at most, then requests are refused."),
-            confirm=(*confirm, f"qnet_demand_stored_key_seconds{D}"),
-            mitigation=(FALLBACK, ROUTE,
-                        "Raise capacity across the minimum cut (realign or repair its links, add a parallel link) or "
-                        "lower the demand (longer re-key intervals)."),
-            escalate="Page the owners of the minimum cut's links; capacity planning if the cut is healthy but too small.",
-        ),
+        "QNetDemandUnmet": unmet,
+        **({"QNetDemandUnmetLowPriority": replace(
+            unmet, meaning=unmet.meaning + f" The demand's priority is below {c.page_demand_priority}, the "
+                                          "floor that pages (`page_demand_priority` in the monitoring config), so it is a ticket.",
+            escalate=("Ticket to the network owner; it pages if the demand's priority is raised to the floor. Repair "
+                      "paging demands first: they share the minimum cut's links and the relay serves them first."))}
+           if c.page_demand_priority else {}),
         "QNetRedundancyLost": Runbook(
             meaning=("The demand is met now, but after the worst single failure of a link or of a trusted site "
                      "(named in the alert: `failure_kind`, `failure`) it would not be: that element is a single point "
@@ -111,8 +135,9 @@ def network_runbooks(c: MonitoringConfig) -> dict:
     }
 
 
-def network_cases() -> list:
-    """promtool cases of the network alerts (a firing and a silent one at least, each)."""
+def network_cases(c: MonitoringConfig) -> list:
+    """promtool cases of the network alerts (a firing and a silent one at least, each); with a
+    paging floor above 0, both sides of it."""
     from qtelemetry.monitoring.promtool_tests import Case, Fires
 
     ends = {"demand": "gov-uplink", "src": "dc-north", "dst": "gov-facility"}
@@ -139,4 +164,26 @@ def network_cases() -> list:
         Case("QNetStoredKeyLow", "stored key for 100 s", {stored: "100x20"}, "15m",
              (Fires({"demand": "gov-uplink"}, 100),)),
         Case("QNetStoredKeyLow", "stored key for two hours", {stored: "7200x20"}, "15m"),
+        *(priority_cases(c.page_demand_priority, need, multipath, ends) if c.page_demand_priority
+          else ()),
+    ]
+
+
+def priority_cases(floor: int, need: str, multipath: str, ends: dict) -> list:
+    """An unmet demand at the paging floor pages, one below it opens a ticket, one whose priority
+    is not known pages."""
+    from qtelemetry.monitoring.promtool_tests import Case, Fires
+
+    priority = 'qnet_demand_priority{demand="gov-uplink"}'
+    unmet = {need: "200x20", multipath: "500x5 100x15"}
+    return [
+        Case("QNetDemandUnmet", f"priority {floor}, the floor: pages", {**unmet, priority: f"{floor}x20"}, "12m",
+             (Fires(ends, 100),)),
+        Case("QNetDemandUnmet", "priority not known: pages", unmet, "12m", (Fires(ends, 100),)),
+        Case("QNetDemandUnmet", f"priority {floor - 1}, below the floor: a ticket instead",
+             {**unmet, priority: f"{floor - 1}x20"}, "12m"),
+        Case("QNetDemandUnmetLowPriority", f"priority {floor - 1}, below the floor", {**unmet, priority: f"{floor - 1}x20"},
+             "12m", (Fires(ends, 100),)),
+        Case("QNetDemandUnmetLowPriority", f"priority {floor}: QNetDemandUnmet's", {**unmet, priority: f"{floor}x20"}, "12m"),
+        Case("QNetDemandUnmetLowPriority", "met", {need: "200x20", multipath: "500x20", priority: "0x20"}, "12m"),
     ]

@@ -341,7 +341,7 @@ def cases(c: MonitoringConfig = DEFAULT) -> list[Case]:
         Case("QKDKeySupplyErrorBudgetBurnSlow", "everything delivered", {
             sel("qkd_key_requested_bits_total"): "0+60000x180",
             sel("qkd_key_delivered_bits_total"): "0+60000x180"}, "180m"),
-        *network_cases(),
+        *network_cases(c),
     ]
 
 

@@ -53,7 +53,8 @@ def build_topology(network: NetworkConfig, links: Sequence) -> Topology:
         [(index[link.site_a], index[link.site_b]) for link in links],
         [d.name for d in network.demands], [(index[d.source], index[d.target]) for d in network.demands],
         [d.bits_per_second for d in network.demands],
-        [(np.nan if s.latitude is None else s.latitude, np.nan if s.longitude is None else s.longitude) for s in sites])
+        [(np.nan if s.latitude is None else s.latitude, np.nan if s.longitude is None else s.longitude) for s in sites],
+        [d.priority for d in network.demands])
 
 
 @dataclass(frozen=True)

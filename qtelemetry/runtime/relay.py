@@ -1,8 +1,8 @@
 """The simulated key management layer: relays every demand's key over simulated links' stores.
 
 Once per estimation cycle, after the fleets have filled their key stores, each relayed demand
-asks for ``bits_per_second`` × the window; its routes deliver what their hops' stores can give
-and every hop gives exactly that (``estimation/relay.py``), so relay shows in each hop's
+asks for ``bits_per_second`` × the window; its routes deliver what their hops' stores can give,
+higher priorities first, and every hop gives exactly that (``estimation/relay.py``), so relay shows in each hop's
 ``qkd_key_requested_bits_total``/``delivered`` and a busy hop's store drains. A hop whose links
 made no key in a window is down from that window's start; a route crossing a hop down for
 ``failover_seconds`` is re-chosen at the next cycle. Until then, or for as long as there is no
@@ -113,7 +113,7 @@ class KeyRelay:
         paths = self._paths
         path_request = request[paths.demand] * paths.share
         edge_available = np.bincount(top.link_edge, weights=available, minlength=len(top.edge_ends))
-        path_delivered = deliver(paths, path_request, edge_available)
+        path_delivered = deliver(paths, path_request, edge_available, top.demand_priority[paths.demand])
         self.requested += request
         self.delivered += paths.per_demand(path_delivered, n)
         # key delivered over a hop that makes none came from that hop's store
