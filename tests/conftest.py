@@ -28,7 +28,7 @@ class QtelemetryProcess:
     the process exits first or ``timeout`` passes.
     """
 
-    def __init__(self, args: list[str], log_path: Path, ready: Callable[[str], object], timeout: float = 30.0):
+    def __init__(self, args: list[str], log_path: Path, ready: Callable[[str], object], timeout: float = 60.0):
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
