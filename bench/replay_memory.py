@@ -24,7 +24,7 @@ import numpy as np
 
 from fleet import Process, body_of, rss_mb, scrape
 from qtelemetry.drivers.faults import FAULT_KINDS
-from qtelemetry.drivers.formats.recording import RecordingWriter, block_frame
+from qtelemetry.drivers.formats.recording_writer import RecordingWriter, block_frame
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 
 BATCHES = re.compile(rb'qlink_batches_total\{link="replayed"[^}]*\} ([0-9.e+]+)')
