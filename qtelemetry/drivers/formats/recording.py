@@ -339,8 +339,7 @@ class RecordingReader:
             rows = np.arange(start, start + len(batch))
             start += len(batch)
             if not self.every_link:
-                mine = pc.equal(_text(batch["link"]), self.link)
-                batch, rows = batch.filter(mine), rows[mine.to_numpy(zero_copy_only=False)]
+                batch, rows = _rows_of(batch, rows, self.link)
             yield self._check(batch, rows, expected, order)
 
     def _survey(self, batch: pa.RecordBatch, start: int, protocols: dict[str, None], names: dict[str, None]) -> None:
@@ -349,24 +348,24 @@ class RecordingReader:
         text = {}
         for column in ("link", "protocol"):
             values = _text(batch[column])
-            named = (np.zeros(len(batch), bool) if values is None
-                     else pc.fill_null(pc.greater(pc.binary_length(values), 0), False).to_numpy(zero_copy_only=False))
+            named = np.zeros(len(batch), bool) if values is None else _numpy(pc.binary_length(values), 0) > 0
             if not named.all():
                 raise RecordingError(self.path, "expected a non-empty name", row=start + int(np.argmin(named)) + 1,
                                      column=column)
-            text[column] = values
-        for protocol in pc.unique(text["protocol"]).to_pylist():
+            text[column] = _codes(values)  # type: ignore[arg-type]
+        codes, seen = text["protocol"]
+        for k, protocol in enumerate(seen):
             if protocol not in PROTOCOLS:
-                row = start + pc.index(text["protocol"], protocol).as_py() + 1
+                row = start + int(np.argmax(codes == k)) + 1
                 raise RecordingError(self.path, f"unknown protocol {protocol[:80]!r} (known: {', '.join(PROTOCOLS)})",
                                      row=row, column="protocol")
             protocols[protocol] = None
         if self.link is None and not self.every_link:
-            for name in pc.unique(text["link"]).to_pylist():
+            for name in text["link"][1]:
                 if len(names) > MAX_NAMES:
                     break
                 names[name] = None
-        elif self.link is not None and self.link not in names and pc.any(pc.equal(text["link"], self.link)).as_py():
+        elif self.link is not None and self.link in text["link"][1]:
             names[self.link] = None
 
     def _choose_link(self, names: dict[str, None]) -> None:
@@ -383,8 +382,10 @@ class RecordingReader:
 
     def _check(self, batch: pa.RecordBatch, rows: NDArray[np.int64], expected: list[str], order: "_Order") -> Checked:
         problems = Problems(len(rows))
-        columns: dict[str, NDArray] = {name: _text(batch[name]).to_numpy(zero_copy_only=False)  # type: ignore[union-attr]
-                                       for name in ("link", "protocol")}  # text: the survey saw every row named
+        columns: dict[str, NDArray] = {}
+        for name in ("link", "protocol"):  # text: the survey saw every row named
+            codes, labels = _codes(_text(batch[name]))  # type: ignore[arg-type]
+            columns[name] = np.array(labels, object)[codes]
         for name in expected[2:]:  # after link and protocol: numbers and fault flags
             if name not in batch.schema.names:  # a fault kind added after the file was recorded: never active
                 columns[name] = np.zeros(len(rows), bool)
@@ -401,11 +402,55 @@ class RecordingReader:
         return Checked(rows, columns, problems)
 
 
+# Arrow to NumPy. pyarrow imports pandas, where it is installed, the first time an array goes to
+# NumPy (``to_numpy``) or a Python value goes to Arrow (``pa.array``, ``pa.scalar``, a constant
+# handed to a compute function): ~38 MB a replaying exporter has no use for. So arrays leave Arrow
+# through their buffers, and the compute functions used take arrays and options only.
+
+#: Arrow types read from their buffers, and their NumPy dtype
+_FIXED_WIDTH = {pa.float64(): np.dtype(np.float64), pa.int32(): np.dtype(np.int32)}
+
+
+def _numpy(values: pa.Array, null: object) -> NDArray:
+    """An Arrow array of booleans, float64 or int32 as NumPy, ``null`` where it has none."""
+    n = len(values)
+    validity, data = values.buffers()[:2]
+    if data is None:  # no values at all
+        return np.full(n, null)
+    if pa.types.is_boolean(values.type):
+        out = _bits(data, values.offset, n)
+    else:
+        dtype = _FIXED_WIDTH[values.type]
+        out = np.frombuffer(data, dtype, count=n, offset=values.offset * dtype.itemsize)
+    return out if validity is None or not values.null_count else np.where(_bits(validity, values.offset, n), out, null)
+
+
+def _bits(buffer: pa.Buffer, offset: int, n: int) -> NDArray[np.bool_]:
+    """Bits ``offset`` to ``offset + n`` of an Arrow bitmap (least significant bit first)."""
+    return np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")[offset:].astype(bool)
+
+
+def _codes(values: pa.Array) -> tuple[NDArray[np.int32], list[str]]:
+    """Text as each row's index (-1: null) into the distinct values, in order of appearance."""
+    encoded = pc.dictionary_encode(values)
+    return _numpy(encoded.indices, -1), encoded.dictionary.to_pylist()
+
+
+def _rows_of(batch: pa.RecordBatch, rows: NDArray[np.int64], link: str) -> tuple[pa.RecordBatch, NDArray[np.int64]]:
+    """The rows of ``batch`` (at positions ``rows``) of ``link``."""
+    text = _text(batch["link"])
+    names = pc.unique(text)
+    if link not in names.to_pylist():
+        return batch.slice(0, 0), rows[:0]
+    mine = pc.is_in(text, value_set=names.slice(names.to_pylist().index(link), 1))
+    return batch.filter(mine), rows[_numpy(mine, False)]
+
+
 def _text(values: pa.Array) -> pa.Array | None:
     """A column of names as Arrow strings; None if it holds something else (numbers, say)."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    if pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type):
+    if pa.types.is_large_string(values.type):
         values = values.cast(pa.string())
     return values if pa.types.is_string(values.type) else None
 
@@ -415,32 +460,30 @@ def _numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     must read as one (``NUMBER``, blanks allowed), booleans and other kinds are not numbers."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    kind, empty = values.type, np.full(len(values), np.nan)
+    kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False), np.zeros(len(values), bool)
+        return _numpy(pc.cast(values, pa.float64(), safe=False), np.nan), np.zeros(len(values), bool)
     text = _text(values)
     if text is None:  # booleans, times, bytes, ...: only empty cells pass
-        return empty, pc.is_valid(values).to_numpy(zero_copy_only=False)
+        return np.full(len(values), np.nan), _numpy(pc.is_valid(values), False)
     text = pc.utf8_trim_whitespace(text)
-    number = pc.fill_null(pc.match_substring_regex(text, NUMBER, ignore_case=True), False)
-    blank = pc.fill_null(pc.equal(text, ""), True)
-    parsed = pc.cast(pc.if_else(number, text, None), pa.float64()).to_numpy(zero_copy_only=False)
-    return parsed, ~(number.to_numpy(zero_copy_only=False) | blank.to_numpy(zero_copy_only=False))
+    number = pc.match_substring_regex(text, NUMBER, ignore_case=True)
+    parsed = _numpy(pc.cast(pc.if_else(number, text, pa.nulls(len(text), pa.string())), pa.float64()), np.nan)
+    blank = _numpy(pc.binary_length(text), 0) == 0
+    return parsed, ~(_numpy(number, False) | blank)
 
 
 def _flags(values: pa.Array) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """A fault column as booleans, and which cells are not a flag: true or false (as booleans, or
     text in any case), or the numbers 1 and 0; empty cells are not flags."""
     if pa.types.is_boolean(values.type):
-        return (pc.fill_null(values, False).to_numpy(zero_copy_only=False),
-                pc.is_null(values).to_numpy(zero_copy_only=False))
+        return _numpy(values, False), _numpy(pc.is_null(values), True)
     numbers, _ = _numbers(values)
     true, false = numbers == 1, numbers == 0
     text = _text(values)
     if text is not None:
-        words = pc.utf8_lower(text)
-        true |= pc.fill_null(pc.equal(words, "true"), False).to_numpy(zero_copy_only=False)
-        false |= pc.fill_null(pc.equal(words, "false"), False).to_numpy(zero_copy_only=False)
+        true |= _numpy(pc.match_substring_regex(text, "^true$", ignore_case=True), False)
+        false |= _numpy(pc.match_substring_regex(text, "^false$", ignore_case=True), False)
     return true, ~(true | false)
 
 
