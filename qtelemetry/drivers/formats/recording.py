@@ -437,12 +437,15 @@ def _codes(values: pa.Array) -> tuple[NDArray[np.int32], list[str]]:
 
 
 def _rows_of(batch: pa.RecordBatch, rows: NDArray[np.int64], link: str) -> tuple[pa.RecordBatch, NDArray[np.int64]]:
-    """The rows of ``batch`` (at positions ``rows``) of ``link``."""
+    """The rows of ``batch`` (at positions ``rows``) of ``link``: the batch itself if they all are
+    (a one-link file: no copy), else a copy of those rows."""
     text = _text(batch["link"])
-    names = pc.unique(text)
-    if link not in names.to_pylist():
+    names = pc.unique(text).to_pylist()
+    if names == [link]:
+        return batch, rows
+    if link not in names:
         return batch.slice(0, 0), rows[:0]
-    mine = pc.is_in(text, value_set=names.slice(names.to_pylist().index(link), 1))
+    mine = pc.is_in(text, value_set=pc.unique(text).slice(names.index(link), 1))
     return batch.filter(mine), rows[_numpy(mine, False)]
 
 
