@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike, NDArray
@@ -221,15 +220,19 @@ class RecordingFile:
                     raise RecordingError(path, "duplicate column", column=duplicated[0][:80])
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The rows (only ``columns`` of them, if given) in batches, in file order."""
+        """The rows (only ``columns`` of them, if given) in batches, in file order; names (and a
+        CSV file's fault flags) dictionary-encoded."""
         with _readable(self.path):
             if self.parquet:
-                with open_parquet(self.path) as file:
+                with open_parquet(self.path, read_dictionary=["link", "protocol"]) as file:
                     # one thread: as fast here, and a third less memory held by Arrow's allocator
                     yield from file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False)
                 pa.default_memory_pool().release_unused()  # what the pass held goes back to the system
             else:
-                convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in self.columns},
+                names = pa.dictionary(pa.int32(), pa.string())  # few distinct values: names, fault flags
+                kinds = {name: names if name in ("link", "protocol") or name in FAULT_COLUMN_SET else pa.string()
+                         for name in self.columns}
+                convert = pa_csv.ConvertOptions(column_types=kinds,
                                                 include_columns=columns or [], null_values=[""],
                                                 strings_can_be_null=True)
                 with pa_csv.open_csv(self.path, read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
@@ -338,21 +341,20 @@ class RecordingReader:
         for batch in file.batches():
             rows = np.arange(start, start + len(batch))
             start += len(batch)
-            if not self.every_link:
-                batch, rows = _rows_of(batch, rows, self.link)
-            yield self._check(batch, rows, expected, order)
+            mine = None if self.every_link else _rows_of(batch["link"], self.link)
+            yield self._check(batch, rows if mine is None else rows[mine], mine, expected, order)
 
     def _survey(self, batch: pa.RecordBatch, start: int, protocols: dict[str, None], names: dict[str, None]) -> None:
         """Names present and not empty, protocols known; the protocols seen, and the link names
         (the first MAX_NAMES + 1) when the link is to be found."""
         text = {}
         for column in ("link", "protocol"):
-            values = _text(batch[column])
-            named = np.zeros(len(batch), bool) if values is None else _numpy(pc.binary_length(values), 0) > 0
+            codes, labels = _codes(batch[column])
+            named = (codes >= 0) & (codes != labels.index("")) if "" in labels else codes >= 0
             if not named.all():
                 raise RecordingError(self.path, "expected a non-empty name", row=start + int(np.argmin(named)) + 1,
                                      column=column)
-            text[column] = _codes(values)  # type: ignore[arg-type]
+            text[column] = codes, labels
         codes, seen = text["protocol"]
         for k, protocol in enumerate(seen):
             if protocol not in PROTOCOLS:
@@ -380,22 +382,28 @@ class RecordingReader:
         elif self.link not in names:
             raise RecordingError(self.path, f"no rows of link {self.link!r}")
 
-    def _check(self, batch: pa.RecordBatch, rows: NDArray[np.int64], expected: list[str], order: "_Order") -> Checked:
+    def _check(self, batch: pa.RecordBatch, rows: NDArray[np.int64], mine: NDArray[np.bool_] | None,
+               expected: list[str], order: "_Order") -> Checked:
+        """The rows ``mine`` of ``batch`` (None: all), at positions ``rows`` in the file, checked."""
+        def take(values: NDArray) -> NDArray:
+            return values if mine is None else values[mine]
+
         problems = Problems(len(rows))
         columns: dict[str, NDArray] = {}
         for name in ("link", "protocol"):  # text: the survey saw every row named
-            codes, labels = _codes(_text(batch[name]))  # type: ignore[arg-type]
-            columns[name] = np.array(labels, object)[codes]
+            codes, labels = _codes(batch[name])
+            columns[name] = np.array(labels, object)[take(codes)]
         for name in expected[2:]:  # after link and protocol: numbers and fault flags
             if name not in batch.schema.names:  # a fault kind added after the file was recorded: never active
                 columns[name] = np.zeros(len(rows), bool)
             elif name in FAULT_COLUMN_SET:
                 flags, bad = _flags(batch[name])
-                problems.flag(bad, name, "expected true or false")
-                columns[name] = flags
+                problems.flag(take(bad), name, "expected true or false")
+                columns[name] = take(flags)
             else:
-                columns[name], bad = _numbers(batch[name])
-                problems.flag(bad, name, "expected a number")
+                values, bad = _numbers(batch[name])
+                problems.flag(take(bad), name, "expected a number")
+                columns[name] = take(values)
         order.check(columns, problems)
         for protocol in dict.fromkeys(columns["protocol"]):
             _check_cells(columns, columns["protocol"] == protocol, protocol, problems)
@@ -404,17 +412,22 @@ class RecordingReader:
 
 # Arrow to NumPy. pyarrow imports pandas, where it is installed, the first time an array goes to
 # NumPy (``to_numpy``) or a Python value goes to Arrow (``pa.array``, ``pa.scalar``, a constant
-# handed to a compute function): ~38 MB a replaying exporter has no use for. So arrays leave Arrow
-# through their buffers, and the compute functions used take arrays and options only.
+# handed to a compute function): ~26 MB a replaying exporter has no use for. So arrays leave Arrow
+# through their buffers; names are read dictionary-encoded (a few distinct values per batch); and
+# pyarrow.compute (~8 MB, 0.5 s to import) is imported only to read numbers written as text (CSV),
+# through functions that take arrays and options only.
 
 #: Arrow types read from their buffers, and their NumPy dtype
-_FIXED_WIDTH = {pa.float64(): np.dtype(np.float64), pa.int32(): np.dtype(np.int32)}
+_FIXED_WIDTH = {kind: np.dtype(name) for kind, name in (
+    (pa.int8(), "int8"), (pa.int16(), "int16"), (pa.int32(), "int32"), (pa.int64(), "int64"),
+    (pa.uint8(), "uint8"), (pa.uint16(), "uint16"), (pa.uint32(), "uint32"), (pa.uint64(), "uint64"),
+    (pa.float16(), "float16"), (pa.float32(), "float32"), (pa.float64(), "float64"))}
 
 
 def _numpy(values: pa.Array, null: object) -> NDArray:
-    """An Arrow array of booleans, float64 or int32 as NumPy, ``null`` where it has none."""
+    """An Arrow array of booleans or fixed-width numbers as NumPy, ``null`` where it has none."""
     n = len(values)
-    validity, data = values.buffers()[:2]
+    data = values.buffers()[1] if n else None
     if data is None:  # no values at all
         return np.full(n, null)
     if pa.types.is_boolean(values.type):
@@ -422,7 +435,15 @@ def _numpy(values: pa.Array, null: object) -> NDArray:
     else:
         dtype = _FIXED_WIDTH[values.type]
         out = np.frombuffer(data, dtype, count=n, offset=values.offset * dtype.itemsize)
-    return out if validity is None or not values.null_count else np.where(_bits(validity, values.offset, n), out, null)
+    return out if not values.null_count else np.where(_valid(values), out, null)
+
+
+def _valid(values: pa.Array) -> NDArray[np.bool_]:
+    """Which cells of ``values`` are not null."""
+    if pa.types.is_null(values.type):
+        return np.zeros(len(values), bool)
+    validity = values.buffers()[0]
+    return np.ones(len(values), bool) if validity is None else _bits(validity, values.offset, len(values))
 
 
 def _bits(buffer: pa.Buffer, offset: int, n: int) -> NDArray[np.bool_]:
@@ -430,48 +451,61 @@ def _bits(buffer: pa.Buffer, offset: int, n: int) -> NDArray[np.bool_]:
     return np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")[offset:].astype(bool)
 
 
-def _codes(values: pa.Array) -> tuple[NDArray[np.int32], list[str]]:
-    """Text as each row's index (-1: null) into the distinct values, in order of appearance."""
-    encoded = pc.dictionary_encode(values)
-    return _numpy(encoded.indices, -1), encoded.dictionary.to_pylist()
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
-def _rows_of(batch: pa.RecordBatch, rows: NDArray[np.int64], link: str) -> tuple[pa.RecordBatch, NDArray[np.int64]]:
-    """The rows of ``batch`` (at positions ``rows``) of ``link``: the batch itself if they all are
-    (a one-link file: no copy), else a copy of those rows."""
-    text = _text(batch["link"])
-    names = pc.unique(text).to_pylist()
+def _codes(values: pa.Array) -> tuple[NDArray[np.intp], list[str]]:
+    """Names as each row's index into the distinct names, in order of appearance (-1: empty
+    cell, or not text), and those names."""
+    if pa.types.is_dictionary(values.type):  # as read: a few distinct values and an index per row
+        indices = _numpy(values.indices, -1).astype(np.intp) if _is_text(values.type.value_type) \
+            else np.full(len(values), -1)
+        labels = values.dictionary.to_pylist()
+    else:  # a column of another kind than the reader asked for (a hand-made file): read cell by cell
+        labels = values.to_pylist() if _is_text(values.type) else []
+        indices = np.where(_valid(values), np.arange(len(values)), -1) if labels else np.full(len(values), -1)
+    used, first = np.unique(indices, return_index=True)
+    names: dict[str, int] = {}
+    remap = np.full(len(labels) + 1, -1)  # the last: for -1
+    for k in used[np.argsort(first)]:
+        if k >= 0:
+            remap[k] = names.setdefault(labels[k], len(names))
+    return remap[indices], list(names)
+
+
+def _rows_of(links: pa.Array, link: str) -> NDArray[np.bool_] | None:
+    """Which rows are of ``link``; None if all are (a one-link file: no copy)."""
+    codes, names = _codes(links)
     if names == [link]:
-        return batch, rows
-    if link not in names:
-        return batch.slice(0, 0), rows[:0]
-    mine = pc.is_in(text, value_set=pc.unique(text).slice(names.index(link), 1))
-    return batch.filter(mine), rows[_numpy(mine, False)]
-
-
-def _text(values: pa.Array) -> pa.Array | None:
-    """A column of names as Arrow strings; None if it holds something else (numbers, say)."""
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if pa.types.is_large_string(values.type):
-        values = values.cast(pa.string())
-    return values if pa.types.is_string(values.type) else None
+        return None
+    return codes == names.index(link) if link in names else np.zeros(len(links), bool)
 
 
 def _numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """A column as floats (NaN: empty, or not a number) and which cells are not a number: text
     must read as one (``NUMBER``, blanks allowed), booleans and other kinds are not numbers."""
+    kind, empty = values.type, np.zeros(len(values), bool)
+    if kind in _FIXED_WIDTH:
+        return _numpy(values, np.nan).astype(np.float64, copy=False), empty
+    if pa.types.is_dictionary(kind) or pa.types.is_decimal(kind) or _is_text(kind):
+        return _parsed(values)
+    return np.full(len(values), np.nan), _valid(values)  # booleans, times, bytes, ...: only empty cells pass
+
+
+def _parsed(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """``_numbers`` of text (CSV cells), decimals and dictionary-encoded columns, by Arrow's kernels."""
+    import pyarrow.compute as pc
+
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    kind = values.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+    if pa.types.is_decimal(values.type):
         return _numpy(pc.cast(values, pa.float64(), safe=False), np.nan), np.zeros(len(values), bool)
-    text = _text(values)
-    if text is None:  # booleans, times, bytes, ...: only empty cells pass
-        return np.full(len(values), np.nan), _numpy(pc.is_valid(values), False)
-    text = pc.utf8_trim_whitespace(text)
+    if not _is_text(values.type):
+        return _numbers(values)
+    text = pc.utf8_trim_whitespace(values)
     number = pc.match_substring_regex(text, NUMBER, ignore_case=True)
-    parsed = _numpy(pc.cast(pc.if_else(number, text, pa.nulls(len(text), pa.string())), pa.float64()), np.nan)
+    parsed = _numpy(pc.cast(pc.if_else(number, text, pa.nulls(len(text), text.type)), pa.float64()), np.nan)
     blank = _numpy(pc.binary_length(text), 0) == 0
     return parsed, ~(_numpy(number, False) | blank)
 
@@ -480,13 +514,14 @@ def _flags(values: pa.Array) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """A fault column as booleans, and which cells are not a flag: true or false (as booleans, or
     text in any case), or the numbers 1 and 0; empty cells are not flags."""
     if pa.types.is_boolean(values.type):
-        return _numpy(values, False), _numpy(pc.is_null(values), True)
+        return _numpy(values, False), ~_valid(values)
     numbers, _ = _numbers(values)
     true, false = numbers == 1, numbers == 0
-    text = _text(values)
-    if text is not None:
-        true |= _numpy(pc.match_substring_regex(text, "^true$", ignore_case=True), False)
-        false |= _numpy(pc.match_substring_regex(text, "^false$", ignore_case=True), False)
+    codes, words = _codes(values)
+    if words:
+        lowered = np.array([word.lower() for word in words] + [""], object)[codes]  # -1 reads the ""
+        true |= lowered == "true"
+        false |= lowered == "false"
     return true, ~(true | false)
 
 
