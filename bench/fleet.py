@@ -282,9 +282,10 @@ def main() -> None:
         own_metrics_cost(sizes[-1], args.own_scrapes)
 
 
-def report(rows: list[dict], names: tuple[str, str] = ("qtelemetry", "naive")) -> None:
-    ours, naive = rows
-    print(f"\n{ours['links']} links (gzip scrapes; p50/p99 in ms; ratio = {names[1]} / {names[0]})")
+def report(rows: list[dict], names: tuple[str, ...] = ("qtelemetry", "naive")) -> None:
+    """One column per run, then each later run's ratio to the first."""
+    first = rows[0]
+    print(f"\n{first['links']} links (gzip scrapes; p50/p99 in ms; ratio = each / {names[0]})")
     keys = [("serving_s", "serving after (s)", 1), ("ready_s", "all links up after (s)", 1),
             ("cold_scrape_s", "first scrape (ms)", 1e3), ("idle_cores", "CPU unscraped (cores)", 1),
             ("cores_1", "CPU, 1 scraper (cores)", 1), ("cores_4", "CPU, 4 scrapers (cores)", 1),
@@ -298,12 +299,13 @@ def report(rows: list[dict], names: tuple[str, str] = ("qtelemetry", "naive")) -
             ("age_median_1", "data age median (s)", 1), ("age_worst_1", "data age worst (s)", 1),
             ("age_median_4", "data age median, 4 scrapers (s)", 1), ("age_worst_4", "data age worst, 4 scrapers (s)", 1),
             ("tamper_running", "links with tamper detectors running", 1)]
-    print(f"  {'':34} {names[0]:>12} {names[1]:>12} {'ratio':>7}")
+    print(f"  {'':34} " + " ".join(f"{name[:12]:>12}" for name in names) + " "
+          + " ".join(f"{'ratio ' + name[:6]:>12}" for name in names[1:]))
     for key, label, scale in keys:
-        a, b = ours.get(key), naive.get(key)
-        ratio = f"{b / a:7.2f}" if a and b else ""
+        values = [row.get(key) for row in rows]
         fmt = lambda v: f"{v * scale:12.3f}" if isinstance(v, float) else (f"{v:12d}" if v is not None else f"{'-':>12}")  # noqa: E731
-        print(f"  {label:34} {fmt(a)} {fmt(b)} {ratio}")
+        ratios = [f"{v / values[0]:12.2f}" if values[0] and v else f"{'':12}" for v in values[1:]]
+        print(f"  {label:34} " + " ".join(fmt(v) for v in values) + " " + " ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ relay, cycles interleaved in one process so that the machine's noise hits both a
 and the CPU of re-choosing every demand's route at once (the worst failover).
 
 ``--exporter`` also runs bench/fleet.py's measurement of a real ``qtelemetry run`` at ``--links``
-simulated links on this topology, with and without its network section (analysis every 15 s).
+simulated links on this topology: without its network section, with it analysed once an hour
+(the relay and the exposition, the analysis process idle) and with it analysed every 15 s.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metros", type=int, default=100, help="metro rings (100: 2,500 sites, 10,000 links)")
     parser.add_argument("--demands", type=int, default=200)
-    parser.add_argument("--naive", type=int, default=3, help="demands the naive baseline is timed on")
+    parser.add_argument("--naive", type=int, default=3, help="demands the naive baseline is timed on (0: skip it)")
     parser.add_argument("--exporter", action="store_true", help="also measure qtelemetry run with and without the analysis")
     parser.add_argument("--links", type=int, default=10_000, help="links of the exporter measurement")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per exporter measurement")
@@ -181,12 +182,13 @@ def main() -> None:
           f"{int((result.multipath_bps < top.demand_bps).sum())} demands unmet, "
           f"{int((result.after_worst_failure_bps < top.demand_bps).sum())} one failure from unmet")
     naive_n = min(args.naive, len(top.demands))
-    start = cpu()
-    for d in range(naive_n):
-        assert abs(naive_demand(top, rates, d) - result.after_worst_failure_bps[d]) <= 1e-6 * max(1.0, result.multipath_bps[d])
-    naive_s = (cpu() - start) / naive_n * len(top.demands)
-    print(f"naive networkx N-1 (fresh max-flow per failure), {naive_n} demands scaled to {len(top.demands)}: "
-          f"{naive_s:.0f} s CPU; the analysis is {naive_s / analysis_s:.0f}x faster")
+    if naive_n:
+        start = cpu()
+        for d in range(naive_n):
+            assert abs(naive_demand(top, rates, d) - result.after_worst_failure_bps[d]) <= 1e-6 * max(1.0, result.multipath_bps[d])
+        naive_s = (cpu() - start) / naive_n * len(top.demands)
+        print(f"naive networkx N-1 (fresh max-flow per failure), {naive_n} demands scaled to {len(top.demands)}: "
+              f"{naive_s:.0f} s CPU; the analysis is {naive_s / analysis_s:.0f}x faster")
     if args.exporter:
         exporter(args.links, args.seconds, args.rounds)
     if args.relay:
@@ -231,16 +233,16 @@ def relay_cost(links: int, demands: int, cycles: int) -> None:
           f"multipath {multipath_s * 1e3:.0f} ms CPU")
 
 
-def fleet_config(metros: int, network: bool, demands: int = 200) -> tuple[str, int]:
+def fleet_config(metros: int, network: bool, demands: int = 200, interval_s: float = 15.0) -> tuple[str, int]:
     """A config of ``metros`` metro rings' worth of simulated decoy-BB84 links (102 links per metro)
-    on the benchmark topology, with its network section (``demands`` demands, analysed every 15 s
-    and relayed over the simulated links) or without; and its number of links."""
+    on the benchmark topology, with its network section (``demands`` demands, analysed every
+    ``interval_s`` and relayed over the simulated links) or without; and its number of links."""
     sites, trusted, link_ends, _, demand_ends, demand_bps = metro_network(metros=metros, demands=demands)
     lines = ["exporter: {window_seconds: 1.0, sliding_windows: 60, tamper: {warmup_seconds: 5}}", "links:"]
     lines += [f"  - {{name: link-{i:05d}, site_a: {sites[a]}, site_b: {sites[b]}, driver: "
               f"{{type: simulated-bb84, fiber_length_km: {5 + i % 60}, seed: {i}}}}}" for i, (a, b) in enumerate(link_ends)]
     if network:
-        lines += ["network:", "  analysis_interval_seconds: 15", "  sites:"]
+        lines += ["network:", f"  analysis_interval_seconds: {interval_s:g}", "  sites:"]
         lines += [f"    - {{name: {name}, trusted: {str(t).lower()}}}" for name, t in zip(sites, trusted)]
         lines += ["  demands:"]
         lines += [f"    - {{name: d{d}, from: {sites[a]}, to: {sites[b]}, bits_per_second: {need:g}}}"
@@ -248,26 +250,32 @@ def fleet_config(metros: int, network: bool, demands: int = 200) -> tuple[str, i
     return "\n".join(lines) + "\n", len(link_ends)
 
 
+#: The exporter's variants: no network; the network analysed once an hour (its exposition and
+#: key relay, but the analysis process idle after the first); analysed every 15 s (the default).
+VARIANTS = {"without": (False, 15.0), "hourly": (True, 3600.0), "with": (True, 15.0)}
+
+
 def exporter(links: int, seconds: float, rounds: int) -> None:
-    """bench/fleet.py's measurement of qtelemetry run at ~``links`` links, without and with the
-    analysis, in ``rounds`` alternating pairs (without-with, with-without, ...): the medians."""
+    """bench/fleet.py's measurement of qtelemetry run at ~``links`` links in each of the
+    ``VARIANTS``, in ``rounds`` rounds (the order reversed every other round): the medians."""
     sys.path.insert(0, str(HERE))
     import fleet
 
     metros = max(1, round(links / 102))
-    runs: dict[bool, list[dict]] = {False: [], True: []}
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp_name:
         for i in range(rounds):
-            for network in (False, True) if i % 2 == 0 else (True, False):
-                tmp = Path(tmp_name) / f"{'with' if network else 'without'}-{i}"
+            for name in list(VARIANTS) if i % 2 == 0 else list(VARIANTS)[::-1]:
+                network, interval_s = VARIANTS[name]
+                tmp = Path(tmp_name) / f"{name}-{i}"
                 tmp.mkdir()
                 config = tmp / "fleet.yaml"
-                text, n_links = fleet_config(metros, network)
+                text, n_links = fleet_config(metros, network, interval_s=interval_s)
                 config.write_text(text)
-                runs[network].append(fleet.measure(
+                runs[name].append(fleet.measure(
                     "qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen",
                                    "127.0.0.1:0"], rb"url=(http\S+/metrics)", n_links, seconds, tmp))
-    fleet.report([median_row(runs[False]), median_row(runs[True])], ("without", "with"))
+    fleet.report([median_row(rows) for rows in runs.values()], tuple(runs))
 
 
 def median_row(rows: list[dict]) -> dict:

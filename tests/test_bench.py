@@ -66,7 +66,7 @@ def test_notifications_benchmark_prints_its_table():
 def test_network_benchmark_prints_its_ratios():
     out = run("network.py", "--metros", "3", "--demands", "4", "--naive", "1", "--exporter", "--rounds", "2", "--links", "300",
               "--seconds", "1", "--relay", "--cycles", "2")
-    assert "one full analysis" in out and "x faster" in out and "ratio = with / without" in out
+    assert "one full analysis" in out and "x faster" in out and "ratio = each / without" in out and "ratio hourly" in out
     assert "relay at 304 links, 4 demands (4 relayed" in out and "re-choosing all 4 routes" in out
 
 

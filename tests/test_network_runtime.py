@@ -4,6 +4,7 @@ the topology, and its families follow the config (no network section, no qnet_ s
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import parse_exposition, value
 
 from qtelemetry.config import parse_config
 from qtelemetry.exporter.exposition import Exposition
-from qtelemetry.runtime.network import NetworkAnalyser
+from qtelemetry.runtime.network import ANALYSIS_NICENESS, NetworkAnalyser
 from qtelemetry.runtime.runtime import Runtime
 
 # a window of an hour: the estimation thread never ticks, the test runs the cycles itself
@@ -62,8 +63,9 @@ def test_analysis_is_published_with_the_snapshot_and_dropped_on_reload():
 
 
 def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
-    """The analysis holds the GIL for seconds at 10,000 links, so it runs in a child process; one
-    killed (out of memory, say) fails that analysis only, and the next starts a new child."""
+    """The analysis holds the GIL for seconds at 10,000 links, so it runs in a child process, at
+    the lowest CPU priority; one killed (out of memory, say) fails that analysis only, and the next
+    starts a new child, at the same priority."""
     runtime = Runtime(parse_config(LINKS + NETWORK))
     analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
     for i in range(1, 3):
@@ -71,6 +73,7 @@ def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
     others = set(multiprocessing.active_children())
     assert analyser.run_once() is not None
     [child] = set(multiprocessing.active_children()) - others
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == ANALYSIS_NICENESS == 19
     child.kill()
     child.join()
     with pytest.raises(BrokenProcessPool):
@@ -78,5 +81,6 @@ def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
     assert analyser.run_once() is not None
     [again] = set(multiprocessing.active_children()) - others
     assert again.pid != child.pid
+    assert os.getpriority(os.PRIO_PROCESS, again.pid) == ANALYSIS_NICENESS
     analyser.stop()
     assert set(multiprocessing.active_children()) == others

@@ -8,7 +8,10 @@ previous result to age visibly (``qnet_analysis_age_seconds``).
 
 The analysis runs in a child process: it is seconds of igraph and Python at 10,000 links, and
 in a thread it held the GIL against the scrapes and the estimation cycle (scrape p50 2.8x,
-data age 1.3-2x at 10,000 links). Its inputs and result are a few hundred kB to pickle.
+data age 1.3-2x at 10,000 links). Its inputs and result are a few hundred kB to pickle. The
+child runs at the lowest CPU priority (nice 19): the analysis has a whole interval to finish,
+while a scrape or an estimation cycle waiting behind it is late at once; on a machine too busy
+to give it any time it is late, and ``qnet_analysis_age_seconds`` says so.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -92,6 +96,15 @@ class Durations:
         return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
 
 
+#: Niceness of the analysis process: the lowest CPU priority (POSIX nice range 0..19).
+ANALYSIS_NICENESS = 19
+
+
+def _lower_priority() -> None:
+    """In the child: yield the CPU to the exporter's scrapes and estimation cycles."""
+    os.nice(ANALYSIS_NICENESS - os.nice(0))
+
+
 Analyse = Callable[[Topology, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], NetworkAnalysis]
 
 
@@ -137,7 +150,8 @@ class AnalysisProcess:
     def start(self) -> ProcessPoolExecutor:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
         if self._pool is None:  # spawn, not fork: this process has threads
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_lower_priority)
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
