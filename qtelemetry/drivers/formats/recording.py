@@ -20,8 +20,8 @@ Parquet files carry the format version and the qtelemetry version in their key-v
 Files are read in batches of rows (``RecordingReader``), each checked as it comes, so that memory
 holds one batch whatever the file's size; ``check-config``, a replayed link and ``analyse`` read
 through the same checks and see the same problems. Reading is pyarrow and NumPy only: a replayed
-link does not import pandas (~38 MB); ``read_recording`` hands ``analyse`` a pandas DataFrame, and
-writing (``recording_writer``) builds them.
+link does not import pandas (31 MB on top of pyarrow); ``read_recording`` hands ``analyse`` a
+pandas DataFrame, and writing (``recording_writer``) builds them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -224,7 +225,8 @@ class RecordingFile:
         CSV file's fault flags) dictionary-encoded."""
         with _readable(self.path):
             if self.parquet:
-                with open_parquet(self.path, read_dictionary=["link", "protocol"]) as file:
+                names = [name for name in ("link", "protocol") if name in self.columns]
+                with open_parquet(self.path, read_dictionary=names) as file:
                     # one thread: as fast here, and a third less memory held by Arrow's allocator
                     yield from file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False)
                 pa.default_memory_pool().release_unused()  # what the pass held goes back to the system
@@ -412,7 +414,7 @@ class RecordingReader:
 
 # Arrow to NumPy. pyarrow imports pandas, where it is installed, the first time an array goes to
 # NumPy (``to_numpy``) or a Python value goes to Arrow (``pa.array``, ``pa.scalar``, a constant
-# handed to a compute function): ~26 MB a replaying exporter has no use for. So arrays leave Arrow
+# handed to a compute function): 31 MB a replaying exporter has no use for. So arrays leave Arrow
 # through their buffers; names are read dictionary-encoded (a few distinct values per batch); and
 # pyarrow.compute (~8 MB, 0.5 s to import) is imported only to read numbers written as text (CSV),
 # through functions that take arrays and options only.
@@ -503,6 +505,12 @@ def _parsed(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         return _numpy(pc.cast(values, pa.float64(), safe=False), np.nan), np.zeros(len(values), bool)
     if not _is_text(values.type):
         return _numbers(values)
+    try:  # a column written by a program: every cell a number, or empty
+        parsed = _numpy(pc.cast(values, pa.float64()), np.nan)
+    except pa.ArrowInvalid:  # some cell is not: each cell by ``NUMBER``
+        pass
+    else:  # the cast reads what NUMBER matches, and "nan" too
+        return parsed, np.isnan(parsed) & _valid(values)
     text = pc.utf8_trim_whitespace(values)
     number = pc.match_substring_regex(text, NUMBER, ignore_case=True)
     parsed = _numpy(pc.cast(pc.if_else(number, text, pa.nulls(len(text), text.type)), pa.float64()), np.nan)
@@ -515,14 +523,20 @@ def _flags(values: pa.Array) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     text in any case), or the numbers 1 and 0; empty cells are not flags."""
     if pa.types.is_boolean(values.type):
         return _numpy(values, False), ~_valid(values)
+    if _is_text(values.type) or pa.types.is_dictionary(values.type):  # each distinct word once
+        codes, words = _codes(values)
+        flags = [_flag(word) for word in words] + [None]  # code -1 (empty) reads the last
+        return np.array([f is True for f in flags])[codes], np.array([f is None for f in flags])[codes]
     numbers, _ = _numbers(values)
-    true, false = numbers == 1, numbers == 0
-    codes, words = _codes(values)
-    if words:
-        lowered = np.array([word.lower() for word in words] + [""], object)[codes]  # -1 reads the ""
-        true |= lowered == "true"
-        false |= lowered == "false"
-    return true, ~(true | false)
+    return numbers == 1, ~((numbers == 1) | (numbers == 0))
+
+
+def _flag(word: str) -> bool | None:
+    """A fault flag written as text: true or false in any case, or the number 1 or 0; else None."""
+    if word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    number = float(word.strip()) if re.fullmatch(NUMBER, word.strip(), re.IGNORECASE | re.ASCII) else None
+    return {1.0: True, 0.0: False}.get(number)  # type: ignore[arg-type]
 
 
 class _Order:
