@@ -22,6 +22,7 @@ each of the registry's /proc reads).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 AGE = re.compile(rb"^qlink_data_age_seconds\{[^}]*\} (\S+)$", re.M)
@@ -68,6 +70,26 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def descendants(pid: int) -> list[int]:
+    """The process's children, their children, ... (the exporter's network analysis runs in one)."""
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except FileNotFoundError:  # it ended meanwhile
+        return []
+    return children + [d for c in children for d in descendants(c)]
+
+
+def tree_total(pid: int, figure: Callable[[int], float]) -> float:
+    """A figure (RSS, CPU seconds) summed over the process and its descendants: what its container
+    spends; a child that ended meanwhile counts nothing."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(FileNotFoundError):
+            total += figure(p)
+    return total
 
 
 def scrape(url: str) -> tuple[float, bytes, bool]:
@@ -165,10 +187,12 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
     try:
         cold_scrape_s = scrape(process.url)[0]  # nothing rendered ahead yet
         rss_start, cpu0, t0 = rss_mb(pid), cpu_seconds(pid), time.monotonic()
+        run_cpu0, tree_cpu0 = cpu0, tree_total(pid, cpu_seconds)
         time.sleep(min(10.0, seconds))
         idle_cores = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
         row = {"process": name, "links": links, "serving_s": process.serving_s, "ready_s": process.ready_s,
                "cold_scrape_s": cold_scrape_s, "idle_cores": idle_cores, "rss_start_mb": rss_start}
+        run_t0 = t0
         for scrapers in (1, 4):
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             result = scrape_for(process.url, seconds, scrapers, name == "qtelemetry")
@@ -182,7 +206,10 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
             if result.ages:
                 row[f"age_median_{scrapers}"] = statistics.median(result.ages)
                 row[f"age_worst_{scrapers}"] = max(result.ages)
-        row["rss_end_mb"] = rss_mb(pid)
+        row["rss_end_mb"], row["tree_rss_end_mb"] = rss_mb(pid), tree_total(pid, rss_mb)
+        elapsed = time.monotonic() - run_t0
+        row["run_cores"] = (cpu_seconds(pid) - run_cpu0) / elapsed
+        row["tree_run_cores"] = (tree_total(pid, cpu_seconds) - tree_cpu0) / elapsed
         if name == "qtelemetry":  # the naive exporter runs the same detectors (same Runtime); a scrape of it
             row["tamper_running"] = len(ARMED.findall(body_of(*scrape(process.url)[1:])))  # can take a minute
         return row
@@ -288,6 +315,7 @@ def report(rows: list[dict], names: tuple[str, ...] = ("qtelemetry", "naive")) -
     print(f"\n{first['links']} links (gzip scrapes; p50/p99 in ms; ratio = each / {names[0]})")
     keys = [("serving_s", "serving after (s)", 1), ("ready_s", "all links up after (s)", 1),
             ("cold_scrape_s", "first scrape (ms)", 1e3), ("idle_cores", "CPU unscraped (cores)", 1),
+            ("run_cores", "CPU over the run (cores)", 1), ("tree_run_cores", "CPU over the run, with children", 1),
             ("cores_1", "CPU, 1 scraper (cores)", 1), ("cores_4", "CPU, 4 scrapers (cores)", 1),
             ("p50_1", "p50, 1 scraper", 1e3), ("p99_1", "p99, 1 scraper", 1e3),
             ("p50_4", "p50, 4 scrapers", 1e3), ("p99_4", "p99, 4 scrapers", 1e3),
@@ -296,6 +324,7 @@ def report(rows: list[dict], names: tuple[str, ...] = ("qtelemetry", "naive")) -
             ("cpu_per_scrape_4", "CPU per scrape, 4 scrapers (ms)", 1e3),
             ("payload_mb", "payload (MB)", 1), ("wire_mb", "on the wire, gzip (MB)", 1),
             ("rss_start_mb", "RSS at start (MB)", 1), ("rss_end_mb", "RSS at end (MB)", 1),
+            ("tree_rss_end_mb", "RSS at end, with children (MB)", 1),
             ("age_median_1", "data age median (s)", 1), ("age_worst_1", "data age worst (s)", 1),
             ("age_median_4", "data age median, 4 scrapers (s)", 1), ("age_worst_4", "data age worst, 4 scrapers (s)", 1),
             ("tamper_running", "links with tamper detectors running", 1)]

@@ -96,13 +96,10 @@ class Durations:
         return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
 
 
-#: Niceness of the analysis process: the lowest CPU priority (POSIX nice range 0..19).
+#: How much lower the analysis process' CPU priority is than the exporter's: to the lowest (19)
+#: from the default (0). Set by ``os.nice`` itself as the child's initializer, so that the child
+#: imports nothing of the exporter's for it.
 ANALYSIS_NICENESS = 19
-
-
-def _lower_priority() -> None:
-    """In the child: yield the CPU to the exporter's scrapes and estimation cycles."""
-    os.nice(ANALYSIS_NICENESS - os.nice(0))
 
 
 Analyse = Callable[[Topology, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], NetworkAnalysis]
@@ -151,7 +148,7 @@ class AnalysisProcess:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
         if self._pool is None:  # spawn, not fork: this process has threads
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_lower_priority)
+                                             initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
@@ -194,11 +191,14 @@ class AnalysisProcess:
 class NetworkAnalyser:
     """Analyses the exporter's own links every interval, from its own thread, in a child process.
 
-    ``inputs()`` gives the topology and link inputs as of now (None: nothing to analyse);
-    ``publish(snapshot)`` hands a result over.
+    ``interval()`` gives the analysis interval, or None while the config has no network section
+    (then no child process is kept: a reload may add one or take it away); ``inputs()`` gives the
+    topology and link inputs as of now (None: nothing to analyse); ``publish(snapshot)`` hands a
+    result over.
     """
 
-    def __init__(self, interval: Callable[[], float], inputs: Callable[[], tuple[Topology, LinkInputs, float] | None],
+    def __init__(self, interval: Callable[[], float | None],
+                 inputs: Callable[[], tuple[Topology, LinkInputs, float] | None],
                  publish: Callable[[NetworkSnapshot], None]):
         self._interval, self._inputs, self._publish = interval, inputs, publish
         self._durations = Durations()
@@ -207,7 +207,8 @@ class NetworkAnalyser:
         self._thread = threading.Thread(target=self._run, name="network", daemon=True)
 
     def start(self) -> None:
-        self._process.start()
+        if self._interval() is not None:
+            self._process.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -217,6 +218,9 @@ class NetworkAnalyser:
             self._thread.join(timeout=5.0)
 
     def run_once(self) -> NetworkSnapshot | None:
+        if self._interval() is None:  # no network (a reload may have taken it away): no idle child
+            self._process.close()
+            return None
         self._process.ready()
         got = self._inputs()
         if got is None:
@@ -226,8 +230,14 @@ class NetworkAnalyser:
         self._publish(snapshot)
         return snapshot
 
+    def _wait(self, analysed: bool) -> float:
+        """Seconds until the next look: an interval after an analysis, else at most a second (the
+        first analysis as soon as there are estimates; a network a reload adds, within a second)."""
+        interval = self._interval()
+        return 1.0 if interval is None else interval if analysed else min(1.0, interval)
+
     def _run(self) -> None:
-        wait = min(1.0, self._interval())  # the first analysis as soon as there are estimates
+        wait = self._wait(False)
         while not self._stop.wait(wait):
             try:
                 done = self.run_once() is not None
@@ -241,4 +251,4 @@ class NetworkAnalyser:
                     return
                 log.exception("network analysis failed")
                 done = True
-            wait = self._interval() if done else min(1.0, self._interval())
+            wait = self._wait(done)

@@ -151,9 +151,10 @@ class Runtime:
             if network.topology is self._engine.table.network:
                 self._network = network
 
-    def network_interval(self) -> float:
+    def network_interval(self) -> float | None:
+        """Seconds between network analyses; None: the config has no network section."""
         network = self.config.network
-        return 1.0 if network is None else network.analysis_interval_seconds
+        return None if network is None else network.analysis_interval_seconds
 
     def accept(self, link: str, reading: object, received_at: float) -> bool:
         """A polled reading, for whichever engine is current (retried once across a swap)."""
