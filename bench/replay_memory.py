@@ -4,9 +4,10 @@ Writes a one-link decoy-BB84 recording of ``--windows`` one-second windows (Parq
 counts a 10 km link could give, in row groups of 100,000 windows),
 then runs ``qtelemetry run`` on loopback twice: with one simulated link, and with the same link
 plus the recording replayed at top speed in a loop. For each: peak RSS (VmHWM, so the config
-check's pass over the whole file counts), RSS after ``--seconds`` of replay, the windows the
-replay delivered, and how long SIGTERM took to end the process. The machine is shared and noisy:
-compare the ratio.
+check's pass over the whole file counts), RSS after ``--seconds`` of replay and what it is made of
+(``/proc/PID/smaps_rollup``: anonymous memory, and pages of files such as the libraries), the
+windows the replay delivered, and how long SIGTERM took to end the process. The machine is shared
+and noisy: compare the ratio.
 
     python bench/replay_memory.py [--windows 1000000] [--seconds 10]
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 from fleet import Process, body_of, rss_mb, scrape
 from qtelemetry.drivers.faults import FAULT_KINDS
-from qtelemetry.drivers.formats.recording import RecordingWriter, block_frame
+from qtelemetry.drivers.formats.recording_writer import RecordingWriter, block_frame
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 
 BATCHES = re.compile(rb'qlink_batches_total\{link="replayed"[^}]*\} ([0-9.e+]+)')
@@ -65,13 +66,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def smaps_mb(pid: int) -> dict[str, float]:
+    """Anonymous memory and file pages (libraries) of the process's RSS, MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    rss, anonymous = (int(fields[name].split()[0]) / 1024 for name in ("Rss", "Anonymous"))
+    return {"anon": anonymous, "file": rss - anonymous}
+
+
 def run(config: Path, links: int, seconds: float, log: Path) -> dict[str, float]:
     """Start an exporter, let it run ``seconds``, SIGTERM it; its figures."""
     process = Process([sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen", "127.0.0.1:0"],
                       rb"url=(http\S+/metrics)", links, log)
     time.sleep(seconds)
     found = BATCHES.search(body_of(*scrape(process.url)[1:]))
-    row = {"peak": peak_rss_mb(process.proc.pid), "rss": rss_mb(process.proc.pid),
+    row = {"peak": peak_rss_mb(process.proc.pid), "rss": rss_mb(process.proc.pid), **smaps_mb(process.proc.pid),
            "windows": float(found.group(1)) if found else float("nan"), "serving": process.serving_s}
     started = time.monotonic()
     process.stop()
@@ -97,12 +105,14 @@ def main() -> None:
             config = tmp / f"{len(rows)}.yaml"
             config.write_text(EXPORTER.format(replay=replay))
             rows[name] = run(config, 2 if replay else 1, args.seconds, tmp / f"{len(rows)}.log")
-    print(f"{'exporter':<24} {'peak RSS MB':>12} {'RSS MB':>8} {'serving s':>10} {'windows':>9} {'SIGTERM s':>10} {'exit':>5}")
+    print(f"{'exporter':<24} {'peak RSS MB':>12} {'RSS MB':>8} {'anon MB':>8} {'file MB':>8} {'serving s':>10} "
+          f"{'windows':>9} {'SIGTERM s':>10} {'exit':>5}")
     for name, row in rows.items():
-        print(f"{name:<24} {row['peak']:>12.1f} {row['rss']:>8.1f} {row['serving']:>10.1f} {row['windows']:>9,.0f} "
-              f"{row['sigterm']:>10.2f} {row['exit']:>5}")
+        print(f"{name:<24} {row['peak']:>12.1f} {row['rss']:>8.1f} {row['anon']:>8.1f} {row['file']:>8.1f} "
+              f"{row['serving']:>10.1f} {row['windows']:>9,.0f} {row['sigterm']:>10.2f} {row['exit']:>5}")
     without, replaying = rows.values()
-    print(f"{'difference':<24} {replaying['peak'] - without['peak']:>12.1f} {replaying['rss'] - without['rss']:>8.1f}")
+    print(f"{'difference':<24} " + " ".join(f"{replaying[k] - without[k]:>{w}.1f}" for k, w in
+                                           (("peak", 12), ("rss", 8), ("anon", 8), ("file", 8))))
     print(f"{'ratio':<24} {replaying['peak'] / without['peak']:>11.2f}x {replaying['rss'] / without['rss']:>7.2f}x")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtelemetry.config import Config, parse_config
-from qtelemetry.drivers.formats.recording import RecordingWriter
+from qtelemetry.drivers.formats.recording_writer import RecordingWriter
 from qtelemetry.recording.record import Recorder
 from qtelemetry.runtime.runtime import Runtime
 

@@ -129,8 +129,8 @@ OTLP = ("exporter: {otlp: {endpoint: 'http://127.0.0.1:4318/v1/metrics'}}\n"
 
 
 @pytest.mark.parametrize("args, config, blocked, expected", [
-    (["check-config", "c.yaml"], RECORDING, ("pandas",),
-     "c.yaml: links[0].driver.type: pandas is not installed: pip install 'qtelemetry[recording]'"),
+    (["check-config", "c.yaml"], RECORDING, ("pyarrow",),  # a replay reads recordings without pandas
+     "c.yaml: links[0].driver.type: pyarrow is not installed: pip install 'qtelemetry[recording]'"),
     (["run", "--config", "c.yaml", "--listen", "127.0.0.1:0"], OTLP, ("opentelemetry",),
      "field=exporter.otlp reason=\"opentelemetry is not installed: pip install 'qtelemetry[otel]'"),
     (["record", "--duration", "1", "--out", "x.parquet"], None, ("pandas",),

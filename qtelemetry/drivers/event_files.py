@@ -28,7 +28,7 @@ from qtelemetry.drivers.simulated_spdc import SimulatedSPDCConfig
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.drivers.formats.events import Windows, iter_bb84_windows, iter_bbm92_windows, read_events
 
-if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
+if TYPE_CHECKING:  # pyarrow: imported where a replay needs it, not by every run
     from qtelemetry.drivers.formats.recording import WindowBatch
 
 

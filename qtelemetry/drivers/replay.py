@@ -36,7 +36,7 @@ from qtelemetry.drivers.event_files import EventFiles
 from qtelemetry.drivers.formats.events import ERROR_REASONS
 from qtelemetry.estimation.reported import ETSI014, ETSI015
 
-if TYPE_CHECKING:  # pandas and pyarrow: imported where a replay needs them, not by every run
+if TYPE_CHECKING:  # pyarrow: imported where a replay needs it, not by every run
     from qtelemetry.drivers.formats.recording import BadRow, LinkInfo, Window, WindowSource
 
 #: Fastest replay: a week of 1 s windows in about a second.
@@ -47,7 +47,7 @@ class ReplayConfig(IODriverConfig):
     """One link of a recording (``qtelemetry record``), or of raw event files, played back as if it were live."""
 
     error_reasons: ClassVar[tuple[str, ...]] = ("bad_file", "bad_row", *ERROR_REASONS)
-    requires = ("recording", ("pandas", "pyarrow"))
+    requires = ("recording", ("pyarrow",))
 
     type: Literal["replay"]
     path: ReadableFile | None = Field(

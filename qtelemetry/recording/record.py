@@ -22,7 +22,7 @@ import pandas as pd
 
 from qtelemetry.config import Config, ConfigError, default_config, load_config
 from qtelemetry.configfile import EXIT_CONFIG
-from qtelemetry.drivers.formats.recording import RecordingWriter, block_frame
+from qtelemetry.drivers.formats.recording_writer import RecordingWriter, block_frame
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 READ_BUFFER = 1 << 16
 
 
-def open_parquet(path: str | Path) -> pq.ParquetFile:
-    """``path`` to read with ``iter_batches``: only the pages the next batch needs are in memory."""
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
+def open_parquet(path: str | Path, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+    """``path`` to read with ``iter_batches``: only the pages the next batch needs are in memory
+    (``read_dictionary``: columns read dictionary-encoded, as Parquet stores them)."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=read_dictionary)

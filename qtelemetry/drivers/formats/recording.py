@@ -1,4 +1,4 @@
-"""The recording file: one row per link-window of raw counts, a pandas DataFrame in Parquet or CSV.
+"""The recording file: one row per link-window of raw counts, a table in Parquet or CSV.
 
 A pilot's data must outlive the exporter: to re-run an incident, compare a link with its plan
 over weeks, hand a vendor evidence. A row holds what the estimator was given for one window of
@@ -19,7 +19,9 @@ Parquet files carry the format version and the qtelemetry version in their key-v
 
 Files are read in batches of rows (``RecordingReader``), each checked as it comes, so that memory
 holds one batch whatever the file's size; ``check-config``, a replayed link and ``analyse`` read
-through the same checks and see the same problems.
+through the same checks and see the same problems. Reading is pyarrow and NumPy only: a replayed
+link does not import pandas (31 MB on top of pyarrow); ``read_recording`` hands ``analyse`` a
+pandas DataFrame, and writing (``recording_writer``) builds them.
 """
 
 from __future__ import annotations
@@ -27,23 +29,26 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from qtelemetry import __version__
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.drivers.formats.parquet import open_parquet
 from qtelemetry.drivers.params import param_problems
 from qtelemetry.estimation import PROTOCOLS
+
+if TYPE_CHECKING:  # analyse's tables; reading does not import pandas
+    import pandas as pd
 
 FORMAT_VERSION = 1
 #: Parquet key-value metadata key of ``{"format_version": ..., "qtelemetry_version": ...}``.
@@ -55,6 +60,8 @@ FAULT_COLUMNS = {kind: "fault_" + kind.replace("-", "_") for kind in FAULT_KINDS
 #: A window's start, end and length may disagree by this much (s): Unix times are rounded to ~0.2 µs.
 TIME_TOLERANCE_S = 1e-3
 PARQUET_MAGIC = b"PAR1"
+#: Columns by name: a checked batch's arrays, or a pandas DataFrame (``analyse``).
+Columns = Mapping[str, ArrayLike]
 
 
 class RecordingError(ValueError):
@@ -125,27 +132,6 @@ def columns_markdown() -> str:
 
 # --- writing ---------------------------------------------------------------------------------
 
-def block_frame(protocol: str, links: list[str], counts: Mapping[str, NDArray[np.float64]],
-                end: NDArray[np.float64], seconds: NDArray[np.float64], params: Mapping[str, NDArray[np.float64]],
-                plan: tuple[NDArray[np.float64], NDArray[np.float64]], faults: NDArray[np.bool_]) -> pd.DataFrame:
-    """Rows of one protocol's windows: ``counts[name]`` shaped (rows, *count shape), the rest (rows,)."""
-    rows = len(links)
-    data: dict[str, object] = {"link": links, "protocol": [protocol] * rows, "window_start": end - seconds,
-                               "window_end": end, "window_seconds": seconds}
-    for name in PROTOCOLS[protocol].count_axes:
-        flat = np.asarray(counts[name], float).reshape(rows, -1)
-        columns = [c.column for c in count_columns(protocol) if c.count == name]
-        integer = kind_of(protocol, name) == "count"
-        for j, column in enumerate(columns):
-            data[column] = pd.array(flat[:, j].astype(np.int64), dtype="Int64") if integer else flat[:, j]
-    for name, column in param_columns(protocol).items():
-        data[column] = params[name]
-    data.update(zip(PLAN_COLUMNS, plan))
-    for k, column in enumerate(FAULT_COLUMNS.values()):
-        data[column] = faults[:, k]
-    return pd.DataFrame(data)
-
-
 def schema(protocols: list[str] | tuple[str, ...]) -> pa.Schema:
     """The Parquet schema of a file of ``protocols``, with the format's metadata."""
     fields = []
@@ -167,44 +153,22 @@ def is_csv(path: str | Path) -> bool:
     return str(path).lower().endswith(".csv")
 
 
-class RecordingWriter:
-    """Appends blocks of rows to a Parquet file (row groups) or a CSV file, keeping little in memory."""
-
-    def __init__(self, path: str | Path, protocols: list[str] | tuple[str, ...]):
-        self.path = Path(path)
-        self._columns = columns_for(protocols)
-        self._schema = schema(protocols)
-        self._parquet = None if is_csv(path) else pq.ParquetWriter(self.path, self._schema)
-        self._header = True
-        self.rows = 0
-
-    def write(self, frame: pd.DataFrame) -> None:
-        frame = frame.reindex(columns=self._columns)
-        if self._parquet is not None:
-            self._parquet.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
-        else:
-            frame.to_csv(self.path, mode="w" if self._header else "a", header=self._header, index=False)
-            self._header = False
-        self.rows += len(frame)
-
-    def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        elif self._header:  # nothing recorded: still a valid file with its header
-            pd.DataFrame(columns=self._columns).to_csv(self.path, index=False)
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 #: Rows read at a time: one batch's arrays stay a few MB, whatever the size of the file.
 BATCH_ROWS = 8192
+#: Bytes of a CSV file parsed at a time (a few thousand rows).
+CSV_BLOCK = 1 << 20
 #: Link names a file is surveyed for when the replayed link is not named (more: "more than").
 MAX_NAMES = 100
+#: A number as text: what pandas' CSV parser reads as one, and Arrow's cast to float64 parses
+#: (signs, decimals, exponents, inf and infinity in any case); "nan" is not a number here.
+NUMBER = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity)$"
 
 
 @contextlib.contextmanager
 def _readable(path: str | Path) -> Iterator[None]:
-    """RecordingError for whatever a file that is not a readable table makes the OS, pandas or pyarrow raise."""
+    """RecordingError for whatever a file that is not a readable table makes the OS or pyarrow raise."""
     try:
         yield
     except RecordingError:
@@ -215,7 +179,9 @@ def _readable(path: str | Path) -> Iterator[None]:
         raise RecordingError(path, "not a recording: neither Parquet nor UTF-8 CSV") from None
     except OSError as exc:
         raise RecordingError(path, f"cannot read: {exc.strerror or exc}") from None
-    except Exception as exc:  # whatever a corrupt file makes pandas' or pyarrow's parser raise
+    except Exception as exc:  # whatever a corrupt file makes pyarrow's parsers raise
+        if isinstance(exc, pa.ArrowInvalid) and "UTF8" in str(exc):  # a CSV cell Arrow cannot read as text
+            raise RecordingError(path, "not a recording: neither Parquet nor UTF-8 CSV") from None
         raise RecordingError(path, f"not a recording: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
@@ -234,7 +200,8 @@ def _check_version(path: str | Path, metadata: Mapping[bytes, bytes]) -> None:
 
 
 class RecordingFile:
-    """A recording's table (Parquet by its magic bytes, else CSV), read in batches of rows."""
+    """A recording's table (Parquet by its magic bytes, else CSV), read in Arrow record batches:
+    Parquet columns as written, CSV cells as text (empty: null), typed by the checks."""
 
     def __init__(self, path: str | Path):
         self.path = path
@@ -246,30 +213,35 @@ class RecordingFile:
                 _check_version(path, schema.metadata or {})
                 self.columns = [str(name) for name in schema.names]
             else:
-                self.columns = [str(name) for name in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
+                with pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK,
+                                                                           use_threads=False)) as reader:
+                    self.columns = list(reader.schema.names)  # the header (and the first block, parsed)
+                duplicated = [name for name in self.columns if self.columns.count(name) > 1]
+                if duplicated:
+                    raise RecordingError(path, "duplicate column", column=duplicated[0][:80])
 
-    def batches(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-        """The rows (only ``columns`` of them, if given) in batches, indexed by position in the file from 0."""
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows (only ``columns`` of them, if given) in batches, in file order; names (and a
+        CSV file's fault flags) dictionary-encoded."""
         with _readable(self.path):
             if self.parquet:
-                with open_parquet(self.path) as file:
-                    start = 0
+                names = [name for name in ("link", "protocol") if name in self.columns]
+                with open_parquet(self.path, read_dictionary=names) as file:
                     # one thread: as fast here, and a third less memory held by Arrow's allocator
-                    for batch in file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False):
-                        frame = batch.to_pandas(split_blocks=True, self_destruct=True)
-                        frame.index = pd.RangeIndex(start, start + len(frame))
-                        start += len(frame)
-                        yield frame
+                    yield from file.iter_batches(BATCH_ROWS, columns=columns, use_threads=False)
                 pa.default_memory_pool().release_unused()  # what the pass held goes back to the system
             else:
-                names = {column: str for column in ("link", "protocol") if columns is None or column in columns}
-                with pd.read_csv(self.path, usecols=columns, dtype=names, keep_default_na=False, na_values=[""],
-                                 encoding="utf-8", chunksize=BATCH_ROWS) as reader:
+                names = pa.dictionary(pa.int32(), pa.string())  # few distinct values: names, fault flags
+                kinds = {name: names if name in ("link", "protocol") or name in FAULT_COLUMN_SET else pa.string()
+                         for name in self.columns}
+                convert = pa_csv.ConvertOptions(column_types=kinds,
+                                                include_columns=columns or [], null_values=[""],
+                                                strings_can_be_null=True)
+                with pa_csv.open_csv(self.path, read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
+                                     convert_options=convert) as reader:
                     yield from reader
 
 
-#: What a fault column may hold (CSV writes True/False; other tools may write lowercase)
-_BOOLEANS = {True: True, False: False, "true": True, "false": False}
 FAULT_COLUMN_SET = frozenset(FAULT_COLUMNS.values())
 #: What is wrong with a cell, by the code ``_check_cells`` gives it.
 CELL_PROBLEMS = ("", "missing count", "counts must be finite and non-negative", "counts must be whole numbers",
@@ -310,15 +282,20 @@ class Problems:
 
 @dataclass(frozen=True)
 class Checked:
-    """One batch of a recording's rows, checked: numbers typed (counts and parameters float,
-    faults bool), and each row's first problem."""
+    """One batch of a recording's rows, checked: each row's position in the file (from 0), its
+    columns as NumPy arrays (names as str objects, numbers float with NaN for empty, fault flags
+    bool), and each row's first problem."""
 
-    frame: pd.DataFrame
+    rows: NDArray[np.int64]
+    columns: dict[str, NDArray]
     problems: Problems
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def bad_row(self, i: int) -> BadRow | None:
         code = self.problems.code[i]
-        return None if code < 0 else BadRow(int(self.frame.index[i]) + 1, *self.problems.kinds[code])
+        return None if code < 0 else BadRow(int(self.rows[i]) + 1, *self.problems.kinds[code])
 
     def first_bad(self) -> BadRow | None:
         bad = np.flatnonzero(~self.problems.ok)
@@ -347,9 +324,11 @@ class RecordingReader:
                 raise RecordingError(self.path, "missing column", column=column)
         protocols: dict[str, None] = {}
         names: dict[str, None] = {}
+        start = 0
         for batch in file.batches(["link", "protocol"]):
-            self._survey(batch, protocols, names)
-            yield Checked(batch.iloc[:0], Problems(0))
+            self._survey(batch, start, protocols, names)
+            start += len(batch)
+            yield Checked(np.empty(0, np.int64), {}, Problems(0))
         self._choose_link(names)
         self.protocols = list(protocols)
         expected = columns_for(self.protocols)
@@ -360,38 +339,37 @@ class RecordingReader:
         extra = [c for c in file.columns if c not in expected]
         if extra:
             raise RecordingError(self.path, "unknown column for the file's protocols", column=extra[0][:80])
-        order = _Order()
+        order, start = _Order(), 0
         for batch in file.batches():
-            if not self.every_link:
-                batch = batch[(batch["link"] == self.link).to_numpy(bool)]
-            if list(batch.columns) != expected:
-                batch = batch.reindex(columns=expected, fill_value=False)
-            yield self._check(batch, order)
+            rows = np.arange(start, start + len(batch))
+            start += len(batch)
+            mine = None if self.every_link else _rows_of(batch["link"], self.link)
+            yield self._check(batch, rows if mine is None else rows[mine], mine, expected, order)
 
-    def _survey(self, batch: pd.DataFrame, protocols: dict[str, None], names: dict[str, None]) -> None:
+    def _survey(self, batch: pa.RecordBatch, start: int, protocols: dict[str, None], names: dict[str, None]) -> None:
         """Names present and not empty, protocols known; the protocols seen, and the link names
         (the first MAX_NAMES + 1) when the link is to be found."""
+        text = {}
         for column in ("link", "protocol"):
-            values = batch[column]
-            if pd.api.types.is_string_dtype(values) and not isinstance(values.dtype, np.dtype):  # a string array
-                named = (values.notna() & (values.str.len() > 0)).to_numpy(bool)
-            else:  # anything else (objects of a hand-made file) one by one
-                named = values.map(lambda v: isinstance(v, str) and v != "").to_numpy(bool)
+            codes, labels = _codes(batch[column])
+            named = (codes >= 0) & (codes != labels.index("")) if "" in labels else codes >= 0
             if not named.all():
-                raise RecordingError(self.path, "expected a non-empty name", row=int(batch.index[~named][0]) + 1,
+                raise RecordingError(self.path, "expected a non-empty name", row=start + int(np.argmin(named)) + 1,
                                      column=column)
-        for protocol in pd.unique(batch["protocol"]):
+            text[column] = codes, labels
+        codes, seen = text["protocol"]
+        for k, protocol in enumerate(seen):
             if protocol not in PROTOCOLS:
-                row = int(batch.index[(batch["protocol"] == protocol).to_numpy(bool)][0]) + 1
+                row = start + int(np.argmax(codes == k)) + 1
                 raise RecordingError(self.path, f"unknown protocol {protocol[:80]!r} (known: {', '.join(PROTOCOLS)})",
                                      row=row, column="protocol")
             protocols[protocol] = None
         if self.link is None and not self.every_link:
-            for name in pd.unique(batch["link"]):
+            for name in text["link"][1]:
                 if len(names) > MAX_NAMES:
                     break
                 names[name] = None
-        elif self.link is not None and self.link not in names and (batch["link"] == self.link).any():
+        elif self.link is not None and self.link in text["link"][1]:
             names[self.link] = None
 
     def _choose_link(self, names: dict[str, None]) -> None:
@@ -406,74 +384,187 @@ class RecordingReader:
         elif self.link not in names:
             raise RecordingError(self.path, f"no rows of link {self.link!r}")
 
-    def _check(self, frame: pd.DataFrame, order: "_Order") -> Checked:
-        problems = Problems(len(frame))
-        for column in frame.columns[2:]:  # after link and protocol: numbers and fault flags
-            _check_type(frame, column, problems)
-        order.check(frame, problems)
-        for protocol in pd.unique(frame["protocol"]):
-            _check_cells(frame, (frame["protocol"] == protocol).to_numpy(bool), protocol, problems)
-        return Checked(frame, problems)
+    def _check(self, batch: pa.RecordBatch, rows: NDArray[np.int64], mine: NDArray[np.bool_] | None,
+               expected: list[str], order: "_Order") -> Checked:
+        """The rows ``mine`` of ``batch`` (None: all), at positions ``rows`` in the file, checked."""
+        def take(values: NDArray) -> NDArray:
+            return values if mine is None else values[mine]
+
+        problems = Problems(len(rows))
+        columns: dict[str, NDArray] = {}
+        for name in ("link", "protocol"):  # text: the survey saw every row named
+            codes, labels = _codes(batch[name])
+            columns[name] = np.array(labels, object)[take(codes)]
+        for name in expected[2:]:  # after link and protocol: numbers and fault flags
+            if name not in batch.schema.names:  # a fault kind added after the file was recorded: never active
+                columns[name] = np.zeros(len(rows), bool)
+            elif name in FAULT_COLUMN_SET:
+                flags, bad = _flags(batch[name])
+                problems.flag(take(bad), name, "expected true or false")
+                columns[name] = take(flags)
+            else:
+                values, bad = _numbers(batch[name])
+                problems.flag(take(bad), name, "expected a number")
+                columns[name] = take(values)
+        order.check(columns, problems)
+        for protocol in dict.fromkeys(columns["protocol"]):
+            _check_cells(columns, columns["protocol"] == protocol, protocol, problems)
+        return Checked(rows, columns, problems)
 
 
-def _check_type(frame: pd.DataFrame, column: str, problems: Problems) -> None:
-    """Make ``column`` booleans (fault flags) or floats, in place; a cell that is neither is its row's problem."""
-    values = frame[column]
-    if column in FAULT_COLUMN_SET:
-        if values.dtype != np.bool_:
-            flags = values.map(lambda v: _BOOLEANS.get(v.lower() if isinstance(v, str) else v, None))
-            problems.flag(flags.isna().to_numpy(bool), column, "expected true or false")
-            frame[column] = flags.fillna(False).astype(bool)
-    elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        # a column pandas could not type (text, integers beyond 64 bits, booleans): numbers or blanks only
-        numbers = pd.to_numeric(values.map(_number), errors="coerce")
-        problems.flag((numbers.isna() & ~values.map(_blank)).to_numpy(bool), column, "expected a number")
-        frame[column] = numbers.astype(float)
+# Arrow to NumPy. pyarrow imports pandas, where it is installed, the first time an array goes to
+# NumPy (``to_numpy``) or a Python value goes to Arrow (``pa.array``, ``pa.scalar``, a constant
+# handed to a compute function): 31 MB a replaying exporter has no use for. So arrays leave Arrow
+# through their buffers; names are read dictionary-encoded (a few distinct values per batch); and
+# pyarrow.compute (~8 MB, 0.5 s to import) is imported only to read numbers written as text (CSV),
+# through functions that take arrays and options only.
+
+#: Arrow types read from their buffers, and their NumPy dtype
+_FIXED_WIDTH = {kind: np.dtype(name) for kind, name in (
+    (pa.int8(), "int8"), (pa.int16(), "int16"), (pa.int32(), "int32"), (pa.int64(), "int64"),
+    (pa.uint8(), "uint8"), (pa.uint16(), "uint16"), (pa.uint32(), "uint32"), (pa.uint64(), "uint64"),
+    (pa.float16(), "float16"), (pa.float32(), "float32"), (pa.float64(), "float64"))}
 
 
-def _number(value: object) -> object:
-    """A cell as ``pd.to_numeric`` should see it: booleans are not numbers."""
-    return None if isinstance(value, (bool, np.bool_)) else value
+def _numpy(values: pa.Array, null: object) -> NDArray:
+    """An Arrow array of booleans or fixed-width numbers as NumPy, ``null`` where it has none."""
+    n = len(values)
+    data = values.buffers()[1] if n else None
+    if data is None:  # no values at all
+        return np.full(n, null)
+    if pa.types.is_boolean(values.type):
+        out = _bits(data, values.offset, n)
+    else:
+        dtype = _FIXED_WIDTH[values.type]
+        out = np.frombuffer(data, dtype, count=n, offset=values.offset * dtype.itemsize)
+    return out if not values.null_count else np.where(_valid(values), out, null)
 
 
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+def _valid(values: pa.Array) -> NDArray[np.bool_]:
+    """Which cells of ``values`` are not null."""
+    if pa.types.is_null(values.type):
+        return np.zeros(len(values), bool)
+    validity = values.buffers()[0]
+    return np.ones(len(values), bool) if validity is None else _bits(validity, values.offset, len(values))
+
+
+def _bits(buffer: pa.Buffer, offset: int, n: int) -> NDArray[np.bool_]:
+    """Bits ``offset`` to ``offset + n`` of an Arrow bitmap (least significant bit first)."""
+    return np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")[offset:].astype(bool)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _codes(values: pa.Array) -> tuple[NDArray[np.intp], list[str]]:
+    """Names as each row's index into the distinct names, in order of appearance (-1: empty
+    cell, or not text), and those names."""
+    if pa.types.is_dictionary(values.type):  # as read: a few distinct values and an index per row
+        indices = _numpy(values.indices, -1).astype(np.intp) if _is_text(values.type.value_type) \
+            else np.full(len(values), -1)
+        labels = values.dictionary.to_pylist()
+    else:  # a column of another kind than the reader asked for (a hand-made file): read cell by cell
+        labels = values.to_pylist() if _is_text(values.type) else []
+        indices = np.where(_valid(values), np.arange(len(values)), -1) if labels else np.full(len(values), -1)
+    used, first = np.unique(indices, return_index=True)
+    names: dict[str, int] = {}
+    remap = np.full(len(labels) + 1, -1)  # the last: for -1
+    for k in used[np.argsort(first)]:
+        if k >= 0:
+            remap[k] = names.setdefault(labels[k], len(names))
+    return remap[indices], list(names)
+
+
+def _rows_of(links: pa.Array, link: str) -> NDArray[np.bool_] | None:
+    """Which rows are of ``link``; None if all are (a one-link file: no copy)."""
+    codes, names = _codes(links)
+    if names == [link]:
+        return None
+    return codes == names.index(link) if link in names else np.zeros(len(links), bool)
+
+
+def _numbers(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """A column as floats (NaN: empty, or not a number) and which cells are not a number: text
+    must read as one (``NUMBER``, blanks allowed), booleans and other kinds are not numbers."""
+    kind, empty = values.type, np.zeros(len(values), bool)
+    if kind in _FIXED_WIDTH:
+        return _numpy(values, np.nan).astype(np.float64, copy=False), empty
+    if pa.types.is_dictionary(kind) or pa.types.is_decimal(kind) or _is_text(kind):
+        return _parsed(values)
+    return np.full(len(values), np.nan), _valid(values)  # booleans, times, bytes, ...: only empty cells pass
+
+
+def _parsed(values: pa.Array) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """``_numbers`` of text (CSV cells), decimals and dictionary-encoded columns, by Arrow's kernels."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if pa.types.is_decimal(values.type):
+        return _numpy(pc.cast(values, pa.float64(), safe=False), np.nan), np.zeros(len(values), bool)
+    if not _is_text(values.type):
+        return _numbers(values)
+    try:  # a column written by a program: every cell a number, or empty
+        parsed = _numpy(pc.cast(values, pa.float64()), np.nan)
+    except pa.ArrowInvalid:  # some cell is not: each cell by ``NUMBER``
+        pass
+    else:  # the cast reads what NUMBER matches, and "nan" too
+        return parsed, np.isnan(parsed) & _valid(values)
+    text = pc.utf8_trim_whitespace(values)
+    number = pc.match_substring_regex(text, NUMBER, ignore_case=True)
+    parsed = _numpy(pc.cast(pc.if_else(number, text, pa.nulls(len(text), text.type)), pa.float64()), np.nan)
+    blank = _numpy(pc.binary_length(text), 0) == 0
+    return parsed, ~(_numpy(number, False) | blank)
+
+
+def _flags(values: pa.Array) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """A fault column as booleans, and which cells are not a flag: true or false (as booleans, or
+    text in any case), or the numbers 1 and 0; empty cells are not flags."""
+    if pa.types.is_boolean(values.type):
+        return _numpy(values, False), ~_valid(values)
+    if _is_text(values.type) or pa.types.is_dictionary(values.type):  # each distinct word once
+        codes, words = _codes(values)
+        flags = [_flag(word) for word in words] + [None]  # code -1 (empty) reads the last
+        return np.array([f is True for f in flags])[codes], np.array([f is None for f in flags])[codes]
+    numbers, _ = _numbers(values)
+    return numbers == 1, ~((numbers == 1) | (numbers == 0))
+
+
+def _flag(word: str) -> bool | None:
+    """A fault flag written as text: true or false in any case, or the number 1 or 0; else None."""
+    if word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    number = float(word.strip()) if re.fullmatch(NUMBER, word.strip(), re.IGNORECASE | re.ASCII) else None
+    return {1.0: True, 0.0: False}.get(number)  # type: ignore[arg-type]
 
 
 class _Order:
     """What each link's earlier rows say about its next ones: its protocol, and its latest window end."""
 
     def __init__(self) -> None:
-        self.protocol = pd.Series(dtype=object)
-        self.end = pd.Series(dtype=float)
+        self.protocol: dict[str, str] = {}
+        self.end: dict[str, float] = {}
 
-    def check(self, frame: pd.DataFrame, problems: Problems) -> None:
+    def check(self, columns: dict[str, NDArray], problems: Problems) -> None:
         """A link's rows keep its protocol; times finite, each window starting before it ends, of
         its recorded length and after the link's previous one (no duplicate, none out of order)."""
-        if frame.empty:
+        links = columns["link"]
+        if not len(links):
             return
-        codes, names = pd.factorize(frame["link"])
-        first = frame.groupby(codes, sort=False)["protocol"].first()
-        first.index = names[first.index]
-        self.protocol = pd.concat([self.protocol, first[~first.index.isin(self.protocol.index)]])
-        expected = self.protocol.reindex(names).to_numpy(object)[codes]
-        changed = frame["protocol"].to_numpy(object) != expected
-        for protocol in pd.unique(expected[changed]):
+        names, first, codes = np.unique(links, return_index=True, return_inverse=True)
+        protocols = columns["protocol"]
+        for name, row in zip(names, first):
+            self.protocol.setdefault(name, protocols[row])
+        expected = np.array([self.protocol[name] for name in names], object)[codes]
+        changed = protocols != expected
+        for protocol in dict.fromkeys(expected[changed]):
             problems.flag(changed & (expected == protocol), "protocol", f"the link's earlier rows are {protocol}")
-        start, end, seconds = (frame[c].to_numpy(float, na_value=np.nan)
-                               for c in ("window_start", "window_end", "window_seconds"))
-        carried = self.end.reindex(names).to_numpy(float, na_value=np.nan)
-        if len(names) == 1:  # one link's rows (a replayed link's): a running maximum, no grouping
-            previous = np.concatenate([carried, np.fmax.accumulate(end)[:-1]])
-            previous = np.fmax(previous, carried[0])
-            latest = pd.Series([np.nanmax(np.r_[carried, end]) if np.isfinite(np.r_[carried, end]).any() else np.nan],
-                               index=names)
-        else:
-            ends = pd.Series(end)
-            previous = ends.groupby(codes).cummax().groupby(codes).shift().to_numpy(float, na_value=np.nan)
-            previous = np.fmax(previous, carried[codes])
-            latest = pd.Series(ends.groupby(codes).max().reindex(range(len(names))).to_numpy(), index=names)
-        self.end = pd.concat([self.end, latest]).groupby(level=0).max()
+        start, end, seconds = (columns[c] for c in ("window_start", "window_end", "window_seconds"))
+        carried = np.array([self.end.get(name, np.nan) for name in names])
+        previous, latest = _latest_before(end, codes, len(names))
+        previous = np.fmax(previous, carried[codes])
+        self.end.update(zip(names, np.fmax(latest, carried).tolist()))
         with np.errstate(invalid="ignore"):
             problems.flag(~np.isfinite(end), "window_end", "expected a finite time")
             problems.flag(~np.isfinite(start), "window_start", "expected a finite time")
@@ -485,16 +576,43 @@ class _Order:
             problems.flag(end < previous, "window_end", "not after the link's previous window (rows must be in time order)")
 
 
-def _check_cells(frame: pd.DataFrame, mine: NDArray[np.bool_], protocol: str, problems: Problems) -> None:
+def _latest_before(end: NDArray[np.float64], codes: NDArray[np.intp], groups: int) -> tuple[NDArray[np.float64],
+                                                                                              NDArray[np.float64]]:
+    """For each row, the latest ``end`` of the earlier rows of its group (NaN: none; NaN ends do not
+    count), and each group's latest. Grouped running maxima in one pass: each end replaced by its
+    rank, offset by its group's, so one ``maximum.accumulate`` over the rows sorted by group
+    never carries a maximum across groups."""
+    n = len(end)
+    order = np.argsort(codes, kind="stable")
+    values = end[order]
+    ranked = np.argsort(values)  # NaN last
+    rank = np.empty(n, np.int64)
+    rank[ranked] = np.arange(n)
+    rank[np.isnan(values)] = -1
+    group = codes[order]
+    running = np.maximum.accumulate(group * (n + 1) + rank + 1) - group * (n + 1) - 1
+    first = np.r_[True, group[1:] != group[:-1]]
+    latest_rank = np.r_[-1, running[:-1]]
+    latest_rank[first] = -1
+    by_rank = np.r_[values[ranked], np.nan]  # rank -1 reads the NaN at the end
+    previous = np.empty(n)
+    previous[order] = by_rank[latest_rank]
+    last = np.flatnonzero(np.r_[group[1:] != group[:-1], True])
+    latest = np.full(groups, np.nan)
+    latest[group[last]] = by_rank[running[last]]
+    return previous, latest
+
+
+def _check_cells(columns: dict[str, NDArray], mine: NDArray[np.bool_], protocol: str, problems: Problems) -> None:
     """Of the rows ``mine`` of ``protocol``: counts present, non-negative whole numbers; amounts and
     levels non-negative or empty; parameters finite and within a simulated link's bounds; nothing
     in another protocol's column."""
     counts = count_columns(protocol)
     params = list(param_columns(protocol).values())
-    others = [c for c in frame.columns if c not in set(protocol_columns(protocol))]
+    others = [c for c in columns if c not in set(protocol_columns(protocol))]
     names = [*(c.column for c in counts), *params, *others]
     rows = np.flatnonzero(mine)
-    values = frame[names].to_numpy(float, na_value=np.nan)[rows]
+    values = np.column_stack([columns[name][rows] for name in names])
     k, p = len(counts), len(params)
     integer = np.array([kind_of(protocol, c.count) == "count" for c in counts], bool)
     code = np.zeros(values.shape, np.int8)  # per cell: 0, or the index of its problem in CELL_PROBLEMS
@@ -509,37 +627,48 @@ def _check_cells(frame: pd.DataFrame, mine: NDArray[np.bool_], protocol: str, pr
     which = code[np.arange(len(rows)), first].astype(np.int64) * len(names) + first  # (problem, column) of each row
     for key in np.unique(which[which >= len(names)]):
         column, problem = names[key % len(names)], CELL_PROBLEMS[key // len(names)].format(protocol=protocol)
-        problems.flag(np.isin(np.arange(len(frame)), rows[which == key]), column, problem)
+        problems.flag(_rows_mask(len(mine), rows[which == key]), column, problem)
     finite = rows[~code[:, k:k + p].any(axis=1)]
     distinct, which = param_problems(protocol, values[np.isin(rows, finite), k:k + p])
     for d, problem in enumerate(distinct):
         if problem is not None:
-            problems.flag(np.isin(np.arange(len(frame)), finite[which == d]), f"param_{problem[0]}", problem[1])
+            problems.flag(_rows_mask(len(mine), finite[which == d]), f"param_{problem[0]}", problem[1])
 
 
-def read_recording(path: str | Path) -> pd.DataFrame:
-    """A whole recording, checked; RecordingError naming the file, row and column of the first problem."""
-    frames = []
+def _rows_mask(length: int, rows: NDArray[np.intp]) -> NDArray[np.bool_]:
+    mask = np.zeros(length, bool)
+    mask[rows] = True
+    return mask
+
+
+def read_recording(path: str | Path) -> "pd.DataFrame":
+    """A whole recording, checked, as a pandas DataFrame (for ``analyse``, which builds tables);
+    RecordingError naming the file, row and column of the first problem."""
+    parts = []
     for checked in RecordingReader(path, every_link=True):
         bad = checked.first_bad()
         if bad is not None:
             raise RecordingError(path, bad.message, bad.row, bad.column)
-        if len(checked.frame):
-            frames.append(checked.frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ID_COLUMNS))
+        if len(checked):
+            parts.append(checked.columns)
+    if not parts:
+        return pa.table({c: pa.array([], pa.string() if c in ("link", "protocol") else pa.float64())
+                         for c in ID_COLUMNS}).to_pandas()
+    return pa.table({name: np.concatenate([part[name] for part in parts]) for name in parts[0]}).to_pandas()
 
 
-def counts_of(frame: pd.DataFrame, protocol: str) -> dict[str, NDArray[np.float64]]:
+def counts_of(columns: Columns, protocol: str) -> dict[str, NDArray[np.float64]]:
     """The counts of rows of ``protocol`` as float arrays of shape (rows, *count shape), through its axes."""
     shapes = PROTOCOLS[protocol].count_shapes
-    counts = {name: np.empty((len(frame), *shape)) for name, shape in shapes.items()}
+    rows = len(columns[ID_COLUMNS[0]])
+    counts = {name: np.empty((rows, *shape)) for name, shape in shapes.items()}
     for c in count_columns(protocol):
-        counts[c.count][(slice(None), *c.index)] = frame[c.column].to_numpy(float, na_value=np.nan)
+        counts[c.count][(slice(None), *c.index)] = np.asarray(columns[c.column], float)
     return counts
 
 
-def params_of(frame: pd.DataFrame, protocol: str) -> dict[str, NDArray[np.float64]]:
-    return {name: frame[column].to_numpy(float, na_value=np.nan) for name, column in param_columns(protocol).items()}
+def params_of(columns: Columns, protocol: str) -> dict[str, NDArray[np.float64]]:
+    return {name: np.asarray(columns[column], float) for name, column in param_columns(protocol).items()}
 
 
 # --- a source of windows -------------------------------------------------------------------
@@ -609,10 +738,10 @@ def survey_link(path: str | Path, link: str | None) -> LinkSurvey:
         rows, bad = rows + len(ok), bad + int(np.count_nonzero(~ok))
         first_bad = first_bad or checked.first_bad()
         if info is None and ok.any():
-            first = checked.frame.iloc[[int(np.argmax(ok))]]
-            protocol = str(first["protocol"].iloc[0])
+            first = {name: values[[int(np.argmax(ok))]] for name, values in checked.columns.items()}
+            protocol = str(first["protocol"][0])
             params = {name: float(v[0]) for name, v in params_of(first, protocol).items()}
-            info = LinkInfo(protocol, params, tuple(float(first[c].iloc[0]) for c in PLAN_COLUMNS))  # type: ignore[arg-type]
+            info = LinkInfo(protocol, params, tuple(float(first[c][0]) for c in PLAN_COLUMNS))  # type: ignore[arg-type]
     if info is None:
         if first_bad is None:
             raise RecordingError(path, f"no rows of link {reader.link!r}")
@@ -641,11 +770,11 @@ class RecordingSource:
 
     def batches(self) -> Iterator[WindowBatch]:
         for checked in RecordingReader(self.path, self.link):
-            frame, problems = checked.frame, checked.problems
-            if frame.empty:  # a batch of the survey of names, or of other links
+            columns, problems = checked.columns, checked.problems
+            if not len(checked):  # a batch of the survey of names, or of other links
                 yield WindowBatch(np.empty((0, 3)), {})
                 continue
-            problems.flag(frame["protocol"].to_numpy(object) != self.protocol, "protocol", f"expected {self.protocol}")
-            bad = [checked.bad_row(i) for i in range(len(frame))] if not problems.ok.all() else []
-            times = frame[["window_start", "window_end", "window_seconds"]].to_numpy(float, na_value=np.nan)
-            yield WindowBatch(times, counts_of(frame, self.protocol) if problems.ok.any() else {}, bad)
+            problems.flag(columns["protocol"] != self.protocol, "protocol", f"expected {self.protocol}")
+            bad = [checked.bad_row(i) for i in range(len(checked))] if not problems.ok.all() else []
+            times = np.column_stack([columns[c] for c in ("window_start", "window_end", "window_seconds")])
+            yield WindowBatch(times, counts_of(columns, self.protocol) if problems.ok.any() else {}, bad)
