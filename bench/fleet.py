@@ -187,12 +187,11 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
     try:
         cold_scrape_s = scrape(process.url)[0]  # nothing rendered ahead yet
         rss_start, cpu0, t0 = rss_mb(pid), cpu_seconds(pid), time.monotonic()
-        run_cpu0, tree_cpu0 = cpu0, tree_total(pid, cpu_seconds)
+        run_start = (t0, cpu0, tree_total(pid, cpu_seconds))  # (time, CPU, CPU with children) of the whole run
         time.sleep(min(10.0, seconds))
         idle_cores = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
         row = {"process": name, "links": links, "serving_s": process.serving_s, "ready_s": process.ready_s,
                "cold_scrape_s": cold_scrape_s, "idle_cores": idle_cores, "rss_start_mb": rss_start}
-        run_t0 = t0
         for scrapers in (1, 4):
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             result = scrape_for(process.url, seconds, scrapers, name == "qtelemetry")
@@ -207,9 +206,9 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
                 row[f"age_median_{scrapers}"] = statistics.median(result.ages)
                 row[f"age_worst_{scrapers}"] = max(result.ages)
         row["rss_end_mb"], row["tree_rss_end_mb"] = rss_mb(pid), tree_total(pid, rss_mb)
-        elapsed = time.monotonic() - run_t0
-        row["run_cores"] = (cpu_seconds(pid) - run_cpu0) / elapsed
-        row["tree_run_cores"] = (tree_total(pid, cpu_seconds) - tree_cpu0) / elapsed
+        elapsed = time.monotonic() - run_start[0]
+        row["run_cores"] = (cpu_seconds(pid) - run_start[1]) / elapsed
+        row["tree_run_cores"] = (tree_total(pid, cpu_seconds) - run_start[2]) / elapsed
         if name == "qtelemetry":  # the naive exporter runs the same detectors (same Runtime); a scrape of it
             row["tamper_running"] = len(ARMED.findall(body_of(*scrape(process.url)[1:])))  # can take a minute
         return row

@@ -235,7 +235,9 @@ class NetworkAnalyser:
         """Seconds until the next look: an interval after an analysis, else at most a second (the
         first analysis as soon as there are estimates; a network a reload adds, within a second)."""
         interval = self._interval()
-        return 1.0 if interval is None else interval if analysed else min(1.0, interval)
+        if interval is None:
+            return 1.0
+        return interval if analysed else min(1.0, interval)
 
     def _run(self) -> None:
         wait = self._wait(False)
