@@ -40,6 +40,8 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 AGE = re.compile(rb"^qlink_data_age_seconds\{[^}]*\} (\S+)$", re.M)
+#: An exporter whose links are not all up by then has failed the run (a hang is no figure).
+READY_TIMEOUT_S = 240.0
 UP = re.compile(rb"^qlink_up\{[^}]*\} 1(?:\.0)?$", re.M)
 ARMED = re.compile(rb"^qkd_tamper_warmup\{[^}]*\} 0(?:\.0)?$", re.M)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -164,7 +166,11 @@ class Process:
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = self._wait_url(log, url_pattern)
         self.serving_s = time.monotonic() - self.started
-        while len(UP.findall(body_of(*scrape(self.url)[1:]))) < links:
+        deadline = self.started + READY_TIMEOUT_S
+        while (up := len(UP.findall(body_of(*scrape(self.url)[1:])))) < links:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{up} of {links} links up after {READY_TIMEOUT_S:g} s:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)
         self.ready_s = time.monotonic() - self.started
 

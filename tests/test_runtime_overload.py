@@ -78,6 +78,9 @@ def test_slow_estimator_skips_cycles_counts_them_and_bounds_every_slot(monkeypat
     assert value(last, "qtelemetry_estimation_duration_seconds_bucket", le="0.25") == 0  # every cycle took 0.4 s+
     # the fast poller filled its slot between cycles: the excess is dropped and counted, not queued
     assert value(last, "qlink_driver_errors_total", link="polled", reason="overflow") >= 1
+    # ... and the link stays up: its data is valid and fresh, the exporter is what is behind
+    # (an overflow marked the link down, so a replay at top speed flapped and never read up)
+    assert all(value(s, "qlink_up", link="polled") == 1 for s in samples[len(samples) // 2:])
     assert runtime._engine.slots._pending.max() <= SLOT_DEPTH  # noqa: SLF001 - the bound itself
     # the simulated links still deliver, one longer window per cycle, nothing lost
     assert value(last, "qlink_up", link="sim-0") == 1

@@ -166,7 +166,7 @@ class Engine:
         if stored is None:
             return None
         if not stored:
-            self._log.failed([index], "overflow", "slot full: the estimation cycle is not keeping up")
+            self._log.failed([index], "overflow", "slot full: the estimation cycle is not keeping up", down=False)
             return False
         self._log.recovered([index])
         return True

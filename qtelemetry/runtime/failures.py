@@ -27,12 +27,15 @@ class FailureLog:
         self._warned: dict[int, tuple[str, float]] = {}  # link -> (reason, when last warned)
         self._down: set[int] = set()  # warned about and not yet recovered
 
-    def failed(self, links: Sequence[int], reason: str, message: str) -> None:
+    def failed(self, links: Sequence[int], reason: str, message: str, down: bool = True) -> None:
+        """Warn about ``links`` failing for ``reason``; ``down=False`` when the link itself is fine
+        (its reading was dropped because the exporter is behind), so no recovery line follows."""
         now = time.monotonic()
         with self._lock:
             due = [i for i in links if self._due(i, reason, now)]
             self._warned.update({i: (reason, now) for i in due})
-            self._down.update(due)
+            if down:
+                self._down.update(due)
         if len(due) == 1:
             log.warning("batch dropped", extra={"link": self._names[due[0]], "reason": reason, "detail": message})
         elif due:

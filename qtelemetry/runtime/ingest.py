@@ -99,7 +99,9 @@ class Slots:
 
     Readings that arrive between two cycles are coalesced: counts and amounts add up, levels
     keep the newest. More than ``SLOT_DEPTH`` of them means the cycle is not running: the
-    reading is dropped and counted as an overflow, never queued without bound.
+    reading is dropped and counted as an overflow, never queued without bound. An overflow leaves
+    the link up: its data is valid and fresh, it is the cycle that is late (which shows in the
+    exporter's own lag and skipped cycles, and in data age once the cycle stops taking).
     """
 
     def __init__(self, n_links: int, reasons: tuple[str, ...], groups: Mapping[str, tuple[LinkProtocol, NDArray[np.intp]]]):
@@ -140,8 +142,8 @@ class Slots:
         with self._lock:
             if self.closed:
                 return None
-            if self._pending[link] >= SLOT_DEPTH:
-                self._fail(link, "overflow")
+            if self._pending[link] >= SLOT_DEPTH:  # the exporter is behind, not the link: counted, still up
+                self._errors[link, self._reason["overflow"]] += 1
                 return False
             stage = self._stage[group]
             for key, values in counts.items():
