@@ -264,6 +264,7 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
     for variable, value in [*zip(lazy.xs, start.tolist()), *((y, touched[v]) for v, y in ys.items())]:
         model.setSolVal(solution, variable, float(value))
     model.addSol(solution)
+    progress(0, 0, 0.0, instance.cost(start))
     model.optimize()
     best = model.getBestSol()
     chosen = np.array([model.getSolVal(best, x) > 0.5 for x in lazy.xs])
