@@ -54,21 +54,28 @@ def truth() -> dict:
     return {"step": step, "short_s": short * step, "unmet_bits": unmet, "outage_s": (LOST_FOR // step + 1) * step}
 
 
-@pytest.fixture(scope="module")
-def drill(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def drill_report(config: Path, days: str, end: str, work: Path, *history_args: str) -> Path:
+    """``qtelemetry history`` of ``config`` from 2026-11-02 for ``days``, backfilled into a real
+    Prometheus, and ``qtelemetry report`` of it to ``end``: the report's directory."""
     require_binaries("prometheus", PROMTOOL_BIN)
-    work = tmp_path_factory.mktemp("drill")
-    history, out = work / "drill.om", work / "out"
-    written = qtelemetry("history", "--config", str(CONFIG), "--fail", f"m1@{LOST_AT // 86400}d/{LOST_FOR // 3600}h",
-                         "--start", "2026-11-02T00:00:00Z", "--days", "7", "--out", str(history))
+    history, out = work / "history.om", work / "out"
+    written = qtelemetry("history", "--config", str(config), *history_args, "--start", "2026-11-02T00:00:00Z",
+                         "--days", days, "--out", str(history))
     assert written.returncode == 0, written.stderr
     prometheus = backfilled_prometheus(history, work)
     try:
         report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-02T00:00:00Z",
-                            "--end", "2026-11-09T00:00:00Z", "--out", str(out))
+                            "--end", end, "--out", str(out))
         assert report.returncode == 0, report.stderr
     finally:
         prometheus.stop()
+    return out
+
+
+@pytest.fixture(scope="module")
+def drill(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = drill_report(CONFIG, "7", "2026-11-09T00:00:00Z", tmp_path_factory.mktemp("drill"),
+                       "--fail", f"m1@{LOST_AT // 86400}d/{LOST_FOR // 3600}h")
     with (out / "demands.csv").open(newline="") as f:
         return {"demand": next(csv.DictReader(f)), "html": (out / "report.html").read_text()}
 
@@ -120,19 +127,9 @@ def test_demands_competing_for_a_hop_are_reported_short_by_the_relay(tmp_path):
     """Two demands of 120 kbit/s share the 20 km hop a-m (~171 kbit/s): each alone is met, so the
     capacity alerts stay silent, but the relay cannot serve both once a-m's store has run dry:
     QNetDemandRelayShort fires for both (it was silence before it), QNetDemandUnmet for neither."""
-    require_binaries("prometheus", PROMTOOL_BIN)
-    config, history, out = tmp_path / "competing.yaml", tmp_path / "competing.om", tmp_path / "out"
+    config = tmp_path / "competing.yaml"
     config.write_text(COMPETING)
-    written = qtelemetry("history", "--config", str(config), "--start", "2026-11-02T00:00:00Z", "--days", "0.25",
-                         "--out", str(history))
-    assert written.returncode == 0, written.stderr
-    prometheus = backfilled_prometheus(history, tmp_path)
-    try:
-        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-02T00:00:00Z",
-                            "--end", "2026-11-02T06:00:00Z", "--out", str(out))
-        assert report.returncode == 0, report.stderr
-    finally:
-        prometheus.stop()
+    out = drill_report(config, "0.25", "2026-11-02T06:00:00Z", tmp_path)
     with (out / "demands.csv").open(newline="") as f:
         rows = {row["demand"]: row for row in csv.DictReader(f)}
     assert rows.keys() == {"a-b", "a-c"}
