@@ -334,34 +334,46 @@ class Failures:
         """Demand ``d``'s maximum flow after its worst single failure, and that failure; counts the
         failures that would leave the demand (met now) unmet into the impact arrays.
 
-        Only a failure that takes capacity the flow uses can lower the maximum flow, and the flow
-        minus what it loses still flows after it. Groups are tried from the lowest such floor;
-        the search stops once no floor is below both the worst found and the demand.
+        Only a failure that takes capacity a flow uses can lower the maximum flow, and any flow
+        minus what the failure takes from it still flows after it: a floor. Every failure computed
+        gives a new flow, feasible before the failure too, so each computation raises the floors
+        of the others (a failure the flow can route around usually shows that the next one can
+        too). Failures are computed from the lowest floor; the search stops once no floor is below
+        both the worst found and the demand.
         """
         top, total = self.top, flow.value
-        arc_flow = np.asarray(flow.flow, float)
-        net = np.abs(arc_flow[0::2] - arc_flow[1::2])  # opposite flows cancel: a valid flow of the same value
         s, t = top.demand_ends[d]
-        through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
         on_chain = self.group_chain >= 0
         chain = np.where(on_chain, self.group_chain, 0)
         relay = np.where(on_chain, 0, -1 - self.group_chain)
-        floor = np.where(on_chain, total - np.maximum(net[chain] - self.group_left, 0.0), total - through[relay])
+
+        def floors(value: float, arc_flow: list[float]) -> Floats:
+            """What still flows after each failure of a flow of ``value`` with these arc flows."""
+            flows = np.asarray(arc_flow, float)
+            net = np.abs(flows[0::2] - flows[1::2])  # opposite flows cancel: a valid flow of the same value
+            through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
+            return np.where(on_chain, value - np.maximum(net[chain] - self.group_left, 0.0), value - through[relay])
+
+        floor = floors(total, flow.flow)
         floor[~on_chain & np.isin(relay, (s, t))] = np.inf  # the demand's own ends are not its failures
+        floor[floor >= total] = np.inf  # a failure the flow does not feel leaves it whole
         demand = top.demand_bps[d]
         met = total >= demand
         worst, failure = total, ("none", "")
         source, target = top.sender[s], top.receiver[t]
-        order = np.argsort(floor, kind="stable")
-        for g in order[floor[order] < total].tolist():
-            if floor[g] >= worst and (not met or floor[g] >= demand):
+        while len(floor):
+            g = int(np.argmin(floor))
+            if floor[g] >= worst and (not met or floor[g] >= demand):  # also when every floor is inf
                 break
+            floor[g] = np.inf
             left = self.chains.copy()
             if on_chain[g]:
                 left[chain[g]] = self.group_left[g]
             else:
                 left[(top.chain_ends == relay[g]).any(axis=1)] = 0.0
-            value = top.graph.maxflow_value(source, target, np.repeat(left, 2).tolist())
+            value, arc_flow, _, _ = igraph.GraphBase.maxflow(top.graph, source, target, np.repeat(left, 2).tolist())
+            floor = np.maximum(floor, floors(value, arc_flow))  # done ones stay inf
+            floor[floor >= total] = np.inf
             members = np.flatnonzero(self.group == g)
             if value < worst:
                 k = members[0]
