@@ -33,8 +33,6 @@ from typing import Sequence
 import igraph
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
@@ -117,8 +115,7 @@ def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_en
     first = np.searchsorted(flat[order], np.flatnonzero(through))
     pairs = np.column_stack([order[first], order[first + 1]]) // 2
     n_edges = len(edge_ends)
-    joined = coo_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_edges, n_edges))
-    _, edge_chain = connected_components(joined, directed=False)
+    edge_chain = np.array(igraph.Graph(n=n_edges, edges=pairs.tolist()).connected_components().membership, np.intp)
     # a chain's ends are its sites that are not pass-through: two per chain (none for a pure cycle)
     ends_at = ~through[flat]
     chain_of_end = np.repeat(edge_chain, 2)[ends_at]
@@ -134,7 +131,7 @@ def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_en
     chain_ends[~closed] = 0  # a cycle of pass-through sites only: joined to nothing, a loop
     site_chain = np.full(n_sites, -1, np.intp)
     site_chain[flat[~ends_at]] = np.repeat(edge_chain, 2)[~ends_at]
-    return edge_chain.astype(np.intp), chain_ends, site_chain
+    return edge_chain, chain_ends, site_chain
 
 
 @dataclass(frozen=True)
