@@ -3,8 +3,9 @@
 For each size, a real `qtelemetry run` process and, as the baseline measured in the same run,
 ``naive_exporter.py`` (same links, simulators and estimator; labelled prometheus_client Gauges
 set every window). Scrapers ask for gzip, as Prometheus does. Printed per process: start-up
-time, CPU (cores) idle and while scraped, RSS and PSS (with children too), scrape latency p50/p99 with 1 and 4 concurrent
-scrapers, payload size, and the median and worst `qlink_data_age_seconds` seen by the scrapes.
+time, CPU (cores) idle and while scraped, RSS and PSS (also with children), scrape latency
+p50/p99 with 1 and 4 concurrent scrapers, payload size, and the median and worst
+`qlink_data_age_seconds` seen by the scrapes.
 
     python bench/fleet.py [--links 100,1000,10000] [--seconds 30] [--soak 600]
 
