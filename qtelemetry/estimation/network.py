@@ -187,11 +187,11 @@ def analyse(topology: Topology, rate_bps: Floats, buffer_bits: Floats | None = N
     alive = top.graph.subgraph_edges(np.flatnonzero(np.repeat(chains, 2) > 0).tolist(), delete_vertices=False)
     for d in range(n_demands):
         source, target = top.sender[top.demand_ends[d, 0]], top.receiver[top.demand_ends[d, 1]]
-        flow = top.graph.maxflow(source, target, arcs)
-        multipath[d] = flow.value
-        cuts.append(failures.cut_links(np.unique(np.asarray(flow.cut, np.intp) // 2)))
+        # igraph's GraphBase.maxflow: value, arc flows and cut as lists, without Graph.maxflow's Flow object
+        multipath[d], arc_flow, cut, _ = igraph.GraphBase.maxflow(top.graph, source, target, arcs)
+        cuts.append(failures.cut_links(np.unique(np.asarray(cut, np.intp) // 2)))
         disjoint[d] = disjoint_paths(alive, source, target)
-        after[d], failure = failures.survive(d, flow, link_impact, site_impact)
+        after[d], failure = failures.survive(d, multipath[d], arc_flow, link_impact, site_impact)
         worst.append(failure)
     return NetworkAnalysis(
         single_path_bps=single, route=tuple(routes), multipath_bps=multipath, min_cut=tuple(cuts),
@@ -327,31 +327,36 @@ class Failures:
         chains = chains[self.top.chain_ends[chains, 0] != self.top.chain_ends[chains, 1]]
         return np.flatnonzero(np.isin(self.top.link_edge, self.narrowest[chains]))
 
-    def survive(self, d: int, flow: igraph.Flow, link_impact: Ints, site_impact: Ints) -> tuple[float, tuple[str, str]]:
+    def survive(self, d: int, total: float, arc_flow: list[float], link_impact: Ints,
+                site_impact: Ints) -> tuple[float, tuple[str, str]]:
         """Demand ``d``'s maximum flow after its worst single failure, and that failure; counts the
-        failures that would leave the demand (met now) unmet into the impact arrays.
+        failures that would leave the demand (met now) unmet into the impact arrays. ``total`` and
+        ``arc_flow``: its maximum flow.
 
         Only a failure that takes capacity a flow uses can lower the maximum flow, and any flow
-        minus what the failure takes from it still flows after it: a floor. Every failure computed
-        gives a new flow, feasible before the failure too, so each computation raises the floors
-        of the others (a failure the flow can route around usually shows that the next one can
-        too). Failures are computed from the lowest floor; the search stops once no floor is below
-        both the worst found and the demand.
+        minus what the failure takes from it still flows after it: a floor, the highest over the
+        flows known. Two maximum flows to start from (one found from each end), and every failure
+        computed gives a new flow, feasible before the failure too, so each computation raises the
+        floors of the others (a failure the flow can route around usually shows that the next one
+        can too). Failures are computed from the lowest floor; the search stops once no floor is
+        below both the worst found and the demand.
         """
-        top, total = self.top, flow.value
+        top = self.top
         s, t = top.demand_ends[d]
         on_chain = self.group_chain >= 0
         chain = np.where(on_chain, self.group_chain, 0)
         relay = np.where(on_chain, 0, -1 - self.group_chain)
 
-        def floors(value: float, arc_flow: list[float]) -> Floats:
+        def floors(value: float, flow: list[float]) -> Floats:
             """What still flows after each failure of a flow of ``value`` with these arc flows."""
-            flows = np.asarray(arc_flow, float)
+            flows = np.asarray(flow, float)
             net = np.abs(flows[0::2] - flows[1::2])  # opposite flows cancel: a valid flow of the same value
             through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
             return np.where(on_chain, value - np.maximum(net[chain] - self.group_left, 0.0), value - through[relay])
 
-        floor = floors(total, flow.flow)
+        arcs = np.repeat(self.chains, 2).tolist()
+        _, back, _, _ = igraph.GraphBase.maxflow(top.graph, top.sender[t], top.receiver[s], arcs)  # the other way
+        floor = np.maximum(floors(total, arc_flow), floors(total, back))
         floor[~on_chain & np.isin(relay, (s, t))] = np.inf  # the demand's own ends are not its failures
         floor[floor >= total] = np.inf  # a failure the flow does not feel leaves it whole
         demand = top.demand_bps[d]
