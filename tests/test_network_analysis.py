@@ -107,12 +107,14 @@ def flow(n, caps, trusted, s, t):
 
 
 @st.composite
-def networks(draw):
-    n = draw(st.integers(3, 6))
+def networks(draw, sites=(3, 6), links=(2, 10), trusted=st.booleans()):
+    """Random networks of ``sites`` sites (least, most), ``links`` links, each site trusted as drawn
+    from ``trusted``."""
+    n = draw(st.integers(*sites))
     links = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]),
-                          min_size=2, max_size=10))
+                          min_size=links[0], max_size=links[1]))
     rates = draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 0.5]), min_size=len(links), max_size=len(links)))
-    trusted = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    trusted = draw(st.lists(trusted, min_size=n, max_size=n))
     pairs = [(s, t) for s in range(n) for t in range(n) if s != t]
     demands = draw(st.lists(st.sampled_from(pairs), min_size=1, max_size=4))
     needs = draw(st.lists(st.sampled_from([0.5, 1.0, 3.0, 6.0]), min_size=len(demands), max_size=len(demands)))
@@ -232,21 +234,8 @@ def nx_flow(caps, trusted, s, t):
     return nx.maximum_flow_value(graph, s, t)
 
 
-@st.composite
-def larger_networks(draw):
-    n = draw(st.integers(8, 14))
-    links = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]),
-                          min_size=12, max_size=40))
-    rates = draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 0.5]), min_size=len(links), max_size=len(links)))
-    trusted = draw(st.lists(st.sampled_from([True, True, True, False]), min_size=n, max_size=n))
-    demands = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]),
-                            min_size=1, max_size=4))
-    needs = draw(st.lists(st.sampled_from([1.0, 3.0, 6.0, 10.0]), min_size=len(demands), max_size=len(demands)))
-    return n, links, rates, trusted, demands, needs
-
-
 @settings(max_examples=60, deadline=None)
-@given(larger_networks())
+@given(networks(sites=(8, 14), links=(12, 40), trusted=st.sampled_from([True, True, True, False])))
 def test_n_minus_1_on_larger_networks_equals_every_single_removal(network):
     """Every single failure recomputed from scratch by networkx: the worst and the impacts the
     analysis finds after skipping the failures its flows prove harmless."""
