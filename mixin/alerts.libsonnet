@@ -698,6 +698,20 @@ local params = import 'lib/params.libsonnet';
               },
             },
             {
+              "alert": "QNetDemandRelayShort",
+              "expr": "rate(qnet_demand_delivered_bits_total{" + selector + "}[10m])\n/ rate(qnet_demand_requested_bits_total{" + selector + "}[10m])\n< 0.99",
+              "for": "10m",
+              "labels": {
+                "severity": "warning",
+              },
+              "annotations": {
+                "summary": "The simulated key relay delivers less key than demand {{ $labels.demand }} requests.",
+                "description": "Over 10 minutes the simulated relay delivered {{ $value | humanizePercentage }} of the key demand {{ $labels.demand }} requested (qnet_demand_delivered_bits_total against requested), although the network's capacity for the demand alone is enough: other demands take the same hops' key first or at the same time.",
+                "runbook_url": runbook("qnetdemandrelayshort"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
+              },
+            },
+            {
               "alert": "QNetStoredKeyLow",
               "expr": "qnet_demand_stored_key_seconds{" + selector + "} < " + storedKeyFloorSeconds,
               "for": "10m",

@@ -217,8 +217,9 @@ def make_plan(plan: NetworkPlanFile, time_limit_s: float = 300.0, gap: float = 1
                         np.array([s.trusted_node_cost for s in plan.sites]), np.array([s.trusted for s in plan.sites]),
                         np.array([[index[d.source], index[d.target]] for d in plan.demands], np.intp)[keep], goal[keep],
                         plan.survive)
-    placement = place(instance, time_limit_s, gap, lambda rounds, cuts, bound: log.info(
-        "placement: integer master solved", extra={"masters": rounds, "cuts": cuts, "lower_bound": round(bound, 6)}))
+    placement = place(instance, time_limit_s, gap, lambda nodes, cuts, bound, cost: log.info(
+        "placement: better network found", extra={"cost": round(cost, 6), "lower_bound": round(bound, 6), "nodes": nodes,
+                                                  "cuts": cuts}))
     chosen = np.flatnonzero(placement.chosen)
     top = topology(plan, [names[i] for i in chosen], ends[chosen])
     return NetworkPlan(plan, names, drivers, rate, placement, unmet, best, top, analyse(top, rate[chosen]),
@@ -300,7 +301,7 @@ def plan_json(result: NetworkPlan, whatif: list[dict]) -> dict:
                                                         analysis.single_path_bps, analysis.worst_failure, analysis.min_cut)],
         "survive": result.plan.survive, "lower_bound": p.lower_bound,
         "single_points_of_failure": single_points_of_failure(whatif),
-        "solver": {"method": "scipy.optimize.milp (HiGHS), cut constraints added lazily", "rounds": p.rounds,
+        "solver": {"method": "SCIP branch-and-cut (PySCIPOpt), cut constraints added lazily", "nodes": p.nodes,
                    "cuts": p.cuts, "seconds": round(result.seconds, 3)},
     }
 
@@ -482,6 +483,11 @@ def run(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     if plan is None or (args.network is not None and given is None):
         print("\n".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        extras.check_installed(("pyscipopt",), "plan-network")
+    except extras.MissingExtra as exc:
+        print(f"error: qtelemetry plan-network: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     result = make_plan(plan, args.time_limit, args.gap)
     content = write_outputs(result, args.out, args.file)

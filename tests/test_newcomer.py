@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 INSTALL = (ROOT / "docs" / "install.md").read_text()
 FAULTS = (ROOT / "docs" / "faults.md").read_text()
-#: Top-level modules of the extras (plot, generate, report, recording, otel, sequence, pki): the
-#: demo exporter imports none of them.
+#: Top-level modules of the extras (plot, generate, report, recording, otel, sequence, pki,
+#: plan-network): the demo exporter imports none of them.
 EXTRA_MODULES = ("matplotlib", "grafana_foundation_sdk", "requests", "pandas", "pyarrow", "opentelemetry",
-                 "sequence", "cryptography")
+                 "sequence", "cryptography", "pyscipopt")
 #: Modules of ``FORBIDDEN`` are missing, as in the demo install: another package's optional import
 #: of one (igraph's of matplotlib) fails as it would there, and the first import by qtelemetry's
 #: own code ends the process (exit 70, naming the module).
@@ -141,6 +141,8 @@ OTLP = ("exporter: {otlp: {endpoint: 'http://127.0.0.1:4318/v1/metrics'}}\n"
      "error: qtelemetry history: pandas is not installed: pip install 'qtelemetry[report]'"),
     (["simulate", "--make-pki", "pki"], None, ("cryptography",),
      "error: --make-pki: cryptography is not installed: pip install 'qtelemetry[pki]'"),
+    (["plan-network", str(ROOT / "examples" / "tokyo-qkd-plan.yaml"), "--out", "plan"], None, ("pyscipopt",),
+     "error: qtelemetry plan-network: pyscipopt is not installed: pip install 'qtelemetry[plan-network]'"),
 ])
 def test_what_needs_an_extra_names_it(args, config, blocked, expected, tmp_path):
     """Without the extra: exit 2 and the extra's name, for a command or a config section (a check-config

@@ -12,6 +12,7 @@ import csv
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -163,10 +164,14 @@ def plan_network(tmp_path, plan: dict, capsys) -> tuple[int, str]:
 def test_outputs(tmp_path, capsys):
     """Every candidate span with the exporter's planned rate; demands meet N-1; the tables, the page,
     and a network.yaml that is a valid run config of exactly the chosen spans."""
-    code, _ = plan_network(tmp_path, EXAMPLE, capsys)
+    code, err = plan_network(tmp_path, EXAMPLE, capsys)
     out = tmp_path / "out"
     result = json.loads((out / "plan.json").read_text())
     assert code == 0 and result["status"] == "optimal" and result["gap"] <= 1e-4
+    # the search logs each better network, from the greedy start to the answer
+    found = [float(c) for c in re.findall(r'msg="placement: better network found" cost=(\S+)', err)]
+    assert found and found == sorted(found, reverse=True) and found[-1] == pytest.approx(result["cost"]), err
+    assert result["solver"]["nodes"] >= 1 and result["solver"]["cuts"] >= 1
     assert list(result)[:6] == ["status", "gap", "cost", "trusted_nodes", "spans", "demands"]
     assert [s["sites"] for s in result["spans"]] == [s["sites"] for s in EXAMPLE["spans"]]
     for span, given_span in zip(result["spans"], EXAMPLE["spans"]):

@@ -100,3 +100,42 @@ def test_a_bad_failure_is_a_usage_error(fail, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"--fail {fail!r}" in err and message in err and "Traceback" not in err, err
     assert not (tmp_path / "x.om").exists()
+
+
+COMPETING = """
+exporter: {window_seconds: 300, sliding_windows: 1, stall_timeout_seconds: 600}
+links:
+  - {name: a-m, site_a: bank-a, site_b: m, driver: {type: simulated-bb84, fiber_length_km: 20, key_buffer_capacity_bits: 6.0e+7, seed: 1}}
+  - {name: m-b, site_a: m, site_b: bank-b, driver: {type: simulated-bb84, fiber_length_km: 20, key_buffer_capacity_bits: 6.0e+7, seed: 2}}
+  - {name: m-c, site_a: m, site_b: bank-c, driver: {type: simulated-bb84, fiber_length_km: 20, key_buffer_capacity_bits: 6.0e+7, seed: 3}}
+network:
+  sites: [{name: bank-a, trusted: false}, {name: bank-b, trusted: false}, {name: bank-c, trusted: false}, {name: m}]
+  demands:
+    - {name: a-b, from: bank-a, to: bank-b, bits_per_second: 120000}
+    - {name: a-c, from: bank-a, to: bank-c, bits_per_second: 120000}
+"""
+
+
+def test_demands_competing_for_a_hop_are_reported_short_by_the_relay(tmp_path):
+    """Two demands of 120 kbit/s share the 20 km hop a-m (~171 kbit/s): each alone is met, so the
+    capacity alerts stay silent, but the relay cannot serve both once a-m's store has run dry:
+    QNetDemandRelayShort fires for both (it was silence before it), QNetDemandUnmet for neither."""
+    require_binaries("prometheus", PROMTOOL_BIN)
+    config, history, out = tmp_path / "competing.yaml", tmp_path / "competing.om", tmp_path / "out"
+    config.write_text(COMPETING)
+    written = qtelemetry("history", "--config", str(config), "--start", "2026-11-02T00:00:00Z", "--days", "0.25",
+                         "--out", str(history))
+    assert written.returncode == 0, written.stderr
+    prometheus = backfilled_prometheus(history, tmp_path)
+    try:
+        report = qtelemetry("report", "--prometheus", prometheus.url, "--start", "2026-11-02T00:00:00Z",
+                            "--end", "2026-11-02T06:00:00Z", "--out", str(out))
+        assert report.returncode == 0, report.stderr
+    finally:
+        prometheus.stop()
+    with (out / "demands.csv").open(newline="") as f:
+        rows = {row["demand"]: row for row in csv.DictReader(f)}
+    assert rows.keys() == {"a-b", "a-c"}
+    for row in rows.values():
+        assert float(row["unmet_bits"]) > 0, row  # the relay fell short ...
+        assert "QNetDemandRelayShort" in row["alerts"] and "QNetDemandUnmet" not in row["alerts"], row  # ... and said so

@@ -17,34 +17,29 @@ A span alone carrying the whole demand already covers the cut, so its coefficien
 and, with ``survive`` = 1, each span and each relay site that is not an end of the demand; a span
 is usable by d unless it touches an end point (not trusted) other than d's ends.
 
-There are exponentially many cuts, so they are added lazily (row generation): HiGHS (scipy's
-``milp``) solves the master problem with the cuts found so far; for its choice, every demand's
-minimum cut in every failure scenario is found (igraph); the violated ones join the master, until
-none is. Every master is a relaxation of the whole problem, so the last one's dual bound bounds
-the optimum from below, and its solution, once no cut is violated, is feasible: the gap reported
-is the last master's.
+There are exponentially many cuts, so they are lazy constraints in one branch-and-cut search
+(SCIP through PySCIPOpt, a constraint handler; Achterberg, Math. Program. Comput. 1, 1 (2009)):
+at every node the LP solution's violated minimum cuts are separated (igraph), and every integer
+solution is checked against every demand and failure before it is accepted, its violated cuts
+joining the problem. The dual bound is SCIP's; the gap reported is (cost − bound) / cost.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import igraph
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
+from pyscipopt import SCIP_EVENTTYPE, SCIP_RESULT, Conshdlr, Eventhdlr, Model, quicksum
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
 Bools = NDArray[np.bool_]
 
-#: A cut short of the demand by more than this (relative) is violated: HiGHS's own feasibility tolerance.
+#: A cut short of the demand by more than this (relative) is violated: SCIP's own feasibility tolerance.
 TOLERANCE = 1e-6
-#: Integer masters whose choice still falls short are solved only to this gap: their job is cuts.
-LOOSE_GAP = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ class Placement:
     cost: float
     lower_bound: float
     gap: float  #: (cost − lower bound) / cost; 0 when proven optimal
-    rounds: int  #: master problems solved
+    nodes: int  #: branch-and-bound nodes searched
     cuts: int  #: cut constraints generated
 
 
@@ -116,24 +111,50 @@ def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
     """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that spans lit to the extent
     ``x`` (0-1, fractional in the relaxation) leave short: for each short demand and failure, the
     cut nearest the source and the one nearest the target (back cuts: more cuts per round, fewer rounds)."""
+    return [row for rows in short_cuts(instance, x) for row in rows]
+
+
+def short_cuts(instance: Instance, x: Floats) -> Iterator[list[Floats]]:
+    """The rows of each short demand and failure in turn (``violated_cuts``), so that a check can stop
+    at the first.
+
+    A failure is tried only if it can leave the demand short: taking away an element that carries
+    f of a maximum flow F leaves at least F − f (the flow's paths through it removed), so with
+    F − f ≥ the demand it cannot."""
     graph = igraph.Graph(n=instance.n_sites, edges=instance.span_ends.tolist())
-    rows: list[Floats] = []
     for d, ((s, t), need) in enumerate(zip(instance.demand_ends.tolist(), instance.demand_bps.tolist())):
         usable = instance.usable(d)
         capacity = instance.span_rate_bps * x * usable
-        for kind, element in instance.scenarios(d, capacity > 0):
+        short = need * (1 - TOLERANCE)
+        for kind, element in _risky_failures(instance, graph, d, capacity, short):
             failed = instance.failed(kind, element)
             left = np.where(failed, 0.0, capacity).tolist()
             cut = graph.mincut(s, t, capacity=left)
-            if cut.value >= need * (1 - TOLERANCE):
+            if cut.value >= short:
                 continue
             back = graph.mincut(t, s, capacity=left)
+            rows = []
             for found, end in ((cut, s), (back, t)):
                 side = np.zeros(instance.n_sites, bool)
                 side[found.partition[0] if end in found.partition[0] else found.partition[1]] = True
                 rows += _cut_rows(instance, side[instance.span_ends[:, 0]] != side[instance.span_ends[:, 1]],
                                   usable & ~failed, need)
-    return rows
+            yield rows
+
+
+def _risky_failures(instance: Instance, graph: igraph.Graph, d: int, capacity: Floats, short: float,
+                    ) -> list[tuple[str, int]]:
+    """The scenarios of demand ``d`` that may leave it below ``short``: no failure if its maximum flow
+    is short already, else the failures of the elements carrying more than its surplus."""
+    (s, t), scenarios = instance.demand_ends[d].tolist(), instance.scenarios(d, capacity > 0)
+    flow = graph.maxflow(s, t, capacity=capacity.tolist())
+    if flow.value < short:
+        return [("none", -1)]
+    through_span = np.abs(flow.flow)
+    through_site = np.zeros(instance.n_sites)
+    np.add.at(through_site, instance.span_ends.ravel(), np.repeat(through_span, 2) / 2)  # in = out
+    through = {"span": through_span, "site": through_site}
+    return [(kind, e) for kind, e in scenarios if kind != "none" and flow.value - through[kind][e] < short]
 
 
 def _cut_rows(instance: Instance, crossing: Bools, usable: Bools, need: float) -> list[Floats]:
@@ -144,87 +165,120 @@ def _cut_rows(instance: Instance, crossing: Bools, usable: Bools, need: float) -
     return [share, crossing / needed] if needed > 1 else [share]
 
 
-class _Master:
-    """The master problem: costs, the relay-site links x_e ≤ y_v, and the cuts found so far."""
+class _LazyCuts(Conshdlr):
+    """Every demand's cuts in every failure, as SCIP asks: separated from LP solutions, enforced on
+    integer ones, checked on every candidate solution (a heuristic's too)."""
 
     def __init__(self, instance: Instance):
-        n_spans, paid = len(instance.span_ends), instance.paid_sites
-        self.n_spans, self.n = n_spans, n_spans + len(paid)
-        self.objective = np.r_[instance.span_cost, instance.site_cost[paid]]
-        self.bounds = Bounds(np.zeros(self.n), np.r_[(instance.span_rate_bps > 0).astype(float), np.ones(len(paid))])
-        at = [(e, n_spans + k) for k, v in enumerate(paid.tolist())
-              for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist()]
-        rows = np.r_[np.arange(len(at)), np.arange(len(at))]
-        columns = np.array([e for e, _ in at] + [y for _, y in at], np.intp)
-        self.links = [LinearConstraint(csr_array((np.r_[np.ones(len(at)), -np.ones(len(at))], (rows, columns)),
-                                                 shape=(len(at), self.n)), -np.inf, 0.0)] if at else []
-        self.cuts: list[Floats] = []
+        self.instance = instance
+        self.xs: list = []  # SCIP's span variables, set once they exist
+        self.cuts = 0
         self._seen: set[bytes] = set()
+        self._checked: dict[bytes, bool] = {}  # heuristics propose the same choice again and again
+        self._found: list[Floats] = []  # rows a check found; a check may not add them, the next separation does
+
+    def values(self, solution=None) -> Floats:
+        return np.array([self.model.getSolVal(solution, x) for x in self.xs])
 
     def add(self, rows: list[Floats]) -> int:
-        """Add the cuts not already in; how many were new."""
+        """Add the rows not already in; how many were new."""
         fresh = [row for row in rows if row.tobytes() not in self._seen]
-        self._seen.update(row.tobytes() for row in fresh)
-        self.cuts += fresh
+        for row in fresh:
+            self._seen.add(row.tobytes())
+            self.model.addCons(quicksum(float(row[e]) * self.xs[e] for e in np.flatnonzero(row)) >= 1.0)
+        self.cuts += len(fresh)
         return len(fresh)
 
-    def solve(self, integral: bool, time_limit_s: float, gap: float):
-        cuts = np.zeros((len(self.cuts), self.n))
-        cuts[:, : self.n_spans] = np.reshape(self.cuts, (-1, self.n_spans))
-        return milp(self.objective, integrality=np.full(self.n, int(integral)), bounds=self.bounds,
-                    constraints=[LinearConstraint(csr_array(cuts), 1.0, np.inf), *self.links],
-                    options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": gap})
+    def conscheck(self, constraints, solution, checkintegrality, checklprows, printreason, completely):
+        x = np.round(self.values(solution))
+        key = x.tobytes()
+        if key not in self._checked:
+            rows = next(short_cuts(self.instance, x), [])
+            self._checked[key] = not rows
+            self._found += rows
+        return {"result": SCIP_RESULT.FEASIBLE if self._checked[key] else SCIP_RESULT.INFEASIBLE}
+
+    def _enforce(self) -> dict:
+        rows = violated_cuts(self.instance, np.round(self.values()))
+        if not rows:
+            return {"result": SCIP_RESULT.FEASIBLE}
+        return {"result": SCIP_RESULT.CONSADDED if self.add(rows) else SCIP_RESULT.INFEASIBLE}
+
+    def consenfolp(self, constraints, nusefulconss, solinfeasible):
+        return self._enforce()
+
+    def consenfops(self, constraints, nusefulconss, solinfeasible, objinfeasible):
+        return self._enforce()
+
+    def conssepalp(self, constraints, nusefulconss):
+        rows, self._found = violated_cuts(self.instance, np.clip(self.values(), 0.0, 1.0)) + self._found, []
+        return {"result": SCIP_RESULT.CONSADDED if self.add(rows) else SCIP_RESULT.DIDNOTFIND}
+
+    def conslock(self, constraint, locktype, nlockspos, nlocksneg):
+        """Lighting fewer spans may break a cut, more never: SCIP must not fix a span dark for its cost."""
+        for x in self.xs:
+            self.model.addVarLocksType(x, locktype, nlockspos, nlocksneg)
+
+
+class _Progress(Eventhdlr):
+    """Calls ``progress(nodes, cuts, lower bound, cost)`` at each better network found."""
+
+    def __init__(self, progress: Callable[[int, int, float, float], None], cuts: _LazyCuts):
+        self.progress, self.lazy = progress, cuts
+
+    def eventinit(self):
+        self.model.catchEvent(SCIP_EVENTTYPE.BESTSOLFOUND, self)
+
+    def eventexec(self, event):
+        model = self.model
+        self.progress(model.getNNodes(), self.lazy.cuts, model.getDualbound(), model.getSolObjVal(model.getBestSol()))
 
 
 def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
-          progress: Callable[[int, int, float], None] = lambda rounds, cuts, bound: None) -> Placement:
-    """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit).
-
-    Cuts are generated on the linear relaxation, whose masters solve in milliseconds, until it
-    violates none; only then is the integer master solved, and the cuts its choice violates
-    send the loop back to the relaxation. Out of time with a choice that still falls short,
-    its choice is repaired (``repair``) and the gap says how far that is from the bound.
-    ``progress(masters solved, cuts, lower bound)`` is called after each integer master.
-    """
-    deadline = time.monotonic() + time_limit_s
-    master = _Master(instance)
-    x = np.zeros(len(instance.span_ends))
-    rounds, bound = 0, 0.0
-    best_guess = np.zeros(len(x))  # the latest integer choice, repaired if time runs out
-    fresh = master.add(violated_cuts(instance, x))
-    loose = max(gap, LOOSE_GAP)
-    while time.monotonic() < deadline:
-        # integral once the relaxation holds; to a loose gap while its choices still fall short
-        result = master.solve(not fresh, deadline - time.monotonic(), loose)
-        rounds += 1
-        if result.x is None:
-            break
-        x = result.x[: len(x)]
-        if fresh:
-            bound = max(bound, float(result.fun))
-            fresh = master.add(violated_cuts(instance, x))
-            continue
-        bound = max(bound, float(getattr(result, "mip_dual_bound", None) or result.fun))
-        progress(rounds, len(master.cuts), bound)
-        x = best_guess = np.round(x)
-        fresh = master.add(violated_cuts(instance, x))
-        if not fresh and loose > gap:  # feasible: now solve it to the gap asked
-            loose = gap
-            continue
-        if not fresh:
-            break
-    chosen = repair(instance, best_guess)
+          progress: Callable[[int, int, float, float], None] = lambda nodes, cuts, bound, cost: None) -> Placement:
+    """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit),
+    to the relative ``gap``, searching at most ``time_limit_s`` seconds. The search starts from the
+    ``greedy`` network, so that even without time for more the answer is feasible and the gap says
+    how far it may be from the optimum."""
+    n_spans, paid = len(instance.span_ends), instance.paid_sites
+    model = Model()
+    model.hideOutput()
+    model.setParam("limits/time", max(time_limit_s, 0.0))
+    model.setParam("limits/gap", gap)
+    model.setParam("randomization/randomseedshift", 0)  # the same plan for the same file
+    lazy = _LazyCuts(instance)
+    lazy.xs = [model.addVar(f"span{e}", vtype="B", obj=float(instance.span_cost[e]), ub=float(instance.span_rate_bps[e] > 0))
+               for e in range(n_spans)]
+    ys = {v: model.addVar(f"site{v}", vtype="B", obj=float(instance.site_cost[v])) for v in paid.tolist()}
+    for v, y in ys.items():
+        for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist():
+            model.addCons(lazy.xs[e] <= y)
+    model.includeConshdlr(lazy, "placement-cuts", "every demand's cuts in every failure", sepapriority=1,
+                          enfopriority=-1, chckpriority=-1, sepafreq=1)
+    model.addPyCons(model.createCons(lazy, "cuts"))
+    model.includeEventhdlr(_Progress(progress, lazy), "placement-progress", "better networks found")
+    start = greedy(instance)
+    solution = model.createSol()
+    touched = np.zeros(instance.n_sites, bool)
+    touched[instance.span_ends[start].ravel()] = True
+    for variable, value in [*zip(lazy.xs, start.tolist()), *((y, touched[v]) for v, y in ys.items())]:
+        model.setSolVal(solution, variable, float(value))
+    model.addSol(solution)
+    progress(0, 0, 0.0, instance.cost(start))
+    model.optimize()
+    best = model.getBestSol()
+    chosen = np.array([model.getSolVal(best, x) > 0.5 for x in lazy.xs])
     cost = instance.cost(chosen)
-    bound = min(bound, cost)
+    bound = min(max(model.getDualbound(), 0.0), cost)
     gap_found = (cost - bound) / cost if cost > 0 else 0.0
-    return Placement("optimal" if gap_found <= gap + 1e-9 else "feasible", chosen, cost, bound, gap_found, rounds,
-                     len(master.cuts))
+    return Placement("optimal" if gap_found <= gap + 1e-9 else "feasible", chosen, cost, bound, gap_found,
+                     model.getNNodes(), lazy.cuts)
 
 
-def repair(instance: Instance, x: Floats) -> Bools:
-    """``x`` with spans added until no demand falls short in any scenario: for each short cut, its
-    unlit span that covers most of it per unit of cost (greedy; only when the search ran out of time)."""
-    chosen = x > 0.5
+def greedy(instance: Instance) -> Bools:
+    """Spans lit until no demand falls short in any scenario: for each short cut, its unlit span that
+    covers most of it per unit of cost (the search's first network: feasible, rarely cheapest)."""
+    chosen = np.zeros(len(instance.span_ends), bool)
     while rows := violated_cuts(instance, chosen.astype(float)):
         before = chosen.sum()
         for row in rows:

@@ -2,7 +2,11 @@
 
 One rule group of their own (``qtelemetry-network``). They are about a demand (scope
 ``demand``): the worse one mutes the milder for the same demand (disconnected > unmet >
-redundancy lost), and the exporter or analyser that computes them being down mutes them all.
+redundancy lost, relay short), and the exporter or analyser that computes them being down mutes them all.
+
+The capacities are each demand's own (demands do not share a link's rate in the analysis), so
+demands competing for the same hops can all be "met" while the simulated key relay cannot serve
+them together: QNetDemandRelayShort watches what the relay actually delivered.
 
 An unmet demand pages only when its priority (``qnet_demand_priority``) is at least
 ``page_demand_priority`` (monitoring config); below that, QNetDemandUnmetLowPriority opens a ticket
@@ -19,6 +23,9 @@ from qtelemetry.monitoring.config import MonitoringConfig
 FALLBACK = ("Protect the applications first: tell the owners of the demand's applications to switch to their "
             "fallback key exchange (classical or post-quantum, e.g. an ML-KEM hybrid) until the demand is met "
             "again, so that no session waits for QKD key.")
+#: A relayed demand is short when it gets less than this share of the key it requested over 10
+#: minutes (1 % for the windows a 10-minute rate cuts at its edges).
+RELAY_DELIVERED_MIN = 0.99
 ROUTE = ("Find what limits it: the links of the demand's minimum cut (`qnet_link_min_cut`) and the widest route's "
          "hops; the Network dashboard highlights them. Fix first the link or site with the highest failure impact "
          "(`qnet_link_failure_impact_demands`, `qnet_site_failure_impact_demands`): it serves the most demands.")
@@ -41,7 +48,7 @@ def network_alerts(c: MonitoringConfig) -> list:
         "QNetDemandUnmetLowPriority", f"{unmet}\nand {below}", "5m", "warning",
         summary="The network cannot relay the key low-priority demand [[demand]] needs.",
         description=f"{unmet_description} Its priority is below {floor}, the floor that pages.",
-        scope="demand", inhibits=("QNetRedundancyLost",), dashboard="network")] if floor else []
+        scope="demand", inhibits=("QNetRedundancyLost", "QNetDemandRelayShort"), dashboard="network")] if floor else []
     return [
         Alert("QNetDemandDisconnected", f"{multipath} == 0", "2m", "critical",
               summary="Sites [[src]] and [[dst]] cannot exchange QKD key (demand [[demand]]).",
@@ -49,12 +56,12 @@ def network_alerts(c: MonitoringConfig) -> list:
                   "No chain of links producing key joins [[src]] and [[dst]] over trusted nodes: demand [[demand]] "
                   "gets no key at all. Its applications run on their fallback key exchange."),
               scope="demand", inhibits=("QNetDemandUnmet", *(a.alert for a in low_priority), "QNetRedundancyLost",
-                                        "QNetStoredKeyLow"),
+                                        "QNetStoredKeyLow", "QNetDemandRelayShort"),
               dashboard="network"),
         Alert("QNetDemandUnmet", f"{unmet}\nunless {below}" if floor else unmet, "5m", "critical",
               summary="The network cannot relay the key demand [[demand]] needs.",
               description=unmet_description,
-              scope="demand", inhibits=("QNetRedundancyLost",), dashboard="network"),
+              scope="demand", inhibits=("QNetRedundancyLost", "QNetDemandRelayShort"), dashboard="network"),
         *low_priority,
         Alert("QNetRedundancyLost",
               f"qnet_demand_capacity_after_worst_failure_bits_per_second\n< {need}\n"
@@ -64,6 +71,15 @@ def network_alerts(c: MonitoringConfig) -> list:
               description=(
                   "If [[failure_kind]] [[failure]] failed, the capacity between [[src]] and [[dst]] would fall to "
                   "[[value]] bits/s, below what demand [[demand]] needs: that single failure is an outage."),
+              scope="demand", dashboard="network"),
+        Alert("QNetDemandRelayShort",
+              "rate(qnet_demand_delivered_bits_total[10m])\n/ rate(qnet_demand_requested_bits_total[10m])\n"
+              f"< {num(RELAY_DELIVERED_MIN)}", "10m", "warning",
+              summary="The simulated key relay delivers less key than demand [[demand]] requests.",
+              description=(
+                  "Over 10 minutes the simulated relay delivered [[value%]] of the key demand [[demand]] requested "
+                  "(qnet_demand_delivered_bits_total against requested), although the network's capacity for the "
+                  "demand alone is enough: other demands take the same hops' key first or at the same time."),
               scope="demand", dashboard="network"),
         Alert("QNetStoredKeyLow", f"qnet_demand_stored_key_seconds < {num(t.stored_key_floor_seconds)}", "10m",
               "warning",
@@ -123,6 +139,18 @@ def network_runbooks(c: MonitoringConfig) -> dict:
                         "For a permanent single point of failure, plan a second route (qtelemetry plan)."),
             escalate="Ticket to the network owner; page only if the named element is itself degrading.",
         ),
+        "QNetDemandRelayShort": Runbook(
+            meaning=("The simulated key relay (network.routing with simulated links) delivered less of the demand's "
+                     "key than its applications requested, while the capacity view, which gives each demand the whole "
+                     "network, says it could be met: demands that share hops are competing for their key."),
+            impact="The demand's applications draw down stored key or wait; in a drill, the report counts the shortfall.",
+            confirm=(f"rate(qnet_demand_delivered_bits_total{D}[10m])", f"rate(qnet_demand_requested_bits_total{D}[10m])",
+                     f"qnet_demand_relay_route_hops{D}", f"qnet_demand_priority{D}", "qkd_key_buffer_bits"),
+            mitigation=("Find the hops the short demands share (the Network dashboard's routes) and what else they carry.",
+                        "Give the demand that must not wait a higher priority (the relay serves higher priorities "
+                        "first), use routing: multipath, or add capacity on the shared hops (a parallel link)."),
+            escalate="Ticket to the network owner; plan the shared hops for the sum of their demands (qtelemetry plan-network).",
+        ),
         "QNetStoredKeyLow": Runbook(
             meaning=("The key already in the links' stores, relayed over the network (max-flow of the stored bits), "
                      "would serve the demand for less than the configured floor if every link stopped now."),
@@ -147,6 +175,7 @@ def network_cases(c: MonitoringConfig) -> list:
     after = ('qnet_demand_capacity_after_worst_failure_bits_per_second{demand="gov-uplink", failure_kind="link", '
              'failure="longhaul-100km"}')
     stored = 'qnet_demand_stored_key_seconds{demand="gov-uplink"}'
+    requested, delivered = (f'qnet_demand_{kind}_bits_total{{demand="gov-uplink"}}' for kind in ("requested", "delivered"))
     named = {**ends, "failure_kind": "link", "failure": "longhaul-100km"}
     return [
         Case("QNetDemandDisconnected", "capacity 0 for 10 minutes", {
@@ -161,6 +190,10 @@ def network_cases(c: MonitoringConfig) -> list:
             need: "200x20", multipath: "500x20", after.replace("longhaul-100km", "regional-50km"): "300x20"}, "15m"),
         Case("QNetRedundancyLost", "already unmet: QNetDemandUnmet's", {
             need: "200x20", multipath: "100x20", after: "0x20"}, "15m"),
+        Case("QNetDemandRelayShort", "half the requested key delivered for 15 minutes", {
+            requested: "0+6000x30", delivered: "0+6000x10 60000+3000x20"}, "25m", (Fires({"demand": "gov-uplink"}, 0.5),)),
+        Case("QNetDemandRelayShort", "every requested bit delivered", {requested: "0+6000x30", delivered: "0+6000x30"}, "25m"),
+        Case("QNetDemandRelayShort", "nothing requested", {requested: "0x30", delivered: "0x30"}, "25m"),
         Case("QNetStoredKeyLow", "stored key for 100 s", {stored: "100x20"}, "15m",
              (Fires({"demand": "gov-uplink"}, 100),)),
         Case("QNetStoredKeyLow", "stored key for two hours", {stored: "7200x20"}, "15m"),
