@@ -3,8 +3,9 @@
 For each size, a real `qtelemetry run` process and, as the baseline measured in the same run,
 ``naive_exporter.py`` (same links, simulators and estimator; labelled prometheus_client Gauges
 set every window). Scrapers ask for gzip, as Prometheus does. Printed per process: start-up
-time, CPU (cores) idle and while scraped, RSS, scrape latency p50/p99 with 1 and 4 concurrent
-scrapers, payload size, and the median and worst `qlink_data_age_seconds` seen by the scrapes.
+time, CPU (cores) idle and while scraped, RSS and PSS (also with children), scrape latency
+p50/p99 with 1 and 4 concurrent scrapers, payload size, and the median and worst
+`qlink_data_age_seconds` seen by the scrapes.
 
     python bench/fleet.py [--links 100,1000,10000] [--seconds 30] [--soak 600]
 
@@ -70,6 +71,16 @@ def cpu_seconds(pid: int) -> float:
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: each page shared with other processes (the libraries a child
+    loads again, say) counted as its share, so a process tree's PSS adds up to what its
+    container's memory (cgroup) counts once, where the RSS sum counts shared pages twice."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -212,6 +223,7 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
                 row[f"age_median_{scrapers}"] = statistics.median(result.ages)
                 row[f"age_worst_{scrapers}"] = max(result.ages)
         row["rss_end_mb"], row["tree_rss_end_mb"] = rss_mb(pid), tree_total(pid, rss_mb)
+        row["pss_end_mb"], row["tree_pss_end_mb"] = pss_mb(pid), tree_total(pid, pss_mb)
         elapsed = time.monotonic() - run_start[0]
         row["run_cores"] = (cpu_seconds(pid) - run_start[1]) / elapsed
         row["tree_run_cores"] = (tree_total(pid, cpu_seconds) - run_start[2]) / elapsed
@@ -330,6 +342,7 @@ def report(rows: list[dict], names: tuple[str, ...] = ("qtelemetry", "naive")) -
             ("payload_mb", "payload (MB)", 1), ("wire_mb", "on the wire, gzip (MB)", 1),
             ("rss_start_mb", "RSS at start (MB)", 1), ("rss_end_mb", "RSS at end (MB)", 1),
             ("tree_rss_end_mb", "RSS at end, with children (MB)", 1),
+            ("pss_end_mb", "PSS at end (MB)", 1), ("tree_pss_end_mb", "PSS at end, with children (MB)", 1),
             ("age_median_1", "data age median (s)", 1), ("age_worst_1", "data age worst (s)", 1),
             ("age_median_4", "data age median, 4 scrapers (s)", 1), ("age_worst_4", "data age worst, 4 scrapers (s)", 1),
             ("tamper_running", "links with tamper detectors running", 1)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,12 +107,14 @@ def flow(n, caps, trusted, s, t):
 
 
 @st.composite
-def networks(draw):
-    n = draw(st.integers(3, 6))
+def networks(draw, sites=(3, 6), links=(2, 10), trusted=st.booleans()):
+    """Random networks of ``sites`` sites (least, most), ``links`` links, each site trusted as drawn
+    from ``trusted``."""
+    n = draw(st.integers(*sites))
     links = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]),
-                          min_size=2, max_size=10))
+                          min_size=links[0], max_size=links[1]))
     rates = draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 0.5]), min_size=len(links), max_size=len(links)))
-    trusted = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    trusted = draw(st.lists(trusted, min_size=n, max_size=n))
     pairs = [(s, t) for s in range(n) for t in range(n) if s != t]
     demands = draw(st.lists(st.sampled_from(pairs), min_size=1, max_size=4))
     needs = draw(st.lists(st.sampled_from([0.5, 1.0, 3.0, 6.0]), min_size=len(demands), max_size=len(demands)))
@@ -218,3 +221,34 @@ def test_a_ring_of_relays_hanging_off_an_end_point_is_in_no_cut():
     top = build(4, [(0, 1), (0, 1), (0, 2), (0, 3), (2, 3)], [False, False, True, True], [(1, 0)], [0.5])
     result = analyse(top, np.array([0.0, 0.0, 1.0, 1.0, 1.0]))
     assert result.multipath_bps.tolist() == [0.0] and result.min_cut[0].tolist() == [0, 1]
+
+
+# --- N-1 on larger networks, where the search for the worst failure prunes most failures ----
+
+
+def nx_flow(caps, trusted, s, t):
+    """Maximum flow by networkx (another solver) over the edges key may use between s and t."""
+    graph = nx.Graph()
+    graph.add_nodes_from((s, t))
+    graph.add_weighted_edges_from(((a, b, c) for (a, b), c in relay_view(caps, trusted, s, t).items()), weight="capacity")
+    return nx.maximum_flow_value(graph, s, t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(networks(sites=(8, 14), links=(12, 40), trusted=st.sampled_from([True, True, True, False])))
+def test_n_minus_1_on_larger_networks_equals_every_single_removal(network):
+    """Every single failure recomputed from scratch by networkx: the worst and the impacts the
+    analysis finds after skipping the failures its flows prove harmless."""
+    n, links, rates, trusted, demands, needs = network
+    result = analyse(build(n, links, trusted, demands, needs), np.array(rates))
+    caps = edges_of(n, links, rates)
+    link_impact, site_impact = np.zeros(len(links), int), np.zeros(n, int)
+    for d, ((s, t), need) in enumerate(zip(demands, needs)):
+        capacity = nx_flow(caps, trusted, s, t)
+        after = {(kind, i): nx_flow(c, trusted, s, t) for kind, i, c in failures(n, links, rates, trusted, s, t)}
+        assert result.after_worst_failure_bps[d] == pytest.approx(min(after.values(), default=capacity))
+        for (kind, i), value in after.items():
+            if capacity >= need and value < need:
+                (link_impact if kind == "link" else site_impact)[i] += 1
+    assert result.link_failure_impact.tolist() == link_impact.tolist()
+    assert result.site_failure_impact.tolist() == site_impact.tolist()

@@ -33,8 +33,6 @@ from typing import Sequence
 import igraph
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
@@ -117,8 +115,7 @@ def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_en
     first = np.searchsorted(flat[order], np.flatnonzero(through))
     pairs = np.column_stack([order[first], order[first + 1]]) // 2
     n_edges = len(edge_ends)
-    joined = coo_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_edges, n_edges))
-    _, edge_chain = connected_components(joined, directed=False)
+    edge_chain = np.array(igraph.Graph(n=n_edges, edges=pairs.tolist()).connected_components().membership, np.intp)
     # a chain's ends are its sites that are not pass-through: two per chain (none for a pure cycle)
     ends_at = ~through[flat]
     chain_of_end = np.repeat(edge_chain, 2)[ends_at]
@@ -134,7 +131,7 @@ def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_en
     chain_ends[~closed] = 0  # a cycle of pass-through sites only: joined to nothing, a loop
     site_chain = np.full(n_sites, -1, np.intp)
     site_chain[flat[~ends_at]] = np.repeat(edge_chain, 2)[~ends_at]
-    return edge_chain.astype(np.intp), chain_ends, site_chain
+    return edge_chain, chain_ends, site_chain
 
 
 @dataclass(frozen=True)
@@ -190,11 +187,11 @@ def analyse(topology: Topology, rate_bps: Floats, buffer_bits: Floats | None = N
     alive = top.graph.subgraph_edges(np.flatnonzero(np.repeat(chains, 2) > 0).tolist(), delete_vertices=False)
     for d in range(n_demands):
         source, target = top.sender[top.demand_ends[d, 0]], top.receiver[top.demand_ends[d, 1]]
-        flow = top.graph.maxflow(source, target, arcs)
-        multipath[d] = flow.value
-        cuts.append(failures.cut_links(np.unique(np.asarray(flow.cut, np.intp) // 2)))
+        # igraph's GraphBase.maxflow: value, arc flows and cut as lists, without Graph.maxflow's Flow object
+        multipath[d], arc_flow, cut, _ = igraph.GraphBase.maxflow(top.graph, source, target, arcs)
+        cuts.append(failures.cut_links(np.unique(np.asarray(cut, np.intp) // 2)))
         disjoint[d] = disjoint_paths(alive, source, target)
-        after[d], failure = failures.survive(d, flow, link_impact, site_impact)
+        after[d], failure = failures.survive(d, multipath[d], arc_flow, link_impact, site_impact)
         worst.append(failure)
     return NetworkAnalysis(
         single_path_bps=single, route=tuple(routes), multipath_bps=multipath, min_cut=tuple(cuts),
@@ -330,38 +327,55 @@ class Failures:
         chains = chains[self.top.chain_ends[chains, 0] != self.top.chain_ends[chains, 1]]
         return np.flatnonzero(np.isin(self.top.link_edge, self.narrowest[chains]))
 
-    def survive(self, d: int, flow: igraph.Flow, link_impact: Ints, site_impact: Ints) -> tuple[float, tuple[str, str]]:
+    def survive(self, d: int, total: float, arc_flow: list[float], link_impact: Ints,
+                site_impact: Ints) -> tuple[float, tuple[str, str]]:
         """Demand ``d``'s maximum flow after its worst single failure, and that failure; counts the
-        failures that would leave the demand (met now) unmet into the impact arrays.
+        failures that would leave the demand (met now) unmet into the impact arrays. ``total`` and
+        ``arc_flow``: its maximum flow.
 
-        Only a failure that takes capacity the flow uses can lower the maximum flow, and the flow
-        minus what it loses still flows after it. Groups are tried from the lowest such floor;
-        the search stops once no floor is below both the worst found and the demand.
+        Only a failure that takes capacity a flow uses can lower the maximum flow, and any flow
+        minus what the failure takes from it still flows after it: a floor, the highest over the
+        flows known. Two maximum flows to start from (one found from each end), and every failure
+        computed gives a new flow, feasible before the failure too, so each computation raises the
+        floors of the others (a failure the flow can route around usually shows that the next one
+        can too). Failures are computed from the lowest floor; the search stops once no floor is
+        below both the worst found and the demand.
         """
-        top, total = self.top, flow.value
-        arc_flow = np.asarray(flow.flow, float)
-        net = np.abs(arc_flow[0::2] - arc_flow[1::2])  # opposite flows cancel: a valid flow of the same value
+        top = self.top
         s, t = top.demand_ends[d]
-        through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
         on_chain = self.group_chain >= 0
         chain = np.where(on_chain, self.group_chain, 0)
         relay = np.where(on_chain, 0, -1 - self.group_chain)
-        floor = np.where(on_chain, total - np.maximum(net[chain] - self.group_left, 0.0), total - through[relay])
+
+        def floors(value: float, flow: list[float]) -> Floats:
+            """What still flows after each failure of a flow of ``value`` with these arc flows."""
+            flows = np.asarray(flow, float)
+            net = np.abs(flows[0::2] - flows[1::2])  # opposite flows cancel: a valid flow of the same value
+            through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
+            return np.where(on_chain, value - np.maximum(net[chain] - self.group_left, 0.0), value - through[relay])
+
+        arcs = np.repeat(self.chains, 2).tolist()
+        _, back, _, _ = igraph.GraphBase.maxflow(top.graph, top.sender[t], top.receiver[s], arcs)  # the other way
+        floor = np.maximum(floors(total, arc_flow), floors(total, back))
         floor[~on_chain & np.isin(relay, (s, t))] = np.inf  # the demand's own ends are not its failures
+        floor[floor >= total] = np.inf  # a failure the flow does not feel leaves it whole
         demand = top.demand_bps[d]
         met = total >= demand
         worst, failure = total, ("none", "")
         source, target = top.sender[s], top.receiver[t]
-        order = np.argsort(floor, kind="stable")
-        for g in order[floor[order] < total].tolist():
-            if floor[g] >= worst and (not met or floor[g] >= demand):
+        while len(floor):
+            g = int(np.argmin(floor))
+            if floor[g] >= worst and (not met or floor[g] >= demand):  # also when every floor is inf
                 break
+            floor[g] = np.inf
             left = self.chains.copy()
             if on_chain[g]:
                 left[chain[g]] = self.group_left[g]
             else:
                 left[(top.chain_ends == relay[g]).any(axis=1)] = 0.0
-            value = top.graph.maxflow_value(source, target, np.repeat(left, 2).tolist())
+            value, arc_flow, _, _ = igraph.GraphBase.maxflow(top.graph, source, target, np.repeat(left, 2).tolist())
+            floor = np.maximum(floor, floors(value, arc_flow))  # done ones stay inf
+            floor[floor >= total] = np.inf
             members = np.flatnonzero(self.group == g)
             if value < worst:
                 k = members[0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,6 +32,7 @@ from numpy.typing import NDArray
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, usable
 from qtelemetry.monitoring.catalogue import ANALYSIS_BUCKETS
 from qtelemetry.networkconfig import NetworkConfig
+from qtelemetry.runtime.analysischild import start as start_child
 
 if TYPE_CHECKING:  # the snapshot carries the network's results: only its type is needed here
     from qtelemetry.runtime.snapshot import Snapshot
@@ -97,12 +97,6 @@ class Durations:
         return NetworkSnapshot(topology, analysis, rate_bps, at, np.cumsum(self.counts), self.total)
 
 
-#: How much lower the analysis process' CPU priority is than the exporter's: to the lowest (19)
-#: from the default (0). Set by ``os.nice`` itself as the child's initializer, so that the child
-#: imports nothing of the exporter's for it.
-ANALYSIS_NICENESS = 19
-
-
 Analyse = Callable[[Topology, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], NetworkAnalysis]
 
 
@@ -149,7 +143,7 @@ class AnalysisProcess:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
         if self._pool is None:  # spawn, not fork: this process has threads
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
+                                             initializer=start_child)
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
