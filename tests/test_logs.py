@@ -38,6 +38,9 @@ def captured():
     stream = io.StringIO()
 
     def configure(fmt: str = "logfmt", level: str = "debug") -> io.StringIO:
+        # an earlier test that ran the CLI in this process left warnings captured into pytest's
+        # record of that test: let go, so that configure captures them here
+        logging.captureWarnings(False)
         logs.configure(level, fmt, stream)
         return stream
 
