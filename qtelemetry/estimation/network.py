@@ -348,17 +348,18 @@ class Failures:
         relay = np.where(on_chain, 0, -1 - self.group_chain)
 
         def floors(value: float, flow: list[float]) -> Floats:
-            """What still flows after each failure of a flow of ``value`` with these arc flows."""
+            """What still flows after each failure of a flow of ``value`` with these arc flows; inf where
+            that is the whole maximum flow (a failure the flow does not feel leaves it whole)."""
             flows = np.asarray(flow, float)
             net = np.abs(flows[0::2] - flows[1::2])  # opposite flows cancel: a valid flow of the same value
             through = np.bincount(top.chain_ends.ravel(), weights=np.repeat(net, 2), minlength=len(top.sites)) / 2
-            return np.where(on_chain, value - np.maximum(net[chain] - self.group_left, 0.0), value - through[relay])
+            left = np.where(on_chain, value - np.maximum(net[chain] - self.group_left, 0.0), value - through[relay])
+            return np.where(left >= total, np.inf, left)
 
         arcs = np.repeat(self.chains, 2).tolist()
         _, back, _, _ = igraph.GraphBase.maxflow(top.graph, top.sender[t], top.receiver[s], arcs)  # the other way
         floor = np.maximum(floors(total, arc_flow), floors(total, back))
         floor[~on_chain & np.isin(relay, (s, t))] = np.inf  # the demand's own ends are not its failures
-        floor[floor >= total] = np.inf  # a failure the flow does not feel leaves it whole
         demand = top.demand_bps[d]
         met = total >= demand
         worst, failure = total, ("none", "")
@@ -375,7 +376,6 @@ class Failures:
                 left[(top.chain_ends == relay[g]).any(axis=1)] = 0.0
             value, arc_flow, _, _ = igraph.GraphBase.maxflow(top.graph, source, target, np.repeat(left, 2).tolist())
             floor = np.maximum(floor, floors(value, arc_flow))  # done ones stay inf
-            floor[floor >= total] = np.inf
             members = np.flatnonzero(self.group == g)
             if value < worst:
                 k = members[0]

@@ -69,13 +69,22 @@ class Instance:
         relays[self.demand_ends[d]] = True
         return relays[self.span_ends].all(axis=1)
 
+    def touched(self, spans: Bools) -> Bools:
+        """(sites,) the sites at an end of one of ``spans``."""
+        out = np.zeros(self.n_sites, bool)
+        out[self.span_ends[spans].ravel()] = True
+        return out
+
+    def spans_at(self, site: int) -> Bools:
+        """(spans,) the spans with an end at ``site``."""
+        return (self.span_ends == site).any(axis=1)
+
     def scenarios(self, d: int, lit: Bools) -> list[tuple[str, int]]:
         """The failures demand ``d`` must survive that can matter for the spans ``lit``."""
         found = [("none", -1)]
         if self.survive:
             found += [("span", e) for e in np.flatnonzero(lit).tolist()]
-            touched = np.zeros(self.n_sites, bool)
-            touched[self.span_ends[lit].ravel()] = True
+            touched = self.touched(lit)
             touched[self.demand_ends[d]] = False
             found += [("site", v) for v in np.flatnonzero(touched & self.trusted).tolist()]
         return found
@@ -86,13 +95,12 @@ class Instance:
         if kind == "span":
             out[element] = True
         elif kind == "site":
-            out = (self.span_ends == element).any(axis=1)
+            out = self.spans_at(element)
         return out
 
     def cost(self, chosen: Bools) -> float:
         """Spans' costs plus the relay costs of the paid sites they touch."""
-        touched = np.zeros(self.n_sites, bool)
-        touched[self.span_ends[chosen].ravel()] = True
+        touched = self.touched(chosen)
         return float(self.span_cost[chosen].sum() + self.site_cost[self.paid_sites][touched[self.paid_sites]].sum())
 
 
@@ -110,7 +118,7 @@ class Placement:
 def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
     """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that spans lit to the extent
     ``x`` (0-1, fractional in the relaxation) leave short: for each short demand and failure, the
-    cut nearest the source and the one nearest the target (back cuts: more cuts per round, fewer rounds)."""
+    cut nearest the source and the one nearest the target (back cuts: more cuts per separation)."""
     return [row for rows in short_cuts(instance, x) for row in rows]
 
 
@@ -223,8 +231,8 @@ class _LazyCuts(Conshdlr):
 class _Progress(Eventhdlr):
     """Calls ``progress(nodes, cuts, lower bound, cost)`` at each better network found."""
 
-    def __init__(self, progress: Callable[[int, int, float, float], None], cuts: _LazyCuts):
-        self.progress, self.lazy = progress, cuts
+    def __init__(self, progress: Callable[[int, int, float, float], None], lazy: _LazyCuts):
+        self.progress, self.lazy = progress, lazy
 
     def eventinit(self):
         self.model.catchEvent(SCIP_EVENTTYPE.BESTSOLFOUND, self)
@@ -245,13 +253,12 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
     model.hideOutput()
     model.setParam("limits/time", max(time_limit_s, 0.0))
     model.setParam("limits/gap", gap)
-    model.setParam("randomization/randomseedshift", 0)  # the same plan for the same file
     lazy = _LazyCuts(instance)
     lazy.xs = [model.addVar(f"span{e}", vtype="B", obj=float(instance.span_cost[e]), ub=float(instance.span_rate_bps[e] > 0))
                for e in range(n_spans)]
     ys = {v: model.addVar(f"site{v}", vtype="B", obj=float(instance.site_cost[v])) for v in paid.tolist()}
     for v, y in ys.items():
-        for e in np.flatnonzero((instance.span_ends == v).any(axis=1)).tolist():
+        for e in np.flatnonzero(instance.spans_at(v)).tolist():
             model.addCons(lazy.xs[e] <= y)
     model.includeConshdlr(lazy, "placement-cuts", "every demand's cuts in every failure", sepapriority=1,
                           enfopriority=-1, chckpriority=-1, sepafreq=1)
@@ -259,8 +266,7 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
     model.includeEventhdlr(_Progress(progress, lazy), "placement-progress", "better networks found")
     start = greedy(instance)
     solution = model.createSol()
-    touched = np.zeros(instance.n_sites, bool)
-    touched[instance.span_ends[start].ravel()] = True
+    touched = instance.touched(start)
     for variable, value in [*zip(lazy.xs, start.tolist()), *((y, touched[v]) for v, y in ys.items())]:
         model.setSolVal(solution, variable, float(value))
     model.addSol(solution)
