@@ -172,15 +172,11 @@ class AnalysisProcess:
         """End the child now, even mid-analysis (a shutdown must not wait for it)."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            processes = list(pool._processes.values())  # Python 3.14 has pool.terminate_workers()
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
+            for process in list(pool._processes.values()):  # Python 3.14 has pool.terminate_workers()
                 process.terminate()
-            for process in processes:
-                process.join(timeout=2.0)
-                if process.is_alive():  # SIGTERM not yet acted on (a busy machine): no zombie left behind
-                    process.kill()
-                    process.join()
+            # the pool's own thread reaps them (joining them here as well raced it: the loser's waitpid
+            # failed, and a child already gone stayed listed as running)
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class NetworkAnalyser:
