@@ -315,8 +315,9 @@ def _network_of(table: LinkTable) -> Callable[[Snapshot], NetworkSnapshot | None
     return lambda snap: snap.network if snap.network is not None and snap.network.topology is table.network else None
 
 
-def gzip_member(deflated_head: bytes, crc: int, size: int, tail: bytes) -> bytes:
-    """A gzip member (RFC 1952) of a cached, fully flushed raw-deflate head followed by ``tail``.
+def gzip_member(deflated_head: bytes, crc: int, size: int, tail: bytes) -> tuple[bytes, ...]:
+    """A gzip member (RFC 1952) of a cached, fully flushed raw-deflate head followed by ``tail``,
+    in parts to be sent one after the other (the head is never copied).
 
     The head was deflated once per snapshot and ends on a full flush, so the tail, deflated on
     its own, continues it as a valid stream; the trailer's CRC-32 continues the head's.
@@ -324,7 +325,7 @@ def gzip_member(deflated_head: bytes, crc: int, size: int, tail: bytes) -> bytes
     compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
     body = compressor.compress(tail) + compressor.flush()
     trailer = struct.pack("<II", zlib.crc32(tail, crc), (size + len(tail)) & 0xFFFFFFFF)
-    return GZIP_HEADER + deflated_head + body + trailer
+    return GZIP_HEADER, deflated_head, body + trailer
 
 
 @dataclass
@@ -463,7 +464,13 @@ class Exposition:
         return text_format.generate_latest(self._registry).decode()
 
     def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
-        """The exposition at ``now`` (default: the current time), optionally gzip-encoded."""
+        """The exposition at ``now`` (default: the current time), optionally gzip-encoded, as one body."""
+        return b"".join(self.parts(openmetrics, gzip, now))
+
+    def parts(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> tuple[bytes, ...]:
+        """The exposition at ``now`` (default: the current time), optionally gzip-encoded, in parts
+        to be sent one after the other: the cached body (megabytes) is never copied for a scrape
+        (joining it to the scrape-time tail cost ~5 ms per scrape at 10,000 links, in page faults)."""
         scrapes = self._scrapes.get((openmetrics, gzip))
         if scrapes is None:
             self._scrapes[(openmetrics, gzip)] = _Scrapes(time.monotonic())
@@ -478,5 +485,5 @@ class Exposition:
         dynamic = "".join(f.render(snap, now, openmetrics) for f in self.families(snap.table) if f.dynamic)
         tail = (dynamic + self._own(openmetrics) + ("# EOF\n" if openmetrics else "")).encode()
         if not gzip:
-            return cached.body + tail
+            return cached.body, tail
         return gzip_member(cached.deflated, cached.crc, len(cached.body), tail)

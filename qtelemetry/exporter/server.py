@@ -316,17 +316,20 @@ class MetricsServer:
         finally:
             self.connections.waiting(request.protocol, asyncio.get_running_loop().time())
 
-    async def _answer(self, request: web.BaseRequest, status: int, body: bytes,
+    async def _answer(self, request: web.BaseRequest, status: int, body: bytes | tuple[bytes, ...],
                       headers: dict[str, str]) -> web.StreamResponse:
-        """Send the answer within ``WRITE_TIMEOUT_S``, however slowly the client reads."""
+        """Send the answer (one body, or parts sent one after the other) within ``WRITE_TIMEOUT_S``,
+        however slowly the client reads."""
+        parts = (body,) if isinstance(body, bytes) else body
         response = web.StreamResponse(status=status, headers={
             "Server": "qtelemetry", **self._protection.web.http_server_config.headers, **headers})
-        response.content_length = len(body)
+        response.content_length = sum(map(len, parts))
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await response.prepare(request)
                 if request.method != "HEAD":
-                    await response.write(body)
+                    for part in parts:
+                        await response.write(part)
                 await response.write_eof()
         except TimeoutError:
             self.metrics.rejected("slow_reader")
@@ -335,7 +338,7 @@ class MetricsServer:
                 request.transport.abort()
         return response
 
-    async def _route(self, request: web.BaseRequest) -> tuple[int, bytes, dict[str, str]]:
+    async def _route(self, request: web.BaseRequest) -> tuple[int, bytes | tuple[bytes, ...], dict[str, str]]:
         path, method = request.path, request.method
         if path in HEALTH_PATHS:
             _allow(method, "GET", "HEAD")
@@ -356,7 +359,7 @@ class MetricsServer:
             openmetrics = accepts_openmetrics(request.headers.get("Accept", ""))
             gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
             body = await asyncio.get_running_loop().run_in_executor(
-                self._renderers, lambda: self._exposition.render(openmetrics=openmetrics, gzip=gzip))
+                self._renderers, lambda: self._exposition.parts(openmetrics=openmetrics, gzip=gzip))
             headers = {"Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE}
             return 200, body, {**headers, "Content-Encoding": "gzip"} if gzip else headers
         if path == "/":
