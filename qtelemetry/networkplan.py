@@ -36,6 +36,7 @@ from qtelemetry.configfile import EXIT_CONFIG, ConfigError, read_text
 from qtelemetry.configmodel import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import MAX_BITS, MAX_LENGTH_KM, MAX_LOSS_DB
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.estimation.graphs import igraph
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
 from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected
 
@@ -350,8 +351,6 @@ def positions(top: Topology) -> np.ndarray:
     """(sites, 2) x, y to draw at: longitude and latitude when every site has them, else a layout."""
     if not np.isnan(top.latitude).any():
         return np.column_stack([top.longitude, top.latitude])
-    import igraph
-
     graph = igraph.Graph(n=len(top.sites), edges=top.link_ends.tolist())
     return np.array(graph.layout_kamada_kawai(seed=graph.layout_circle().coords).coords)
 

@@ -14,8 +14,7 @@ from conftest import parse_exposition, value
 
 from qtelemetry.config import parse_config
 from qtelemetry.exporter.exposition import Exposition
-from qtelemetry.runtime.analysischild import ANALYSIS_NICENESS
-from qtelemetry.runtime.network import NetworkAnalyser
+from qtelemetry.runtime.network import ANALYSIS_NICENESS, NetworkAnalyser
 from qtelemetry.runtime.runtime import Runtime
 
 # a window of an hour: the estimation thread never ticks, the test runs the cycles itself

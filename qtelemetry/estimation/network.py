@@ -30,9 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import igraph
 import numpy as np
 from numpy.typing import NDArray
+
+from qtelemetry.estimation.graphs import igraph
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]

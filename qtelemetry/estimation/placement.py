@@ -29,10 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import igraph
 import numpy as np
 from numpy.typing import NDArray
 from pyscipopt import SCIP_EVENTTYPE, SCIP_RESULT, Conshdlr, Eventhdlr, Model, quicksum
+
+from qtelemetry.estimation.graphs import igraph
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]

@@ -17,8 +17,10 @@ to give it any time it is late, and ``qnet_analysis_age_seconds`` says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,12 +34,15 @@ from numpy.typing import NDArray
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, usable
 from qtelemetry.monitoring.catalogue import ANALYSIS_BUCKETS
 from qtelemetry.networkconfig import NetworkConfig
-from qtelemetry.runtime.analysischild import start as start_child
 
 if TYPE_CHECKING:  # the snapshot carries the network's results: only its type is needed here
     from qtelemetry.runtime.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+#: How much lower the analysis process' CPU priority is than the exporter's: to the lowest (19)
+#: from the default (0).
+ANALYSIS_NICENESS = 19
 
 #: Estimate keys a link's usable key rate is read from, in order of preference: an ETSI 015
 #: node's effective rate (after its own consumption), else the secret key rate.
@@ -141,9 +146,9 @@ class AnalysisProcess:
 
     def start(self) -> ProcessPoolExecutor:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
-        if self._pool is None:  # spawn, not fork: this process has threads
+        if self._pool is None:  # spawn, not fork: this process has threads; its first act, the lowest priority
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=start_child)
+                                             initializer=functools.partial(os.nice, ANALYSIS_NICENESS))
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
