@@ -61,6 +61,9 @@ def test_own_metrics_are_fresh_at_every_scrape_in_every_format(endpoint):
         seen.append(sum(s.value for s in fams["qtelemetry_http_requests"].samples
                         if s.labels.get("handler") == "/metrics" and s.labels.get("code") == "200"))
     assert seen == [float(n) for n in range(6)], "each scrape counts the ones before it, not a cached figure"
+    conn.request("HEAD", "/metrics", headers=FORMATS["gzip"])  # the length of the parts it would send, none sent
+    head = conn.getresponse()
+    assert head.status == 200 and int(head.getheader("Content-Length")) > 1000 and head.read() == b""
     assert served.request("GET", "/nowhere")[0] == 404 and served.request("GET", "/-/healthy")[0] == 200
     fams = scrape(conn, {})
     conn.close()
