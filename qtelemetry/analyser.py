@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from qtelemetry.configfile import ConfigError, load_yaml, read_text
+from qtelemetry.configfile import load_yaml, read_text
 from qtelemetry.drivers.base import StrictModel
+from qtelemetry.errors import ConfigError
 from qtelemetry.estimation.network import Topology
 from qtelemetry.networkconfig import NetworkConfig, SiteConfig
 from qtelemetry.runtime.network import Durations, LinkInputs, NetworkSnapshot, build_topology, timed_analysis
@@ -188,13 +189,14 @@ class AnalyserExposition:
             self._layouts = {key: (topology, tuple(families))}  # keeps the topology alive with its id
         return self._layouts[key][1]
 
-    def render(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> bytes:
+    def parts(self, openmetrics: bool = False, gzip: bool = False, now: float | None = None) -> tuple[bytes, ...]:
+        """The exposition at ``now`` (default: the current time), as the server sends it: one part."""
         state: AnalyserState = self._state()
         now = time.time() if now is None else now
         topology = None if state.network is None else state.network.topology
         text = "".join(f.render(state, now, openmetrics) for f in self._families(topology))
         body = (text + ("# EOF\n" if openmetrics else "")).encode()
-        return compress(body, 1) if gzip else body
+        return (compress(body, 1) if gzip else body),
 
 
 def cmd_network(args: argparse.Namespace) -> int:
