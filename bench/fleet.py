@@ -46,6 +46,9 @@ READY_TIMEOUT_S = 240.0
 UP = re.compile(rb"^qlink_up\{[^}]*\} 1(?:\.0)?$", re.M)
 ARMED = re.compile(rb"^qkd_tamper_warmup\{[^}]*\} 0(?:\.0)?$", re.M)
 TICK = os.sysconf("SC_CLK_TCK")
+#: The exporter as users start it: the console script beside the interpreter (a process it spawns
+#: imports the script again; ``python -m qtelemetry`` it does not).
+QTELEMETRY = str(Path(sys.executable).with_name("qtelemetry"))
 
 
 def config_text(links: int) -> str:
@@ -237,7 +240,7 @@ def measure(name: str, command: list[str], pattern: bytes, links: int, seconds: 
 def soak(links: int, seconds: float, tmp: Path) -> None:
     config = tmp / f"soak-{links}.yaml"
     config.write_text(config_text(links))
-    process = Process([sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen", "127.0.0.1:0"],
+    process = Process([QTELEMETRY, "run", "--config", str(config), "--listen", "127.0.0.1:0"],
                       rb"url=(http\S+/metrics)", links, tmp / "soak.log")
     pid, started = process.proc.pid, time.monotonic()
     print(f"\nsoak: {links} links for {seconds:.0f} s, scraped every 15 s\n"
@@ -314,7 +317,7 @@ def main() -> None:
             config = tmp / f"fleet-{links}.yaml"
             config.write_text(config_text(links))
             port = free_port()
-            rows.append(measure("qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config),
+            rows.append(measure("qtelemetry", [QTELEMETRY, "run", "--config", str(config),
                                                "--listen", "127.0.0.1:0"], rb"url=(http\S+/metrics)", links, args.seconds, tmp))
             rows.append(measure("naive", [sys.executable, str(HERE / "naive_exporter.py"), str(config), str(port)],
                                 rb"serving (http\S+/metrics)", links, args.seconds, tmp))

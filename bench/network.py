@@ -280,7 +280,7 @@ def exporter(links: int, seconds: float, rounds: int) -> None:
                 text, n_links = fleet_config(metros, network, interval_s=interval_s)
                 config.write_text(text)
                 runs[name].append(fleet.measure(
-                    "qtelemetry", [sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen",
+                    "qtelemetry", [fleet.QTELEMETRY, "run", "--config", str(config), "--listen",
                                    "127.0.0.1:0"], rb"url=(http\S+/metrics)", n_links, seconds, tmp))
     fleet.report([median_row(rows) for rows in runs.values()], tuple(runs))
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fleet import Process, body_of, rss_mb, scrape
+from fleet import QTELEMETRY, Process, body_of, rss_mb, scrape
 from qtelemetry.drivers.faults import FAULT_KINDS
 from qtelemetry.drivers.formats.recording_writer import RecordingWriter, block_frame
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
@@ -75,7 +74,7 @@ def smaps_mb(pid: int) -> dict[str, float]:
 
 def run(config: Path, links: int, seconds: float, log: Path) -> dict[str, float]:
     """Start an exporter, let it run ``seconds``, SIGTERM it; its figures."""
-    process = Process([sys.executable, "-m", "qtelemetry", "run", "--config", str(config), "--listen", "127.0.0.1:0"],
+    process = Process([QTELEMETRY, "run", "--config", str(config), "--listen", "127.0.0.1:0"],
                       rb"url=(http\S+/metrics)", links, log)
     time.sleep(seconds)
     found = BATCHES.search(body_of(*scrape(process.url)[1:]))
