@@ -1,4 +1,8 @@
-"""Command line: one verb per job (``qtelemetry --help`` lists them), each a handler returning the exit code."""
+"""Command line: one verb per job (``qtelemetry --help`` lists them), each a handler returning the exit code.
+
+Each verb imports what it needs when it runs: this module is light to import, because a spawned
+process (the network analysis) imports the console script's module again before anything else.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,7 @@ import urllib.parse
 from typing import Sequence
 
 from qtelemetry import __version__, logs, sharding, text
-from qtelemetry.config import ConfigError, parse_listen
-from qtelemetry.configfile import EXIT_CONFIG
+from qtelemetry.errors import EXIT_CONFIG, ConfigError
 
 log = logging.getLogger("qtelemetry")
 #: Exit code of a command whose reader went away (``qtelemetry analyse FILE | head``): what a shell
@@ -35,6 +38,7 @@ def _log_config_error(exc: ConfigError) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from qtelemetry import selfmetrics
+    from qtelemetry.config import parse_listen
     from qtelemetry.exporter.exposition import Exposition
     from qtelemetry.exporter.reload import Reloader, Source
     from qtelemetry.exporter.server import MetricsServer

@@ -21,9 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
-from qtelemetry.configfile import ConfigError, ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
+from qtelemetry.configfile import ReadableFile, TokenFile, load_yaml, printable, read_text, read_token
 from qtelemetry.drivers import DriverConfig
 from qtelemetry.drivers.base import FieldError, StrictModel, check
+from qtelemetry.errors import ConfigError
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.estimation.tamper_statistics import STATISTICS as TAMPER_STATISTICS
 from qtelemetry.networkconfig import NetworkConfig

@@ -18,9 +18,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, ValidationInfo
 
-#: Exit code of every command given a config it cannot use.
-EXIT_CONFIG = 2
+from qtelemetry.errors import ConfigError
 
+#: Exit code of every command given a config it cannot use.
 #: Largest config file read; a 10,000-link config is about 1 MB.
 MAX_CONFIG_BYTES = 64 * 2**20
 
@@ -78,15 +78,6 @@ ConfigPath = Annotated[Path, AfterValidator(_from_config_dir)]
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 #: A file holding a bearer token (``read_token``), checked at load: what the run would refuse, check-config refuses.
 TokenFile = Annotated[Path, AfterValidator(_readable_file), AfterValidator(_token_file)]
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; ``problems`` holds (field path, reason) pairs."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {path}: {reason}" for path, reason in problems))
 
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"

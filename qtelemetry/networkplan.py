@@ -32,10 +32,11 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from qtelemetry import extras
-from qtelemetry.configfile import EXIT_CONFIG, ConfigError, read_text
+from qtelemetry.configfile import read_text
 from qtelemetry.configmodel import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import MAX_BITS, MAX_LENGTH_KM, MAX_LOSS_DB
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
+from qtelemetry.errors import EXIT_CONFIG, ConfigError
 from qtelemetry.estimation.graphs import igraph
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
 from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected

@@ -21,8 +21,14 @@ from qtelemetry import logs
 URL_LINE = re.compile(r"url=(http\S+/metrics)")
 
 
+#: The console script the install puts beside the interpreter: what the README runs.
+QTELEMETRY = str(Path(sys.executable).with_name("qtelemetry"))
+
+
 class QtelemetryProcess:
-    """A ``python -m qtelemetry ARGS`` process; its log goes to a file so the pipe can never fill up.
+    """A ``qtelemetry ARGS`` process (the console script, as users start it: a spawned child
+    process imports the script again, ``python -m`` it does not); its log goes to a file so the
+    pipe can never fill up.
 
     Started once ``ready(log)`` returns something (kept as ``self.ready``); fails with the log if
     the process exits first or ``timeout`` passes.
@@ -32,7 +38,7 @@ class QtelemetryProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qtelemetry", *args], stdout=self._log, stderr=subprocess.STDOUT
+            [QTELEMETRY, *args], stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while not (found := ready(self.log())):

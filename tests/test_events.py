@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from qtelemetry.config import validate_yaml
-from qtelemetry.configfile import ConfigError
 from qtelemetry.drivers.base import StrictModel
 from qtelemetry.drivers.event_files import EventFiles
-from qtelemetry.estimation.bb84 import BB84_DECOY
-from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
 from qtelemetry.drivers.formats import events as ev
 from qtelemetry.drivers.formats.events import PS, TIME, EventError, bb84_windows, bbm92_windows, event_table, read_events
+from qtelemetry.errors import ConfigError
+from qtelemetry.estimation.bb84 import BB84_DECOY
+from qtelemetry.estimation.entanglement import BBM92, CHSH_IDEAL, chsh
 from eventfiles import bb84_columns, tag_streams, write
 
 

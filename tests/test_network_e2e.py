@@ -97,8 +97,12 @@ def test_network_figures_follow_a_fibre_cut(start_exporter, prometheus_stack, tm
     analysed = lambda s: "qnet_demand_disjoint_paths" in s and all(  # noqa: E731
         value(s, "qnet_link_usable_key_rate_bits_per_second", link=n) > 0 for n in LINKS)
     samples = exporter.wait_for(analysed, timeout=60)
-    # igraph loaded without the matplotlib.pyplot it imports for plotting (0.6 s, 30-47 MB)
+    # igraph loaded without the matplotlib.pyplot it imports for plotting (0.6 s, 30-47 MB); the
+    # analysis process with NumPy and igraph alone, though it imported the console script again
     assert "/matplotlib/" not in Path(f"/proc/{exporter.proc.pid}/maps").read_text()
+    children = Path(f"/proc/{exporter.proc.pid}/task/{exporter.proc.pid}/children").read_text().split()
+    [analysis] = [m for m in (Path(f"/proc/{c}/maps").read_text() for c in children) if "/igraph/" in m]
+    assert [name for name in ("scipy", "matplotlib", "aiohttp", "pydantic_core") if f"/{name}/" in analysis] == []
     want = check(samples)
     # the shape the test is built for: widest path and max-flow differ; a bridge and an articulation point
     assert want["ad"]["single_path"] < want["ad"]["multipath"] and want["ad"]["disjoint"] == 2

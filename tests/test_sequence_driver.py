@@ -23,7 +23,7 @@ from scipy.stats import beta
 
 from conftest import value
 from qtelemetry.config import parse_config
-from qtelemetry.configfile import ConfigError
+from qtelemetry.errors import ConfigError
 
 #: Both links' physics (no dark counts, so the herald and QBER models below are exact).
 FIBER_KM, ATTENUATION = 1.0, 0.2

@@ -571,7 +571,7 @@ LINK = "  - name: {}\n    driver: {{type: simulated-bb84, fiber_length_km: 25}}\
         "links' own times use up the fleet budget"])
 def test_config_errors_name_the_field(text, field):
     from qtelemetry.config import parse_config
-    from qtelemetry.configfile import ConfigError
+    from qtelemetry.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         parse_config(text)

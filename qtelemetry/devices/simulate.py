@@ -22,13 +22,13 @@ from aiohttp import web
 
 from qtelemetry import extras
 from qtelemetry.config import ConfigError, parse_listen
-from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.devices.config import DevicesConfig, load_devices_config
 from qtelemetry.devices.kme import KeyRelay, Kme
 from qtelemetry.devices.links import links_of, qkdl_id
 from qtelemetry.devices.restconf import RestconfNode
 from qtelemetry.devices.serving import server_context, start
 from qtelemetry.devices.simulation import runtime_links
+from qtelemetry.errors import EXIT_CONFIG
 from qtelemetry.runtime.runtime import Runtime
 from qtelemetry.standards.restconf import NODE_PATH
 

@@ -33,8 +33,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qtelemetry.config import BasicAuthUsers, ReadableFile, WebConfig, validate_yaml
-from qtelemetry.configfile import ConfigError, read_text
+from qtelemetry.configfile import read_text
 from qtelemetry.drivers.base import FieldError, StrictModel, check
+from qtelemetry.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import yaml
 
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
-from qtelemetry.configfile import EXIT_CONFIG
+from qtelemetry.errors import EXIT_CONFIG
 from qtelemetry.monitoring import causes, mixin, promtool_tests, rules, runbooks
 from qtelemetry.monitoring.config import MonitoringConfig, load_monitoring_config
 from qtelemetry.monitoring.promql import GenerationError

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Callable
 
 from qtelemetry import extras
-from qtelemetry.configfile import EXIT_CONFIG
+from qtelemetry.errors import EXIT_CONFIG
 
 
 def number_between(low: float, high: float, what: str) -> Callable[[str], float]:

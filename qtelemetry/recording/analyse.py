@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from qtelemetry.configfile import EXIT_CONFIG
+from qtelemetry.drivers.formats.recording import RecordingError, counts_of, is_csv, params_of, read_recording
+from qtelemetry.errors import EXIT_CONFIG
 from qtelemetry.estimation import PROTOCOLS
 from qtelemetry.monitoring.catalogue import QBER_PROTOCOLS
-from qtelemetry.drivers.formats.recording import RecordingError, counts_of, is_csv, params_of, read_recording
 
 #: What the summary reports, per link: estimate key -> column title.
 SUMMARY = {"loss_db": "loss_db", "qber_z": "qber", "secret_key_rate_bps": "key_rate_bps"}

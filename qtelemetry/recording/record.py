@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from qtelemetry.config import Config, ConfigError, default_config, load_config
-from qtelemetry.configfile import EXIT_CONFIG
 from qtelemetry.drivers.formats.recording_writer import RecordingWriter, block_frame
+from qtelemetry.errors import EXIT_CONFIG
 from qtelemetry.runtime.engine import Folded
 from qtelemetry.runtime.runtime import Runtime
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from qtelemetry import extras
 from qtelemetry.config import ConfigError
-from qtelemetry.configfile import EXIT_CONFIG, read_text
+from qtelemetry.configfile import read_text
+from qtelemetry.errors import EXIT_CONFIG
 from qtelemetry.text import count
 
 if TYPE_CHECKING:  # the client (aiohttp, pydantic) is imported only when a report or analyser runs

@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from qtelemetry.configfile import ConfigError, load_yaml
+from qtelemetry.configfile import load_yaml
 from qtelemetry.drivers.https import TooLarge, classify, read_body
+from qtelemetry.errors import ConfigError
 from qtelemetry.monitoring.config import duration_seconds
 from qtelemetry.report.prometheus import redacted_url
 
