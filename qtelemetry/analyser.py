@@ -196,7 +196,7 @@ class AnalyserExposition:
         topology = None if state.network is None else state.network.topology
         text = "".join(f.render(state, now, openmetrics) for f in self._families(topology))
         body = (text + ("# EOF\n" if openmetrics else "")).encode()
-        return (compress(body, 1) if gzip else body),
+        return (compress(body, 1) if gzip else body,)
 
 
 def cmd_network(args: argparse.Namespace) -> int:

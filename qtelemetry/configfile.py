@@ -20,7 +20,6 @@ from pydantic import AfterValidator, ValidationInfo
 
 from qtelemetry.errors import ConfigError
 
-#: Exit code of every command given a config it cannot use.
 #: Largest config file read; a 10,000-link config is about 1 MB.
 MAX_CONFIG_BYTES = 64 * 2**20
 

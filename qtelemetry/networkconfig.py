@@ -12,10 +12,9 @@ from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import Field
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from qtelemetry.drivers.base import FieldError, StrictModel, check
+from qtelemetry.estimation.graphs import components
 
 #: Label values come from config only (the same rule as link names).
 LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -110,6 +109,5 @@ def relay_connected(ends: np.ndarray, trusted: np.ndarray, source: int, target: 
     relays = trusted.copy()
     relays[[source, target]] = True
     pairs = ends[relays[ends].all(axis=1)]
-    graph = coo_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
+    component = components(n, pairs)
     return bool(component[source] == component[target])

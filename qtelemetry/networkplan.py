@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import yaml
 from pydantic import Field
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from qtelemetry import extras
 from qtelemetry.configfile import read_text
@@ -37,7 +35,7 @@ from qtelemetry.configmodel import FieldError, StrictModel, check
 from qtelemetry.drivers.simulated import MAX_BITS, MAX_LENGTH_KM, MAX_LOSS_DB
 from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.errors import EXIT_CONFIG, ConfigError
-from qtelemetry.estimation.graphs import igraph
+from qtelemetry.estimation.graphs import components, igraph
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
 from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected
 
@@ -116,8 +114,8 @@ class NetworkPlanFile(StrictModel):
             return  # _known_sites says which
         ends = np.array([[index[a], index[b]] for a, b in (span.sites for span in self.spans)], np.intp)
         n = len(self.sites)
-        graph = coo_array((np.ones(len(ends)), (ends[:, 0], ends[:, 1])), shape=(n, n))
-        parts, label = connected_components(graph, directed=False)
+        label = components(n, ends)
+        parts = int(label.max()) + 1
         if parts > 1:
             groups = [[s.name for s, g in zip(self.sites, label) if g == k][:5] for k in range(min(parts, 3))]
             raise FieldError("spans", f"the candidate spans leave the sites in {parts} separate parts, e.g. "

@@ -68,8 +68,8 @@ def test_analysis_is_published_with_the_snapshot_and_dropped_on_reload():
 
 def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
     """The analysis holds the GIL for seconds at 10,000 links, so it runs in a child process, at
-    the lowest CPU priority, loading no more than NumPy and igraph; one killed (out of memory, say) fails that analysis only, and the next
-    starts a new child, at the same priority."""
+    the lowest CPU priority, loading no more than NumPy and igraph; one killed (out of memory,
+    say) fails that analysis only, and the next starts a new child, at the same priority."""
     runtime = Runtime(parse_config(LINKS + NETWORK))
     analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
     for i in range(1, 3):

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from qtelemetry.estimation.graphs import igraph
+from qtelemetry.estimation.graphs import components, igraph
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
@@ -116,7 +116,7 @@ def _chains(n_sites: int, trusted: NDArray[np.bool_], edge_ends: Ints, demand_en
     first = np.searchsorted(flat[order], np.flatnonzero(through))
     pairs = np.column_stack([order[first], order[first + 1]]) // 2
     n_edges = len(edge_ends)
-    edge_chain = np.array(igraph.Graph(n=n_edges, edges=pairs.tolist()).connected_components().membership, np.intp)
+    edge_chain = components(n_edges, pairs)
     # a chain's ends are its sites that are not pass-through: two per chain (none for a pure cycle)
     ends_at = ~through[flat]
     chain_of_end = np.repeat(edge_chain, 2)[ends_at]

@@ -17,7 +17,6 @@ to give it any time it is late, and ``qnet_analysis_age_seconds`` says so.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import multiprocessing
 import os
@@ -41,7 +40,8 @@ if TYPE_CHECKING:  # the snapshot carries the network's results: only its type i
 log = logging.getLogger(__name__)
 
 #: How much lower the analysis process' CPU priority is than the exporter's: to the lowest (19)
-#: from the default (0).
+#: from the default (0). Set by ``os.nice`` itself as the child's initializer, so that the child
+#: imports nothing of the exporter's for it.
 ANALYSIS_NICENESS = 19
 
 #: Estimate keys a link's usable key rate is read from, in order of preference: an ETSI 015
@@ -146,9 +146,9 @@ class AnalysisProcess:
 
     def start(self) -> ProcessPoolExecutor:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
-        if self._pool is None:  # spawn, not fork: this process has threads; its first act, the lowest priority
+        if self._pool is None:  # spawn, not fork: this process has threads
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=functools.partial(os.nice, ANALYSIS_NICENESS))
+                                             initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
             self._started = self._pool.submit(usable, np.zeros(0))
         return self._pool
 
