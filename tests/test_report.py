@@ -408,6 +408,16 @@ def test_bad_pilot_target_is_a_config_error_naming_the_field(tmp_path: Path) -> 
     assert "pilot.availability" in result.stderr
 
 
+def test_an_out_directory_it_cannot_write_is_refused_before_the_queries(tmp_path: Path) -> None:
+    """Before, the report queried the whole period and then ended in a traceback at ``mkdir``."""
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    for out in (taken, taken / "sub"):
+        result = qtelemetry("report", "--prometheus", "http://127.0.0.1:9", "--start", "now-1d", "--out", str(out))
+        assert result.returncode == 2 and f"--out: cannot write the directory {out}" in result.stderr
+        assert "Traceback" not in result.stderr and "report failed" not in result.stderr  # Prometheus never asked
+
+
 def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
     assert parse_time("now-7d", now=1e9) == 1e9 - 7 * DAY
     assert parse_time("2026-11-02T00:00:00Z") == T0 == parse_time(str(T0))

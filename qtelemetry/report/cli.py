@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
+import os
 import re
 import sys
 import time
@@ -133,6 +135,12 @@ def run_report(args: argparse.Namespace) -> int:
         extras.check_installed(("matplotlib", "pandas"), "report")
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
+    try:  # before the queries, which may take an hour: a bad --out loses none of them
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), args.out)
+    except OSError as exc:
+        return _usage(f"--out: cannot write the directory {exc.filename or args.out}: {exc.strerror}")
     from qtelemetry.report.build import ReportRequest, build_report
     from qtelemetry.report.nodata import NoData
 
@@ -145,6 +153,9 @@ def run_report(args: argparse.Namespace) -> int:
         written = build_report(request)
     except PrometheusError as exc:
         log.error("report failed", extra={"reason": str(exc)})
+        return EXIT_FAILED
+    except OSError as exc:  # the disk filled, or the directory went away, while it was written
+        log.error("report failed", extra={"reason": f"cannot write {exc.filename}: {exc.strerror}"})
         return EXIT_FAILED
     except NoData as exc:
         log.warning("no data in the period: report written without tables",
