@@ -414,7 +414,7 @@ def test_an_out_directory_it_cannot_write_is_refused_before_the_queries(tmp_path
     taken.write_text("x")
     for out in (taken, taken / "sub"):
         result = qtelemetry("report", "--prometheus", "http://127.0.0.1:9", "--start", "now-1d", "--out", str(out))
-        assert result.returncode == 2 and f"--out: cannot write the directory {out}" in result.stderr
+        assert result.returncode == 2 and f"--out {out}: cannot create or write it ({taken}: Not a directory)" in result.stderr
         assert "Traceback" not in result.stderr and "report failed" not in result.stderr  # Prometheus never asked
 
 

@@ -136,11 +136,9 @@ def run_report(args: argparse.Namespace) -> int:
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
     try:  # before the queries, which may take an hour: a bad --out loses none of them
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        if not os.access(args.out, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), args.out)
+        _check_writable_directory(Path(args.out))
     except OSError as exc:
-        return _usage(f"--out: cannot write the directory {exc.filename or args.out}: {exc.strerror}")
+        return _usage(f"--out {args.out}: cannot create or write it ({exc.filename}: {exc.strerror})")
     from qtelemetry.report.build import ReportRequest, build_report
     from qtelemetry.report.nodata import NoData
 
@@ -212,6 +210,18 @@ def run_history(args: argparse.Namespace) -> int:
     print(f"{args.out}: {count(history.samples, 'sample')}, {count(history.times.size, 'step')}; next: "
           f"promtool tsdb create-blocks-from openmetrics --max-block-duration={BACKFILL_BLOCK} {args.out} DATA_DIR")
     return 0
+
+
+def _check_writable_directory(path: Path) -> None:
+    """OSError unless ``path`` is a directory this process may write, or may create: its nearest
+    existing ancestor is a writable directory. Nothing is created (a refused run leaves no trace)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(probe))
 
 
 def pilot_config_text() -> str:
