@@ -252,7 +252,7 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
     n_spans, paid = len(instance.span_ends), instance.paid_sites
     model = Model()
     model.hideOutput()
-    model.setParam("limits/time", max(time_limit_s, 0.0))
+    model.setParam("limits/time", min(max(time_limit_s, 0.0), model.infinity()))  # SCIP's "no limit": 1e20 s
     model.setParam("limits/gap", gap)
     lazy = _LazyCuts(instance)
     lazy.xs = [model.addVar(f"span{e}", vtype="B", obj=float(instance.span_cost[e]), ub=float(instance.span_rate_bps[e] > 0))
