@@ -363,3 +363,18 @@ def test_network_yaml_link_names_are_unique(tmp_path, capsys):
     config = parse_config((tmp_path / "out" / "network.yaml").read_text())
     names = [link.name for link in config.links]
     assert len(names) == 4 and len(set(names)) == 4, names
+
+
+def test_cuts_past_the_deadline_stop_at_the_first_short_demand():
+    """SCIP asks for cuts at every node and checks every candidate network; at 2,000 sites a round of
+    them took minutes, beyond --time-limit. Past the deadline a round stops at the first short
+    demand's cuts (still a cut, so enforcement progresses); before it, every short demand's. The
+    rows are sparse: the spans crossing the cut (a dense row per cut held gigabytes at 20,000 spans)."""
+    from qtelemetry.estimation.placement import violated_cuts
+
+    inst = Instance(5, np.array([[0, 1], [1, 2], [0, 3], [3, 2], [0, 2], [1, 4], [4, 2]]), np.array([2.0, 2, 2, 2, 0.5, 3, 3]),
+                    np.ones(7), np.zeros(5), np.ones(5, bool), np.array([[0, 2], [1, 3]]), np.array([2.0, 1.0]), 1)
+    every = violated_cuts(inst, np.zeros(7))
+    first = violated_cuts(inst, np.zeros(7), deadline=0.0)
+    assert {tuple(spans) for spans, _ in every} >= {(0, 2, 4), (0, 1, 5)} and 0 < len(first) < len(every)
+    assert all(len(spans) == len(share) < 7 for spans, share in every)
