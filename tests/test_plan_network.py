@@ -378,3 +378,21 @@ def test_cuts_past_the_deadline_stop_at_the_first_short_demand():
     first = violated_cuts(inst, np.zeros(7), deadline=0.0)
     assert {tuple(spans) for spans, _ in every} >= {(0, 2, 4), (0, 1, 5)} and 0 < len(first) < len(every)
     assert all(len(spans) == len(share) < 7 for spans, share in every)
+
+
+@settings(max_examples=40, deadline=None)
+@given(instances(survive=1), st.booleans())
+def test_infeasible_is_what_brute_force_says(inst, survive):
+    """plan-network calls a demand infeasible when every span lit leaves it short (after the worst
+    failure with survive: 1), by the network view's engine; the brute force agrees demand by demand."""
+    from qtelemetry.networkplan import survivable
+
+    inst = Instance(**{**vars(inst), "survive": int(survive), "span_cost": np.zeros(len(inst.span_ends)),
+                       "site_cost": np.zeros(inst.n_sites)})
+    n, ends = inst.n_sites, inst.span_ends.tolist()
+    top = Topology.build([f"s{i}" for i in range(n)], inst.trusted.tolist(), [f"l{i}" for i in range(len(ends))], ends,
+                         [f"d{i}" for i in range(len(inst.demand_bps))], inst.demand_ends.tolist(), inst.demand_bps.tolist())
+    met = survivable(top, inst.span_rate_bps, inst.survive) >= inst.demand_bps * (1 - 1e-6)
+    for d in range(len(inst.demand_bps)):
+        one = Instance(**{**vars(inst), "demand_ends": inst.demand_ends[d:d + 1], "demand_bps": inst.demand_bps[d:d + 1]})
+        assert met[d] == (brute_cheapest(one) == 0.0), (d, inst)
