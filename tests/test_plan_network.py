@@ -380,7 +380,7 @@ def test_cuts_past_the_deadline_stop_at_the_first_short_demand():
     assert all(len(spans) == len(share) < 7 for spans, share in every)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(instances(survive=1), st.booleans())
 def test_infeasible_is_what_brute_force_says(inst, survive):
     """plan-network calls a demand infeasible when every span lit leaves it short (after the worst
