@@ -80,9 +80,13 @@ VACUUM_INTENSITY = 2e-4
 #: decoy, where the decoy bounds' (μ − ν) denominators would turn rounding error into key.
 MU_MAX = 1.5
 MU_GAP = 0.02
-#: The reach search gives up (reach = inf) beyond this channel loss, and stops within RESOLUTION_KM.
+#: The reach search gives up (reach = inf) beyond this channel loss, and stops within RESOLUTION_KM
+#: (or RESOLUTION_RELATIVE of the reach, where a fibre of almost no loss reaches beyond float's 1e-3 km).
 MAX_LOSS_DB = 200.0
 RESOLUTION_KM = 1e-3
+RESOLUTION_RELATIVE = 1e-12
+#: Most distances one plan evaluates: every one is a row of output (and memory before it).
+MAX_DISTANCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ def _has_key(bound: str, link: LinkModel, distance_km: float = 0.0) -> bool:
 def max_distance_km(bound: str, link: LinkModel) -> float:
     """Longest fibre with a positive key: 0 if none at all, inf if the rate never reaches 0.
 
-    Bisected to RESOLUTION_KM between 0 km and MAX_LOSS_DB of loss; assumes the rate falls
+    Bisected to RESOLUTION_KM (RESOLUTION_RELATIVE) between 0 km and MAX_LOSS_DB of loss; assumes the rate falls
     with distance, as it does in every bound here.
     """
     has_key = functools.partial(_has_key, bound, link)
@@ -241,7 +245,7 @@ def max_distance_km(bound: str, link: LinkModel) -> float:
         return 0.0
     if has_key(hi):
         return math.inf
-    while hi - lo > RESOLUTION_KM:
+    while hi - lo > max(RESOLUTION_KM, RESOLUTION_RELATIVE * hi):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if has_key(mid) else (lo, mid)
     return float(lo)
@@ -420,7 +424,10 @@ def _parse_distances(text: str) -> Array:
         raise _Usage("--distances", f"expected START:STOP:STEP in km, e.g. 0:200:10, got {text!r}") from None
     if not all(map(math.isfinite, (start, stop, step))) or start < 0 or step <= 0 or stop < start:
         raise _Usage("--distances", f"empty distance range {text!r}: need 0 ≤ START ≤ STOP and STEP > 0")
-    return start + step * np.arange(math.floor((stop - start) / step + 1e-9) + 1)
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > MAX_DISTANCES:
+        raise _Usage("--distances", f"{text!r} is {count:.3g} distances; at most {MAX_DISTANCES:,}: a larger STEP")
+    return start + step * np.arange(count)
 
 
 def _link_model(args: argparse.Namespace) -> LinkModel:

@@ -149,6 +149,8 @@ def test_finite_bound_takes_the_links_block_size_and_shares_the_exporters_defaul
     (["--distances", "0:100:0"], "--distances"),
     (["--distances", "0:200"], "--distances"),
     (["--distances", "a:b:c"], "--distances"),
+    (["--distances", "0:1e7:1"], "--distances"),  # 10⁷ rows: gigabytes before the first one printed
+    (["--distances", "0:1e12:1e-3"], "--distances"),
     (["--plot", "/nonexistent-dir/plan.png"], "--plot"),
     (["--plot", "plan.xyz"], "--plot"),
     (["--link", "metro-10km"], "--config"),
@@ -158,6 +160,21 @@ def test_bad_input_exits_2_naming_the_flag(capsys, args, flag):
     code, out, err = plan(capsys, *args)
     assert code == 2 and out == ""
     assert err.startswith(f"error: {flag}: ")
+
+
+def test_the_reach_of_an_almost_lossless_fibre_is_found(capsys):
+    """A reach beyond 10¹³ km, where floats are coarser than the 1 mm resolution, ends (it looped
+    for ever): the reach scales as 1 / attenuation (the loss budget is the same), checked against
+    the GYS reach. A child process, so that a hang fails the test instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "qtelemetry", "plan", "--attenuation-db-per-km", "1e-12", "--distances",
+                           "0:0:1", "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    gys = plan(capsys, "--distances", "0:0:1", "--format", "json")[1]
+    reach = json.loads(done.stdout)["max_distance_km"]
+    assert reach * 1e-12 == pytest.approx(json.loads(gys)["max_distance_km"] * 0.21, rel=1e-4)
 
 
 @pytest.mark.parametrize("args, flag", [

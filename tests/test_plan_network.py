@@ -300,3 +300,99 @@ def test_what_if_of_a_given_network(tmp_path, capsys):
     assert "given.yaml: network: no network section" in capsys.readouterr().err
     assert main(["plan-network", str(tmp_path / "plan.yaml"), "--out", str(out), "--network", str(tmp_path / "plan.yaml")]) == 2
     assert "this is a network plan" in capsys.readouterr().err
+
+
+# --- hostile inputs ------------------------------------------------------------------------------------
+
+SMALL = {"sites": [{"name": "a"}, {"name": "m"}, {"name": "b"}],
+         "spans": [{"sites": ["a", "m"], "length_km": 10, "cost": 1}, {"sites": ["m", "b"], "length_km": 10, "cost": 1},
+                   {"sites": ["a", "b"], "length_km": 30, "cost": 5}],
+         "demands": [{"name": "d", "from": "a", "to": "b", "bits_per_second": 1000}], "survive": 1}
+
+
+def run_plan(tmp_path, plan: dict, *args: str, name: str = "plan.yaml") -> int:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(plan))
+    return main(["plan-network", str(path), *args])
+
+
+@pytest.mark.parametrize("limit", ["inf", "1e30"])
+def test_a_time_limit_beyond_scips_is_no_limit(tmp_path, capsys, limit):
+    """SCIP takes at most 1e20 s: a longer limit (or inf) is no limit, not a traceback."""
+    assert run_plan(tmp_path, SMALL, "--out", str(tmp_path / "out"), "--time-limit", limit) == 0
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["status"] == "optimal"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_made_is_named_before_the_search(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert run_plan(tmp_path, SMALL, "--out", str(tmp_path / "file" / "out")) == 2
+    err = capsys.readouterr().err
+    assert "error: --out: " in err and "Not a directory" in err and "Traceback" not in err
+    assert "placement" not in err  # no search was made
+
+
+def test_no_older_plans_file_is_left_to_pass_for_this_ones(tmp_path, capsys):
+    """A plan made into the --out of an earlier one (with --network) leaves none of its files behind."""
+    out = tmp_path / "out"
+    assert run_plan(tmp_path, SMALL, "--out", str(out)) == 0
+    (tmp_path / "given.yaml").write_text((out / "network.yaml").read_text())
+    assert run_plan(tmp_path, SMALL, "--out", str(out), "--network", str(tmp_path / "given.yaml")) == 0
+    assert (out / "what-if-network.csv").exists()
+    assert run_plan(tmp_path, {**SMALL, "survive": 0}, "--out", str(out)) == 0
+    assert not (out / "what-if-network.csv").exists()
+    assert json.loads((out / "plan.json").read_text())["survive"] == 0
+
+
+def test_a_plan_file_named_with_dollars_is_not_tex(tmp_path, capsys):
+    """The figure's title holds the file name: "$\\foo$" is text, not mathtext to parse (a traceback)."""
+    assert run_plan(tmp_path, SMALL, "--out", str(tmp_path / "out"), name="x$\\foo$.yaml") == 0
+    assert "x$\\foo$.yaml" in (tmp_path / "out" / "plan.html").read_text()
+
+
+def test_network_yaml_link_names_are_unique(tmp_path, capsys):
+    """Two spans between the same sites and a span whose name is the second one's fallback (sites
+    `span` and `2`): network.yaml's links still have unique names, so that it is a valid run config."""
+    rate = SimulatedBB84Config.expected_key_rate_bps([SimulatedBB84Config(type="simulated-bb84", fiber_length_km=10)])[0].item()
+    plan = {"sites": [{"name": "span"}, {"name": "2"}, {"name": "a"}, {"name": "b"}],
+            "spans": [{"sites": ["span", "2"], "length_km": 10, "cost": 1}, {"sites": ["a", "b"], "length_km": 10, "cost": 1},
+                      {"sites": ["a", "b"], "length_km": 10, "cost": 1}, {"sites": ["2", "a"], "length_km": 10, "cost": 1}],
+            "demands": [{"name": "twice", "from": "a", "to": "b", "bits_per_second": 1.5 * rate},
+                        {"name": "all", "from": "span", "to": "b", "bits_per_second": 1}]}
+    assert run_plan(tmp_path, plan, "--out", str(tmp_path / "out")) == 0
+    config = parse_config((tmp_path / "out" / "network.yaml").read_text())
+    names = [link.name for link in config.links]
+    assert len(names) == 4 and len(set(names)) == 4, names
+
+
+def test_cuts_past_the_deadline_stop_at_the_first_short_demand():
+    """SCIP asks for cuts at every node and checks every candidate network; at 2,000 sites a round of
+    them took minutes, beyond --time-limit. Past the deadline a round stops at the first short
+    demand's cuts (still a cut, so enforcement progresses); before it, every short demand's. The
+    rows are sparse: the spans crossing the cut (a dense row per cut held gigabytes at 20,000 spans)."""
+    from qtelemetry.estimation.placement import violated_cuts
+
+    inst = Instance(5, np.array([[0, 1], [1, 2], [0, 3], [3, 2], [0, 2], [1, 4], [4, 2]]), np.array([2.0, 2, 2, 2, 0.5, 3, 3]),
+                    np.ones(7), np.zeros(5), np.ones(5, bool), np.array([[0, 2], [1, 3]]), np.array([2.0, 1.0]), 1)
+    every = violated_cuts(inst, np.zeros(7))
+    first = violated_cuts(inst, np.zeros(7), deadline=0.0)
+    assert {tuple(spans) for spans, _ in every} >= {(0, 2, 4), (0, 1, 5)} and 0 < len(first) < len(every)
+    assert all(len(spans) == len(share) < 7 for spans, share in every)
+
+
+@settings(max_examples=20, deadline=None)
+@given(instances(survive=1), st.booleans())
+def test_infeasible_is_what_brute_force_says(inst, survive):
+    """plan-network calls a demand infeasible when every span lit leaves it short (after the worst
+    failure with survive: 1), by the network view's engine; the brute force agrees demand by demand."""
+    from qtelemetry.networkplan import survivable
+
+    inst = Instance(**{**vars(inst), "survive": int(survive), "span_cost": np.zeros(len(inst.span_ends)),
+                       "site_cost": np.zeros(inst.n_sites)})
+    n, ends = inst.n_sites, inst.span_ends.tolist()
+    top = Topology.build([f"s{i}" for i in range(n)], inst.trusted.tolist(), [f"l{i}" for i in range(len(ends))], ends,
+                         [f"d{i}" for i in range(len(inst.demand_bps))], inst.demand_ends.tolist(), inst.demand_bps.tolist())
+    met = survivable(top, inst.span_rate_bps, inst.survive) >= inst.demand_bps * (1 - 1e-6)
+    for d in range(len(inst.demand_bps)):
+        one = Instance(**{**vars(inst), "demand_ends": inst.demand_ends[d:d + 1], "demand_bps": inst.demand_bps[d:d + 1]})
+        assert met[d] == (brute_cheapest(one) == 0.0), (d, inst)

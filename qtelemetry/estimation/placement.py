@@ -26,6 +26,8 @@ joining the problem. The dual bound is SCIP's; the gap reported is (cost − bou
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -38,6 +40,9 @@ from qtelemetry.estimation.graphs import igraph
 Floats = NDArray[np.float64]
 Ints = NDArray[np.intp]
 Bools = NDArray[np.bool_]
+#: A cut's row: the spans crossing it and their coefficients (≥ 1 required). Sparse: a cut crosses few
+#: of thousands of candidate spans, and a separation finds thousands of cuts.
+Row = tuple[Ints, Floats]
 
 #: A cut short of the demand by more than this (relative) is violated: SCIP's own feasibility tolerance.
 TOLERANCE = 1e-6
@@ -116,14 +121,20 @@ class Placement:
     cuts: int  #: cut constraints generated
 
 
-def violated_cuts(instance: Instance, x: Floats) -> list[Floats]:
-    """Rows (coefficients over spans, ≥ 1 required) of the minimum cuts that spans lit to the extent
-    ``x`` (0-1, fractional in the relaxation) leave short: for each short demand and failure, the
-    cut nearest the source and the one nearest the target (back cuts: more cuts per separation)."""
-    return [row for rows in short_cuts(instance, x) for row in rows]
+def violated_cuts(instance: Instance, x: Floats, deadline: float = math.inf) -> list[Row]:
+    """Rows of the minimum cuts that spans lit to the extent ``x`` (0-1, fractional in the
+    relaxation) leave short: for each short demand and failure, the cut nearest the source and the
+    one nearest the target (back cuts: more cuts per separation). Past ``deadline`` (monotonic
+    clock) only those found so far, at least one short demand's if there is one."""
+    found: list[Row] = []
+    for rows in short_cuts(instance, x):
+        found += rows
+        if time.monotonic() > deadline:
+            break
+    return found
 
 
-def short_cuts(instance: Instance, x: Floats) -> Iterator[list[Floats]]:
+def short_cuts(instance: Instance, x: Floats) -> Iterator[list[Row]]:
     """The rows of each short demand and failure in turn (``violated_cuts``), so that a check can stop
     at the first.
 
@@ -166,41 +177,42 @@ def _risky_failures(instance: Instance, graph: igraph.Graph, d: int, capacity: F
     return [(kind, e) for kind, e in scenarios if kind != "none" and flow.value - through[kind][e] < short]
 
 
-def _cut_rows(instance: Instance, crossing: Bools, usable: Bools, need: float) -> list[Floats]:
+def _cut_rows(instance: Instance, crossing: Bools, usable: Bools, need: float) -> list[Row]:
     """The cut's row, and when it needs k > 1 of its spans also Σ x_e ≥ k (tighter for the relaxation)."""
-    crossing = crossing & usable
-    share = np.where(crossing, np.minimum(instance.span_rate_bps / need, 1.0), 0.0)
+    spans = np.flatnonzero(crossing & usable)
+    share = np.minimum(instance.span_rate_bps[spans] / need, 1.0)
     needed = int(np.searchsorted(np.cumsum(np.sort(share)[::-1]), 1.0 - TOLERANCE)) + 1
-    return [share, crossing / needed] if needed > 1 else [share]
+    return [(spans, share), (spans, np.full(len(spans), 1.0 / needed))] if needed > 1 else [(spans, share)]
 
 
 class _LazyCuts(Conshdlr):
     """Every demand's cuts in every failure, as SCIP asks: separated from LP solutions, enforced on
     integer ones, checked on every candidate solution (a heuristic's too)."""
 
-    def __init__(self, instance: Instance):
-        self.instance = instance
+    def __init__(self, instance: Instance, deadline: float):
+        self.instance, self.deadline = instance, deadline
         self.xs: list = []  # SCIP's span variables, set once they exist
         self.cuts = 0
         self._seen: set[bytes] = set()
         self._checked: dict[bytes, bool] = {}  # heuristics propose the same choice again and again
-        self._found: list[Floats] = []  # rows a check found; a check may not add them, the next separation does
+        self._found: list[Row] = []  # rows a check found; a check may not add them, the next separation does
 
     def values(self, solution=None) -> Floats:
         return np.array([self.model.getSolVal(solution, x) for x in self.xs])
 
-    def add(self, rows: list[Floats]) -> int:
+    def add(self, rows: list[Row]) -> int:
         """Add the rows not already in; how many were new."""
-        fresh = [row for row in rows if row.tobytes() not in self._seen]
-        for row in fresh:
-            self._seen.add(row.tobytes())
-            self.model.addCons(quicksum(float(row[e]) * self.xs[e] for e in np.flatnonzero(row)) >= 1.0)
+        fresh = {spans.tobytes() + share.tobytes(): (spans, share) for spans, share in rows}
+        fresh = {key: row for key, row in fresh.items() if key not in self._seen}
+        for key, (spans, share) in fresh.items():
+            self._seen.add(key)
+            self.model.addCons(quicksum(c * self.xs[e] for e, c in zip(spans.tolist(), share.tolist()) if c) >= 1.0)
         self.cuts += len(fresh)
         return len(fresh)
 
     def conscheck(self, constraints, solution, checkintegrality, checklprows, printreason, completely):
         x = np.round(self.values(solution))
-        key = x.tobytes()
+        key = np.packbits(x > 0).tobytes()
         if key not in self._checked:
             rows = next(short_cuts(self.instance, x), [])
             self._checked[key] = not rows
@@ -208,7 +220,7 @@ class _LazyCuts(Conshdlr):
         return {"result": SCIP_RESULT.FEASIBLE if self._checked[key] else SCIP_RESULT.INFEASIBLE}
 
     def _enforce(self) -> dict:
-        rows = violated_cuts(self.instance, np.round(self.values()))
+        rows = violated_cuts(self.instance, np.round(self.values()), self.deadline)
         if not rows:
             return {"result": SCIP_RESULT.FEASIBLE}
         return {"result": SCIP_RESULT.CONSADDED if self.add(rows) else SCIP_RESULT.INFEASIBLE}
@@ -220,7 +232,7 @@ class _LazyCuts(Conshdlr):
         return self._enforce()
 
     def conssepalp(self, constraints, nusefulconss):
-        rows, self._found = violated_cuts(self.instance, np.clip(self.values(), 0.0, 1.0)) + self._found, []
+        rows, self._found = violated_cuts(self.instance, np.clip(self.values(), 0.0, 1.0), self.deadline) + self._found, []
         return {"result": SCIP_RESULT.CONSADDED if self.add(rows) else SCIP_RESULT.DIDNOTFIND}
 
     def conslock(self, constraint, locktype, nlockspos, nlocksneg):
@@ -246,15 +258,16 @@ class _Progress(Eventhdlr):
 def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
           progress: Callable[[int, int, float, float], None] = lambda nodes, cuts, bound, cost: None) -> Placement:
     """The cheapest spans meeting every demand (``instance`` must be feasible with every span lit),
-    to the relative ``gap``, searching at most ``time_limit_s`` seconds. The search starts from the
-    ``greedy`` network, so that even without time for more the answer is feasible and the gap says
+    to the relative ``gap`` in at most ``time_limit_s`` seconds, the ``greedy`` start's included (a
+    greedy start taking longer leaves the search none; it runs to its end, since the search needs a
+    feasible start), so that even without time for more the answer is feasible and the gap says
     how far it may be from the optimum."""
+    deadline = time.monotonic() + time_limit_s
     n_spans, paid = len(instance.span_ends), instance.paid_sites
     model = Model()
     model.hideOutput()
-    model.setParam("limits/time", max(time_limit_s, 0.0))
     model.setParam("limits/gap", gap)
-    lazy = _LazyCuts(instance)
+    lazy = _LazyCuts(instance, deadline)
     lazy.xs = [model.addVar(f"span{e}", vtype="B", obj=float(instance.span_cost[e]), ub=float(instance.span_rate_bps[e] > 0))
                for e in range(n_spans)]
     ys = {v: model.addVar(f"site{v}", vtype="B", obj=float(instance.site_cost[v])) for v in paid.tolist()}
@@ -272,6 +285,7 @@ def place(instance: Instance, time_limit_s: float = 300.0, gap: float = 1e-4,
         model.setSolVal(solution, variable, float(value))
     model.addSol(solution)
     progress(0, 0, 0.0, instance.cost(start))
+    model.setParam("limits/time", min(max(deadline - time.monotonic(), 0.0), model.infinity()))  # SCIP's no limit: 1e20 s
     model.optimize()
     best = model.getBestSol()
     chosen = np.array([model.getSolVal(best, x) > 0.5 for x in lazy.xs])
@@ -288,10 +302,10 @@ def greedy(instance: Instance) -> Bools:
     chosen = np.zeros(len(instance.span_ends), bool)
     while rows := violated_cuts(instance, chosen.astype(float)):
         before = chosen.sum()
-        for row in rows:
-            value = np.where((row > 0) & ~chosen, row / np.maximum(instance.span_cost, 1e-9), -1.0)
-            if row @ chosen < 1.0 - TOLERANCE and value.max() > 0:
-                chosen[np.argmax(value)] = True
+        for spans, share in rows:
+            value = np.where((share > 0) & ~chosen[spans], share / np.maximum(instance.span_cost[spans], 1e-9), -1.0)
+            if share @ chosen[spans] < 1.0 - TOLERANCE and value.size and value.max() > 0:
+                chosen[spans[np.argmax(value)]] = True
         if chosen.sum() == before:  # nothing left to light (the instance is infeasible)
             break
     return chosen
