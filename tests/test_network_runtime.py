@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from pathlib import Path
 from concurrent.futures.process import BrokenProcessPool
@@ -14,7 +15,7 @@ from conftest import parse_exposition, value
 
 from qtelemetry.config import parse_config
 from qtelemetry.exporter.exposition import Exposition
-from qtelemetry.runtime.network import ANALYSIS_NICENESS, NetworkAnalyser
+from qtelemetry.runtime.network import ANALYSIS_NICENESS, FAILURE_REASONS, NetworkAnalyser
 from qtelemetry.runtime.runtime import Runtime
 
 # a window of an hour: the estimation thread never ticks, the test runs the cycles itself
@@ -84,9 +85,9 @@ def test_the_analysis_runs_in_a_child_that_is_started_again_when_it_dies():
     assert "/scipy/" not in mapped and "/matplotlib/" not in mapped  # 127 MB with them, ~50 without
     child.kill()
     child.join()
-    with pytest.raises(BrokenProcessPool):
-        analyser.run_once()
-    assert analyser.run_once() is not None
+    killed = analyser.run_once()  # it died between analyses: none is lost, a new child analyses at once
+    assert killed is not None and killed.analysis is not None
+    assert dict(zip(FAILURE_REASONS, killed.failures.tolist())) == {"process_died": 1, "timeout": 0, "error": 0}
     [again] = set(multiprocessing.active_children()) - others
     assert again.pid != child.pid
     assert os.getpriority(os.PRIO_PROCESS, again.pid) == lowest
@@ -120,3 +121,80 @@ def test_no_child_process_without_a_network_section_and_one_while_a_reload_gives
     assert set(multiprocessing.active_children()) == others
     analyser.stop()
     runtime.stop()
+
+
+def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next_one_recovers():
+    """A child stopped (SIGSTOP, a debugger; or deadlocked) mid-analysis held the last figures as
+    current forever, and the exporter's shutdown waited for it (SIGTERM stays pending on a stopped
+    process); one killed mid-analysis left them served until the next. Now an analysis has its
+    interval and a grace to finish, then its child is killed; a failure is counted by reason, its
+    figures are withdrawn (the age keeps rising), and the next analysis starts a new child."""
+    runtime = Runtime(parse_config(LINKS + NETWORK + "  analysis_interval_seconds: 0.5\n"))
+    others = set(multiprocessing.active_children())
+    sabotage: list[int] = []  # the signal the child gets after the analysis' inputs are read
+
+    def inputs():
+        got = runtime.network_inputs()
+        for sig in sabotage:
+            [child] = set(multiprocessing.active_children()) - others
+            os.kill(child.pid, sig)
+            if sig == signal.SIGKILL:
+                child.join()
+        return got
+
+    analyser = NetworkAnalyser(runtime.network_interval, inputs, runtime.publish_network, grace_seconds=1.0)
+    start = runtime.started
+
+    def scrape(at: float) -> dict:
+        runtime.cycle(start + at)  # the analysis is published with the next cycle
+        exposition = Exposition(lambda: runtime.snapshot)  # a new one: none of an earlier snapshot's render cached
+        return parse_exposition(exposition.render(now=start + at + 0.25).decode())
+
+    def failures(samples: dict) -> dict:
+        return {r: value(samples, "qnet_analysis_failures_total", reason=r) for r in FAILURE_REASONS}
+
+    for i in range(1, 3):
+        runtime.cycle(start + i)
+    assert analyser.run_once() is not None
+    samples = scrape(3)
+    assert value(samples, "qnet_demand_capacity_bits_per_second", demand="ac", routing="multipath") > 0
+    assert failures(samples) == {"process_died": 0, "timeout": 0, "error": 0}
+
+    sabotage[:] = [signal.SIGSTOP]
+    with pytest.raises(TimeoutError):
+        analyser.run_once()
+    assert not set(multiprocessing.active_children()) - others  # the stopped child was killed
+    samples = scrape(4)
+    for name in ("qnet_demand_capacity_bits_per_second", "qnet_demand_capacity_after_worst_failure_bits_per_second",
+                 "qnet_link_min_cut", "qnet_link_usable_key_rate_bits_per_second", "qnet_link_failure_impact_demands",
+                 "qnet_demand_disjoint_paths", "qnet_demand_route_hops"):
+        assert name not in samples, name  # never the last analysis' figures as current
+    assert value(samples, "qnet_analysis_age_seconds") > 0  # rising from the last one that succeeded
+    assert value(samples, "qnet_demand_bits_per_second", demand="ac") == 1  # the config's own series stay
+    assert failures(samples) == {"process_died": 0, "timeout": 1, "error": 0}
+
+    sabotage[:] = []
+    assert analyser.run_once() is not None  # a new child
+    samples = scrape(5)
+    assert value(samples, "qnet_demand_capacity_bits_per_second", demand="ac", routing="multipath") > 0
+
+    sabotage[:] = [signal.SIGKILL]
+    with pytest.raises(BrokenProcessPool):
+        analyser.run_once()
+    samples = scrape(6)
+    assert "qnet_demand_capacity_bits_per_second" not in samples
+    assert failures(samples) == {"process_died": 1, "timeout": 1, "error": 0}
+
+    sabotage[:] = []
+    assert analyser.run_once() is not None
+    [child] = set(multiprocessing.active_children()) - others
+    os.kill(child.pid, signal.SIGSTOP)  # a shutdown must not wait for a stopped child
+    stopping = threading.Thread(target=analyser.stop, daemon=True)
+    stopping.start()
+    stopping.join(timeout=30)
+    try:
+        assert not stopping.is_alive(), "the shutdown waits for a stopped analysis process"
+        assert not child.is_alive()
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
