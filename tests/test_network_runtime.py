@@ -198,3 +198,21 @@ def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next
     finally:
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
+
+
+def test_a_reload_is_analysed_at_once_not_an_old_interval_later(start_exporter, tmp_path: Path):
+    """A reload that changes the demands drops the old topology's analysis; the analyser slept out
+    its interval first (an hour here), so the network's figures stayed absent that long and a
+    shorter interval waited for it too. A reload wakes it: the new topology is analysed at once."""
+    links = LINKS.replace("{window_seconds: 3600, stall_timeout_seconds: 7200}", "{window_seconds: 0.5}")
+    hourly = NETWORK + "  analysis_interval_seconds: 3600\n"
+    exporter = start_exporter(links + hourly)
+
+    def capacity(demand: str):
+        return lambda samples: any(s.labels.get("demand") == demand
+                                   for s in samples.get("qnet_demand_capacity_bits_per_second", []))
+
+    exporter.wait_for(capacity("ac"))
+    (tmp_path / "config0.yaml").write_text(links + hourly.replace("name: ac, from: a, to: c", "name: ca, from: c, to: a"))
+    exporter.proc.send_signal(signal.SIGHUP)
+    exporter.wait_for(capacity("ca"), timeout=60)

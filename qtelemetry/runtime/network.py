@@ -229,6 +229,7 @@ class NetworkAnalyser:
         self._last: NetworkSnapshot | None = None  #: the latest analysis published
         self._process = AnalysisProcess()
         self._stop = threading.Event()
+        self._wake = threading.Event()  #: set by ``wake()`` and ``stop()``
         self._thread = threading.Thread(target=self._run, name="network", daemon=True)
 
     def start(self) -> None:
@@ -236,8 +237,14 @@ class NetworkAnalyser:
             self._process.start()
         self._thread.start()
 
+    def wake(self) -> None:
+        """Analyse now, not at the end of the wait (after a reload: its topology has no analysis yet,
+        and its interval may be shorter); during an analysis, right after it."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._process.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
@@ -302,7 +309,11 @@ class NetworkAnalyser:
 
     def _run(self) -> None:
         wait = self._wait(False)
-        while not self._stop.wait(wait):
+        while True:
+            self._wake.wait(wait)
+            if self._stop.is_set():
+                return
+            self._wake.clear()  # a wake from now on (a reload during this analysis) is for the next one
             try:
                 done = self.run_once() is not None
             except BrokenProcessPool:
@@ -314,7 +325,8 @@ class NetworkAnalyser:
                 if self._stop.is_set():
                     return
                 log.error("network analysis overran its deadline (its interval and a grace): process killed, its figures "
-                          "withdrawn; the next analysis starts a new one", extra={"grace_seconds": self._grace})
+                          "withdrawn; the next analysis starts a new one (a network this large on this machine may need a "
+                          "longer network.analysis_interval_seconds)", extra={"grace_seconds": self._grace})
                 done = True
             except Exception:  # pragma: no cover - last line of defence, logged with its traceback
                 if self._stop.is_set():  # stop() ended the child under it
