@@ -21,6 +21,10 @@ LABEL_VALUE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 #: A demand's priority is ETSI GS QKD 015's ``app_priority``: a uint32, default 0. Larger is more
 #: important, as an OpenFlow flow entry's priority (OpenFlow Switch Specification 1.3, 5.3: the highest-priority entry matches).
 PRIORITY_MAX = 2**32 - 1
+#: The most key a demand may ask for, bits/s: a terabit per second, millions of times what a QKD
+#: link makes, so that the simulated relay's requests (demand x window, summed over demands and over
+#: time) stay finite; 1e308 overflowed every hop's qkd_key_requested_bits_total to +Inf.
+DEMAND_MAX_BPS = 1e12
 
 
 class SiteConfig(StrictModel):
@@ -40,7 +44,8 @@ class DemandConfig(StrictModel):
     name: str = Field(pattern=LABEL_VALUE, description="demand name, the `demand` label")
     source: str = Field(alias="from", description="site that needs the key")
     target: str = Field(alias="to", description="site at the other end")
-    bits_per_second: float = Field(gt=0.0, description="key the applications between the two sites need, bits/s")
+    bits_per_second: float = Field(gt=0.0, le=DEMAND_MAX_BPS,
+                                   description="key the applications between the two sites need, bits/s (at most 1e12)")
     priority: int = Field(0, ge=0, le=PRIORITY_MAX, strict=True, description=(
         "larger is more important: the simulated relay serves higher priorities first, and QNetDemandUnmet pages "
         "only at or above the monitoring config's page_demand_priority (ETSI GS QKD 015 app_priority)"))

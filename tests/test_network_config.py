@@ -53,6 +53,9 @@ BAD = {
     "a demand of no key": (
         "  demands: [{name: x, from: a, to: c, bits_per_second: 0}]\n", "network.demands[0].bits_per_second",
         "greater than 0"),
+    "a demand of more key than a double can sum": (  # the relay's requests overflowed the hops' counters to +Inf
+        "  demands: [{name: x, from: a, to: c, bits_per_second: 1e308}]\n", "network.demands[0].bits_per_second",
+        "less than or equal to 1000000000000"),
     "a demand name that is not a label value": (
         "  demands: [{name: 'X Y', from: a, to: c, bits_per_second: 1}]\n", "network.demands[0].name", "pattern"),
     "a latitude without a longitude": (
