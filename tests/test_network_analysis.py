@@ -252,3 +252,36 @@ def test_n_minus_1_on_larger_networks_equals_every_single_removal(network):
                 (link_impact if kind == "link" else site_impact)[i] += 1
     assert result.link_failure_impact.tolist() == link_impact.tolist()
     assert result.site_failure_impact.tolist() == site_impact.tolist()
+
+
+# --- stored-key autonomy and the bound, with stores and bounds drawn apart from the rates ----
+
+
+@settings(max_examples=150, deadline=None)
+@given(networks(), st.data())
+def test_stored_key_and_bound_equal_brute_force_minimum_cuts(network, data):
+    """Each link's store and bound drawn on their own (not known: NaN; a bound of +Inf), against
+    brute-force minimum cuts: stored key counts a store not known as empty, and is absent when no
+    store is known; a cut through a link without a bound bounds nothing (absent if every cut does).
+    (The brute-force test above has stores proportional to the rates, so stored key was its
+    capacity over again.)"""
+    n, links, rates, trusted, demands, needs = network
+    amounts = st.sampled_from([np.nan, 0.0, 1.0, 2.0, 4.0, 7.0, -3.0])
+    stores = np.array(data.draw(st.lists(amounts, min_size=len(links), max_size=len(links))))
+    bounds = np.array(data.draw(st.lists(st.one_of(amounts, st.just(np.inf)), min_size=len(links), max_size=len(links))))
+    result = analyse(build(n, links, trusted, demands, needs), np.array(rates), stores, bounds)
+    held = edges_of(n, links, np.where(np.isfinite(stores) & (stores > 0), stores, 0.0))
+    unbounded = edges_of(n, links, (np.isnan(bounds) | np.isposinf(bounds)).astype(float))
+    bound_caps = edges_of(n, links, np.where(np.isfinite(bounds) & (bounds > 0), bounds, 0.0))
+    for d, ((s, t), need) in enumerate(zip(demands, needs)):
+        if np.isnan(stores).all():
+            assert np.isnan(result.stored_key_seconds[d])
+        else:
+            assert result.stored_key_seconds[d] == pytest.approx(flow(n, held, trusted, s, t) / need)
+        # the cuts that cross no unbounded link; the bound is the smallest of them, NaN if there is none
+        finite = {e: (math.inf if unbounded[e] else c) for e, c in bound_caps.items()}
+        expected = flow(n, finite, trusted, s, t)
+        if math.isinf(expected):
+            assert np.isnan(result.bound_bps[d])
+        else:
+            assert result.bound_bps[d] == pytest.approx(expected)
