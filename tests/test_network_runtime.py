@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from concurrent.futures.process import BrokenProcessPool
 
@@ -148,17 +149,24 @@ def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next
     def scrape(at: float) -> dict:
         runtime.cycle(start + at)  # the analysis is published with the next cycle
         exposition = Exposition(lambda: runtime.snapshot)  # a new one: none of an earlier snapshot's render cached
-        return parse_exposition(exposition.render(now=start + at + 0.25).decode())
+        return parse_exposition(exposition.render(now=time.time() + 0.25).decode())  # the analyses' clock
 
     def failures(samples: dict) -> dict:
         return {r: value(samples, "qnet_analysis_failures_total", reason=r) for r in FAILURE_REASONS}
 
     for i in range(1, 3):
         runtime.cycle(start + i)
+    sabotage[:] = [signal.SIGSTOP]  # the very first analysis hangs: no age yet (it showed 0, "fresh")
+    with pytest.raises(TimeoutError):
+        analyser.run_once()
+    samples = scrape(2.5)
+    assert "qnet_analysis_age_seconds" not in samples and "qnet_demand_capacity_bits_per_second" not in samples
+    assert failures(samples) == {"process_died": 0, "timeout": 1, "error": 0}
+
+    sabotage[:] = []
     assert analyser.run_once() is not None
     samples = scrape(3)
     assert value(samples, "qnet_demand_capacity_bits_per_second", demand="ac", routing="multipath") > 0
-    assert failures(samples) == {"process_died": 0, "timeout": 0, "error": 0}
 
     sabotage[:] = [signal.SIGSTOP]
     with pytest.raises(TimeoutError):
@@ -171,7 +179,7 @@ def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next
         assert name not in samples, name  # never the last analysis' figures as current
     assert value(samples, "qnet_analysis_age_seconds") > 0  # rising from the last one that succeeded
     assert value(samples, "qnet_demand_bits_per_second", demand="ac") == 1  # the config's own series stay
-    assert failures(samples) == {"process_died": 0, "timeout": 1, "error": 0}
+    assert failures(samples) == {"process_died": 0, "timeout": 2, "error": 0}
 
     sabotage[:] = []
     assert analyser.run_once() is not None  # a new child
@@ -183,7 +191,7 @@ def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next
         analyser.run_once()
     samples = scrape(6)
     assert "qnet_demand_capacity_bits_per_second" not in samples
-    assert failures(samples) == {"process_died": 1, "timeout": 1, "error": 0}
+    assert failures(samples) == {"process_died": 1, "timeout": 2, "error": 0}
 
     sabotage[:] = []
     assert analyser.run_once() is not None

@@ -99,7 +99,8 @@ class NetworkSnapshot:
     failures: NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(FAILURE_REASONS), np.int64))  #: by reason
 
     def age(self, now: float) -> float:
-        return max(0.0, now - self.analysed_at)
+        """Seconds since the data analysed; NaN (no sample) before the first analysis, not 0."""
+        return float(np.maximum(0.0, now - self.analysed_at))
 
 
 class Durations:
