@@ -224,3 +224,31 @@ def test_a_reload_is_analysed_at_once_not_an_old_interval_later(start_exporter, 
     (tmp_path / "config0.yaml").write_text(links + hourly.replace("name: ac, from: a, to: c", "name: ca, from: c, to: a"))
     exporter.proc.send_signal(signal.SIGHUP)
     exporter.wait_for(capacity("ca"), timeout=60)
+
+
+def test_a_stop_while_the_child_starts_starts_no_other():
+    """Stopped while its child was still starting (the exporter shut down right after starting),
+    the analyser took the killed child for one that had died and started another, which the exit
+    then waited for (the newcomer's demo exporter outlived its 10 s to exit under load)."""
+    runtime = Runtime(parse_config(LINKS + NETWORK))
+    runtime.cycle(runtime.started + 1)
+    analyser = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    others = set(multiprocessing.active_children())
+    raised: list[BaseException] = []
+
+    def analyse() -> None:
+        try:
+            analyser.run_once()
+        except BaseException as exc:  # noqa: BLE001 - the test reads what it was
+            raised.append(exc)
+
+    running = threading.Thread(target=analyse)
+    running.start()
+    deadline = time.monotonic() + 30
+    while not set(multiprocessing.active_children()) - others:  # the child is spawned, importing
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    analyser.stop()
+    running.join(timeout=30)
+    assert not running.is_alive() and len(raised) == 1 and isinstance(raised[0], BrokenProcessPool)
+    assert not set(multiprocessing.active_children()) - others

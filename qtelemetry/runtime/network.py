@@ -160,14 +160,19 @@ class AnalysisProcess:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._started: Future[NDArray[np.float64]] | None = None
+        self._ended = False  #: ``end()`` was called: no new child
+        self._lock = threading.Lock()  #: a start and an end, one at a time
 
     def start(self) -> ProcessPoolExecutor:
         """The child, starting: spawned, then importing the analysis (seconds on a busy machine)."""
-        if self._pool is None:  # spawn, not fork: this process has threads
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
-            self._started = self._pool.submit(usable, np.zeros(0))
-        return self._pool
+        with self._lock:
+            if self._ended:  # a shutdown ended the child: none may start after it (the exit would wait for it)
+                raise BrokenProcessPool("the analysis process was ended")
+            if self._pool is None:  # spawn, not fork: this process has threads
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=os.nice, initargs=(ANALYSIS_NICENESS,))
+                self._started = self._pool.submit(usable, np.zeros(0))
+            return self._pool
 
     def ready(self, timeout: float) -> None:
         """Wait until the child answers (a new one: until it has started, so that inputs read after
@@ -197,6 +202,12 @@ class AnalysisProcess:
         except TimeoutError:
             self.close()
             raise
+
+    def end(self) -> None:
+        """Close for good (a shutdown): a call under way fails, and none starts a child again."""
+        with self._lock:
+            self._ended = True
+        self.close()
 
     def close(self) -> None:
         """End the child now, even mid-analysis (a shutdown must not wait for it). SIGKILL: a child
@@ -246,7 +257,7 @@ class NetworkAnalyser:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._process.close()
+        self._process.end()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
 
