@@ -143,7 +143,7 @@ def test_a_hung_or_killed_analysis_withdraws_its_figures_is_counted_and_the_next
                 child.join()
         return got
 
-    analyser = NetworkAnalyser(runtime.network_interval, inputs, runtime.publish_network, grace_seconds=1.0)
+    analyser = NetworkAnalyser(runtime.network_interval, inputs, runtime.publish_network, grace_seconds=5.0)
     start = runtime.started
 
     def scrape(at: float) -> dict:
