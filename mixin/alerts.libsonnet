@@ -728,6 +728,20 @@ local params = import 'lib/params.libsonnet';
               },
             },
             {
+              "alert": "QNetDemandCapacityUnknown",
+              "expr": "qnet_demand_bits_per_second{" + selector + "}\nunless on (" + clusterLabel + ", job, instance, demand)\nqnet_demand_capacity_bits_per_second{" + selector + "}",
+              "for": "10m",
+              "labels": {
+                "severity": "warning",
+              },
+              "annotations": {
+                "summary": "The network analysis gives no capacity for demand {{ $labels.demand }}: its capacity alerts cannot fire.",
+                "description": "The exporter (or qtelemetry network) serves demand {{ $labels.demand }} between {{ $labels.src }} and {{ $labels.dst }} but no capacity for it: its network analyses fail (qnet_analysis_failures_total, or qnet_analyser_up 0), and a failed analysis withdraws its figures rather than show old ones. Until one succeeds, QNetDemandDisconnected and QNetDemandUnmet cannot fire for this demand.",
+                "runbook_url": runbook("qnetdemandcapacityunknown"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-network?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-demand={{ $labels.demand }}",
+              },
+            },
+            {
               "alert": "QNetStoredKeyLow",
               "expr": "qnet_demand_stored_key_seconds{" + selector + "} < " + storedKeyFloorSeconds,
               "for": "10m",

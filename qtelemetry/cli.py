@@ -76,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _refuse("cannot listen", address=f"{host}:{port}", reason=os.strerror(exc.errno) if exc.errno else str(exc))
     reloader.hooks.append(server.protect)
     network = NetworkAnalyser(runtime.network_interval, runtime.network_inputs, runtime.publish_network)
+    reloader.hooks.append(lambda _: network.wake())  # a new topology is analysed at once, not an old interval later
     runtime.start()
     network.start()
     exposition.start()

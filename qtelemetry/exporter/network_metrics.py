@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from qtelemetry.estimation.network import Topology
 from qtelemetry.exporter.exposition import Block, _histogram, format_values, _pairs
 from qtelemetry.monitoring.catalogue import ANALYSIS_BUCKETS, METRICS, Metric
-from qtelemetry.runtime.network import NetworkSnapshot
+from qtelemetry.runtime.network import FAILURE_REASONS, NetworkSnapshot
 
 View = Callable[[Any], NetworkSnapshot | None]
 #: The analyser process's own health: not served by an exporter.
@@ -127,6 +127,11 @@ def network_blocks(metric: Metric, top: Topology, view: View) -> tuple[list[Bloc
                 return np.zeros(len(ANALYSIS_BUCKETS) + 1) if net is None else net.duration_buckets
             return list(_histogram(metric, [()], (), cumulative, lambda snap, now: np.array(
                 [0.0 if view(snap) is None else view(snap).duration_sum]))), False
+        case "qnet_analysis_failures":
+            def failures(snap: Any, now: float) -> NDArray:
+                net = view(snap)
+                return np.full(len(FAILURE_REASONS), np.nan) if net is None else net.failures
+            return [Block(name, labels, [(r,) for r in FAILURE_REASONS], (), failures)], False
         case "qnet_analysis_age_seconds":
             def age(snap: Any, now: float) -> NDArray:
                 net = view(snap)

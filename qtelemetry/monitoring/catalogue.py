@@ -357,6 +357,10 @@ METRICS: tuple[Metric, ...] = (
            buckets=ANALYSIS_BUCKETS),
     Metric("qnet_analysis_age_seconds", "gauge", "seconds",
            "Age of the data the latest network analysis used, computed when scraped; absent before the first.", ()),
+    Metric("qnet_analysis_failures", "counter", "",
+           "Network analyses that failed, by reason: process_died (its process was killed), timeout (it overran "
+           "its interval and a minute: killed), error; a failure withdraws the previous analysis' figures.",
+           ("reason",)),
     Metric("qnet_analyser_up", "gauge", "",
            "1 if the network analyser's last read of the Prometheus API gave usable data, else 0 "
            "(qtelemetry network only).", ()),

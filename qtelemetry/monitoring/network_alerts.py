@@ -81,6 +81,15 @@ def network_alerts(c: MonitoringConfig) -> list:
                   "(qnet_demand_delivered_bits_total against requested), although the network's capacity for the "
                   "demand alone is enough: other demands take the same hops' key first or at the same time."),
               scope="demand", dashboard="network"),
+        Alert("QNetDemandCapacityUnknown",
+              f"qnet_demand_bits_per_second\nunless on ({demand})\nqnet_demand_capacity_bits_per_second", "10m", "warning",
+              summary="The network analysis gives no capacity for demand [[demand]]: its capacity alerts cannot fire.",
+              description=(
+                  "The exporter (or qtelemetry network) serves demand [[demand]] between [[src]] and [[dst]] but no "
+                  "capacity for it: its network analyses fail (qnet_analysis_failures_total, or qnet_analyser_up 0), "
+                  "and a failed analysis withdraws its figures rather than show old ones. Until one succeeds, "
+                  "QNetDemandDisconnected and QNetDemandUnmet cannot fire for this demand."),
+              scope="demand", dashboard="network"),
         Alert("QNetStoredKeyLow", f"qnet_demand_stored_key_seconds < {num(t.stored_key_floor_seconds)}", "10m",
               "warning",
               summary="Key stored for demand [[demand]] would not last long without the links.",
@@ -151,6 +160,23 @@ def network_runbooks(c: MonitoringConfig) -> dict:
                         "first), use routing: multipath, or add capacity on the shared hops (a parallel link)."),
             escalate="Ticket to the network owner; plan the shared hops for the sum of their demands (qtelemetry plan-network).",
         ),
+        "QNetDemandCapacityUnknown": Runbook(
+            meaning=("The network analysis has given no capacity for the demand for 10 minutes: every analysis in "
+                     "that time failed (each failure withdraws the previous figures, so that they are never shown as "
+                     "current), or the analyser cannot read Prometheus."),
+            impact=("No impact on the key itself, but the demand is unwatched: QNetDemandDisconnected, QNetDemandUnmet "
+                    "and QNetRedundancyLost cannot fire for it until an analysis succeeds."),
+            confirm=("increase(qnet_analysis_failures_total[15m])", "qnet_analysis_age_seconds",
+                     "qnet_analysis_duration_seconds", "qnet_analyser_up", "qnet_analyser_errors_total",
+                     f"qnet_demand_capacity_bits_per_second{D}"),
+            mitigation=("By the failures' reason: `process_died`, the analysis process was killed (the exporter's "
+                        "memory limit, `qtelemetry_memory_limit_bytes`: raise it); `timeout`, an analysis overran its "
+                        "interval and a minute (a large network on a busy machine: raise "
+                        "`network.analysis_interval_seconds`, or give the exporter CPU); `error`, the exporter's log "
+                        "has the traceback (report it). For `qtelemetry network`: `qnet_analyser_errors_total` by reason.",
+                        "Meanwhile watch the demand's links directly: their QLinkDown and key-rate alerts still fire."),
+            escalate="Ticket to whoever runs the exporter; page only if a link of the demand is down as well.",
+        ),
         "QNetStoredKeyLow": Runbook(
             meaning=("The key already in the links' stores, relayed over the network (max-flow of the stored bits), "
                      "would serve the demand for less than the configured floor if every link stopped now."),
@@ -194,6 +220,10 @@ def network_cases(c: MonitoringConfig) -> list:
             requested: "0+6000x30", delivered: "0+6000x10 60000+3000x20"}, "25m", (Fires({"demand": "gov-uplink"}, 0.5),)),
         Case("QNetDemandRelayShort", "every requested bit delivered", {requested: "0+6000x30", delivered: "0+6000x30"}, "25m"),
         Case("QNetDemandRelayShort", "nothing requested", {requested: "0x30", delivered: "0x30"}, "25m"),
+        Case("QNetDemandCapacityUnknown", "no capacity for 18 minutes (the analyses fail)", {
+            need: "200x25", multipath: "500x2 _x23", single: "500x2 _x23"}, "20m", (Fires(ends),)),
+        Case("QNetDemandCapacityUnknown", "a capacity, even 0", {need: "200x25", multipath: "0x25"}, "20m"),
+        Case("QNetDemandCapacityUnknown", "a 10-minute gap", {need: "200x25", multipath: "500x3 _x10 500x11"}, "20m"),
         Case("QNetStoredKeyLow", "stored key for 100 s", {stored: "100x20"}, "15m",
              (Fires({"demand": "gov-uplink"}, 100),)),
         Case("QNetStoredKeyLow", "stored key for two hours", {stored: "7200x20"}, "15m"),

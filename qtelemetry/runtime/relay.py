@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from qtelemetry.estimation.network import Topology
 from qtelemetry.estimation.relay import Route, Routes, choose_routes, deliver
-from qtelemetry.networkconfig import NetworkConfig, relay_connected
+from qtelemetry.networkconfig import NetworkConfig, relays_connect
 
 Floats = NDArray[np.float64]
 
@@ -53,7 +53,7 @@ class KeyRelay:
         self.top, self.routing, self.failover = top, network.routing, network.failover_seconds
         self.relays = relays  #: (links,) links whose key store the relay draws on
         ends = top.link_ends[relays]
-        self.relayed = np.array([relay_connected(ends, top.trusted, s, t) for s, t in top.demand_ends.tolist()], bool)
+        self.relayed = relays_connect(ends, top.trusted, top.demand_ends)
         n, e = len(top.demands), len(top.edge_ends)
         self.routes: list[Route] = [[] for _ in range(n)]
         self._paths = Routes.of(self.routes, e)
