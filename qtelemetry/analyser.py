@@ -244,7 +244,8 @@ def cmd_network(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: commands.put("stop"))
     signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))  # as `qtelemetry run` (systemd's ExecReload)
-    analyser = Analyser(Prometheus(args.prometheus, http), network, args.max_data_age)
+    prometheus = Prometheus(args.prometheus, http)
+    analyser = Analyser(prometheus, network, args.max_data_age)
     exposition = AnalyserExposition(lambda: analyser.state)
 
     def no_faults(link: str) -> Any:
@@ -285,6 +286,8 @@ def cmd_network(args: argparse.Namespace) -> int:
     stop.set()
     server.close()
     worker.join(timeout=10)
+    if not worker.is_alive():  # else a query is still under way on the client's loop: exit without
+        prometheus.close()     # (an unclosed session was logged as an error at every shutdown)
     return 0
 
 

@@ -241,3 +241,4 @@ def test_sighup_reloads_the_network_section(fleet, tmp_path):
         assert "Traceback" not in process.log()
     finally:
         process.stop()
+    assert process.proc.returncode == 0 and "Unclosed" not in process.log(), "a clean shutdown"
