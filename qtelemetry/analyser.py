@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from gzip import compress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from qtelemetry.errors import ConfigError
 from qtelemetry.estimation.network import Topology
 from qtelemetry.networkconfig import LABEL_VALUE, NetworkConfig, SiteConfig
 from qtelemetry.runtime.network import Durations, LinkInputs, NetworkSnapshot, build_topology, timed_analysis
+
+if TYPE_CHECKING:
+    from qtelemetry.config import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +55,21 @@ class NetworkFile(StrictModel):
     network: NetworkConfig
 
 
-def load_network(path: str) -> NetworkConfig:
-    """The ``network:`` section of ``path``: a whole exporter config (the fleet's, read by every
-    shard) or a file with that section only; ConfigError naming the field otherwise."""
-    from qtelemetry.config import load_config, validate_yaml
+def load_fleet(path: str) -> "tuple[NetworkConfig, WebConfig]":
+    """The ``network:`` section of ``path`` and how /metrics is protected: a whole exporter config
+    (the fleet's, read by every shard: its ``exporter.web`` protects the analyser as it does the
+    shards, for the scraper that reaches them all alike) or a file with that section only (no
+    protection but ``--web.config.file``); ConfigError naming the field otherwise."""
+    from qtelemetry.config import WebConfig, load_config, validate_yaml
 
     text = read_text(path)
     data = load_yaml(text, path)
     if isinstance(data, dict) and data.keys() & {"exporter", "links"}:
-        network = load_config(path).network
-        if network is None:
+        config = load_config(path)
+        if config.network is None:
             raise ConfigError(path, [("network", "the config has no network section: nothing to analyse")])
-        return network
-    return validate_yaml(NetworkFile, text, path, config_dir=Path(path).absolute().parent).network
+        return config.network, config.exporter.web
+    return validate_yaml(NetworkFile, text, path, config_dir=Path(path).absolute().parent).network, WebConfig()
 
 
 @dataclass(frozen=True)
@@ -223,14 +228,14 @@ class AnalyserExposition:
 
 def cmd_network(args: argparse.Namespace) -> int:
     from qtelemetry.cli import _log_config_error, _refuse
-    from qtelemetry.config import WebConfig, parse_listen
+    from qtelemetry.config import parse_listen
     from qtelemetry.exporter.server import MetricsServer, Protection
     from qtelemetry.exporter.webconfig import web_settings
     from qtelemetry.report.cli import http_config
 
     try:
-        network = load_network(args.config)
-        web, tls = web_settings(WebConfig(), args.web_config_file, args.config)
+        network, exporter_web = load_fleet(args.config)
+        web, tls = web_settings(exporter_web, args.web_config_file, args.config)
     except ConfigError as exc:
         return _log_config_error(exc)
     try:
@@ -276,7 +281,7 @@ def cmd_network(args: argparse.Namespace) -> int:
                                                "demands": len(network.demands)})
     while commands.get() == "reload":
         try:
-            analyser.network = load_network(args.config)
+            analyser.network = load_fleet(args.config)[0]
         except ConfigError as exc:
             _log_config_error(exc)
             log.warning("config reload refused: the running network section is kept", extra={"source": args.config})

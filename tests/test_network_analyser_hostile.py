@@ -9,7 +9,9 @@ characters, and must never show the last analysis as current once it cannot read
 
 from __future__ import annotations
 
+import base64
 import signal
+import urllib.error
 import threading
 import time
 import urllib.parse
@@ -21,9 +23,10 @@ import pytest
 from conftest import parse_exposition, value
 from hostile import HostileServer, Reply
 from realstack import PROMETHEUS_BIN, Prometheus, poll, register_log_plugin, require_binaries
+from test_network_analyser import LINKS
 from test_network_analyser import Analyser as AnalyserProcess
 
-from qtelemetry.analyser import Analyser, AnalyserExposition, load_network
+from qtelemetry.analyser import Analyser, AnalyserExposition, load_fleet
 from qtelemetry.cli import build_parser, main
 from qtelemetry.report.prometheus import HttpConfig
 from qtelemetry.report.prometheus import Prometheus as Client
@@ -102,7 +105,7 @@ def analyser_of(tmp_path):
         path = tmp_path / "network.yaml"
         path.write_text(network)
         clients.append(Client(url, HttpConfig(timeout_s=5)))
-        analyser = Analyser(clients[-1], load_network(str(path)), max_data_age)
+        analyser = Analyser(clients[-1], load_fleet(str(path))[0], max_data_age)
         return analyser, AnalyserExposition(lambda: analyser.state)
 
     yield make
@@ -242,3 +245,25 @@ def test_sighup_reloads_the_network_section(fleet, tmp_path):
     finally:
         process.stop()
     assert process.proc.returncode == 0 and "Unclosed" not in process.log(), "a clean shutdown"
+
+
+def test_the_fleet_configs_web_section_protects_the_analyser_too(tmp_path):
+    """The shards' exporter.web (basic auth here) read from the same file protects the analyser's
+    /metrics as it does theirs (one scraper, one ServiceMonitor, reaches them all); it was served
+    to anyone."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    config = tmp_path / "fleet.yaml"
+    config.write_text(f"exporter: {{web: {{basic_auth_users: {{prometheus: '{hashed}'}}}}}}\n" + LINKS + NETWORK)
+    process = AnalyserProcess("http://127.0.0.1:1", config, tmp_path / "analyser.log")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(process.url, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(process.url, headers={
+            "Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert "qnet_analyser_up" in parse_exposition(answer.read().decode())
+    finally:
+        process.stop()
