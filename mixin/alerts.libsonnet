@@ -43,6 +43,8 @@ local params = import 'lib/params.libsonnet';
     local connectionsRatioPct = p.connectionsRatioPct;
     local memoryLimitRatio = p.memoryLimitRatio;
     local memoryLimitRatioPct = p.memoryLimitRatioPct;
+    local otlpFailureRatio = p.otlpFailureRatio;
+    local otlpFailureRatioPct = p.otlpFailureRatioPct;
     local kmeLatencySeconds = p.kmeLatencySeconds;
     local keyRefusalRatio = p.keyRefusalRatio;
     local keyRefusalRatioPct = p.keyRefusalRatioPct;
@@ -646,6 +648,20 @@ local params = import 'lib/params.libsonnet';
                 "summary": "qtelemetry exporter {{ $labels.instance }} is near its memory limit.",
                 "description": "Exporter {{ $labels.instance }} uses {{ $value | humanizePercentage }} of its memory limit (its cgroup's: the container limit or systemd MemoryMax=; threshold " + memoryLimitRatioPct + "). At the limit the kernel kills it and every link it serves goes unmonitored until it restarts. Memory grows with the links and the sliding windows configured.",
                 "runbook_url": runbook("qtelemetrymemorynearlimit"),
+                "dashboard_url": grafanaURL + "/d/qtelemetry-exporter?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-instance={{ $labels.instance | urlquery }}",
+              },
+            },
+            {
+              "alert": "QTelemetryOtlpPushFailing",
+              "expr": "sum without (result) (rate(qtelemetry_otlp_pushes_total{" + selector + ", result!=\"success\"}[15m]))\n/ sum without (result) (rate(qtelemetry_otlp_pushes_total{" + selector + "}[15m]))\n> " + otlpFailureRatio,
+              "for": "15m",
+              "labels": {
+                "severity": "warning",
+              },
+              "annotations": {
+                "summary": "qtelemetry exporter {{ $labels.instance }} cannot push its metrics over OTLP.",
+                "description": "{{ $value | humanizePercentage }} of the OTLP pushes of exporter {{ $labels.instance }} were not delivered over 15 minutes (threshold " + otlpFailureRatioPct + "): the OpenTelemetry pipeline (collector, dashboards and alerts built on it) has gaps or stale link data, while /metrics and this Prometheus are unaffected. qtelemetry_otlp_pushes_total by result says how they fail.",
+                "runbook_url": runbook("qtelemetryotlppushfailing"),
                 "dashboard_url": grafanaURL + "/d/qtelemetry-exporter?var-" + clusterLabel + "={{ or $labels." + clusterLabel + " \"$__all\" | urlquery }}&var-instance={{ $labels.instance | urlquery }}",
               },
             },

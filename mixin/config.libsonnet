@@ -55,6 +55,8 @@
       connectionsRatio: 0.8,
       // resident memory above this fraction of the exporter's cgroup memory limit (ticket): at the limit the kernel kills it
       memoryLimitRatio: 0.9,
+      // share of OTLP pushes not delivered (failed, timed out or stalled) over 15 minutes above which the OpenTelemetry pipeline is losing the links' data (ticket)
+      otlpFailureRatio: 0.5,
       // 90th percentile of the requests a KME answered (ETSI 014 status, key probes) above this opens a ticket
       kmeLatencySeconds: 0.5,
       // share of one-key probes a KME refused over 10 minutes above which applications are being refused keys (page)
@@ -110,6 +112,8 @@
            : "thresholds.connectionsRatio: must be a number > 0 and <= 1",
     assert (local v = self.thresholds.memoryLimitRatio; std.isNumber(v) && v > 0 && v <= 1)
            : "thresholds.memoryLimitRatio: must be a number > 0 and <= 1",
+    assert (local v = self.thresholds.otlpFailureRatio; std.isNumber(v) && v > 0 && v <= 1)
+           : "thresholds.otlpFailureRatio: must be a number > 0 and <= 1",
     assert (local v = self.thresholds.kmeLatencySeconds; std.isNumber(v) && v > 0)
            : "thresholds.kmeLatencySeconds: must be a number > 0",
     assert (local v = self.thresholds.keyRefusalRatio; std.isNumber(v) && v > 0 && v < 1)

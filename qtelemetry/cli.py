@@ -82,9 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     server.start()
     otel = None
     if settings.config.exporter.otlp is not None:
-        from qtelemetry.exporter.otel import start_otlp
+        from qtelemetry.exporter.otel import OtlpPush
 
-        otel = start_otlp(exposition, lambda: runtime.snapshot, settings.config.exporter.otlp)
+        otel = OtlpPush(exposition, lambda: runtime.snapshot, settings.config.exporter.otlp, own)
         endpoint = urllib.parse.urlsplit(settings.config.exporter.otlp.endpoint)
         log.info("pushing metrics over OTLP", extra={"host": endpoint.hostname})  # never credentials in the URL
     bound_host, bound_port = server.address

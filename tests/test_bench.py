@@ -27,6 +27,11 @@ def test_fleet_benchmark_measures_both_exporters():
     assert "own metrics, 20 links" in out and "the own registry alone" in out
 
 
+def test_otlp_benchmark_receives_pushes():
+    out = run("otlp.py", "--links", "20", "--seconds", "3", "--interval", "1")
+    assert "20 links" in out and "exporter RSS (MB)" in out and "pushes received" in out
+
+
 def test_events_benchmark_prints_its_ratios():
     out = run("events.py", "--events", "200000", "--tags", "100000", "--repeats", "1")
     assert out.count("x\n") == 5 and "counted by a fresh process" in out and "peak RSS" in out

@@ -15,6 +15,7 @@ from runtime_drivers import DeviceConfig, make_config, simulated
 from qtelemetry.config import default_config
 from qtelemetry import selfmetrics
 from qtelemetry.exporter.exposition import Block, Exposition, format_values
+from qtelemetry.exporter.otel import push_counter
 from qtelemetry.exporter.network_metrics import ANALYSER_METRICS
 from qtelemetry.exporter.server import EndpointMetrics
 from qtelemetry.monitoring.catalogue import METRICS
@@ -25,6 +26,7 @@ from qtelemetry.runtime.runtime import Runtime
 def demo() -> tuple[Runtime, Exposition]:
     own = selfmetrics.registry()
     EndpointMetrics(own, lambda: 3, lambda: 512)  # the endpoint's instruments, as a server registers them
+    push_counter(own)  # and the OTLP push's, as `run` registers them with exporter.otlp
     runtime = Runtime(default_config(), own)
     for now in (runtime.started + 1, runtime.started + 2):
         runtime.cycle(now)

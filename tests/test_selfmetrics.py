@@ -15,6 +15,7 @@ from web import LINKS
 
 from qtelemetry import selfmetrics
 from qtelemetry.exporter.exposition import Exposition
+from qtelemetry.exporter.otel import push_counter
 from qtelemetry.exporter.server import HANDLERS, REJECTION_REASONS, EndpointMetrics
 from qtelemetry.monitoring.catalogue import METRICS
 from qtelemetry.runtime.runtime import Runtime
@@ -76,13 +77,14 @@ def test_own_metrics_are_fresh_at_every_scrape_in_every_format(endpoint):
 
 def test_every_own_family_is_exported_as_the_catalogue_declares_it():
     """Names, types, labels and help of the registry a running exporter holds (process collector,
-    memory limit, runtime, exposition, endpoint) against the catalogue entries marked own."""
+    memory limit, runtime, exposition, endpoint, OTLP push) against the catalogue entries marked own."""
     own = selfmetrics.registry()
     runtime = Runtime(default_config(), own)
     runtime.cycle()
     exposition = Exposition(lambda: runtime.snapshot, own)
     endpoint = EndpointMetrics(own, lambda: 1, lambda: 512)
     endpoint.answered("/metrics", 200, 0.01)
+    push_counter(own)  # registered by the OTLP push when exporter.otlp is set
     exposition.render()
     exported = {f.name: f for f in parse_openmetrics(exposition.render(openmetrics=True).decode())}
     declared = [m for m in METRICS if m.own]

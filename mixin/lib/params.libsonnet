@@ -64,6 +64,8 @@ function(c) {
   connectionsRatioPct: pct(c.thresholds.connectionsRatio),
   memoryLimitRatio: num(c.thresholds.memoryLimitRatio),
   memoryLimitRatioPct: pct(c.thresholds.memoryLimitRatio),
+  otlpFailureRatio: num(c.thresholds.otlpFailureRatio),
+  otlpFailureRatioPct: pct(c.thresholds.otlpFailureRatio),
   kmeLatencySeconds: num(c.thresholds.kmeLatencySeconds),
   keyRefusalRatio: num(c.thresholds.keyRefusalRatio),
   keyRefusalRatioPct: pct(c.thresholds.keyRefusalRatio),

@@ -92,11 +92,6 @@ class Block:
         rows = [head + tail for head, tail in itertools.product(self.head, itertools.product(*self.axes))]
         return rows if self.select is None else [rows[i] for i in self.select.tolist()]
 
-    def observations(self, snap: Snapshot, now: float) -> list[tuple[tuple[str, ...], float]]:
-        """(label values, value) of the series exported at ``now`` (for OpenTelemetry)."""
-        values, keep = self.values_at(snap, now)
-        return [(labels, value) for labels, value, kept in zip(self.label_rows(), values.tolist(), keep.tolist()) if kept]
-
     def values_at(self, snap: Snapshot, now: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Values of the block's series at ``now``, and which of them to export."""
         values = np.asarray(self.values(snap, now), float).reshape(-1)

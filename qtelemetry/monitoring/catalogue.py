@@ -411,4 +411,9 @@ METRICS: tuple[Metric, ...] = (
            own=True),
     Metric("qtelemetry_http_connections_limit", "gauge", "",
            "Connections the endpoint holds at most; at the cap a new one closes the longest-waiting.", (), own=True),
+    Metric("qtelemetry_otlp_pushes", "counter", "",
+           "Pushes to the OTLP endpoint (exporter.otlp), by result: success; failed (refused or unreachable after "
+           "the SDK's retries); timeout (not answered in full within exporter.otlp.timeout_seconds); stalled (not "
+           "sent: the previous push still waits for its answer). No sample without exporter.otlp.", ("result",),
+           own=True),
 )

@@ -90,6 +90,9 @@ class Thresholds(Strict):
     memory_limit_ratio: float = Field(0.9, gt=0, le=1, description=(
         "resident memory above this fraction of the exporter's cgroup memory limit (ticket): at the limit "
         "the kernel kills it"))
+    otlp_failure_ratio: float = Field(0.5, gt=0, le=1, description=(
+        "share of OTLP pushes not delivered (failed, timed out or stalled) over 15 minutes above which the "
+        "OpenTelemetry pipeline is losing the links' data (ticket)"))
     kme_latency_seconds: float = Field(0.5, gt=0, description=(
         "90th percentile of the requests a KME answered (ETSI 014 status, key probes) above this opens a ticket"))
     key_refusal_ratio: float = Field(0.1, gt=0, lt=1, description=(

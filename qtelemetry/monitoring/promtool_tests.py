@@ -296,6 +296,14 @@ def cases(c: MonitoringConfig = DEFAULT) -> list[Case]:
             "process_resident_memory_bytes": "6.4e8x30", "qtelemetry_memory_limit_bytes": "1073741824x30"}, "25m"),
         Case("QTelemetryMemoryNearLimit", "no limit: no sample, no alert", {
             "process_resident_memory_bytes": "8e9x30"}, "25m"),
+        Case("QTelemetryOtlpPushFailing", "the collector stops answering: every push times out", {
+            'qtelemetry_otlp_pushes_total{result="success"}': "0+4x10 40x30",
+            'qtelemetry_otlp_pushes_total{result="timeout"}': "0x10 0+4x30"}, "40m", (Fires(value=1.0),)),
+        Case("QTelemetryOtlpPushFailing", "one push in ten fails", {
+            'qtelemetry_otlp_pushes_total{result="success"}': "0+36x40",
+            'qtelemetry_otlp_pushes_total{result="failed"}': "0+4x40"}, "40m"),
+        Case("QTelemetryOtlpPushFailing", "no OTLP configured: no series, no alert", {
+            "process_resident_memory_bytes": "8e8x40"}, "40m"),
         # --- entanglement ---------------------------------------------------------------------
         Case("QEntCHSHNoViolation", "S falls to 1.9", {sel("qent_chsh_value"): "2.7x5 1.9x10"}, "12m",
              (Fires(link(), 1.9),), protocol=BBM92),

@@ -605,6 +605,18 @@ def exporter_alerts(c: MonitoringConfig) -> list[Alert]:
                   "it and every link it serves goes unmonitored until it restarts. Memory grows with the links "
                   "and the sliding windows configured."),
               scope="exporter"),
+        Alert("QTelemetryOtlpPushFailing",
+              'sum without (result) (rate(qtelemetry_otlp_pushes_total{result!="success"}[15m]))\n'
+              "/ sum without (result) (rate(qtelemetry_otlp_pushes_total[15m]))\n"
+              f"> {num(t.otlp_failure_ratio)}",
+              "15m", "warning",
+              summary="qtelemetry exporter [[instance]] cannot push its metrics over OTLP.",
+              description=(
+                  f"[[value%]] of the OTLP pushes of exporter [[instance]] were not delivered over 15 minutes "
+                  f"(threshold {pct(t.otlp_failure_ratio)}): the OpenTelemetry pipeline (collector, dashboards and "
+                  "alerts built on it) has gaps or stale link data, while /metrics and this Prometheus are "
+                  "unaffected. qtelemetry_otlp_pushes_total by result says how they fail."),
+              scope="exporter"),
     ]
 
 

@@ -531,6 +531,22 @@ def runbooks(c: MonitoringConfig) -> dict[str, Runbook]:
                         "shards (`qtelemetry run --shard I/N`)."),
             escalate="qtelemetry maintainers with the RSS history and the link count, if it grows without a change.",
         ),
+        "QTelemetryOtlpPushFailing": Runbook(
+            meaning=(f"More than {pct(t.otlp_failure_ratio)} of the exporter's pushes to its OTLP endpoint "
+                     "(exporter.otlp) were not delivered over 15 minutes: the collector refused them or could not "
+                     "be reached (failed), did not answer in full within exporter.otlp.timeout_seconds (timeout), "
+                     "or a push still waiting for its answer held back the next ones (stalled)."),
+            impact=("Whatever reads the links from the OpenTelemetry pipeline sees gaps or its last values; the "
+                    "Prometheus scrape of /metrics, and every qtelemetry alert, are unaffected."),
+            confirm=("sum by (instance, result) (rate(qtelemetry_otlp_pushes_total[15m]))",),
+            mitigation=("Read the exporter's log: the OpenTelemetry SDK logs each failed push with the HTTP status "
+                        "or the connection error; `OTLP push unanswered` means timeouts.",
+                        "failed: check the endpoint URL and that the collector runs and accepts OTLP/HTTP on it "
+                        "(a 4xx is a collector that refuses the request: its logs say why).",
+                        "timeout or stalled: the collector (or a proxy in front of it) accepts connections but does "
+                        "not answer; restart it, or raise exporter.otlp.timeout_seconds if it is only slow."),
+            escalate="The team that runs the OpenTelemetry Collector.",
+        ),
         "QEntCHSHNoViolation": Runbook(
             meaning=("The CHSH value S is at or below 2, the bound of any local-realistic model (2.83 for a "
                      "perfect Bell pair): the link's photon pairs show no entanglement."),
