@@ -91,6 +91,12 @@ def test_generate_verb_is_deterministic_and_check_detects_drift(tmp_path, capsys
     assert main(["generate", "--out", str(tmp_path / "a"), "--check"]) == 0
 
 
+def test_an_out_it_cannot_write_is_an_error_naming_it(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    assert main(["generate", "--out", str(tmp_path / "a-file")]) == 2  # before: NotADirectoryError traceback
+    assert f"error: --out: cannot write {tmp_path / 'a-file' / 'alerts'}: Not a directory" in capsys.readouterr().err
+
+
 def test_monitoring_config_overrides_flow_into_rules_dashboards_and_runbooks(tmp_path):
     path = tmp_path / "monitoring.yaml"
     path.write_text("selector: 'job=\"quantum\"'\nthresholds:\n  qber_warning: 0.04\n")

@@ -408,12 +408,35 @@ def test_bad_pilot_target_is_a_config_error_naming_the_field(tmp_path: Path) -> 
     assert "pilot.availability" in result.stderr
 
 
+def test_an_out_directory_it_cannot_write_is_refused_before_the_queries(tmp_path: Path) -> None:
+    """Before, the report queried the whole period and then ended in a traceback at ``mkdir``."""
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    for out in (taken, taken / "sub"):
+        result = qtelemetry("report", "--prometheus", "http://127.0.0.1:9", "--start", "now-1d", "--out", str(out))
+        assert result.returncode == 2 and f"--out: cannot write the directory {out}" in result.stderr
+        assert "Traceback" not in result.stderr and "report failed" not in result.stderr  # Prometheus never asked
+
+
 def test_times_are_relative_unix_or_rfc3339_with_a_zone() -> None:
     assert parse_time("now-7d", now=1e9) == 1e9 - 7 * DAY
     assert parse_time("2026-11-02T00:00:00Z") == T0 == parse_time(str(T0))
-    for bad in ("yesterday", "2026-11-02T00:00:00", "nan", "now-1y"):
+    for bad in ("yesterday", "2026-11-02T00:00:00", "nan", "now-1y", "1e30", "-1"):
         with pytest.raises(ValueError):
             parse_time(bad)
+
+
+@pytest.mark.parametrize("args, named", [
+    (("--start", "1e30"), "not a time: '1e30'"),  # before: no steps, a ValueError traceback
+    (("--days", "0.001"), "--days: 0.001 days is shorter than one window of the config (300 s)"),  # the same
+    (("--out", "/nonexistent/history.om"), "cannot write /nonexistent/history.om: No such file or directory"),
+    (("--ledger", "/nonexistent/ledger.csv"), "cannot write /nonexistent/ledger.csv"),  # after a whole simulation
+])
+def test_history_refuses_what_it_cannot_write_or_simulate_before_simulating(tmp_path: Path, args, named) -> None:
+    options = {"--start": "2026-11-02T00:00:00Z", "--days": "0.1", "--out": str(tmp_path / "h.om"), **dict([args])}
+    result = qtelemetry("history", *[x for pair in options.items() for x in pair])
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
+    assert "simulating history" not in result.stderr and "history written" not in result.stderr
 
 
 def test_live_prometheus_incidents_come_from_its_alerts_series(start_exporter, tmp_path: Path,

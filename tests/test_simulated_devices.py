@@ -222,7 +222,12 @@ def test_make_pki_keeps_a_complete_pki_and_refuses_to_mix(pki, tmp_path, capsys)
     assert "already holds" in capsys.readouterr().err and not (pki / "sae-b.crt").exists()
     for bad in ("device", "ca", "../x", ""):
         assert main(["simulate", "--make-pki", str(tmp_path / "new"), "--client", bad]) == 2
+    for bad in ("bad host!", "-x.example", "a..b", "x" * 64, "\x1b[31m"):  # before: written into the SAN
+        assert main(["simulate", "--make-pki", str(tmp_path / "new"), f"--host={bad}"]) == 2
+        assert "--host: not an IP address or a DNS name" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+    assert main(["simulate", "--make-pki", str(tmp_path / "ok"), "--host", "kme-1.site-a.example",
+                 "--host", "::1", "--host", "10.0.0.7"]) == 0
 
 
 def test_documented_example_of_the_simulate_config_is_valid(pki):

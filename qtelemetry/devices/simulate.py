@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import re
 import signal
@@ -35,6 +36,10 @@ from qtelemetry.standards.restconf import NODE_PATH
 log = logging.getLogger("qtelemetry.simulate")
 
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A host name a certificate may carry (RFC 1123: dot-separated labels of letters, digits and
+#: inner hyphens, 63 characters each, 253 in all), unless it is an IP address.
+HOST_NAME = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -82,6 +87,10 @@ def cmd_make_pki(directory: Path, clients: list[str], hosts: list[str]) -> int:
         print(f"error: --client: names are 1-64 letters, digits, . _ -, unique, not 'ca' or 'device': {bad or clients}",
               file=sys.stderr)
         return EXIT_CONFIG
+    bad = [h for h in hosts if not _is_ip(h) and not HOST_NAME.match(h)]
+    if bad:
+        print(f"error: --host: not an IP address or a DNS name (RFC 1123): {bad}", file=sys.stderr)
+        return EXIT_CONFIG
     names = pki.demo_pki_files(clients)
     there = [name for name in names if (directory / name).exists()]
     if there and len(there) == len(names):
@@ -98,6 +107,14 @@ def cmd_make_pki(directory: Path, clients: list[str], hosts: list[str]) -> int:
         return EXIT_CONFIG
     print("\n".join(str(path) for path in written))
     return 0
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def _serve(app: web.Application, listen: str, context: ssl.SSLContext) -> tuple[web.AppRunner, str]:

@@ -165,7 +165,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return EXIT_DIFFERS
         print(f"{count(len(output.files), 'generated file')} up to date in {out}")
         return 0
-    changed = write(out, output, config)
+    try:
+        changed = write(out, output, config)
+    except OSError as exc:
+        print(f"error: --out: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     for line in changed:
         print(line)
     print(f"{count(len(output.files), 'file')} in {out} ({len(changed)} changed)")

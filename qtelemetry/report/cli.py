@@ -4,8 +4,10 @@ history as OpenMetrics, to backfill a Prometheus for a demo or a test)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
-import math
+import os
 import re
 import sys
 import time
@@ -37,6 +39,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 BACKFILL_BLOCK = "768h"
 
 
+#: Unix time of 10000-01-01: later times have no RFC 3339 form, and past ~1e15 s a day no longer
+#: adds to a float's value (a history of such a start had no steps and crashed).
+LAST_TIME = 253402300800.0
+
+
 def parse_time(text: str, now: float | None = None) -> float:
     """Unix seconds from ``now[-N{s,m,h,d,w}]``, Unix seconds or an RFC 3339 time; ValueError if none."""
     match = _RELATIVE.match(text)
@@ -53,8 +60,8 @@ def parse_time(text: str, now: float | None = None) -> float:
         if parsed.tzinfo is None:
             raise ValueError(f"{text!r} has no time zone: add Z or an offset") from None
         return parsed.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"not a time: {text!r}")
+    if not 0 <= value < LAST_TIME:
+        raise ValueError(f"not a time: {text!r} (Unix seconds from 0 to the end of year 9999)")
     return value
 
 
@@ -128,6 +135,12 @@ def run_report(args: argparse.Namespace) -> int:
         extras.check_installed(("matplotlib", "pandas"), "report")
     except extras.MissingExtra as exc:
         return _usage(f"qtelemetry report: {exc}")
+    try:  # before the queries, which may take an hour: a bad --out loses none of them
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), args.out)
+    except OSError as exc:
+        return _usage(f"--out: cannot write the directory {exc.filename or args.out}: {exc.strerror}")
     from qtelemetry.report.build import ReportRequest, build_report
     from qtelemetry.report.nodata import NoData
 
@@ -140,6 +153,9 @@ def run_report(args: argparse.Namespace) -> int:
         written = build_report(request)
     except PrometheusError as exc:
         log.error("report failed", extra={"reason": str(exc)})
+        return EXIT_FAILED
+    except OSError as exc:  # the disk filled, or the directory went away, while it was written
+        log.error("report failed", extra={"reason": f"cannot write {exc.filename}: {exc.strerror}"})
         return EXIT_FAILED
     except NoData as exc:
         log.warning("no data in the period: report written without tables",
@@ -180,10 +196,18 @@ def run_history(args: argparse.Namespace) -> int:
         config = with_failures(config, args.fail or [])
     except ValueError as exc:
         return _usage(str(exc))
-    with open(args.out, "w", encoding="utf-8") as out:
+    step = config.exporter.window_seconds
+    if days * 86400 < step:
+        return _usage(f"--days: {args.days} days is shorter than one window of the config ({step:g} s)")
+    with contextlib.ExitStack() as files:
+        try:  # both opened before the simulation, which may take minutes: a bad path loses none of it
+            out = files.enter_context(open(args.out, "w", encoding="utf-8"))
+            ledger = files.enter_context(open(args.ledger, "w", encoding="utf-8", newline="")) if args.ledger else None
+        except OSError as exc:
+            return _usage(f"cannot write {exc.filename}: {exc.strerror}")
         history = write_history(config, start, start + days * 86400, out, job=args.job, instance=args.instance)
-    if args.ledger:  # one row per time and link: the amounts a report's key figures must match
-        history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(args.ledger, index=False)
+        if ledger:  # one row per time and link: the amounts a report's key figures must match
+            history.ledger.stack(level="link").rename_axis(["time", "link"]).reset_index().to_csv(ledger, index=False)
     # one block for the whole file: promtool's default 2 h blocks each re-read all of it
     print(f"{args.out}: {count(history.samples, 'sample')}, {count(history.times.size, 'step')}; next: "
           f"promtool tsdb create-blocks-from openmetrics --max-block-duration={BACKFILL_BLOCK} {args.out} DATA_DIR")
