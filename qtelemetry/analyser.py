@@ -17,28 +17,36 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import re
 import signal
 import threading
 import time
+import urllib.parse
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from gzip import compress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qtelemetry.configfile import load_yaml, read_text
+from qtelemetry.configfile import load_yaml, printable, read_text
 from qtelemetry.drivers.base import StrictModel
 from qtelemetry.errors import ConfigError
 from qtelemetry.estimation.network import Topology
-from qtelemetry.networkconfig import NetworkConfig, SiteConfig
+from qtelemetry.networkconfig import LABEL_VALUE, NetworkConfig, SiteConfig
 from qtelemetry.runtime.network import Durations, LinkInputs, NetworkSnapshot, build_topology, timed_analysis
+
+if TYPE_CHECKING:
+    from qtelemetry.config import WebConfig
 
 log = logging.getLogger(__name__)
 
-#: Why a read of the Prometheus API failed (the ``reason`` label of qnet_analyser_errors_total).
-REASONS = ("unreachable", "bad_response", "unknown_site")
+#: Why a read of the Prometheus API failed, links were left out or the analysis failed (the ``reason``
+#: label of qnet_analyser_errors_total).
+REASONS = ("unreachable", "bad_response", "unknown_site", "conflicting_sites", "invalid_name", "analysis_failed")
+#: A link or site name as every qtelemetry exporter gives it (config.LABEL_VALUE).
+_NAME = re.compile(LABEL_VALUE)
 
 
 class NetworkFile(StrictModel):
@@ -47,19 +55,21 @@ class NetworkFile(StrictModel):
     network: NetworkConfig
 
 
-def load_network(path: str) -> NetworkConfig:
-    """The ``network:`` section of ``path``: a whole exporter config (the fleet's, read by every
-    shard) or a file with that section only; ConfigError naming the field otherwise."""
-    from qtelemetry.config import load_config, validate_yaml
+def load_fleet(path: str) -> "tuple[NetworkConfig, WebConfig]":
+    """The ``network:`` section of ``path`` and how /metrics is protected: a whole exporter config
+    (the fleet's, read by every shard: its ``exporter.web`` protects the analyser as it does the
+    shards, for the scraper that reaches them all alike) or a file with that section only (no
+    protection but ``--web.config.file``); ConfigError naming the field otherwise."""
+    from qtelemetry.config import WebConfig, load_config, validate_yaml
 
     text = read_text(path)
     data = load_yaml(text, path)
-    if isinstance(data, dict) and "links" in data:
-        network = load_config(path).network
-        if network is None:
+    if isinstance(data, dict) and data.keys() & {"exporter", "links"}:
+        config = load_config(path)
+        if config.network is None:
             raise ConfigError(path, [("network", "the config has no network section: nothing to analyse")])
-        return network
-    return validate_yaml(NetworkFile, text, path, config_dir=Path(path).absolute().parent).network
+        return config.network, config.exporter.web
+    return validate_yaml(NetworkFile, text, path, config_dir=Path(path).absolute().parent).network, WebConfig()
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,10 @@ class Analyser:
     """Reads the links from Prometheus, analyses them, publishes an AnalyserState."""
 
     def __init__(self, prometheus: Any, network: NetworkConfig, max_data_age: float):
-        self._prometheus, self._network, self._max_age = prometheus, network, max_data_age
+        self._prometheus, self.network, self._max_age = prometheus, network, max_data_age
         self._durations = Durations()
         self._errors: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
-        self._topology: tuple[tuple[LinkView, ...], Topology] | None = None
+        self._topology: tuple[frozenset[tuple[LinkView, bool]], NetworkConfig, Topology] | None = None
         self.state = AnalyserState(None)
 
     def run_once(self, now: float | None = None) -> AnalyserState:
@@ -96,13 +106,19 @@ class Analyser:
             topology, inputs = self._read()
         except PrometheusError as exc:
             reason = "unreachable" if isinstance(exc, Unreachable) else "bad_response"
-            self._errors[reason] += 1
             log.warning("cannot read the links from Prometheus", extra={"reason": reason, "error": str(exc)})
-            self.state = AnalyserState(None if self.state.network is None else NetworkSnapshot(self.state.network.topology),
-                                       False, dict(self._errors))
-            return self.state
+            return self.failed(reason)
         network = timed_analysis(topology, inputs, self._durations, now)
         self.state = AnalyserState(network, True, dict(self._errors))
+        return self.state
+
+    def failed(self, reason: str) -> AnalyserState:
+        """Count ``reason`` and drop the figures: the age of the last analysis keeps rising and its
+        histogram keeps its counts, but no capacity stays on show as if current."""
+        self._errors[reason] += 1
+        last = self.state.network
+        self.state = AnalyserState(None if last is None else replace(last, analysis=None, rate_bps=None),
+                                   False, dict(self._errors))
         return self.state
 
     def _vector(self, query: str) -> dict[str, float]:
@@ -120,12 +136,12 @@ class Analyser:
     def _read(self) -> tuple[Topology, LinkInputs]:
         from qtelemetry.report.prometheus import PrometheusError
 
-        info = self._prometheus.instant("max by (link, site_a, site_b) (qlink_info)")
+        info = self._prometheus.instant("min by (link, site_a, site_b) (time() - timestamp(qlink_info))")
         try:
-            links = tuple(sorted({LinkView(l["link"], l["site_a"], l["site_b"]) for l, _ in info}, key=lambda v: v.name))
+            seen = frozenset((LinkView(l["link"], l["site_a"], l["site_b"]), age < self._max_age) for l, age in info)
         except KeyError:
             raise PrometheusError("qlink_info series without link, site_a or site_b") from None
-        topology = self._topology_of(links)
+        topology = self._topology_of(seen)
         names = topology.links
         fresh = self._vector(f"time() - timestamp(qlink_up) < bool {self._max_age:g}")
         up = self._vector("qlink_up")
@@ -138,25 +154,36 @@ class Analyser:
         return topology, LinkInputs(np.where(live, column(rate), 0.0), np.where(live, column(buffer), np.nan),
                                     column(bound))
 
-    def _topology_of(self, links: tuple[LinkView, ...]) -> Topology:
-        """The topology of ``links`` (rebuilt only when the links change); links whose sites the
-        config does not list are left out and counted."""
-        if self._topology is not None and self._topology[0] == links:
-            return self._topology[1]
-        listed = None if self._network.sites is None else {s.name for s in self._network.sites}
+    def _topology_of(self, seen: frozenset[tuple[LinkView, bool]]) -> Topology:
+        """The topology of the qlink_info series ``seen`` (each with whether it is fresh), rebuilt
+        only when they change. Left out, counted by reason and logged once per change: names no
+        qtelemetry exporter gives (they would reach the labels), a link named between two pairs of
+        sites by fresh series (two shards disagree: counting it twice would invent capacity; a
+        stale pair beside a fresh one is a rewired link's past), sites the config does not list."""
+        config = network = self.network  # read once: a reload may replace it meanwhile
+        if self._topology is not None and self._topology[0] == seen and self._topology[1] is config:
+            return self._topology[2]
+        named = {(view, fresh) for view, fresh in seen if all(map(_NAME.fullmatch, (view.name, view.site_a, view.site_b)))}
+        pairs: dict[str, dict[LinkView, bool]] = {}
+        for view, fresh in named:
+            pairs.setdefault(view.name, {})[view] = fresh
+        current = {name: [v for v, fresh in found.items() if fresh] or list(found) for name, found in pairs.items()}
+        listed = None if network.sites is None else {s.name for s in network.sites}
+        links = sorted((views[0] for views in current.values() if len(views) == 1), key=lambda v: v.name)
         known = [l for l in links if listed is None or {l.site_a, l.site_b} <= listed]
-        if len(known) < len(links):
-            self._errors["unknown_site"] += len(links) - len(known)
-            log.warning("links between sites the network section does not list are left out",
-                        extra={"links": ",".join(l.name for l in links if l not in known)[:500]})
-        network = self._network
+        left_out = {"invalid_name": sorted(printable(v.name, 80) for v, _ in seen - named),
+                    "conflicting_sites": sorted(name for name, views in current.items() if len(views) > 1),
+                    "unknown_site": [l.name for l in links if l not in known]}
+        for reason, names in left_out.items():
+            if names:
+                self._errors[reason] += len(names)
+                log.warning("links left out of the analysis", extra={"reason": reason, "links": ",".join(names)[:500]})
         if network.sites is None:  # sites from the links, and the demands' ends even without links
-            names = dict.fromkeys([*(e for l in known for e in (l.site_a, l.site_b)),
-                                   *(e for d in network.demands for e in (d.source, d.target))])
-            network = network.model_copy(update={"sites": [SiteConfig(name=n) for n in names]})
-        topology = build_topology(network, known)
-        self._topology = (links, topology)
-        return topology
+            ends = dict.fromkeys([*(e for l in known for e in (l.site_a, l.site_b)),
+                                  *(e for d in network.demands for e in (d.source, d.target))])
+            network = network.model_copy(update={"sites": [SiteConfig(name=n) for n in ends]})
+        self._topology = (seen, config, build_topology(network, known))
+        return self._topology[2]
 
 
 class AnalyserExposition:
@@ -201,14 +228,14 @@ class AnalyserExposition:
 
 def cmd_network(args: argparse.Namespace) -> int:
     from qtelemetry.cli import _log_config_error, _refuse
-    from qtelemetry.config import WebConfig, parse_listen
+    from qtelemetry.config import parse_listen
     from qtelemetry.exporter.server import MetricsServer, Protection
     from qtelemetry.exporter.webconfig import web_settings
     from qtelemetry.report.cli import http_config
 
     try:
-        network = load_network(args.config)
-        web, tls = web_settings(WebConfig(), args.web_config_file, args.config)
+        network, exporter_web = load_fleet(args.config)
+        web, tls = web_settings(exporter_web, args.web_config_file, args.config)
     except ConfigError as exc:
         return _log_config_error(exc)
     try:
@@ -221,7 +248,9 @@ def cmd_network(args: argparse.Namespace) -> int:
     commands: queue.SimpleQueue[str] = queue.SimpleQueue()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: commands.put("stop"))
-    analyser = Analyser(Prometheus(args.prometheus, http), network, args.max_data_age)
+    signal.signal(signal.SIGHUP, lambda *_: commands.put("reload"))  # as `qtelemetry run` (systemd's ExecReload)
+    prometheus = Prometheus(args.prometheus, http)
+    analyser = Analyser(prometheus, network, args.max_data_age)
     exposition = AnalyserExposition(lambda: analyser.state)
 
     def no_faults(link: str) -> Any:
@@ -241,7 +270,8 @@ def cmd_network(args: argparse.Namespace) -> int:
                 analyser.run_once()
             except Exception:  # pragma: no cover - last line of defence, logged with its traceback
                 log.exception("network analysis failed")
-            stop.wait(network.analysis_interval_seconds)
+                analyser.failed("analysis_failed")
+            stop.wait(analyser.network.analysis_interval_seconds)
 
     worker = threading.Thread(target=loop, name="network", daemon=True)
     worker.start()
@@ -249,29 +279,51 @@ def cmd_network(args: argparse.Namespace) -> int:
     log.info("serving network metrics", extra={"url": f"{server.scheme}://{bound_host}:{bound_port}/metrics",
                                                "prometheus": redacted_url(args.prometheus),
                                                "demands": len(network.demands)})
-    commands.get()
+    while commands.get() == "reload":
+        try:
+            analyser.network = load_fleet(args.config)[0]
+        except ConfigError as exc:
+            _log_config_error(exc)
+            log.warning("config reload refused: the running network section is kept", extra={"source": args.config})
+            continue
+        log.info("network section reloaded", extra={"source": args.config, "demands": len(analyser.network.demands)})
     log.info("shutting down")
     stop.set()
     server.close()
     worker.join(timeout=10)
+    if not worker.is_alive():  # else a query is still under way on the client's loop: exit without
+        prometheus.close()     # (an unclosed session was logged as an error at every shutdown)
     return 0
 
 
+def _http_url(text: str) -> str:
+    """argparse type: an http(s) URL with a host (anything else is never reached, only logged as
+    unreachable every interval); the URL is not repeated, since it may hold credentials."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError("expected an http:// or https:// URL with a host")
+    return text
+
+
 def register(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from qtelemetry.recording import number_between
     from qtelemetry.report.cli import add_http_options
+
+    seconds = number_between(0.0, 1e9, "a positive number of seconds")
 
     parser = verbs.add_parser(
         "network", help="the network view of a sharded fleet, from Prometheus",
         description="Read the links' key rates, stores and qlink_info from a Prometheus HTTP API every "
                     "network.analysis_interval_seconds, analyse the network and serve the qnet_ metrics.")
-    parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus API base URL (the global view)")
+    parser.add_argument("--prometheus", required=True, metavar="URL", type=_http_url,
+                        help="Prometheus API base URL (the global view)")
     parser.add_argument("--config", required=True, metavar="FILE",
                         help="the fleet's exporter config, or a file with only its network: section")
     parser.add_argument("--listen", default="127.0.0.1:9818", metavar="HOST:PORT",
                         help="where /metrics is served (default 127.0.0.1:9818; port 0 = any free port)")
-    parser.add_argument("--max-data-age", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--max-data-age", type=seconds, default=60.0, metavar="SECONDS",
                         help="a link whose newest qlink_up sample is older counts as down (default 60)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per query (default 10)")
+    parser.add_argument("--timeout", type=seconds, default=10.0, metavar="SECONDS", help="per query (default 10)")
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                         help="TLS and basic auth of /metrics from an exporter-toolkit web config file")
     add_http_options(parser)
