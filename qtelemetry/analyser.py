@@ -227,7 +227,7 @@ class AnalyserExposition:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    from qtelemetry.cli import _log_config_error, _refuse
+    from qtelemetry.cli import _log_config_error, _next_command, _refuse
     from qtelemetry.config import parse_listen
     from qtelemetry.exporter.server import MetricsServer, Protection
     from qtelemetry.exporter.webconfig import web_settings
@@ -279,7 +279,7 @@ def cmd_network(args: argparse.Namespace) -> int:
     log.info("serving network metrics", extra={"url": f"{server.scheme}://{bound_host}:{bound_port}/metrics",
                                                "prometheus": redacted_url(args.prometheus),
                                                "demands": len(network.demands)})
-    while commands.get() == "reload":
+    while _next_command(commands) == "reload":  # wakes to run a signal handler another thread was handed
         try:
             analyser.network = load_fleet(args.config)[0]
         except ConfigError as exc:
