@@ -280,13 +280,16 @@ def cmd_network(args: argparse.Namespace) -> int:
                                                "prometheus": redacted_url(args.prometheus),
                                                "demands": len(network.demands)})
     while _next_command(commands) == "reload":  # wakes to run a signal handler another thread was handed
-        try:
-            analyser.network = load_fleet(args.config)[0]
+        try:  # the network section and the endpoint's protection (users, certificates), as `run` reloads them
+            network, exporter_web = load_fleet(args.config)
+            web, tls = web_settings(exporter_web, args.web_config_file, args.config)
         except ConfigError as exc:
             _log_config_error(exc)
-            log.warning("config reload refused: the running network section is kept", extra={"source": args.config})
+            log.warning("config reload refused: the running config is kept", extra={"source": args.config})
             continue
-        log.info("network section reloaded", extra={"source": args.config, "demands": len(analyser.network.demands)})
+        analyser.network = network
+        server.protect(Protection(web, tls, None))
+        log.info("config reloaded", extra={"source": args.config, "demands": len(network.demands)})
     log.info("shutting down")
     stop.set()
     server.close()

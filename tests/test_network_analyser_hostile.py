@@ -265,5 +265,12 @@ def test_the_fleet_configs_web_section_protects_the_analyser_too(tmp_path):
             "Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()})
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert "qnet_analyser_up" in parse_exposition(answer.read().decode())
+        # a SIGHUP applies a changed password at once, as for `qtelemetry run` (it kept the old one)
+        config.write_text(config.read_text().replace(hashed, bcrypt.hashpw(b"new", bcrypt.gensalt(4)).decode()))
+        process.proc.send_signal(signal.SIGHUP)
+        poll(lambda: "config reloaded" in process.log(), 30, "the reload")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
     finally:
         process.stop()
