@@ -214,6 +214,9 @@ def test_a_link_without_a_bound_bounds_nothing():
     top = build(3, [(0, 1), (1, 2)], [True] * 3, [(0, 2), (1, 2)], [1.0, 1.0])
     result = analyse(top, np.ones(2), bound_bps=np.array([5.0, np.nan]))
     assert result.bound_bps[0] == 5.0 and np.isnan(result.bound_bps[1])
+    for bad in (-5.0, -np.inf):  # bad data is no bound, not a bound of 0 (which says no key is possible)
+        result = analyse(top, np.ones(2), bound_bps=np.array([5.0, bad]))
+        assert result.bound_bps[0] == 5.0 and np.isnan(result.bound_bps[1])
 
 
 def test_a_ring_of_relays_hanging_off_an_end_point_is_in_no_cut():
@@ -271,7 +274,7 @@ def test_stored_key_and_bound_equal_brute_force_minimum_cuts(network, data):
     bounds = np.array(data.draw(st.lists(st.one_of(amounts, st.just(np.inf)), min_size=len(links), max_size=len(links))))
     result = analyse(build(n, links, trusted, demands, needs), np.array(rates), stores, bounds)
     held = edges_of(n, links, np.where(np.isfinite(stores) & (stores > 0), stores, 0.0))
-    unbounded = edges_of(n, links, (np.isnan(bounds) | np.isposinf(bounds)).astype(float))
+    unbounded = edges_of(n, links, (~(np.isfinite(bounds) & (bounds >= 0))).astype(float))  # negative: bad data
     bound_caps = edges_of(n, links, np.where(np.isfinite(bounds) & (bounds > 0), bounds, 0.0))
     for d, ((s, t), need) in enumerate(zip(demands, needs)):
         if np.isnan(stores).all():

@@ -219,12 +219,14 @@ def _stored_key_seconds(top: Topology, buffer_bits: Floats | None) -> Floats:
 
 def _bound(top: Topology, bound_bps: Floats | None) -> Floats:
     """Minimum cut of the links' repeaterless bounds (Pirandola, Commun. Phys. 2, 51 (2019)). A
-    link without a bound may carry anything, so a cut through it bounds nothing: NaN."""
+    link without a bound (NaN, +Inf, or bad data: negative, -Inf) may carry anything, so a cut
+    through it bounds nothing: NaN. A bound of 0 (no light) is a bound."""
     if bound_bps is None:
         return np.full(len(top.demands), np.nan)
     bounds = np.asarray(bound_bps, float)
-    known = usable(bounds)
-    unbounded = np.isnan(bounds) | np.isposinf(bounds)
+    with np.errstate(invalid="ignore"):
+        unbounded = ~(np.isfinite(bounds) & (bounds >= 0))
+    known = np.where(unbounded, 0.0, bounds)
     big = 2.0 * known.sum() + 1.0  # more than any cut of known bounds
     flows = max_flows(top, np.where(unbounded, big, known))
     return np.where(flows < big / 2, flows, np.nan)
