@@ -143,8 +143,3 @@ def relays_connect(ends: np.ndarray, trusted: np.ndarray, pairs: np.ndarray) -> 
     met[from_source[np.isin(from_source, keys(pairs[:, 1]))] // n] = True
     linked = np.sort(ends, axis=1) @ np.array([n, 1])
     return met | np.isin(np.sort(pairs, axis=1) @ np.array([n, 1]), linked)
-
-
-def relay_connected(ends: np.ndarray, trusted: np.ndarray, source: int, target: int) -> bool:
-    """Whether a path of links joins ``source`` and ``target`` with only trusted sites between."""
-    return bool(relays_connect(ends, trusted, np.array([[source, target]]))[0])

@@ -37,7 +37,7 @@ from qtelemetry.drivers.simulated_bb84 import SimulatedBB84Config
 from qtelemetry.errors import EXIT_CONFIG, ConfigError
 from qtelemetry.estimation.graphs import components, igraph
 from qtelemetry.estimation.network import NetworkAnalysis, Topology, analyse, max_flows, usable, widest_paths
-from qtelemetry.networkconfig import DemandConfig, SiteConfig, relay_connected
+from qtelemetry.networkconfig import DemandConfig, SiteConfig, relays_connect
 
 if TYPE_CHECKING:  # the solver (SciPy's optimize) is imported when a plan is made, not by every command
     from qtelemetry.estimation.placement import Placement
@@ -121,10 +121,12 @@ class NetworkPlanFile(StrictModel):
             raise FieldError("spans", f"the candidate spans leave the sites in {parts} separate parts, e.g. "
                              + " | ".join(", ".join(g) for g in groups) + ": no plan can join them")
         trusted = np.array([site.trusted for site in self.sites])
-        for i, demand in enumerate(self.demands):
-            if not relay_connected(ends, trusted, index[demand.source], index[demand.target]):
-                raise FieldError(f"demands.{i}", f"no chain of candidate spans joins {demand.source!r} and "
-                                 f"{demand.target!r} over trusted sites")
+        pairs = np.array([[index[d.source], index[d.target]] for d in self.demands], np.intp).reshape(-1, 2)
+        unreachable = np.flatnonzero(~relays_connect(ends, trusted, pairs))
+        if unreachable.size:
+            demand = self.demands[i := int(unreachable[0])]
+            raise FieldError(f"demands.{i}", f"no chain of candidate spans joins {demand.source!r} and "
+                             f"{demand.target!r} over trusted sites")
 
 
 def load_plan(path: str | Path) -> NetworkPlanFile:
